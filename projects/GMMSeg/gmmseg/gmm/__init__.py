@@ -1,0 +1,12 @@
+"""The GMMSeg core in pure PyTorch (no detectron2 import): usable from any framework."""
+from .assignment import equipartition_error, segment_logsumexp, sinkhorn_assign, vanilla_assign
+from .likelihood import gaussian_log_likelihood, naive_gaussian_log_likelihood
+from .memory import FeatureMemory
+from .predictor import GMMPredictor
+from .sampling import evenly_spaced_per_group
+
+__all__ = [
+    "GMMPredictor", "FeatureMemory", "gaussian_log_likelihood", "naive_gaussian_log_likelihood",
+    "sinkhorn_assign", "vanilla_assign", "segment_logsumexp", "equipartition_error",
+    "evenly_spaced_per_group",
+]

@@ -1,0 +1,81 @@
+"""E-steps: which component of its own class each labelled embedding belongs to.
+
+Both functions take the per-component log-likelihoods of each embedding *under its own class*
+(N, M) plus the class of each embedding (N,), and handle all classes at once: sums over the
+embeddings of one class are segment reductions (index_add / scatter_reduce), never a Python loop.
+"""
+
+import torch
+
+__all__ = ["sinkhorn_assign", "vanilla_assign", "segment_logsumexp", "equipartition_error", "ASSIGNERS"]
+
+
+def segment_logsumexp(values: torch.Tensor, segments: torch.Tensor, num_segments: int) -> torch.Tensor:
+    """log sum exp of the rows of `values` (N, M) within each segment: returns (num_segments, M).
+
+    Empty segments give -inf.
+    """
+    m = values.shape[1]
+    idx = segments[:, None].expand(-1, m)
+    seg_max = values.new_full((num_segments, m), float("-inf"))
+    seg_max = seg_max.scatter_reduce(0, idx, values, reduce="amax", include_self=True)
+    safe_max = torch.where(torch.isfinite(seg_max), seg_max, torch.zeros_like(seg_max))
+    sums = values.new_zeros((num_segments, m)).index_add_(0, segments, (values - safe_max[segments]).exp())
+    return sums.log() + safe_max
+
+
+def sinkhorn_assign(
+    log_likelihood: torch.Tensor,
+    classes: torch.Tensor,
+    num_classes: int,
+    num_iters: int = 3,
+    epsilon: float = 0.05,
+) -> torch.Tensor:
+    """Equipartition (Sinkhorn-Knopp) assignment of each embedding to a component of its class.
+
+    Solves, per class c, the entropic transport between the N_c embeddings (mass 1 each) and the
+    M components (mass N_c / M each) with score = log-likelihood, in the log domain.
+
+    log_likelihood: (N, M) scores of each embedding for the components of its own class.
+    classes: (N,) long in [0, num_classes).
+    Returns the transport plan's log (N, M); argmax(-1) is the hard assignment.
+    """
+    n, m = log_likelihood.shape
+    if n == 0:
+        return log_likelihood.new_zeros((0, m))
+    scores = log_likelihood.detach().float()
+    # The release scales each class's scores by their max |value| before dividing by epsilon;
+    # it makes epsilon a relative temperature, independent of D and of the stds.
+    scale = scores.new_zeros(num_classes).scatter_reduce(
+        0, classes, scores.abs().amax(1), reduce="amax", include_self=True
+    )
+    log_q = scores / scale[classes].clamp_min(1e-12)[:, None] / epsilon
+    counts = torch.bincount(classes, minlength=num_classes).to(log_q)
+    for _ in range(num_iters):
+        # columns: every component of class c receives N_c / M of the mass
+        col = segment_logsumexp(log_q, classes, num_classes)
+        log_q = log_q - col[classes] + (counts[classes] / m).log()[:, None]
+        # rows: every embedding gives mass 1
+        log_q = log_q - torch.logsumexp(log_q, dim=1, keepdim=True)
+    return log_q
+
+
+def vanilla_assign(log_likelihood: torch.Tensor, classes: torch.Tensor = None, num_classes: int = 0, **_) -> torch.Tensor:
+    """Plain EM responsibilities (uniform mixing weights): log softmax over the components.
+
+    Same signature as sinkhorn_assign; returns log responsibilities (N, M).
+    """
+    return torch.log_softmax(log_likelihood.detach().float(), dim=1)
+
+
+def equipartition_error(log_plan: torch.Tensor, classes: torch.Tensor, num_classes: int) -> float:
+    """Largest relative deviation of component masses from N_c / M (diagnostics and tests)."""
+    m = log_plan.shape[1]
+    mass = log_plan.new_zeros((num_classes, m)).index_add_(0, classes, log_plan.exp())
+    counts = torch.bincount(classes, minlength=num_classes).to(mass)
+    present = counts > 0
+    target = (counts / m)[:, None]
+    return float(((mass - target).abs() / target.clamp_min(1e-12))[present].max()) if present.any() else 0.0
+
+
+ASSIGNERS = {"sinkhorn": sinkhorn_assign, "vanilla": vanilla_assign}

@@ -1,0 +1,105 @@
+"""External feature bank: one FIFO ring buffer per (class, component), as one tensor.
+
+The bank also keeps the running sufficient statistics of what it holds (count, sum, sum of
+squares per group, in float64), updated on every push by adding what comes in and subtracting
+what is overwritten. The M-step then costs O(groups * D) instead of reading the whole bank
+(which is 778 MB for Cityscapes defaults). All state lives in buffers, so checkpoints,
+`.to(device)` and DDP broadcast carry it.
+"""
+import torch
+from torch import nn
+
+__all__ = ["FeatureMemory"]
+
+
+class FeatureMemory(nn.Module):
+    """G = num_classes * num_components ring buffers of `capacity` embeddings of size `dim`.
+
+    capacity == 0 means "no bank": the statistics then accumulate the pushes since the last
+    `take_statistics(reset=True)` (the paper's batch-only ablation).
+
+    init: "random" fills every slot with random unit vectors that count as data (the release);
+          "empty" starts with no data, the statistics count only written entries.
+    """
+
+    def __init__(self, num_groups: int, capacity: int, dim: int, init: str = "empty",
+                 dtype: torch.dtype = torch.float32, seed: int = 0):
+        super().__init__()
+        if init not in ("random", "empty"):
+            raise ValueError(f"FeatureMemory init must be 'random' or 'empty', got {init!r}")
+        self.num_groups, self.capacity, self.dim, self.init = num_groups, capacity, dim, init
+        self.register_buffer("bank", torch.zeros(num_groups, capacity, dim, dtype=dtype))
+        self.register_buffer("ptr", torch.zeros(num_groups, dtype=torch.long))
+        self.register_buffer("filled", torch.zeros(num_groups, dtype=torch.long))
+        self.register_buffer("stat_count", torch.zeros(num_groups, dtype=torch.float64))
+        self.register_buffer("stat_sum", torch.zeros(num_groups, dim, dtype=torch.float64))
+        self.register_buffer("stat_sumsq", torch.zeros(num_groups, dim, dtype=torch.float64))
+        if init == "random" and capacity > 0:
+            gen = torch.Generator().manual_seed(seed)
+            noise = torch.randn(num_groups, capacity, dim, generator=gen)
+            self.bank.copy_(nn.functional.normalize(noise, dim=-1))
+            self.filled.fill_(capacity)
+            self._recompute_statistics()
+
+    def _recompute_statistics(self):
+        valid = (torch.arange(self.capacity, device=self.bank.device)[None] < self.filled[:, None]).double()
+        data = self.bank.double() * valid[..., None]
+        self.stat_count.copy_(valid.sum(1))
+        self.stat_sum.copy_(data.sum(1))
+        self.stat_sumsq.copy_(data.pow(2).sum(1))
+
+    @torch.no_grad()
+    def push(self, groups: torch.Tensor, x: torch.Tensor):
+        """Append embeddings x (N, D) to the queues `groups` (N,), oldest overwritten first.
+
+        Rows are appended in their order: within one group a later row is newer. Deterministic.
+        """
+        if x.shape[0] == 0:
+            return
+        x = x.to(self.bank.dtype)
+        xd = x.double()  # the statistics count what the bank stores (after any rounding)
+        if self.capacity == 0:
+            self._add_stats(groups, xd, 1.0)
+            return
+        order = torch.argsort(groups, stable=True)
+        groups, x, xd = groups[order], x[order], xd[order]
+        counts = torch.bincount(groups, minlength=self.num_groups)
+        starts = torch.cumsum(counts, 0) - counts
+        seq = torch.arange(groups.shape[0], device=groups.device) - starts[groups]
+        # only the newest `capacity` rows of a group survive this push
+        keep = seq >= (counts[groups] - self.capacity)
+        groups, x, xd, seq = groups[keep], x[keep], xd[keep], seq[keep] - (counts[groups] - self.capacity).clamp_min(0)[keep]
+        slots = (self.ptr[groups] + seq) % self.capacity
+        overwritten = slots < self.filled[groups]
+        old = self.bank[groups[overwritten], slots[overwritten]].double()
+        self._add_stats(groups[overwritten], old, -1.0)
+        self._add_stats(groups, xd, 1.0)
+        self.bank[groups, slots] = x
+        n_new = counts.clamp_max(self.capacity)
+        self.ptr.copy_((self.ptr + n_new) % self.capacity)
+        self.filled.copy_((self.filled + n_new).clamp_max(self.capacity))
+
+    def _add_stats(self, groups, xd, sign):
+        self.stat_count.index_add_(0, groups, torch.full_like(groups, 1, dtype=torch.float64) * sign)
+        self.stat_sum.index_add_(0, groups, xd * sign)
+        self.stat_sumsq.index_add_(0, groups, xd.pow(2) * sign)
+
+    def statistics(self):
+        """(count (G,), sum (G, D), sum of squares (G, D)), float64."""
+        return self.stat_count, self.stat_sum, self.stat_sumsq
+
+    def reset_batch_statistics(self):
+        """For capacity 0 only: forget the pushes since the last M-step."""
+        if self.capacity == 0:
+            self.stat_count.zero_()
+            self.stat_sum.zero_()
+            self.stat_sumsq.zero_()
+
+    def newest(self, group: int, n: int) -> torch.Tensor:
+        """The n newest entries of one group, newest last (for tests and inspection)."""
+        n = min(n, int(self.filled[group]))
+        idx = (self.ptr[group] - n + torch.arange(n, device=self.bank.device)) % self.capacity
+        return self.bank[group, idx]
+
+    def extra_repr(self):
+        return f"groups={self.num_groups}, capacity={self.capacity}, dim={self.dim}, init={self.init}, dtype={self.bank.dtype}"

@@ -1,0 +1,211 @@
+"""GMMPredictor: a generative classifier head, one Gaussian mixture per class.
+
+    embeddings (N, C_in) --Linear--> (N, D) --LayerNorm--> --L2 normalise--> e
+    component log-likelihoods  log N(e; mu_cm, diag s_cm^2)         (N, K, M)
+    class scores               max_m (winner takes all)             (N, K)   "log_likelihood"
+    logits                     LayerNorm over the K classes         (N, K)   "logits"
+
+Means and stds are buffers: no gradient reaches them. They move only by EM:
+- training forward (labels given): E-step on the batch (Sinkhorn or vanilla, per class),
+  component-level auxiliary loss, and a few embeddings per (class, component) set aside;
+- `flush()` (every iteration, from the trainer hook): the set-aside rows of all ranks are
+  gathered and pushed into the FeatureMemory, in rank order, so every rank's bank is identical;
+- `em_update()` (every UPDATE_INTERVAL iterations): M-step with momentum from the bank's
+  sufficient statistics, for the components that received data since the last M-step.
+"""
+import logging
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .assignment import ASSIGNERS
+from .distributed import all_gather_rows
+from .likelihood import gaussian_log_likelihood
+from .memory import FeatureMemory
+from .sampling import evenly_spaced_per_group
+
+__all__ = ["GMMPredictor"]
+
+logger = logging.getLogger(__name__)
+
+
+class GMMPredictor(nn.Module):
+    supports_em = True
+
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        *,
+        embed_dim: int = 64,
+        num_components: int = 5,
+        memory_size: int = 32000,
+        pushes_per_step: int = 20,
+        push_correct_only: bool = True,
+        memory_init: str = "random",
+        memory_dtype: torch.dtype = torch.float32,
+        mean_momentum: float = 0.999,
+        std_momentum: float = 0.0,
+        momentum_warmup: bool = False,
+        variance_floor: float = 0.01,
+        em_algorithm: str = "sinkhorn",
+        sinkhorn_iters: int = 3,
+        sinkhorn_epsilon: float = 0.05,
+        aux_loss_weight: float = 0.01,
+        ignore_value: int = 255,
+        seed: int = 0,
+    ):
+        super().__init__()
+        if em_algorithm not in ASSIGNERS:
+            raise ValueError(f"em_algorithm must be one of {sorted(ASSIGNERS)}, got {em_algorithm!r}")
+        self.num_classes, self.num_components, self.embed_dim = num_classes, num_components, embed_dim
+        self.pushes_per_step, self.push_correct_only = pushes_per_step, push_correct_only
+        self.mean_momentum, self.std_momentum, self.momentum_warmup = mean_momentum, std_momentum, momentum_warmup
+        self.variance_floor = variance_floor
+        self.em_algorithm, self.sinkhorn_iters, self.sinkhorn_epsilon = em_algorithm, sinkhorn_iters, sinkhorn_epsilon
+        self.aux_loss_weight, self.ignore_value = aux_loss_weight, ignore_value
+
+        self.projection = nn.Linear(in_channels, embed_dim)
+        self.embed_norm = nn.LayerNorm(embed_dim)
+        self.class_norm = nn.LayerNorm(num_classes)
+
+        g = torch.Generator().manual_seed(seed)
+        means = F.normalize(torch.randn(num_classes, num_components, embed_dim, generator=g), dim=-1)
+        self.register_buffer("means", means)
+        self.register_buffer("stds", torch.ones(num_classes, num_components, embed_dim))
+        self.register_buffer("updates_per_component", torch.zeros(num_classes * num_components, dtype=torch.long))
+        self.register_buffer("received_data", torch.zeros(num_classes * num_components, dtype=torch.bool))
+        self.register_buffer("num_em_updates", torch.zeros((), dtype=torch.long))
+        self.memory = FeatureMemory(num_classes * num_components, memory_size, embed_dim,
+                                    init=memory_init, dtype=memory_dtype, seed=seed + 1)
+        self._pending = []  # rows [group, e_1..e_D] set aside by forward, pushed by flush()
+
+    # ------------------------------------------------------------------ forward
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (N, C_in) -> unit-norm embeddings (N, D)."""
+        return F.normalize(self.embed_norm(self.projection(x)), dim=-1)
+
+    def component_log_likelihood(self, e: torch.Tensor) -> torch.Tensor:
+        """e: (N, D) -> (N, K, M) float32."""
+        k, m, d = self.means.shape
+        ll = gaussian_log_likelihood(e, self.means.reshape(k * m, d), self.stds.reshape(k * m, d))
+        return ll.view(-1, k, m)
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor = None):
+        """x: (N, C_in); labels: (N,) long class ids or ignore_value, training only.
+
+        Returns a dict: "logits" (N, K), "log_likelihood" (N, K) raw class scores (for anomaly
+        scores), and, in training with labels, "losses" {"loss_gmm_aux": ...}.
+        """
+        e = self.embed(x)
+        comp_ll = self.component_log_likelihood(e)
+        class_ll = comp_ll.amax(-1)
+        logits = self.class_norm(class_ll)
+        out = {"logits": logits, "log_likelihood": class_ll}
+        if self.training and labels is not None:
+            out["losses"] = self._learn(e, comp_ll, logits, labels)
+        return out
+
+    # ------------------------------------------------------------------ E-step + bookkeeping
+    def _check_labels(self, labels):
+        bad = (labels != self.ignore_value) & ((labels < 0) | (labels >= self.num_classes))
+        if bad.any():
+            raise ValueError(
+                f"GMMPredictor got label value {int(labels[bad][0])}; expected class ids "
+                f"0..{self.num_classes - 1} or the ignore value {self.ignore_value}"
+            )
+
+    def _learn(self, e, comp_ll, logits, labels):
+        self._check_labels(labels)
+        k, m = self.num_classes, self.num_components
+        valid = labels != self.ignore_value
+        y = labels[valid]
+        comp_ll_v = comp_ll[valid]
+        own = comp_ll_v.gather(1, y.view(-1, 1, 1).expand(-1, 1, m)).squeeze(1)  # (Nv, M)
+        plan = ASSIGNERS[self.em_algorithm](
+            own.detach(), y, k, num_iters=self.sinkhorn_iters, epsilon=self.sinkhorn_epsilon
+        )
+        assignment = plan.argmax(1)
+        losses = {}
+        if self.aux_loss_weight > 0:
+            target = y * m + assignment
+            if y.numel():
+                aux = F.cross_entropy(comp_ll_v.reshape(-1, k * m), target)
+            else:  # keep the graph connected so DDP sees every parameter used
+                aux = comp_ll.sum() * 0.0
+            losses["loss_gmm_aux"] = self.aux_loss_weight * aux
+        self._set_aside(e[valid].detach(), y, assignment, logits[valid].detach())
+        return losses
+
+    @torch.no_grad()
+    def _set_aside(self, e, y, assignment, logits):
+        keep = torch.isfinite(e).all(1)
+        if not bool(keep.all()):
+            logger.warning("GMMPredictor: %d non-finite embeddings dropped from the EM memory",
+                           int((~keep).sum()))
+        if self.push_correct_only:
+            keep &= logits.argmax(1) == y
+        groups = (y * self.num_components + assignment)[keep]
+        rows = e[keep]
+        idx = evenly_spaced_per_group(groups, self.num_classes * self.num_components, self.pushes_per_step)
+        self._pending.append(torch.cat([groups[idx, None].to(rows.dtype), rows[idx]], dim=1))
+
+    # ------------------------------------------------------------------ memory + M-step
+    @torch.no_grad()
+    def flush(self):
+        """Gather the rows set aside by every rank and push them into the memory, in rank order.
+
+        Collective: every rank must call it at the same step (the trainer hook does).
+        """
+        local = torch.cat(self._pending) if self._pending else self.means.new_zeros((0, self.embed_dim + 1))
+        self._pending = []
+        rows = all_gather_rows(local.float())
+        if rows.shape[0] == 0:
+            return 0
+        groups = rows[:, 0].long()
+        self.memory.push(groups, rows[:, 1:])
+        self.received_data[groups] = True
+        return rows.shape[0]
+
+    @torch.no_grad()
+    def em_update(self):
+        """One M-step with momentum for every component that received data since the last one.
+
+        Deterministic given the memory: ranks with identical memories compute identical updates.
+        """
+        self.flush()
+        count, s1, s2 = self.memory.statistics()
+        upd = self.received_data & (count > 0)
+        if not bool(upd.any()):
+            return
+        k, m, d = self.means.shape
+        n = count[upd][:, None]
+        new_mean = F.normalize(s1[upd], dim=-1)  # L2-normalised sum of the bank's embeddings
+        # mean over the bank of (F - new_mean)^2, per dimension, from the sufficient statistics
+        var = s2[upd] / n - 2 * new_mean * s1[upd] / n + new_mean.pow(2)
+        new_std = (var.clamp_min(0) + self.variance_floor).sqrt()
+        finite = torch.isfinite(new_mean).all(1) & torch.isfinite(new_std).all(1)
+        if not bool(finite.all()):
+            logger.warning("GMMPredictor: M-step skipped for %d components with non-finite statistics",
+                           int((~finite).sum()))
+        idx = upd.nonzero().squeeze(1)[finite]
+        new_mean, new_std = new_mean[finite].float(), new_std[finite].float()
+        mm = torch.full((idx.numel(), 1), self.mean_momentum, device=idx.device)
+        sm = torch.full((idx.numel(), 1), self.std_momentum, device=idx.device)
+        if self.momentum_warmup:  # t-th update of a component: momentum min(m, t / (t + 1))
+            t = self.updates_per_component[idx].float()[:, None]
+            mm, sm = torch.minimum(mm, t / (t + 1)), torch.minimum(sm, t / (t + 1))
+        means, stds = self.means.view(k * m, d), self.stds.view(k * m, d)
+        means[idx] = F.normalize(mm * means[idx] + (1 - mm) * new_mean, dim=-1)
+        stds[idx] = sm * stds[idx] + (1 - sm) * new_std
+        self.updates_per_component[idx] += 1
+        self.received_data.zero_()
+        self.memory.reset_batch_statistics()
+        self.num_em_updates += 1
+
+    def extra_repr(self):
+        return (f"classes={self.num_classes}, components={self.num_components}, dim={self.embed_dim}, "
+                f"em={self.em_algorithm}, momentum={self.mean_momentum}")
+
+

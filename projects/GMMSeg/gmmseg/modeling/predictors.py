@@ -1,0 +1,74 @@
+"""Predictors: embeddings (N, C_in) -> class logits (N, K). One registry for both formulations.
+
+A per-pixel head applies its predictor to every pixel of the decoder's feature map; Mask2Former
+applies it to every query embedding. Each predictor's forward returns a dict with "logits"
+(N, K) and, where it has one, "log_likelihood" (N, K) (raw class densities, for anomaly scores)
+and "losses" (its own auxiliary losses, training only). Modules with `supports_em = True` also
+have `flush()` and `em_update()`, called by gmmseg.engine.EMHook.
+"""
+import torch
+from detectron2.utils.registry import Registry
+from torch import nn
+
+from ..gmm import GMMPredictor
+
+__all__ = ["PREDICTOR_REGISTRY", "build_predictor", "SoftmaxPredictor"]
+
+PREDICTOR_REGISTRY = Registry("PREDICTOR")
+PREDICTOR_REGISTRY.__doc__ = """
+Registry for predictors. Each entry is called as fn(cfg, in_channels, num_classes) -> nn.Module; its function name
+is the value of MODEL.PREDICTOR.NAME that selects it.
+"""
+
+
+class SoftmaxPredictor(nn.Module):
+    """The discriminative twin: a linear layer (a 1x1 conv on a feature map)."""
+
+    supports_em = False
+
+    def __init__(self, in_channels: int, num_classes: int):
+        super().__init__()
+        self.linear = nn.Linear(in_channels, num_classes)
+        nn.init.normal_(self.linear.weight, std=0.01)
+        nn.init.zeros_(self.linear.bias)
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor = None):
+        return {"logits": self.linear(x)}
+
+
+@PREDICTOR_REGISTRY.register()
+def softmax(cfg, in_channels, num_classes):
+    """The linear softmax classifier (the twin every GMM model is compared with)."""
+    return SoftmaxPredictor(in_channels, num_classes)
+
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@PREDICTOR_REGISTRY.register()
+def gmm(cfg, in_channels, num_classes):
+    """GMMSeg's generative classifier, configured by cfg.MODEL.GMM."""
+    g = cfg.MODEL.GMM
+    if g.MEMORY_DTYPE not in _DTYPES:
+        raise ValueError(f"MODEL.GMM.MEMORY_DTYPE must be one of {sorted(_DTYPES)}, got {g.MEMORY_DTYPE!r}")
+    return GMMPredictor(
+        in_channels, num_classes,
+        embed_dim=g.EMBED_DIM, num_components=g.NUM_COMPONENTS, memory_size=g.MEMORY_SIZE,
+        pushes_per_step=g.PUSHES_PER_STEP, push_correct_only=g.PUSH_CORRECT_ONLY,
+        memory_init=g.MEMORY_INIT, memory_dtype=_DTYPES[g.MEMORY_DTYPE],
+        mean_momentum=g.MEAN_MOMENTUM, std_momentum=g.STD_MOMENTUM, momentum_warmup=g.MOMENTUM_WARMUP,
+        variance_floor=g.VARIANCE_FLOOR, em_algorithm=g.EM_ALGORITHM, sinkhorn_iters=g.SINKHORN_ITERS,
+        sinkhorn_epsilon=g.SINKHORN_EPSILON, aux_loss_weight=g.AUX_LOSS_WEIGHT,
+        ignore_value=cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE, seed=g.SEED,
+    )
+
+
+def build_predictor(cfg, in_channels: int, num_classes: int) -> nn.Module:
+    """Build the predictor named by cfg.MODEL.PREDICTOR.NAME."""
+    name = cfg.MODEL.PREDICTOR.NAME
+    if name not in PREDICTOR_REGISTRY:
+        raise KeyError(
+            f"MODEL.PREDICTOR.NAME={name!r} is not registered; registered predictors: "
+            f"{sorted(k for k, _ in PREDICTOR_REGISTRY)}"
+        )
+    return PREDICTOR_REGISTRY.get(name)(cfg, in_channels, num_classes)

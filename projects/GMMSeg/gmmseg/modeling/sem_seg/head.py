@@ -1,0 +1,68 @@
+"""PerPixelHead: a decoder followed by a predictor applied to every pixel of its feature map."""
+from typing import Dict
+
+import torch
+from detectron2.config import configurable
+from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
+from torch import nn
+from torch.nn import functional as F
+
+from ..predictors import build_predictor
+from .decoders import build_decoder
+
+__all__ = ["PerPixelHead"]
+
+
+@SEM_SEG_HEADS_REGISTRY.register()
+class PerPixelHead(nn.Module):
+    """features -> decoder -> (B, C, h, w) -> predictor per pixel -> logits (B, K, h, w).
+
+    Training: cross-entropy at image resolution (logits upsampled bilinearly, ignore_value
+    ignored) plus the predictor's own losses; the predictor sees the labels resized (nearest)
+    to the feature resolution, which is where the GMM's EM works.
+    Inference: {"sem_seg": logits (B, K, H, W)} at input resolution, plus for predictors with a
+    density {"anomaly_score": -max_c log p(x|c) (B, H, W)}.
+    """
+
+    @configurable
+    def __init__(self, *, decoder: nn.Module, predictor: nn.Module, num_classes: int,
+                 ignore_value: int = 255, loss_weight: float = 1.0):
+        super().__init__()
+        self.decoder, self.predictor = decoder, predictor
+        self.num_classes, self.ignore_value, self.loss_weight = num_classes, ignore_value, loss_weight
+        self.common_stride = decoder.common_stride
+
+    @classmethod
+    def from_config(cls, cfg, input_shape):
+        decoder = build_decoder(cfg, input_shape)
+        h = cfg.MODEL.SEM_SEG_HEAD
+        return {
+            "decoder": decoder,
+            "predictor": build_predictor(cfg, decoder.out_channels, h.NUM_CLASSES),
+            "num_classes": h.NUM_CLASSES, "ignore_value": h.IGNORE_VALUE, "loss_weight": h.LOSS_WEIGHT,
+        }
+
+    def forward(self, features: Dict[str, torch.Tensor], targets: torch.Tensor = None):
+        x = self.decoder(features)
+        b, c, h, w = x.shape
+        labels = None
+        if self.training:
+            if targets is None:
+                raise ValueError("PerPixelHead needs targets in training mode")
+            labels = F.interpolate(targets[:, None].float(), size=(h, w), mode="nearest")[:, 0].long()
+            labels = labels.reshape(-1)
+        out = self.predictor(x.permute(0, 2, 3, 1).reshape(-1, c), labels)
+        logits = out["logits"].view(b, h, w, -1).permute(0, 3, 1, 2)
+        if self.training:
+            up = F.interpolate(logits, size=targets.shape[-2:], mode="bilinear", align_corners=False)
+            losses = {"loss_sem_seg": self.loss_weight * F.cross_entropy(up, targets, ignore_index=self.ignore_value)}
+            losses.update(out.get("losses", {}))
+            return None, losses
+        results = {"sem_seg": self._upsample(logits)}
+        if "log_likelihood" in out:
+            score = -out["log_likelihood"].amax(-1).view(b, 1, h, w)
+            results["anomaly_score"] = self._upsample(score)[:, 0]
+        return results, {}
+
+    def _upsample(self, x):
+        return F.interpolate(x, scale_factor=self.common_stride, mode="bilinear", align_corners=False)

@@ -1,0 +1,64 @@
+
+import pytest
+import torch
+
+from gmmseg.gmm import equipartition_error, segment_logsumexp, sinkhorn_assign, vanilla_assign
+
+
+def test_segment_logsumexp_matches_loop():
+    v = torch.randn(50, 4) * 30
+    seg = torch.randint(0, 5, (50,))
+    seg[seg == 3] = 4  # segment 3 empty
+    out = segment_logsumexp(v, seg, 5)
+    for s in range(5):
+        if (seg == s).any():
+            assert torch.allclose(out[s], torch.logsumexp(v[seg == s], 0), atol=1e-5)
+        else:
+            assert torch.isinf(out[s]).all()
+
+
+@pytest.mark.parametrize("scale", [1e-3, 1.0, 1e4])
+def test_sinkhorn_marginals_hold_at_any_scale(scale):
+    n, m, k = 600, 5, 4
+    scores = torch.randn(n, m) * scale - 50 * scale
+    classes = torch.randint(0, k, (n,))
+    plan = sinkhorn_assign(scores, classes, k, num_iters=50, epsilon=0.05)
+    assert torch.isfinite(plan).all()
+    assert torch.allclose(plan.exp().sum(1), torch.ones(n), atol=1e-4)  # rows: mass 1
+    assert equipartition_error(plan, classes, k) < 0.05  # columns: N_c / M each
+
+
+def test_sinkhorn_balances_a_skewed_assignment():
+    # every pixel prefers component 0 a little: the greedy (vanilla) argmax puts all in 0,
+    # the equipartition assignment spreads them over all components
+    n, m = 400, 4
+    scores = torch.randn(n, m) * 0.01
+    scores[:, 0] += 0.05
+    classes = torch.zeros(n, dtype=torch.long)
+    hard_vanilla = vanilla_assign(scores, classes, 1).argmax(1)
+    hard_sk = sinkhorn_assign(scores, classes, 1, num_iters=3).argmax(1)
+    assert torch.bincount(hard_vanilla, minlength=m)[0] == n
+    counts = torch.bincount(hard_sk, minlength=m)
+    assert counts.min() > n / m * 0.5
+
+
+def test_recovers_well_separated_mixture():
+    # two classes, three well separated clusters each; the E-step must group each cluster
+    torch.manual_seed(1)
+    d, m = 8, 3
+    centers = torch.eye(d)[:6] * 5
+    x, cls, cluster = [], [], []
+    for c in range(6):
+        x.append(centers[c] + 0.1 * torch.randn(100, d))
+        cls.append(torch.full((100,), c // 3))
+        cluster.append(torch.full((100,), c))
+    x, cls, cluster = torch.cat(x), torch.cat(cls), torch.cat(cluster)
+    # components initialised at the cluster centres in a permuted order
+    perm = torch.tensor([2, 0, 1])
+    comp_means = torch.stack([centers[:3][perm], centers[3:][perm]])  # (2, 3, d)
+    ll = -0.5 * ((x[:, None] - comp_means[cls]) ** 2).sum(-1)  # (N, M) under own class
+    assign = sinkhorn_assign(ll, cls, 2, num_iters=3).argmax(1)
+    for c in range(6):
+        a = assign[cluster == c]
+        assert (a == a[0]).all(), "a cluster was split"
+        assert int(perm[a[0]]) == c % 3

@@ -69,7 +69,7 @@ def test_only_correct_pixels_enter_memory():
     assert p.flush() == int(correct.sum())  # fewer than pushes_per_step per group: all kept
     e = p.embed(x).detach()
     stored = torch.cat([p.memory.newest(g, 50) for g in range(6)])
-    dist = torch.cdist(stored, e)  # every stored row is the embedding of a correct pixel
+    dist = torch.cdist(stored, e, compute_mode="donot_use_mm_for_euclid_dist")  # every stored row is the embedding of a correct pixel
     nearest = dist.argmin(1)
     assert torch.allclose(dist.min(1).values, torch.zeros(len(stored)), atol=1e-5)
     assert correct[nearest].all()

@@ -9,10 +9,12 @@ Differences from DefaultTrainer, each for a reason:
 - LR schedules from detectron2.projects.deeplab (WarmupPolyLR) as well as detectron2's own.
 """
 import logging
+import os
 import weakref
 
 from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.data import MetadataCatalog, build_detection_test_loader, build_detection_train_loader
+from detectron2.data import (DatasetCatalog, MetadataCatalog, build_detection_test_loader,
+                             build_detection_train_loader, get_detection_dataset_dicts)
 from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase
 from detectron2.evaluation import DatasetEvaluators, SemSegEvaluator
 from detectron2.projects.deeplab import build_lr_scheduler as build_deeplab_lr_scheduler
@@ -20,7 +22,8 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 from torch.nn.parallel import DistributedDataParallel
 
-from ..data.mapper import SemSegDatasetMapper
+from ..data import SemSegDatasetMapper, build_class_balanced_sampler, make_sem_seg_loading_fn
+from ..evaluation import build_open_world_evaluators
 from .em_hook import EMHook
 
 __all__ = ["Trainer", "create_ddp_model"]
@@ -64,7 +67,13 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_train_loader(cls, cfg):
-        return build_detection_train_loader(cfg, mapper=SemSegDatasetMapper(cfg, is_train=True))
+        mapper = SemSegDatasetMapper(cfg, is_train=True)
+        if cfg.DATALOADER.SAMPLER_TRAIN == "ClassBalancedSampler":
+            # detectron2's loader does not know this sampler by name: pass it explicitly
+            dicts = get_detection_dataset_dicts(cfg.DATASETS.TRAIN, filter_empty=False)
+            sampler = build_class_balanced_sampler(cfg, dicts)
+            return build_detection_train_loader(cfg, mapper=mapper, dataset=dicts, sampler=sampler)
+        return build_detection_train_loader(cfg, mapper=mapper)
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
@@ -76,19 +85,21 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
-        import os
-
         output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
         evaluators = []
         meta = MetadataCatalog.get(dataset_name)
-        if meta.get("evaluator_type", "sem_seg") == "sem_seg":
-            evaluators.append(SemSegEvaluator(dataset_name, distributed=True, output_dir=output_folder))
-        try:
-            from ..evaluation import build_open_world_evaluators
-        except ImportError:
-            build_open_world_evaluators = None
-        if build_open_world_evaluators is not None:
-            evaluators.extend(build_open_world_evaluators(cfg, dataset_name, output_folder))
+        first = DatasetCatalog.get(dataset_name)[:1]
+        # mIoU wherever there are semantic labels (Cityscapes' train-id maps included: the same
+        # 19-class mIoU as CityscapesSemSegEvaluator, without cityscapesscripts); the anomaly
+        # benchmarks have none. The loading fn applies a dataset's label remapping (CamVid open set).
+        has_labels = bool(first) and "sem_seg_file_name" in first[0]
+        if has_labels and meta.get("evaluator_type", "sem_seg") in ("sem_seg", "cityscapes_sem_seg"):
+            evaluators.append(SemSegEvaluator(dataset_name, distributed=True, output_dir=output_folder,
+                                              sem_seg_loading_fn=make_sem_seg_loading_fn(dataset_name)))
+        evaluators.extend(build_open_world_evaluators(cfg, dataset_name, output_folder))
+        if not evaluators:
+            raise ValueError(f"No evaluator applies to dataset {dataset_name!r}: it has neither semantic "
+                             f"labels (sem_seg_file_name) nor anomaly masks")
         return DatasetEvaluators(evaluators)
 
 

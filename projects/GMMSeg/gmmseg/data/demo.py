@@ -1,0 +1,509 @@
+"""The built-in demo dataset: procedurally generated street scenes, deterministic from a seed.
+
+Six classes: sky, road, building, tree, car, person. "building" has two appearances that share
+no colour or texture (red brick with mortar joints and dark windows vs a blue glass curtain wall
+with a frame grid), so one Gaussian per class cannot model it. Every image also varies in
+lighting (gain, colour cast, left-right gradient), sensor noise and blur; some show the ego
+vehicle's bonnet at the bottom, which is labelled void (255).
+
+The anomaly split renders scenes like the val split and pastes 1-3 objects whose appearance no
+training image has (saturated magenta / lime / cyan checkerboards and stripes in geometric
+shapes). Their pixels are 255 in the semantic label and 1 in the anomaly mask.
+
+Layout under `<root>/gmmseg_demo/` (root: argument, else $DETECTRON2_DATASETS, else ./datasets):
+
+    {train,val,anomaly}/images/NNNN.png     96 x 128 RGB
+    {train,val,anomaly}/labels/NNNN.png     uint8 class ids, 255 = void
+    anomaly/anomaly_masks/NNNN.png          1 = anomaly, 0 = known class, 255 = void
+    generation.json                         seed, sizes and generator version
+
+The folder is written once: generation goes to a hidden temporary folder that is renamed into
+place when complete, so an interrupted run is never mistaken for a complete dataset. Image i of a
+split depends only on (seed, split, i), so a larger split extends a smaller one.
+
+Generate from the command line with `python -m gmmseg.data.demo [--root R] [--seed S]`.
+"""
+import argparse
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from typing import Dict, List, Mapping, Optional
+
+import cv2
+import numpy as np
+
+from .common import datasets_root, list_image_label_pairs, root_note
+
+__all__ = [
+    "DEMO_CLASSES",
+    "DEMO_COLORS",
+    "DEMO_SPLITS",
+    "DEMO_DEFAULT_SIZES",
+    "APPEARANCES",
+    "render_scene",
+    "generate_demo_dataset",
+    "load_demo_split",
+    "register_demo_datasets",
+]
+
+logger = logging.getLogger(__name__)
+
+DEMO_CLASSES = ("sky", "road", "building", "tree", "car", "person")
+DEMO_COLORS = [(70, 130, 180), (128, 64, 128), (70, 70, 70), (107, 142, 35), (0, 0, 142), (220, 20, 60)]
+SKY, ROAD, BUILDING, TREE, CAR, PERSON = range(6)
+IGNORE = 255
+HEIGHT, WIDTH = 96, 128
+DEMO_SPLITS = ("train", "val", "anomaly")
+DEMO_DEFAULT_SIZES = {"train": 300, "val": 60, "anomaly": 60}
+DEMO_DIRNAME = "gmmseg_demo"
+_SPLIT_CODE = {"train": 1, "val": 2, "anomaly": 3}
+_MARKER = "generation.json"
+_TMP_PREFIX = f".{DEMO_DIRNAME}.tmp-"
+# Bump when the renderer changes: an existing folder from another version is regenerated.
+GENERATOR_VERSION = 2
+
+# Finer than classes: which appearance drew each pixel (used by tests and analysis).
+APPEARANCES = ("sky", "road", "building_brick", "building_glass", "tree", "car", "person",
+               "anomaly", "void")
+A_SKY, A_ROAD, A_BRICK, A_GLASS, A_TREE, A_CAR, A_PERSON, A_ANOMALY, A_VOID = range(9)
+APPEARANCE_TO_CLASS = np.array([SKY, ROAD, BUILDING, BUILDING, TREE, CAR, PERSON, IGNORE, IGNORE],
+                               np.uint8)
+
+_YY, _XX = np.mgrid[0:HEIGHT, 0:WIDTH].astype(np.float32)
+
+# Object palettes. None contains the anomaly colours (saturated magenta, lime, cyan).
+_CAR_COLORS = np.array([(225, 225, 222), (168, 172, 178), (35, 36, 42), (140, 22, 28),
+                        (32, 44, 100), (218, 186, 40), (90, 96, 60), (120, 70, 30)], np.float32)
+_SHIRT_COLORS = np.array([(200, 40, 40), (40, 70, 160), (235, 235, 230), (30, 30, 30),
+                          (230, 150, 30), (60, 120, 70), (150, 110, 80), (110, 60, 120)], np.float32)
+_SKIN_COLORS = np.array([(232, 192, 162), (196, 142, 102), (120, 80, 58)], np.float32)
+_ANOMALY_COLORS = np.array([(255, 0, 255), (0, 255, 0), (0, 255, 255), (255, 0, 160)], np.float32)
+
+
+# ---------------------------------------------------------------------------- rendering helpers
+def _smooth_noise(rng, cells_y: int, cells_x: int, h: int = HEIGHT, w: int = WIDTH) -> np.ndarray:
+    """Low-frequency noise in [0, 1]: a random grid upsampled bicubically to (h, w)."""
+    grid = rng.random((cells_y, cells_x), dtype=np.float32)
+    return np.clip(cv2.resize(grid, (w, h), interpolation=cv2.INTER_CUBIC), 0.0, 1.0)
+
+
+def _paint(img, label, app, mask, color, cls: int, appearance: int) -> None:
+    """Write `color` ((H, W, 3) or (3,)) into the masked pixels and set their label/appearance."""
+    np.copyto(img, np.asarray(color, np.float32), where=mask[..., None])
+    np.copyto(label, np.uint8(cls), where=mask)
+    np.copyto(app, np.uint8(appearance), where=mask)
+
+
+def _rect_mask(y0, y1, x0, x1) -> np.ndarray:
+    return (_YY >= y0) & (_YY < y1) & (_XX >= x0) & (_XX < x1)
+
+
+def _ellipse_mask(cy, cx, ry, rx) -> np.ndarray:
+    return ((_YY - cy) / max(ry, 0.5)) ** 2 + ((_XX - cx) / max(rx, 0.5)) ** 2 <= 1.0
+
+
+def _sky(rng, img, label, app, horizon: int) -> None:
+    top = np.array([60, 120, 205], np.float32) + rng.uniform(-20, 20, 3)
+    bottom = np.array([175, 205, 235], np.float32) + rng.uniform(-15, 15, 3)
+    t = np.clip(_YY / max(horizon, 1), 0, 1)[..., None]
+    sky = top * (1 - t) + bottom * t
+    clouds = np.clip((_smooth_noise(rng, 4, 6) - rng.uniform(0.45, 0.75)) * 3.0, 0, 1)[..., None]
+    sky = sky * (1 - clouds) + np.float32(242) * clouds
+    _paint(img, label, app, _YY < horizon, sky, SKY, A_SKY)
+
+
+def _road(rng, img, label, app, horizon: int) -> None:
+    grey = rng.uniform(80, 125)
+    base = np.array([grey, grey, grey + rng.uniform(-4, 8)], np.float32)
+    depth = np.clip((_YY - horizon) / (HEIGHT - horizon), 0, 1)
+    shade = (0.85 + 0.25 * depth)[..., None]
+    grain = (rng.standard_normal((HEIGHT, WIDTH)).astype(np.float32) * 7)[..., None]
+    road = base * shade + grain + (_smooth_noise(rng, 6, 8)[..., None] - 0.5) * 20
+    # A dashed centre line converging to the vanishing point.
+    vx = WIDTH / 2 + rng.uniform(-25, 25)
+    line_x = vx + (_YY - horizon) * rng.uniform(-0.5, 0.5)
+    half = 0.4 + 1.6 * depth
+    dashes = np.sin(8.0 / (depth + 0.15) + rng.uniform(0, 6.28)) > 0
+    marking = (np.abs(_XX - line_x) < half) & dashes & (depth > 0.05)
+    paint = np.array([235, 230, 205], np.float32) if rng.random() < 0.7 else np.array([230, 200, 60], np.float32)
+    road = np.where(marking[..., None], paint * shade, road)
+    _paint(img, label, app, _YY >= horizon, road, ROAD, A_ROAD)
+
+
+def _brick(rng, h: int, w: int) -> np.ndarray:
+    """(h, w, 3) red brick facade: per-brick colour jitter, light mortar joints, dark windows."""
+    bh, bw = int(rng.integers(3, 6)), int(rng.integers(7, 12))
+    yy, xx = np.mgrid[0:h, 0:w]
+    row = yy // bh
+    shifted = xx + (row % 2) * (bw // 2)
+    col = shifted // bw
+    base = np.array([rng.uniform(135, 175), rng.uniform(45, 75), rng.uniform(30, 55)], np.float32)
+    jitter = rng.uniform(-18, 18, (64, 64)).astype(np.float32)
+    tex = base + jitter[row % 64, col % 64][..., None] * np.array([1.0, 0.6, 0.5], np.float32)
+    mortar = ((yy % bh) == 0) | ((shifted % bw) == 0)
+    tex[mortar] = (190, 182, 170)
+    if rng.random() < 0.8:  # rows of dark windows
+        ww, wh, sx, sy = rng.integers(3, 6), rng.integers(4, 7), rng.integers(8, 13), rng.integers(10, 15)
+        win = ((xx % sx) >= sx - ww) & ((yy % sy) >= 3) & ((yy % sy) < 3 + wh) & (xx > 2) & (xx < w - 2)
+        tex[win] = (38, 38, 48)
+    return tex
+
+
+def _glass(rng, h: int, w: int) -> np.ndarray:
+    """(h, w, 3) blue glass curtain wall: panes with their own brightness, a reflection, a frame grid."""
+    pw, ph = int(rng.integers(5, 9)), int(rng.integers(5, 9))
+    yy, xx = np.mgrid[0:h, 0:w]
+    base = np.array([rng.uniform(45, 85), rng.uniform(100, 145), rng.uniform(165, 215)], np.float32)
+    reflect = (0.8 + 0.4 * (1 - yy / max(h, 1)))[..., None].astype(np.float32)
+    pane = rng.uniform(-20, 20, (32, 32)).astype(np.float32)
+    per_pane = pane[(yy // ph) % 32, (xx // pw) % 32][..., None]
+    tex = base * reflect + per_pane * np.array([0.5, 0.8, 1.0], np.float32)
+    frame = ((yy % ph) == 0) | ((xx % pw) == 0)
+    tex[frame] = (205, 210, 215) if rng.random() < 0.5 else (45, 50, 60)
+    return tex
+
+
+def _buildings(rng, img, label, app, horizon: int) -> None:
+    x = int(rng.integers(-10, 10))
+    while x < WIDTH:
+        w = int(rng.integers(14, 42))
+        if rng.random() < 0.8:
+            top = int(rng.integers(3, max(4, horizon - 10)))
+            bottom = horizon + int(rng.integers(0, 3))
+            appearance = A_BRICK if rng.random() < 0.5 else A_GLASS
+            tex = (_brick if appearance == A_BRICK else _glass)(rng, bottom - top, w)
+            tex *= rng.uniform(0.8, 1.15)  # per-building exposure
+            x0, x1 = max(x, 0), min(x + w, WIDTH)
+            img[top:bottom, x0:x1] = tex[:, x0 - x:x1 - x]
+            label[top:bottom, x0:x1] = BUILDING
+            app[top:bottom, x0:x1] = appearance
+        x += w + int(rng.integers(0, 10))
+
+
+def _trees(rng, img, label, app, horizon: int) -> None:
+    for _ in range(int(rng.integers(0, 4))):
+        cx = rng.uniform(0, WIDTH)
+        base_y = horizon + rng.uniform(0, 6)
+        r = rng.uniform(6, 15)
+        trunk = _rect_mask(base_y - r * 1.6, base_y, cx - rng.uniform(1, 2), cx + rng.uniform(1, 2.5))
+        crown = np.zeros((HEIGHT, WIDTH), bool)
+        for _ in range(int(rng.integers(2, 4))):
+            crown |= _ellipse_mask(base_y - r * 1.6 - rng.uniform(0, r * 0.6), cx + rng.uniform(-r, r) * 0.5,
+                                   r * rng.uniform(0.6, 1.0), r * rng.uniform(0.6, 1.0))
+        leaf = np.array([rng.uniform(35, 75), rng.uniform(95, 145), rng.uniform(25, 60)], np.float32)
+        speckle = rng.random((HEIGHT, WIDTH), dtype=np.float32)
+        crown_tex = leaf * (0.55 + 0.7 * speckle)[..., None]
+        _paint(img, label, app, trunk, np.array([92, 62, 36], np.float32) * rng.uniform(0.8, 1.2), TREE, A_TREE)
+        _paint(img, label, app, crown, crown_tex, TREE, A_TREE)
+
+
+def _depth_scale(y_bottom: float, horizon: int) -> float:
+    return float(np.clip((y_bottom - horizon) / (HEIGHT - horizon), 0.05, 1.0))
+
+
+def _car(rng, img, label, app, horizon: int, yb: float) -> None:
+    s = _depth_scale(yb, horizon)
+    w = 14 + 40 * s
+    h = w * rng.uniform(0.4, 0.5)
+    x0 = rng.uniform(-w * 0.3, WIDTH - w * 0.7)
+    body_top = yb - h * 0.55
+    color = _CAR_COLORS[rng.integers(len(_CAR_COLORS))] * rng.uniform(0.85, 1.1)
+    shade = (1.15 - 0.35 * np.clip((_YY - (yb - h)) / h, 0, 1))[..., None]
+    body = _rect_mask(body_top, yb - h * 0.12, x0, x0 + w)
+    cabin = _rect_mask(yb - h, body_top + 1, x0 + w * 0.2, x0 + w * 0.8)
+    window = _rect_mask(yb - h * 0.9, body_top, x0 + w * 0.26, x0 + w * 0.74) & \
+        (np.abs(_XX - (x0 + w * 0.5)) > 0.7)
+    wheels = _ellipse_mask(yb - h * 0.12, x0 + w * 0.22, h * 0.17, w * 0.09) | \
+        _ellipse_mask(yb - h * 0.12, x0 + w * 0.78, h * 0.17, w * 0.09)
+    _paint(img, label, app, body | cabin, color * shade, CAR, A_CAR)
+    _paint(img, label, app, window, np.array([48, 58, 72], np.float32) * rng.uniform(0.8, 1.2), CAR, A_CAR)
+    _paint(img, label, app, wheels, np.array([22, 22, 24], np.float32), CAR, A_CAR)
+
+
+def _person(rng, img, label, app, horizon: int, yb: float) -> None:
+    s = _depth_scale(yb, horizon)
+    h = 18 + 36 * s
+    cx = rng.uniform(2, WIDTH - 2)
+    bw = h * 0.3
+    head_r = h * 0.1
+    legs = _rect_mask(yb - h * 0.45, yb, cx - bw * 0.45, cx + bw * 0.45) & (np.abs(_XX - cx) > h * 0.02)
+    torso = _rect_mask(yb - h * 0.8, yb - h * 0.44, cx - bw * 0.5, cx + bw * 0.5)
+    head = _ellipse_mask(yb - h * 0.8 - head_r, cx, head_r * 1.1, head_r)
+    shirt = _SHIRT_COLORS[rng.integers(len(_SHIRT_COLORS))] * rng.uniform(0.85, 1.1)
+    trousers = np.array([40, 42, 70] if rng.random() < 0.6 else [60, 50, 40], np.float32)
+    _paint(img, label, app, legs, trousers, PERSON, A_PERSON)
+    _paint(img, label, app, torso, shirt, PERSON, A_PERSON)
+    _paint(img, label, app, head, _SKIN_COLORS[rng.integers(len(_SKIN_COLORS))], PERSON, A_PERSON)
+
+
+def _anomaly(rng, img, label, app, horizon: int) -> None:
+    """A geometric object with a checkerboard or stripe pattern of never-seen saturated colours."""
+    cy = rng.uniform(horizon + 3, HEIGHT - 4) if rng.random() < 0.8 else rng.uniform(8, HEIGHT - 8)
+    cx = rng.uniform(8, WIDTH - 8)
+    r = 5 + 10 * _depth_scale(cy, horizon) + rng.uniform(0, 4)
+    kind = rng.integers(3)
+    if kind == 0:
+        mask = _ellipse_mask(cy, cx, r * rng.uniform(0.6, 1.0), r)
+    else:
+        n = 3 if kind == 1 else 5
+        ang = rng.uniform(0, 2 * np.pi) + np.arange(n) * 2 * np.pi / n
+        if kind == 2:  # a star: alternate outer and inner vertices
+            ang = rng.uniform(0, 2 * np.pi) + np.arange(2 * n) * np.pi / n
+            rad = np.where(np.arange(2 * n) % 2 == 0, r, r * 0.45)
+        else:
+            rad = np.full(n, r)
+        pts = np.stack([cx + rad * np.cos(ang), cy + rad * np.sin(ang)], 1)
+        m = np.zeros((HEIGHT, WIDTH), np.uint8)
+        cv2.fillPoly(m, [np.round(pts * 4).astype(np.int32)], 1, lineType=cv2.LINE_8, shift=2)
+        mask = m.astype(bool)
+    c1, c2 = _ANOMALY_COLORS[rng.choice(len(_ANOMALY_COLORS), 2, replace=False)]
+    period = int(rng.integers(2, 5))
+    if rng.random() < 0.5:
+        pattern = ((_YY // period + _XX // period) % 2) == 0
+    else:
+        pattern = (((_XX + _YY) // period) % 2) == 0
+    tex = np.where(pattern[..., None], c1, c2)
+    _paint(img, label, app, mask, tex, IGNORE, A_ANOMALY)
+
+
+def _bonnet(rng, img, label, app) -> None:
+    """The ego vehicle's bonnet at the bottom edge: void."""
+    depth = rng.uniform(4, 9)
+    curve = HEIGHT - depth + 4 * ((_XX - WIDTH / 2) / (WIDTH / 2)) ** 2
+    color = np.array([52, 56, 66], np.float32) * rng.uniform(0.7, 1.3)
+    _paint(img, label, app, _YY >= curve, color, IGNORE, A_VOID)
+
+
+def _photometric(rng, img: np.ndarray) -> np.ndarray:
+    """Scene-wide lighting, colour cast, sensor noise and blur."""
+    gain = rng.uniform(0.65, 1.3)
+    cast = rng.uniform(0.88, 1.12, 3).astype(np.float32)
+    slope = rng.uniform(-0.2, 0.2)
+    gradient = (1.0 + slope * (_XX / WIDTH - 0.5))[..., None]
+    out = img * (gain * cast) * gradient
+    out += rng.standard_normal(out.shape).astype(np.float32) * rng.uniform(2, 9)
+    if rng.random() < 0.3:
+        out = cv2.GaussianBlur(out, (3, 3), rng.uniform(0.5, 1.0))
+    return np.clip(np.round(out), 0, 255).astype(np.uint8)
+
+
+def render_scene(rng: np.random.Generator, with_anomalies: bool = False) -> Dict[str, np.ndarray]:
+    """Draw one scene.
+
+    Returns "image" (96, 128, 3) uint8 RGB, "label" (96, 128) uint8 class ids / 255,
+    "appearance" (96, 128) uint8 indices into APPEARANCES, and with anomalies "anomaly_mask"
+    (96, 128) uint8 (1 anomaly, 0 known, 255 void).
+    """
+    img = np.zeros((HEIGHT, WIDTH, 3), np.float32)
+    label = np.zeros((HEIGHT, WIDTH), np.uint8)
+    app = np.zeros((HEIGHT, WIDTH), np.uint8)
+    horizon = int(rng.integers(32, 54))
+    _sky(rng, img, label, app, horizon)
+    _road(rng, img, label, app, horizon)
+    _buildings(rng, img, label, app, horizon)
+    _trees(rng, img, label, app, horizon)
+    # Cars and people sorted far to near so nearer ones occlude farther ones.
+    objects = [(_car, rng.uniform(horizon + 6, HEIGHT + 4)) for _ in range(rng.integers(0, 4))]
+    objects += [(_person, rng.uniform(horizon + 4, HEIGHT + 2)) for _ in range(rng.integers(1, 5))]
+    for draw, y_bottom in sorted(objects, key=lambda o: o[1]):
+        draw(rng, img, label, app, horizon, y_bottom)
+    if with_anomalies:
+        for _ in range(int(rng.integers(1, 4))):
+            _anomaly(rng, img, label, app, horizon)
+    if rng.random() < 0.35:
+        _bonnet(rng, img, label, app)
+    out = {"image": _photometric(rng, img), "label": label, "appearance": app}
+    if with_anomalies:
+        mask = np.where(app == A_ANOMALY, 1, 0).astype(np.uint8)
+        mask[app == A_VOID] = IGNORE
+        out["anomaly_mask"] = mask
+    return out
+
+
+def scene_rng(seed: int, split: str, index: int) -> np.random.Generator:
+    """The generator of image `index` of `split`: independent of the split sizes."""
+    return np.random.default_rng(np.random.SeedSequence([int(seed), _SPLIT_CODE[split], int(index)]))
+
+
+# --------------------------------------------------------------------------- files on disk
+def _sizes(sizes: Optional[Mapping[str, int]]) -> Dict[str, int]:
+    out = dict(DEMO_DEFAULT_SIZES)
+    for k, v in (sizes or {}).items():
+        if k not in out:
+            raise KeyError(f"unknown demo split {k!r}; the splits are {DEMO_SPLITS}")
+        if int(v) < 1:
+            raise ValueError(f"demo split {k!r} needs at least one image, got {v}")
+        out[k] = int(v)
+    return out
+
+
+def _spec(seed: int, sizes: Mapping[str, int]) -> dict:
+    return {"version": GENERATOR_VERSION, "seed": int(seed), "sizes": dict(sizes),
+            "height": HEIGHT, "width": WIDTH, "classes": list(DEMO_CLASSES)}
+
+
+def _read_marker(folder: str) -> Optional[dict]:
+    try:
+        with open(os.path.join(folder, _MARKER)) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def _write_split(folder: str, split: str, seed: int, count: int) -> None:
+    sub = ["images", "labels"] + (["anomaly_masks"] if split == "anomaly" else [])
+    for s in sub:
+        os.makedirs(os.path.join(folder, split, s))
+    for i in range(count):
+        scene = render_scene(scene_rng(seed, split, i), with_anomalies=(split == "anomaly"))
+        name = f"{i:04d}.png"
+        ok = cv2.imwrite(os.path.join(folder, split, "images", name), scene["image"][:, :, ::-1])
+        ok &= cv2.imwrite(os.path.join(folder, split, "labels", name), scene["label"])
+        if split == "anomaly":
+            ok &= cv2.imwrite(os.path.join(folder, split, "anomaly_masks", name), scene["anomaly_mask"])
+        if not ok:
+            raise OSError(f"could not write demo image {name} under {folder!r}")
+
+
+def _remove_stale_tmp(parent: str, min_age_s: float = 600.0) -> None:
+    """Delete temporary folders left by killed generations: their process no longer exists and
+    they are older than `min_age_s` (a generation takes seconds; the age guard protects the
+    folders of processes on other machines sharing the file system)."""
+    now = time.time()
+    for name in os.listdir(parent):
+        if not name.startswith(_TMP_PREFIX):
+            continue
+        path = os.path.join(parent, name)
+        try:
+            pid = int(name[len(_TMP_PREFIX):].split("-")[0])
+            if now - os.stat(path).st_mtime < min_age_s:
+                continue
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            shutil.rmtree(path, ignore_errors=True)
+        except (ValueError, OSError):
+            pass
+
+
+def generate_demo_dataset(root: Optional[str] = None, seed: int = 0,
+                          sizes: Optional[Mapping[str, int]] = None) -> str:
+    """Write the demo dataset under `<root>/gmmseg_demo` unless an identical one is there.
+
+    `sizes` overrides the number of images per split (default DEMO_DEFAULT_SIZES). A folder made
+    by another seed, size or generator version is replaced. A folder without the generation
+    marker was not written by this function and is left alone (error). Safe when several
+    processes call it at once: each writes its own temporary folder, one rename wins.
+    Returns the dataset folder.
+    """
+    sizes = _sizes(sizes)
+    spec = _spec(seed, sizes)
+    parent = datasets_root(root)
+    final = os.path.join(parent, DEMO_DIRNAME)
+    if os.path.isdir(final):
+        marker = _read_marker(final)
+        if marker == spec:
+            return final
+        if marker is None:
+            raise FileExistsError(
+                f"{final!r} exists but has no {_MARKER}: it was not written (completely) by the demo "
+                f"generator. Delete it to let the generator write the demo dataset there.")
+        logger.warning("Demo dataset at %s was made with %s; regenerating with %s", final, marker, spec)
+    os.makedirs(parent, exist_ok=True)
+    _remove_stale_tmp(parent)
+    start = time.perf_counter()
+    tmp = tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{os.getpid()}-", dir=parent)
+    try:
+        for split in DEMO_SPLITS:
+            _write_split(tmp, split, seed, sizes[split])
+        with open(os.path.join(tmp, _MARKER), "w") as f:
+            json.dump(spec, f, indent=1)
+        if os.path.isdir(final) and _read_marker(final) != spec:
+            old = tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{os.getpid()}-old-", dir=parent)
+            os.rename(final, os.path.join(old, DEMO_DIRNAME))
+            shutil.rmtree(old, ignore_errors=True)
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            if _read_marker(final) != spec:  # not a concurrent writer of the same data
+                raise
+    finally:
+        if os.path.isdir(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
+    logger.info("Generated the demo dataset (%s) in %s in %.1f s", sizes, final, time.perf_counter() - start)
+    return final
+
+
+_LAYOUT = ("  $DETECTRON2_DATASETS/gmmseg_demo/{train,val,anomaly}/images/NNNN.png\n"
+           "  $DETECTRON2_DATASETS/gmmseg_demo/{train,val,anomaly}/labels/NNNN.png\n"
+           "  $DETECTRON2_DATASETS/gmmseg_demo/anomaly/anomaly_masks/NNNN.png\n"
+           "  (written by gmmseg.data.demo.generate_demo_dataset)")
+
+
+def load_demo_split(split: str, root: Optional[str] = None, seed: int = 0,
+                    sizes: Optional[Mapping[str, int]] = None) -> List[dict]:
+    """Dataset dicts of a demo split, generating the dataset first if needed.
+
+    Each dict: file_name, sem_seg_file_name, height, width, image_id; the anomaly split adds
+    anomaly_mask_file_name.
+    """
+    if split not in DEMO_SPLITS:
+        raise KeyError(f"unknown demo split {split!r}; the splits are {DEMO_SPLITS}")
+    folder = generate_demo_dataset(root, seed, sizes)
+    base = os.path.join(folder, split)
+    pairs = list_image_label_pairs(os.path.join(base, "images"), os.path.join(base, "labels"),
+                                   image_exts=(".png",), dataset_name=f"gmmseg_demo_{split}",
+                                   layout=_LAYOUT, note=root_note(root))
+    dicts = []
+    for image, label in pairs:
+        stem = os.path.splitext(os.path.basename(image))[0]
+        d = {"file_name": image, "sem_seg_file_name": label, "height": HEIGHT, "width": WIDTH,
+             "image_id": f"{split}_{stem}"}
+        if split == "anomaly":
+            d["anomaly_mask_file_name"] = os.path.join(base, "anomaly_masks", stem + ".png")
+        dicts.append(d)
+    return dicts
+
+
+def register_demo_datasets(root: Optional[str] = None, seed: int = 0,
+                           sizes: Optional[Mapping[str, int]] = None) -> List[str]:
+    """Register gmmseg_demo_{train,val,anomaly} in DatasetCatalog / MetadataCatalog.
+
+    Lazy: nothing is generated or read until DatasetCatalog.get(name) is called. Calling it
+    again (e.g. with the seed of cfg.INPUT.DEMO.SEED) replaces the previous registration.
+    Returns the registered names.
+    """
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    names = []
+    for split in DEMO_SPLITS:
+        name = f"gmmseg_demo_{split}"
+        if name in DatasetCatalog.list():
+            DatasetCatalog.remove(name)
+            MetadataCatalog.remove(name)
+        DatasetCatalog.register(name, lambda s=split: load_demo_split(s, root, seed, sizes))
+        MetadataCatalog.get(name).set(
+            stuff_classes=list(DEMO_CLASSES), stuff_colors=[list(c) for c in DEMO_COLORS],
+            ignore_label=IGNORE, evaluator_type="sem_seg", has_anomaly_masks=(split == "anomaly"),
+        )
+        names.append(name)
+    return names
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description="Generate the GMMSeg demo dataset.")
+    parser.add_argument("--root", default=None, help="datasets folder (default $DETECTRON2_DATASETS or ./datasets)")
+    parser.add_argument("--seed", type=int, default=0)
+    for split in DEMO_SPLITS:
+        parser.add_argument(f"--num-{split}", type=int, default=DEMO_DEFAULT_SIZES[split])
+    args = parser.parse_args(argv)
+    start = time.perf_counter()
+    sizes = {s: getattr(args, f"num_{s}") for s in DEMO_SPLITS}
+    folder = generate_demo_dataset(args.root, args.seed, sizes)
+    print(f"demo dataset ready at {folder} ({time.perf_counter() - start:.1f} s)")
+
+
+if __name__ == "__main__":
+    main()

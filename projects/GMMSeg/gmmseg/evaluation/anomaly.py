@@ -1,0 +1,235 @@
+"""AnomalyEvaluator: pixel-level anomaly segmentation metrics (AUROC, AP, FPR95) per score.
+
+Scores, computed from one forward pass (higher = more anomalous):
+
+* "gmm": the model's "anomaly_score" output, -max_c log p(x|c) from the raw GMM log-likelihoods
+  (only for models with a generative density);
+* "msp": maximum softmax probability of "sem_seg" (score -MSP). Computed as -log MSP =
+  logsumexp(l) - max(l), an increasing function of -MSP: the same ranking, hence the same
+  metrics, but without the ties float32 softmax creates where MSP rounds to 1.0;
+* "entropy": entropy of softmax("sem_seg");
+* "max_logit": -max_c logit.
+
+Ground truth: the dataset dict of each image (matched by "file_name", as detectron2's
+SemSegEvaluator does) names "anomaly_mask_file_name" and optionally "anomaly_mask_convention"
+(gmmseg.data.anomaly_datasets; default "ours": 1 anomaly, 0 known, 255 void). Void pixels are
+left out. Metrics over all non-void pixels of the dataset, streamed through per-score
+`ScoreHistogram`s (see gmmseg.evaluation.metrics for the binning and its error bound).
+"""
+import json
+import logging
+import os
+from collections import OrderedDict
+from typing import Dict, Optional
+
+import numpy as np
+import torch
+from detectron2.data import DatasetCatalog
+from detectron2.evaluation import DatasetEvaluator
+from detectron2.utils import comm
+
+from ..data.anomaly_datasets import load_anomaly_mask
+from .metrics import ScoreHistogram, binary_ranking_metrics, decimate_curve, ranking_curves
+
+__all__ = ["AnomalyEvaluator", "anomaly_scores", "SCORE_LABELS"]
+
+#: score name -> legend label
+SCORE_LABELS = OrderedDict([
+    ("gmm", "GMM: -max_c log p(x|c)"),
+    ("msp", "MSP: -max softmax"),
+    ("entropy", "softmax entropy"),
+    ("max_logit", "max logit: -max_c logit"),
+])
+_METRICS = ("AUROC", "AP", "FPR95")
+
+
+def anomaly_scores(output: dict) -> "OrderedDict[str, torch.Tensor]":
+    """A model's per-image output -> OrderedDict score name -> (H, W) float32 CPU tensor.
+
+    output: {"sem_seg": (K, H, W) logits, optional "anomaly_score": (H, W)}.
+    "msp" is returned as -log MSP (same order as -MSP, see the module docstring).
+    """
+    logits = output["sem_seg"].detach().to("cpu", torch.float32)
+    if logits.dim() != 3:
+        raise ValueError(f"expected 'sem_seg' of shape (K, H, W), got {tuple(logits.shape)}")
+    scores = OrderedDict()
+    if "anomaly_score" in output:
+        score = output["anomaly_score"].detach().to("cpu", torch.float32)
+        if score.shape != logits.shape[1:]:
+            raise ValueError(f"'anomaly_score' {tuple(score.shape)} and 'sem_seg' "
+                             f"{tuple(logits.shape)} disagree in size")
+        scores["gmm"] = score
+    max_logit = logits.amax(0)
+    lse = torch.logsumexp(logits, 0)
+    log_p = torch.log_softmax(logits, 0)
+    scores["msp"] = lse - max_logit  # -log max softmax >= 0
+    scores["entropy"] = -(log_p.exp() * log_p).sum(0)
+    scores["max_logit"] = -max_logit
+    return scores
+
+
+def _score_in_native_units(name: str, values: np.ndarray) -> np.ndarray:
+    """Thresholds of the internal score -> the published score's units (-MSP for "msp")."""
+    if name == "msp":
+        return -np.exp(-values)
+    return values
+
+
+class AnomalyEvaluator(DatasetEvaluator):
+    """AUROC, AP and FPR at 95% TPR of every available anomaly score, over non-void pixels.
+
+    Results: {"anomaly": {"<score>_AUROC", "<score>_AP", "<score>_FPR95" for score in gmm (if
+    the model outputs "anomaly_score"), msp, entropy, max_logit}}, in percent.
+    With output_dir, evaluate() also writes (prefix = "anomaly_<dataset_name>"):
+      <prefix>.json       metrics, pixel counts, error bounds of the streaming method, file list
+      <prefix>_curves.npz ROC / PR curves per score ("<score>/fpr", ... see load_anomaly_curves),
+                          at most `max_curve_points` points each
+      <prefix>_roc.png, <prefix>_pr.png   all scores on one figure each (if plots=True)
+    """
+
+    def __init__(self, dataset_name: str, output_dir: Optional[str] = None, distributed: bool = True,
+                 max_bins: int = 2 ** 20, *, model_name: Optional[str] = None,
+                 plots: bool = True, max_curve_points: int = 2000):
+        """
+        Args:
+            dataset_name: a registered dataset whose dicts have "anomaly_mask_file_name".
+            output_dir: where to write the JSON, curves and plots (None: nothing written).
+            distributed: gather the histograms of all processes (detectron2.utils.comm).
+            max_bins: most histogram bins per score (~20 bytes each); the resolution is float32
+                (exact) until the scores occupy more bins, then halves as often as needed.
+            model_name: names the model in plot titles and the JSON.
+        """
+        self._logger = logging.getLogger(__name__)
+        self._dataset_name = dataset_name
+        self._output_dir = output_dir
+        self._distributed = distributed
+        self._max_bins = int(max_bins)
+        ScoreHistogram(self._max_bins)  # validates the argument now
+        self._model_name = model_name or "model"
+        self._plots = plots
+        self._max_curve_points = max_curve_points
+        self._gt = {}
+        for d in DatasetCatalog.get(dataset_name):
+            if "anomaly_mask_file_name" in d:
+                self._gt[d["file_name"]] = (d["anomaly_mask_file_name"],
+                                            d.get("anomaly_mask_convention", "ours"))
+        if not self._gt:
+            raise ValueError(f"AnomalyEvaluator: no dict of dataset '{dataset_name}' has "
+                             "'anomaly_mask_file_name'")
+        self.reset()
+
+    def reset(self):
+        self._hists: Dict[str, ScoreHistogram] = OrderedDict()
+        self._num_images = 0
+
+    def process(self, inputs, outputs):
+        for inp, out in zip(inputs, outputs):
+            try:
+                mask_file, convention = self._gt[inp["file_name"]]
+            except KeyError:
+                raise KeyError(f"AnomalyEvaluator({self._dataset_name}): no anomaly mask for input "
+                               f"{inp['file_name']!r}") from None
+            mask = load_anomaly_mask(mask_file, convention)
+            scores = anomaly_scores(out)
+            shape = tuple(next(iter(scores.values())).shape)
+            if shape != mask.shape:
+                raise ValueError(f"AnomalyEvaluator: prediction for {inp['file_name']!r} is {shape}, "
+                                 f"its anomaly mask {mask_file!r} is {mask.shape}; the model must "
+                                 "return outputs at the original image size")
+            if self._hists and list(scores) != list(self._hists):
+                raise ValueError(f"AnomalyEvaluator: scores {list(scores)} for {inp['file_name']!r} "
+                                 f"differ from the previous images' {list(self._hists)}")
+            valid = mask != 255
+            is_anomaly = mask[valid] == 1
+            valid_t = torch.from_numpy(valid)
+            for name, score in scores.items():
+                hist = self._hists.setdefault(name, ScoreHistogram(self._max_bins))
+                values = score[valid_t].numpy()
+                if np.isnan(values).any():
+                    raise ValueError(f"AnomalyEvaluator: NaN in the {name!r} score of {inp['file_name']!r}")
+                hist.add(values, is_anomaly)
+            self._num_images += 1
+
+    def evaluate(self):
+        hists, num_images = self._hists, self._num_images
+        if self._distributed:
+            comm.synchronize()
+            gathered = comm.gather((self._hists, self._num_images), dst=0)
+            if not comm.is_main_process():
+                return {}
+            hists, num_images = OrderedDict(), 0
+            for part, n in gathered:
+                num_images += n
+                for name, h in part.items():
+                    if name in hists:
+                        hists[name].merge(h)
+                    else:
+                        hists[name] = ScoreHistogram(self._max_bins).merge(h)
+        if num_images == 0:
+            self._logger.warning(f"AnomalyEvaluator({self._dataset_name}) received no prediction")
+            return {}
+
+        report, curves, results = OrderedDict(), OrderedDict(), OrderedDict()
+        for name, hist in hists.items():
+            edges, pos, neg = hist.counts()
+            m = binary_ranking_metrics(pos, neg, ascending=True)
+            report[name] = {"description": SCORE_LABELS.get(name, name), "num_bins": hist.num_bins,
+                            "relative_bin_width": hist.relative_bin_width}
+            for key in _METRICS:
+                results[f"{name}_{key}"] = 100.0 * m[key]
+                report[name][key] = 100.0 * m[key]
+                report[name][f"{key}_max_error"] = 100.0 * m[f"{key}_max_error"]
+            curves[name] = self._curves(name, edges, pos, neg)
+            num_pos, num_neg = m["num_positive"], m["num_negative"]
+        if num_pos == 0 or num_neg == 0:
+            self._logger.warning(
+                f"AnomalyEvaluator({self._dataset_name}): {num_pos} anomalous and {num_neg} known "
+                "pixels; AUROC/AP/FPR95 need both and are reported as NaN")
+        self._logger.info(self._table(report))
+        if self._output_dir and comm.is_main_process():
+            self._save(report, curves, num_images, num_pos, num_neg)
+        return OrderedDict(anomaly=results)
+
+    def _curves(self, name, edges, pos, neg) -> Dict[str, np.ndarray]:
+        c = ranking_curves(_score_in_native_units(name, edges.astype(np.float64)), pos, neg)
+        roc = decimate_curve(c["fpr"], c["tpr"], self._max_curve_points)
+        pr = decimate_curve(c["recall"], c["precision"], self._max_curve_points)
+        return {"fpr": c["fpr"][roc], "tpr": c["tpr"][roc], "roc_thresholds": c["roc_thresholds"][roc],
+                "precision": c["precision"][pr], "recall": c["recall"][pr],
+                "pr_thresholds": c["pr_thresholds"][pr]}
+
+    def _table(self, report) -> str:
+        lines = [f"Anomaly segmentation on {self._dataset_name} ({self._model_name}), percent:",
+                 f"{'score':<10} {'AUROC':>8} {'AP':>8} {'FPR95':>8}   max streaming error (AUROC/AP/FPR95)"]
+        for name, r in report.items():
+            lines.append(f"{name:<10} {r['AUROC']:8.2f} {r['AP']:8.2f} {r['FPR95']:8.2f}   "
+                         f"{r['AUROC_max_error']:.1e} / {r['AP_max_error']:.1e} / {r['FPR95_max_error']:.1e}")
+        return "\n".join(lines)
+
+    def _save(self, report, curves, num_images, num_pos, num_neg) -> None:
+        from .plots import plot_pr_curves, plot_roc_curves
+
+        os.makedirs(self._output_dir, exist_ok=True)
+        prefix = os.path.join(self._output_dir, f"anomaly_{self._dataset_name}")
+        files = {"json": prefix + ".json", "curves": prefix + "_curves.npz"}
+        np.savez_compressed(files["curves"], **{f"{name}/{k}": v for name, c in curves.items()
+                                                for k, v in c.items()})
+        if self._plots:
+            title = f"{self._model_name} on {self._dataset_name}"
+            roc = {SCORE_LABELS.get(n, n): dict(curves[n], AUROC=report[n]["AUROC"], FPR95=report[n]["FPR95"])
+                   for n in curves}
+            pr = {SCORE_LABELS.get(n, n): dict(curves[n], AP=report[n]["AP"]) for n in curves}
+            files["roc_png"] = plot_roc_curves(roc, prefix + "_roc.png", f"ROC: {title}")
+            files["pr_png"] = plot_pr_curves(pr, prefix + "_pr.png", f"Precision-recall: {title}",
+                                             positive_rate=num_pos / max(num_pos + num_neg, 1))
+        payload = {
+            "dataset": self._dataset_name, "model": self._model_name, "num_images": num_images,
+            "num_anomalous_pixels": num_pos, "num_known_pixels": num_neg, "units": "percent",
+            "method": ("streaming histogram over order-preserving float32 keys, exact until more "
+                       f"than {self._max_bins} bins are occupied, then coarsened; *_max_error are "
+                       "rigorous bounds on |binned - exact| (gmmseg.evaluation.metrics)"),
+            "scores": report, "files": {k: os.path.basename(v) for k, v in files.items()},
+        }
+        with open(files["json"], "w") as f:
+            json.dump(payload, f, indent=2, allow_nan=True)
+        self._logger.info(f"anomaly metrics, curves and plots written to {prefix}*")

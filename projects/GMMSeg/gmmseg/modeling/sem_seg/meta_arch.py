@@ -1,7 +1,13 @@
-"""PerPixelSegmentor: detectron2's SemanticSegmentor that also returns the anomaly score map."""
+"""PerPixelSegmentor: detectron2's SemanticSegmentor that also returns the anomaly score map and
+can infer by sliding window (TEST.SLIDING_WINDOW.*, for Cityscapes-size images)."""
+import torch
+from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY, SemanticSegmentor
 from detectron2.modeling.postprocessing import sem_seg_postprocess
 from detectron2.structures import ImageList
+from torch.nn import functional as F
+
+from ..sliding_window import sliding_window_inference
 
 __all__ = ["PerPixelSegmentor"]
 
@@ -13,21 +19,58 @@ class PerPixelSegmentor(SemanticSegmentor):
     both resized to the requested output size.
     """
 
+    @configurable
+    def __init__(self, *, sliding_window=None, **kwargs):
+        super().__init__(**kwargs)
+        self.sliding_window = sliding_window  # None or (window (h, w), stride (h, w))
+
+    @classmethod
+    def from_config(cls, cfg):
+        ret = super().from_config(cfg)
+        sw = cfg.TEST.SLIDING_WINDOW
+        ret["sliding_window"] = (tuple(sw.SIZE), tuple(sw.STRIDE)) if sw.ENABLED else None
+        return ret
+
+    def _infer(self, images: torch.Tensor):
+        """images: normalised (B, 3, H, W) padded to the backbone's size divisibility."""
+        results, _ = self.sem_seg_head(self.backbone(images))
+        return results
+
+    def _infer_window(self, crop: torch.Tensor):
+        # pad each window to the size divisibility, infer, crop back
+        h, w = crop.shape[-2:]
+        d = max(self.backbone.size_divisibility, 1)
+        padded = F.pad(crop, (0, -w % d, 0, -h % d))
+        results = self._infer(padded)
+        out = {"logits": results["sem_seg"][..., :h, :w]}
+        if "anomaly_score" in results:
+            out["anomaly"] = results["anomaly_score"][..., :h, :w]
+        return out
+
     def forward(self, batched_inputs):
         if self.training:
             return super().forward(batched_inputs)
-        images = [x["image"].to(self.device) for x in batched_inputs]
-        images = [(x - self.pixel_mean) / self.pixel_std for x in images]
+        images = [(x["image"].to(self.device) - self.pixel_mean) / self.pixel_std for x in batched_inputs]
+        outputs = []
+        if self.sliding_window is not None:
+            for x, inp in zip(images, batched_inputs):
+                res = sliding_window_inference(self._infer_window, x[None], *self.sliding_window,
+                                               num_classes=self.sem_seg_head.num_classes)
+                outputs.append(self._postprocess(res["logits"][0], res.get("anomaly"), x.shape[-2:], inp))
+            return outputs
         images = ImageList.from_tensors(images, self.backbone.size_divisibility,
                                         padding_constraints=self.backbone.padding_constraints)
-        results, _ = self.sem_seg_head(self.backbone(images.tensor))
-        outputs = []
-        for i, (input_per_image, image_size) in enumerate(zip(batched_inputs, images.image_sizes)):
-            height = input_per_image.get("height", image_size[0])
-            width = input_per_image.get("width", image_size[1])
-            out = {"sem_seg": sem_seg_postprocess(results["sem_seg"][i], image_size, height, width)}
-            if "anomaly_score" in results:
-                score = results["anomaly_score"][i][None]
-                out["anomaly_score"] = sem_seg_postprocess(score, image_size, height, width)[0]
-            outputs.append(out)
+        results = self._infer(images.tensor)
+        for i, (inp, size) in enumerate(zip(batched_inputs, images.image_sizes)):
+            score = results["anomaly_score"][i] if "anomaly_score" in results else None
+            outputs.append(self._postprocess(results["sem_seg"][i], score, size, inp))
         return outputs
+
+    @staticmethod
+    def _postprocess(logits, score, image_size, inp):
+        height, width = inp.get("height", image_size[0]), inp.get("width", image_size[1])
+        out = {"sem_seg": sem_seg_postprocess(logits, image_size, height, width)}
+        if score is not None:
+            score = score.reshape(1, *score.shape[-2:])
+            out["anomaly_score"] = sem_seg_postprocess(score, image_size, height, width)[0]
+        return out

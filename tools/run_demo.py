@@ -20,7 +20,7 @@ VARIANTS = {"softmax": "configs/demo/fpn_r18_softmax.yaml", "gmm": "configs/demo
 
 def train(variant, config, out_dir, extra_opts):
     cmd = [sys.executable, os.path.join(ROOT, "tools", "train_net.py"), "--config-file", os.path.join(ROOT, config),
-           "OUTPUT_DIR", out_dir, *extra_opts]
+           "OUTPUT_DIR", out_dir, "DATASETS.TEST", "()", *extra_opts]  # evaluated below, once
     print(f"[demo] training {variant}: {' '.join(cmd[1:])}", flush=True)
     t0 = time.time()
     os.makedirs(out_dir, exist_ok=True)

@@ -5,6 +5,10 @@ Defaults are the authors' release (METHOD.md) unless a comment says otherwise an
 from detectron2.config import CfgNode as CN
 from detectron2.projects.deeplab import add_deeplab_config
 
+from .data.augmentation import add_augmentation_config
+from .modeling.mask_former.config import add_maskformer2_config
+from .zoo_config import add_model_zoo_config
+
 __all__ = ["add_gmmseg_config"]
 
 
@@ -25,6 +29,10 @@ def add_gmmseg_config(cfg):
     cfg.MODEL.GMM.MEMORY_INIT = "random"  # "random" (release: unit vectors counted as data) | "empty"
     cfg.MODEL.GMM.PUSHES_PER_STEP = 20  # at most this many new embeddings per (class, component) per step
     cfg.MODEL.GMM.PUSH_CORRECT_ONLY = True  # only pixels the model classifies correctly enter the memory
+    # ... except into components that have never been updated (not in the release). Without it a
+    # class that is never predicted early on never receives data (measured on the demo data:
+    # 3 of 6 classes stuck at 0 IoU after 400 iterations with the release settings).
+    cfg.MODEL.GMM.BOOTSTRAP_STARVED = False
     cfg.MODEL.GMM.UPDATE_INTERVAL = 5  # iterations between M-steps (the EM hook's period)
     cfg.MODEL.GMM.MEAN_MOMENTUM = 0.999  # mu <- normalise(m * mu + (1 - m) * new mean)
     cfg.MODEL.GMM.STD_MOMENTUM = 0.0  # release: the std is replaced at every M-step
@@ -35,14 +43,64 @@ def add_gmmseg_config(cfg):
     cfg.MODEL.GMM.SINKHORN_EPSILON = 0.05
     cfg.MODEL.GMM.AUX_LOSS_WEIGHT = 0.01  # component-level cross-entropy (target: E-step assignment)
     cfg.MODEL.GMM.SEED = 0  # initial means and random memory
+    # ablations (paper Tables 4, 5a); the defaults are the release
+    # E/M alternations per M-step call: L > 1 re-assigns (E-step, EM_ALGORITHM) the embeddings set
+    # aside since the previous M-step L - 1 times, with an M-step before each (GMMPredictor._extra_em_loops)
+    cfg.MODEL.GMM.EM_LOOPS = 1
+    # True: "discriminative GMMSeg", means and stds are parameters learned by gradient (std =
+    # sqrt(softplus(p) + VARIANCE_FLOOR)); no memory, no EM (the hook's calls do nothing)
+    cfg.MODEL.GMM.DISCRIMINATIVE = False
+
+    # ---- ProtoSeg (MODEL.PREDICTOR.NAME = "protoseg"; METHOD.md section 6) ---------------------
+    # Non-learnable unit prototypes, cosine similarity, class score = max over its prototypes,
+    # logits = LayerNorm over classes. The prototype update runs in the EM hook every
+    # MODEL.GMM.UPDATE_INTERVAL iterations (the release: every iteration, i.e. 1).
+    cfg.MODEL.PROTOSEG = CN()
+    cfg.MODEL.PROTOSEG.EMBED_DIM = 64  # D (release: the decoder width, e.g. 720 for HRNet-W48)
+    cfg.MODEL.PROTOSEG.NUM_PROTOTYPES = 10  # per class (ProtoSeg Table 5b)
+    cfg.MODEL.PROTOSEG.MOMENTUM = 0.999  # p <- normalise(m p + (1 - m) normalised mean of assigned pixels)
+    cfg.MODEL.PROTOSEG.TEMPERATURE = 0.1  # of the pixel-prototype contrastive loss
+    cfg.MODEL.PROTOSEG.PPC_WEIGHT = 0.01  # pixel-prototype contrastive loss (CE over all prototypes)
+    cfg.MODEL.PROTOSEG.PPD_WEIGHT = 0.001  # pixel-prototype distance loss (1 - cos)^2
+    cfg.MODEL.PROTOSEG.SINKHORN_ITERS = 3  # within-class equipartition clustering
+    cfg.MODEL.PROTOSEG.SINKHORN_EPSILON = 0.05
+    cfg.MODEL.PROTOSEG.UPDATE_CORRECT_ONLY = True  # only correctly classified pixels update (release)
+    cfg.MODEL.PROTOSEG.SEED = 0  # initial prototypes
 
     # ---- the per-pixel semantic segmentation head (decoder + predictor) ------------------------
     # MODEL.SEM_SEG_HEAD.NAME = "PerPixelHead" selects it; the decoder comes from a registry.
     cfg.MODEL.SEM_SEG_HEAD.DECODER = "FPNDecoder"  # see gmmseg.modeling.sem_seg.DECODER_REGISTRY
     # DeepLabV3+ decoder keys, LR poly schedule and crop keys: detectron2.projects.deeplab's own
     add_deeplab_config(cfg)
+    # training augmentation (INPUT.AUG.*) and inference mode (TEST.SLIDING_WINDOW.*); see
+    # gmmseg/data/augmentation.py (needs INPUT.CROP.SINGLE_CATEGORY_MAX_AREA from deeplab's keys)
+    add_augmentation_config(cfg)
+    # Mask2Former: MODEL.MASK_FORMER.*, its MODEL.SEM_SEG_HEAD.* and SOLVER keys (official names)
+    add_maskformer2_config(cfg)
+    # model zoo: keys of the FCN / OCR / UPerNet / SegFormer decoders, the auxiliary FCN head,
+    # MODEL.TIMM and MODEL.MIT backbones, SOLVER.OPTIMIZER ... (gmmseg/zoo_config.py)
+    add_model_zoo_config(cfg)
 
     # ---- data ---------------------------------------------------------------------------------
     cfg.INPUT.DEMO = CN()
     cfg.INPUT.DEMO.SEED = 0  # the built-in demo dataset is generated from this seed
+    # DATALOADER.SAMPLER_TRAIN = "ClassBalancedSampler" (gmmseg.data.sampler) picks a class uniformly,
+    # then an image containing it. An image counts for a class when it has >= MIN_PIXELS of its
+    # pixels; CACHE keeps the class -> images index in a JSON file next to the dataset's labels.
+    cfg.DATALOADER.CLASS_BALANCED = CN()
+    cfg.DATALOADER.CLASS_BALANCED.MIN_PIXELS = 1
+    cfg.DATALOADER.CLASS_BALANCED.CACHE = True
+
+    # ---- open-world evaluation (gmmseg.evaluation.build_open_world_evaluators) -----------------
+    # Calibration (ECE + reliability diagram) on every dataset with semantic labels; anomaly
+    # segmentation (AUROC / AP / FPR95 of the GMM score and the softmax baselines) on every
+    # dataset whose metadata or dicts carry anomaly masks. Plots go next to the metrics JSON.
+    cfg.TEST.OPEN_WORLD = CN()
+    cfg.TEST.OPEN_WORLD.ENABLED = True
+    cfg.TEST.OPEN_WORLD.CALIBRATION_BINS = 15  # equal-width confidence bins of the ECE (paper: 15)
+    # Streaming AUROC/AP/FPR95: most histogram bins per score (~20 bytes each). Exact (float32)
+    # until the scores occupy more bins, then coarsened; errors < 0.001 percentage points at the
+    # default, and the JSON reports a rigorous bound (gmmseg/evaluation/metrics.py).
+    cfg.TEST.OPEN_WORLD.ANOMALY_MAX_BINS = 1048576
+    cfg.TEST.OPEN_WORLD.PLOTS = True  # write ROC / PR / reliability PNGs
     return cfg

@@ -12,6 +12,13 @@ Means and stds are buffers: no gradient reaches them. They move only by EM:
   gathered and pushed into the FeatureMemory, in rank order, so every rank's bank is identical;
 - `em_update()` (every UPDATE_INTERVAL iterations): M-step with momentum from the bank's
   sufficient statistics, for the components that received data since the last M-step.
+
+Ablation switches (paper Tables 4 and 5a; defaults = the release, whose path they leave untouched):
+- `em_loops` L > 1: each `em_update()` alternates L M-steps with L - 1 re-assignments (E-steps)
+  of the embeddings set aside since the previous update (the "batch" of the update window),
+  see `_extra_em_loops`. The E-step in forward counts as the first one, so L = 1 is the release.
+- `learn_by_gradient` (discriminative GMMSeg): means and stds are nn.Parameters trained by the
+  losses' gradients; no memory, `flush()` / `em_update()` do nothing.
 """
 import logging
 
@@ -43,6 +50,7 @@ class GMMPredictor(nn.Module):
         memory_size: int = 32000,
         pushes_per_step: int = 20,
         push_correct_only: bool = True,
+        bootstrap_starved: bool = False,
         memory_init: str = "random",
         memory_dtype: torch.dtype = torch.float32,
         mean_momentum: float = 0.999,
@@ -55,12 +63,18 @@ class GMMPredictor(nn.Module):
         aux_loss_weight: float = 0.01,
         ignore_value: int = 255,
         seed: int = 0,
+        em_loops: int = 1,
+        learn_by_gradient: bool = False,
     ):
         super().__init__()
         if em_algorithm not in ASSIGNERS:
             raise ValueError(f"em_algorithm must be one of {sorted(ASSIGNERS)}, got {em_algorithm!r}")
+        if em_loops < 1:
+            raise ValueError(f"em_loops must be >= 1, got {em_loops}")
+        self.em_loops, self.learn_by_gradient = em_loops, learn_by_gradient
         self.num_classes, self.num_components, self.embed_dim = num_classes, num_components, embed_dim
         self.pushes_per_step, self.push_correct_only = pushes_per_step, push_correct_only
+        self.bootstrap_starved = bootstrap_starved
         self.mean_momentum, self.std_momentum, self.momentum_warmup = mean_momentum, std_momentum, momentum_warmup
         self.variance_floor = variance_floor
         self.em_algorithm, self.sinkhorn_iters, self.sinkhorn_epsilon = em_algorithm, sinkhorn_iters, sinkhorn_epsilon
@@ -72,14 +86,22 @@ class GMMPredictor(nn.Module):
 
         g = torch.Generator().manual_seed(seed)
         means = F.normalize(torch.randn(num_classes, num_components, embed_dim, generator=g), dim=-1)
-        self.register_buffer("means", means)
-        self.register_buffer("stds", torch.ones(num_classes, num_components, embed_dim))
+        if learn_by_gradient:
+            # std = sqrt(softplus(p) + variance_floor) > 0, initialised to 1 as in the EM path
+            self.means = nn.Parameter(means)
+            p0 = torch.tensor(max(1.0 - variance_floor, 1e-4)).expm1().log()  # softplus^-1
+            self.std_param = nn.Parameter(p0.expand(num_classes, num_components, embed_dim).clone())
+            memory_size = 0  # no EM: no bank
+        else:
+            self.register_buffer("means", means)
+            self.register_buffer("stds", torch.ones(num_classes, num_components, embed_dim))
         self.register_buffer("updates_per_component", torch.zeros(num_classes * num_components, dtype=torch.long))
         self.register_buffer("received_data", torch.zeros(num_classes * num_components, dtype=torch.bool))
         self.register_buffer("num_em_updates", torch.zeros((), dtype=torch.long))
         self.memory = FeatureMemory(num_classes * num_components, memory_size, embed_dim,
                                     init=memory_init, dtype=memory_dtype, seed=seed + 1)
         self._pending = []  # rows [group, e_1..e_D] set aside by forward, pushed by flush()
+        self._window = []  # em_loops > 1: gathered rows since the last M-step, pushed by em_update()
 
     # ------------------------------------------------------------------ forward
     def embed(self, x: torch.Tensor) -> torch.Tensor:
@@ -89,8 +111,14 @@ class GMMPredictor(nn.Module):
     def component_log_likelihood(self, e: torch.Tensor) -> torch.Tensor:
         """e: (N, D) -> (N, K, M) float32."""
         k, m, d = self.means.shape
-        ll = gaussian_log_likelihood(e, self.means.reshape(k * m, d), self.stds.reshape(k * m, d))
+        ll = gaussian_log_likelihood(e, self.means.reshape(k * m, d), self.current_stds().reshape(k * m, d))
         return ll.view(-1, k, m)
+
+    def current_stds(self) -> torch.Tensor:
+        """(K, M, D) stds: the EM buffer, or (learn_by_gradient) sqrt(softplus(p) + floor)."""
+        if self.learn_by_gradient:
+            return (F.softplus(self.std_param) + self.variance_floor).sqrt()
+        return self.stds
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor = None):
         """x: (N, C_in); labels: (N,) long class ids or ignore_value, training only.
@@ -135,6 +163,8 @@ class GMMPredictor(nn.Module):
             else:  # keep the graph connected so DDP sees every parameter used
                 aux = comp_ll.sum() * 0.0
             losses["loss_gmm_aux"] = self.aux_loss_weight * aux
+        if self.learn_by_gradient:  # no EM: nothing to set aside
+            return losses
         self._set_aside(e[valid].detach(), y, assignment, logits[valid].detach())
         return losses
 
@@ -144,10 +174,15 @@ class GMMPredictor(nn.Module):
         if not bool(keep.all()):
             logger.warning("GMMPredictor: %d non-finite embeddings dropped from the EM memory",
                            int((~keep).sum()))
+        groups = y * self.num_components + assignment
         if self.push_correct_only:
-            keep &= logits.argmax(1) == y
-        groups = (y * self.num_components + assignment)[keep]
-        rows = e[keep]
+            correct = logits.argmax(1) == y
+            if self.bootstrap_starved:
+                # a component never updated yet also takes misclassified pixels: otherwise a class
+                # that starts out never predicted never gets data, and never gets predicted
+                correct |= self.updates_per_component[groups] == 0
+            keep &= correct
+        groups, rows = groups[keep], e[keep]
         idx = evenly_spaced_per_group(groups, self.num_classes * self.num_components, self.pushes_per_step)
         self._pending.append(torch.cat([groups[idx, None].to(rows.dtype), rows[idx]], dim=1))
 
@@ -157,12 +192,18 @@ class GMMPredictor(nn.Module):
         """Gather the rows set aside by every rank and push them into the memory, in rank order.
 
         Collective: every rank must call it at the same step (the trainer hook does).
+        With em_loops > 1 the gathered rows wait in a window until em_update() (see there).
         """
+        if self.learn_by_gradient:
+            return 0
         local = torch.cat(self._pending) if self._pending else self.means.new_zeros((0, self.embed_dim + 1))
         self._pending = []
         rows = all_gather_rows(local.float())
         if rows.shape[0] == 0:
             return 0
+        if self.em_loops > 1:
+            self._window.append(rows)
+            return rows.shape[0]
         groups = rows[:, 0].long()
         self.memory.push(groups, rows[:, 1:])
         self.received_data[groups] = True
@@ -173,12 +214,26 @@ class GMMPredictor(nn.Module):
         """One M-step with momentum for every component that received data since the last one.
 
         Deterministic given the memory: ranks with identical memories compute identical updates.
+        With em_loops = L > 1, L - 1 extra E/M alternations on the window's rows come first.
+        No-op when the means and stds are learned by gradient.
         """
+        if self.learn_by_gradient:
+            return
         self.flush()
+        if self.em_loops > 1:
+            self._extra_em_loops()
         count, s1, s2 = self.memory.statistics()
         upd = self.received_data & (count > 0)
         if not bool(upd.any()):
             return
+        self._m_step(count, s1, s2, upd)
+        self.received_data.zero_()
+        self.memory.reset_batch_statistics()
+        self.num_em_updates += 1
+
+    @torch.no_grad()
+    def _m_step(self, count, s1, s2, upd):
+        """Momentum M-step of the components `upd` (G,) bool from sufficient statistics (G,), (G, D)."""
         k, m, d = self.means.shape
         n = count[upd][:, None]
         new_mean = F.normalize(s1[upd], dim=-1)  # L2-normalised sum of the bank's embeddings
@@ -200,12 +255,45 @@ class GMMPredictor(nn.Module):
         means[idx] = F.normalize(mm * means[idx] + (1 - mm) * new_mean, dim=-1)
         stds[idx] = sm * stds[idx] + (1 - sm) * new_std
         self.updates_per_component[idx] += 1
-        self.received_data.zero_()
-        self.memory.reset_batch_statistics()
-        self.num_em_updates += 1
+
+    @torch.no_grad()
+    def _extra_em_loops(self):
+        """em_loops = L > 1: L - 1 times, M-step then E-step, on the window's rows; then push them.
+
+        The window = the rows set aside (by all ranks) since the last M-step, with the assignment
+        of the forward-time E-step. Each loop: M-step from the bank's statistics plus the window's
+        rows under their current assignment (counted on top of the bank, without evicting), then a
+        new E-step of the window's rows (same algorithm, per class) with the updated parameters.
+        Finally the rows are pushed with their last assignment, and em_update's usual M-step is
+        the L-th. The window is not checkpointed (at most UPDATE_INTERVAL - 1 iterations of rows).
+        """
+        rows = torch.cat(self._window) if self._window else None
+        self._window = []
+        if rows is None or rows.shape[0] == 0:
+            return
+        k, m = self.num_classes, self.num_components
+        groups, e = rows[:, 0].long(), rows[:, 1:]
+        y = groups // m
+        ed = e.to(self.memory.bank.dtype).double()  # what the bank would store
+        count, s1, s2 = self.memory.statistics()
+        for _ in range(self.em_loops - 1):
+            c = count.index_add(0, groups, torch.ones_like(groups, dtype=torch.float64))
+            t1 = s1.index_add(0, groups, ed)
+            t2 = s2.index_add(0, groups, ed * ed)
+            upd = torch.zeros_like(self.received_data)
+            upd[groups] = True
+            self._m_step(c, t1, t2, upd & (c > 0))
+            own = self.component_log_likelihood(e).gather(1, y.view(-1, 1, 1).expand(-1, 1, m)).squeeze(1)
+            plan = ASSIGNERS[self.em_algorithm](own, y, k, num_iters=self.sinkhorn_iters,
+                                                epsilon=self.sinkhorn_epsilon)
+            groups = y * m + plan.argmax(1)
+        self.memory.push(groups, e)
+        self.received_data[groups] = True
 
     def extra_repr(self):
         return (f"classes={self.num_classes}, components={self.num_components}, dim={self.embed_dim}, "
-                f"em={self.em_algorithm}, momentum={self.mean_momentum}")
+                f"em={self.em_algorithm}, momentum={self.mean_momentum}"
+                + (f", em_loops={self.em_loops}" if self.em_loops > 1 else "")
+                + (", learn_by_gradient=True" if self.learn_by_gradient else ""))
 
 

@@ -11,8 +11,9 @@ from detectron2.utils.registry import Registry
 from torch import nn
 
 from ..gmm import GMMPredictor
+from ..gmm.protoseg import ProtoSegPredictor
 
-__all__ = ["PREDICTOR_REGISTRY", "build_predictor", "SoftmaxPredictor"]
+__all__ = ["PREDICTOR_REGISTRY", "build_predictor", "SoftmaxPredictor", "ProtoSegPredictor"]
 
 PREDICTOR_REGISTRY = Registry("PREDICTOR")
 PREDICTOR_REGISTRY.__doc__ = """
@@ -55,11 +56,31 @@ def gmm(cfg, in_channels, num_classes):
         in_channels, num_classes,
         embed_dim=g.EMBED_DIM, num_components=g.NUM_COMPONENTS, memory_size=g.MEMORY_SIZE,
         pushes_per_step=g.PUSHES_PER_STEP, push_correct_only=g.PUSH_CORRECT_ONLY,
+        bootstrap_starved=g.BOOTSTRAP_STARVED,
         memory_init=g.MEMORY_INIT, memory_dtype=_DTYPES[g.MEMORY_DTYPE],
         mean_momentum=g.MEAN_MOMENTUM, std_momentum=g.STD_MOMENTUM, momentum_warmup=g.MOMENTUM_WARMUP,
         variance_floor=g.VARIANCE_FLOOR, em_algorithm=g.EM_ALGORITHM, sinkhorn_iters=g.SINKHORN_ITERS,
         sinkhorn_epsilon=g.SINKHORN_EPSILON, aux_loss_weight=g.AUX_LOSS_WEIGHT,
         ignore_value=cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE, seed=g.SEED,
+        em_loops=g.EM_LOOPS, learn_by_gradient=g.DISCRIMINATIVE,
+    )
+
+
+@PREDICTOR_REGISTRY.register()
+def protoseg(cfg, in_channels, num_classes):
+    """ProtoSeg's nonparametric prototype classifier, configured by cfg.MODEL.PROTOSEG.
+
+    Its prototype update runs in the same EM hook as the GMM, every MODEL.GMM.UPDATE_INTERVAL
+    iterations (the release updates every iteration: set it to 1).
+    """
+    p = cfg.MODEL.PROTOSEG
+    return ProtoSegPredictor(
+        in_channels, num_classes,
+        embed_dim=p.EMBED_DIM, num_prototypes=p.NUM_PROTOTYPES, momentum=p.MOMENTUM,
+        temperature=p.TEMPERATURE, ppc_weight=p.PPC_WEIGHT, ppd_weight=p.PPD_WEIGHT,
+        sinkhorn_iters=p.SINKHORN_ITERS, sinkhorn_epsilon=p.SINKHORN_EPSILON,
+        update_correct_only=p.UPDATE_CORRECT_ONLY,
+        ignore_value=cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE, seed=p.SEED,
     )
 
 

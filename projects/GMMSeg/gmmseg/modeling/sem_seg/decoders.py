@@ -77,7 +77,10 @@ class DeepLabV3PlusDecoder(nn.Module):
             "decoder_channels": [h.CONVS_DIM] * len(shapes), "common_stride": h.COMMON_STRIDE,
             "loss_type": "cross_entropy",
             "norm": h.NORM,
-            "train_size": cfg.INPUT.CROP.SIZE if cfg.INPUT.CROP.ENABLED else None,
+            # ASPP image pooling: a fixed (crop / stride) kernel as detectron2's DeepLab, or global
+            # average pooling (MODEL.SEM_SEG_HEAD.ASPP_GLOBAL_POOLING, any test size)
+            "train_size": (cfg.INPUT.CROP.SIZE if cfg.INPUT.CROP.ENABLED and not h.ASPP_GLOBAL_POOLING
+                           else None),
             "use_depthwise_separable_conv": h.USE_DEPTHWISE_SEPARABLE_CONV,
         }
 

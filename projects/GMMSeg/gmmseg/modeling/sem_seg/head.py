@@ -8,6 +8,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..predictors import build_predictor
+from .aux_head import build_auxiliary_head
 from .decoders import build_decoder
 
 __all__ = ["PerPixelHead"]
@@ -22,13 +23,18 @@ class PerPixelHead(nn.Module):
     to the feature resolution, which is where the GMM's EM works.
     Inference: {"sem_seg": logits (B, K, H, W)} at input resolution, plus for predictors with a
     density {"anomaly_score": -max_c log p(x|c) (B, H, W)}.
+
+    Auxiliary classifiers (training only, plain linear ones): a decoder may return
+    (features, {name: logits (B, K, h, w)}) and have `aux_loss_weights` {name: weight} (OCR's
+    soft object regions), and `aux_head` (MODEL.SEM_SEG_HEAD.AUX_HEAD, deep supervision on a
+    backbone feature) gives "aux"; each adds loss_<name> = weight * cross-entropy at image size.
     """
 
     @configurable
     def __init__(self, *, decoder: nn.Module, predictor: nn.Module, num_classes: int,
-                 ignore_value: int = 255, loss_weight: float = 1.0):
+                 ignore_value: int = 255, loss_weight: float = 1.0, aux_head: nn.Module = None):
         super().__init__()
-        self.decoder, self.predictor = decoder, predictor
+        self.decoder, self.predictor, self.aux_head = decoder, predictor, aux_head
         self.num_classes, self.ignore_value, self.loss_weight = num_classes, ignore_value, loss_weight
         self.common_stride = decoder.common_stride
 
@@ -40,10 +46,14 @@ class PerPixelHead(nn.Module):
             "decoder": decoder,
             "predictor": build_predictor(cfg, decoder.out_channels, h.NUM_CLASSES),
             "num_classes": h.NUM_CLASSES, "ignore_value": h.IGNORE_VALUE, "loss_weight": h.LOSS_WEIGHT,
+            "aux_head": build_auxiliary_head(cfg, input_shape),
         }
 
     def forward(self, features: Dict[str, torch.Tensor], targets: torch.Tensor = None):
         x = self.decoder(features)
+        aux_logits = {}
+        if isinstance(x, tuple):
+            x, aux_logits = x
         b, c, h, w = x.shape
         labels = None
         if self.training:
@@ -57,12 +67,23 @@ class PerPixelHead(nn.Module):
             up = F.interpolate(logits, size=targets.shape[-2:], mode="bilinear", align_corners=False)
             losses = {"loss_sem_seg": self.loss_weight * F.cross_entropy(up, targets, ignore_index=self.ignore_value)}
             losses.update(out.get("losses", {}))
+            losses.update(self._aux_losses(features, aux_logits, targets))
             return None, losses
         results = {"sem_seg": self._upsample(logits)}
         if "log_likelihood" in out:
             score = -out["log_likelihood"].amax(-1).view(b, 1, h, w)
             results["anomaly_score"] = self._upsample(score)[:, 0]
         return results, {}
+
+    def _aux_losses(self, features, aux_logits, targets):
+        weights = dict(getattr(self.decoder, "aux_loss_weights", {}))
+        if self.aux_head is not None:
+            aux_logits = {**aux_logits, "aux": self.aux_head(features)}
+            weights["aux"] = self.aux_head.loss_weight
+        return {f"loss_{name}": weights[name] * F.cross_entropy(
+                    F.interpolate(logits, size=targets.shape[-2:], mode="bilinear", align_corners=False),
+                    targets, ignore_index=self.ignore_value)
+                for name, logits in aux_logits.items()}
 
     def _upsample(self, x):
         return F.interpolate(x, scale_factor=self.common_stride, mode="bilinear", align_corners=False)

@@ -240,3 +240,26 @@ def test_build_optimizer_sgd_and_unknown():
     cfg.SOLVER.OPTIMIZER = "LAMB"
     with pytest.raises(ValueError, match="SOLVER.OPTIMIZER"):
         build_optimizer(cfg, m)
+
+
+def test_build_optimizer_embedding_decay_and_full_model_clipping():
+    """Mask2Former's recipe: nn.Embedding weights (queries) get WEIGHT_DECAY_EMBED, and CLIP_TYPE
+    "full_model" clips the global norm over all parameters before each step."""
+    cfg = get_cfg()
+    add_gmmseg_config(cfg)
+    cfg.SOLVER.OPTIMIZER = "ADAMW"
+    cfg.SOLVER.BASE_LR, cfg.SOLVER.WEIGHT_DECAY, cfg.SOLVER.WEIGHT_DECAY_EMBED = 1e-3, 0.05, 0.0
+    cfg.SOLVER.CLIP_GRADIENTS.ENABLED = True
+    cfg.SOLVER.CLIP_GRADIENTS.CLIP_TYPE = "full_model"
+    cfg.SOLVER.CLIP_GRADIENTS.CLIP_VALUE = 0.01
+    m = torch.nn.ModuleDict({"query_feat": torch.nn.Embedding(4, 3), "proj": torch.nn.Linear(3, 3)})
+    opt = build_optimizer(cfg, m)
+    g = _groups(opt)
+    assert g[id(m["query_feat"].weight)] == pytest.approx((1e-3, 0.0))
+    assert g[id(m["proj"].weight)] == pytest.approx((1e-3, 0.05))
+    assert not hasattr(m["query_feat"].weight, "_gmmseg_embedding")  # the marker is removed
+    for p in m.parameters():
+        p.grad = torch.full_like(p, 10.0)
+    opt.step()
+    total = torch.linalg.vector_norm(torch.cat([p.grad.flatten() for p in m.parameters()]))
+    assert total.item() == pytest.approx(0.01, rel=1e-4)

@@ -1,0 +1,143 @@
+#!/usr/bin/env python
+"""Training-step and inference time of Mask2Former with the GMM class head vs the softmax one.
+
+    python benchmarks/bench_mask_former.py                      # the demo models, CPU
+    python benchmarks/bench_mask_former.py --size 512 512 --batch 2 \
+        --softmax-config configs/ade20k/mask2former_R50_softmax.yaml \
+        --gmm-config configs/ade20k/mask2former_R50_gmm.yaml MODEL.DEVICE cuda
+
+Both models see the same synthetic batch (random images, label maps of a few rectangles). A
+training step is forward + backward + optimizer step (+ for the GMM the EM hook's work: flush
+every step, em_update every MODEL.GMM.UPDATE_INTERVAL steps); inference is the eval forward
+(semantic inference, + the anomaly map for the GMM). The two models alternate step by step (a
+change of machine load hits both); the median over --iters timed repetitions after --warmup is
+reported, with the GMM / softmax ratios. Trailing KEY VALUE pairs override both
+configs.
+"""
+import argparse
+import os
+import statistics
+import time
+
+import torch
+from detectron2.config import get_cfg
+from detectron2.modeling import build_model
+
+from common import machine, table
+from gmmseg import add_gmmseg_config
+from gmmseg.engine import em_modules
+from gmmseg.solver import build_optimizer
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def load_cfg(path, opts):
+    cfg = get_cfg()
+    add_gmmseg_config(cfg)
+    cfg.merge_from_file(path)
+    cfg.merge_from_list(["MODEL.WEIGHTS", ""] + list(opts))
+    if cfg.MODEL.BACKBONE.NAME == "build_timm_backbone":
+        cfg.merge_from_list(["MODEL.TIMM.PRETRAINED", False])  # nothing to download for timing
+    return cfg
+
+
+def synthetic_batch(n, size, num_classes, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    h, w = size
+    batch = []
+    for _ in range(n):
+        label = torch.full((h, w), int(torch.randint(0, num_classes, (1,), generator=g)), dtype=torch.long)
+        for _ in range(4):
+            y, x = int(torch.randint(0, h // 2, (1,), generator=g)), int(torch.randint(0, w // 2, (1,), generator=g))
+            label[y: y + h // 3, x: x + w // 3] = int(torch.randint(0, num_classes, (1,), generator=g))
+        batch.append({"image": torch.rand(3, h, w, generator=g) * 255, "sem_seg": label})
+    return batch
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+class _Runner:
+    """One model with its optimizer and EM modules; times one training step or one inference."""
+
+    def __init__(self, cfg, batch):
+        torch.manual_seed(0)
+        self.model = build_model(cfg)
+        self.device = self.model.device
+        self.optimizer = build_optimizer(cfg, self.model)
+        self.em = em_modules(self.model)
+        self.period = cfg.MODEL.GMM.UPDATE_INTERVAL
+        self.batch, self.test_batch = batch, [{"image": x["image"]} for x in batch]
+        self.steps = 0
+
+    def _timed(self, fn):
+        _sync(self.device)
+        t = time.perf_counter()
+        fn()
+        _sync(self.device)
+        return time.perf_counter() - t
+
+    def train_step(self):
+        def step():
+            self.model.train()
+            losses = self.model(self.batch)
+            self.optimizer.zero_grad()
+            sum(losses.values()).backward()
+            self.optimizer.step()
+            self.steps += 1
+            for m in self.em:  # the EM hook's work
+                m.em_update() if self.steps % self.period == 0 else m.flush()
+        return self._timed(step)
+
+    def inference(self):
+        def infer():
+            self.model.eval()
+            with torch.no_grad():
+                self.model(self.test_batch)
+        return self._timed(infer)
+
+
+def time_models(cfgs, batch, warmup, iters):
+    """Median train-step and inference seconds per model; the models alternate step by step, so
+    a change of machine load affects both alike."""
+    runners = {name: _Runner(cfg, batch) for name, cfg in cfgs.items()}
+    times = {name: ([], []) for name in runners}
+    for what in (0, 1):
+        for i in range(warmup + iters):
+            for name, r in runners.items():
+                t = r.train_step() if what == 0 else r.inference()
+                if i >= warmup:
+                    times[name][what].append(t)
+    return {name: (statistics.median(tr), statistics.median(inf)) for name, (tr, inf) in times.items()}
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--softmax-config", default=os.path.join(ROOT, "configs/demo/mask2former_r18_softmax.yaml"))
+    p.add_argument("--gmm-config", default=os.path.join(ROOT, "configs/demo/mask2former_r18_gmm.yaml"))
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--size", type=int, nargs=2, default=(96, 128), metavar=("H", "W"))
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--iters", type=int, default=5)
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides for both configs")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfgs = {"softmax": load_cfg(args.softmax_config, args.opts), "gmm": load_cfg(args.gmm_config, args.opts)}
+    batch = synthetic_batch(args.batch, args.size, cfgs["softmax"].MODEL.SEM_SEG_HEAD.NUM_CLASSES)
+    results = time_models(cfgs, batch, args.warmup, args.iters)
+    (ts, is_), (tg, ig) = results["softmax"], results["gmm"]
+    print(f"Mask2Former, batch {args.batch} x {args.size[0]}x{args.size[1]}, device {cfgs['gmm'].MODEL.DEVICE}, "
+          f"median of {args.iters} after {args.warmup} warm-up; {machine()}")
+    print(table([["softmax", f"{ts * 1e3:.1f}", f"{is_ * 1e3:.1f}"],
+                 ["gmm", f"{tg * 1e3:.1f}", f"{ig * 1e3:.1f}"],
+                 ["gmm / softmax", f"{tg / ts:.3f}", f"{ig / is_:.3f}"]],
+                ["class head", "train step (ms)", "inference (ms)"]))
+    return results
+
+
+if __name__ == "__main__":
+    main()

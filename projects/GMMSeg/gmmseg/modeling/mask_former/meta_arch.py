@@ -1,0 +1,222 @@
+"""MaskFormer meta-architecture (Mask2Former), semantic segmentation, softmax or GMM class head.
+
+Training: per image, the ground-truth segments are the classes present in "sem_seg" (one binary
+mask each, the ignore value in none) or, if the mapper provides them, "instances" (gt_classes,
+gt_masks). The set criterion matches and weighs the losses as the official release. With a
+generative class head (`supports_em`), the final layer's queries are then passed to it once more
+with their Hungarian labels - matched queries: their segment's class, unmatched: "no object" (K) -
+which is where its E-step bookkeeping and auxiliary loss happen; `flush()`/`em_update()` are left
+to the trainer's EM hook, as for the per-pixel heads. See docs/MASK2FORMER.md.
+
+Inference, per image, at the requested output size:
+  "sem_seg" (K, H, W): log of the official semantic scores sum_q p_q(c) sigmoid(m_q) (clamped at
+      1e-8), so that argmax is the official prediction and a softmax over classes gives the
+      scores normalised per pixel;
+  "anomaly_score" (H, W), GMM head only: minus the query-mixture of the queries' best known-class
+      log-likelihood, weighted per pixel by sigmoid(m_q) * (1 - p_q(no object)).
+"""
+from typing import Dict, List, Tuple
+
+import torch
+from detectron2.config import configurable
+from detectron2.modeling import META_ARCH_REGISTRY, build_backbone, build_sem_seg_head
+from detectron2.modeling.backbone import Backbone
+from detectron2.modeling.postprocessing import sem_seg_postprocess
+from detectron2.structures import ImageList
+from torch import nn
+from torch.nn import functional as F
+
+from .criterion import SetCriterion
+from .matcher import HungarianMatcher
+
+__all__ = ["MaskFormer", "semantic_inference", "query_anomaly_score"]
+
+_LOG_EPS = 1e-8
+
+
+def semantic_inference(mask_cls: torch.Tensor, mask_pred: torch.Tensor) -> torch.Tensor:
+    """mask_cls (Q, K+1) logits, mask_pred (Q, H, W) logits -> (K, H, W) scores sum_q p_q(c) m_q."""
+    return _semantic(mask_cls, mask_pred.float().sigmoid())
+
+
+def query_anomaly_score(mask_cls: torch.Tensor, log_likelihood: torch.Tensor, mask_pred: torch.Tensor) -> torch.Tensor:
+    """(Q, K+1) logits, (Q, K+1) class log-likelihoods, (Q, H, W) mask logits -> (H, W).
+
+    score(x) = - sum_q w_q(x) max_{c < K} log p(e_q | c) / sum_q w_q(x),
+    w_q(x) = sigmoid(m_q(x)) * (1 - p_q(no object)): each pixel takes the densities of the queries
+    that claim it, in the proportions the semantic prediction uses them. Higher = more anomalous.
+    """
+    return _anomaly(mask_cls, log_likelihood, mask_pred.float().sigmoid())
+
+
+def _semantic(mask_cls, mask_prob):
+    prob = mask_cls.float().softmax(-1)[:, :-1]
+    return torch.einsum("qc,qhw->chw", prob, mask_prob)
+
+
+def _anomaly(mask_cls, log_likelihood, mask_prob):
+    objectness = 1.0 - mask_cls.float().softmax(-1)[:, -1]  # (Q,)
+    best = log_likelihood.float()[:, :-1].amax(-1)  # (Q,) the "no object" density is not evidence
+    # two (Q,) x (Q, H, W) contractions; no (Q, H, W) temporary besides mask_prob
+    num = torch.einsum("q,qhw->hw", best * objectness, mask_prob)
+    den = torch.einsum("q,qhw->hw", objectness, mask_prob)
+    return -num / den.clamp_min(1e-12)
+
+
+@META_ARCH_REGISTRY.register()
+class MaskFormer(nn.Module):
+    @configurable
+    def __init__(
+        self,
+        *,
+        backbone: Backbone,
+        sem_seg_head: nn.Module,
+        criterion: SetCriterion,
+        num_queries: int,
+        size_divisibility: int,
+        pixel_mean: Tuple[float],
+        pixel_std: Tuple[float],
+        ignore_value: int = 255,
+        sem_seg_postprocess_before_inference: bool = False,
+    ):
+        super().__init__()
+        self.backbone, self.sem_seg_head, self.criterion = backbone, sem_seg_head, criterion
+        self.num_queries, self.ignore_value = num_queries, ignore_value
+        self.size_divisibility = backbone.size_divisibility if size_divisibility < 0 else size_divisibility
+        self.sem_seg_postprocess_before_inference = sem_seg_postprocess_before_inference
+        self.register_buffer("pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(-1, 1, 1), False)
+        self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(-1, 1, 1), False)
+
+    @classmethod
+    def from_config(cls, cfg):
+        mf = cfg.MODEL.MASK_FORMER
+        for key in ("INSTANCE_ON", "PANOPTIC_ON"):
+            if mf.TEST[key]:
+                raise ValueError(f"MODEL.MASK_FORMER.TEST.{key}=True: this project implements semantic "
+                                 f"inference only (SEMANTIC_ON)")
+        sliding = cfg.TEST.get("SLIDING_WINDOW", None)
+        if sliding is not None and sliding.ENABLED:
+            raise ValueError("TEST.SLIDING_WINDOW.ENABLED=True: MaskFormer infers on the whole image (as the "
+                             "release); sliding-window inference is implemented for the per-pixel heads only")
+        if not mf.TEST.SEMANTIC_ON:
+            raise ValueError("MODEL.MASK_FORMER.TEST.SEMANTIC_ON must be True (the only inference implemented)")
+        backbone = build_backbone(cfg)
+        sem_seg_head = build_sem_seg_head(cfg, backbone.output_shape())
+        matcher = HungarianMatcher(cost_class=mf.CLASS_WEIGHT, cost_mask=mf.MASK_WEIGHT, cost_dice=mf.DICE_WEIGHT,
+                                   num_points=mf.TRAIN_NUM_POINTS)
+        weight_dict = {"loss_ce": mf.CLASS_WEIGHT, "loss_mask": mf.MASK_WEIGHT, "loss_dice": mf.DICE_WEIGHT}
+        if mf.DEEP_SUPERVISION:
+            base = dict(weight_dict)
+            for i in range(mf.DEC_LAYERS - 1):
+                weight_dict.update({f"{k}_{i}": v for k, v in base.items()})
+        criterion = SetCriterion(
+            sem_seg_head.num_classes, matcher=matcher, weight_dict=weight_dict, eos_coef=mf.NO_OBJECT_WEIGHT,
+            losses=("labels", "masks"), num_points=mf.TRAIN_NUM_POINTS, oversample_ratio=mf.OVERSAMPLE_RATIO,
+            importance_sample_ratio=mf.IMPORTANCE_SAMPLE_RATIO,
+        )
+        return {
+            "backbone": backbone,
+            "sem_seg_head": sem_seg_head,
+            "criterion": criterion,
+            "num_queries": mf.NUM_OBJECT_QUERIES,
+            "size_divisibility": mf.SIZE_DIVISIBILITY,
+            "pixel_mean": cfg.MODEL.PIXEL_MEAN,
+            "pixel_std": cfg.MODEL.PIXEL_STD,
+            "ignore_value": cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE,
+            "sem_seg_postprocess_before_inference": mf.TEST.SEM_SEG_POSTPROCESSING_BEFORE_INFERENCE,
+        }
+
+    @property
+    def device(self):
+        return self.pixel_mean.device
+
+    @property
+    def class_head(self) -> nn.Module:
+        """The predictor applied to the queries (softmax or GMM), shared by all decoder layers."""
+        return self.sem_seg_head.predictor.class_embed
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, batched_inputs: List[Dict]):
+        images = [(x["image"].to(self.device) - self.pixel_mean) / self.pixel_std for x in batched_inputs]
+        images = ImageList.from_tensors(images, self.size_divisibility,
+                                        padding_constraints=getattr(self.backbone, "padding_constraints", None))
+        outputs = self.sem_seg_head(self.backbone(images.tensor))
+        if self.training:
+            return self.losses(outputs, self.prepare_targets(batched_inputs, images))
+        return self.inference(outputs, batched_inputs, images)
+
+    def losses(self, outputs: Dict, targets: List[Dict]) -> Dict[str, torch.Tensor]:
+        raw, indices = self.criterion(outputs, targets)
+        weights = self.criterion.weight_dict
+        losses = {k: v * weights[k] for k, v in raw.items() if k in weights}
+        losses.update(self.learn_query_classes(outputs, targets, indices))
+        return losses
+
+    def learn_query_classes(self, outputs: Dict, targets: List[Dict], indices) -> Dict[str, torch.Tensor]:
+        """Give a generative class head the final queries with their Hungarian labels (matched:
+        the segment's class; unmatched: "no object" = K). Returns its own (already weighted) losses."""
+        head = self.class_head
+        if not getattr(head, "supports_em", False):
+            return {}
+        embeds = outputs["pred_embeds"]
+        b, q, c = embeds.shape
+        labels = SetCriterion.query_targets(indices, targets, q, self.sem_seg_head.num_classes, embeds.device)
+        return head(embeds.reshape(b * q, c), labels.reshape(-1)).get("losses", {})
+
+    # ------------------------------------------------------------------ targets
+    def prepare_targets(self, batched_inputs: List[Dict], images: ImageList) -> List[Dict]:
+        """Per image {"labels": (T,) long, "masks": (T, H_pad, W_pad) bool}, from "instances"
+        (gt_classes, gt_masks) when present, else from the "sem_seg" label map."""
+        h_pad, w_pad = images.tensor.shape[-2:]
+        k = self.sem_seg_head.num_classes
+        targets = []
+        for x in batched_inputs:
+            if "instances" in x:
+                inst = x["instances"].to(self.device)
+                labels = inst.gt_classes.long()
+                masks = inst.gt_masks
+                masks = masks.tensor if hasattr(masks, "tensor") else masks
+                masks = masks.bool()
+            elif "sem_seg" in x:
+                sem_seg = x["sem_seg"].to(self.device)
+                labels = torch.unique(sem_seg)
+                labels = labels[labels != self.ignore_value].long()
+                masks = sem_seg[None] == labels[:, None, None]
+            else:
+                raise KeyError("MaskFormer training needs 'sem_seg' (or 'instances') in every input dict; "
+                               f"got keys {sorted(x)}")
+            bad = (labels < 0) | (labels >= k)
+            if bad.any():
+                raise ValueError(f"MaskFormer: ground-truth class {int(labels[bad][0])} outside 0..{k - 1} "
+                                 f"(MODEL.SEM_SEG_HEAD.NUM_CLASSES={k}) and not the ignore value {self.ignore_value}"
+                                 + (f" in {x['file_name']!r}" if "file_name" in x else ""))
+            padded = torch.zeros((labels.numel(), h_pad, w_pad), dtype=torch.bool, device=self.device)
+            padded[:, : masks.shape[1], : masks.shape[2]] = masks
+            targets.append({"labels": labels, "masks": padded})
+        return targets
+
+    # ------------------------------------------------------------------ inference
+    def inference(self, outputs: Dict, batched_inputs: List[Dict], images: ImageList) -> List[Dict]:
+        mask_pred = F.interpolate(outputs["pred_masks"], size=images.tensor.shape[-2:], mode="bilinear",
+                                  align_corners=False)
+        log_lik = outputs.get("pred_log_likelihood")
+        results = []
+        for i, (x, image_size) in enumerate(zip(batched_inputs, images.image_sizes)):
+            height, width = x.get("height", image_size[0]), x.get("width", image_size[1])
+            cls, masks = outputs["pred_logits"][i], mask_pred[i]
+            if self.sem_seg_postprocess_before_inference:
+                masks = sem_seg_postprocess(masks, image_size, height, width)
+            prob = masks.float().sigmoid()
+            out = {"sem_seg": _semantic(cls, prob)}
+            if log_lik is not None:
+                out["anomaly_score"] = _anomaly(cls, log_lik[i], prob)
+            del prob
+            if not self.sem_seg_postprocess_before_inference:
+                out = {k: sem_seg_postprocess(v if v.dim() == 3 else v[None], image_size, height, width)
+                       for k, v in out.items()}
+                if "anomaly_score" in out:
+                    out["anomaly_score"] = out["anomaly_score"][0]
+            # resized as scores (as the release), then logged: argmax = the release's prediction
+            out["sem_seg"] = out["sem_seg"].clamp_min(_LOG_EPS).log()
+            results.append(out)
+        return results

@@ -5,18 +5,26 @@
     python tools/train_net.py --config-file ... --eval-only MODEL.WEIGHTS output/.../model_final.pth
     python tools/train_net.py --config-file ... --num-gpus 2          # 2 processes (GLOO on CPU)
     python tools/train_net.py --config-file ... --resume              # continue from last_checkpoint
+    # two machines (or two shells on one host), one command per machine:
+    python tools/train_net.py --config-file ... --num-machines 2 --machine-rank 0 --dist-url tcp://HOST:PORT
+    python tools/train_net.py --config-file ... --num-machines 2 --machine-rank 1 --dist-url tcp://HOST:PORT
+    torchrun --nproc_per_node 2 tools/train_net.py --config-file ...  # environment-variable init
 
 All of detectron2's default_argument_parser options apply; trailing KEY VALUE pairs override the config.
+See docs/DISTRIBUTED.md.
 """
+import logging
 import os
+import sys
 
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
 from detectron2.engine import default_argument_parser, default_setup, launch
 from detectron2.evaluation import verify_results
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
 
 from gmmseg import add_gmmseg_config
-from gmmseg.checkpoint import check_checkpoint_matches_config
+from gmmseg.checkpoint import GMMSegCheckpointer
 from gmmseg.engine import Trainer
 
 
@@ -27,6 +35,8 @@ def setup(args):
     cfg.merge_from_list(args.opts)
     cfg.freeze()
     default_setup(cfg, args)
+    # the project's own loggers (EM hook, predictors, data checks) into the console and log.txt
+    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="gmmseg", abbrev_name="gmmseg")
     return cfg
 
 
@@ -34,8 +44,8 @@ def main(args):
     cfg = setup(args)
     if args.eval_only:
         model = Trainer.build_model(cfg)
-        check_checkpoint_matches_config(cfg.MODEL.WEIGHTS, model)
-        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        # weights-only loading; a checkpoint that does not fit the config stops with the key and both values
+        GMMSegCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
         res = Trainer.test(cfg, model)
         if cfg.TEST.AUG.ENABLED:
             raise NotImplementedError("TEST.AUG (test-time augmentation) is not supported by this project")
@@ -47,12 +57,21 @@ def main(args):
 
 
 def cli(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = default_argument_parser().parse_args(argv)
+    # detectron2's default --dist-url is a fixed port per user: two runs on one machine would
+    # collide. On a single machine without an explicit --dist-url, take a free port instead.
+    if args.num_machines == 1 and not any(a == "--dist-url" or a.startswith("--dist-url=") for a in argv):
+        args.dist_url = "auto"
     print("Command Line Args:", args)
     # torchrun sets these; detectron2's launch() would otherwise spawn its own workers
     if "LOCAL_RANK" in os.environ and "WORLD_SIZE" in os.environ:
         from gmmseg.engine.launch import main_from_torchrun
 
+        if args.num_gpus != 1 or args.num_machines != 1:
+            logging.getLogger(__name__).warning(
+                "Started by torchrun: --num-gpus/--num-machines/--machine-rank are ignored; "
+                "torchrun's --nnodes/--nproc_per_node decide the processes")
         return main_from_torchrun(main, args)
     return launch(
         main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,

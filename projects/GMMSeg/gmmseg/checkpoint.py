@@ -1,16 +1,75 @@
-"""Checks that a checkpoint fits the model its config builds, before anything is loaded.
+"""Safe checkpoint loading, and a check that a checkpoint fits the model its config builds.
 
-detectron2's checkpointer skips tensors whose shapes differ with only a warning; for a GMM that
-silently leaves means, stds or the memory at their initial values. Here a mismatch stops with the
-config key and both values. Checkpoints are read with torch.load(weights_only=True): tensors and
-plain containers only, never code.
+Safety: every checkpoint the project reads goes through `GMMSegCheckpointer` (training, `--resume`,
+`MODEL.WEIGHTS`, `--eval-only`): `.pth` files with torch.load(weights_only=True) (tensors and
+plain containers only, never code); detectron2 model-zoo `.pkl` files with an unpickler that
+accepts only NumPy arrays and plain containers. What the trainer saves (model, optimizer,
+scheduler, iteration, the project's resume state) is all tensors, numbers, strings, lists and
+dicts, so its checkpoints load that way.
+
+Fit: detectron2's checkpointer skips tensors whose shapes differ with only a warning; for a GMM
+that silently leaves means, stds or the memory at their initial values. Here a mismatch stops
+with an error that names the config key(s) and both values, e.g.
+"MODEL.GMM.NUM_COMPONENTS: checkpoint 5, config 3", and the tensors concerned.
 """
+import io
+import logging
 import os
+import pickle
+from typing import Dict, List, Tuple
 
 import torch
+from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.utils.file_io import PathManager
 
-__all__ = ["load_state_dict_safely", "check_checkpoint_matches_config"]
+__all__ = [
+    "GMMSegCheckpointer",
+    "load_state_dict_safely",
+    "check_checkpoint_matches_config",
+    "check_state_dict_matches_model",
+    "safe_pickle_load",
+]
+
+logger = logging.getLogger(__name__)
+
+_CLASSES, _COMPONENTS, _DIM, _MEM = ("MODEL.SEM_SEG_HEAD.NUM_CLASSES", "MODEL.GMM.NUM_COMPONENTS",
+                                     "MODEL.GMM.EMBED_DIM", "MODEL.GMM.MEMORY_SIZE")
+
+
+# ----------------------------------------------------------------------------- reading files
+def _torch_load_weights_only(path_or_file, name: str):
+    try:
+        return torch.load(path_or_file, map_location="cpu", weights_only=True)
+    except Exception as e:  # pickle with objects, truncated file, not a torch file
+        raise ValueError(f"Checkpoint {name!r} cannot be read with torch.load(weights_only=True) "
+                         f"(tensors and plain containers only; nothing in it is executed): "
+                         f"{type(e).__name__}: {e}") from e
+
+
+class _NumpyOnlyUnpickler(pickle.Unpickler):
+    """Unpickles plain containers and NumPy arrays/scalars; refuses every other global."""
+
+    _ALLOWED = {
+        ("collections", "OrderedDict"),
+        ("numpy", "ndarray"), ("numpy", "dtype"),
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "scalar"),
+    }
+
+    def find_class(self, module, name):
+        if (module, name) in self._ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"global '{module}.{name}' is not allowed in a weights file")
+
+
+def safe_pickle_load(f, name: str = "<file>"):
+    """pickle.load(f, encoding="latin1") that accepts only NumPy arrays and plain containers
+    (what detectron2's model-zoo .pkl files hold)."""
+    try:
+        return _NumpyOnlyUnpickler(f, encoding="latin1").load()
+    except Exception as e:
+        raise ValueError(f"{name!r} is not a plain weights pickle (NumPy arrays and containers "
+                         f"only): {type(e).__name__}: {e}") from e
 
 
 def load_state_dict_safely(path: str) -> dict:
@@ -18,37 +77,121 @@ def load_state_dict_safely(path: str) -> dict:
     local = PathManager.get_local_path(path)
     if not os.path.isfile(local):
         raise FileNotFoundError(f"MODEL.WEIGHTS={path!r}: no such file")
-    try:
-        ckpt = torch.load(local, map_location="cpu", weights_only=True)
-    except Exception as e:  # pickle with objects, or not a torch file
-        raise ValueError(f"MODEL.WEIGHTS={path!r} cannot be read as a weights-only checkpoint "
-                         f"(tensors and plain containers): {e}") from e
+    ckpt = _torch_load_weights_only(local, path)
     return ckpt.get("model", ckpt) if isinstance(ckpt, dict) else ckpt
 
 
-def _explain(key, ckpt_shape, model_shape):
-    if key.endswith("means") and len(ckpt_shape) == 3:
-        names = ["MODEL.SEM_SEG_HEAD.NUM_CLASSES", "MODEL.GMM.NUM_COMPONENTS", "MODEL.GMM.EMBED_DIM"]
-        diffs = [f"{n}: checkpoint {a}, config {b}" for n, a, b in zip(names, ckpt_shape, model_shape) if a != b]
-        return "; ".join(diffs)
-    if key.endswith("memory.bank") and len(ckpt_shape) == 3:
-        return f"MODEL.GMM.MEMORY_SIZE: checkpoint {ckpt_shape[1]}, config {model_shape[1]}"
-    return ""
+# ----------------------------------------------------------------------------- fit to the config
+def _gmm_prefix(key: str, suffixes) -> bool:
+    return any(key == s or key.endswith("." + s) for s in suffixes)
+
+
+def _explain(key: str, ckpt_shape: Tuple[int, ...], model_shape: Tuple[int, ...]) -> List[Tuple[str, str, str]]:
+    """[(config key, checkpoint value, config value)] that explain a shape difference of a GMM
+    tensor; [] for tensors the project does not know."""
+    out = []
+
+    def add(name, a, b):
+        if a != b:
+            out.append((name, str(a), str(b)))
+
+    n = len(ckpt_shape)
+    if n != len(model_shape):
+        return out
+    if _gmm_prefix(key, ("means", "stds")) and n == 3:
+        for name, a, b in zip((_CLASSES, _COMPONENTS, _DIM), ckpt_shape, model_shape):
+            add(name, a, b)
+    elif _gmm_prefix(key, ("memory.bank",)) and n == 3:
+        add(f"{_CLASSES} x {_COMPONENTS}", ckpt_shape[0], model_shape[0])
+        add(_MEM, ckpt_shape[1], model_shape[1])
+        add(_DIM, ckpt_shape[2], model_shape[2])
+    elif _gmm_prefix(key, ("memory.stat_sum", "memory.stat_sumsq")) and n == 2:
+        add(f"{_CLASSES} x {_COMPONENTS}", ckpt_shape[0], model_shape[0])
+        add(_DIM, ckpt_shape[1], model_shape[1])
+    elif _gmm_prefix(key, ("memory.ptr", "memory.filled", "memory.stat_count", "updates_per_component",
+                           "received_data")) and n == 1:
+        add(f"{_CLASSES} x {_COMPONENTS}", ckpt_shape[0], model_shape[0])
+    elif _gmm_prefix(key, ("class_norm.weight", "class_norm.bias")) and n == 1:
+        add(_CLASSES, ckpt_shape[0], model_shape[0])
+    elif _gmm_prefix(key, ("embed_norm.weight", "embed_norm.bias", "projection.bias")) and n == 1:
+        add(_DIM, ckpt_shape[0], model_shape[0])
+    elif _gmm_prefix(key, ("projection.weight",)) and n == 2:
+        add(_DIM, ckpt_shape[0], model_shape[0])
+    elif _gmm_prefix(key, ("linear.weight", "linear.bias")):  # the softmax twin's classifier
+        add(_CLASSES, ckpt_shape[0], model_shape[0])
+    return out
+
+
+def check_state_dict_matches_model(state: Dict[str, torch.Tensor], model: torch.nn.Module, source: str = "checkpoint"):
+    """Raise ValueError if a tensor of `state` has another shape than the model's tensor of the
+    same name. The message names the config keys that explain it (checkpoint vs config value)
+    first, then every tensor concerned."""
+    if isinstance(model, torch.nn.parallel.DistributedDataParallel):
+        model = model.module
+    model_state = model.state_dict()
+    problems, reasons = [], {}
+    for key, value in state.items():
+        if key not in model_state or not hasattr(value, "shape"):
+            continue
+        a, b = tuple(value.shape), tuple(model_state[key].shape)
+        if a == b:
+            continue
+        why = _explain(key, a, b)
+        for name, va, vb in why:
+            reasons.setdefault(name, (va, vb))
+        problems.append(f"  {key}: checkpoint {a} vs model {b}"
+                        + (" (" + "; ".join(f"{n}: checkpoint {va}, config {vb}" for n, va, vb in why) + ")" if why else ""))
+    if problems:
+        head = "; ".join(f"{n}: checkpoint {va}, config {vb}" for n, (va, vb) in reasons.items())
+        raise ValueError(f"Checkpoint {source} does not match the model built from the config"
+                         + (f" ({head})" if head else "") + ". Tensors that differ:\n" + "\n".join(problems)
+                         + "\nSet the config to the checkpoint's values, or load another checkpoint.")
 
 
 def check_checkpoint_matches_config(path: str, model: torch.nn.Module):
-    """Raise ValueError naming the key and both shapes if a checkpoint tensor does not fit `model`.
-
-    Only .pth files are checked (detectron2's .pkl model-zoo files are backbone weights)."""
+    """Raise ValueError naming the config key and both values if a checkpoint tensor does not
+    fit `model`. Only .pth files are checked (detectron2's .pkl model-zoo files are backbone
+    weights, matched by name heuristics)."""
     if not path or not path.endswith(".pth"):
         return
-    state = load_state_dict_safely(path)
-    model_state = model.state_dict()
-    problems = []
-    for key, value in state.items():
-        if key in model_state and hasattr(value, "shape") and tuple(value.shape) != tuple(model_state[key].shape):
-            why = _explain(key, tuple(value.shape), tuple(model_state[key].shape))
-            problems.append(f"  {key}: checkpoint {tuple(value.shape)} vs model {tuple(model_state[key].shape)}"
-                            + (f" ({why})" if why else ""))
-    if problems:
-        raise ValueError(f"Checkpoint {path} does not match the model built from the config:\n" + "\n".join(problems))
+    check_state_dict_matches_model(load_state_dict_safely(path), model, path)
+
+
+# ----------------------------------------------------------------------------- the checkpointer
+class GMMSegCheckpointer(DetectionCheckpointer):
+    """detectron2's DetectionCheckpointer with safe loading and the fit check (module docstring).
+
+    Saving is unchanged. Loading `.pth` (and `.pyth`) uses torch.load(weights_only=True); `.pkl`
+    uses a NumPy-only unpickler; a checkpoint whose tensors do not fit the model stops with
+    ValueError before anything is copied into the model.
+    """
+
+    def _load_file(self, filename):
+        if filename.endswith(".pkl"):
+            with PathManager.open(filename, "rb") as f:
+                data = safe_pickle_load(f, filename)
+            if "model" in data and "__author__" in data:  # detectron2 model-zoo format
+                self.logger.info("Reading a file from '{}'".format(data["__author__"]))
+                return data
+            if "blobs" in data:  # Caffe2 / Detectron1 model zoo
+                data = data["blobs"]
+            data = {k: v for k, v in data.items() if not k.endswith("_momentum")}
+            return {"model": data, "__author__": "Caffe2", "matching_heuristics": True}
+        if filename.endswith(".pyth"):  # pycls
+            with PathManager.open(filename, "rb") as f:
+                data = _torch_load_weights_only(io.BytesIO(f.read()), filename)
+            if "model_state" not in data:
+                raise ValueError(f"Cannot load .pyth file {filename}; pycls checkpoints must contain 'model_state'.")
+            state = {k: v for k, v in data["model_state"].items() if not k.endswith("num_batches_tracked")}
+            return {"model": state, "__author__": "pycls", "matching_heuristics": True}
+        return super()._load_file(filename)  # -> self._torch_load for everything else
+
+    def _torch_load(self, f):
+        with PathManager.open(f, "rb") as fh:
+            return _torch_load_weights_only(fh, f)
+
+    def _load_model(self, checkpoint):
+        if not checkpoint.get("matching_heuristics", False):
+            src = self._parsed_url_during_load.geturl() if getattr(self, "_parsed_url_during_load", None) else "checkpoint"
+            check_state_dict_matches_model(checkpoint["model"], self.model, src)
+        return super()._load_model(checkpoint)

@@ -1,9 +1,13 @@
-"""EMHook: runs the EM of every generative predictor in the model, outside back-propagation."""
+"""EMHook: runs the EM of every generative predictor in the model, outside back-propagation,
+and checks that every rank holds the same EM state."""
+import hashlib
 import logging
 
+import torch
 from detectron2.engine import HookBase
+from detectron2.utils import comm
 
-__all__ = ["EMHook", "em_modules"]
+__all__ = ["EMHook", "em_modules", "em_state_digest", "verify_em_state_across_ranks"]
 
 logger = logging.getLogger(__name__)
 
@@ -13,19 +17,70 @@ def em_modules(model):
     return [m for m in model.modules() if getattr(m, "supports_em", False)]
 
 
+def _tensor_chunks(t: torch.Tensor, chunk_bytes: int = 1 << 26):
+    """The raw bytes of a tensor (any dtype, incl. bfloat16 and bool) in pieces of at most
+    `chunk_bytes`: no copy of a CPU tensor, and a GPU bank is never copied to the host at once."""
+    flat = t.detach().contiguous().reshape(-1)
+    step = max(1, chunk_bytes // max(flat.element_size(), 1))
+    for i in range(0, flat.numel(), step):
+        yield flat[i:i + step].cpu().view(torch.uint8).numpy()
+
+
+def em_state_digest(modules, include_bank: bool = True) -> str:
+    """SHA-256 over every buffer (name, dtype, shape, bytes) of the EM modules: means, stds,
+    counters, memory pointers and running statistics, and, with `include_bank`, the memory
+    contents (large: 6 GB for ADE20K defaults, ~6 s to hash at ~1 GB/s)."""
+    h = hashlib.sha256()
+    for i, m in enumerate(modules):
+        for name, buf in sorted(m.named_buffers()):
+            if not include_bank and name.endswith("bank"):
+                continue
+            h.update(f"{i}.{name}:{buf.dtype}:{tuple(buf.shape)};".encode())
+            for piece in _tensor_chunks(buf):
+                h.update(piece)
+    return h.hexdigest()
+
+
+def verify_em_state_across_ranks(modules, include_bank: bool = True, when: str = "") -> str:
+    """All-gather the EM state digest of every rank; raise RuntimeError if they differ.
+
+    Collective when several processes run: every rank must call it at the same point.
+    Returns the digest.
+    """
+    digest = em_state_digest(modules, include_bank)
+    world = comm.get_world_size()
+    digests = comm.all_gather(digest) if world > 1 else [digest]
+    if len(set(digests)) != 1:
+        raise RuntimeError(
+            f"EM state differs across ranks {when}: " + ", ".join(f"rank {r}: {d[:16]}" for r, d in enumerate(digests))
+            + ". Every rank must run the same flush()/em_update() calls on the same gathered rows.")
+    what = "incl. memory bank" if include_bank else "without the memory bank"
+    logger.info("EM state %s: sha256 %s (%s)%s", when, digest[:16], what,
+                f", identical on all {world} ranks" if world > 1 else "")
+    return digest
+
+
 class EMHook(HookBase):
     """After every iteration: `flush()` (gather the embeddings set aside by every rank and push
     them into the memory). Every `period` iterations: `em_update()` (the M-step).
 
     Both are collectives when several processes train, and every rank calls them at the same
     iterations, so every rank's GMM stays identical. Register it before the checkpointer, so a
-    checkpoint always holds the memory with this iteration's pushes.
+    checkpoint always holds the memory with this iteration's pushes (nothing is pending then).
+
+    Verification: every `verify_period` iterations (0: never) the digests of the EM state
+    without the bank (means, stds, counters, pointers, running statistics of the bank) are
+    compared across ranks; after the last iteration of a run that finished, the full state
+    including the bank is compared. A difference raises RuntimeError. Single-process runs log the
+    digest (compare runs, e.g. an interrupted-and-resumed one with an uninterrupted one).
     """
 
-    def __init__(self, period: int):
+    def __init__(self, period: int, verify_period: int = 0, verify_at_end: bool = True):
         if period < 1:
             raise ValueError(f"MODEL.GMM.UPDATE_INTERVAL must be >= 1, got {period}")
         self.period = period
+        self.verify_period = verify_period
+        self.verify_at_end = verify_at_end
         self._modules = None
 
     def before_train(self):
@@ -34,9 +89,20 @@ class EMHook(HookBase):
             logger.info("EMHook: %d EM module(s), M-step every %d iterations", len(self._modules), self.period)
 
     def after_step(self):
-        update = (self.trainer.iter + 1) % self.period == 0
+        it = self.trainer.iter
+        update = (it + 1) % self.period == 0
         for m in self._modules:
             if update:
                 m.em_update()  # flushes first
             else:
                 m.flush()
+        if self._modules and self.verify_period > 0 and (it + 1) % self.verify_period == 0:
+            verify_em_state_across_ranks(self._modules, include_bank=False, when=f"after iteration {it}")
+
+    def after_train(self):
+        # Only after a run that finished (detectron2 sets iter = max_iter then): after an
+        # exception on one rank, a collective here would wait for ranks that never come.
+        finished = getattr(self.trainer, "iter", None) == getattr(self.trainer, "max_iter", -1)
+        if self._modules and self.verify_at_end and finished:
+            verify_em_state_across_ranks(self._modules, include_bank=True,
+                                         when=f"at the end of training (iteration {self.trainer.iter - 1})")

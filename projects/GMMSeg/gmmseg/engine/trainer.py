@@ -3,7 +3,11 @@
 Differences from DefaultTrainer, each for a reason:
 - DDP on CPU: detectron2's create_ddp_model passes device_ids=[local_rank], which
   DistributedDataParallel rejects for CPU modules; here device_ids is None on CPU.
-- the EM hook runs right after the optimizer step and before the checkpointer;
+- the EM hook runs right after the optimizer step and before the checkpointer, and checks at
+  every checkpoint period and at the end that all ranks hold the same EM state;
+- checkpoints are read safely and checked against the config (gmmseg.checkpoint.GMMSegCheckpointer);
+- `--resume` continues exactly: the sampler skips the images the first run consumed, all random
+  generators are seeded per iteration, and the seeds are checkpointed (gmmseg.engine.resume);
 - the dataset mapper validates label values and names the file of a bad one;
 - evaluators: SemSegEvaluator (+ the open-world evaluators when they are available);
 - LR schedules from detectron2.projects.deeplab (WarmupPolyLR) as well as detectron2's own.
@@ -12,19 +16,23 @@ import logging
 import os
 import weakref
 
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import (DatasetCatalog, MetadataCatalog, build_detection_test_loader,
                              build_detection_train_loader, get_detection_dataset_dicts)
+from detectron2.data.build import _train_loader_from_config
 from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase
+from detectron2.engine import hooks as d2_hooks
 from detectron2.evaluation import DatasetEvaluators, SemSegEvaluator
 from detectron2.projects.deeplab import build_lr_scheduler as build_deeplab_lr_scheduler
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 from torch.nn.parallel import DistributedDataParallel
 
+from ..checkpoint import GMMSegCheckpointer
 from ..data import SemSegDatasetMapper, build_class_balanced_sampler, make_sem_seg_loading_fn
 from ..evaluation import build_open_world_evaluators
+from ..solver import build_optimizer
 from .em_hook import EMHook
+from .resume import IterationSeedHook, ResumableSampler, consumed_per_rank, shared_run_seed
 
 __all__ = ["Trainer", "create_ddp_model"]
 
@@ -50,34 +58,105 @@ class Trainer(DefaultTrainer):
         model = self.build_model(cfg)
         optimizer = self.build_optimizer(cfg, model)
         data_loader = self.build_train_loader(cfg)
+        # broadcast_buffers=False: the GMM buffers (the bank: GBs) are never broadcast; EM keeps
+        # them identical. DDP still syncs all parameters and buffers from rank 0 once, here.
         model = create_ddp_model(model, broadcast_buffers=False)
         self._trainer = (AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer)(model, data_loader, optimizer)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
-        self.checkpointer = DetectionCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+        self.checkpointer = GMMSegCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
         self.start_iter = 0
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.cfg = cfg
+        # resume state (gmmseg.engine.resume): the sampler to fast-forward and the run seed
+        self._resumable_sampler = getattr(data_loader, "resumable_sampler", None)
+        self._run_seed = shared_run_seed(cfg.SEED)
         self.register_hooks(self.build_hooks())
+
+    def resume_or_load(self, resume=True):
+        """DefaultTrainer.resume_or_load (safe, checked loading), then fast-forward the sampler
+        past the images iterations 0 .. start_iter - 1 consumed."""
+        super().resume_or_load(resume=resume)
+        if self._resumable_sampler is not None:
+            self._resumable_sampler.start = consumed_per_rank(
+                self.start_iter, self.cfg.SOLVER.IMS_PER_BATCH, comm.get_world_size())
+            if self.start_iter > 0:
+                logging.getLogger(__name__).info(
+                    "Resuming at iteration %d: the sampler skips the first %d images of this rank's stream "
+                    "(seed %s)", self.start_iter, self._resumable_sampler.start, self._resumable_sampler.seed)
+
+    def state_dict(self):
+        ret = super().state_dict()
+        sampler = self._resumable_sampler
+        ret["gmmseg"] = {
+            "run_seed": int(self._run_seed),
+            "sampler_seed": None if sampler is None or sampler.seed is None else int(sampler.seed),
+            "ims_per_batch": int(self.cfg.SOLVER.IMS_PER_BATCH),
+            "world_size": int(comm.get_world_size()),
+        }
+        return ret
+
+    def load_state_dict(self, state_dict):
+        super().load_state_dict(state_dict)
+        saved = state_dict.get("gmmseg")
+        if not saved:  # a checkpoint from before this state existed: resume as detectron2 does
+            return
+        self._run_seed = int(saved["run_seed"])
+        for h in self._hooks:
+            if isinstance(h, IterationSeedHook):
+                h.run_seed = self._run_seed
+        if self._resumable_sampler is not None:
+            self._resumable_sampler.seed = saved.get("sampler_seed")
+        if saved.get("ims_per_batch") != self.cfg.SOLVER.IMS_PER_BATCH:
+            logging.getLogger(__name__).warning(
+                "Resuming with SOLVER.IMS_PER_BATCH=%s, the checkpoint was trained with %s: the data stream "
+                "is continued at iteration * batch size, not where the first run stopped",
+                self.cfg.SOLVER.IMS_PER_BATCH, saved.get("ims_per_batch"))
 
     def build_hooks(self):
         hooks = super().build_hooks()
-        # right after IterationTimer and LRScheduler, before PreciseBN / checkpointer / eval
-        hooks.insert(2, EMHook(self.cfg.MODEL.GMM.UPDATE_INTERVAL))
+        # The EM hook right after the optimizer step (IterationTimer, LRScheduler), before
+        # PreciseBN / checkpointer / evaluation / writers: a checkpoint holds this iteration's pushes.
+        later = (d2_hooks.PreciseBN, d2_hooks.PeriodicCheckpointer, d2_hooks.EvalHook, d2_hooks.PeriodicWriter)
+        at = next((i for i, h in enumerate(hooks) if isinstance(h, later)), len(hooks))
+        hooks.insert(at, EMHook(self.cfg.MODEL.GMM.UPDATE_INTERVAL, verify_period=self.cfg.SOLVER.CHECKPOINT_PERIOD))
+        # first of all: seed the generators for this iteration, before its data are loaded
+        hooks.insert(0, IterationSeedHook(self._run_seed))
+        g = self.cfg.MODEL.GMM
+        if g.get("EM_LOOPS", 1) > 1 and self.cfg.SOLVER.CHECKPOINT_PERIOD % g.UPDATE_INTERVAL != 0:
+            logging.getLogger(__name__).warning(
+                "MODEL.GMM.EM_LOOPS > 1 keeps the rows of the current EM window outside the checkpoint: "
+                "a run resumed from a checkpoint between M-steps is not exact. Make SOLVER.CHECKPOINT_PERIOD "
+                "a multiple of MODEL.GMM.UPDATE_INTERVAL (%d).", g.UPDATE_INTERVAL)
         return hooks
 
     @classmethod
     def build_train_loader(cls, cfg):
+        """detectron2's train loader with the checked mapper, the class-balanced sampler when
+        DATALOADER.SAMPLER_TRAIN names it, and the sampler wrapped in a ResumableSampler (kept
+        as the loader's `resumable_sampler` attribute)."""
         mapper = SemSegDatasetMapper(cfg, is_train=True)
         if cfg.DATALOADER.SAMPLER_TRAIN == "ClassBalancedSampler":
             # detectron2's loader does not know this sampler by name: pass it explicitly
             dicts = get_detection_dataset_dicts(cfg.DATASETS.TRAIN, filter_empty=False)
-            sampler = build_class_balanced_sampler(cfg, dicts)
-            return build_detection_train_loader(cfg, mapper=mapper, dataset=dicts, sampler=sampler)
-        return build_detection_train_loader(cfg, mapper=mapper)
+            kwargs = _train_loader_from_config(cfg, mapper, dataset=dicts,
+                                               sampler=build_class_balanced_sampler(cfg, dicts))
+        else:
+            kwargs = _train_loader_from_config(cfg, mapper)
+        sampler = kwargs["sampler"]
+        if sampler is not None:
+            kwargs["sampler"] = ResumableSampler(sampler)
+        loader = build_detection_train_loader(**kwargs)
+        loader.resumable_sampler = kwargs["sampler"]
+        return loader
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
         return build_detection_test_loader(cfg, dataset_name, mapper=SemSegDatasetMapper(cfg, is_train=False))
+
+    @classmethod
+    def build_optimizer(cls, cfg, model):
+        # SGD or AdamW (SOLVER.OPTIMIZER), backbone lr multiplier, no decay on norms/embeddings
+        return build_optimizer(cfg, model)
 
     @classmethod
     def build_lr_scheduler(cls, cfg, optimizer):

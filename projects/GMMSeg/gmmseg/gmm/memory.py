@@ -6,6 +6,8 @@ what is overwritten. The M-step then costs O(groups * D) instead of reading the 
 (which is 778 MB for Cityscapes defaults). All state lives in buffers, so checkpoints,
 `.to(device)` and DDP broadcast carry it.
 """
+import math
+
 import torch
 from torch import nn
 
@@ -35,18 +37,55 @@ class FeatureMemory(nn.Module):
         self.register_buffer("stat_sum", torch.zeros(num_groups, dim, dtype=torch.float64))
         self.register_buffer("stat_sumsq", torch.zeros(num_groups, dim, dtype=torch.float64))
         if init == "random" and capacity > 0:
-            gen = torch.Generator().manual_seed(seed)
-            noise = torch.randn(num_groups, capacity, dim, generator=gen)
-            self.bank.copy_(nn.functional.normalize(noise, dim=-1))
+            self._fill_random(seed)
             self.filled.fill_(capacity)
             self._recompute_statistics()
 
+    # Work in slices of groups of about this many elements: a bank of ADE20K defaults holds
+    # 1.5e9 (6 GB in float32); whole-bank temporaries (noise, float64 copies) would need ~40 GB.
+    _CHUNK_ELEMENTS = 1 << 24
+
+    def _group_slices(self):
+        per_group = max(self.capacity * self.dim, 1)
+        # slices of a multiple of 16 elements draw the same normal numbers as one randn call
+        # over the whole bank (torch's CPU normal_ fills blocks of 16); a final slice smaller
+        # than 16 elements is merged into the one before it
+        step = 16 // math.gcd(per_group, 16)
+        n = max(step, (self._CHUNK_ELEMENTS // per_group) // step * step)
+        bounds = list(range(0, self.num_groups, n)) + [self.num_groups]
+        if len(bounds) > 2 and (bounds[-1] - bounds[-2]) * per_group < 16:
+            del bounds[-2]
+        return list(zip(bounds[:-1], bounds[1:]))
+
+    def _fill_random(self, seed: int):
+        """Random unit vectors, equal to normalize(randn(G, capacity, D, generator=seed)) but
+        generated slice by slice."""
+        gen = torch.Generator().manual_seed(seed)
+        for a, b in self._group_slices():
+            noise = torch.randn(b - a, self.capacity, self.dim, generator=gen)
+            self.bank[a:b].copy_(nn.functional.normalize(noise, dim=-1))
+
     def _recompute_statistics(self):
-        valid = (torch.arange(self.capacity, device=self.bank.device)[None] < self.filled[:, None]).double()
-        data = self.bank.double() * valid[..., None]
-        self.stat_count.copy_(valid.sum(1))
-        self.stat_sum.copy_(data.sum(1))
-        self.stat_sumsq.copy_(data.pow(2).sum(1))
+        """Count, sum and sum of squares of the filled entries, from the bank (slice by slice)."""
+        arange = torch.arange(self.capacity, device=self.bank.device)
+        for a, b in self._group_slices():
+            valid = (arange[None] < self.filled[a:b, None]).double()
+            data = self.bank[a:b].double() * valid[..., None]
+            self.stat_count[a:b].copy_(valid.sum(1))
+            self.stat_sum[a:b].copy_(data.sum(1))
+            self.stat_sumsq[a:b].copy_(data.pow_(2).sum(1))
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs):
+        # A bank saved in another precision (MODEL.GMM.MEMORY_DTYPE changed) is converted on
+        # load; the running statistics must then describe the converted entries.
+        saved = state_dict.get(prefix + "bank")
+        converted = (saved is not None and saved.dtype != self.bank.dtype and saved.shape == self.bank.shape
+                     and self.capacity > 0)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
+        if converted:
+            self._recompute_statistics()
 
     @torch.no_grad()
     def push(self, groups: torch.Tensor, x: torch.Tensor):

@@ -9,5 +9,5 @@ setup(
     packages=find_packages("projects/GMMSeg"),
     python_requires=">=3.8",
     install_requires=["torch", "numpy", "scipy", "timm"],
-    extras_require={"dev": ["pytest", "scikit-learn"]},
+    extras_require={"dev": ["pytest", "scikit-learn"], "cityscapes": ["cityscapesscripts"]},
 )

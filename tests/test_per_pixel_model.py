@@ -40,6 +40,19 @@ def test_train_losses_and_inference_outputs(predictor):
         assert out["anomaly_score"].shape == (50, 70)
 
 
+@pytest.mark.parametrize("predictor", ["gmm", "softmax"])
+def test_all_void_batch_gives_finite_zero_loss_and_zero_gradients(predictor):
+    model = build_model(_cfg(predictor))
+    batch = _batch()
+    for d in batch:
+        d["sem_seg"][:] = 255
+    losses = model(batch)
+    assert losses["loss_sem_seg"].item() == 0.0
+    sum(losses.values()).backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+
+
 def test_sliding_window_matches_whole_image_shape_and_is_close():
     model = build_model(_cfg()).eval()
     slide = build_model(_cfg(**{"TEST.SLIDING_WINDOW.ENABLED": "True", "TEST.SLIDING_WINDOW.SIZE": "(64, 64)",

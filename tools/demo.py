@@ -36,6 +36,7 @@ from detectron2.utils.logger import setup_logger  # noqa: E402
 from detectron2.utils.visualizer import ColorMode, Visualizer  # noqa: E402
 
 from gmmseg import add_gmmseg_config  # noqa: E402  (importing gmmseg registers its components)
+from gmmseg.checkpoint import GMMSegCheckpointer  # noqa: E402
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 DPI = 100
@@ -172,7 +173,11 @@ def main(args) -> List[str]:
     setup_logger(name="gmmseg.demo")
     cfg = setup_cfg(args)
     paths = expand_inputs(args.input)
+    weights = cfg.MODEL.WEIGHTS
+    cfg.defrost()
+    cfg.MODEL.WEIGHTS = ""  # DefaultPredictor's own loader would skip mismatched tensors silently
     predictor = DefaultPredictor(cfg)
+    GMMSegCheckpointer(predictor.model).load(weights)  # safe, checked against the config
     os.makedirs(args.output, exist_ok=True)
     metadata, written = None, []
     for path in tqdm.tqdm(paths, desc="demo", unit="image", disable=None):

@@ -44,10 +44,10 @@ def seconds_per_iteration(out_dir):
 
 
 def evaluate(config, out_dir, datasets, extra_opts):
-    from detectron2.checkpoint import DetectionCheckpointer
     from detectron2.config import get_cfg
 
     from gmmseg import add_gmmseg_config
+    from gmmseg.checkpoint import GMMSegCheckpointer
     from gmmseg.engine import Trainer
 
     cfg = get_cfg()
@@ -55,7 +55,7 @@ def evaluate(config, out_dir, datasets, extra_opts):
     cfg.merge_from_file(os.path.join(ROOT, config))
     cfg.merge_from_list(["OUTPUT_DIR", out_dir, "MODEL.WEIGHTS", os.path.join(out_dir, "model_final.pth"), *extra_opts])
     model = Trainer.build_model(cfg)
-    DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+    GMMSegCheckpointer(model).load(cfg.MODEL.WEIGHTS)
     model.eval()
     results = {}
     for name in datasets:

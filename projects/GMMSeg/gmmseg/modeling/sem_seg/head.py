@@ -64,8 +64,7 @@ class PerPixelHead(nn.Module):
         out = self.predictor(x.permute(0, 2, 3, 1).reshape(-1, c), labels)
         logits = out["logits"].view(b, h, w, -1).permute(0, 3, 1, 2)
         if self.training:
-            up = F.interpolate(logits, size=targets.shape[-2:], mode="bilinear", align_corners=False)
-            losses = {"loss_sem_seg": self.loss_weight * F.cross_entropy(up, targets, ignore_index=self.ignore_value)}
+            losses = {"loss_sem_seg": self.loss_weight * self._cross_entropy(logits, targets)}
             losses.update(out.get("losses", {}))
             losses.update(self._aux_losses(features, aux_logits, targets))
             return None, losses
@@ -80,10 +79,16 @@ class PerPixelHead(nn.Module):
         if self.aux_head is not None:
             aux_logits = {**aux_logits, "aux": self.aux_head(features)}
             weights["aux"] = self.aux_head.loss_weight
-        return {f"loss_{name}": weights[name] * F.cross_entropy(
-                    F.interpolate(logits, size=targets.shape[-2:], mode="bilinear", align_corners=False),
-                    targets, ignore_index=self.ignore_value)
+        return {f"loss_{name}": weights[name] * self._cross_entropy(logits, targets)
                 for name, logits in aux_logits.items()}
+
+    def _cross_entropy(self, logits, targets):
+        """Mean cross-entropy over labelled pixels at label resolution; 0 (not NaN) for a batch
+        with no labelled pixel, so one all-void crop cannot poison the weights (and under DDP,
+        the other ranks' gradients)."""
+        up = F.interpolate(logits, size=targets.shape[-2:], mode="bilinear", align_corners=False)
+        total = F.cross_entropy(up, targets, ignore_index=self.ignore_value, reduction="sum")
+        return total / (targets != self.ignore_value).sum().clamp_min(1)
 
     def _upsample(self, x):
         return F.interpolate(x, scale_factor=self.common_stride, mode="bilinear", align_corners=False)

@@ -19,6 +19,8 @@ import sys
 import numpy as np
 from PIL import Image
 
+from gmmseg.data.preparation import run_jobs, save_png_atomic
+
 SPLITS = ("training", "validation")
 # uint8 arithmetic: 0 - 1 wraps to 255 (ignore), k -> k - 1 otherwise
 _LUT = ((np.arange(256, dtype=np.int64) - 1) % 256).astype(np.uint8)
@@ -32,24 +34,8 @@ def convert_one(job) -> str:
     raw = np.asarray(Image.open(src))
     if raw.ndim != 2 or raw.dtype != np.uint8:
         raise ValueError(f"{src}: expected a single-channel uint8 annotation, got {raw.dtype} {raw.shape}")
-    tmp = f"{dst}.part{os.getpid()}"
-    Image.fromarray(_LUT[raw]).save(tmp, format="PNG")
-    os.replace(tmp, dst)
+    save_png_atomic(_LUT[raw], dst)
     return "written"
-
-
-def run_jobs(fn, jobs, workers: int, desc: str):
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        def tqdm(it, **_):
-            return it
-    if workers > 0 and len(jobs) > 1:
-        import multiprocessing as mp
-
-        with mp.Pool(workers) as pool:
-            return list(tqdm(pool.imap(fn, jobs, chunksize=16), total=len(jobs), desc=desc))
-    return [fn(j) for j in tqdm(jobs, total=len(jobs), desc=desc)]
 
 
 def prepare_ade20k(ade_dir: str, workers: int = 0, overwrite: bool = False):

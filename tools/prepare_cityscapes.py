@@ -23,6 +23,8 @@ import glob
 import os
 import sys
 
+from gmmseg.data.preparation import run_jobs, save_png_atomic
+
 _INSTALL_HINT = ("cityscapesscripts is not installed; it converts Cityscapes labels to train ids. "
                  "Install it with:  pip install cityscapesscripts")
 
@@ -69,7 +71,6 @@ def convert_one(job) -> str:
     out = output_path(input_file)
     if os.path.exists(out) and not overwrite:
         return "skipped"
-    tmp = f"{out}.part{os.getpid()}"
     if source == "polygons":
         # json2labelImg(input_file, out, "trainIds") without its extension-based save
         from cityscapesscripts.helpers.annotation import Annotation
@@ -77,30 +78,14 @@ def convert_one(job) -> str:
 
         annotation = Annotation()
         annotation.fromJsonFile(input_file)
-        createLabelImage(annotation, "trainIds").save(tmp, format="PNG")
+        save_png_atomic(createLabelImage(annotation, "trainIds"), out)
     else:
         import numpy as np
         from PIL import Image
 
         ids = np.asarray(Image.open(input_file))
-        Image.fromarray(_label_id_lut()[ids]).save(tmp, format="PNG")
-    os.replace(tmp, out)
+        save_png_atomic(_label_id_lut()[ids], out)
     return "written"
-
-
-def run_jobs(fn, jobs, workers: int, desc: str):
-    """fn over jobs, in `workers` processes if > 0, with a progress bar when tqdm is there."""
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        def tqdm(it, **_):
-            return it
-    if workers > 0:
-        import multiprocessing as mp
-
-        with mp.Pool(workers) as pool:
-            return list(tqdm(pool.imap(fn, jobs, chunksize=16), total=len(jobs), desc=desc))
-    return [fn(j) for j in tqdm(jobs, total=len(jobs), desc=desc)]
 
 
 def main(argv=None) -> int:

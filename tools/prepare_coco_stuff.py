@@ -29,6 +29,7 @@ import numpy as np
 from PIL import Image
 
 from gmmseg.data.coco_stuff import COCO_ID_TO_TRAIN_ID, IGNORE_LABEL, coco_id_lut
+from gmmseg.data.preparation import run_jobs, save_png_atomic
 
 SPLITS_164K = ("train2017", "val2017")
 SPLITS_10K = ("train", "test")
@@ -38,29 +39,6 @@ def default_coco_dir() -> str:
     return os.path.join(os.path.expanduser(os.environ.get("DETECTRON2_DATASETS", "datasets")), "coco")
 
 
-def run_jobs(fn, jobs, workers: int, desc: str):
-    """fn over jobs, in `workers` processes if > 0, with a progress bar when tqdm is there."""
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        def tqdm(it, **_):
-            return it
-    if workers > 0 and len(jobs) > 1:
-        import multiprocessing as mp
-
-        with mp.Pool(workers) as pool:
-            return list(tqdm(pool.imap(fn, jobs, chunksize=16), total=len(jobs), desc=desc))
-    return [fn(j) for j in tqdm(jobs, total=len(jobs), desc=desc)]
-
-
-def save_png_atomic(array: np.ndarray, path: str) -> None:
-    """Write a uint8 label map so that `path` is either absent or complete."""
-    tmp = f"{path}.part{os.getpid()}"
-    Image.fromarray(array.astype(np.uint8)).save(tmp, format="PNG")
-    os.replace(tmp, path)
-
-
-# ---- 164k, stuffthingmaps PNG ------------------------------------------------------------------
 def convert_stuffthingmap(job) -> str:
     """(input png, output png, overwrite) -> "written" | "skipped"."""
     src, dst, overwrite = job

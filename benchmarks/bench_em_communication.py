@@ -130,6 +130,29 @@ def _worker(rank, world, port, args, results):
     dist.destroy_process_group()
 
 
+KINDS = (("all", "every class in every image (upper bound)"),
+         ("typical", "Cityscapes class frequencies, 10 % void"))
+
+
+def run(world_size=2, images=2, height=512, width=1024, stride=4, dim=64, classes=19, components=5,
+        pushes=20, iters=3):
+    """Spawn the ranks and return, per label kind, the largest figures over ranks:
+    {kind: {"ours": bytes, "theirs": bytes, "rows": rows set aside, "t_ours": ms, "t_theirs": ms}},
+    plus "release_formula" and "bound_formula" (bytes)."""
+    args = argparse.Namespace(images=images, height=height, width=width, stride=stride, dim=dim,
+                              classes=classes, components=components, pushes=pushes, iters=iters)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    results = mp.Manager().dict()
+    mp.start_processes(_worker, args=(world_size, _free_port(), args, results), nprocs=world_size,
+                       start_method="spawn")
+    out = {kind: {key: max(results[r][kind][key] for r in range(world_size))
+                  for key in ("ours", "theirs", "rows", "t_ours", "t_theirs")} for kind, _ in KINDS}
+    n = images * (height // stride) * (width // stride)
+    out["release_formula"] = n * (dim + 1 + components) * 4
+    out["bound_formula"] = 8 + classes * components * pushes * (dim + 1) * 4
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--world-size", type=int, default=2)
@@ -143,30 +166,21 @@ def main():
     ap.add_argument("--pushes", type=int, default=20, help="MODEL.GMM.PUSHES_PER_STEP")
     ap.add_argument("--iters", type=int, default=3)
     args = ap.parse_args()
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    h, w = args.height // args.stride, args.width // args.stride
-    n = args.images * h * w
-    results = mp.Manager().dict()
-    mp.start_processes(_worker, args=(args.world_size, _free_port(), args, results), nprocs=args.world_size,
-                       start_method="spawn")
-    k, m, d, w_ = args.classes, args.components, args.dim, args.world_size
-    bound = 8 + k * m * args.pushes * (d + 1) * 4
-    release = n * (d + 1 + m) * 4
-    print(f"# EM communication per rank per iteration: {w_} ranks, {args.images} images of "
+    res = run(args.world_size, args.images, args.height, args.width, args.stride, args.dim, args.classes,
+              args.components, args.pushes, args.iters)
+    n = args.images * (args.height // args.stride) * (args.width // args.stride)
+    k, m, d = args.classes, args.components, args.dim
+    print(f"# EM communication per rank per iteration: {args.world_size} ranks, {args.images} images of "
           f"{args.height}x{args.width} per rank, stride {args.stride} -> N = {n} pixels per rank, "
           f"D = {d}, {k} classes x {m} components, PUSHES_PER_STEP = {args.pushes}\n")
     print("| labels | release: all-gather of embeddings + labels + assignments | this project: rows set aside "
           "| ratio | rows set aside (max rank) | gather time release / ours (ms, GLOO localhost) |")
     print("|---|---|---|---|---|---|")
-    for kind, what in (("all", "every class in every image (upper bound)"),
-                       ("typical", "Cityscapes class frequencies, 10 % void")):
-        ours = max(results[r][kind]["ours"] for r in range(w_))
-        theirs = max(results[r][kind]["theirs"] for r in range(w_))
-        rows = max(results[r][kind]["rows"] for r in range(w_))
-        t_o = max(results[r][kind]["t_ours"] for r in range(w_))
-        t_t = max(results[r][kind]["t_theirs"] for r in range(w_))
-        print(f"| {what} | {theirs:,} B ({theirs / 1e6:.2f} MB) | {ours:,} B ({ours / 1e3:.1f} kB) | "
-              f"{theirs / ours:.0f}x | {rows} | {t_t:.1f} / {t_o:.2f} |")
+    for kind, what in KINDS:
+        r = res[kind]
+        print(f"| {what} | {r['theirs']:,} B ({r['theirs'] / 1e6:.2f} MB) | {r['ours']:,} B ({r['ours'] / 1e3:.1f} kB) | "
+              f"{r['theirs'] / r['ours']:.0f}x | {r['rows']} | {r['t_theirs']:.1f} / {r['t_ours']:.2f} |")
+    release, bound = res["release_formula"], res["bound_formula"]
     print(f"\nFormulas: release N x (D + 1 + M) x 4 B = {release:,} B; this project at most 8 + "
           f"K x M x PUSHES_PER_STEP x (D + 1) x 4 B = {bound:,} B (independent of the image size); "
           f"ratio >= {release / bound:.1f}x. A ring all-gather sends (W - 1) x these bytes per rank "

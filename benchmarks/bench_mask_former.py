@@ -29,6 +29,8 @@ from gmmseg.engine import em_modules
 from gmmseg.solver import build_optimizer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_SOFTMAX = os.path.join(ROOT, "configs/demo/mask2former_r18_softmax.yaml")
+DEFAULT_GMM = os.path.join(ROOT, "configs/demo/mask2former_r18_gmm.yaml")
 
 
 def load_cfg(path, opts):
@@ -113,10 +115,18 @@ def time_models(cfgs, batch, warmup, iters):
     return {name: (statistics.median(tr), statistics.median(inf)) for name, (tr, inf) in times.items()}
 
 
+def run(softmax_config=DEFAULT_SOFTMAX, gmm_config=DEFAULT_GMM, batch=8, size=(96, 128), warmup=2, iters=5,
+        opts=()):
+    """{"softmax": (train s, inference s), "gmm": (...)}: medians on one synthetic batch."""
+    cfgs = {"softmax": load_cfg(softmax_config, opts), "gmm": load_cfg(gmm_config, opts)}
+    data = synthetic_batch(batch, size, cfgs["softmax"].MODEL.SEM_SEG_HEAD.NUM_CLASSES)
+    return time_models(cfgs, data, warmup, iters)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--softmax-config", default=os.path.join(ROOT, "configs/demo/mask2former_r18_softmax.yaml"))
-    p.add_argument("--gmm-config", default=os.path.join(ROOT, "configs/demo/mask2former_r18_gmm.yaml"))
+    p.add_argument("--softmax-config", default=DEFAULT_SOFTMAX)
+    p.add_argument("--gmm-config", default=DEFAULT_GMM)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--size", type=int, nargs=2, default=(96, 128), metavar=("H", "W"))
     p.add_argument("--warmup", type=int, default=2)
@@ -126,11 +136,10 @@ def main(argv=None):
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    cfgs = {"softmax": load_cfg(args.softmax_config, args.opts), "gmm": load_cfg(args.gmm_config, args.opts)}
-    batch = synthetic_batch(args.batch, args.size, cfgs["softmax"].MODEL.SEM_SEG_HEAD.NUM_CLASSES)
-    results = time_models(cfgs, batch, args.warmup, args.iters)
+    results = run(args.softmax_config, args.gmm_config, args.batch, args.size, args.warmup, args.iters, args.opts)
     (ts, is_), (tg, ig) = results["softmax"], results["gmm"]
-    print(f"Mask2Former, batch {args.batch} x {args.size[0]}x{args.size[1]}, device {cfgs['gmm'].MODEL.DEVICE}, "
+    device = load_cfg(args.gmm_config, args.opts).MODEL.DEVICE
+    print(f"Mask2Former, batch {args.batch} x {args.size[0]}x{args.size[1]}, device {device}, "
           f"median of {args.iters} after {args.warmup} warm-up; {machine()}")
     print(table([["softmax", f"{ts * 1e3:.1f}", f"{is_ * 1e3:.1f}"],
                  ["gmm", f"{tg * 1e3:.1f}", f"{ig * 1e3:.1f}"],

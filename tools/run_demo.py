@@ -76,6 +76,20 @@ def evaluate(config, out_dir, datasets, extra_opts):
     return results
 
 
+def gmm_fit(out_dir, extra_opts):
+    """Held-out log-likelihoods of known and anomaly pixels at every checkpoint of the GMM run."""
+    from detectron2.config import get_cfg
+
+    from gmmseg import add_gmmseg_config
+    from gmmseg.evaluation.gmm_fit import fit_curve
+
+    cfg = get_cfg()
+    add_gmmseg_config(cfg)
+    cfg.merge_from_file(os.path.join(ROOT, VARIANTS["gmm"]))
+    cfg.merge_from_list(list(extra_opts))
+    return fit_curve(cfg, out_dir, "gmmseg_demo_val", "gmmseg_demo_anomaly")
+
+
 def fmt(v, digits=1):
     return "-" if v is None else f"{v:.{digits}f}"
 
@@ -120,6 +134,7 @@ def main():
     from detectron2.data import DatasetCatalog, MetadataCatalog
 
     import gmmseg  # noqa: F401  (registers the demo datasets)
+    from gmmseg.evaluation.gmm_fit import fit_curve_table
 
     t0 = time.time()
     for split in ("gmmseg_demo_train", "gmmseg_demo_val", "gmmseg_demo_anomaly"):
@@ -134,6 +149,9 @@ def main():
         res[variant]["s_per_iter"] = seconds_per_iteration(out_dir)
     names = MetadataCatalog.get("gmmseg_demo_val").stuff_classes
     text = summary_table(res, names)
+    res["gmm_fit_curve"] = gmm_fit(os.path.join(out_root, "gmm"), args.opts)
+    text += ("\n\nDoes the GMM fit the features? Held-out log-likelihoods (nats, means over pixels) at the "
+             "checkpoints of the gmm run:\n" + fit_curve_table(res["gmm_fit_curve"]))
     print("\n" + text + "\n")
     with open(os.path.join(out_root, "summary.txt"), "w") as f:
         f.write(text + "\n")

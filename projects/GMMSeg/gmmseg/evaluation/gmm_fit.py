@@ -1,0 +1,155 @@
+"""Does the GMM fit the features? Held-out log-likelihoods of a per-pixel GMM model.
+
+On held-out images with labels: the mean log-likelihood of known pixels under their own class,
+log p(x | y) (max over the class's components, as the model scores), and under the best class;
+on an anomaly split, the best-class log-likelihood of the anomaly pixels and of the known pixels
+of the same images. Measured along a run (one checkpoint after another, benchmarks/gmm_fit_curve.py
+and `make demo`), a GMM that fits the features makes the known-pixel likelihood rise from its
+value at initialisation while the anomaly pixels stay below the known ones.
+"""
+import glob
+import os
+import re
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from detectron2.data import DatasetCatalog
+
+from ..data.anomaly_datasets import load_anomaly_mask
+
+__all__ = ["heldout_log_likelihoods", "fit_curve", "fit_curve_table", "run_checkpoints"]
+
+
+class _Capture:
+    """Forward hooks on a PerPixelHead: the decoder's feature-map size and the predictor's class
+    log-likelihoods (N, K) of the last forward."""
+
+    def __init__(self, head):
+        self.shape, self.ll = None, None
+        self._handles = [head.decoder.register_forward_hook(self._decoder),
+                         head.predictor.register_forward_hook(self._predictor)]
+
+    def _decoder(self, module, inputs, output):
+        self.shape = (output[0] if isinstance(output, tuple) else output).shape[-2:]
+
+    def _predictor(self, module, inputs, output):
+        self.ll = output["log_likelihood"].detach()
+
+    def grid(self):
+        return self.ll.view(*self.shape, -1)
+
+    def remove(self):
+        for h in self._handles:
+            h.remove()
+
+
+def _to_grid(labels, grid, stride, fill):
+    """(H, W) labels of the input image -> (h, w) at the feature grid of the padded input
+    (nearest neighbour, as the head downsamples its training targets)."""
+    h, w = grid
+    padded = torch.full((h * stride, w * stride), fill, dtype=torch.long)
+    hh, ww = min(labels.shape[0], h * stride), min(labels.shape[1], w * stride)
+    padded[:hh, :ww] = labels[:hh, :ww]
+    return F.interpolate(padded[None, None].float(), size=(h, w), mode="nearest")[0, 0].long()
+
+
+@torch.no_grad()
+def heldout_log_likelihoods(model, known_loader, ignore_value=255, anomaly_loader=None, anomaly_dataset=None):
+    """model: a PerPixelSegmentor with a GMM predictor, in eval mode; loaders: detectron2 test
+    loaders (batch 1) of a dataset with "sem_seg" labels and, optionally, of an anomaly dataset
+    (registered as `anomaly_dataset`, dicts with "anomaly_mask_file_name").
+
+    Returns {"known_own_class_ll", "known_best_class_ll", "mean_std"} and, with an anomaly split,
+    {"anomaly_best_class_ll", "anomaly_split_known_best_class_ll"}: means over pixels, in nats.
+    """
+    head = model.sem_seg_head
+    if not hasattr(head.predictor, "stds"):
+        raise TypeError(f"heldout_log_likelihoods needs a GMM predictor, got {type(head.predictor).__name__}")
+    cap, stride = _Capture(head), head.common_stride
+    try:
+        own, best = [], []
+        for batch in known_loader:
+            model(batch)
+            ll = cap.grid()
+            y = _to_grid(batch[0]["sem_seg"], cap.shape, stride, ignore_value)
+            valid = y != ignore_value
+            own.append(ll[valid].gather(1, y[valid][:, None])[:, 0])
+            best.append(ll[valid].amax(-1))
+        out = {"known_own_class_ll": float(torch.cat(own).mean()),
+               "known_best_class_ll": float(torch.cat(best).mean()),
+               "mean_std": float(head.predictor.current_stds().mean())}
+        if anomaly_loader is not None:
+            dicts = {d["file_name"]: d for d in DatasetCatalog.get(anomaly_dataset)}
+            anomalous, known = [], []
+            for batch in anomaly_loader:
+                model(batch)
+                ll = cap.grid().amax(-1)
+                d = dicts[batch[0]["file_name"]]
+                mask = np.asarray(load_anomaly_mask(d["anomaly_mask_file_name"],
+                                                    d.get("anomaly_mask_convention", "ours")), dtype=np.int64)
+                mask = F.interpolate(torch.from_numpy(mask)[None, None].float(),
+                                     size=batch[0]["image"].shape[-2:], mode="nearest")[0, 0].long()
+                m = _to_grid(mask, cap.shape, stride, 255)
+                anomalous.append(ll[m == 1])
+                known.append(ll[m == 0])
+            out["anomaly_best_class_ll"] = float(torch.cat(anomalous).mean())
+            out["anomaly_split_known_best_class_ll"] = float(torch.cat(known).mean())
+        return out
+    finally:
+        cap.remove()
+
+
+def run_checkpoints(run):
+    """[(iteration, path)] of the checkpoints of a run directory, in order, starting with
+    (0, None) for the model as initialised; model_final.pth only if it adds an iteration."""
+    found = []
+    for path in glob.glob(os.path.join(run, "model_*.pth")):
+        m = re.search(r"model_(\d+)\.pth$", path)
+        if m:
+            found.append((int(m.group(1)) + 1, path))
+        elif path.endswith("model_final.pth"):
+            found.append((None, path))
+    found.sort(key=lambda t: float("inf") if t[0] is None else t[0])
+    if not found:
+        raise FileNotFoundError(f"no model_*.pth checkpoints in {run!r}")
+    if len(found) > 1 and found[-1][0] is None:  # model_final.pth: keep it only if it is later
+        final = torch.load(found[-1][1], map_location="cpu", weights_only=True).get("iteration")
+        if final is not None and final + 1 == found[-2][0]:
+            found.pop()
+        else:
+            found[-1] = (None if final is None else final + 1, found[-1][1])
+    return [(0, None)] + found  # 0: the model as initialised, before any training
+
+
+def fit_curve(cfg, run, known, anomaly=None):
+    """heldout_log_likelihoods for every checkpoint of `run` (see run_checkpoints), as a list of
+    dicts with "iteration" and "checkpoint" added."""
+    from ..checkpoint import GMMSegCheckpointer
+    from ..engine import Trainer
+
+    results = []
+    for it, path in run_checkpoints(run):
+        torch.manual_seed(cfg.SEED)  # the initial model of the run
+        model = Trainer.build_model(cfg)
+        if path:
+            GMMSegCheckpointer(model).load(path)
+        model.eval()
+        r = {"iteration": it, "checkpoint": os.path.basename(path) if path else "(initialisation)"}
+        r.update(heldout_log_likelihoods(
+            model, Trainer.build_test_loader(cfg, known), cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE,
+            Trainer.build_test_loader(cfg, anomaly) if anomaly else None, anomaly))
+        results.append(r)
+    return results
+
+
+def fit_curve_table(results) -> str:
+    """A Markdown table of fit_curve's results."""
+    head = ["iteration", "known: log p(x|y)", "known: max_c log p(x|c)", "anomaly: max_c log p(x|c)", "mean std"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in results:
+        cells = [r["iteration"], r["known_own_class_ll"], r["known_best_class_ll"],
+                 r.get("anomaly_best_class_ll", float("nan"))]
+        lines.append("| " + " | ".join([str(cells[0])] + [f"{v:.1f}" for v in cells[1:]]) + f" | {r['mean_std']:.3f} |")
+    return "\n".join(lines)
+

@@ -70,7 +70,8 @@ def uncounted_ops(flops, unsupported):
     names = [f"{op} ({n})" for op, n in sorted(unsupported.items())]
     inplace = flops["model"][1] - flops["model"][0]
     if inplace:
-        names.append(f"aten::addmm_ (default count only; {inplace / 1e9:.3f} GFLOPs, added in the last columns)")
+        names.append(f"aten::addmm_ (no fvcore handle: left out of the default count; {inplace / 1e9:.3f} GFLOPs, "
+                     "included in the 'addmm_ counted' columns)")
     return ", ".join(names) or "none"
 
 

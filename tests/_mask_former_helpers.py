@@ -1,21 +1,10 @@
 """Shared by the tests/test_mask_former_*.py files: a tiny Mask2Former config and inputs."""
-import pytest
 import torch
 from detectron2.config import get_cfg
 
 from gmmseg import add_gmmseg_config
 
 NUM_CLASSES = 4
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread (import this fixture into a test module to apply it there): on a loaded
-    2-core machine two spin-waiting OpenMP threads make these small models many times slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def tiny_mask_former_cfg(predictor: str = "gmm"):

@@ -10,23 +10,13 @@ import sys
 import numpy as np
 import pytest
 import torch
+from _common import assert_plain
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(ROOT, "configs", "demo", "fpn_r18_gmm.yaml")
 TINY = ["SOLVER.IMS_PER_BATCH", "2", "INPUT.MIN_SIZE_TRAIN", "(48,)", "SOLVER.MAX_ITER", "2",
         "SOLVER.WARMUP_ITERS", "1", "SOLVER.CHECKPOINT_PERIOD", "1", "MODEL.GMM.MEMORY_SIZE", "30",
         "MODEL.GMM.UPDATE_INTERVAL", "1", "DATASETS.TEST", "()", "SEED", "0"]
-PLAIN = (torch.Tensor, int, float, str, bool, type(None))
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One intra-op thread: on a 2-core machine shared with other processes, two OpenMP threads
-    per process make these small CPU workloads many times slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _train_net():
@@ -45,12 +35,9 @@ def _run(argv):
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(tmp_path_factory, demo_datasets_root):
     """A 2-iteration training run: checkpoints after iterations 0 and 1, and model_final."""
-    from gmmseg.data.demo import generate_demo_dataset
-
-    root = tmp_path_factory.getbasetemp() / "gmmseg_datasets"  # shared by the modules that train
-    generate_demo_dataset(str(root))
+    root = demo_datasets_root
     old = os.environ.get("DETECTRON2_DATASETS")
     os.environ["DETECTRON2_DATASETS"] = str(root)
     out = tmp_path_factory.mktemp("trained")
@@ -64,24 +51,12 @@ def trained(tmp_path_factory):
             os.environ["DETECTRON2_DATASETS"] = old
 
 
-def _assert_plain(obj, path="checkpoint"):
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            assert isinstance(k, (str, int)), f"{path}: key {k!r}"
-            _assert_plain(v, f"{path}/{k}")
-    elif isinstance(obj, (list, tuple)):
-        for i, v in enumerate(obj):
-            _assert_plain(v, f"{path}/{i}")
-    else:
-        assert isinstance(obj, PLAIN), f"{path}: {type(obj)}"
-
-
 def test_trainer_checkpoints_are_weights_only_and_plain(trained):
     files = sorted(p.name for p in trained.glob("*.pth"))
     assert files == ["model_0000000.pth", "model_0000001.pth", "model_final.pth"]
     for name in files:
         ckpt = torch.load(trained / name, weights_only=True)
-        _assert_plain(ckpt)
+        assert_plain(ckpt)
         assert set(ckpt) == {"model", "trainer", "iteration"}
         assert {"optimizer", "run_seed", "sampler_seed"} <= set(ckpt["trainer"]["_trainer"]) | set(ckpt["trainer"]["gmmseg"])
         assert "LRScheduler" in ckpt["trainer"]["hooks"]

@@ -37,16 +37,6 @@ CONFIGS = sorted(
 SIZE = 64
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: on a loaded 2-core machine, 2 OpenMP threads made these models ~15x
-    slower (spin-waiting threads); the tiny inputs gain nothing from a second thread."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def _load_cfg(rel_path):
     cfg = get_cfg()
     add_gmmseg_config(cfg)

@@ -10,42 +10,17 @@
 """
 import json
 import os
-import socket
 from datetime import timedelta
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from _common import free_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(ROOT, "configs", "demo", "fpn_r18_gmm.yaml")
 TRAIN_NAME = "test_bad_data_train"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One intra-op thread: on a 2-core machine shared with other processes, two OpenMP threads
-    per process make these small CPU workloads many times slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def demo_root(tmp_path_factory):
-    from gmmseg.data.demo import generate_demo_dataset
-
-    root = tmp_path_factory.getbasetemp() / "gmmseg_datasets"  # shared by the modules that train
-    generate_demo_dataset(str(root))
-    return str(root)
 
 
 def _cfg(opts):
@@ -74,11 +49,11 @@ def _register(name, dicts):
 
 # ------------------------------------------------------------------------- corrupt image
 @pytest.mark.parametrize("workers", [0, 1])
-def test_corrupt_image_stops_the_loader_naming_the_file(tmp_path, demo_root, workers):
+def test_corrupt_image_stops_the_loader_naming_the_file(tmp_path, demo_datasets_root, workers):
     from gmmseg.data.demo import load_demo_split
     from gmmseg.engine import Trainer
 
-    dicts = [dict(d) for d in load_demo_split("train", demo_root)[:2]]
+    dicts = [dict(d) for d in load_demo_split("train", demo_datasets_root)[:2]]
     bad = tmp_path / "truncated.png"
     data = open(dicts[1]["file_name"], "rb").read()
     bad.write_bytes(data[: len(data) // 2])
@@ -94,7 +69,7 @@ def test_corrupt_image_stops_the_loader_naming_the_file(tmp_path, demo_root, wor
 
 
 # ------------------------------------------------------------------------- all-ignore rank
-def _rank_main(demo_root, rank1_labels, out_dir):
+def _rank_main(demo_datasets_root, rank1_labels, out_dir):
     import torch.distributed as dist
     from detectron2.utils import comm
 
@@ -103,7 +78,7 @@ def _rank_main(demo_root, rank1_labels, out_dir):
 
     torch.set_num_threads(1)
     rank = comm.get_rank()
-    dicts = [dict(d) for d in load_demo_split("train", demo_root)[:8]]
+    dicts = [dict(d) for d in load_demo_split("train", demo_datasets_root)[:8]]
     if rank == 1:
         for d in dicts:
             d["sem_seg_file_name"] = os.path.join(rank1_labels, os.path.basename(d["sem_seg_file_name"]))
@@ -135,14 +110,14 @@ def _rank_main(demo_root, rank1_labels, out_dir):
     dist.barrier()
 
 
-def test_all_ignore_rank_does_not_hang_and_ranks_agree(tmp_path, demo_root, monkeypatch):
+def test_all_ignore_rank_does_not_hang_and_ranks_agree(tmp_path, demo_datasets_root, monkeypatch):
     from detectron2.engine import launch
 
     from gmmseg.data.demo import load_demo_split
 
     labels = tmp_path / "rank1_labels"
     labels.mkdir()
-    for d in load_demo_split("train", demo_root)[:8]:
+    for d in load_demo_split("train", demo_datasets_root)[:8]:
         lab = np.array(Image.open(d["sem_seg_file_name"]))
         rows = np.arange(lab.shape[0]) % 4 != 2  # the stride-4 grid samples rows 0, 4, 8, ...
         lab[rows] = 255
@@ -150,7 +125,7 @@ def test_all_ignore_rank_does_not_hang_and_ranks_agree(tmp_path, demo_root, monk
     out = tmp_path / "out"
     out.mkdir()
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    launch(_rank_main, 2, dist_url=f"tcp://127.0.0.1:{_free_port()}", args=(demo_root, str(labels), str(out)),
+    launch(_rank_main, 2, dist_url=f"tcp://127.0.0.1:{free_port()}", args=(demo_datasets_root, str(labels), str(out)),
            timeout=timedelta(minutes=2))
     r0 = json.loads((out / "rank0.json").read_text())
     r1 = json.loads((out / "rank1.json").read_text())

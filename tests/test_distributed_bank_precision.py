@@ -20,16 +20,6 @@ from gmmseg.gmm import FeatureMemory, GMMPredictor
 TOLERANCES = {torch.bfloat16: (1e-3, 2e-3), torch.float16: (1e-4, 3e-4)}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One intra-op thread: on a 2-core machine shared with other processes, two OpenMP threads
-    per process make these small CPU workloads many times slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.mark.parametrize("dtype,expected", [(torch.float32, 6_144_000_000), (torch.bfloat16, 3_072_000_000),
                                             (torch.float16, 3_072_000_000)])
 def test_bank_bytes_per_rank_for_ade20k_defaults(dtype, expected):

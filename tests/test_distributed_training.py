@@ -5,12 +5,11 @@ after the last iteration. The bank is bfloat16 (MODEL.GMM.MEMORY_DTYPE) here, to
 reduced-precision bank end to end. The checkpoints load with torch.load(weights_only=True)."""
 import os
 import re
-import socket
 import subprocess
 import sys
 
-import pytest
 import torch
+from _common import free_port, assert_plain
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN_NET = os.path.join(ROOT, "tools", "train_net.py")
@@ -22,44 +21,16 @@ TINY = [
     "MODEL.GMM.MEMORY_DTYPE", "bfloat16",  # the reduced-precision bank, end to end
     "DATASETS.TEST", "()", "DATALOADER.NUM_WORKERS", "0", "SEED", "3",
 ]
-PLAIN = (torch.Tensor, int, float, str, bool, type(None))
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def datasets(tmp_path_factory):
-    from gmmseg.data.demo import generate_demo_dataset
-
-    root = tmp_path_factory.getbasetemp() / "gmmseg_datasets"  # shared by the modules that train
-    generate_demo_dataset(str(root))
-    return root
-
-
-def _assert_plain(obj, path="checkpoint"):
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            assert isinstance(k, (str, int)), f"{path}: key {k!r}"
-            _assert_plain(v, f"{path}/{k}")
-    elif isinstance(obj, (list, tuple)):
-        for i, v in enumerate(obj):
-            _assert_plain(v, f"{path}/{i}")
-    else:
-        assert isinstance(obj, PLAIN), f"{path}: {type(obj)}"
-
-
-def test_train_net_with_two_processes_keeps_identical_gmm_state(tmp_path, datasets):
+def test_train_net_with_two_processes_keeps_identical_gmm_state(tmp_path, demo_datasets_root):
     out = tmp_path / "out"
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", DETECTRON2_DATASETS=str(datasets),
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", DETECTRON2_DATASETS=str(demo_datasets_root),
                PYTHONWARNINGS="ignore")
     env.pop("LOCAL_RANK", None)
     env.pop("WORLD_SIZE", None)
     cmd = [sys.executable, TRAIN_NET, "--config-file", CONFIG, "--num-gpus", "2",
-           "--dist-url", f"tcp://127.0.0.1:{_free_port()}"] + TINY + ["OUTPUT_DIR", str(out)]
+           "--dist-url", f"tcp://127.0.0.1:{free_port()}"] + TINY + ["OUTPUT_DIR", str(out)]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           text=True, timeout=400)
     assert proc.returncode == 0, proc.stdout[-5000:]
@@ -74,7 +45,7 @@ def test_train_net_with_two_processes_keeps_identical_gmm_state(tmp_path, datase
     assert len({c[1] for c in checks}) == 3  # the state moved between the checks
 
     ckpt = torch.load(out / "model_final.pth", weights_only=True)
-    _assert_plain(ckpt)
+    assert_plain(ckpt)
     model = ckpt["model"]
     assert not any(k.startswith("module.") for k in model)  # saved without the DDP wrapper
     assert int(model["sem_seg_head.predictor.num_em_updates"]) == 3
@@ -83,4 +54,4 @@ def test_train_net_with_two_processes_keeps_identical_gmm_state(tmp_path, datase
     for name in ("means", "stds", "memory.bank"):
         assert torch.isfinite(model[f"sem_seg_head.predictor.{name}"].float()).all()
     for name in ("model_0000002.pth", "model_0000005.pth"):
-        _assert_plain(torch.load(out / name, weights_only=True))
+        assert_plain(torch.load(out / name, weights_only=True))

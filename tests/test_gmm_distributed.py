@@ -2,19 +2,13 @@
 bitwise identical on both ranks, also when one rank's batch is entirely ignore pixels."""
 import hashlib
 import os
-import socket
 
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from gmmseg.gmm import GMMPredictor
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from _common import free_port
 
 
 def _em_state_digest(p):
@@ -51,7 +45,7 @@ def _worker(rank, port, result_dir):
 
 
 def test_two_ranks_keep_identical_gmm_state(tmp_path):
-    mp.start_processes(_worker, args=(_free_port(), str(tmp_path)), nprocs=2, start_method="spawn")
+    mp.start_processes(_worker, args=(free_port(), str(tmp_path)), nprocs=2, start_method="spawn")
     r0 = (tmp_path / "rank0.txt").read_text().split("\n")
     r1 = (tmp_path / "rank1.txt").read_text().split("\n")
     assert r0 == r1

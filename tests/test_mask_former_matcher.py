@@ -5,7 +5,6 @@ import pytest
 import torch
 
 from gmmseg.modeling.mask_former import HungarianMatcher, SetCriterion
-from _mask_former_helpers import one_thread  # noqa: F401  (autouse: one intra-op thread)
 
 W_CLASS, W_MASK, W_DICE = 2.0, 5.0, 5.0
 

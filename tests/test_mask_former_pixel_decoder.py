@@ -6,7 +6,6 @@ from detectron2.layers import ShapeSpec
 
 from gmmseg.modeling.mask_former import MSDeformAttn, MSDeformAttnPixelDecoder, ms_deform_attn_sample
 from gmmseg.modeling.mask_former.position_encoding import PositionEmbeddingSine
-from _mask_former_helpers import one_thread  # noqa: F401  (autouse: one intra-op thread)
 
 
 def _bilinear_zero_pad(img, x, y):

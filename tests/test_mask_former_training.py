@@ -11,7 +11,6 @@ from gmmseg import add_gmmseg_config
 from gmmseg.data.demo import DEMO_CLASSES, load_demo_split
 from gmmseg.engine import Trainer
 from gmmseg.solver import build_optimizer
-from _mask_former_helpers import one_thread  # noqa: F401  (autouse: one intra-op thread)
 
 CONFIG = os.path.join(os.path.dirname(__file__), "..", "configs", "demo", "mask2former_r18_gmm.yaml")
 SIZES = {"train": 32, "val": 6, "anomaly": 4}

@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 
-import pytest
 import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -28,30 +27,21 @@ TINY = [
 ]
 
 
-def _env(datasets):
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", DETECTRON2_DATASETS=str(datasets),
+def _env(demo_datasets_root):
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", DETECTRON2_DATASETS=str(demo_datasets_root),
                PYTHONWARNINGS="ignore")
     env.pop("LOCAL_RANK", None)
     env.pop("WORLD_SIZE", None)
     return env
 
 
-@pytest.fixture(scope="module")
-def datasets(tmp_path_factory):
-    from gmmseg.data.demo import generate_demo_dataset
-
-    root = tmp_path_factory.getbasetemp() / "gmmseg_datasets"  # shared by the modules that train
-    generate_demo_dataset(str(root))
-    return root
-
-
-def _start(args, out_dir, datasets, kill_after=None):
+def _start(args, out_dir, demo_datasets_root, kill_after=None):
     cmd = [sys.executable, __file__ if kill_after is not None else TRAIN_NET]
     if kill_after is not None:
         cmd += ["--kill-after-iter", str(kill_after)]
     cmd += ["--config-file", CONFIG] + args + TINY + ["OUTPUT_DIR", str(out_dir)]
     log = open(str(out_dir) + ".stdout", "w")
-    return subprocess.Popen(cmd, cwd=ROOT, env=_env(datasets), stdout=log, stderr=subprocess.STDOUT), log
+    return subprocess.Popen(cmd, cwd=ROOT, env=_env(demo_datasets_root), stdout=log, stderr=subprocess.STDOUT), log
 
 
 def _wait(proc_log, timeout=300):
@@ -83,18 +73,18 @@ def _flatten(obj, prefix=""):
     return {prefix: obj}
 
 
-def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path, datasets):
+def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path, demo_datasets_root):
     full, killed = tmp_path / "full", tmp_path / "killed"
     # the uninterrupted run and the run that is killed are independent: run them side by side
-    a = _start([], full, datasets)
-    b = _start([], killed, datasets, kill_after=KILL_AFTER)
+    a = _start([], full, demo_datasets_root)
+    b = _start([], killed, demo_datasets_root, kill_after=KILL_AFTER)
     rc_b, rc_a = _wait(b), _wait(a)
     assert rc_a == 0, _tail(full)
     assert rc_b == -signal.SIGKILL, _tail(killed)
     assert (killed / "model_0000003.pth").is_file() and not (killed / "model_0000007.pth").exists()
     assert (killed / "last_checkpoint").read_text().strip() == "model_0000003.pth"
 
-    rc_c = _wait(_start(["--resume"], killed, datasets))
+    rc_c = _wait(_start(["--resume"], killed, demo_datasets_root))
     assert rc_c == 0, _tail(killed)
     log = (killed / "log.txt").read_text()
     assert "Resuming at iteration 4: the sampler skips the first 8 images" in log
@@ -119,7 +109,7 @@ def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path, datasets):
         assert same, f"trainer state {k} differs: {a_} vs {b_}"
 
 
-def test_resume_state_restores_random_seeds_and_hook_order(datasets, monkeypatch, tmp_path):
+def test_resume_state_restores_random_seeds_and_hook_order(demo_datasets_root, monkeypatch, tmp_path):
     """With SEED -1 the run seed and the sampler seed are random: the checkpoint carries them, so
     a resumed run continues the same streams. The EM hook runs before the checkpointer."""
     from detectron2.config import get_cfg
@@ -128,7 +118,7 @@ def test_resume_state_restores_random_seeds_and_hook_order(datasets, monkeypatch
     from gmmseg import add_gmmseg_config
     from gmmseg.engine import EMHook, IterationSeedHook, Trainer
 
-    monkeypatch.setenv("DETECTRON2_DATASETS", str(datasets))
+    monkeypatch.setenv("DETECTRON2_DATASETS", str(demo_datasets_root))
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

@@ -19,15 +19,6 @@ from gmmseg.modeling.backbone import (
 from gmmseg.solver import build_optimizer
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread (tiny inputs; a second OpenMP thread only spins on a loaded machine)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def _check_pyramid(backbone, x, expected):
     """expected: {name: (channels, stride)}"""
     out = backbone(x)

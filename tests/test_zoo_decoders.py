@@ -19,15 +19,6 @@ PYRAMID = {"res2": ShapeSpec(channels=8, stride=4), "res3": ShapeSpec(channels=1
            "res4": ShapeSpec(channels=24, stride=16), "res5": ShapeSpec(channels=32, stride=32)}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread (tiny inputs; a second OpenMP thread only spins on a loaded machine)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def _features(shapes, size=64, batch=2):
     return {k: torch.randn(batch, s.channels, size // s.stride, size // s.stride, requires_grad=True)
             for k, s in shapes.items()}

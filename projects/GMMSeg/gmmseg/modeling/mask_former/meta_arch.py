@@ -36,7 +36,7 @@ _LOG_EPS = 1e-8
 
 def semantic_inference(mask_cls: torch.Tensor, mask_pred: torch.Tensor) -> torch.Tensor:
     """mask_cls (Q, K+1) logits, mask_pred (Q, H, W) logits -> (K, H, W) scores sum_q p_q(c) m_q."""
-    return _semantic(mask_cls, mask_pred.float().sigmoid())
+    return _contract(mask_cls, mask_pred.float().sigmoid())
 
 
 def query_anomaly_score(mask_cls: torch.Tensor, log_likelihood: torch.Tensor, mask_pred: torch.Tensor) -> torch.Tensor:
@@ -46,21 +46,27 @@ def query_anomaly_score(mask_cls: torch.Tensor, log_likelihood: torch.Tensor, ma
     w_q(x) = sigmoid(m_q(x)) * (1 - p_q(no object)): each pixel takes the densities of the queries
     that claim it, in the proportions the semantic prediction uses them. Higher = more anomalous.
     """
-    return _anomaly(mask_cls, log_likelihood, mask_pred.float().sigmoid())
+    return _split(_contract(mask_cls, mask_pred.float().sigmoid(), log_likelihood), True)[1]
 
 
-def _semantic(mask_cls, mask_prob):
-    prob = mask_cls.float().softmax(-1)[:, :-1]
-    return torch.einsum("qc,qhw->chw", prob, mask_prob)
+def _contract(mask_cls, mask_prob, log_likelihood=None):
+    """(K, H, W) semantic scores, or with log-likelihoods (K + 2, H, W): the semantic scores plus the
+    anomaly score's numerator and denominator. One (Q, K[+2])^T x (Q, H*W) contraction, so mask_prob
+    (the large operand) is read once, and the caller resizes all channels in one interpolation."""
+    prob = mask_cls.float().softmax(-1)
+    weights = prob[:, :-1]
+    if log_likelihood is not None:
+        objectness = 1.0 - prob[:, -1]  # (Q,)
+        best = log_likelihood.float()[:, :-1].amax(-1)  # (Q,) the "no object" density is not evidence
+        weights = torch.cat([weights, (best * objectness)[:, None], objectness[:, None]], dim=1)
+    return torch.einsum("qc,qhw->chw", weights, mask_prob)
 
 
-def _anomaly(mask_cls, log_likelihood, mask_prob):
-    objectness = 1.0 - mask_cls.float().softmax(-1)[:, -1]  # (Q,)
-    best = log_likelihood.float()[:, :-1].amax(-1)  # (Q,) the "no object" density is not evidence
-    # two (Q,) x (Q, H, W) contractions; no (Q, H, W) temporary besides mask_prob
-    num = torch.einsum("q,qhw->hw", best * objectness, mask_prob)
-    den = torch.einsum("q,qhw->hw", objectness, mask_prob)
-    return -num / den.clamp_min(1e-12)
+def _split(scores, with_anomaly):
+    """The output of _contract (possibly resized) -> (K, H, W) semantic scores, (H, W) anomaly | None."""
+    if not with_anomaly:
+        return scores, None
+    return scores[:-2], -scores[-2] / scores[-1].clamp_min(1e-12)
 
 
 @META_ARCH_REGISTRY.register()
@@ -206,16 +212,14 @@ class MaskFormer(nn.Module):
             cls, masks = outputs["pred_logits"][i], mask_pred[i]
             if self.sem_seg_postprocess_before_inference:
                 masks = sem_seg_postprocess(masks, image_size, height, width)
-            prob = masks.float().sigmoid()
-            out = {"sem_seg": _semantic(cls, prob)}
-            if log_lik is not None:
-                out["anomaly_score"] = _anomaly(cls, log_lik[i], prob)
-            del prob
+            has_lik = log_lik is not None
+            scores = _contract(cls, masks.float().sigmoid(), log_lik[i] if has_lik else None)
             if not self.sem_seg_postprocess_before_inference:
-                out = {k: sem_seg_postprocess(v if v.dim() == 3 else v[None], image_size, height, width)
-                       for k, v in out.items()}
-                if "anomaly_score" in out:
-                    out["anomaly_score"] = out["anomaly_score"][0]
+                scores = sem_seg_postprocess(scores, image_size, height, width)
+            sem_seg, anomaly = _split(scores, has_lik)
+            out = {"sem_seg": sem_seg}
+            if anomaly is not None:
+                out["anomaly_score"] = anomaly
             # resized as scores (as the release), then logged: argmax = the release's prediction
             out["sem_seg"] = out["sem_seg"].clamp_min(_LOG_EPS).log()
             results.append(out)

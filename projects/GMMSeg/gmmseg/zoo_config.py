@@ -6,11 +6,11 @@ detectron2's SGD), so older configs keep their meaning. docs/MODEL_ZOO.md lists 
 """
 from detectron2.config import CfgNode as CN
 
-__all__ = ["add_model_zoo_config"]
+__all__ = ["add_model_zoo_config", "set_default"]
 
 
-def _add(node, key, value):
-    """Set node.key = value unless another config function already added the key."""
+def set_default(node, key, value):
+    """Set node.key = value unless another config function already added the key (never overrides)."""
     if not hasattr(node, key):
         setattr(node, key, value)
 
@@ -84,8 +84,8 @@ def add_model_zoo_config(cfg):
     cfg.MODEL.MIT.PRETRAINED_FILE = ""
 
     # ---- optimizer: gmmseg.solver.build_optimizer ----------------------------------------------
-    _add(cfg.SOLVER, "OPTIMIZER", "SGD")  # "SGD" | "ADAMW"
-    _add(cfg.SOLVER, "BACKBONE_MULTIPLIER", 1.0)  # lr of backbone.* parameters = BASE_LR * this
-    _add(cfg.SOLVER, "WEIGHT_DECAY_EMBED", 0.0)  # weight decay of position embeddings / bias tables
-    _add(cfg.SOLVER, "BETAS", [0.9, 0.999])  # AdamW betas
+    set_default(cfg.SOLVER, "OPTIMIZER", "SGD")  # "SGD" | "ADAMW"
+    set_default(cfg.SOLVER, "BACKBONE_MULTIPLIER", 1.0)  # lr of backbone.* parameters = BASE_LR * this
+    set_default(cfg.SOLVER, "WEIGHT_DECAY_EMBED", 0.0)  # weight decay of position embeddings / bias tables
+    set_default(cfg.SOLVER, "BETAS", [0.9, 0.999])  # AdamW betas
     return cfg

@@ -13,13 +13,9 @@ yaml files merge into a config that has them. Differences, each on purpose:
 """
 from detectron2.config import CfgNode as CN
 
+from ...zoo_config import set_default
+
 __all__ = ["add_maskformer2_config"]
-
-
-def _setdefault(node, key, value):
-    """Add `key` unless another part of the project already did (never overrides a default)."""
-    if not hasattr(node, key):
-        setattr(node, key, value)
 
 
 def add_maskformer2_config(cfg):
@@ -27,18 +23,18 @@ def add_maskformer2_config(cfg):
     if hasattr(cfg.MODEL, "MASK_FORMER"):
         return cfg
     # ---- data (read by the official dataset mappers; kept for config compatibility) ---------
-    _setdefault(cfg.INPUT, "DATASET_MAPPER_NAME", "mask_former_semantic")
-    _setdefault(cfg.INPUT, "COLOR_AUG_SSD", False)
-    _setdefault(cfg.INPUT.CROP, "SINGLE_CATEGORY_MAX_AREA", 1.0)
-    _setdefault(cfg.INPUT, "SIZE_DIVISIBILITY", -1)
-    _setdefault(cfg.INPUT, "IMAGE_SIZE", 1024)  # LSJ augmentation (instance/panoptic recipes)
-    _setdefault(cfg.INPUT, "MIN_SCALE", 0.1)
-    _setdefault(cfg.INPUT, "MAX_SCALE", 2.0)
+    set_default(cfg.INPUT, "DATASET_MAPPER_NAME", "mask_former_semantic")
+    set_default(cfg.INPUT, "COLOR_AUG_SSD", False)
+    set_default(cfg.INPUT.CROP, "SINGLE_CATEGORY_MAX_AREA", 1.0)
+    set_default(cfg.INPUT, "SIZE_DIVISIBILITY", -1)
+    set_default(cfg.INPUT, "IMAGE_SIZE", 1024)  # LSJ augmentation (instance/panoptic recipes)
+    set_default(cfg.INPUT, "MIN_SCALE", 0.1)
+    set_default(cfg.INPUT, "MAX_SCALE", 2.0)
 
     # ---- solver (read by gmmseg.solver.build_optimizer) ---------------
-    _setdefault(cfg.SOLVER, "OPTIMIZER", "SGD")  # "SGD" | "ADAMW"; official default "ADAMW"
-    _setdefault(cfg.SOLVER, "BACKBONE_MULTIPLIER", 1.0)  # lr factor of backbone.*; official 0.1
-    _setdefault(cfg.SOLVER, "WEIGHT_DECAY_EMBED", 0.0)  # weight decay of nn.Embedding weights
+    set_default(cfg.SOLVER, "OPTIMIZER", "SGD")  # "SGD" | "ADAMW"; official default "ADAMW"
+    set_default(cfg.SOLVER, "BACKBONE_MULTIPLIER", 1.0)  # lr factor of backbone.*; official 0.1
+    set_default(cfg.SOLVER, "WEIGHT_DECAY_EMBED", 0.0)  # weight decay of nn.Embedding weights
 
     mf = cfg.MODEL.MASK_FORMER = CN()
     # ---- losses -----------------------------------------------------------------------------
@@ -75,11 +71,11 @@ def add_maskformer2_config(cfg):
 
     # ---- pixel decoder ------------------------------------------------------------------------
     h = cfg.MODEL.SEM_SEG_HEAD
-    _setdefault(h, "MASK_DIM", 256)
-    _setdefault(h, "TRANSFORMER_ENC_LAYERS", 0)
-    _setdefault(h, "PIXEL_DECODER_NAME", "BasePixelDecoder")  # Mask2Former: "MSDeformAttnPixelDecoder"
-    _setdefault(h, "DEFORMABLE_TRANSFORMER_ENCODER_IN_FEATURES", ["res3", "res4", "res5"])
-    _setdefault(h, "DEFORMABLE_TRANSFORMER_ENCODER_N_POINTS", 4)
-    _setdefault(h, "DEFORMABLE_TRANSFORMER_ENCODER_N_HEADS", 8)  # official key; unused there and here
-    _setdefault(h, "DEFORMABLE_TRANSFORMER_ENCODER_DIM_FEEDFORWARD", 1024)  # new key (see docstring)
+    set_default(h, "MASK_DIM", 256)
+    set_default(h, "TRANSFORMER_ENC_LAYERS", 0)
+    set_default(h, "PIXEL_DECODER_NAME", "BasePixelDecoder")  # Mask2Former: "MSDeformAttnPixelDecoder"
+    set_default(h, "DEFORMABLE_TRANSFORMER_ENCODER_IN_FEATURES", ["res3", "res4", "res5"])
+    set_default(h, "DEFORMABLE_TRANSFORMER_ENCODER_N_POINTS", 4)
+    set_default(h, "DEFORMABLE_TRANSFORMER_ENCODER_N_HEADS", 8)  # official key; unused there and here
+    set_default(h, "DEFORMABLE_TRANSFORMER_ENCODER_DIM_FEEDFORWARD", 1024)  # new key (see docstring)
     return cfg

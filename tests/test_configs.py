@@ -101,3 +101,24 @@ def test_config_builds_trains_and_infers(rel_path):
     sem_seg = outputs[0]["sem_seg"]
     assert sem_seg.shape == (k, SIZE, SIZE + 32), f"{rel_path}: sem_seg {tuple(sem_seg.shape)}"
     assert torch.isfinite(sem_seg).all()
+
+
+PAPER_GMM_CONFIGS = sorted(os.path.join(d, os.path.basename(p)) for d in ("ade20k", "cityscapes", "coco_stuff")
+                           for p in glob.glob(os.path.join(CONFIG_ROOT, d, "*_gmm.yaml")))
+
+
+@pytest.mark.parametrize("path", PAPER_GMM_CONFIGS)
+def test_paper_gmm_configs_use_the_release_bookkeeping(path):
+    cfg = get_cfg()
+    add_gmmseg_config(cfg)
+    cfg.merge_from_file(os.path.join(CONFIG_ROOT, path))  # as written (_load_cfg shrinks the memory)
+    g = cfg.MODEL.GMM
+    assert g.NUM_COMPONENTS == (8 if "ade20k" in path else 5)
+    assert (g.UPDATE_COMPONENTS, g.UPDATE_INTERVAL, g.PUSHES_PER_STEP) == ("present_classes", 5, 20)
+    assert not g.BOOTSTRAP_STARVED and g.PUSH_CORRECT_ONLY
+    assert (g.MEAN_MOMENTUM, g.STD_MOMENTUM, g.VARIANCE_FLOOR) == (0.999, 0.0, 0.01)
+    assert cfg.DATALOADER.SAMPLER_TRAIN == "ClassBalancedSampler"
+    if "mask2former" not in path:  # the query GMM's memory and projection are this project's design
+        assert (g.MEMORY_SIZE, g.MEMORY_INIT) == (32000, "random")
+        assert (g.PROJECTION, g.PROJECTION_NORM) == ("conv_bn_relu", "SyncBN")
+        assert cfg.MODEL.SEM_SEG_HEAD.LOSS_NORMALIZATION == "all_pixels"

@@ -1,4 +1,5 @@
 
+import numpy as np
 import pytest
 import torch
 
@@ -62,3 +63,25 @@ def test_recovers_well_separated_mixture():
         a = assign[cluster == c]
         assert (a == a[0]).all(), "a cluster was split"
         assert int(perm[a[0]]) == c % 3
+
+
+def _sinkhorn_reference(scores, iters, eps=0.05):
+    """The release's recipe written out with numpy: scale by max |score|, exp(. / eps), then
+    `iters` rounds of (each component gets 1/M of the mass, each pixel 1/N); rows sum to 1."""
+    s = scores / np.abs(scores).max()
+    q = np.exp(s / eps)
+    q = q / q.sum()
+    n, m = q.shape
+    for _ in range(iters):
+        q = q / q.sum(0, keepdims=True) / m
+        q = q / q.sum(1, keepdims=True) / n
+    return q * n
+
+
+def test_sinkhorn_plan_is_three_rounds_of_the_release_recipe():
+    scores = np.array([[-1.0, -1.3], [-1.1, -1.2], [-0.9, -1.6], [-1.0, -1.05]])
+    got = sinkhorn_assign(torch.tensor(scores), torch.zeros(4, dtype=torch.long), 1, num_iters=3).exp()
+    want = _sinkhorn_reference(scores, 3)
+    assert np.allclose(got.numpy(), want, atol=1e-5)
+    # the example tells the rounds apart: two rounds give another plan
+    assert np.abs(_sinkhorn_reference(scores, 2) - want).max() > 1e-2

@@ -1,6 +1,6 @@
 import torch
 
-from gmmseg.gmm import FeatureMemory, evenly_spaced_per_group
+from gmmseg.gmm import FeatureMemory, linspace_positions, release_selection, selection_sizes
 
 
 def test_wraparound_keeps_newest_in_order():
@@ -44,12 +44,34 @@ def test_batch_only_memory_resets():
     assert mem.statistics()[0].tolist() == [0, 0]
 
 
-def test_evenly_spaced_selection():
+def test_linspace_positions_are_torch_linspace_cast_to_int64():
+    for n in list(range(1, 60)) + [997, 31999, 32000, 123457]:
+        for k in (1, 2, 5, 20):
+            want = torch.linspace(0, n - 1, k, dtype=torch.int64) if n > k else torch.arange(n)
+            assert linspace_positions(n, k).tolist() == want.tolist(), (n, k)
+
+
+def test_release_selection_hand_computed():
+    # group 0: 10 rows, keep linspace(0, 9, 4) = 0, 3, 6, 9; group 1: 2 rows, both;
+    # group 2: 5 rows, linspace(0, 4, 4) = 0, 1.33, 2.67, 4 -> 0, 1, 2, 4
     groups = torch.tensor([0] * 10 + [1] * 2 + [2] * 5)
-    groups = groups[torch.randperm(len(groups))]
-    idx = evenly_spaced_per_group(groups, 4, 4)
-    picked = groups[idx]
-    assert torch.bincount(picked, minlength=4).tolist() == [4, 2, 4, 0]
-    # within group 0 the picks are the rows of rank 0, 2, 5, 7 among that group's rows
-    rows0 = (groups == 0).nonzero().squeeze(1)
-    assert idx[picked == 0].tolist() == rows0[[0, 2, 5, 7]].tolist()
+    perm = torch.randperm(len(groups), generator=torch.Generator().manual_seed(0))
+    groups = groups[perm]
+    idx = release_selection(groups, 4, 4)
+    assert idx.tolist() == sorted(idx.tolist())
+    for g, ranks in ((0, [0, 3, 6, 9]), (1, [0, 1]), (2, [0, 1, 2, 4]), (3, [])):
+        rows_g = (groups == g).nonzero().squeeze(1)
+        assert idx[groups[idx] == g].tolist() == rows_g[ranks].tolist()
+
+
+def test_release_selection_split_over_ranks_equals_whole_batch():
+    gen = torch.Generator().manual_seed(1)
+    whole = torch.randint(0, 6, (300,), generator=gen)
+    cuts = [0, 70, 71, 190, 300]  # 4 ranks, one with a single row
+    parts = [whole[a:b] for a, b in zip(cuts[:-1], cuts[1:])]
+    counts = torch.stack([torch.bincount(p, minlength=6) for p in parts])
+    offsets = torch.cumsum(counts, 0) - counts
+    for k in (1, 7, 20, 60):
+        picked = [release_selection(p, 6, k, offsets[r], counts.sum(0)) + cuts[r] for r, p in enumerate(parts)]
+        assert torch.cat(picked).tolist() == release_selection(whole, 6, k).tolist()
+        assert selection_sizes(counts, k).tolist() == [len(p) for p in picked]

@@ -1,4 +1,5 @@
 import copy
+import math
 import logging
 
 import pytest
@@ -137,3 +138,94 @@ def test_bootstrap_starved_components_take_misclassified_pixels_until_first_upda
     out = p(x, labels)
     correct = int((out["logits"].argmax(1) == labels).sum())
     assert p.flush() == correct  # afterwards only correctly classified pixels
+
+
+# ---------------------------------------------------------------- values on hand-made examples
+LOG_2PI = math.log(2 * math.pi)
+
+
+def _hand_predictor(num_classes=2, num_components=2, dim=4, **kw):
+    """Identity projection: the embedding of x is L2(LayerNorm(x)); rows x with mean 0 and
+    variance 1 (e.g. +-1 patterns) are kept up to a factor, so their embeddings are known."""
+    args = dict(embed_dim=dim, num_components=num_components, memory_size=50, push_correct_only=False,
+                memory_init="empty", mean_momentum=0.0, projection=torch.nn.Identity())
+    args.update(kw)
+    return GMMPredictor(dim, num_classes, **args)
+
+
+def test_class_score_is_the_best_component_and_logits_the_class_layernorm():
+    p = _hand_predictor(num_classes=3).eval()
+    e = torch.tensor([0.5, -0.5, 0.5, -0.5])
+    f = torch.tensor([0.5, 0.5, -0.5, -0.5])  # orthogonal to e, unit norm
+    with torch.no_grad():
+        p.means[0, 0], p.means[0, 1] = e, -e  # class 0: one component on e, one opposite
+        p.means[1, 0], p.means[1, 1] = f, -f  # class 1: both at distance sqrt(2)
+        p.means[2, 0], p.means[2, 1] = -e, -e  # class 2: both opposite
+        p.stds.fill_(1.0)
+        p.stds[1] = 0.5  # class 1 narrower: sum log s = 4 log 0.5, squared distance 2 / 0.25
+    out = p(torch.tensor([[1.0, -1.0, 1.0, -1.0]]))
+    base = -2 * LOG_2PI  # -D/2 log(2 pi), D = 4
+    want_ll = torch.tensor([base, base - 4 * math.log(0.5) - 0.5 * 2 / 0.25, base - 0.5 * 4])
+    assert torch.allclose(out["log_likelihood"][0], want_ll, atol=1e-4)  # max, not log-sum-exp
+    s = want_ll
+    want_logits = (s - s.mean()) / torch.sqrt(s.var(unbiased=False) + 1e-5)
+    assert torch.allclose(out["logits"][0], want_logits, atol=1e-4)
+
+
+def test_m_step_mean_and_std_about_the_normalised_mean():
+    p = _hand_predictor(num_classes=1, num_components=1, variance_floor=0.01).train()
+    x = torch.tensor([[1.0, -1.0, 1.0, -1.0], [1.0, 1.0, -1.0, -1.0], [1.0, -1.0, -1.0, 1.0]])
+    p(x, torch.zeros(3, dtype=torch.long))
+    p.em_update()
+    e = x / 2  # LayerNorm keeps these rows (up to eps), L2 halves them
+    mu = F.normalize(e.sum(0), dim=0)  # (1.5, -0.5, -0.5, -0.5) / sqrt(3)
+    assert torch.allclose(p.means[0, 0], mu, atol=1e-4)
+    want_std = ((e - mu).pow(2).mean(0) + 0.01).sqrt()  # about the normalised mean, not e.mean(0)
+    assert torch.allclose(p.stds[0, 0], want_std, atol=1e-4)
+    # by hand, first dimension: rows 0.5 each, mu_1 = 1.5 / sqrt(3) = 0.866 -> std sqrt(0.1340 + 0.01)
+    assert abs(float(p.stds[0, 0, 0]) - math.sqrt((0.5 - 1.5 / math.sqrt(3)) ** 2 + 0.01)) < 1e-4
+
+
+def test_aux_loss_target_is_class_times_m_plus_assigned_component():
+    p = _hand_predictor(num_classes=3, num_components=2, aux_loss_weight=0.01).train()
+    e, f = torch.tensor([0.5, -0.5, 0.5, -0.5]), torch.tensor([0.5, 0.5, -0.5, -0.5])
+    with torch.no_grad():
+        p.means[2, 0], p.means[2, 1] = e, f
+    x = torch.stack([e, f]) * 2  # one pixel on each component of class 2
+    labels = torch.tensor([2, 2])
+    out = p(x, labels)
+    comp_ll = p.component_log_likelihood(p.embed(x)).reshape(2, 6)
+    # targets 2 * 2 + 0 = 4 and 2 * 2 + 1 = 5 (equipartition puts one pixel on each component)
+    want = 0.01 * F.cross_entropy(comp_ll, torch.tensor([4, 5]))
+    assert torch.allclose(out["losses"]["loss_gmm_aux"], want, atol=1e-6)
+
+
+def test_release_m_step_updates_every_component_of_present_classes_only():
+    p = _hand_predictor(num_classes=3, num_components=2, memory_init="random", memory_size=400,
+                        mean_momentum=0.0, pushes_per_step=20, seed=3).train()
+    x = torch.tensor([[1.0, -1.0, 1.0, -1.0]]).repeat(4, 1)
+    p(x, torch.zeros(4, dtype=torch.long))  # only class 0 in the labels of this step
+    p.flush()
+    p(x, torch.tensor([1, 1, 1, 1]))  # class 1 seen between two M-steps
+    p.flush()
+    before = p.stds.clone(), p.means.clone()
+    p(x, torch.zeros(4, dtype=torch.long))
+    p.em_update()
+    # class 0: both components updated, including the one that never received a row: its memory
+    # is its 400 random unit vectors, its new std their spread about their normalised sum
+    # (D = 4: about sqrt(1/4 + 1/4 + 0.01) = 0.71; D = 64: about 0.2), not the initial 1.0
+    starved = [c for c in range(2) if int(p.memory.ptr[c]) == 0]
+    assert len(starved) == 1
+    rows = p.memory.bank[starved[0]].double()
+    mu = F.normalize(rows.sum(0), dim=0)
+    want = ((rows - mu).pow(2).mean(0) + 0.01).sqrt().float()
+    assert torch.allclose(p.stds[0, starved[0]], want, atol=1e-5)
+    assert torch.allclose(p.means[0, starved[0]], mu.float(), atol=1e-5)
+    # class 1 (not in this step's labels) and class 2 (never seen): unchanged
+    assert torch.equal(p.stds[1:], before[0][1:]) and torch.equal(p.means[1:], before[1][1:])
+    # the received_rows rule leaves the never-fed component of class 0 alone
+    q = _hand_predictor(num_classes=3, num_components=2, memory_init="random", memory_size=400,
+                        update_components="received_rows", seed=3).train()
+    q(x, torch.zeros(4, dtype=torch.long))
+    q.em_update()
+    assert int((q.updates_per_component[:2] > 0).sum()) == 1

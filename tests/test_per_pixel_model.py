@@ -1,7 +1,10 @@
 """The per-pixel model built from a config: training losses, inference outputs, sliding window,
 registry errors that list what is registered."""
+import math
+
 import pytest
 import torch
+import torch.nn.functional as F
 from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 
@@ -78,3 +81,57 @@ def test_sliding_window_matches_whole_image_shape_and_is_close():
 def test_unknown_component_lists_registered(key, value, listed):
     with pytest.raises(KeyError, match=listed):
         build_model(_cfg(**{key: value}))
+
+
+class _Passthrough(torch.nn.Module):
+    """A decoder that hands the backbone's "x" on unchanged (stride 1)."""
+    common_stride, out_channels = 1, 4
+
+    def forward(self, features):
+        return features["x"]
+
+
+def _hand_head(loss_normalization="all_pixels"):
+    from gmmseg.gmm import GMMPredictor
+    from gmmseg.modeling.sem_seg import PerPixelHead
+    predictor = GMMPredictor(4, 2, embed_dim=4, num_components=1, memory_size=10, memory_init="empty",
+                             projection=torch.nn.Identity())
+    with torch.no_grad():
+        predictor.means[0, 0] = torch.tensor([0.5, -0.5, 0.5, -0.5])
+        predictor.means[1, 0] = torch.tensor([0.5, 0.5, -0.5, -0.5])
+        predictor.stds.fill_(1.0)
+    return PerPixelHead(decoder=_Passthrough(), predictor=predictor, num_classes=2,
+                        loss_normalization=loss_normalization)
+
+
+def test_anomaly_map_is_minus_the_best_class_log_likelihood():
+    head = _hand_head().eval()
+    # pixel A sits on class 0's mean; pixel B at its opposite, sqrt(2) from class 1's mean
+    x = torch.tensor([[1.0, -1.0, 1.0, -1.0], [-1.0, 1.0, -1.0, 1.0]]).T.reshape(1, 4, 1, 2)
+    out, _ = head({"x": x})
+    base = 2 * math.log(2 * math.pi)  # D/2 log(2 pi), unit stds
+    want = torch.tensor([base, base + 0.5 * 2])  # -max_c log p: A 3.68 (likely), B 4.68 (anomalous)
+    assert torch.allclose(out["anomaly_score"][0, 0], want, atol=1e-4)
+
+
+@pytest.mark.parametrize("normalization", ["all_pixels", "labelled_pixels"])
+def test_cross_entropy_denominator(normalization):
+    head = _hand_head(normalization)
+    logits = torch.tensor([[2.0, 0.0], [0.0, 1.0], [5.0, 5.0]]).T.reshape(1, 2, 1, 3)
+    targets = torch.tensor([[[0, 1, 255]]])  # the third pixel is void
+    total = math.log(1 + math.exp(-2)) + math.log(1 + math.exp(-1))  # the two labelled pixels
+    want = total / (3 if normalization == "all_pixels" else 2)  # MMSegmentation 0.22.1: all pixels
+    assert abs(float(head._cross_entropy(logits, targets)) - want) < 1e-6
+
+
+def test_release_projection_is_conv_bn_relu_before_the_layernorm():
+    model = build_model(_cfg("gmm", **{"MODEL.GMM.PROJECTION_NORM": "BN"}))
+    p = model.sem_seg_head.predictor
+    conv, bn = p.projection.conv, p.projection.norm.norm
+    assert conv.bias is None and isinstance(bn, torch.nn.BatchNorm2d)
+    x = torch.randn(50, conv.in_features)
+    p.train()
+    z = x @ conv.weight.T
+    z = (z - z.mean(0)) / torch.sqrt(z.var(0, unbiased=False) + bn.eps) * bn.weight + bn.bias
+    want = F.normalize(F.layer_norm(z.clamp_min(0), (z.shape[1],), p.embed_norm.weight, p.embed_norm.bias), dim=-1)
+    assert torch.allclose(p.embed(x), want, atol=1e-5)

@@ -113,9 +113,11 @@ def _explain(key: str, ckpt_shape: Tuple[int, ...], model_shape: Tuple[int, ...]
         add(f"{_CLASSES} x {_COMPONENTS}", ckpt_shape[0], model_shape[0])
     elif _gmm_prefix(key, ("class_norm.weight", "class_norm.bias")) and n == 1:
         add(_CLASSES, ckpt_shape[0], model_shape[0])
-    elif _gmm_prefix(key, ("embed_norm.weight", "embed_norm.bias", "projection.bias")) and n == 1:
+    elif _gmm_prefix(key, ("embed_norm.weight", "embed_norm.bias", "projection.bias", "projection.conv.bias",
+                           "projection.norm.norm.weight", "projection.norm.norm.bias",
+                           "projection.norm.norm.running_mean", "projection.norm.norm.running_var")) and n == 1:
         add(_DIM, ckpt_shape[0], model_shape[0])
-    elif _gmm_prefix(key, ("projection.weight",)) and n == 2:
+    elif _gmm_prefix(key, ("projection.weight", "projection.conv.weight")) and n == 2:
         add(_DIM, ckpt_shape[0], model_shape[0])
     elif _gmm_prefix(key, ("linear.weight", "linear.bias")):  # the softmax twin's classifier
         add(_CLASSES, ckpt_shape[0], model_shape[0])

@@ -23,18 +23,27 @@ def add_gmmseg_config(cfg):
     # ---- the Gaussian mixture classifier ------------------------------------------------------
     cfg.MODEL.GMM = CN()
     cfg.MODEL.GMM.EMBED_DIM = 64  # D: the decoder feature is projected, LayerNorm'd, L2-normalised
+    # the projection to D: "conv_bn_relu" (release: 1x1 conv without bias + PROJECTION_NORM + ReLU,
+    # mmcv's ConvModule) | "linear" (a plain linear layer; the Mask2Former query GMM uses it)
+    cfg.MODEL.GMM.PROJECTION = "conv_bn_relu"
+    cfg.MODEL.GMM.PROJECTION_NORM = "SyncBN"  # detectron2 norm name (release: SyncBN); CPU configs use "BN"
     cfg.MODEL.GMM.NUM_COMPONENTS = 5  # M Gaussians per class (paper Table 5b)
     cfg.MODEL.GMM.MEMORY_SIZE = 32000  # FIFO entries per (class, component); 0 = batch statistics only
     cfg.MODEL.GMM.MEMORY_DTYPE = "float32"  # "float32", "bfloat16" or "float16" bank storage
     cfg.MODEL.GMM.MEMORY_INIT = "random"  # "random" (release: unit vectors counted as data) | "empty"
-    cfg.MODEL.GMM.PUSHES_PER_STEP = 20  # at most this many new embeddings per (class, component) per step
+    # at most this many new embeddings per (class, component) per step, from the whole gathered batch
+    # (all ranks), at positions linspace(0, n - 1, PUSHES_PER_STEP) as in the release
+    cfg.MODEL.GMM.PUSHES_PER_STEP = 20
     cfg.MODEL.GMM.PUSH_CORRECT_ONLY = True  # only pixels the model classifies correctly enter the memory
-    # ... except into components that have never been updated (not in the release; False gives the
-    # release). Without it a class that is never predicted early on never receives data: on the demo
-    # data 3 of 6 classes stayed at 0 IoU after 400 iterations (mIoU 36.0 -> 71.9 with it; see
-    # docs/GMM_SETTINGS.md). Inert once every component has been updated once.
-    cfg.MODEL.GMM.BOOTSTRAP_STARVED = True
-    cfg.MODEL.GMM.UPDATE_INTERVAL = 5  # iterations between M-steps (the EM hook's period)
+    # ... except into components that have never been updated (not in the release). Needed only
+    # with UPDATE_COMPONENTS "received_rows" (docs/GMM_SETTINGS.md); inert once every component has
+    # been updated once.
+    cfg.MODEL.GMM.BOOTSTRAP_STARVED = False
+    # which components an M-step updates: "present_classes" (release: every component of every class
+    # in this iteration's ground truth, all ranks, from whatever its memory holds) | "received_rows"
+    # (only components that received rows since the last M-step)
+    cfg.MODEL.GMM.UPDATE_COMPONENTS = "present_classes"
+    cfg.MODEL.GMM.UPDATE_INTERVAL = 5  # M-step at iterations 0, 5, 10, ... (release: counter % 5 == 0)
     cfg.MODEL.GMM.MEAN_MOMENTUM = 0.999  # mu <- normalise(m * mu + (1 - m) * new mean)
     cfg.MODEL.GMM.STD_MOMENTUM = 0.0  # release: the std is replaced at every M-step
     cfg.MODEL.GMM.MOMENTUM_WARMUP = False  # True: the t-th update of a component uses min(m, t/(t+1))
@@ -71,6 +80,9 @@ def add_gmmseg_config(cfg):
     # ---- the per-pixel semantic segmentation head (decoder + predictor) ------------------------
     # MODEL.SEM_SEG_HEAD.NAME = "PerPixelHead" selects it; the decoder comes from a registry.
     cfg.MODEL.SEM_SEG_HEAD.DECODER = "FPNDecoder"  # see gmmseg.modeling.sem_seg.DECODER_REGISTRY
+    # the cross-entropy's denominator: "all_pixels" (MMSegmentation 0.22.1, the release: mean over
+    # every pixel, ignored ones counting 0) | "labelled_pixels" (mean over the labelled pixels)
+    cfg.MODEL.SEM_SEG_HEAD.LOSS_NORMALIZATION = "all_pixels"
     # DeepLabV3+ decoder keys, LR poly schedule and crop keys: detectron2.projects.deeplab's own
     add_deeplab_config(cfg)
     # training augmentation (INPUT.AUG.*) and inference mode (TEST.SLIDING_WINDOW.*); see

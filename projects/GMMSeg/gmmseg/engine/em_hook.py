@@ -62,7 +62,8 @@ def verify_em_state_across_ranks(modules, include_bank: bool = True, when: str =
 
 class EMHook(HookBase):
     """After every iteration: `flush()` (gather the embeddings set aside by every rank and push
-    them into the memory). Every `period` iterations: `em_update()` (the M-step).
+    them into the memory). At iterations 0, period, 2 * period, ... (the release's
+    `counter % period == 0`, counter from 0): `em_update()` (the M-step, after this iteration's push).
 
     Both are collectives when several processes train, and every rank calls them at the same
     iterations, so every rank's GMM stays identical. Register it before the checkpointer, so a
@@ -90,7 +91,7 @@ class EMHook(HookBase):
 
     def after_step(self):
         it = self.trainer.iter
-        update = (it + 1) % self.period == 0
+        update = it % self.period == 0  # the release: iterations 0, period, 2 * period, ...
         for m in self._modules:
             if update:
                 m.em_update()  # flushes first

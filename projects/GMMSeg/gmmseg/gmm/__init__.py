@@ -3,10 +3,10 @@ from .assignment import equipartition_error, segment_logsumexp, sinkhorn_assign,
 from .likelihood import gaussian_log_likelihood, naive_gaussian_log_likelihood
 from .memory import FeatureMemory
 from .predictor import GMMPredictor
-from .sampling import evenly_spaced_per_group
+from .sampling import linspace_positions, release_selection, selection_sizes
 
 __all__ = [
     "GMMPredictor", "FeatureMemory", "gaussian_log_likelihood", "naive_gaussian_log_likelihood",
     "sinkhorn_assign", "vanilla_assign", "segment_logsumexp", "equipartition_error",
-    "evenly_spaced_per_group",
+    "linspace_positions", "release_selection", "selection_sizes",
 ]

@@ -5,26 +5,41 @@ Uses torch.distributed directly (no detectron2), and is a no-op in a single proc
 import torch
 import torch.distributed as dist
 
-__all__ = ["world_size", "all_gather_rows"]
+__all__ = ["world_size", "rank", "all_gather_rows", "all_gather_stacked"]
 
 
 def world_size() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
-def all_gather_rows(x: torch.Tensor) -> torch.Tensor:
+def rank() -> int:
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def all_gather_stacked(x: torch.Tensor) -> torch.Tensor:
+    """x (same shape on every rank) -> (W, *x.shape), rank r's x at index r. One collective."""
+    w = world_size()
+    if w == 1:
+        return x[None]
+    out = [torch.empty_like(x) for _ in range(w)]
+    dist.all_gather(out, x.contiguous())
+    return torch.stack(out)
+
+
+def all_gather_rows(x: torch.Tensor, sizes=None) -> torch.Tensor:
     """Concatenate x (N_r, F) from all ranks r = 0..W-1 (N_r may differ, may be 0).
 
-    Two collectives: the row counts, then the rows padded to the largest count. Every rank must
-    call it, also with zero rows, so that a rank with an all-ignore batch never hangs the others.
+    Two collectives: the row counts (skipped when every rank's N_r is given as `sizes`), then the
+    rows padded to the largest count. Every rank must call it, also with zero rows, so that a rank
+    with an all-ignore batch never hangs the others.
     """
     w = world_size()
     if w == 1:
         return x
     # GLOO and NCCL both handle this; the payload stays on x's device.
-    n = torch.tensor([x.shape[0]], device=x.device, dtype=torch.long)
-    sizes = [torch.zeros_like(n) for _ in range(w)]
-    dist.all_gather(sizes, n)
+    if sizes is None:
+        n = torch.tensor([x.shape[0]], device=x.device, dtype=torch.long)
+        sizes = all_gather_stacked(n)[:, 0]
     sizes = [int(s) for s in sizes]
     padded = x.new_zeros((max(sizes), x.shape[1]))
     padded[: x.shape[0]] = x

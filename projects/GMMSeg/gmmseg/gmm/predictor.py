@@ -1,6 +1,6 @@
 """GMMPredictor: a generative classifier head, one Gaussian mixture per class.
 
-    embeddings (N, C_in) --Linear--> (N, D) --LayerNorm--> --L2 normalise--> e
+    embeddings (N, C_in) --projection--> (N, D) --LayerNorm--> --L2 normalise--> e
     component log-likelihoods  log N(e; mu_cm, diag s_cm^2)         (N, K, M)
     class scores               max_m (winner takes all)             (N, K)   "log_likelihood"
     logits                     LayerNorm over the K classes         (N, K)   "logits"
@@ -8,10 +8,15 @@
 Means and stds are buffers: no gradient reaches them. They move only by EM:
 - training forward (labels given): E-step on the batch (Sinkhorn or vanilla, per class),
   component-level auxiliary loss, and a few embeddings per (class, component) set aside;
-- `flush()` (every iteration, from the trainer hook): the set-aside rows of all ranks are
-  gathered and pushed into the FeatureMemory, in rank order, so every rank's bank is identical;
+- `flush()` (every iteration, from the trainer hook): of the rows set aside by all ranks, the
+  release's selection (at most `pushes_per_step` per (class, component) from the whole gathered
+  batch, sampling.py) is gathered and pushed into the FeatureMemory in rank order, so every
+  rank's bank is identical and the rows per step do not depend on the number of ranks;
 - `em_update()` (every UPDATE_INTERVAL iterations): M-step with momentum from the bank's
-  sufficient statistics, for the components that received data since the last M-step.
+  sufficient statistics, for the components chosen by `update_components`:
+  "present_classes" (the release): every component of every class present in the ground truth
+  of this iteration (all ranks), whatever it received; "received_rows": the components that
+  received rows since the last M-step.
 
 Ablation switches (paper Tables 4 and 5a; defaults = the release, whose path they leave untouched):
 - `em_loops` L > 1: each `em_update()` alternates L M-steps with L - 1 re-assignments (E-steps)
@@ -27,10 +32,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from .assignment import ASSIGNERS
-from .distributed import all_gather_rows
+from .distributed import all_gather_rows, all_gather_stacked, rank
 from .likelihood import gaussian_log_likelihood
 from .memory import FeatureMemory
-from .sampling import evenly_spaced_per_group
+from .sampling import release_selection, selection_sizes
 
 __all__ = ["GMMPredictor"]
 
@@ -65,22 +70,27 @@ class GMMPredictor(nn.Module):
         seed: int = 0,
         em_loops: int = 1,
         learn_by_gradient: bool = False,
+        update_components: str = "present_classes",
+        projection: nn.Module = None,
     ):
         super().__init__()
         if em_algorithm not in ASSIGNERS:
             raise ValueError(f"em_algorithm must be one of {sorted(ASSIGNERS)}, got {em_algorithm!r}")
+        if update_components not in ("present_classes", "received_rows"):
+            raise ValueError(f"update_components must be 'present_classes' or 'received_rows', got {update_components!r}")
         if em_loops < 1:
             raise ValueError(f"em_loops must be >= 1, got {em_loops}")
         self.em_loops, self.learn_by_gradient = em_loops, learn_by_gradient
         self.num_classes, self.num_components, self.embed_dim = num_classes, num_components, embed_dim
         self.pushes_per_step, self.push_correct_only = pushes_per_step, push_correct_only
-        self.bootstrap_starved = bootstrap_starved
+        self.bootstrap_starved, self.update_components = bootstrap_starved, update_components
         self.mean_momentum, self.std_momentum, self.momentum_warmup = mean_momentum, std_momentum, momentum_warmup
         self.variance_floor = variance_floor
         self.em_algorithm, self.sinkhorn_iters, self.sinkhorn_epsilon = em_algorithm, sinkhorn_iters, sinkhorn_epsilon
         self.aux_loss_weight, self.ignore_value = aux_loss_weight, ignore_value
 
-        self.projection = nn.Linear(in_channels, embed_dim)
+        # (N, C_in) -> (N, D); the release's 1x1 conv + SyncBN + ReLU is built by the detectron2 glue
+        self.projection = projection if projection is not None else nn.Linear(in_channels, embed_dim)
         self.embed_norm = nn.LayerNorm(embed_dim)
         self.class_norm = nn.LayerNorm(num_classes)
 
@@ -100,7 +110,11 @@ class GMMPredictor(nn.Module):
         self.register_buffer("num_em_updates", torch.zeros((), dtype=torch.long))
         self.memory = FeatureMemory(num_classes * num_components, memory_size, embed_dim,
                                     init=memory_init, dtype=memory_dtype, seed=seed + 1)
-        self._pending = []  # rows [group, e_1..e_D] set aside by forward, pushed by flush()
+        self._pending = []  # candidate rows [group, e_1..e_D] set aside by forward, selected by flush()
+        # classes in this rank's labels since the last flush(); the last entry: a labelled forward ran
+        self._present = torch.zeros(num_classes + 1, dtype=torch.bool)
+        # classes in the labels of all ranks at the last flush() that followed a labelled forward
+        self._present_gathered = torch.zeros(num_classes, dtype=torch.bool)
         self._window = []  # em_loops > 1: gathered rows since the last M-step, pushed by em_update()
 
     # ------------------------------------------------------------------ forward
@@ -149,6 +163,9 @@ class GMMPredictor(nn.Module):
         k, m = self.num_classes, self.num_components
         valid = labels != self.ignore_value
         y = labels[valid]
+        if not self.learn_by_gradient:
+            seen = torch.cat([torch.bincount(y, minlength=k) > 0, y.new_ones(1, dtype=torch.bool)])
+            self._present = self._present.to(y.device) | seen
         comp_ll_v = comp_ll[valid]
         own = comp_ll_v.gather(1, y.view(-1, 1, 1).expand(-1, 1, m)).squeeze(1)  # (Nv, M)
         plan = ASSIGNERS[self.em_algorithm](
@@ -182,23 +199,37 @@ class GMMPredictor(nn.Module):
                 # that starts out never predicted never gets data, and never gets predicted
                 correct |= self.updates_per_component[groups] == 0
             keep &= correct
-        groups, rows = groups[keep], e[keep]
-        idx = evenly_spaced_per_group(groups, self.num_classes * self.num_components, self.pushes_per_step)
-        self._pending.append(torch.cat([groups[idx, None].to(rows.dtype), rows[idx]], dim=1))
+        self._pending.append(torch.cat([groups[keep, None].to(e.dtype), e[keep]], dim=1))
 
     # ------------------------------------------------------------------ memory + M-step
     @torch.no_grad()
     def flush(self):
-        """Gather the rows set aside by every rank and push them into the memory, in rank order.
+        """Select (the release's rule) among the rows set aside by every rank, gather the selected
+        ones and push them into the memory, in rank order; note which classes all ranks saw.
 
-        Collective: every rank must call it at the same step (the trainer hook does).
+        Collective: every rank must call it at the same step (the trainer hook does). Two
+        collectives: per-group row counts and class presence (G + K longs per rank), then the
+        selected rows (at most `pushes_per_step` per group in total).
         With em_loops > 1 the gathered rows wait in a window until em_update() (see there).
         """
         if self.learn_by_gradient:
             return 0
+        g = self.num_classes * self.num_components
         local = torch.cat(self._pending) if self._pending else self.means.new_zeros((0, self.embed_dim + 1))
+        local = local.float()
         self._pending = []
-        rows = all_gather_rows(local.float())
+        groups = local[:, 0].long()
+        counts = torch.bincount(groups, minlength=g)
+        present = self._present.to(counts.device).long()
+        self._present = torch.zeros_like(self._present)
+        stacked = all_gather_stacked(torch.cat([counts, present]))  # (W, G + K)
+        counts_per_rank, present = stacked[:, :g], stacked[:, g:].bool().any(0)
+        if present[-1]:  # a flush with no forward since the previous one keeps what that one saw
+            self._present_gathered = present[:-1]
+        r = rank()
+        offsets = counts_per_rank[:r].sum(0)
+        idx = release_selection(groups, g, self.pushes_per_step, offsets, counts_per_rank.sum(0))
+        rows = all_gather_rows(local[idx], sizes=selection_sizes(counts_per_rank, self.pushes_per_step))
         if rows.shape[0] == 0:
             return 0
         if self.em_loops > 1:
@@ -211,7 +242,8 @@ class GMMPredictor(nn.Module):
 
     @torch.no_grad()
     def em_update(self):
-        """One M-step with momentum for every component that received data since the last one.
+        """One M-step with momentum for the components chosen by `update_components` (only those
+        whose memory holds data: with MEMORY_INIT "empty" a never-fed component keeps its values).
 
         Deterministic given the memory: ranks with identical memories compute identical updates.
         With em_loops = L > 1, L - 1 extra E/M alternations on the window's rows come first.
@@ -223,7 +255,11 @@ class GMMPredictor(nn.Module):
         if self.em_loops > 1:
             self._extra_em_loops()
         count, s1, s2 = self.memory.statistics()
-        upd = self.received_data & (count > 0)
+        if self.update_components == "present_classes":
+            chosen = self._present_gathered.to(count.device).repeat_interleave(self.num_components)
+        else:
+            chosen = self.received_data
+        upd = chosen & (count > 0)
         if not bool(upd.any()):
             return
         self._m_step(count, s1, s2, upd)
@@ -292,7 +328,7 @@ class GMMPredictor(nn.Module):
 
     def extra_repr(self):
         return (f"classes={self.num_classes}, components={self.num_components}, dim={self.embed_dim}, "
-                f"em={self.em_algorithm}, momentum={self.mean_momentum}"
+                f"em={self.em_algorithm}, momentum={self.mean_momentum}, update={self.update_components}"
                 + (f", em_loops={self.em_loops}" if self.em_loops > 1 else "")
                 + (", learn_by_gradient=True" if self.learn_by_gradient else ""))
 

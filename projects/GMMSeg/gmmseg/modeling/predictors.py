@@ -6,7 +6,10 @@ applies it to every query embedding. Each predictor's forward returns a dict wit
 and "losses" (its own auxiliary losses, training only). Modules with `supports_em = True` also
 have `flush()` and `em_update()`, called by gmmseg.engine.EMHook.
 """
+from collections import OrderedDict
+
 import torch
+from detectron2.layers import get_norm
 from detectron2.utils.registry import Registry
 from torch import nn
 
@@ -46,6 +49,35 @@ def softmax(cfg, in_channels, num_classes):
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
+class _RowNorm(nn.Module):
+    """A detectron2 2-d norm layer (BN, SyncBN, GN, ...) applied to rows (N, C) as (N, C, 1, 1):
+    for batch norms the statistics are over the N rows (all pixels of the batch), as a 1x1 conv's."""
+
+    def __init__(self, norm: nn.Module):
+        super().__init__()
+        self.norm = norm
+
+    def forward(self, x):
+        return self.norm(x[:, :, None, None])[:, :, 0, 0]
+
+
+def build_gmm_projection(kind: str, norm: str, in_channels: int, embed_dim: int) -> nn.Module:
+    """MODEL.GMM.PROJECTION: "linear", or "conv_bn_relu" (the release's 1x1 ConvModule: conv without
+    bias, the norm `norm` (a detectron2 name, MODEL.GMM.PROJECTION_NORM), ReLU; conv weights
+    initialised as mmcv does, Kaiming normal, fan-out)."""
+    if kind == "linear":
+        return nn.Linear(in_channels, embed_dim)
+    if kind != "conv_bn_relu":
+        raise ValueError(f"MODEL.GMM.PROJECTION must be 'conv_bn_relu' or 'linear', got {kind!r}")
+    norm_layer = get_norm(norm, embed_dim)
+    conv = nn.Linear(in_channels, embed_dim, bias=norm_layer is None)
+    nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+    if conv.bias is not None:
+        nn.init.zeros_(conv.bias)
+    layers = [("conv", conv)] + ([("norm", _RowNorm(norm_layer))] if norm_layer is not None else [])
+    return nn.Sequential(OrderedDict(layers + [("relu", nn.ReLU())]))
+
+
 @PREDICTOR_REGISTRY.register()
 def gmm(cfg, in_channels, num_classes):
     """GMMSeg's generative classifier, configured by cfg.MODEL.GMM."""
@@ -62,7 +94,8 @@ def gmm(cfg, in_channels, num_classes):
         variance_floor=g.VARIANCE_FLOOR, em_algorithm=g.EM_ALGORITHM, sinkhorn_iters=g.SINKHORN_ITERS,
         sinkhorn_epsilon=g.SINKHORN_EPSILON, aux_loss_weight=g.AUX_LOSS_WEIGHT,
         ignore_value=cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE, seed=g.SEED,
-        em_loops=g.EM_LOOPS, learn_by_gradient=g.DISCRIMINATIVE,
+        em_loops=g.EM_LOOPS, learn_by_gradient=g.DISCRIMINATIVE, update_components=g.UPDATE_COMPONENTS,
+        projection=build_gmm_projection(g.PROJECTION, g.PROJECTION_NORM, in_channels, g.EMBED_DIM),
     )
 
 

@@ -15,6 +15,10 @@ __all__ = ["MaskFormerHead"]
 
 @SEM_SEG_HEADS_REGISTRY.register()
 class MaskFormerHead(nn.Module):
+    # Official Mask2Former rewrites every non-predictor key of a checkpoint whose metadata gives this
+    # module a version < 2 (or none) to `pixel_decoder.*`; version 2 says the keys are already so.
+    _version = 2
+
     @configurable
     def __init__(self, *, num_classes: int, pixel_decoder: nn.Module, transformer_predictor: nn.Module,
                  ignore_value: int = 255, loss_weight: float = 1.0):

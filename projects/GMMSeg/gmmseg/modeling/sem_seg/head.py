@@ -32,8 +32,13 @@ class PerPixelHead(nn.Module):
 
     @configurable
     def __init__(self, *, decoder: nn.Module, predictor: nn.Module, num_classes: int,
-                 ignore_value: int = 255, loss_weight: float = 1.0, aux_head: nn.Module = None):
+                 ignore_value: int = 255, loss_weight: float = 1.0, aux_head: nn.Module = None,
+                 loss_normalization: str = "all_pixels"):
         super().__init__()
+        if loss_normalization not in ("all_pixels", "labelled_pixels"):
+            raise ValueError("MODEL.SEM_SEG_HEAD.LOSS_NORMALIZATION must be 'all_pixels' or 'labelled_pixels', "
+                             f"got {loss_normalization!r}")
+        self.loss_normalization = loss_normalization
         self.decoder, self.predictor, self.aux_head = decoder, predictor, aux_head
         self.num_classes, self.ignore_value, self.loss_weight = num_classes, ignore_value, loss_weight
         self.common_stride = decoder.common_stride
@@ -47,6 +52,7 @@ class PerPixelHead(nn.Module):
             "predictor": build_predictor(cfg, decoder.out_channels, h.NUM_CLASSES),
             "num_classes": h.NUM_CLASSES, "ignore_value": h.IGNORE_VALUE, "loss_weight": h.LOSS_WEIGHT,
             "aux_head": build_auxiliary_head(cfg, input_shape),
+            "loss_normalization": h.LOSS_NORMALIZATION,
         }
 
     def forward(self, features: Dict[str, torch.Tensor], targets: torch.Tensor = None):
@@ -83,11 +89,14 @@ class PerPixelHead(nn.Module):
                 for name, logits in aux_logits.items()}
 
     def _cross_entropy(self, logits, targets):
-        """Mean cross-entropy over labelled pixels at label resolution; 0 (not NaN) for a batch
-        with no labelled pixel, so one all-void crop cannot poison the weights (and under DDP,
-        the other ranks' gradients)."""
+        """Cross-entropy at label resolution, summed over the labelled pixels and divided by the
+        number of all pixels ("all_pixels", MMSegmentation 0.22.1) or of labelled pixels
+        ("labelled_pixels"); 0 (not NaN) for a batch with no labelled pixel, so one all-void crop
+        cannot poison the weights (and under DDP, the other ranks' gradients)."""
         up = F.interpolate(logits, size=targets.shape[-2:], mode="bilinear", align_corners=False)
         total = F.cross_entropy(up, targets, ignore_index=self.ignore_value, reduction="sum")
+        if self.loss_normalization == "all_pixels":
+            return total / max(targets.numel(), 1)
         return total / (targets != self.ignore_value).sum().clamp_min(1)
 
     def _upsample(self, x):

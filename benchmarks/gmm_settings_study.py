@@ -52,9 +52,10 @@ def main():
         rows.append([name, r.get("opts", ""), f"{r[closed]['sem_seg']['mIoU']:.1f}",
                      f"{r[closed].get('calibration', {}).get('ECE', float('nan')):.2f}",
                      *[f"{a.get(k, float('nan')):.1f}" for k in ("gmm_AUROC", "gmm_AP", "gmm_FPR95",
-                                                                  "max_logit_AUROC", "msp_AUROC")]])
+                                                                  "max_logit_AUROC", "energy_AUROC",
+                                                                  "msp_AUROC", "entropy_AUROC")]])
     print(table(rows, ["variant", "overrides", "mIoU", "ECE", "GMM AUROC", "GMM AP", "GMM FPR95",
-                       "max-logit AUROC", "MSP AUROC"]))
+                       "max-logit AUROC", "energy AUROC", "MSP AUROC", "entropy AUROC"]))
 
 
 if __name__ == "__main__":

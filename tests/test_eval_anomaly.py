@@ -138,15 +138,18 @@ def test_histogram_merge_equals_single_pass():
 def test_anomaly_scores_from_logits():
     logits = torch.randn(5, 6, 7)
     scores = anomaly_scores({"sem_seg": logits})
-    assert list(scores) == ["msp", "entropy", "max_logit"]
+    assert list(scores) == ["msp", "entropy", "max_logit", "energy"]
     p = torch.softmax(logits, 0)
     # -log MSP orders pixels exactly as -MSP
     torch.testing.assert_close(torch.exp(-scores["msp"]), p.amax(0))
     torch.testing.assert_close(scores["entropy"], -(p * p.log()).sum(0))
     torch.testing.assert_close(scores["max_logit"], -logits.amax(0))
+    # energy by hand at one pixel: -log(e^1 + e^2 + e^3) = -(3 + log(1 + e^-1 + e^-2)) = -3.4076
+    hand = anomaly_scores({"sem_seg": torch.tensor([1.0, 2.0, 3.0]).view(3, 1, 1)})["energy"]
+    assert abs(float(hand) + 3.40761) < 1e-4
     gmm = torch.randn(6, 7)
     scores = anomaly_scores({"sem_seg": logits, "anomaly_score": gmm})
-    assert list(scores) == ["gmm", "msp", "entropy", "max_logit"]
+    assert list(scores) == ["gmm", "msp", "entropy", "max_logit", "energy"]
     torch.testing.assert_close(scores["gmm"], gmm)
 
 
@@ -202,7 +205,7 @@ def test_evaluator_end_to_end(tmp_path):
     for d, o in zip(dicts, outputs):
         ev.process([{"file_name": d["file_name"]}], [o])
     res = ev.evaluate()["anomaly"]
-    assert set(res) == {f"{s}_{m}" for s in ("gmm", "msp", "entropy", "max_logit")
+    assert set(res) == {f"{s}_{m}" for s in ("gmm", "msp", "entropy", "max_logit", "energy")
                         for m in ("AUROC", "AP", "FPR95")}
     assert res["gmm_AUROC"] == pytest.approx(100.0) and res["gmm_AP"] == pytest.approx(100.0)
     assert res["gmm_FPR95"] == pytest.approx(0.0)
@@ -220,7 +223,7 @@ def test_evaluator_end_to_end(tmp_path):
     assert report["num_known_pixels"] == int((~y).sum())
     assert report["scores"]["gmm"]["AUROC"] == pytest.approx(100.0)
     curves = load_anomaly_curves(str(prefix) + "_curves.npz")
-    assert set(curves) == {"gmm", "msp", "entropy", "max_logit"}
+    assert set(curves) == {"gmm", "msp", "entropy", "max_logit", "energy"}
     assert curves["gmm"]["tpr"][-1] == pytest.approx(1.0) and curves["gmm"]["fpr"][0] == 0.0
     for suffix in ("_roc.png", "_pr.png"):
         with Image.open(str(prefix) + suffix) as im:
@@ -242,7 +245,7 @@ def test_evaluator_softmax_model_and_reversed(tmp_path):
         ev.process([{"file_name": d["file_name"]}], [{"sem_seg": logits}])
     res = ev.evaluate()["anomaly"]
     assert "gmm_AUROC" not in res
-    for s in ("msp", "entropy", "max_logit"):
+    for s in ("msp", "entropy", "max_logit", "energy"):
         assert res[f"{s}_AUROC"] == pytest.approx(0.0, abs=1e-6)
         assert res[f"{s}_FPR95"] == pytest.approx(100.0)
 

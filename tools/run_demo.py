@@ -111,7 +111,7 @@ def summary_table(res, class_names):
     for c in class_names:
         row(f"  IoU {c}", lambda r, c=c: r[val]["sem_seg"][f"IoU-{c}"])
     row("ECE % (val, 15 bins)", lambda r: r[val]["calibration"]["ECE"], 2)
-    for score in ["gmm", "msp", "entropy", "max_logit"]:
+    for score in ["gmm", "msp", "entropy", "max_logit", "energy"]:
         for metric in ["AUROC", "AP", "FPR95"]:
             row(f"{metric} {score} (anomaly)", lambda r, s=score, m=metric: r[anom]["anomaly"][f"{s}_{m}"])
     row("train s/iter", lambda r: r["s_per_iter"], 3)

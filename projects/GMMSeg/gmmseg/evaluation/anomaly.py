@@ -8,7 +8,8 @@ Scores, computed from one forward pass (higher = more anomalous):
   logsumexp(l) - max(l), an increasing function of -MSP: the same ranking, hence the same
   metrics, but without the ties float32 softmax creates where MSP rounds to 1.0;
 * "entropy": entropy of softmax("sem_seg");
-* "max_logit": -max_c logit.
+* "max_logit": -max_c logit;
+* "energy": -logsumexp_c logit (the free energy of Liu et al. 2020 at temperature 1).
 
 Ground truth: the dataset dict of each image (matched by "file_name", as detectron2's
 SemSegEvaluator does) names "anomaly_mask_file_name" and optionally "anomaly_mask_convention"
@@ -39,6 +40,7 @@ SCORE_LABELS = OrderedDict([
     ("msp", "MSP: -max softmax"),
     ("entropy", "softmax entropy"),
     ("max_logit", "max logit: -max_c logit"),
+    ("energy", "energy: -logsumexp_c logit"),
 ])
 _METRICS = ("AUROC", "AP", "FPR95")
 
@@ -47,6 +49,7 @@ def anomaly_scores(output: dict) -> "OrderedDict[str, torch.Tensor]":
     """A model's per-image output -> OrderedDict score name -> (H, W) float32 CPU tensor.
 
     output: {"sem_seg": (K, H, W) logits, optional "anomaly_score": (H, W)}.
+    Scores: "gmm" (if given), "msp", "entropy", "max_logit", "energy".
     "msp" is returned as -log MSP (same order as -MSP, see the module docstring).
     """
     logits = output["sem_seg"].detach().to("cpu", torch.float32)
@@ -65,6 +68,7 @@ def anomaly_scores(output: dict) -> "OrderedDict[str, torch.Tensor]":
     scores["msp"] = lse - max_logit  # -log max softmax >= 0
     scores["entropy"] = -(log_p.exp() * log_p).sum(0)
     scores["max_logit"] = -max_logit
+    scores["energy"] = -lse
     return scores
 
 

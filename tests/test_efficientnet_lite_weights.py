@@ -47,6 +47,8 @@ def test_package_name_and_module_name_resolve_to_the_shipped_file(weights_path):
         resolve_weights_file("/no/such/lite0.pth", KEY)
 
 
+# 224: the reference's native size, whose TF "same" padding it fixes at construction; any size
+# divisible by 32 pads the same way (even inputs to every stride-2 conv), as timm computes it.
 @pytest.mark.parametrize("size", [(224, 224), (128, 160)])
 def test_converted_timm_model_gives_the_reference_imagenet_logits(state_dict, weights_path, size):
     reference = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=weights_path).eval()

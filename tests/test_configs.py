@@ -4,8 +4,8 @@ Parametrised over the folder (glob), so a new config is tested automatically; Ba
 are fragments, not complete models, and are skipped by the glob. The model is built exactly as
 the config says (same backbone, decoder, predictor, widths and depths), with only these test
 overrides, none of which changes the network's structure:
-- no weights are loaded or downloaded (MODEL.TIMM.PRETRAINED False, *.PRETRAINED_FILE "";
-  build_model never reads MODEL.WEIGHTS);
+- no weights are loaded or downloaded (MODEL.TIMM.PRETRAINED False, *.PRETRAINED_FILE "",
+  MODEL.TIMM.EFFICIENTNET_LITE_WEIGHTS ""; build_model never reads MODEL.WEIGHTS);
 - the GMM's feature memory holds 64 entries per component instead of 32k (a buffer, 6 GB on
   ADE20K at full size);
 - INPUT.CROP.SIZE = the test input size (DeepLabV3+'s image pooling uses crop / stride as its
@@ -51,6 +51,7 @@ def _load_cfg(rel_path):
     cfg.MODEL.DEVICE = "cpu"
     cfg.MODEL.TIMM.PRETRAINED = False
     cfg.MODEL.TIMM.PRETRAINED_FILE = ""
+    cfg.MODEL.TIMM.EFFICIENTNET_LITE_WEIGHTS = ""  # loading it is tested in test_efficientnet_lite_weights.py
     cfg.MODEL.MIT.PRETRAINED_FILE = ""
     cfg.MODEL.GMM.MEMORY_SIZE = min(cfg.MODEL.GMM.MEMORY_SIZE, 64)
     cfg.INPUT.CROP.SIZE = (SIZE, SIZE)

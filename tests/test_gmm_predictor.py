@@ -229,3 +229,16 @@ def test_release_m_step_updates_every_component_of_present_classes_only():
     q(x, torch.zeros(4, dtype=torch.long))
     q.em_update()
     assert int((q.updates_per_component[:2] > 0).sum()) == 1
+
+
+def test_nll_loss_is_minus_the_own_class_score_on_labelled_pixels():
+    p = _hand_predictor(num_classes=2, num_components=2, nll_loss_weight=0.1).train()
+    e, f = torch.tensor([0.5, -0.5, 0.5, -0.5]), torch.tensor([0.5, 0.5, -0.5, -0.5])
+    with torch.no_grad():
+        p.means[0, 0], p.means[0, 1], p.means[1, 0], p.means[1, 1] = e, -e, f, -f
+    x = torch.stack([e, f, e]) * 2
+    out = p(x, torch.tensor([0, 0, 255]))
+    base = -2 * LOG_2PI  # unit stds, D = 4
+    # pixel 0 on class 0's first mean: log p = base; pixel 1 at distance sqrt(2) from both: base - 1
+    want = 0.1 * -(base + (base - 1)) / 2
+    assert abs(float(out["losses"]["loss_gmm_nll"]) - want) < 1e-4

@@ -52,6 +52,9 @@ def add_gmmseg_config(cfg):
     cfg.MODEL.GMM.SINKHORN_ITERS = 3
     cfg.MODEL.GMM.SINKHORN_EPSILON = 0.05
     cfg.MODEL.GMM.AUX_LOSS_WEIGHT = 0.01  # component-level cross-entropy (target: E-step assignment)
+    # not in the paper: weight of -log p(x|y) (own class score) on labelled pixels, a training signal on
+    # the absolute density (docs/OPEN_WORLD.md measures it); 0 = the paper's recipe
+    cfg.MODEL.GMM.NLL_LOSS_WEIGHT = 0.0
     cfg.MODEL.GMM.SEED = 0  # initial means and random memory
     # ablations (paper Tables 4, 5a); the defaults are the release
     # E/M alternations per M-step call: L > 1 re-assigns (E-step, EM_ALGORITHM) the embeddings set

@@ -18,6 +18,11 @@ Means and stds are buffers: no gradient reaches them. They move only by EM:
   of this iteration (all ranks), whatever it received; "received_rows": the components that
   received rows since the last M-step.
 
+Option not in the paper: `nll_loss_weight` w > 0 adds w * mean over labelled pixels of
+-log p(x | y) (the class score of the pixel's own class) to the losses: a training signal on the
+absolute density, which the paper's losses (class LayerNorm + CE, softmax over components) do not
+see. It moves the embeddings (never the means and stds) towards their class's components.
+
 Ablation switches (paper Tables 4 and 5a; defaults = the release, whose path they leave untouched):
 - `em_loops` L > 1: each `em_update()` alternates L M-steps with L - 1 re-assignments (E-steps)
   of the embeddings set aside since the previous update (the "batch" of the update window),
@@ -72,6 +77,7 @@ class GMMPredictor(nn.Module):
         learn_by_gradient: bool = False,
         update_components: str = "present_classes",
         projection: nn.Module = None,
+        nll_loss_weight: float = 0.0,
     ):
         super().__init__()
         if em_algorithm not in ASSIGNERS:
@@ -88,6 +94,7 @@ class GMMPredictor(nn.Module):
         self.variance_floor = variance_floor
         self.em_algorithm, self.sinkhorn_iters, self.sinkhorn_epsilon = em_algorithm, sinkhorn_iters, sinkhorn_epsilon
         self.aux_loss_weight, self.ignore_value = aux_loss_weight, ignore_value
+        self.nll_loss_weight = nll_loss_weight
 
         # (N, C_in) -> (N, D); the release's 1x1 conv + SyncBN + ReLU is built by the detectron2 glue
         self.projection = projection if projection is not None else nn.Linear(in_channels, embed_dim)
@@ -180,6 +187,9 @@ class GMMPredictor(nn.Module):
             else:  # keep the graph connected so DDP sees every parameter used
                 aux = comp_ll.sum() * 0.0
             losses["loss_gmm_aux"] = self.aux_loss_weight * aux
+        if self.nll_loss_weight > 0:  # not in the paper: ties the absolute density to the data
+            nll = -own.amax(1).mean() if y.numel() else comp_ll.sum() * 0.0
+            losses["loss_gmm_nll"] = self.nll_loss_weight * nll
         if self.learn_by_gradient:  # no EM: nothing to set aside
             return losses
         self._set_aside(e[valid].detach(), y, assignment, logits[valid].detach())

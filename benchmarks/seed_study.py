@@ -1,0 +1,108 @@
+#!/usr/bin/env python
+"""Train several settings x several seeds (a few runs in parallel), evaluate each run, and print
+mean +- std over the seeds.
+
+    python benchmarks/seed_study.py --output output/study_lite0 --seeds 1 2 3 --jobs 2 \
+        --eval camvid_openset_val \
+        --variant twin configs/camvid/segformer_lite0_openset_softmax.yaml "" \
+        --variant gmm configs/camvid/segformer_lite0_openset_gmm.yaml "MODEL.GMM.MEMORY_SIZE 32000"
+
+A run is tools/train_net.py (one thread, `SEED s MODEL.GMM.SEED s` added to the overrides, its log
+in <output>/<variant>/seed<s>/log.txt) then the evaluation of its final checkpoint on every --eval
+dataset (mIoU, ECE, AUROC / AP / FPR95 of every anomaly score). Finished runs are reused, so an
+interrupted study continues. Results: <output>/study.json; the table goes to stdout and
+<output>/study.md. Data: $DETECTRON2_DATASETS (detectron2's convention).
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCORES = ("gmm", "max_logit", "energy", "msp", "entropy")
+
+
+def run_one(config, out_dir, opts, datasets):
+    """Train (unless model_final.pth exists) and evaluate one run in a child process; returns its results."""
+    result_path = os.path.join(out_dir, "results.json")
+    if os.path.exists(result_path):
+        return json.load(open(result_path))
+    os.makedirs(out_dir, exist_ok=True)
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    if not os.path.exists(os.path.join(out_dir, "model_final.pth")):
+        cmd = [sys.executable, os.path.join(ROOT, "tools", "train_net.py"), "--config-file", config,
+               "OUTPUT_DIR", out_dir, "DATASETS.TEST", "()", *opts]
+        with open(os.path.join(out_dir, "stdout.txt"), "w") as log:
+            if subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env).returncode:
+                raise RuntimeError(f"training failed: {out_dir}/stdout.txt")
+    code = ("import json, sys; sys.path.insert(0, 'tools'); from run_demo import evaluate, seconds_per_iteration; "
+            f"r = evaluate({config!r}, {out_dir!r}, {list(datasets)!r}, {list(opts)!r}); "
+            f"r['s_per_iter'] = seconds_per_iteration({out_dir!r}); "
+            f"json.dump(r, open({result_path!r}, 'w'), default=float)")
+    with open(os.path.join(out_dir, "eval_stdout.txt"), "w") as log:
+        if subprocess.run([sys.executable, "-c", code], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env).returncode:
+            raise RuntimeError(f"evaluation failed: {out_dir}/eval_stdout.txt")
+    return json.load(open(result_path))
+
+
+def metrics_of(result, dataset):
+    r = result[dataset]
+    out = {"mIoU": r["sem_seg"]["mIoU"], "ECE": r.get("calibration", {}).get("ECE", float("nan"))}
+    for score in SCORES:
+        for m in ("AUROC", "AP", "FPR95"):
+            key = f"{score}_{m}"
+            if key in r.get("anomaly", {}):
+                out[key] = r["anomaly"][key]
+    return out
+
+
+def mean_std(values):
+    v = np.asarray(values, dtype=float)
+    return f"{v.mean():.1f} +- {v.std(ddof=1) if len(v) > 1 else 0.0:.1f}"
+
+
+def table(study, dataset):
+    cols = ["mIoU", "ECE"] + [f"{s}_{m}" for s in SCORES for m in ("AUROC", "AP", "FPR95")]
+    cols = [c for c in cols if any(c in run for runs in study.values() for run in runs.values())]
+    lines = ["| variant | seeds | " + " | ".join(cols) + " |", "|---" * (len(cols) + 2) + "|"]
+    for name, runs in study.items():
+        cells = [mean_std([r[c] for r in runs.values()]) if all(c in r for r in runs.values()) else "-"
+                 for c in cols]
+        lines.append(f"| {name} | {len(runs)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--output", required=True)
+    ap.add_argument("--eval", nargs="+", required=True, help="datasets; the table uses the first")
+    ap.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
+    ap.add_argument("--jobs", type=int, default=2, help="runs in parallel (one thread each)")
+    ap.add_argument("--variant", nargs=3, action="append", required=True, metavar=("NAME", "CONFIG", "OPTS"))
+    args = ap.parse_args()
+    jobs = {}
+    with ThreadPoolExecutor(args.jobs) as pool:
+        for seed in args.seeds:  # seed-major: a study stopped early still has every variant
+            for name, config, opts in args.variant:
+                out = os.path.join(os.path.abspath(args.output), name, f"seed{seed}")
+                o = opts.split() + ["SEED", str(seed), "MODEL.GMM.SEED", str(seed)]
+                jobs[(name, seed)] = pool.submit(run_one, os.path.join(ROOT, config), out, o, args.eval)
+    study = {name: {} for name, _, _ in args.variant}
+    for (name, seed), job in jobs.items():
+        try:
+            study[name][seed] = metrics_of(job.result(), args.eval[0])
+        except Exception as e:  # keep the others
+            print(f"{name} seed {seed}: {e}", file=sys.stderr)
+    study = {k: v for k, v in study.items() if v}
+    json.dump(study, open(os.path.join(args.output, "study.json"), "w"), indent=1)
+    md = table(study, args.eval[0])
+    open(os.path.join(args.output, "study.md"), "w").write(md + "\n")
+    print(md)
+
+
+if __name__ == "__main__":
+    main()

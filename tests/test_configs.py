@@ -119,7 +119,8 @@ def test_paper_gmm_configs_use_the_release_bookkeeping(path):
     assert not g.BOOTSTRAP_STARVED and g.PUSH_CORRECT_ONLY
     assert (g.MEAN_MOMENTUM, g.STD_MOMENTUM, g.VARIANCE_FLOOR) == (0.999, 0.0, 0.01)
     assert cfg.DATALOADER.SAMPLER_TRAIN == "ClassBalancedSampler"
-    if "mask2former" not in path:  # the query GMM's memory and projection are this project's design
+    if "mask2former" not in path:  # the query GMM's memory, projection, first M-step: this project's design
+        assert g.UPDATE_START == 0
         assert (g.MEMORY_SIZE, g.MEMORY_INIT) == (32000, "random")
         assert (g.PROJECTION, g.PROJECTION_NORM) == ("conv_bn_relu", "SyncBN")
         assert cfg.MODEL.SEM_SEG_HEAD.LOSS_NORMALIZATION == "all_pixels"

@@ -31,3 +31,14 @@ def test_m_steps_at_iterations_0_5_10():
         hook.after_step()
     assert [i for i, c in enumerate(rec.calls) if c == "m_step"] == [0, 5, 10]
     assert len(rec.calls) == 12  # one call per iteration (em_update flushes first itself)
+
+
+def test_a_later_first_m_step():
+    rec = _Recorder()
+    hook = EMHook(period=5, start=4)
+    hook.trainer = SimpleNamespace(model=nn.Sequential(rec), iter=0)
+    hook.before_train()
+    for it in range(15):
+        hook.trainer.iter = it
+        hook.after_step()
+    assert [i for i, c in enumerate(rec.calls) if c == "m_step"] == [4, 9, 14]

@@ -212,7 +212,7 @@ def test_built_from_config_and_driven_by_the_em_hook():
         hook.after_step()
         history.append(p.prototypes.clone())
     moved = [not torch.equal(a, b) for a, b in zip(history, history[1:])]
-    assert moved == [False, True, False, True]  # updates at iterations 2 and 4 only
+    assert moved == [True, False, True, False]  # updates at iterations 0 and 2 (counter % 2 == 0) only
     assert int(p.num_em_updates) == 2
 
 

@@ -40,7 +40,7 @@ def seconds_per_iteration(out_dir):
             rec = json.loads(line)
             if "time" in rec and rec.get("iteration", 0) >= 20:
                 times.append(rec["time"])
-    return sum(times) / max(len(times), 1)
+    return sum(times) / len(times) if times else None  # None: the run logged no iteration >= 20
 
 
 def evaluate(config, out_dir, datasets, extra_opts):

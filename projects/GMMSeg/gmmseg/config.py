@@ -44,6 +44,7 @@ def add_gmmseg_config(cfg):
     # (only components that received rows since the last M-step)
     cfg.MODEL.GMM.UPDATE_COMPONENTS = "present_classes"
     cfg.MODEL.GMM.UPDATE_INTERVAL = 5  # M-step at iterations 0, 5, 10, ... (release: counter % 5 == 0)
+    cfg.MODEL.GMM.UPDATE_START = 0  # iteration of the first M-step (release 0; Base-Mask2Former: 4)
     cfg.MODEL.GMM.MEAN_MOMENTUM = 0.999  # mu <- normalise(m * mu + (1 - m) * new mean)
     cfg.MODEL.GMM.STD_MOMENTUM = 0.0  # release: the std is replaced at every M-step
     cfg.MODEL.GMM.MOMENTUM_WARMUP = False  # True: the t-th update of a component uses min(m, t/(t+1))

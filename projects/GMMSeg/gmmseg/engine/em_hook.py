@@ -62,8 +62,9 @@ def verify_em_state_across_ranks(modules, include_bank: bool = True, when: str =
 
 class EMHook(HookBase):
     """After every iteration: `flush()` (gather the embeddings set aside by every rank and push
-    them into the memory). At iterations 0, period, 2 * period, ... (the release's
-    `counter % period == 0`, counter from 0): `em_update()` (the M-step, after this iteration's push).
+    them into the memory). At iterations start, start + period, start + 2 * period, ... (the
+    release: start 0, i.e. `counter % period == 0` with the counter from 0): `em_update()` (the
+    M-step, after this iteration's push).
 
     Both are collectives when several processes train, and every rank calls them at the same
     iterations, so every rank's GMM stays identical. Register it before the checkpointer, so a
@@ -76,10 +77,12 @@ class EMHook(HookBase):
     digest (compare runs, e.g. an interrupted-and-resumed one with an uninterrupted one).
     """
 
-    def __init__(self, period: int, verify_period: int = 0, verify_at_end: bool = True):
+    def __init__(self, period: int, verify_period: int = 0, verify_at_end: bool = True, start: int = 0):
         if period < 1:
             raise ValueError(f"MODEL.GMM.UPDATE_INTERVAL must be >= 1, got {period}")
-        self.period = period
+        if start < 0:
+            raise ValueError(f"MODEL.GMM.UPDATE_START must be >= 0, got {start}")
+        self.period, self.start = period, start
         self.verify_period = verify_period
         self.verify_at_end = verify_at_end
         self._modules = None
@@ -91,7 +94,7 @@ class EMHook(HookBase):
 
     def after_step(self):
         it = self.trainer.iter
-        update = it % self.period == 0  # the release: iterations 0, period, 2 * period, ...
+        update = it >= self.start and (it - self.start) % self.period == 0  # release: start 0
         for m in self._modules:
             if update:
                 m.em_update()  # flushes first

@@ -118,7 +118,8 @@ class Trainer(DefaultTrainer):
         # PreciseBN / checkpointer / evaluation / writers: a checkpoint holds this iteration's pushes.
         later = (d2_hooks.PreciseBN, d2_hooks.PeriodicCheckpointer, d2_hooks.EvalHook, d2_hooks.PeriodicWriter)
         at = next((i for i, h in enumerate(hooks) if isinstance(h, later)), len(hooks))
-        hooks.insert(at, EMHook(self.cfg.MODEL.GMM.UPDATE_INTERVAL, verify_period=self.cfg.SOLVER.CHECKPOINT_PERIOD))
+        hooks.insert(at, EMHook(self.cfg.MODEL.GMM.UPDATE_INTERVAL, verify_period=self.cfg.SOLVER.CHECKPOINT_PERIOD,
+                                 start=self.cfg.MODEL.GMM.UPDATE_START))
         # first of all: seed the generators for this iteration, before its data are loaded
         hooks.insert(0, IterationSeedHook(self._run_seed))
         g = self.cfg.MODEL.GMM

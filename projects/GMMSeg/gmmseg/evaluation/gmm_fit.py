@@ -113,9 +113,9 @@ def run_checkpoints(run):
     found.sort(key=lambda t: float("inf") if t[0] is None else t[0])
     if not found:
         raise FileNotFoundError(f"no model_*.pth checkpoints in {run!r}")
-    if len(found) > 1 and found[-1][0] is None:  # model_final.pth: keep it only if it is later
+    if found[-1][0] is None:  # model_final.pth: its iteration; keep it only if it is later
         final = torch.load(found[-1][1], map_location="cpu", weights_only=True).get("iteration")
-        if final is not None and final + 1 == found[-2][0]:
+        if final is not None and len(found) > 1 and final + 1 == found[-2][0]:
             found.pop()
         else:
             found[-1] = (None if final is None else final + 1, found[-1][1])

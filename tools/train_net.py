@@ -9,10 +9,14 @@
     python tools/train_net.py --config-file ... --num-machines 2 --machine-rank 0 --dist-url tcp://HOST:PORT
     python tools/train_net.py --config-file ... --num-machines 2 --machine-rank 1 --dist-url tcp://HOST:PORT
     torchrun --nproc_per_node 2 tools/train_net.py --config-file ...  # environment-variable init
+    # your own data: a folder dataset declared in the config (gmmseg/data/folder_dataset.py) ...
+    python tools/train_net.py --config-file configs/user_data/fpn_r50_gmm.yaml DATASETS.FOLDER.ROOT /data/mine
+    # ... or your own registration code, imported in every process
+    python tools/train_net.py --register my_datasets.py --config-file ... DATASETS.TRAIN '("mine_train",)'
 
-All of detectron2's default_argument_parser options apply; trailing KEY VALUE pairs override the config.
-The distributed backend follows MODEL.DEVICE (GLOO for "cpu", NCCL for "cuda";
-gmmseg/engine/launch.py). See docs/DISTRIBUTED.md.
+All of detectron2's default_argument_parser options apply, plus --register; trailing KEY VALUE
+pairs override the config. The distributed backend follows MODEL.DEVICE (GLOO for "cpu", NCCL
+for "cuda"; gmmseg/engine/launch.py). See docs/DISTRIBUTED.md.
 """
 import logging
 import os
@@ -26,12 +30,22 @@ from detectron2.utils.logger import setup_logger
 
 from gmmseg import add_gmmseg_config
 from gmmseg.checkpoint import GMMSegCheckpointer
+from gmmseg.data.folder_dataset import setup_folder_dataset
+from gmmseg.data.registration_modules import import_registration_modules
 from gmmseg.engine import Trainer
 from gmmseg.engine.launch import launch, main_from_torchrun
 
 
+def argument_parser():
+    parser = default_argument_parser()
+    parser.add_argument("--register", action="append", default=[], metavar="MODULE",
+                        help="import MODULE (dotted name or .py file) in every process before the datasets are "
+                             "used: your own DatasetCatalog registrations (repeatable)")
+    return parser
+
+
 def build_config(args):
-    """The config of the command line, not frozen."""
+    """The config of the command line, not frozen, nothing registered."""
     cfg = get_cfg()
     add_gmmseg_config(cfg)
     cfg.merge_from_file(args.config_file)
@@ -40,7 +54,10 @@ def build_config(args):
 
 
 def setup(args):
+    # runs in every training process: registrations made here reach the spawned workers too
+    import_registration_modules(getattr(args, "register", []))
     cfg = build_config(args)
+    setup_folder_dataset(cfg)  # DATASETS.FOLDER.* (and NUM_CLASSES 0 -> its class count)
     cfg.freeze()
     default_setup(cfg, args)
     # the project's own loggers (EM hook, predictors, data checks) into the console and log.txt
@@ -66,7 +83,7 @@ def main(args):
 
 def cli(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = default_argument_parser().parse_args(argv)
+    args = argument_parser().parse_args(argv)
     # detectron2's default --dist-url is a fixed port per user: two runs on one machine would
     # collide. On a single machine without an explicit --dist-url, take a free port instead.
     if args.num_machines == 1 and not any(a == "--dist-url" or a.startswith("--dist-url=") for a in argv):

@@ -6,6 +6,7 @@ from detectron2.config import CfgNode as CN
 from detectron2.projects.deeplab import add_deeplab_config
 
 from .data.augmentation import add_augmentation_config
+from .data.folder_dataset import add_folder_dataset_config
 from .modeling.mask_former.config import add_maskformer2_config
 from .zoo_config import add_model_zoo_config
 
@@ -91,6 +92,9 @@ def add_gmmseg_config(cfg):
     cfg.DATALOADER.CLASS_BALANCED = CN()
     cfg.DATALOADER.CLASS_BALANCED.MIN_PIXELS = 1
     cfg.DATALOADER.CLASS_BALANCED.CACHE = True
+    # your own data as a folder (images/, labels/, class names, ignore value): DATASETS.FOLDER.*,
+    # registered by tools/train_net.py in every process (gmmseg/data/folder_dataset.py)
+    add_folder_dataset_config(cfg)
 
     # ---- open-world evaluation (gmmseg.evaluation.build_open_world_evaluators) -----------------
     # Calibration (ECE + reliability diagram) on every dataset with semantic labels; anomaly

@@ -25,7 +25,8 @@ from gmmseg.evaluation.gmm_fit import fit_curve, fit_curve_table
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", required=True)
-    ap.add_argument("--run", required=True, help="OUTPUT_DIR of a finished run with periodic checkpoints")
+    ap.add_argument("--run", required=True, help="OUTPUT_DIR of a finished run with periodic checkpoints (trained "
+                    "with SOLVER.CHECKPOINT_MAX_TO_KEEP 0 to keep them all)")
     ap.add_argument("--known", required=True, help="held-out dataset with sem_seg labels")
     ap.add_argument("--anomaly", default=None, help="dataset with anomaly masks (optional)")
     ap.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides the run was trained with")

@@ -49,6 +49,8 @@ def _load_cfg(rel_path):
                          f"yet (gmmseg.modeling.mask_former config missing): {e}")
         raise
     cfg.MODEL.DEVICE = "cpu"
+    if cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES == 0:  # configs/user_data: the count comes from the dataset
+        cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES = 5
     cfg.MODEL.TIMM.PRETRAINED = False
     cfg.MODEL.TIMM.PRETRAINED_FILE = ""
     cfg.MODEL.TIMM.EFFICIENTNET_LITE_WEIGHTS = ""  # loading it is tested in test_efficientnet_lite_weights.py

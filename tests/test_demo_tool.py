@@ -70,3 +70,15 @@ def test_expand_inputs(tmp_path):
         demo.expand_inputs([str(tmp_path / "missing.png")])
     with pytest.raises(FileNotFoundError, match="matched no image"):
         demo.expand_inputs([str(tmp_path / "*.bmp")])
+
+
+def test_demo_reads_the_class_names_of_a_folder_dataset(tmp_path):
+    """configs/user_data: NUM_CLASSES 0 and the class names come from DATASETS.FOLDER, as in training."""
+    demo = _load_demo()
+    (tmp_path / "classes.txt").write_text("sky\nroad\n")
+    args = demo.get_parser().parse_args([
+        "--config-file", os.path.join(ROOT, "configs", "user_data", "fpn_r50_gmm.yaml"), "--input", "x",
+        "--output", "y", "--opts", "DATASETS.FOLDER.ROOT", str(tmp_path), "MODEL.DEVICE", "cpu"])
+    cfg = demo.setup_cfg(args)
+    assert cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES == 2
+    assert demo.class_metadata(cfg, 2).stuff_classes == ["sky", "road"]

@@ -4,6 +4,8 @@
     python tools/check_dataset.py --dataset ade20k_sem_seg_val
     python tools/check_dataset.py --root /data --dataset coco_stuff_10k_sem_seg_train \
         --dataset coco_stuff_10k_sem_seg_test --workers 2
+    # the datasets of a config (its DATASETS.TRAIN + TEST), e.g. your own folder dataset:
+    python tools/check_dataset.py --config-file configs/user_data/fpn_r50_gmm.yaml DATASETS.FOLDER.ROOT /data/mine
 
 Any dataset registered in detectron2's DatasetCatalog works (importing `gmmseg` registers the
 project's datasets). Checks: record count against the official split size, every image has its
@@ -19,8 +21,12 @@ import sys
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", action="append", required=True,
+    parser.add_argument("--dataset", action="append", default=[],
                         help="registered dataset name (repeat for several)")
+    parser.add_argument("--config-file", default=None, metavar="FILE",
+                        help="a training config: registers its DATASETS.FOLDER dataset and checks its "
+                             "DATASETS.TRAIN + TEST (unless --dataset is given)")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides of --config-file")
     parser.add_argument("--root", default=None,
                         help="datasets folder; sets DETECTRON2_DATASETS before the datasets are "
                              "registered (default: the variable, else ./datasets)")
@@ -32,7 +38,27 @@ def parse_args(argv=None):
     parser.add_argument("--workers", type=int, default=0, help="processes reading the files")
     parser.add_argument("--max-listed", type=int, default=50, help="problems printed per dataset")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if not args.dataset and not args.config_file:
+        parser.error("give --dataset NAME or --config-file FILE")
+    if args.opts and not args.config_file:
+        parser.error(f"config overrides {args.opts} need --config-file")
+    return args
+
+
+def datasets_of_config(config_file: str, opts) -> list:
+    """Register the config's DATASETS.FOLDER dataset; its DATASETS.TRAIN + TEST names."""
+    from detectron2.config import get_cfg
+
+    from gmmseg import add_gmmseg_config
+    from gmmseg.data.folder_dataset import setup_folder_dataset
+
+    cfg = get_cfg()
+    add_gmmseg_config(cfg)
+    cfg.merge_from_file(config_file)
+    cfg.merge_from_list(list(opts))
+    setup_folder_dataset(cfg)
+    return list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST)
 
 
 def main(argv=None) -> int:
@@ -49,8 +75,12 @@ def main(argv=None) -> int:
         builtin.register_cityscapes(args.root)
         coco_stuff.register_coco_stuff(args.root)
 
+    names = list(args.dataset)
+    if args.config_file:
+        config_names = datasets_of_config(args.config_file, args.opts)
+        names = names or config_names
     all_ok = True
-    for name in args.dataset:
+    for name in names:
         report = check_sem_seg_dataset(name, expected_count=args.expected_count,
                                        max_images=args.max_images, num_workers=args.workers,
                                        progress=not args.no_progress and sys.stderr.isatty())

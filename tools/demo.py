@@ -37,6 +37,7 @@ from detectron2.utils.visualizer import ColorMode, Visualizer  # noqa: E402
 
 from gmmseg import add_gmmseg_config  # noqa: E402  (importing gmmseg registers its components)
 from gmmseg.checkpoint import GMMSegCheckpointer  # noqa: E402
+from gmmseg.data.folder_dataset import setup_folder_dataset  # noqa: E402
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 DPI = 100
@@ -59,6 +60,7 @@ def setup_cfg(args):
     add_gmmseg_config(cfg)
     cfg.merge_from_file(args.config_file)
     cfg.merge_from_list(args.opts)
+    setup_folder_dataset(cfg)  # a DATASETS.FOLDER dataset: its class names, and NUM_CLASSES 0 -> their count
     cfg.freeze()
     return cfg
 

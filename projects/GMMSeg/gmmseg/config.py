@@ -6,6 +6,7 @@ from detectron2.config import CfgNode as CN
 from detectron2.projects.deeplab import add_deeplab_config
 
 from .data.augmentation import add_augmentation_config
+from .data.folder_dataset import add_folder_dataset_config
 from .modeling.mask_former.config import add_maskformer2_config
 from .zoo_config import add_model_zoo_config
 
@@ -98,6 +99,13 @@ def add_gmmseg_config(cfg):
     # MODEL.TIMM and MODEL.MIT backbones, SOLVER.OPTIMIZER ... (gmmseg/zoo_config.py)
     add_model_zoo_config(cfg)
 
+    # ---- checkpoints ------------------------------------------------------------------------------
+    # Periodic checkpoints (model_<iter>.pth) kept on disk: the newest N, plus model_final.pth;
+    # 0 keeps all (detectron2's behaviour). Every checkpoint holds the whole GMM memory bank (ADE20K
+    # 6.1 GB in float32): all 11 of a 160k-iteration ADE20K run are 67 GB, 2 + final are 18 GB.
+    # MODEL.GMM.MEMORY_DTYPE "bfloat16" halves the bank. Files from before a --resume are not deleted.
+    cfg.SOLVER.CHECKPOINT_MAX_TO_KEEP = 2
+
     # ---- data ---------------------------------------------------------------------------------
     cfg.INPUT.DEMO = CN()
     cfg.INPUT.DEMO.SEED = 0  # the built-in demo dataset is generated from this seed
@@ -107,6 +115,9 @@ def add_gmmseg_config(cfg):
     cfg.DATALOADER.CLASS_BALANCED = CN()
     cfg.DATALOADER.CLASS_BALANCED.MIN_PIXELS = 1
     cfg.DATALOADER.CLASS_BALANCED.CACHE = True
+    # your own data as a folder (images/, labels/, class names, ignore value): DATASETS.FOLDER.*,
+    # registered by tools/train_net.py in every process (gmmseg/data/folder_dataset.py)
+    add_folder_dataset_config(cfg)
 
     # ---- open-world evaluation (gmmseg.evaluation.build_open_world_evaluators) -----------------
     # Calibration (ECE + reliability diagram) on every dataset with semantic labels; anomaly

@@ -6,6 +6,7 @@ from .augmentation import build_sem_seg_augmentation
 from .anomaly_datasets import register_anomaly_datasets
 from .camvid import register_camvid
 from .demo import generate_demo_dataset, register_demo_datasets
+from .folder_dataset import register_folder_dataset, setup_folder_dataset
 from .mapper import SemSegDatasetMapper, make_sem_seg_loading_fn
 from .sampler import ClassBalancedSampler, build_class_balanced_sampler
 
@@ -14,6 +15,8 @@ __all__ = [
     "generate_demo_dataset",
     "register_camvid",
     "register_anomaly_datasets",
+    "register_folder_dataset",
+    "setup_folder_dataset",
     "SemSegDatasetMapper",
     "build_sem_seg_augmentation",
     "make_sem_seg_loading_fn",

@@ -193,10 +193,15 @@ def check_record(record: dict, num_classes: int, ignore_label: int = 255) -> dic
     else:
         values, counts = np.unique(flat, return_counts=True)
     values = values.astype(np.int64)
+    remap = record.get("label_remap")
+    if remap:  # as the mapper reads the label (a folder dataset's void value -> 255, CamVid open set)
+        values, inverse = np.unique([int(remap.get(int(v), int(v))) for v in values], return_inverse=True)
+        counts = np.bincount(inverse, weights=counts).astype(np.int64)
     bad = (values != ignore_label) & ((values < 0) | (values >= num_classes))
     if bad.any():
+        after = " after the dataset's label_remap" if remap else ""
         problems.append(Problem("bad_label", label_file,
-                                f"label ids {_format_values(values[bad])} outside [0, {num_classes}) "
+                                f"label ids{after} {_format_values(values[bad])} outside [0, {num_classes}) "
                                 f"and not the ignore label {ignore_label} "
                                 f"({int(counts[bad].sum())} pixels)"))
     return {"problems": problems, "values": values, "counts": counts.astype(np.int64)}

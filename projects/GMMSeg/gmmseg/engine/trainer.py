@@ -6,6 +6,7 @@ Differences from DefaultTrainer, each for a reason:
 - the EM hook runs right after the optimizer step and before the checkpointer, and checks at
   every checkpoint period and at the end that all ranks hold the same EM state;
 - checkpoints are read safely and checked against the config (gmmseg.checkpoint.GMMSegCheckpointer);
+  only the newest SOLVER.CHECKPOINT_MAX_TO_KEEP periodic ones stay on disk (each holds the GMM bank);
 - `--resume` continues exactly: the sampler skips the images the first run consumed, all random
   generators are seeded per iteration, and the seeds are checkpointed (gmmseg.engine.resume);
 - the dataset mapper validates label values and names the file of a bad one;
@@ -114,6 +115,14 @@ class Trainer(DefaultTrainer):
 
     def build_hooks(self):
         hooks = super().build_hooks()
+        # keep the newest SOLVER.CHECKPOINT_MAX_TO_KEEP periodic checkpoints (each holds the GMM bank: GBs)
+        keep = self.cfg.SOLVER.CHECKPOINT_MAX_TO_KEEP
+        if keep < 0:
+            raise ValueError(f"SOLVER.CHECKPOINT_MAX_TO_KEEP is {keep}; give the number of periodic checkpoints "
+                             f"to keep (0 keeps all)")
+        hooks = [d2_hooks.PeriodicCheckpointer(self.checkpointer, self.cfg.SOLVER.CHECKPOINT_PERIOD,
+                                               max_to_keep=keep or None)
+                 if isinstance(h, d2_hooks.PeriodicCheckpointer) else h for h in hooks]
         # The EM hook right after the optimizer step (IterationTimer, LRScheduler), before
         # PreciseBN / checkpointer / evaluation / writers: a checkpoint holds this iteration's pushes.
         later = (d2_hooks.PreciseBN, d2_hooks.PeriodicCheckpointer, d2_hooks.EvalHook, d2_hooks.PeriodicWriter)

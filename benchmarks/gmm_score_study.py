@@ -1,0 +1,60 @@
+#!/usr/bin/env python
+"""Which function of a trained GMM detects anomalies best? Candidates from one forward pass of a
+finished run (gmmseg.evaluation.gmm_scores), no retraining.
+
+    python benchmarks/gmm_score_study.py --config configs/camvid/segformer_lite0_openset_gmm.yaml \
+        --run output/study/gmm/seed1 [--run ...] --dataset camvid_openset_val [KEY VALUE ...]
+
+Each run's model_final.pth is evaluated; prints mean +- std over the runs and writes
+<first run>/../score_study.json. Data: $DETECTRON2_DATASETS.
+"""
+import argparse
+import json
+import os
+
+import numpy as np
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", required=True)
+    ap.add_argument("--run", action="append", required=True)
+    ap.add_argument("--dataset", required=True)
+    ap.add_argument("opts", nargs=argparse.REMAINDER)
+    args = ap.parse_args()
+
+    from detectron2.config import get_cfg
+    from detectron2.data import MetadataCatalog
+
+    from gmmseg import add_gmmseg_config
+    from gmmseg.checkpoint import GMMSegCheckpointer
+    from gmmseg.engine import Trainer
+    from gmmseg.evaluation.gmm_scores import score_study
+
+    reports = {}
+    for run in args.run:
+        cfg = get_cfg()
+        add_gmmseg_config(cfg)
+        cfg.merge_from_file(args.config)
+        cfg.merge_from_list(args.opts + ["MODEL.TIMM.EFFICIENTNET_LITE_WEIGHTS", ""])  # the run's weights follow
+        model = Trainer.build_model(cfg)
+        GMMSegCheckpointer(model).load(os.path.join(run, "model_final.pth"))
+        model.eval()
+        names = MetadataCatalog.get(args.dataset).stuff_classes
+        reports[run] = score_study(model, Trainer.build_test_loader(cfg, args.dataset), args.dataset, names)
+        print(run, json.dumps({k: v for k, v in reports[run].items() if k.startswith(("anomalies", "best"))}))
+    first = next(iter(reports.values()))
+    candidates = [k for k, v in first.items() if isinstance(v, dict) and "AUROC" in v]
+    print("| score | AUROC | AP | FPR95 |\n|---|---|---|---|")
+    for c in candidates:
+        cells = []
+        for m in ("AUROC", "AP", "FPR95"):
+            v = np.array([r[c][m] for r in reports.values()])
+            cells.append(f"{v.mean():.1f} +- {v.std(ddof=1) if len(v) > 1 else 0.0:.1f}")
+        print(f"| {c} | " + " | ".join(cells) + " |")
+    out = os.path.join(os.path.dirname(os.path.abspath(args.run[0])), "score_study.json")
+    json.dump(reports, open(out, "w"), indent=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -178,6 +178,7 @@ def main(args) -> List[str]:
     weights = cfg.MODEL.WEIGHTS
     cfg.defrost()
     cfg.MODEL.WEIGHTS = ""  # DefaultPredictor's own loader would skip mismatched tensors silently
+    cfg.MODEL.GMM.MEMORY_LAYOUT = "none"  # inference: no memory bank, the checkpoint's is not read
     predictor = DefaultPredictor(cfg)
     GMMSegCheckpointer(predictor.model).load(weights)  # safe, checked against the config
     os.makedirs(args.output, exist_ok=True)

@@ -26,15 +26,23 @@ def _tensor_chunks(t: torch.Tensor, chunk_bytes: int = 1 << 26):
         yield flat[i:i + step].cpu().view(torch.uint8).numpy()
 
 
+def _replicated_state(module, include_bank):
+    if hasattr(module, "replicated_em_state"):
+        return module.replicated_em_state(include_bank)
+    return [(n, b) for n, b in sorted(module.named_buffers()) if include_bank or not n.endswith("bank")]
+
+
 def em_state_digest(modules, include_bank: bool = True) -> str:
-    """SHA-256 over every buffer (name, dtype, shape, bytes) of the EM modules: means, stds,
-    counters, memory pointers and running statistics, and, with `include_bank`, the memory
-    contents (large: 6 GB for ADE20K defaults, ~6 s to hash at ~1 GB/s)."""
+    """SHA-256 over the EM state that every rank must hold identically (name, dtype, shape,
+    bytes): means, stds, counters, memory pointers and statistics, and, with `include_bank`,
+    the memory contents (large: 6 GB for ADE20K defaults, ~6 s to hash at ~1 GB/s).
+
+    A sharded memory contributes its ring pointers and the totals of its statistics over the
+    ranks, and, with `include_bank`, the digests of all shards in rank order: its shards differ by
+    design. Then this is a collective (every rank calls it at the same point)."""
     h = hashlib.sha256()
     for i, m in enumerate(modules):
-        for name, buf in sorted(m.named_buffers()):
-            if not include_bank and name.endswith("bank"):
-                continue
+        for name, buf in _replicated_state(m, include_bank):
             h.update(f"{i}.{name}:{buf.dtype}:{tuple(buf.shape)};".encode())
             for piece in _tensor_chunks(buf):
                 h.update(piece)

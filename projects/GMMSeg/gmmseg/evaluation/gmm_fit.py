@@ -126,12 +126,13 @@ def fit_curve(cfg, run, known, anomaly=None):
     """heldout_log_likelihoods for every checkpoint of `run` (see run_checkpoints), as a list of
     dicts with "iteration" and "checkpoint" added."""
     from ..checkpoint import GMMSegCheckpointer
+    from ..config import inference_config
     from ..engine import Trainer
 
     results = []
     for it, path in run_checkpoints(run):
         torch.manual_seed(cfg.SEED)  # the initial model of the run
-        model = Trainer.build_model(cfg)
+        model = Trainer.build_model(inference_config(cfg))  # means and stds, no memory bank
         if path:
             GMMSegCheckpointer(model).load(path)
         model.eval()

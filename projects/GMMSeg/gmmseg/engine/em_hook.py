@@ -79,9 +79,11 @@ class EMHook(HookBase):
     checkpoint always holds the memory with this iteration's pushes (nothing is pending then).
 
     Verification: every `verify_period` iterations (0: never) the digests of the EM state
-    without the bank (means, stds, counters, pointers, running statistics of the bank) are
-    compared across ranks; after the last iteration of a run that finished, the full state
-    including the bank is compared. A difference raises RuntimeError. Single-process runs log the
+    without the bank (means, stds, counters, pointers, statistics of the bank, summed over the
+    shards of a sharded memory) are compared across ranks; after the last iteration of a run
+    that finished, the full state including the bank (a replicated bank whole; a sharded one as
+    the digests of all shards, after each rank checked its shard against its statistics) is
+    compared. A difference raises RuntimeError. Single-process runs log the
     digest (compare runs, e.g. an interrupted-and-resumed one with an uninterrupted one).
     """
 

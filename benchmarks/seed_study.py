@@ -9,8 +9,8 @@ mean +- std over the seeds.
 
 A run is tools/train_net.py (one thread, `SEED s MODEL.GMM.SEED s` added to the overrides, its log
 in <output>/<variant>/seed<s>/log.txt) then the evaluation of its final checkpoint on every --eval
-dataset (mIoU, ECE, AUROC / AP / FPR95 of every anomaly score). Finished runs are reused, so an
-interrupted study continues. Results: <output>/study.json; the table goes to stdout and
+dataset (mIoU, ECE, AUROC / AP / FPR95 of every anomaly score). Finished runs are reused and
+interrupted ones resumed from their last checkpoint (train_net --resume), so a stopped study continues. Results: <output>/study.json; the table goes to stdout and
 <output>/study.md. Data: $DETECTRON2_DATASETS (detectron2's convention).
 """
 import argparse
@@ -34,7 +34,8 @@ def run_one(config, out_dir, opts, datasets):
     os.makedirs(out_dir, exist_ok=True)
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     if not os.path.exists(os.path.join(out_dir, "model_final.pth")):
-        cmd = [sys.executable, os.path.join(ROOT, "tools", "train_net.py"), "--config-file", config,
+        resume = ["--resume"] if os.path.exists(os.path.join(out_dir, "last_checkpoint")) else []
+        cmd = [sys.executable, os.path.join(ROOT, "tools", "train_net.py"), "--config-file", config, *resume,
                "OUTPUT_DIR", out_dir, "DATASETS.TEST", "()", *opts]
         with open(os.path.join(out_dir, "stdout.txt"), "w") as log:
             if subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env).returncode:

@@ -42,20 +42,9 @@ KEY_PATTERN = re.compile(r"(?<![\w.])(?:cfg\.)?((?:MODEL|SOLVER|INPUT|DATASETS|D
 OVERRIDE_SPAN = re.compile(r"`([^`]+)`|\"([^\"]+)\"")
 _BARE_KEY = re.compile(r"^[A-Z][A-Z0-9_]*$")
 
-# TEMPORARY allow-list, to be removed by the maintainer: docs/GMM_SETTINGS.md is being rewritten
-# elsewhere (issue 15, item 2: its overrides lack the MODEL.GMM. prefix and fail when pasted).
-# These are its failures when this test was written (lines 31-35, the variants table); any other
-# failure of another kind in that file still fails the test. Entries that no longer occur only warn.
-TEMPORARILY_ALLOWED = {
-    "docs/GMM_SETTINGS.md": {
-        "override MEMORY_INIT lacks its section (MODEL.GMM.MEMORY_INIT)",
-        "override MOMENTUM_WARMUP lacks its section (MODEL.GMM.MOMENTUM_WARMUP)",
-        "override BOOTSTRAP_STARVED lacks its section (MODEL.GMM.BOOTSTRAP_STARVED)",
-        "override MEAN_MOMENTUM lacks its section (MODEL.GMM.MEAN_MOMENTUM)",
-        "override PUSH_CORRECT_ONLY lacks its section (MODEL.GMM.PUSH_CORRECT_ONLY)",
-        "override VARIANCE_FLOOR lacks its section (MODEL.GMM.VARIANCE_FLOOR)",
-    },
-}
+# Known failures to tolerate temporarily, {document: {failure message}}; none today. Entries that
+# no longer occur only warn.
+TEMPORARILY_ALLOWED = {}
 
 
 def expand_braces(text):

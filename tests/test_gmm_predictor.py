@@ -126,20 +126,6 @@ def test_stds_floor_and_positive():
     assert (p.stds >= 0.1 - 1e-6).all()  # sqrt(variance_floor)
 
 
-def test_bootstrap_starved_components_take_misclassified_pixels_until_first_update():
-    p = _predictor(push_correct_only=True, bootstrap_starved=True, memory_size=500).train()
-    x, labels = torch.randn(60, 16), torch.randint(0, 3, (60,))
-    out = p(x, labels)
-    wrong = int((out["logits"].argmax(1) != labels).sum())
-    assert wrong > 0
-    assert p.flush() == 60  # nothing updated yet: every pixel is pushed
-    p.em_update()
-    assert (p.updates_per_component > 0).all()
-    out = p(x, labels)
-    correct = int((out["logits"].argmax(1) == labels).sum())
-    assert p.flush() == correct  # afterwards only correctly classified pixels
-
-
 # ---------------------------------------------------------------- values on hand-made examples
 LOG_2PI = math.log(2 * math.pi)
 

@@ -41,10 +41,6 @@ def add_gmmseg_config(cfg):
     # (all ranks), at positions linspace(0, n - 1, PUSHES_PER_STEP) as in the release
     cfg.MODEL.GMM.PUSHES_PER_STEP = 20
     cfg.MODEL.GMM.PUSH_CORRECT_ONLY = True  # only pixels the model classifies correctly enter the memory
-    # ... except into components that have never been updated (not in the release). Needed only
-    # with UPDATE_COMPONENTS "received_rows" (docs/GMM_SETTINGS.md); inert once every component has
-    # been updated once.
-    cfg.MODEL.GMM.BOOTSTRAP_STARVED = False
     # which components an M-step updates: "present_classes" (release: every component of every class
     # in this iteration's ground truth, all ranks, from whatever its memory holds) | "received_rows"
     # (only components that received rows since the last M-step)

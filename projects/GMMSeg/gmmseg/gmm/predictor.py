@@ -71,7 +71,6 @@ class GMMPredictor(nn.Module):
         memory_size: int = 32000,
         pushes_per_step: int = 20,
         push_correct_only: bool = True,
-        bootstrap_starved: bool = False,
         memory_init: str = "random",
         memory_dtype: torch.dtype = torch.float32,
         mean_momentum: float = 0.999,
@@ -103,7 +102,7 @@ class GMMPredictor(nn.Module):
         self.em_loops, self.learn_by_gradient = em_loops, learn_by_gradient
         self.num_classes, self.num_components, self.embed_dim = num_classes, num_components, embed_dim
         self.pushes_per_step, self.push_correct_only = pushes_per_step, push_correct_only
-        self.bootstrap_starved, self.update_components = bootstrap_starved, update_components
+        self.update_components = update_components
         self.mean_momentum, self.std_momentum, self.momentum_warmup = mean_momentum, std_momentum, momentum_warmup
         self.variance_floor = variance_floor
         self.em_algorithm, self.sinkhorn_iters, self.sinkhorn_epsilon = em_algorithm, sinkhorn_iters, sinkhorn_epsilon
@@ -224,12 +223,7 @@ class GMMPredictor(nn.Module):
                            int((~keep).sum()))
         groups = y * self.num_components + assignment
         if self.push_correct_only:
-            correct = logits.argmax(1) == y
-            if self.bootstrap_starved:
-                # a component never updated yet also takes misclassified pixels: otherwise a class
-                # that starts out never predicted never gets data, and never gets predicted
-                correct |= self.updates_per_component[groups] == 0
-            keep &= correct
+            keep &= logits.argmax(1) == y
         self._pending.append(torch.cat([groups[keep, None].to(e.dtype), e[keep]], dim=1))
 
     # ------------------------------------------------------------------ memory + M-step

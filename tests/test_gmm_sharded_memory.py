@@ -102,7 +102,7 @@ def _train_two_ranks(rank, out):
             p.em_update() if step % 2 == 1 else p.flush()
     sharded.memory.gather_for_checkpoint()  # collective; rank 0 keeps the full state
     result = {"sharded": {k: v.clone() for k, v in sharded.state_dict().items()},
-              "replicated": replicated.state_dict(),
+              "replicated": {k: v.clone() for k, v in replicated.state_dict().items()},
               "bank_bytes": (sharded.memory.bank.nbytes, replicated.memory.bank.nbytes)}
     sharded.memory.release_checkpoint()
     result["next_m_step"] = {"sharded": _m_step_of_every_component(sharded),

@@ -9,21 +9,17 @@ Pre- and post-processing are DefaultPredictor's, read from the file's metadata: 
 model's input format, the test-time resize (shortest edge to MIN_SIZE_TEST, longest edge at most
 MAX_SIZE_TEST, bilinear; Pillow, as detectron2's ResizeTransform), and the outputs resized back
 to the image's size (bilinear, half-pixel centres, as detectron2's sem_seg_postprocess).
-Needs numpy, Pillow, OpenCV and onnxruntime (ONNX) or torch (TorchScript); not detectron2.
+Needs numpy, Pillow and onnxruntime (ONNX) or torch (TorchScript); not detectron2.
 """
 import os
 from typing import Dict, Optional, Tuple
 
-import cv2
 import numpy as np
 from PIL import Image
 
 from .metadata import METADATA_KEY, TORCHSCRIPT_EXTRA_FILE, loads
 
 __all__ = ["ExportedSegmenter", "resized_shape", "preprocess", "resize_outputs"]
-
-_CV2_MAX_CHANNELS = 512  # OpenCV's limit per matrix; more classes are resized in chunks
-
 
 def resized_shape(height: int, width: int, short_edge: int, max_size: int) -> Tuple[int, int]:
     """(h, w) after scaling the shorter edge to `short_edge` and then, if the longer edge exceeds
@@ -54,12 +50,20 @@ def preprocess(image_bgr: np.ndarray, input_format: str, min_size: int, max_size
     return np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32)
 
 
+def _linear_axis(src: int, dst: int):
+    """Indices i0, i1 (dst,) and weights w (dst,) of a linear resize from src to dst samples with
+    half-pixel centres (torch's align_corners=False): x = (j + 0.5) * src / dst - 0.5, clamped at 0."""
+    x = np.maximum((np.arange(dst, dtype=np.float64) + 0.5) * (src / dst) - 0.5, 0.0)
+    i0 = np.minimum(np.floor(x).astype(np.int64), src - 1)
+    return i0, np.minimum(i0 + 1, src - 1), (x - i0).astype(np.float32)
+
+
 def _resize_chw(x: np.ndarray, height: int, width: int) -> np.ndarray:
-    hwc = np.ascontiguousarray(x.transpose(1, 2, 0))
-    chunks = [cv2.resize(hwc[:, :, i:i + _CV2_MAX_CHANNELS], (width, height), interpolation=cv2.INTER_LINEAR)
-              for i in range(0, hwc.shape[2], _CV2_MAX_CHANNELS)]
-    chunks = [c[:, :, None] if c.ndim == 2 else c for c in chunks]  # OpenCV drops a single channel's axis
-    return np.concatenate(chunks, axis=2).transpose(2, 0, 1)
+    """(C, h, w) -> (C, height, width), bilinear, separable (rows, then columns)."""
+    r0, r1, wr = _linear_axis(x.shape[1], height)
+    c0, c1, wc = _linear_axis(x.shape[2], width)
+    rows = x[:, r0] * (1 - wr)[:, None] + x[:, r1] * wr[:, None]
+    return rows[:, :, c0] * (1 - wc) + rows[:, :, c1] * wc
 
 
 def resize_outputs(outputs: Dict[str, np.ndarray], height: int, width: int) -> Dict[str, np.ndarray]:

@@ -18,6 +18,7 @@ from detectron2.modeling import build_model
 
 from _deploy_helpers import demo_cfg, image_of, trained_like
 from gmmseg.deploy import ExportedSegmenter, GMMClassifier, export_metadata, export_model, prepare_for_export
+from gmmseg.deploy.adaptive_pool import MatrixAdaptiveAvgPool2d
 from gmmseg.deploy.prepare import state_bytes
 from gmmseg.gmm import GMMPredictor
 
@@ -130,3 +131,29 @@ def test_prepare_drops_the_auxiliary_head():
     assert model.sem_seg_head.aux_head is not None
     sizes = prepare_for_export(model)
     assert model.sem_seg_head.aux_head is None and sizes["after"] < sizes["before"]
+
+
+@pytest.mark.parametrize("out_size", [2, 3, 6, (2, 5)])
+def test_matrix_adaptive_pool_is_torchs(out_size):
+    for hw in ((8, 10), (7, 11), (3, 5)):
+        x = torch.randn(2, 4, *hw)
+        torch.testing.assert_close(MatrixAdaptiveAvgPool2d(out_size)(x), torch.nn.AdaptiveAvgPool2d(out_size)(x),
+                                   rtol=0, atol=1e-5)
+
+
+def test_upernet_pyramid_pooling_exports_with_a_dynamic_size(tmp_path):
+    """torch's ONNX exporter rejects adaptive_avg_pool2d of an unknown input size; prepare_for_export
+    swaps UPerNet's pools for MatrixAdaptiveAvgPool2d."""
+    cfg = demo_cfg("gmm", "MODEL.SEM_SEG_HEAD.DECODER", "UPerNetDecoder", "MODEL.SEM_SEG_HEAD.NORM", "BN")
+    torch.manual_seed(0)
+    model = trained_like(build_model(cfg))
+    sizes = [(160, 224), (130, 250)]
+    ref = {s: eager(model, image_of(s)) for s in sizes}
+    prepare_for_export(model)
+    assert [m.output_size for m in model.modules() if isinstance(m, torch.nn.AdaptiveAvgPool2d)] == [1]
+    path = export_model(model, torch.from_numpy(image_of(sizes[0])), "onnx", str(tmp_path / "m.onnx"),
+                        export_metadata(cfg, 6))
+    seg = ExportedSegmenter(path)
+    for s in sizes:
+        out = seg.run(image_of(s))
+        assert all(np.abs(out[k] - ref[s][k]).max() <= MAX_ABS_DIFF for k in ref[s]), s

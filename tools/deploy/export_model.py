@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Export a trained per-pixel GMMSeg model (or its softmax twin) to TorchScript or ONNX.
+"""Export a trained GMMSeg model (or its softmax twin) to TorchScript or ONNX.
 
     python tools/deploy/export_model.py --config-file configs/demo/fpn_r18_gmm.yaml \
         --format onnx --export-method tracing --output output/export \
@@ -12,6 +12,10 @@ other training-only tensor is left out. Class names, input format and the test-t
 stored in the file, so that `python tools/demo.py --exported <output>/model.onnx --input ...`
 needs nothing else. After writing, the file is run on the sample image and compared with the
 eager model (max |difference|, argmax agreement).
+
+Per-pixel models (any decoder) run on any H x W. Mask2Former traces for one size only: the file
+runs on images of --sample-size (after the test-time resize) and refuses others
+(docs/MASK2FORMER.md, "Export").
 """
 import argparse
 import logging
@@ -35,7 +39,7 @@ logger = logging.getLogger("gmmseg.export")
 
 
 def get_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Export a per-pixel GMMSeg / softmax model by tracing")
+    parser = argparse.ArgumentParser(description="Export a GMMSeg / softmax model by tracing")
     parser.add_argument("--config-file", required=True, metavar="FILE", help="path to the model's config file")
     parser.add_argument("--format", choices=sorted(FORMATS), default="onnx")
     parser.add_argument("--export-method", choices=["tracing"], default="tracing",
@@ -103,7 +107,11 @@ def main(args) -> str:
     mib = 2 ** 20
     logger.info(f"wrote {path}: {os.path.getsize(path) / mib:.1f} MiB (model state {sizes['before'] / mib:.1f} MiB "
                 f"before, {sizes['after'] / mib:.1f} MiB without the training-only tensors)")
-    check = compare(eager, ExportedSegmenter(path).run(image))
+    exported = ExportedSegmenter(path)
+    if exported.metadata["input_size"]:
+        logger.warning(f"{path} runs on {image.shape[1]}x{image.shape[2]} inputs only (after the test-time resize): "
+                       "this model traces for one size")
+    check = compare(eager, exported.run(image))
     logger.info(f"exported vs eager on a {image.shape[1]}x{image.shape[2]} image: "
                 + ", ".join(f"{k} {v:.3g}" for k, v in check.items()))
     return path

@@ -10,7 +10,9 @@ inside), and returns the tensors of its output dict in sorted key order, at the 
 
 The names and the order are in the file's metadata ("outputs"); in ONNX they are also the graph's
 output names. ONNX uses torch's TorchScript-based exporter (dynamo=False): it exports what
-tracing records, with the image's height and width as dynamic axes.
+tracing records, with the image's height and width as dynamic axes. A model that traces for one
+input size only (Mask2Former, see prepare.py) gets fixed axes and the metadata "input_size"
+[H, W]; the runtime then refuses other sizes.
 """
 import os
 import warnings
@@ -22,6 +24,7 @@ from detectron2.export.flatten import DictSchema, ListSchema
 from torch import nn
 
 from .metadata import METADATA_KEY, TORCHSCRIPT_EXTRA_FILE, dumps
+from .prepare import has_dynamic_input_size
 
 __all__ = ["FORMATS", "ONNX_OPSET", "trace_adapter", "export_torchscript", "export_onnx", "export_model"]
 
@@ -57,10 +60,13 @@ def export_torchscript(adapter: TracingAdapter, path: str, metadata: dict) -> st
 
 
 def export_onnx(adapter: TracingAdapter, path: str, metadata: dict, names: List[str], opset: int = ONNX_OPSET) -> str:
+    """metadata["input_size"] None: the height and width are dynamic axes; [H, W]: fixed."""
     import onnx
 
-    dynamic_axes = {"image": {1: "height", 2: "width"}}
-    dynamic_axes.update({n: dict(zip(_SPATIAL_AXES[n], ("height", "width"))) for n in names})
+    dynamic_axes = None
+    if metadata.get("input_size") is None:
+        dynamic_axes = {"image": {1: "height", 2: "width"}}
+        dynamic_axes.update({n: dict(zip(_SPATIAL_AXES[n], ("height", "width"))) for n in names})
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         warnings.simplefilter("ignore", DeprecationWarning)  # dynamo=False is torch's TorchScript exporter
@@ -79,7 +85,8 @@ def export_model(model: nn.Module, image: torch.Tensor, fmt: str, path: str, met
     if fmt not in FORMATS:
         raise ValueError(f"--format {fmt!r}: choose one of {sorted(FORMATS)}")
     adapter, names = trace_adapter(model, image)
-    metadata = {**metadata, "outputs": names}
+    fixed_size = None if has_dynamic_input_size(model) else [int(image.shape[1]), int(image.shape[2])]
+    metadata = {**metadata, "outputs": names, "input_size": fixed_size}
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     if fmt == "torchscript":
         return export_torchscript(adapter, path, metadata)

@@ -40,7 +40,7 @@ def export_metadata(cfg, num_classes: int, config_file: str = "", weights: str =
         # DefaultPredictor's test-time resize (shortest edge, capped longest edge; 0 = none)
         "min_size_test": int(cfg.INPUT.MIN_SIZE_TEST),
         "max_size_test": int(cfg.INPUT.MAX_SIZE_TEST),
-        "outputs": [],
+        "outputs": [],  # set by export.export_model, as "input_size": None (any) or [H, W] (only that)
         "class_names": names,
         "class_colors": colors,
         "predictor": cfg.MODEL.PREDICTOR.NAME,

@@ -118,6 +118,11 @@ class ExportedSegmenter:
 
     def run(self, image_chw: np.ndarray) -> Dict[str, np.ndarray]:
         """The exported network alone: (3, h, w) float32 input -> its outputs at (h, w)."""
+        fixed = self.metadata.get("input_size")
+        if fixed and list(image_chw.shape[1:]) != list(fixed):
+            raise ValueError(f"{self.path} was exported for inputs of {fixed[0]}x{fixed[1]} only (a model that traces "
+                             f"for one size, e.g. Mask2Former), got {image_chw.shape[1]}x{image_chw.shape[2]} after the "
+                             "test-time resize: export it again with --sample-size H W of your images")
         if self.backend == "onnxruntime":
             values = self.session.run(self.outputs, {"image": image_chw})
         else:

@@ -14,8 +14,8 @@ needs nothing else. After writing, the file is run on the sample image and compa
 eager model (max |difference|, argmax agreement).
 
 Per-pixel models (any decoder) run on any H x W. Mask2Former traces for one size only: the file
-runs on images of --sample-size (after the test-time resize) and refuses others
-(docs/MASK2FORMER.md, "Export").
+runs on images of the sample's size (after the test-time resize; by default that of a 360 x 480
+image) and refuses others (docs/MASK2FORMER.md, "Export").
 """
 import argparse
 import logging
@@ -33,7 +33,7 @@ from gmmseg import add_gmmseg_config
 from gmmseg.checkpoint import GMMSegCheckpointer
 from gmmseg.data.folder_dataset import setup_folder_dataset
 from gmmseg.deploy import FORMATS, ExportedSegmenter, export_metadata, export_model, prepare_for_export
-from gmmseg.deploy.runtime import preprocess
+from gmmseg.deploy.runtime import preprocess, resized_shape
 
 logger = logging.getLogger("gmmseg.export")
 
@@ -48,8 +48,9 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--sample-image", default=None,
                         help="image to trace with and to check the export on (resized as at test time); "
                              "default: a random image of --sample-size")
-    parser.add_argument("--sample-size", type=int, nargs=2, default=[360, 480], metavar=("H", "W"),
-                        help="size of the random sample image (default 360 480)")
+    parser.add_argument("--sample-size", type=int, nargs=2, default=None, metavar=("H", "W"),
+                        help="size of the random sample image, as the model sees it (default: a 360 x 480 "
+                             "image after the config's test-time resize, e.g. 96 x 128 for the demo configs)")
     parser.add_argument("opts", default=[], nargs=argparse.REMAINDER,
                         help="config overrides as KEY VALUE pairs, e.g. MODEL.WEIGHTS model_final.pth")
     return parser
@@ -71,7 +72,7 @@ def sample_image(args, cfg) -> np.ndarray:
     if args.sample_image:
         bgr = read_image(args.sample_image, format="BGR")
         return preprocess(bgr, cfg.INPUT.FORMAT, cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST)
-    h, w = args.sample_size
+    h, w = args.sample_size or resized_shape(360, 480, cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST)
     return np.random.default_rng(0).uniform(0, 255, (3, h, w)).astype(np.float32)
 
 

@@ -9,7 +9,8 @@ Pre- and post-processing are DefaultPredictor's, read from the file's metadata: 
 model's input format, the test-time resize (shortest edge to MIN_SIZE_TEST, longest edge at most
 MAX_SIZE_TEST, bilinear; Pillow, as detectron2's ResizeTransform), and the outputs resized back
 to the image's size (bilinear, half-pixel centres, as detectron2's sem_seg_postprocess).
-Needs numpy, Pillow and onnxruntime (ONNX) or torch (TorchScript); not detectron2.
+Its code uses numpy, Pillow and onnxruntime (ONNX) or torch (TorchScript), not detectron2 (the
+gmmseg package around it does import detectron2).
 """
 import os
 from typing import Dict, Optional, Tuple

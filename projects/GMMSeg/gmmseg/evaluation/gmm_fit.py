@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from detectron2.data import DatasetCatalog
 
 from ..data.anomaly_datasets import load_anomaly_mask
+from ..data.mapper import build_sem_seg_test_loader
 
 __all__ = ["heldout_log_likelihoods", "fit_curve", "fit_curve_table", "run_checkpoints"]
 
@@ -122,23 +123,26 @@ def run_checkpoints(run):
     return [(0, None)] + found  # 0: the model as initialised, before any training
 
 
-def fit_curve(cfg, run, known, anomaly=None):
+def fit_curve(cfg, run, known, anomaly=None, build_model=None, build_test_loader=build_sem_seg_test_loader):
     """heldout_log_likelihoods for every checkpoint of `run` (see run_checkpoints), as a list of
-    dicts with "iteration" and "checkpoint" added."""
-    from ..checkpoint import GMMSegCheckpointer
-    from ..engine import Trainer
+    dicts with "iteration" and "checkpoint" added. build_model / build_test_loader: how the model
+    and the loaders are made (default: detectron2's build_model and the Trainer's test loader)."""
+    from detectron2.modeling import build_model as d2_build_model
 
+    from ..checkpoint import GMMSegCheckpointer
+
+    build_model = build_model or d2_build_model
     results = []
     for it, path in run_checkpoints(run):
         torch.manual_seed(cfg.SEED)  # the initial model of the run
-        model = Trainer.build_model(cfg)
+        model = build_model(cfg)
         if path:
             GMMSegCheckpointer(model).load(path)
         model.eval()
         r = {"iteration": it, "checkpoint": os.path.basename(path) if path else "(initialisation)"}
         r.update(heldout_log_likelihoods(
-            model, Trainer.build_test_loader(cfg, known), cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE,
-            Trainer.build_test_loader(cfg, anomaly) if anomaly else None, anomaly))
+            model, build_test_loader(cfg, known), cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE,
+            build_test_loader(cfg, anomaly) if anomaly else None, anomaly))
         results.append(r)
     return results
 

@@ -18,6 +18,7 @@ from detectron2.data import DatasetCatalog
 
 from ..data.anomaly_datasets import load_anomaly_mask
 from ..data.mapper import build_sem_seg_test_loader
+from .head_hooks import labels_to_grid
 
 __all__ = ["heldout_log_likelihoods", "fit_curve", "fit_curve_table", "run_checkpoints"]
 
@@ -45,16 +46,6 @@ class _Capture:
             h.remove()
 
 
-def _to_grid(labels, grid, stride, fill):
-    """(H, W) labels of the input image -> (h, w) at the feature grid of the padded input
-    (nearest neighbour, as the head downsamples its training targets)."""
-    h, w = grid
-    padded = torch.full((h * stride, w * stride), fill, dtype=torch.long)
-    hh, ww = min(labels.shape[0], h * stride), min(labels.shape[1], w * stride)
-    padded[:hh, :ww] = labels[:hh, :ww]
-    return F.interpolate(padded[None, None].float(), size=(h, w), mode="nearest")[0, 0].long()
-
-
 @torch.no_grad()
 def heldout_log_likelihoods(model, known_loader, ignore_value=255, anomaly_loader=None, anomaly_dataset=None):
     """model: a PerPixelSegmentor with a GMM predictor, in eval mode; loaders: detectron2 test
@@ -73,7 +64,7 @@ def heldout_log_likelihoods(model, known_loader, ignore_value=255, anomaly_loade
         for batch in known_loader:
             model(batch)
             ll = cap.grid()
-            y = _to_grid(batch[0]["sem_seg"], cap.shape, stride, ignore_value)
+            y = labels_to_grid(batch[0]["sem_seg"], cap.shape, stride, ignore_value)
             valid = y != ignore_value
             own.append(ll[valid].gather(1, y[valid][:, None])[:, 0])
             best.append(ll[valid].amax(-1))
@@ -91,7 +82,7 @@ def heldout_log_likelihoods(model, known_loader, ignore_value=255, anomaly_loade
                                                     d.get("anomaly_mask_convention", "ours")), dtype=np.int64)
                 mask = F.interpolate(torch.from_numpy(mask)[None, None].float(),
                                      size=batch[0]["image"].shape[-2:], mode="nearest")[0, 0].long()
-                m = _to_grid(mask, cap.shape, stride, 255)
+                m = labels_to_grid(mask, cap.shape, stride, 255)
                 anomalous.append(ll[m == 1])
                 known.append(ll[m == 0])
             out["anomaly_best_class_ll"] = float(torch.cat(anomalous).mean())

@@ -181,10 +181,11 @@ def main():
         print(f"| {what} | {r['theirs']:,} B ({r['theirs'] / 1e6:.2f} MB) | {r['ours']:,} B ({r['ours'] / 1e3:.1f} kB) | "
               f"{r['theirs'] / r['ours']:.0f}x | {r['rows']} | {r['t_theirs']:.1f} / {r['t_ours']:.2f} |")
     release, bound = res["release_formula"], res["bound_formula"]
-    print(f"\nFormulas: release N x (D + 1 + M) x 4 B = {release:,} B; this project at most 8 + "
-          f"K x M x PUSHES_PER_STEP x (D + 1) x 4 B = {bound:,} B (independent of the image size); "
-          f"ratio >= {release / bound:.1f}x. A ring all-gather sends (W - 1) x these bytes per rank "
-          f"for both methods.")
+    print(f"\nFormulas: release N x (D + 1 + M) x 4 B = {release:,} B; this project (K x M + K + 1) x 8 B "
+          f"of counts and class presence, then the rows the release's selection takes from this rank: "
+          f"at most K x M x PUSHES_PER_STEP in total over all ranks, padded to the largest rank's "
+          f"share, x (D + 1) x 4 B (bound: {bound:,} B, independent of the image size; about 1/W of it "
+          f"with balanced ranks). A ring all-gather sends (W - 1) x these bytes per rank for both methods.")
 
 
 if __name__ == "__main__":

@@ -7,9 +7,10 @@ docs/BENCHMARKS.md. Every figure is a ratio of two measurements taken in the sam
 
 Sections: 1. GMM core (bench_gmm_core), 2. heads GMM vs softmax (bench_heads, bench_mask_former),
 3. EM communication (bench_em_communication), 4. memory bank bytes, 5. FLOPs (bench_flops),
-6. EM memory and communication per rank at W = 1, 2, 4 GLOO processes (bench_em_scaling).
+6. exported inference: eager vs TorchScript vs ONNX Runtime (bench_export),
+7. EM memory and communication per rank at W = 1, 2, 4 GLOO processes (bench_em_scaling).
 
-    python benchmarks/run_all.py --sections 6              # only section 6, replaced in the existing file
+    python benchmarks/run_all.py --sections 7              # only section 7, replaced in the existing file
 """
 import argparse
 import datetime
@@ -22,6 +23,7 @@ import torch
 
 import bench_em_communication
 import bench_em_scaling
+import bench_export
 import bench_flops
 import bench_gmm_core
 import bench_heads
@@ -37,6 +39,7 @@ FULL = dict(
     m2f=dict(batch=8, size=(96, 128), warmup=2, iters=10),
     comm=dict(images=2, height=512, width=1024, iters=3),
     flops=dict(size=(512, 1024)),
+    export=dict(size=(360, 480), warmup=2, iters=10),
     scaling=dict(worlds=(1, 2, 4), iters=5),
 )
 QUICK = dict(
@@ -45,6 +48,7 @@ QUICK = dict(
     m2f=dict(batch=2, size=(96, 128), warmup=1, iters=2),
     comm=dict(images=1, height=128, width=256, iters=1),
     flops=dict(size=(128, 256)),
+    export=dict(size=(96, 128), warmup=1, iters=2),
     scaling=dict(worlds=(1, 2), iters=1),
 )
 M, D, CLASSES, DEPTH = 5, 64, 19, 18
@@ -156,6 +160,17 @@ def flops(p):
             + "\n".join(f"- {name}: {ops}" for name, ops in uncounted.items()))
 
 
+def exported(p):
+    e = p["export"]
+    res = bench_export.run(e["size"], e["warmup"], e["iters"])
+    return (f"One {e['size'][0]}x{e['size'][1]} image, FPN head on R-{DEPTH}, K = {CLASSES}: the eager model "
+            "(`model([{\"image\": x}])`, GMM: + anomaly map) vs the file written by tools/deploy/export_model.py "
+            "run by torch.jit (TorchScript) and by ONNX Runtime (CPU provider, as many intra-op threads as torch); "
+            f"the six runners alternate call by call, median of {e['iters']} after warm-up. The files hold no "
+            "memory bank (the eager GMM model's state includes it: MODEL.GMM.MEMORY_SIZE 32000).\n\n"
+            + table(bench_export.rows_for(res), bench_export.HEADERS))
+
+
 def scaling(p):
     worlds = p["scaling"]["worlds"]
     res = bench_em_scaling.measure(worlds, iters=p["scaling"]["iters"])
@@ -172,7 +187,8 @@ def scaling(p):
 SECTIONS = [("1. GMM core", core), ("2. Heads: GMM vs softmax twin", heads),
             ("3. EM communication per rank per iteration", communication),
             ("4. Memory bank bytes per rank", memory_bank), ("5. FLOPs: GMM head vs softmax head", flops),
-            ("6. EM memory and communication per rank vs number of ranks", scaling)]
+            ("6. Exported inference: eager vs TorchScript vs ONNX Runtime", exported),
+            ("7. EM memory and communication per rank vs number of ranks", scaling)]
 
 
 def main():

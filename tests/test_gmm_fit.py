@@ -242,7 +242,7 @@ def test_run_checkpoints_without_checkpoints_names_the_folder(tmp_path):
         run_checkpoints(str(tmp_path))
 
 
-def test_fit_curve_evaluates_every_checkpoint_from_its_own_weights(tmp_path, monkeypatch):
+def test_fit_curve_evaluates_every_checkpoint_from_its_own_weights(tmp_path):
     """fit_curve loads each checkpoint into a freshly built model (the initial one for iteration 0)
     and labels the rows; with the tiny model and two hand-made checkpoints (stds x 1 and x 2) the
     rows carry the numbers of the formula for each."""
@@ -270,13 +270,11 @@ def test_fit_curve_evaluates_every_checkpoint_from_its_own_weights(tmp_path, mon
             assert name == "known_split"
             return _known_loader()
 
-    import gmmseg.engine
-
-    monkeypatch.setattr(gmmseg.engine, "Trainer", _FakeTrainer)
     cfg = get_cfg()
     add_gmmseg_config(cfg)
     cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE = IGN
-    rows = gmm_fit.fit_curve(cfg, str(tmp_path), "known_split")
+    rows = gmm_fit.fit_curve(cfg, str(tmp_path), "known_split", build_model=_FakeTrainer.build_model,
+                             build_test_loader=_FakeTrainer.build_test_loader)
     assert [(r["iteration"], r["checkpoint"]) for r in rows] == [
         (0, "(initialisation)"), (10, "model_0000009.pth"), (20, "model_0000019.pth")]
 

@@ -5,7 +5,9 @@ evaluators wrote (sem_seg_evaluation.pth, calibration_*.json, anomaly_*.json), t
 metrics.json and its checkpoints: a table row reading another metric, split, class or model
 column than it says fails here.
 """
+import contextlib
 import importlib.util
+import io
 import json
 import os
 import sys
@@ -42,7 +44,10 @@ def demo_run(tmp_path_factory, demo_datasets_root):
         mp.setenv("OMP_NUM_THREADS", "1")  # the training subprocesses
         mp.setenv("PYTHONWARNINGS", "ignore")
         mp.setattr(sys, "argv", ["run_demo.py", "--output", str(out), *OPTS])
-        tool.main()
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed):
+            tool.main()
+    (out / "printed.txt").write_text(printed.getvalue())
     table, _, fit = (out / "summary.txt").read_text().partition("\n\nDoes the GMM fit the features?")
     with open(out / "summary.json") as f:
         summary = json.load(f)
@@ -198,3 +203,30 @@ def test_summary_table_of_a_hand_made_result(demo_run):
             assert rows[f"{m} {s} (anomaly)"] == want
     assert rows["train s/iter"] == {"softmax": "0.223", "gmm": "0.323"}
     assert rows["inference ms/image"] == {"softmax": "100.7", "gmm": "200.7"}
+
+
+def test_progress_while_training_and_total_time(demo_run):
+    """`make demo` prints, per model, iteration / loss / ETA lines while it trains (detectron2
+    writes metrics.json at iterations 20 and 21 here) and the total time at the end."""
+    _, out, _, _, _ = demo_run
+    printed = (out / "printed.txt").read_text().splitlines()
+    for variant in ("softmax", "gmm"):
+        lines = [line for line in printed if line.startswith(f"[demo] {variant}: iter ")]
+        assert lines and lines[-1].startswith(f"[demo] {variant}: iter 21/21  loss "), lines
+        assert all(" eta " in line for line in lines)
+    assert printed[-1].startswith("[demo] total ")
+
+
+def test_metric_records_are_read_line_by_line_as_they_are_appended(tmp_path):
+    tool = _load_tool()
+    path = tmp_path / "metrics.json"
+    assert tool.new_metric_records(str(path), 0) == ([], 0)
+    first = {"iteration": 19, "total_loss": 1.25, "eta_seconds": 83.4}
+    path.write_text(json.dumps(first) + "\n" + '{"iteration": 39, "total_lo')  # the second line half written
+    records, offset = tool.new_metric_records(str(path), 0)
+    assert records == [first] and offset == len(json.dumps(first)) + 1
+    with open(path, "a") as f:
+        f.write('ss": 0.5}\n')
+    records, offset = tool.new_metric_records(str(path), offset)
+    assert records == [{"iteration": 39, "total_loss": 0.5}] and offset == path.stat().st_size
+    assert tool.progress_line("gmm", first, 400, 12.3) == "[demo] gmm: iter 20/400  loss 1.250  eta 0:01:23  (12 s)"

@@ -5,6 +5,11 @@
         --input path/to/images/ more/*.jpg one.png --output out/ \
         --opts MODEL.WEIGHTS output/demo/gmm/model_final.pth
 
+The same from an exported model alone (tools/deploy/export_model.py; ONNX Runtime or TorchScript,
+no config, no checkpoint, no detectron2 model code):
+
+    python tools/demo.py --exported output/export/model.onnx --input path/to/images/ --output out/
+
 For every input image one PNG <output>/<image stem>.png with three panels side by side:
   1. the predicted segmentation drawn over the image (detectron2 Visualizer; class names from the
      metadata of cfg.DATASETS.TEST[0], else "class 0", "class 1", ...);
@@ -46,7 +51,9 @@ logger = logging.getLogger("gmmseg.demo")
 
 def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="GMMSeg demo: segmentation, anomaly and confidence maps")
-    parser.add_argument("--config-file", required=True, metavar="FILE", help="path to a config file")
+    parser.add_argument("--config-file", metavar="FILE", help="path to a config file (or --exported)")
+    parser.add_argument("--exported", metavar="FILE",
+                        help="an exported model (.onnx: ONNX Runtime, .ts: TorchScript) instead of --config-file")
     parser.add_argument("--input", nargs="+", required=True,
                         help="image files, glob patterns (quote them) or folders of images")
     parser.add_argument("--output", required=True, help="folder for the output PNGs (created)")
@@ -170,19 +177,41 @@ def render(image_rgb: np.ndarray, maps: dict, metadata: Metadata, path: str, tit
     return path
 
 
-def main(args) -> List[str]:
-    """Run the demo; returns the written PNG paths."""
-    setup_logger(name="gmmseg.demo")
+def exported_predictor(path: str):
+    """(predictor: BGR image -> {"sem_seg", "anomaly_score"?} tensors, class metadata) of an exported file."""
+    from gmmseg.deploy import ExportedSegmenter
+
+    segmenter = ExportedSegmenter(path)
+    meta = Metadata(name="gmmseg_demo_tool", stuff_classes=list(segmenter.metadata["class_names"]))
+    if segmenter.metadata.get("class_colors"):
+        meta.stuff_colors = [list(c) for c in segmenter.metadata["class_colors"]]
+    return (lambda image_bgr: {k: torch.from_numpy(v) for k, v in segmenter(image_bgr).items()}), meta
+
+
+def config_predictor(args):
+    """(DefaultPredictor with the checked checkpoint of --opts MODEL.WEIGHTS, cfg)."""
     cfg = setup_cfg(args)
-    paths = expand_inputs(args.input)
     weights = cfg.MODEL.WEIGHTS
     cfg.defrost()
     cfg.MODEL.WEIGHTS = ""  # DefaultPredictor's own loader would skip mismatched tensors silently
     cfg.MODEL.GMM.MEMORY_LAYOUT = "none"  # inference: no memory bank, the checkpoint's is not read
     predictor = DefaultPredictor(cfg)
     GMMSegCheckpointer(predictor.model).load(weights)  # safe, checked against the config
+    return predictor, cfg
+
+
+def main(args) -> List[str]:
+    """Run the demo; returns the written PNG paths."""
+    setup_logger(name="gmmseg.demo")
+    if bool(args.config_file) == bool(args.exported):
+        raise SystemExit("tools/demo.py: give either --config-file (with --opts MODEL.WEIGHTS ...) or --exported FILE")
+    paths = expand_inputs(args.input)
+    if args.exported:
+        predictor, metadata = exported_predictor(args.exported)
+    else:
+        (predictor, cfg), metadata = config_predictor(args), None
     os.makedirs(args.output, exist_ok=True)
-    metadata, written = None, []
+    written = []
     for path in tqdm.tqdm(paths, desc="demo", unit="image", disable=None):
         image_bgr = read_image(path, format="BGR")
         pred = predictor(image_bgr)

@@ -3,9 +3,12 @@
 print one side-by-side table (mIoU, per-class IoU, calibration, anomaly detection, speed).
 
 Each model is trained by the ordinary CLI (tools/train_net.py, its log in OUTPUT_DIR/log.txt),
-then evaluated here from its final checkpoint on the val split and on the anomaly split.
+then evaluated here from its final checkpoint on the val split and on the anomaly split. While a
+model trains, one line every few seconds shows its iteration, loss and ETA (from the run's
+metrics.json, which detectron2 appends every 20 iterations); the total time is printed at the end.
 """
 import argparse
+import datetime
 import json
 import os
 import subprocess
@@ -18,14 +21,68 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VARIANTS = {"softmax": "configs/demo/fpn_r18_softmax.yaml", "gmm": "configs/demo/fpn_r18_gmm.yaml"}
 
 
+PROGRESS_EVERY_S = 5.0  # at most one progress line per model this often
+
+
+def new_metric_records(path, offset):
+    """detectron2's metrics.json (one JSON object per line, appended while training) from byte
+    `offset` on: (records of the complete lines, offset after them). A missing file gives none."""
+    if not os.path.exists(path):
+        return [], offset
+    with open(path, "rb") as f:
+        f.seek(offset)
+        data = f.read()
+    end = data.rfind(b"\n") + 1  # a line still being written waits for the next call
+    records = [json.loads(line) for line in data[:end].splitlines() if line.strip()]
+    return records, offset + end
+
+
+def progress_line(variant, record, max_iter, elapsed_s):
+    """One line: iteration (1-based, as detectron2's log), loss, ETA, time so far."""
+    it = record.get("iteration", -1) + 1
+    loss = record.get("total_loss")
+    eta = record.get("eta_seconds")
+    return (f"[demo] {variant}: iter {it}/{max_iter}"
+            + (f"  loss {loss:.3f}" if loss is not None else "")
+            + (f"  eta {datetime.timedelta(seconds=int(eta))}" if eta is not None else "")
+            + f"  ({elapsed_s:.0f} s)")
+
+
+def max_iterations(config, extra_opts):
+    from detectron2.config import get_cfg
+
+    from gmmseg import add_gmmseg_config
+
+    cfg = get_cfg()
+    add_gmmseg_config(cfg)
+    cfg.merge_from_file(os.path.join(ROOT, config))
+    cfg.merge_from_list(list(extra_opts))
+    return cfg.SOLVER.MAX_ITER
+
+
 def train(variant, config, out_dir, extra_opts):
     cmd = [sys.executable, os.path.join(ROOT, "tools", "train_net.py"), "--config-file", os.path.join(ROOT, config),
            "OUTPUT_DIR", out_dir, "DATASETS.TEST", "()", *extra_opts]  # evaluated below, once
     print(f"[demo] training {variant}: {' '.join(cmd[1:])}", flush=True)
+    max_iter = max_iterations(config, extra_opts)
     t0 = time.time()
     os.makedirs(out_dir, exist_ok=True)
+    metrics = os.path.join(out_dir, "metrics.json")
+    offset = os.path.getsize(metrics) if os.path.exists(metrics) else 0  # detectron2 appends to it
+    last_print, latest = 0.0, None
     with open(os.path.join(out_dir, "stdout.txt"), "w") as log:
-        proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+        while proc.poll() is None:
+            time.sleep(0.5)
+            records, offset = new_metric_records(metrics, offset)
+            latest = next((r for r in reversed(records) if "total_loss" in r), latest) if records else latest
+            if latest is not None and time.time() - last_print >= PROGRESS_EVERY_S:
+                print(progress_line(variant, latest, max_iter, time.time() - t0), flush=True)
+                last_print, latest = time.time(), None
+    records, _ = new_metric_records(metrics, offset)
+    latest = next((r for r in reversed(records) if "total_loss" in r), latest)
+    if latest is not None:
+        print(progress_line(variant, latest, max_iter, time.time() - t0), flush=True)
     if proc.returncode != 0:
         tail = open(os.path.join(out_dir, "stdout.txt")).read()[-3000:]
         raise SystemExit(f"[demo] training {variant} failed (exit {proc.returncode}); end of its log:\n{tail}")
@@ -138,6 +195,8 @@ def main():
     from gmmseg.evaluation.gmm_fit import fit_curve_table
 
     t0 = time.time()
+    print(f"[demo] preparing the demo data under {os.environ.get('DETECTRON2_DATASETS', 'datasets')} "
+          "(generated on first use)", flush=True)
     for split in ("gmmseg_demo_train", "gmmseg_demo_val", "gmmseg_demo_anomaly"):
         DatasetCatalog.get(split)  # generates the data on first use
     print(f"[demo] demo data ready under {os.environ.get('DETECTRON2_DATASETS', 'datasets')} ({time.time() - t0:.0f} s)")
@@ -146,10 +205,15 @@ def main():
         out_dir = os.path.join(out_root, variant)
         if not (args.reuse and os.path.exists(os.path.join(out_dir, "model_final.pth"))):
             train(variant, config, out_dir, args.opts)
+        t_eval = time.time()
+        print(f"[demo] evaluating {variant} on gmmseg_demo_val and gmmseg_demo_anomaly, then timing inference",
+              flush=True)
         res[variant] = evaluate(config, out_dir, ["gmmseg_demo_val", "gmmseg_demo_anomaly"], args.opts)
+        print(f"[demo] {variant} evaluated in {time.time() - t_eval:.0f} s", flush=True)
         res[variant]["s_per_iter"] = seconds_per_iteration(out_dir)
     names = MetadataCatalog.get("gmmseg_demo_val").stuff_classes
     text = summary_table(res, names)
+    print("[demo] measuring the GMM's held-out likelihood at each checkpoint", flush=True)
     res["gmm_fit_curve"] = gmm_fit(os.path.join(out_root, "gmm"), args.opts)
     text += ("\n\nDoes the GMM fit the features? Held-out log-likelihoods (nats, means over pixels) at the "
              "checkpoints of the gmm run:\n" + fit_curve_table(res["gmm_fit_curve"]))
@@ -159,7 +223,7 @@ def main():
     with open(os.path.join(out_root, "summary.json"), "w") as f:
         json.dump(res, f, indent=1, default=float)
     print(f"[demo] summary: {out_root}/summary.txt; plots and metrics: {out_root}/<variant>/inference/<dataset>/")
-    print(f"[demo] total {time.time() - t0:.0f} s")
+    print(f"[demo] total {time.time() - t0:.0f} s ({datetime.timedelta(seconds=int(time.time() - t0))})")
 
 
 if __name__ == "__main__":

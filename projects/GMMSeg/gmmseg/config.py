@@ -27,7 +27,10 @@ def add_gmmseg_config(cfg):
     # the projection to D: "conv_bn_relu" (release: 1x1 conv without bias + PROJECTION_NORM + ReLU,
     # mmcv's ConvModule) | "linear" (a plain linear layer; the Mask2Former query GMM uses it)
     cfg.MODEL.GMM.PROJECTION = "conv_bn_relu"
-    cfg.MODEL.GMM.PROJECTION_NORM = "SyncBN"  # detectron2 norm name (release: SyncBN); CPU configs use "BN"
+    # detectron2 norm name. Default naiveSyncBN: the same statistics as the release's SyncBN (the batch
+    # of all ranks), also across CPU processes, where torch's SyncBatchNorm refuses to run; the paper
+    # configs name SyncBN (CUDA) as the release does
+    cfg.MODEL.GMM.PROJECTION_NORM = "naiveSyncBN"
     cfg.MODEL.GMM.NUM_COMPONENTS = 5  # M Gaussians per class (paper Table 5b)
     cfg.MODEL.GMM.MEMORY_SIZE = 32000  # FIFO entries per (class, component); 0 = batch statistics only
     cfg.MODEL.GMM.MEMORY_DTYPE = "float32"  # "float32", "bfloat16" or "float16" bank storage

@@ -33,6 +33,7 @@ from .anomaly_datasets import load_anomaly_mask as _convert_anomaly_mask
 from .augmentation import build_sem_seg_augmentation
 
 __all__ = [
+    "build_sem_seg_test_loader",
     "SemSegDatasetMapper",
     "read_image_checked",
     "read_label_map",
@@ -250,3 +251,9 @@ class SemSegDatasetMapper(DatasetMapper):
             dataset_dict["anomaly_mask"] = torch.as_tensor(anomaly.astype(np.int64))
         dataset_dict.pop("annotations", None)
         return dataset_dict
+
+
+def build_sem_seg_test_loader(cfg, dataset_name):
+    """detectron2's test loader (batch 1) with SemSegDatasetMapper: the Trainer's test loader."""
+    from detectron2.data import build_detection_test_loader
+    return build_detection_test_loader(cfg, dataset_name, mapper=SemSegDatasetMapper(cfg, is_train=False))

@@ -18,7 +18,7 @@ import logging
 import os
 import weakref
 
-from detectron2.data import (DatasetCatalog, MetadataCatalog, build_detection_test_loader,
+from detectron2.data import (DatasetCatalog, MetadataCatalog,
                              build_detection_train_loader, get_detection_dataset_dicts)
 from detectron2.data.build import _train_loader_from_config
 from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase
@@ -31,6 +31,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ..checkpoint import GMMSegCheckpointer
 from ..data import SemSegDatasetMapper, build_class_balanced_sampler, make_sem_seg_loading_fn
+from ..data.mapper import build_sem_seg_test_loader
 from ..evaluation import build_open_world_evaluators
 from ..gmm import FeatureMemory
 from ..solver import build_optimizer
@@ -183,7 +184,7 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
-        return build_detection_test_loader(cfg, dataset_name, mapper=SemSegDatasetMapper(cfg, is_train=False))
+        return build_sem_seg_test_loader(cfg, dataset_name)
 
     @classmethod
     def build_optimizer(cls, cfg, model):

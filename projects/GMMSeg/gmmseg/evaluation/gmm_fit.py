@@ -17,6 +17,8 @@ import torch.nn.functional as F
 from detectron2.data import DatasetCatalog
 
 from ..data.anomaly_datasets import load_anomaly_mask
+from ..data.mapper import build_sem_seg_test_loader
+from .head_hooks import labels_to_grid
 
 __all__ = ["heldout_log_likelihoods", "fit_curve", "fit_curve_table", "run_checkpoints"]
 
@@ -44,16 +46,6 @@ class _Capture:
             h.remove()
 
 
-def _to_grid(labels, grid, stride, fill):
-    """(H, W) labels of the input image -> (h, w) at the feature grid of the padded input
-    (nearest neighbour, as the head downsamples its training targets)."""
-    h, w = grid
-    padded = torch.full((h * stride, w * stride), fill, dtype=torch.long)
-    hh, ww = min(labels.shape[0], h * stride), min(labels.shape[1], w * stride)
-    padded[:hh, :ww] = labels[:hh, :ww]
-    return F.interpolate(padded[None, None].float(), size=(h, w), mode="nearest")[0, 0].long()
-
-
 @torch.no_grad()
 def heldout_log_likelihoods(model, known_loader, ignore_value=255, anomaly_loader=None, anomaly_dataset=None):
     """model: a PerPixelSegmentor with a GMM predictor, in eval mode; loaders: detectron2 test
@@ -72,7 +64,7 @@ def heldout_log_likelihoods(model, known_loader, ignore_value=255, anomaly_loade
         for batch in known_loader:
             model(batch)
             ll = cap.grid()
-            y = _to_grid(batch[0]["sem_seg"], cap.shape, stride, ignore_value)
+            y = labels_to_grid(batch[0]["sem_seg"], cap.shape, stride, ignore_value)
             valid = y != ignore_value
             own.append(ll[valid].gather(1, y[valid][:, None])[:, 0])
             best.append(ll[valid].amax(-1))
@@ -90,7 +82,7 @@ def heldout_log_likelihoods(model, known_loader, ignore_value=255, anomaly_loade
                                                     d.get("anomaly_mask_convention", "ours")), dtype=np.int64)
                 mask = F.interpolate(torch.from_numpy(mask)[None, None].float(),
                                      size=batch[0]["image"].shape[-2:], mode="nearest")[0, 0].long()
-                m = _to_grid(mask, cap.shape, stride, 255)
+                m = labels_to_grid(mask, cap.shape, stride, 255)
                 anomalous.append(ll[m == 1])
                 known.append(ll[m == 0])
             out["anomaly_best_class_ll"] = float(torch.cat(anomalous).mean())
@@ -122,24 +114,28 @@ def run_checkpoints(run):
     return [(0, None)] + found  # 0: the model as initialised, before any training
 
 
-def fit_curve(cfg, run, known, anomaly=None):
+def fit_curve(cfg, run, known, anomaly=None, build_model=None, build_test_loader=build_sem_seg_test_loader):
     """heldout_log_likelihoods for every checkpoint of `run` (see run_checkpoints), as a list of
-    dicts with "iteration" and "checkpoint" added."""
+    dicts with "iteration" and "checkpoint" added. build_model / build_test_loader: how the model
+    and the loaders are made (default: detectron2's build_model and the Trainer's test loader);
+    the models are built for inference (means and stds, no memory bank)."""
+    from detectron2.modeling import build_model as d2_build_model
+
     from ..checkpoint import GMMSegCheckpointer
     from ..config import inference_config
-    from ..engine import Trainer
 
+    build_model = build_model or d2_build_model
     results = []
     for it, path in run_checkpoints(run):
         torch.manual_seed(cfg.SEED)  # the initial model of the run
-        model = Trainer.build_model(inference_config(cfg))  # means and stds, no memory bank
+        model = build_model(inference_config(cfg))  # means and stds, no memory bank
         if path:
             GMMSegCheckpointer(model).load(path)
         model.eval()
         r = {"iteration": it, "checkpoint": os.path.basename(path) if path else "(initialisation)"}
         r.update(heldout_log_likelihoods(
-            model, Trainer.build_test_loader(cfg, known), cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE,
-            Trainer.build_test_loader(cfg, anomaly) if anomaly else None, anomaly))
+            model, build_test_loader(cfg, known), cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE,
+            build_test_loader(cfg, anomaly) if anomaly else None, anomaly))
         results.append(r)
     return results
 

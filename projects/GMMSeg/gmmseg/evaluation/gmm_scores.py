@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from detectron2.data import DatasetCatalog
 
 from ..data.anomaly_datasets import load_anomaly_mask
-from .gmm_fit import _to_grid
+from .head_hooks import PredictorInputs, labels_to_grid
 from .metrics import exact_ranking_metrics
 
 __all__ = ["gmm_score_candidates", "score_study"]
@@ -49,29 +49,13 @@ def gmm_score_candidates(predictor, x: torch.Tensor) -> "OrderedDict[str, torch.
     return out
 
 
-class _Inputs:
-    """Forward hooks: the decoder's grid size and the predictor's input features."""
-
-    def __init__(self, head):
-        self.x, self.shape = None, None
-        self._h = [head.predictor.register_forward_hook(lambda mod, inp, out: setattr(self, "x", inp[0].detach())),
-                   head.decoder.register_forward_hook(self._grid)]
-
-    def _grid(self, module, inputs, output):
-        self.shape = (output[0] if isinstance(output, tuple) else output).shape[-2:]
-
-    def remove(self):
-        for h in self._h:
-            h.remove()
-
-
 @torch.no_grad()
 def score_study(model, loader, dataset_name: str, class_names=None) -> dict:
     """AUROC / AP / FPR95 (%) of every candidate on an anomaly dataset (dicts with
     "anomaly_mask_file_name"), and where the anomaly pixels land. model: a per-pixel GMM model
     in eval mode; loader: its test loader (batch 1)."""
     head = model.sem_seg_head
-    hooks, stride = _Inputs(head), head.common_stride
+    hooks, stride = PredictorInputs(head), head.common_stride
     dicts = {d["file_name"]: d for d in DatasetCatalog.get(dataset_name)}
     scores, labels, preds, best = {}, [], [], []
     try:
@@ -83,7 +67,7 @@ def score_study(model, loader, dataset_name: str, class_names=None) -> dict:
                                                 d.get("anomaly_mask_convention", "ours")), dtype=np.int64)
             mask = F.interpolate(torch.from_numpy(mask)[None, None].float(),
                                  size=batch[0]["image"].shape[-2:], mode="nearest")[0, 0].long()
-            g = _to_grid(mask, hooks.shape, stride, 255).reshape(-1)
+            g = labels_to_grid(mask, hooks.shape, stride, 255).reshape(-1)
             keep = g != 255
             for name, v in cand.items():
                 scores.setdefault(name, []).append(v[keep].cpu())

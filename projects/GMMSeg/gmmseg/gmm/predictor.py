@@ -45,6 +45,7 @@ from .assignment import ASSIGNERS
 from .distributed import all_gather_rows, all_gather_stacked, rank
 from .inference_memory import InferenceMemory
 from .likelihood import gaussian_log_likelihood
+from .m_step import gaussian_m_step
 from .memory import FeatureMemory
 from .sampling import release_selection, selection_sizes
 from .sharded_memory import ShardedFeatureMemory
@@ -297,11 +298,7 @@ class GMMPredictor(nn.Module):
     def _m_step(self, count, s1, s2, upd):
         """Momentum M-step of the components `upd` (G,) bool from sufficient statistics (G,), (G, D)."""
         k, m, d = self.means.shape
-        n = count[upd][:, None]
-        new_mean = F.normalize(s1[upd], dim=-1)  # L2-normalised sum of the bank's embeddings
-        # mean over the bank of (F - new_mean)^2, per dimension, from the sufficient statistics
-        var = s2[upd] / n - 2 * new_mean * s1[upd] / n + new_mean.pow(2)
-        new_std = (var.clamp_min(0) + self.variance_floor).sqrt()
+        new_mean, new_std = gaussian_m_step(count[upd], s1[upd], s2[upd], self.variance_floor)
         finite = torch.isfinite(new_mean).all(1) & torch.isfinite(new_std).all(1)
         if not bool(finite.all()):
             logger.warning("GMMPredictor: M-step skipped for %d components with non-finite statistics",

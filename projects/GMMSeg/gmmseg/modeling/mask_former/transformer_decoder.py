@@ -257,7 +257,7 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
                 small = F.interpolate(masks, size=attn_mask_target_size, mode="bilinear", align_corners=False)
                 blocked = small.sigmoid().flatten(2) < 0.5  # (B, Q, h w)
                 # a query whose mask is empty at this scale attends everywhere instead of nowhere
-                blocked &= ~blocked.all(-1, keepdim=True)
+                blocked = blocked & ~blocked.all(-1, keepdim=True)  # not in place: ONNX has no in-place and
                 pred["attn_mask"] = blocked.repeat_interleave(self.num_heads, dim=0)
         return pred
 

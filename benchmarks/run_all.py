@@ -142,7 +142,7 @@ def memory_bank(p):
             rows.append([name, f"{k} x {M} x 32000 x {D}", str(dtype).replace("torch.", ""), f"{b['bank'] / 2**20:,.0f}",
                          f"{b['rest'] / 2**10:,.0f}", f"{total / 2**30:.2f}", f"{total / fp32:.3f}x"])
     return ("The whole bank, as one process holds it, or every rank with MODEL.GMM.MEMORY_LAYOUT "
-            "replicated (sharded over W ranks, each holds 1/W of it: section 6). Sizes of FeatureMemory's "
+            "replicated (sharded over W ranks, each holds 1/W of it: section 7). Sizes of FeatureMemory's "
             "buffers, read from a meta-device instance of the full size (checked equal to a small real "
             "instance): the bank, plus the exact (int64 fixed-point) statistics (count, sum, sum of "
             "squares) and int64 pointers per group.\n\n"

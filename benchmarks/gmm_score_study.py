@@ -28,6 +28,7 @@ def main():
 
     from gmmseg import add_gmmseg_config
     from gmmseg.checkpoint import GMMSegCheckpointer
+    from gmmseg.config import inference_config
     from gmmseg.engine import Trainer
     from gmmseg.evaluation.gmm_scores import score_study
 
@@ -37,7 +38,7 @@ def main():
         add_gmmseg_config(cfg)
         cfg.merge_from_file(args.config)
         cfg.merge_from_list(args.opts + ["MODEL.TIMM.EFFICIENTNET_LITE_WEIGHTS", ""])  # the run's weights follow
-        model = Trainer.build_model(cfg)
+        model = Trainer.build_model(inference_config(cfg))  # no memory bank
         GMMSegCheckpointer(model).load(os.path.join(run, "model_final.pth"))
         model.eval()
         names = MetadataCatalog.get(args.dataset).stuff_classes

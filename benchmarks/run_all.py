@@ -7,7 +7,10 @@ docs/BENCHMARKS.md. Every figure is a ratio of two measurements taken in the sam
 
 Sections: 1. GMM core (bench_gmm_core), 2. heads GMM vs softmax (bench_heads, bench_mask_former),
 3. EM communication (bench_em_communication), 4. memory bank bytes, 5. FLOPs (bench_flops),
-6. exported inference: eager vs TorchScript vs ONNX Runtime (bench_export).
+6. exported inference: eager vs TorchScript vs ONNX Runtime (bench_export),
+7. EM memory and communication per rank at W = 1, 2, 4 GLOO processes (bench_em_scaling).
+
+    python benchmarks/run_all.py --sections 7              # only section 7, replaced in the existing file
 """
 import argparse
 import datetime
@@ -19,6 +22,7 @@ import time
 import torch
 
 import bench_em_communication
+import bench_em_scaling
 import bench_export
 import bench_flops
 import bench_gmm_core
@@ -36,6 +40,7 @@ FULL = dict(
     comm=dict(images=2, height=512, width=1024, iters=3),
     flops=dict(size=(512, 1024)),
     export=dict(size=(360, 480), warmup=2, iters=10),
+    scaling=dict(worlds=(1, 2, 4), iters=5),
 )
 QUICK = dict(
     core=dict(n=4096, classes=(19, 150), repeats=3, capacity=1000),
@@ -44,6 +49,7 @@ QUICK = dict(
     comm=dict(images=1, height=128, width=256, iters=1),
     flops=dict(size=(128, 256)),
     export=dict(size=(96, 128), warmup=1, iters=2),
+    scaling=dict(worlds=(1, 2), iters=1),
 )
 M, D, CLASSES, DEPTH = 5, 64, 19, 18
 over_target = []  # every measured ratio above its target, for the summary at the top
@@ -135,10 +141,11 @@ def memory_bank(p):
             fp32 = fp32 or total
             rows.append([name, f"{k} x {M} x 32000 x {D}", str(dtype).replace("torch.", ""), f"{b['bank'] / 2**20:,.0f}",
                          f"{b['rest'] / 2**10:,.0f}", f"{total / 2**30:.2f}", f"{total / fp32:.3f}x"])
-    return ("Every rank holds the whole bank (identical on all ranks). Sizes of FeatureMemory's buffers, "
-            "read from a meta-device instance of the full size (checked equal to a small real "
-            "instance): the bank, plus float64 running statistics (count, sum, sum of squares) and "
-            "int64 pointers per group.\n\n"
+    return ("The whole bank, as one process holds it, or every rank with MODEL.GMM.MEMORY_LAYOUT "
+            "replicated (sharded over W ranks, each holds 1/W of it: section 7). Sizes of FeatureMemory's "
+            "buffers, read from a meta-device instance of the full size (checked equal to a small real "
+            "instance): the bank, plus the exact (int64 fixed-point) statistics (count, sum, sum of "
+            "squares) and int64 pointers per group.\n\n"
             + table(rows, ["dataset", "K x M x L x D", "bank dtype", "bank MiB", "statistics + pointers KiB",
                            "total GiB per rank", "vs float32"]))
 
@@ -164,10 +171,24 @@ def exported(p):
             + table(bench_export.rows_for(res), bench_export.HEADERS))
 
 
+def scaling(p):
+    worlds = p["scaling"]["worlds"]
+    res = bench_em_scaling.measure(worlds, iters=p["scaling"]["iters"])
+    return ("Per rank, measured in W GLOO processes on this machine (bench_em_scaling.py): the bank each "
+            "rank allocates for the full-size setting (32,000 entries per (class, component), D = 64, "
+            "float32; the release replicates it, this project shards it: MODEL.GMM.MEMORY_LAYOUT \"auto\"), "
+            "and the bytes each rank hands to collectives per iteration while running the real forward + "
+            "flush() + em_update() for 5 iterations (one M-step), every class in every rank's batch "
+            "(the upper bound), ADE20K with 2 x 512x512 and Cityscapes with 2 x 512x1024 images per rank "
+            "(stride 4). The release all-gathers every pixel's embedding, label and assignment.\n\n"
+            + bench_em_scaling.tables(res, worlds))
+
+
 SECTIONS = [("1. GMM core", core), ("2. Heads: GMM vs softmax twin", heads),
             ("3. EM communication per rank per iteration", communication),
             ("4. Memory bank bytes per rank", memory_bank), ("5. FLOPs: GMM head vs softmax head", flops),
-            ("6. Exported inference: eager vs TorchScript vs ONNX Runtime", exported)]
+            ("6. Exported inference: eager vs TorchScript vs ONNX Runtime", exported),
+            ("7. EM memory and communication per rank vs number of ranks", scaling)]
 
 
 def main():
@@ -176,6 +197,8 @@ def main():
     ap.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
     ap.add_argument("--output", help="Markdown file (default docs/BENCHMARKS.md; with --quick "
                                      "/tmp/gmmseg_BENCHMARKS_quick.md)")
+    ap.add_argument("--sections", type=int, nargs="+", help="run only these sections (numbers) and replace "
+                                                              "them in the existing output file")
     args = ap.parse_args()
     output = args.output or ("/tmp/gmmseg_BENCHMARKS_quick.md" if args.quick else os.path.join(ROOT, "docs/BENCHMARKS.md"))
     torch.set_num_threads(args.threads)
@@ -192,6 +215,8 @@ def main():
         f"- Date: {datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}",
         f"- Command (from the repository root): `{env}{command}`",
     ]
+    if args.sections:
+        return update_sections(output, args.sections, p, f"{env}{command}")
     t_start = time.perf_counter()
     body = []
     for title, fn in SECTIONS:
@@ -212,6 +237,32 @@ def main():
     with open(output, "w") as f:
         f.write(doc.rstrip() + "\n")
     print(f"\n{summary}\n\nTotal {total:.0f} s; written to {output}")
+
+
+def update_sections(output, numbers, p, command):
+    """Run the chosen sections and replace (or append) them in `output`, each stamped with its date,
+    machine load and command (the rest of the file keeps the figures of its own run)."""
+    with open(output) as f:
+        text = f.read()
+    for title, fn in SECTIONS:
+        if int(title.split(".")[0]) not in numbers:
+            continue
+        print(f"\n## {title}\n", flush=True)
+        t0 = time.perf_counter()
+        load = os.getloadavg()[0]
+        body = fn(p) + (f"\n\n_Section run separately: {datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}, "
+                        f"load average at start {load:.2f}, `{command}`, {time.perf_counter() - t0:.0f} s._")
+        print(body, flush=True)
+        section = f"## {title}\n\n{body}\n"
+        start = text.find(f"## {title}")
+        if start < 0:
+            text = text.rstrip() + "\n\n" + section
+        else:
+            end = text.find("\n## ", start + 3)
+            text = text[:start] + section + (text[end:] if end >= 0 else "")
+    with open(output, "w") as f:
+        f.write(text.rstrip() + "\n")
+    print(f"\nsections {numbers} written to {output}")
 
 
 if __name__ == "__main__":

@@ -15,17 +15,21 @@ def test_wraparound_keeps_newest_in_order():
     assert mem.newest(2, 5)[:, 0].tolist() == [3, 4, 5, 6, 7]
 
 
-def test_running_statistics_equal_recomputation():
+def test_running_statistics_equal_recomputation_exactly():
+    """Fixed-point (int64) statistics: add-the-new, subtract-the-overwritten never drifts."""
     torch.manual_seed(0)
     mem = FeatureMemory(num_groups=4, capacity=7, dim=3, init="random")
     for _ in range(10):
         g = torch.randint(0, 4, (9,))
         mem.push(g, torch.randn(9, 3))
-    count, s1, s2 = [t.clone() for t in mem.statistics()]
-    mem._recompute_statistics()
-    assert torch.allclose(count, mem.stat_count)
-    assert torch.allclose(s1, mem.stat_sum, atol=1e-9)
-    assert torch.allclose(s2, mem.stat_sumsq, atol=1e-9)
+    for running, exact in zip(mem.local_statistics(), mem.statistics_from_bank()):
+        assert torch.equal(running, exact)
+    # and they are the float64 statistics of the bank up to the rounding to 2^-32 per value
+    count, s1, s2 = mem.statistics()
+    bank = mem.bank.double()
+    assert count.tolist() == [7.0] * 4
+    assert torch.allclose(s1, bank.sum(1), rtol=0, atol=7 * 2.0 ** -33)
+    assert torch.allclose(s2, bank.pow(2).sum(1), rtol=0, atol=7 * 2.0 ** -33)
 
 
 def test_empty_init_counts_only_written_entries():

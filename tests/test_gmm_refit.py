@@ -139,6 +139,8 @@ def test_refit_tool_writes_a_checkpoint_that_loads(tmp_path, demo_datasets_root,
     assert json.loads((tmp_path / "run" / "model_refit.json").read_text())["rounds"] == 2
     # the folder's last_checkpoint still names the trained model (a --resume is unaffected)
     assert (tmp_path / "run" / "last_checkpoint").read_text() == "model_final.pth"
+    saved = torch.load(out, weights_only=True)["model"]
+    assert not any(k.startswith("sem_seg_head.predictor.memory.bank") for k in saved)  # inference file: no bank
     again = build_model(cfg)
     DetectionCheckpointer(again).load(str(out))
     before = torch.load(trained, weights_only=True)["model"]

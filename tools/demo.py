@@ -194,6 +194,7 @@ def config_predictor(args):
     weights = cfg.MODEL.WEIGHTS
     cfg.defrost()
     cfg.MODEL.WEIGHTS = ""  # DefaultPredictor's own loader would skip mismatched tensors silently
+    cfg.MODEL.GMM.MEMORY_LAYOUT = "none"  # inference: no memory bank, the checkpoint's is not read
     predictor = DefaultPredictor(cfg)
     GMMSegCheckpointer(predictor.model).load(weights)  # safe, checked against the config
     return predictor, cfg

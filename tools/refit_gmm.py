@@ -9,8 +9,8 @@ Runs the network (test-time images) over the labelled dataset (default: the conf
 training set), takes a random sample of labelled embeddings per class and runs EM on them from
 the trained means, without momentum (gmmseg/gmm/refit.py). Writes a checkpoint with the same
 network and the refitted means / stds, which `tools/train_net.py --eval-only MODEL.WEIGHTS ...`
-evaluates like any other. Prints the mean own-class log-likelihood per round (it rises and levels
-off when EM has converged). The feature memory in the file is the trained model's, unchanged.
+evaluates like any other; it is an inference checkpoint (no memory bank, no optimizer state).
+Prints the mean own-class log-likelihood per round (it rises and levels off when EM has converged).
 """
 import argparse
 import json
@@ -25,6 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from train_net import build_config  # noqa: E402  (the config exactly as train_net builds it)
 
 from gmmseg.checkpoint import GMMSegCheckpointer  # noqa: E402
+from gmmseg.config import inference_config  # noqa: E402
 from gmmseg.data.folder_dataset import setup_folder_dataset  # noqa: E402
 from gmmseg.data.registration_modules import import_registration_modules  # noqa: E402
 from gmmseg.engine import Trainer  # noqa: E402
@@ -61,7 +62,7 @@ def main(argv=None):
     if os.path.abspath(args.output) == os.path.abspath(cfg.MODEL.WEIGHTS):
         raise SystemExit(f"refit_gmm: --output {args.output!r} would overwrite the trained model; choose another file")
     dataset = args.dataset or cfg.DATASETS.TRAIN[0]
-    model = Trainer.build_model(cfg)
+    model = Trainer.build_model(inference_config(cfg))  # no memory bank: the refit needs none
     GMMSegCheckpointer(model).load(cfg.MODEL.WEIGHTS)
     model.eval()
     info = refit_model(model, Trainer.build_test_loader(cfg, dataset), cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE,

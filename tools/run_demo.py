@@ -105,13 +105,14 @@ def evaluate(config, out_dir, datasets, extra_opts):
 
     from gmmseg import add_gmmseg_config
     from gmmseg.checkpoint import GMMSegCheckpointer
+    from gmmseg.config import inference_config
     from gmmseg.engine import Trainer
 
     cfg = get_cfg()
     add_gmmseg_config(cfg)
     cfg.merge_from_file(os.path.join(ROOT, config))
     cfg.merge_from_list(["OUTPUT_DIR", out_dir, "MODEL.WEIGHTS", os.path.join(out_dir, "model_final.pth"), *extra_opts])
-    model = Trainer.build_model(cfg)
+    model = Trainer.build_model(inference_config(cfg))  # no memory bank: evaluation reads means and stds
     GMMSegCheckpointer(model).load(cfg.MODEL.WEIGHTS)
     model.eval()
     results = {}

@@ -28,7 +28,7 @@ from detectron2.evaluation import verify_results
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
-from gmmseg import add_gmmseg_config
+from gmmseg import add_gmmseg_config, inference_config
 from gmmseg.checkpoint import GMMSegCheckpointer
 from gmmseg.data.folder_dataset import setup_folder_dataset
 from gmmseg.data.registration_modules import import_registration_modules
@@ -68,8 +68,10 @@ def setup(args):
 def main(args):
     cfg = setup(args)
     if args.eval_only:
-        model = Trainer.build_model(cfg)
-        # weights-only loading; a checkpoint that does not fit the config stops with the key and both values
+        # no GMM memory bank (MODEL.GMM.MEMORY_LAYOUT "none"): evaluation reads the means and stds only, and
+        # the checkpoint is memory-mapped, so its bank is never read; weights-only loading; a checkpoint that
+        # does not fit the config stops with the key and both values
+        model = Trainer.build_model(inference_config(cfg))
         GMMSegCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
         res = Trainer.test(cfg, model)
         if cfg.TEST.AUG.ENABLED:

@@ -7,6 +7,10 @@ accepts only NumPy arrays and plain containers. What the trainer saves (model, o
 scheduler, iteration, the project's resume state) is all tensors, numbers, strings, lists and
 dicts, so its checkpoints load that way.
 
+Memory: a GMM built for inference (MODEL.GMM.MEMORY_LAYOUT "none", used by --eval-only) has no
+memory bank; its checkpoints are memory-mapped, and the bank's entries skipped, so they are
+never read. A model with sharded GMM memories saves the full bank (gathered from every rank).
+
 Fit: detectron2's checkpointer skips tensors whose shapes differ with only a warning; for a GMM
 that silently leaves means, stds or the memory at their initial values. Here a mismatch stops
 with an error that names the config key(s) and both values, e.g.
@@ -28,6 +32,7 @@ __all__ = [
     "check_checkpoint_matches_config",
     "check_state_dict_matches_model",
     "safe_pickle_load",
+    "strip_for_inference",
 ]
 
 logger = logging.getLogger(__name__)
@@ -37,9 +42,14 @@ _CLASSES, _COMPONENTS, _DIM, _MEM = ("MODEL.SEM_SEG_HEAD.NUM_CLASSES", "MODEL.GM
 
 
 # ----------------------------------------------------------------------------- reading files
-def _torch_load_weights_only(path_or_file, name: str):
+def _without_memory_bank(model) -> bool:
+    """True when a GMM of `model` was built for inference (MODEL.GMM.MEMORY_LAYOUT "none")."""
+    return any(getattr(m, "layout", None) == "none" for m in model.modules())
+
+
+def _torch_load_weights_only(path_or_file, name: str, mmap: bool = False):
     try:
-        return torch.load(path_or_file, map_location="cpu", weights_only=True)
+        return torch.load(path_or_file, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as e:  # pickle with objects, truncated file, not a torch file
         raise ValueError(f"Checkpoint {name!r} cannot be read with torch.load(weights_only=True) "
                          f"(tensors and plain containers only; nothing in it is executed): "
@@ -130,12 +140,16 @@ def check_state_dict_matches_model(state: Dict[str, torch.Tensor], model: torch.
     first, then every tensor concerned."""
     if isinstance(model, torch.nn.parallel.DistributedDataParallel):
         model = model.module
-    model_state = model.state_dict()
+    model_state = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    # a sharded GMM memory is in a checkpoint with its full layout, which its state_dict() omits
+    for name, module in model.named_modules():
+        if hasattr(module, "checkpoint_shapes"):
+            model_state.update({f"{name}.{k}" if name else k: shape for k, shape in module.checkpoint_shapes().items()})
     problems, reasons = [], {}
     for key, value in state.items():
         if key not in model_state or not hasattr(value, "shape"):
             continue
-        a, b = tuple(value.shape), tuple(model_state[key].shape)
+        a, b = tuple(value.shape), model_state[key]
         if a == b:
             continue
         why = _explain(key, a, b)
@@ -189,11 +203,64 @@ class GMMSegCheckpointer(DetectionCheckpointer):
         return super()._load_file(filename)  # -> self._torch_load for everything else
 
     def _torch_load(self, f):
+        local = PathManager.get_local_path(f)
+        if _without_memory_bank(self.model) and os.path.isfile(local):
+            # a model for inference: memory-map the file, so that the bank (GBs), which the
+            # model skips, is never read into memory
+            return _torch_load_weights_only(local, f, mmap=True)
         with PathManager.open(f, "rb") as fh:
             return _torch_load_weights_only(fh, f)
+
+    def save(self, name, **kwargs):
+        """Collective when the model has sharded GMM memories: every rank sends its shard to the
+        saving rank (slice by slice), which writes the full bank into the checkpoint; a
+        checkpoint is then the same whatever the number of ranks that wrote it. Every rank calls
+        save() (detectron2's PeriodicCheckpointer does)."""
+        sharded = [m for m in self.model.modules() if hasattr(m, "gather_for_checkpoint")]
+        if not self.save_dir or not sharded:
+            return super().save(name, **kwargs)
+        try:
+            for m in sharded:
+                m.gather_for_checkpoint()
+            super().save(name, **kwargs)
+        finally:
+            for m in sharded:
+                m.release_checkpoint()
 
     def _load_model(self, checkpoint):
         if not checkpoint.get("matching_heuristics", False):
             src = self._parsed_url_during_load.geturl() if getattr(self, "_parsed_url_during_load", None) else "checkpoint"
             check_state_dict_matches_model(checkpoint["model"], self.model, src)
         return super()._load_model(checkpoint)
+
+
+# ----------------------------------------------------------------------------- inference copies
+def _is_memory_entry(key: str) -> bool:
+    from .gmm import MEMORY_STATE_NAMES
+
+    return any(key == f"memory.{n}" or key.endswith(f".memory.{n}") for n in MEMORY_STATE_NAMES)
+
+
+def strip_for_inference(src: str, dst: str) -> dict:
+    """Write to `dst` the inference part of checkpoint `src`: its model weights, GMM means and
+    stds and counters, without the GMM memory (bank, ring pointers, statistics) and without the
+    optimizer, scheduler and resume state. The iteration is kept. `src` is memory-mapped: only
+    what is kept is read. Returns {"src_bytes", "dst_bytes", "dropped": [keys]}.
+
+    The copy loads wherever a model is built for inference (--eval-only, tools/demo.py); it
+    cannot resume training."""
+    local = PathManager.get_local_path(src)
+    if not os.path.isfile(local):
+        raise FileNotFoundError(f"{src!r}: no such checkpoint")
+    ckpt = _torch_load_weights_only(local, src, mmap=True)
+    model = ckpt.get("model", ckpt) if isinstance(ckpt, dict) else None
+    if not isinstance(model, dict):
+        raise ValueError(f"{src!r} holds no model state dict")
+    dropped = [k for k in model if _is_memory_entry(k)]
+    out = {"model": {k: v for k, v in model.items() if not _is_memory_entry(k)}}
+    if "iteration" in ckpt:
+        out["iteration"] = ckpt["iteration"]
+    with PathManager.open(dst, "wb") as f:
+        torch.save(out, f)
+    return {"src_bytes": os.path.getsize(local), "dst_bytes": os.path.getsize(PathManager.get_local_path(dst)),
+            "dropped": dropped}

@@ -10,7 +10,7 @@ from .data.folder_dataset import add_folder_dataset_config
 from .modeling.mask_former.config import add_maskformer2_config
 from .zoo_config import add_model_zoo_config
 
-__all__ = ["add_gmmseg_config"]
+__all__ = ["add_gmmseg_config", "inference_config"]
 
 
 def add_gmmseg_config(cfg):
@@ -35,6 +35,11 @@ def add_gmmseg_config(cfg):
     cfg.MODEL.GMM.MEMORY_SIZE = 32000  # FIFO entries per (class, component); 0 = batch statistics only
     cfg.MODEL.GMM.MEMORY_DTYPE = "float32"  # "float32", "bfloat16" or "float16" bank storage
     cfg.MODEL.GMM.MEMORY_INIT = "random"  # "random" (release: unit vectors counted as data) | "empty"
+    # where the bank lives (docs/DISTRIBUTED.md#memory-per-rank): "sharded" (each of W ranks holds
+    # every W-th slot of every ring: bank / W per rank, same rows and bitwise the same M-step as
+    # "replicated"), "replicated" (every rank holds the whole bank), "auto" (sharded when W > 1), or
+    # "none" (no bank: a model for inference only; --eval-only and the inference tools set it)
+    cfg.MODEL.GMM.MEMORY_LAYOUT = "auto"
     # at most this many new embeddings per (class, component) per step, from the whole gathered batch
     # (all ranks), at positions linspace(0, n - 1, PUSHES_PER_STEP) as in the release
     cfg.MODEL.GMM.PUSHES_PER_STEP = 20
@@ -100,9 +105,11 @@ def add_gmmseg_config(cfg):
 
     # ---- checkpoints ------------------------------------------------------------------------------
     # Periodic checkpoints (model_<iter>.pth) kept on disk: the newest N, plus model_final.pth;
-    # 0 keeps all (detectron2's behaviour). Every checkpoint holds the whole GMM memory bank (ADE20K
-    # 6.1 GB in float32): all 11 of a 160k-iteration ADE20K run are 67 GB, 2 + final are 18 GB.
-    # MODEL.GMM.MEMORY_DTYPE "bfloat16" halves the bank. Files from before a --resume are not deleted.
+    # 0 keeps all (detectron2's behaviour). Every checkpoint holds the whole GMM memory bank, also
+    # when it is sharded (ADE20K 6.1 GB in float32 at M = 5): all 11 of a 160k-iteration ADE20K run
+    # are 67 GB, 2 + final are 18 GB. MODEL.GMM.MEMORY_DTYPE "bfloat16" halves the bank;
+    # tools/strip_checkpoint.py writes a copy without it for inference. Files from before a
+    # --resume are not deleted.
     cfg.SOLVER.CHECKPOINT_MAX_TO_KEEP = 2
 
     # ---- data ---------------------------------------------------------------------------------
@@ -131,3 +138,15 @@ def add_gmmseg_config(cfg):
     cfg.TEST.OPEN_WORLD.ANOMALY_MAX_BINS = 1048576
     cfg.TEST.OPEN_WORLD.PLOTS = True  # write ROC / PR / reliability PNGs
     return cfg
+
+
+def inference_config(cfg):
+    """A copy of `cfg` whose GMM is built without its memory bank (MODEL.GMM.MEMORY_LAYOUT
+    "none"): for evaluation and the inference tools, which read only means and stds. Loading a
+    checkpoint into such a model skips the bank without reading it."""
+    out = cfg.clone()
+    out.defrost()
+    out.MODEL.GMM.MEMORY_LAYOUT = "none"
+    if cfg.is_frozen():
+        out.freeze()
+    return out

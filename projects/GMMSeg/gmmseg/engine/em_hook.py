@@ -26,15 +26,23 @@ def _tensor_chunks(t: torch.Tensor, chunk_bytes: int = 1 << 26):
         yield flat[i:i + step].cpu().view(torch.uint8).numpy()
 
 
+def _replicated_state(module, include_bank):
+    if hasattr(module, "replicated_em_state"):
+        return module.replicated_em_state(include_bank)
+    return [(n, b) for n, b in sorted(module.named_buffers()) if include_bank or not n.endswith("bank")]
+
+
 def em_state_digest(modules, include_bank: bool = True) -> str:
-    """SHA-256 over every buffer (name, dtype, shape, bytes) of the EM modules: means, stds,
-    counters, memory pointers and running statistics, and, with `include_bank`, the memory
-    contents (large: 6 GB for ADE20K defaults, ~6 s to hash at ~1 GB/s)."""
+    """SHA-256 over the EM state that every rank must hold identically (name, dtype, shape,
+    bytes): means, stds, counters, memory pointers and statistics, and, with `include_bank`,
+    the memory contents (large: 6 GB for ADE20K defaults, ~6 s to hash at ~1 GB/s).
+
+    A sharded memory contributes its ring pointers and the totals of its statistics over the
+    ranks, and, with `include_bank`, the digests of all shards in rank order: its shards differ by
+    design. Then this is a collective (every rank calls it at the same point)."""
     h = hashlib.sha256()
     for i, m in enumerate(modules):
-        for name, buf in sorted(m.named_buffers()):
-            if not include_bank and name.endswith("bank"):
-                continue
+        for name, buf in _replicated_state(m, include_bank):
             h.update(f"{i}.{name}:{buf.dtype}:{tuple(buf.shape)};".encode())
             for piece in _tensor_chunks(buf):
                 h.update(piece)
@@ -71,9 +79,11 @@ class EMHook(HookBase):
     checkpoint always holds the memory with this iteration's pushes (nothing is pending then).
 
     Verification: every `verify_period` iterations (0: never) the digests of the EM state
-    without the bank (means, stds, counters, pointers, running statistics of the bank) are
-    compared across ranks; after the last iteration of a run that finished, the full state
-    including the bank is compared. A difference raises RuntimeError. Single-process runs log the
+    without the bank (means, stds, counters, pointers, statistics of the bank, summed over the
+    shards of a sharded memory) are compared across ranks; after the last iteration of a run
+    that finished, the full state including the bank (a replicated bank whole; a sharded one as
+    the digests of all shards, after each rank checked its shard against its statistics) is
+    compared. A difference raises RuntimeError. Single-process runs log the
     digest (compare runs, e.g. an interrupted-and-resumed one with an uninterrupted one).
     """
 

@@ -6,6 +6,7 @@ Differences from DefaultTrainer, each for a reason:
 - the EM hook runs right after the optimizer step and before the checkpointer, and checks at
   every checkpoint period and at the end that all ranks hold the same EM state;
 - checkpoints are read safely and checked against the config (gmmseg.checkpoint.GMMSegCheckpointer);
+  every rank runs the checkpointer hook (saving a sharded GMM memory gathers it), rank 0 writes;
   only the newest SOLVER.CHECKPOINT_MAX_TO_KEEP periodic ones stay on disk (each holds the GMM bank);
 - `--resume` continues exactly: the sampler skips the images the first run consumed, all random
   generators are seeded per iteration, and the seeds are checkpointed (gmmseg.engine.resume);
@@ -32,20 +33,32 @@ from ..checkpoint import GMMSegCheckpointer
 from ..data import SemSegDatasetMapper, build_class_balanced_sampler, make_sem_seg_loading_fn
 from ..data.mapper import build_sem_seg_test_loader
 from ..evaluation import build_open_world_evaluators
+from ..gmm import FeatureMemory
 from ..solver import build_optimizer
 from .em_hook import EMHook
 from .resume import IterationSeedHook, ResumableSampler, consumed_per_rank, shared_run_seed
 
-__all__ = ["Trainer", "create_ddp_model"]
+__all__ = ["Trainer", "create_ddp_model", "memory_buffer_names"]
+
+
+def memory_buffer_names(model):
+    """Fully qualified names of every GMM memory buffer (bank, pointers, statistics) of `model`."""
+    return [f"{name}.{buffer}" for name, module in model.named_modules()
+            if isinstance(module, FeatureMemory) for buffer, _ in module.named_buffers()]
 
 
 def create_ddp_model(model, **kwargs):
-    """DistributedDataParallel when several processes train; on CPU without device_ids."""
+    """DistributedDataParallel when several processes train; on CPU without device_ids.
+
+    DDP broadcasts rank 0's parameters and buffers once, at construction; the GMM memories are
+    left out: a sharded memory's bank differs by design on every rank, and a replicated one is
+    built identically on every rank from MODEL.GMM.SEED (no GB-sized broadcast)."""
     if comm.get_world_size() == 1:
         return model
     device = next(model.parameters()).device
     if device.type == "cuda":
         kwargs.setdefault("device_ids", [comm.get_local_rank()])
+    DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(model, memory_buffer_names(model))
     return DistributedDataParallel(model, **kwargs)
 
 
@@ -57,6 +70,9 @@ class Trainer(DefaultTrainer):
         if not logger.isEnabledFor(logging.INFO):
             setup_logger()
         cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
+        if cfg.MODEL.GMM.MEMORY_LAYOUT == "none":
+            raise ValueError("MODEL.GMM.MEMORY_LAYOUT is 'none' (a model for inference, without memory bank); "
+                             "training needs 'auto', 'sharded' or 'replicated'")
         model = self.build_model(cfg)
         optimizer = self.build_optimizer(cfg, model)
         data_loader = self.build_train_loader(cfg)
@@ -124,6 +140,12 @@ class Trainer(DefaultTrainer):
         hooks = [d2_hooks.PeriodicCheckpointer(self.checkpointer, self.cfg.SOLVER.CHECKPOINT_PERIOD,
                                                max_to_keep=keep or None)
                  if isinstance(h, d2_hooks.PeriodicCheckpointer) else h for h in hooks]
+        if not any(isinstance(h, d2_hooks.PeriodicCheckpointer) for h in hooks):
+            # detectron2 gives the checkpointer hook to rank 0 only; saving a sharded GMM memory is a
+            # collective (every rank sends its shard), so the other ranks take part too: they
+            # write and delete nothing (save_to_disk is False on them, no retention)
+            at = next((i for i, h in enumerate(hooks) if isinstance(h, d2_hooks.EvalHook)), len(hooks))
+            hooks.insert(at, d2_hooks.PeriodicCheckpointer(self.checkpointer, self.cfg.SOLVER.CHECKPOINT_PERIOD))
         # The EM hook right after the optimizer step (IterationTimer, LRScheduler), before
         # PreciseBN / checkpointer / evaluation / writers: a checkpoint holds this iteration's pushes.
         later = (d2_hooks.PreciseBN, d2_hooks.PeriodicCheckpointer, d2_hooks.EvalHook, d2_hooks.PeriodicWriter)

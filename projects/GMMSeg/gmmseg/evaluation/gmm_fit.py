@@ -117,16 +117,18 @@ def run_checkpoints(run):
 def fit_curve(cfg, run, known, anomaly=None, build_model=None, build_test_loader=build_sem_seg_test_loader):
     """heldout_log_likelihoods for every checkpoint of `run` (see run_checkpoints), as a list of
     dicts with "iteration" and "checkpoint" added. build_model / build_test_loader: how the model
-    and the loaders are made (default: detectron2's build_model and the Trainer's test loader)."""
+    and the loaders are made (default: detectron2's build_model and the Trainer's test loader);
+    the models are built for inference (means and stds, no memory bank)."""
     from detectron2.modeling import build_model as d2_build_model
 
     from ..checkpoint import GMMSegCheckpointer
+    from ..config import inference_config
 
     build_model = build_model or d2_build_model
     results = []
     for it, path in run_checkpoints(run):
         torch.manual_seed(cfg.SEED)  # the initial model of the run
-        model = build_model(cfg)
+        model = build_model(inference_config(cfg))  # means and stds, no memory bank
         if path:
             GMMSegCheckpointer(model).load(path)
         model.eval()

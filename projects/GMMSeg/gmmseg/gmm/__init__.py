@@ -1,14 +1,17 @@
 """The GMMSeg core in pure PyTorch (no detectron2 import): usable from any framework."""
 from .assignment import equipartition_error, segment_logsumexp, sinkhorn_assign, vanilla_assign
 from .likelihood import gaussian_log_likelihood, naive_gaussian_log_likelihood
+from .inference_memory import InferenceMemory
 from .m_step import gaussian_m_step
-from .memory import FeatureMemory
-from .predictor import GMMPredictor
+from .memory import MEMORY_STATE_NAMES, FeatureMemory
+from .predictor import MEMORY_LAYOUTS, GMMPredictor
 from .refit import refit_gmm
 from .sampling import linspace_positions, release_selection, selection_sizes
+from .sharded_memory import ShardedFeatureMemory
 
 __all__ = [
-    "GMMPredictor", "FeatureMemory", "gaussian_log_likelihood", "naive_gaussian_log_likelihood",
+    "GMMPredictor", "MEMORY_LAYOUTS", "FeatureMemory", "ShardedFeatureMemory", "InferenceMemory",
+    "MEMORY_STATE_NAMES", "gaussian_log_likelihood", "naive_gaussian_log_likelihood",
     "sinkhorn_assign", "vanilla_assign", "segment_logsumexp", "equipartition_error",
     "linspace_positions", "release_selection", "selection_sizes", "gaussian_m_step", "refit_gmm",
 ]

@@ -1,11 +1,12 @@
-"""The one collective the EM needs: every rank gets every rank's rows, in rank order.
+"""The collectives the EM needs: every rank gets every rank's rows, in rank order; and the
+sum over ranks of a sharded memory's statistics.
 
-Uses torch.distributed directly (no detectron2), and is a no-op in a single process.
+Uses torch.distributed directly (no detectron2); every function is a no-op in a single process.
 """
 import torch
 import torch.distributed as dist
 
-__all__ = ["world_size", "rank", "all_gather_rows", "all_gather_stacked"]
+__all__ = ["world_size", "rank", "all_gather_rows", "all_gather_stacked", "all_reduce_sum"]
 
 
 def world_size() -> int:
@@ -46,3 +47,12 @@ def all_gather_rows(x: torch.Tensor, sizes=None) -> torch.Tensor:
     out = [torch.zeros_like(padded) for _ in range(w)]
     dist.all_gather(out, padded)
     return torch.cat([o[:s] for o, s in zip(out, sizes)], dim=0)
+
+
+def all_reduce_sum(x: torch.Tensor) -> torch.Tensor:
+    """The element-wise sum of x over all ranks (a new tensor). One collective. For integer
+    tensors the result is exact, hence the same on every rank whatever the reduction order."""
+    out = x.clone()
+    if world_size() > 1:
+        dist.all_reduce(out, op=dist.ReduceOp.SUM)
+    return out

@@ -13,10 +13,15 @@ Means and stds are buffers: no gradient reaches them. They move only by EM:
   batch, sampling.py) is gathered and pushed into the FeatureMemory in rank order, so every
   rank's bank is identical and the rows per step do not depend on the number of ranks;
 - `em_update()` (every UPDATE_INTERVAL iterations): M-step with momentum from the bank's
-  sufficient statistics, for the components chosen by `update_components`:
+  exact sufficient statistics (summed over ranks when the memory is sharded), for the
+  components chosen by `update_components`:
   "present_classes" (the release): every component of every class present in the ground truth
   of this iteration (all ranks), whatever it received; "received_rows": the components that
   received rows since the last M-step.
+
+Memory layout (`memory_layout`): "replicated" (every rank holds the whole bank, memory.py),
+"sharded" (each of the W ranks holds every W-th slot of every ring, sharded_memory.py; same rows,
+same M-step, bank / W per rank) or "none" (inference: no bank, inference_memory.py).
 
 Option not in the paper: `nll_loss_weight` w > 0 adds w * mean over labelled pixels of
 -log p(x | y) (the class score of the pixel's own class) to the losses: a training signal on the
@@ -38,12 +43,18 @@ from torch.nn import functional as F
 
 from .assignment import ASSIGNERS
 from .distributed import all_gather_rows, all_gather_stacked, rank
+from .inference_memory import InferenceMemory
 from .likelihood import gaussian_log_likelihood
 from .m_step import gaussian_m_step
 from .memory import FeatureMemory
 from .sampling import release_selection, selection_sizes
+from .sharded_memory import ShardedFeatureMemory
 
-__all__ = ["GMMPredictor"]
+__all__ = ["GMMPredictor", "MEMORY_LAYOUTS"]
+
+# where the memory bank lives: every rank holds all of it, each rank holds 1/W of it, or nowhere
+# (a model built for inference)
+MEMORY_LAYOUTS = ("replicated", "sharded", "none")
 
 logger = logging.getLogger(__name__)
 
@@ -78,12 +89,15 @@ class GMMPredictor(nn.Module):
         update_components: str = "present_classes",
         projection: nn.Module = None,
         nll_loss_weight: float = 0.0,
+        memory_layout: str = "replicated",
     ):
         super().__init__()
         if em_algorithm not in ASSIGNERS:
             raise ValueError(f"em_algorithm must be one of {sorted(ASSIGNERS)}, got {em_algorithm!r}")
         if update_components not in ("present_classes", "received_rows"):
             raise ValueError(f"update_components must be 'present_classes' or 'received_rows', got {update_components!r}")
+        if memory_layout not in MEMORY_LAYOUTS:
+            raise ValueError(f"memory_layout must be one of {sorted(MEMORY_LAYOUTS)}, got {memory_layout!r}")
         if em_loops < 1:
             raise ValueError(f"em_loops must be >= 1, got {em_loops}")
         self.em_loops, self.learn_by_gradient = em_loops, learn_by_gradient
@@ -115,8 +129,15 @@ class GMMPredictor(nn.Module):
         self.register_buffer("updates_per_component", torch.zeros(num_classes * num_components, dtype=torch.long))
         self.register_buffer("received_data", torch.zeros(num_classes * num_components, dtype=torch.bool))
         self.register_buffer("num_em_updates", torch.zeros((), dtype=torch.long))
-        self.memory = FeatureMemory(num_classes * num_components, memory_size, embed_dim,
-                                    init=memory_init, dtype=memory_dtype, seed=seed + 1)
+        groups = num_classes * num_components
+        if memory_layout == "none":
+            self.memory = InferenceMemory(groups, memory_size, embed_dim)
+        elif memory_layout == "sharded" and memory_size > 0:
+            self.memory = ShardedFeatureMemory(groups, memory_size, embed_dim, init=memory_init,
+                                               dtype=memory_dtype, seed=seed + 1)
+        else:  # "replicated", and a memory of capacity 0 (no rows to spread)
+            self.memory = FeatureMemory(groups, memory_size, embed_dim, init=memory_init,
+                                        dtype=memory_dtype, seed=seed + 1)
         self._pending = []  # candidate rows [group, e_1..e_D] set aside by forward, selected by flush()
         # classes in this rank's labels since the last flush(); the last entry: a labelled forward ran
         self._present = torch.zeros(num_classes + 1, dtype=torch.bool)
@@ -259,11 +280,12 @@ class GMMPredictor(nn.Module):
         self.flush()
         if self.em_loops > 1:
             self._extra_em_loops()
-        count, s1, s2 = self.memory.statistics()
         if self.update_components == "present_classes":
-            chosen = self._present_gathered.to(count.device).repeat_interleave(self.num_components)
+            chosen = self._present_gathered.to(self.received_data.device).repeat_interleave(self.num_components)
         else:
             chosen = self.received_data
+        # identical on every rank: a sharded memory sums its shards' statistics of these groups
+        count, s1, s2 = self.memory.statistics(chosen)
         upd = chosen & (count > 0)
         if not bool(upd.any()):
             return
@@ -326,6 +348,12 @@ class GMMPredictor(nn.Module):
             groups = y * m + plan.argmax(1)
         self.memory.push(groups, e)
         self.received_data[groups] = True
+
+    def replicated_em_state(self, include_bank: bool = True):
+        """[(name, tensor)] that must be bitwise identical on every rank: means, stds, counters and
+        the memory's replicated part (a collective for a sharded memory; see its replicated_state)."""
+        own = [(n, b) for n, b in sorted(self.named_buffers()) if not n.startswith("memory.")]
+        return own + [("memory." + n, b) for n, b in self.memory.replicated_state(include_bank)]
 
     def extra_repr(self):
         return (f"classes={self.num_classes}, components={self.num_components}, dim={self.embed_dim}, "

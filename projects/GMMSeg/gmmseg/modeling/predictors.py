@@ -13,7 +13,8 @@ from detectron2.layers import get_norm
 from detectron2.utils.registry import Registry
 from torch import nn
 
-from ..gmm import GMMPredictor
+from ..gmm import MEMORY_LAYOUTS, GMMPredictor
+from ..gmm.distributed import world_size
 from ..gmm.protoseg import ProtoSegPredictor
 
 __all__ = ["PREDICTOR_REGISTRY", "build_predictor", "SoftmaxPredictor", "ProtoSegPredictor"]
@@ -47,6 +48,17 @@ def softmax(cfg, in_channels, num_classes):
 
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+_LAYOUTS = ("auto",) + MEMORY_LAYOUTS
+
+
+def memory_layout(value: str) -> str:
+    """MODEL.GMM.MEMORY_LAYOUT resolved for this process: "auto" is "sharded" when several
+    processes train (torch.distributed initialised with W > 1), else "replicated"."""
+    if value not in _LAYOUTS:
+        raise ValueError(f"MODEL.GMM.MEMORY_LAYOUT must be one of {list(_LAYOUTS)}, got {value!r}")
+    if value == "auto":
+        return "sharded" if world_size() > 1 else "replicated"
+    return value
 
 
 class _RowNorm(nn.Module):
@@ -94,7 +106,7 @@ def gmm(cfg, in_channels, num_classes):
         sinkhorn_epsilon=g.SINKHORN_EPSILON, aux_loss_weight=g.AUX_LOSS_WEIGHT,
         ignore_value=cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE, seed=g.SEED,
         em_loops=g.EM_LOOPS, learn_by_gradient=g.DISCRIMINATIVE, update_components=g.UPDATE_COMPONENTS,
-        nll_loss_weight=g.NLL_LOSS_WEIGHT,
+        nll_loss_weight=g.NLL_LOSS_WEIGHT, memory_layout=memory_layout(g.MEMORY_LAYOUT),
         projection=build_gmm_projection(g.PROJECTION, g.PROJECTION_NORM, in_channels, g.EMBED_DIM),
     )
 

@@ -58,6 +58,16 @@ def _tail(out_dir):
         return f.read()[-4000:]
 
 
+def assert_same_trainer_state(ref, res):
+    """Equal nested trainer states (optimizer, scheduler, resume state): every leaf, by path."""
+    flat_ref, flat_res = _flatten(ref), _flatten(res)
+    assert flat_ref.keys() == flat_res.keys()
+    for k in flat_ref:
+        a_, b_ = flat_ref[k], flat_res[k]
+        same = torch.equal(a_, b_) if isinstance(a_, torch.Tensor) else a_ == b_
+        assert same, f"trainer state {k} differs: {a_} vs {b_}"
+
+
 def _flatten(obj, prefix=""):
     """{path: leaf} of nested dicts/lists/tuples."""
     if isinstance(obj, dict):
@@ -101,12 +111,7 @@ def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path, demo_datasets_ro
     assert not different, f"tensors that differ after resume: {different}"
     assert int(model_res["sem_seg_head.predictor.num_em_updates"]) == len(range(0, MAX_ITER, 3))  # M-steps at iterations 0, 3, 6, 9
     # the optimizer (momentum buffers), LR scheduler and the resume state match as well
-    flat_ref, flat_res = _flatten(ref["trainer"]), _flatten(res["trainer"])
-    assert flat_ref.keys() == flat_res.keys()
-    for k in flat_ref:
-        a_, b_ = flat_ref[k], flat_res[k]
-        same = torch.equal(a_, b_) if isinstance(a_, torch.Tensor) else a_ == b_
-        assert same, f"trainer state {k} differs: {a_} vs {b_}"
+    assert_same_trainer_state(ref["trainer"], res["trainer"])
 
 
 def test_resume_state_restores_random_seeds_and_hook_order(demo_datasets_root, monkeypatch, tmp_path):

@@ -16,7 +16,7 @@ import sys
 
 import torch
 from _common import free_port
-from test_resume import CONFIG, KILL_AFTER, MAX_ITER, ROOT, TINY, TRAIN_NET, _flatten
+from test_resume import CONFIG, KILL_AFTER, MAX_ITER, ROOT, TINY, TRAIN_NET, assert_same_trainer_state
 
 KILLABLE = os.path.join(ROOT, "tests", "test_resume.py")
 
@@ -82,9 +82,4 @@ def test_two_process_sigkill_then_resume_equals_uninterrupted_run(tmp_path, demo
     assert bank.shape == (6 * 5, 40, 64)  # the checkpoint holds the whole bank, gathered from both ranks
     different = [k for k in model_ref if not torch.equal(model_ref[k], model_res[k])]
     assert not different, f"tensors that differ after resume: {different}"
-    flat_ref, flat_res = _flatten(ref["trainer"]), _flatten(res["trainer"])
-    assert flat_ref.keys() == flat_res.keys()
-    for k in flat_ref:
-        a_, b_ = flat_ref[k], flat_res[k]
-        same = torch.equal(a_, b_) if isinstance(a_, torch.Tensor) else a_ == b_
-        assert same, f"trainer state {k} differs: {a_} vs {b_}"
+    assert_same_trainer_state(ref["trainer"], res["trainer"])

@@ -151,3 +151,5 @@ def test_refit_tool_writes_a_checkpoint_that_loads(tmp_path, demo_datasets_root,
     assert fed and all(torch.equal(before[k], after[k]) for k in fed)  # the network is untouched
     with pytest.raises(SystemExit, match="would overwrite the trained model"):
         tool.main(["--config-file", config, "--output", str(trained), *opts, "MODEL.WEIGHTS", str(trained)])
+    with pytest.raises(SystemExit, match="MODEL.WEIGHTS '.*missing.pth' is not a file"):
+        tool.main(["--config-file", config, "--output", str(out), *opts, "MODEL.WEIGHTS", str(tmp_path / "missing.pth")])

@@ -52,11 +52,12 @@ def main(argv=None):
     args = get_parser().parse_args(argv)
     setup_logger(name="gmmseg")
     import_registration_modules(args.register)
-    args.eval_only = True
     cfg = build_config(args)
     setup_folder_dataset(cfg)
     if not cfg.MODEL.WEIGHTS:
         raise SystemExit("refit_gmm: give the trained model as MODEL.WEIGHTS path/to/model_final.pth")
+    if not os.path.isfile(cfg.MODEL.WEIGHTS):
+        raise SystemExit(f"refit_gmm: MODEL.WEIGHTS {cfg.MODEL.WEIGHTS!r} is not a file")
     if not args.output.endswith(".pth"):
         raise SystemExit(f"refit_gmm: --output must be a .pth file, got {args.output!r}")
     if os.path.abspath(args.output) == os.path.abspath(cfg.MODEL.WEIGHTS):

@@ -49,9 +49,9 @@ def refit_gmm(predictor, e: torch.Tensor, y: torch.Tensor, rounds: int = 10, var
     floor = predictor.variance_floor if variance_floor is None else float(variance_floor)
     e = e.to(predictor.means)
     ed = e.double()
-    history = [float(_own_class_scores(predictor, e, y, chunk).amax(1).mean())]
+    own = _own_class_scores(predictor, e, y, chunk)
+    history = [float(own.amax(1).mean())]
     for _ in range(rounds):
-        own = _own_class_scores(predictor, e, y, chunk)
         plan = ASSIGNERS[predictor.em_algorithm](own, y, k, num_iters=predictor.sinkhorn_iters,
                                                  epsilon=predictor.sinkhorn_epsilon)
         groups = y * m + plan.argmax(1)
@@ -63,5 +63,6 @@ def refit_gmm(predictor, e: torch.Tensor, y: torch.Tensor, rounds: int = 10, var
         mean, std = gaussian_m_step(count[fed], s1[fed], s2[fed], floor)
         predictor.means.view(k * m, d)[fed] = mean.to(predictor.means)
         predictor.stds.view(k * m, d)[fed] = std.to(predictor.stds)
-        history.append(float(_own_class_scores(predictor, e, y, chunk).amax(1).mean()))
+        own = _own_class_scores(predictor, e, y, chunk)  # the next round's E-step reads it too
+        history.append(float(own.amax(1).mean()))
     return history

@@ -227,4 +227,4 @@ def test_nll_loss_is_minus_the_own_class_score_on_labelled_pixels():
     base = -2 * LOG_2PI  # unit stds, D = 4
     # pixel 0 on class 0's first mean: log p = base; pixel 1 at distance sqrt(2) from both: base - 1
     want = 0.1 * -(base + (base - 1)) / 2
-    assert abs(float(out["losses"]["loss_gmm_nll"]) - want) < 1e-4
+    assert abs(out["losses"]["loss_gmm_nll"].item() - want) < 1e-4

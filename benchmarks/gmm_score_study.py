@@ -6,13 +6,14 @@ finished run (gmmseg.evaluation.gmm_scores), no retraining.
         --run output/study/gmm/seed1 [--run ...] --dataset camvid_openset_val [KEY VALUE ...]
 
 Each run's model_final.pth is evaluated; prints mean +- std over the runs and writes
-<first run>/../score_study.json. Data: $DETECTRON2_DATASETS.
+<first run>/../score_study.json (score_study_floorF.json with --variance-floor F). Data: $DETECTRON2_DATASETS.
 """
 import argparse
 import json
 import os
 
 import numpy as np
+import torch
 
 
 def main():
@@ -20,6 +21,8 @@ def main():
     ap.add_argument("--config", required=True)
     ap.add_argument("--run", action="append", required=True)
     ap.add_argument("--dataset", required=True)
+    ap.add_argument("--variance-floor", type=float,
+                    help="re-floor the trained stds before scoring: std' = sqrt(std^2 - trained floor + F)")
     ap.add_argument("opts", nargs=argparse.REMAINDER)
     args = ap.parse_args()
 
@@ -41,6 +44,10 @@ def main():
         model = Trainer.build_model(inference_config(cfg))  # no memory bank
         GMMSegCheckpointer(model).load(os.path.join(run, "model_final.pth"))
         model.eval()
+        if args.variance_floor is not None:
+            p = model.sem_seg_head.predictor
+            with torch.no_grad():
+                p.stds.copy_((p.stds.double() ** 2 - p.variance_floor + args.variance_floor).clamp_min(0).sqrt())
         names = MetadataCatalog.get(args.dataset).stuff_classes
         reports[run] = score_study(model, Trainer.build_test_loader(cfg, args.dataset), args.dataset, names)
         print(run, json.dumps({k: v for k, v in reports[run].items() if k.startswith(("anomalies", "best"))}))
@@ -53,7 +60,8 @@ def main():
             v = np.array([r[c][m] for r in reports.values()])
             cells.append(f"{v.mean():.1f} +- {v.std(ddof=1) if len(v) > 1 else 0.0:.1f}")
         print(f"| {c} | " + " | ".join(cells) + " |")
-    out = os.path.join(os.path.dirname(os.path.abspath(args.run[0])), "score_study.json")
+    name = "score_study.json" if args.variance_floor is None else f"score_study_floor{args.variance_floor:g}.json"
+    out = os.path.join(os.path.dirname(os.path.abspath(args.run[0])), name)
     json.dump(reports, open(out, "w"), indent=1)
 
 

@@ -32,7 +32,6 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import tqdm  # noqa: E402
-from detectron2.config import get_cfg  # noqa: E402
 from detectron2.data import MetadataCatalog  # noqa: E402
 from detectron2.data.catalog import Metadata  # noqa: E402
 from detectron2.data.detection_utils import read_image  # noqa: E402
@@ -40,7 +39,7 @@ from detectron2.engine import DefaultPredictor  # noqa: E402
 from detectron2.utils.logger import setup_logger  # noqa: E402
 from detectron2.utils.visualizer import ColorMode, Visualizer  # noqa: E402
 
-from gmmseg import add_gmmseg_config  # noqa: E402  (importing gmmseg registers its components)
+from gmmseg import load_config  # noqa: E402  (importing gmmseg registers its components)
 from gmmseg.checkpoint import GMMSegCheckpointer  # noqa: E402
 from gmmseg.data.folder_dataset import setup_folder_dataset  # noqa: E402
 
@@ -63,10 +62,7 @@ def get_parser() -> argparse.ArgumentParser:
 
 
 def setup_cfg(args):
-    cfg = get_cfg()
-    add_gmmseg_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
+    cfg = load_config(args.config_file, args.opts)
     setup_folder_dataset(cfg)  # a DATASETS.FOLDER dataset: its class names, and NUM_CLASSES 0 -> their count
     cfg.freeze()
     return cfg

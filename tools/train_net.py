@@ -22,13 +22,12 @@ import logging
 import os
 import sys
 
-from detectron2.config import get_cfg
 from detectron2.engine import default_argument_parser, default_setup
 from detectron2.evaluation import verify_results
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
-from gmmseg import add_gmmseg_config, inference_config
+from gmmseg import inference_config, load_config
 from gmmseg.checkpoint import GMMSegCheckpointer
 from gmmseg.data.folder_dataset import setup_folder_dataset
 from gmmseg.data.registration_modules import import_registration_modules
@@ -46,11 +45,7 @@ def argument_parser():
 
 def build_config(args):
     """The config of the command line, not frozen, nothing registered."""
-    cfg = get_cfg()
-    add_gmmseg_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
-    return cfg
+    return load_config(args.config_file, args.opts)
 
 
 def setup(args):

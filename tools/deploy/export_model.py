@@ -24,12 +24,11 @@ import sys
 
 import numpy as np
 import torch
-from detectron2.config import get_cfg
 from detectron2.data.detection_utils import read_image
 from detectron2.modeling import build_model
 from detectron2.utils.logger import setup_logger
 
-from gmmseg import add_gmmseg_config
+from gmmseg import load_config
 from gmmseg.checkpoint import GMMSegCheckpointer
 from gmmseg.data.folder_dataset import setup_folder_dataset
 from gmmseg.deploy import FORMATS, ExportedSegmenter, export_metadata, export_model, prepare_for_export
@@ -57,10 +56,7 @@ def get_parser() -> argparse.ArgumentParser:
 
 
 def setup_cfg(args):
-    cfg = get_cfg()
-    add_gmmseg_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
+    cfg = load_config(args.config_file, args.opts)
     cfg.MODEL.DEVICE = "cpu"
     setup_folder_dataset(cfg)  # class names of a DATASETS.FOLDER dataset, NUM_CLASSES 0 -> their count
     cfg.freeze()

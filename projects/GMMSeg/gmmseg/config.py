@@ -10,7 +10,7 @@ from .data.folder_dataset import add_folder_dataset_config
 from .modeling.mask_former.config import add_maskformer2_config
 from .zoo_config import add_model_zoo_config
 
-__all__ = ["add_gmmseg_config", "inference_config"]
+__all__ = ["add_gmmseg_config", "inference_config", "load_config"]
 
 
 def add_gmmseg_config(cfg):
@@ -150,3 +150,15 @@ def inference_config(cfg):
     if cfg.is_frozen():
         out.freeze()
     return out
+
+
+def load_config(config_file: str, opts=()):
+    """detectron2's config with this project's keys, `config_file` and then the KEY VALUE `opts`
+    merged in; not frozen, nothing registered (what every tool starts from)."""
+    from detectron2.config import get_cfg
+
+    cfg = get_cfg()
+    add_gmmseg_config(cfg)
+    cfg.merge_from_file(config_file)
+    cfg.merge_from_list(list(opts))
+    return cfg

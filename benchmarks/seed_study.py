@@ -51,8 +51,14 @@ def run_one(config, out_dir, opts, datasets):
 
 
 def metrics_of(result, dataset):
+    """mIoU, ECE and every score's AUROC / AP / FPR95 that `result[dataset]` holds (an anomaly
+    benchmark without semantic labels has no mIoU or ECE)."""
     r = result[dataset]
-    out = {"mIoU": r["sem_seg"]["mIoU"], "ECE": r.get("calibration", {}).get("ECE", float("nan"))}
+    out = {}
+    if "sem_seg" in r:
+        out["mIoU"] = r["sem_seg"]["mIoU"]
+    if "ECE" in r.get("calibration", {}):
+        out["ECE"] = r["calibration"]["ECE"]
     for score in SCORES:
         for m in ("AUROC", "AP", "FPR95"):
             key = f"{score}_{m}"

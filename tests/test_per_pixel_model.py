@@ -135,3 +135,43 @@ def test_release_projection_is_conv_bn_relu_before_the_layernorm():
     z = (z - z.mean(0)) / torch.sqrt(z.var(0, unbiased=False) + bn.eps) * bn.weight + bn.bias
     want = F.normalize(F.layer_norm(z.clamp_min(0), (z.shape[1],), p.embed_norm.weight, p.embed_norm.bias), dim=-1)
     assert torch.allclose(p.embed(x), want, atol=1e-5)
+
+
+def test_channels_last_same_losses_gradients_and_outputs():
+    """MODEL.CHANNELS_LAST changes the memory layout only: from the same weights the same losses,
+    gradients and inference outputs up to float rounding; the conv weights and the backbone's
+    input are channels-last; the weights load into a model of the other layout unchanged."""
+    torch.manual_seed(0)
+    ref = build_model(_cfg("softmax"))
+    fast = build_model(_cfg("softmax", **{"MODEL.CHANNELS_LAST": "True"}))
+    fast.load_state_dict(ref.state_dict())
+    def first_conv(model):  # one whose layout is unambiguous (C_in > 1, k > 1)
+        return next(m for m in model.backbone.modules()
+                    if isinstance(m, torch.nn.Conv2d) and m.in_channels > 1 and m.kernel_size[0] > 1)
+
+    assert first_conv(fast).weight.is_contiguous(memory_format=torch.channels_last)
+    assert not first_conv(ref).weight.is_contiguous(memory_format=torch.channels_last)
+    seen = []
+    fast.backbone.register_forward_pre_hook(lambda m, a: seen.append(a[0].is_contiguous(memory_format=torch.channels_last)))
+    batch = _batch()
+    for model in (ref, fast):
+        torch.manual_seed(1)  # the same dropout / sampling, if any
+        losses = model(batch)
+        sum(losses.values()).backward()
+    assert seen == [True]
+    torch.manual_seed(1)
+    l_ref = ref(batch)
+    torch.manual_seed(1)
+    l_fast = fast(batch)
+    for k in l_ref:
+        torch.testing.assert_close(l_fast[k], l_ref[k], rtol=1e-5, atol=1e-6)
+    for (name, a), b in zip(ref.named_parameters(), fast.parameters()):
+        torch.testing.assert_close(b.grad, a.grad, rtol=1e-3, atol=1e-5, msg=name)
+    ref.eval(), fast.eval()
+    with torch.no_grad():
+        x = _batch(1, 50, 70)
+        torch.testing.assert_close(fast(x)[0]["sem_seg"], ref(x)[0]["sem_seg"], rtol=1e-4, atol=1e-4)
+    back = build_model(_cfg("softmax"))
+    back.load_state_dict(fast.state_dict())
+    torch.testing.assert_close(first_conv(back).weight, first_conv(fast).weight, rtol=0, atol=0)
+    assert not first_conv(back).weight.is_contiguous(memory_format=torch.channels_last)

@@ -92,6 +92,29 @@ def test_segformer_mlp_shapes():
     assert all(f.grad is not None for f in feats.values())
 
 
+
+@pytest.mark.parametrize("norm", ["GN", ""])
+def test_segformer_mlp_equals_concat_then_fuse(norm):
+    """The decoder sums per-stage composed convs after upsampling instead of concatenating (SegFormer's
+    concat-then-fuse form, `forward_concat`, written out plainly in the module): the same
+    values and the same gradients for every parameter (float64), also with the fuse conv's bias
+    (no norm) and with stage maps whose size is not a multiple of the finest one."""
+    torch.manual_seed(0)
+    dec = SegFormerMLPDecoder(PYRAMID, conv_dims=32, norm=norm).double()
+    for layer in dec.linear:  # non-zero biases, so that a misplaced bias is seen
+        torch.nn.init.normal_(layer.bias)
+    if dec.fuse.bias is not None:
+        torch.nn.init.normal_(dec.fuse.bias)
+    feats = {k: v.double() for k, v in _features(PYRAMID, size=72).items()}
+    ref = dec.forward_concat(feats)
+    g = torch.randn_like(ref)
+    grads_ref = torch.autograd.grad((ref * g).sum(), list(dec.parameters()))
+    out = dec(feats)
+    grads = torch.autograd.grad((out * g).sum(), list(dec.parameters()))
+    torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
+    for a, b in zip(grads, grads_ref):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
+
 def _head(decoder, aux_head=None, k=5):
     return PerPixelHead(decoder=decoder, predictor=SoftmaxPredictor(decoder.out_channels, k), num_classes=k,
                         aux_head=aux_head)

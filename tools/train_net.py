@@ -18,6 +18,7 @@ All of detectron2's default_argument_parser options apply, plus --register; trai
 pairs override the config. The distributed backend follows MODEL.DEVICE (GLOO for "cpu", NCCL
 for "cuda"; gmmseg/engine/launch.py). See docs/DISTRIBUTED.md.
 """
+import json
 import logging
 import os
 import sys
@@ -60,6 +61,19 @@ def setup(args):
     return cfg
 
 
+def write_results(cfg, res):
+    """OUTPUT_DIR/inference/results.json: {dataset: {task: {metric: value}}} of an --eval-only run
+    (DefaultTrainer.test drops the dataset level when there is one dataset: put back here)."""
+    if len(cfg.DATASETS.TEST) == 1:
+        res = {cfg.DATASETS.TEST[0]: res}
+    path = os.path.join(cfg.OUTPUT_DIR, "inference", "results.json")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path + ".tmp", "w") as f:
+        json.dump(res, f, indent=1, default=float)
+    os.replace(path + ".tmp", path)
+    logging.getLogger("gmmseg").info("Results written to %s", path)
+
+
 def main(args):
     cfg = setup(args)
     if args.eval_only:
@@ -72,6 +86,8 @@ def main(args):
         if cfg.TEST.AUG.ENABLED:
             raise NotImplementedError("TEST.AUG (test-time augmentation) is not supported by this project")
         verify_results(cfg, res)
+        if comm.is_main_process():
+            write_results(cfg, res)
         return res
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=args.resume)

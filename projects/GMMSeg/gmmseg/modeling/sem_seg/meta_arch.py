@@ -7,6 +7,7 @@ from detectron2.modeling.postprocessing import sem_seg_postprocess
 from detectron2.structures import ImageList
 from torch.nn import functional as F
 
+from ..memory_format import use_channels_last
 from ..sliding_window import sliding_window_inference
 
 __all__ = ["PerPixelSegmentor"]
@@ -20,15 +21,18 @@ class PerPixelSegmentor(SemanticSegmentor):
     """
 
     @configurable
-    def __init__(self, *, sliding_window=None, **kwargs):
+    def __init__(self, *, sliding_window=None, channels_last=False, **kwargs):
         super().__init__(**kwargs)
         self.sliding_window = sliding_window  # None or (window (h, w), stride (h, w))
+        if channels_last:
+            use_channels_last(self)
 
     @classmethod
     def from_config(cls, cfg):
         ret = super().from_config(cfg)
         sw = cfg.TEST.SLIDING_WINDOW
         ret["sliding_window"] = (tuple(sw.SIZE), tuple(sw.STRIDE)) if sw.ENABLED else None
+        ret["channels_last"] = cfg.MODEL.CHANNELS_LAST
         return ret
 
     def _infer(self, images: torch.Tensor):

@@ -47,6 +47,33 @@ class SegFormerMLPDecoder(nn.Module):
                 "norm": h.NORM, "dropout": h.DECODER_DROPOUT}
 
     def forward(self, features):
+        # fuse(concat_i up(L_i x_i)) computed as sum_i up(F_i L_i x_i): bilinear resizing acts on each
+        # channel alone with weights that sum to 1 and a 1x1 conv only mixes channels, so the two
+        # commute (bias included). The same function and parameters, up to float rounding, without the
+        # (B, n C, H/4, W/4) concat and the n C -> C conv at the finest stride: each stage's two linear
+        # maps are composed into one C_i -> C conv applied at its own resolution.
+        xs = [features[f] for f in self.in_features]
+        size = xs[0].shape[-2:]
+        fuse = self.fuse
+        # the concat is coarsest first: block j of the fuse weight acts on stage n - 1 - j
+        blocks = fuse.weight.flatten(1).split(self.out_channels, dim=1)[::-1]
+        out = fuse.bias.view(1, -1, 1, 1) if fuse.bias is not None else None
+        for x, layer, block in zip(xs, self.linear, blocks):
+            y = F.conv2d(x, (block @ layer.weight.flatten(1))[..., None, None], block @ layer.bias)
+            if y.shape[-2:] != size:
+                y = F.interpolate(y, size=size, mode="bilinear", align_corners=False)
+            out = y if out is None else out + y
+        if fuse.norm is not None:
+            out = fuse.norm(out)
+        if fuse.activation is not None:
+            out = fuse.activation(out)
+        return self.dropout(out)
+
+
+    def forward_concat(self, features):
+        """The decoder as SegFormer writes it (concat, then the fuse conv at the finest stride): what
+        `forward` computes, in the slower order; the reference of the tests and of
+        benchmarks/bench_train_step.py."""
         xs = [features[f] for f in self.in_features]
         size = xs[0].shape[-2:]
         embeds = [layer(x) for layer, x in zip(self.linear, xs)]

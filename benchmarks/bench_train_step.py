@@ -1,0 +1,137 @@
+#!/usr/bin/env python
+"""Seconds per training iteration of a config, before and after the step's speed-ups, in one run.
+
+    export DETECTRON2_DATASETS=/path/to/datasets        # holds camvid/
+    python benchmarks/bench_train_step.py --threads 2                  # one process, 2 threads
+    python benchmarks/bench_train_step.py --threads 1 --side-by-side   # two such processes at once
+
+A real training iteration of detectron2's loop (data loading in the process, forward, backward,
+SGD step, the hooks: EM flush every iteration, M-step every 5, the LR scheduler), on the config's
+own data (the pretrained CamVid open-set recipe in GMMSeg's release mode by default). Variants,
+built in the same process and run in alternating rounds so that they share the machine's state:
+
+  before          SegFormer decoder as written in the paper (concat, then the fuse conv), NCHW
+  decoder         the decoder's composed per-stage convs (SegFormerMLPDecoder.forward), NCHW
+  channels_last   the decoder's order and MODEL.CHANNELS_LAST True (what the CamVid configs use)
+
+Prints the median s/iteration of each and the ratio to `before`. With --side-by-side the same
+script runs twice concurrently (each with --threads), as two studies share the 2 cores.
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import machine, table  # noqa: E402
+
+RELEASE = ["MODEL.GMM.MEMORY_SIZE", "32000", "DATALOADER.SAMPLER_TRAIN", "ClassBalancedSampler"]
+VARIANTS = {
+    "before": dict(channels_last=False, concat_decoder=True),
+    "decoder": dict(channels_last=False, concat_decoder=False),
+    "channels_last": dict(channels_last=True, concat_decoder=False),
+}
+
+
+def build_trainer(config, opts, variant, out_dir):
+    from detectron2.utils.events import EventStorage
+
+    from gmmseg import load_config
+    from gmmseg.engine import Trainer
+    from gmmseg.modeling.sem_seg import SegFormerMLPDecoder
+
+    v = VARIANTS[variant]
+    cfg = load_config(config, list(opts) + [
+        "OUTPUT_DIR", out_dir, "DATASETS.TEST", "()", "DATALOADER.NUM_WORKERS", "0",
+        "SOLVER.CHECKPOINT_PERIOD", "1000000", "MODEL.CHANNELS_LAST", str(v["channels_last"])])
+    cfg.freeze()
+    trainer = Trainer(cfg)
+    trainer.resume_or_load(resume=False)
+    decoder = trainer.model.sem_seg_head.decoder
+    if v["concat_decoder"]:
+        if not isinstance(decoder, SegFormerMLPDecoder):
+            raise ValueError(f"{config}: the 'before' variant needs a SegFormerMLPDecoder, got {type(decoder).__name__}")
+        decoder.forward = decoder.forward_concat
+    trainer.storage = EventStorage(0).__enter__()
+    trainer.iter = trainer.start_iter = 0
+    trainer.before_train()
+    return trainer
+
+
+def step(trainer):
+    t0 = time.perf_counter()
+    trainer.before_step()
+    trainer.run_step()
+    trainer.after_step()
+    trainer.iter += 1
+    trainer.storage.iter = trainer.iter
+    return time.perf_counter() - t0
+
+
+def measure(config, opts, rounds, per_round, warmup):
+    """{variant: [seconds per iteration]}: `rounds` rounds of `per_round` iterations of each
+    variant in turn, after `warmup` iterations of each."""
+    times = {v: [] for v in VARIANTS}
+    with tempfile.TemporaryDirectory() as tmp:
+        trainers = {v: build_trainer(config, opts, v, os.path.join(tmp, v)) for v in VARIANTS}
+        for t in trainers.values():
+            for _ in range(warmup):
+                step(t)
+        for _ in range(rounds):
+            for v, t in trainers.items():
+                times[v] += [step(t) for _ in range(per_round)]
+    return times
+
+
+def summary(times):
+    med = {v: statistics.median(t) for v, t in times.items()}
+    return {v: {"median_s": med[v], "ratio_to_before": med[v] / med["before"], "n": len(times[v])} for v in med}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config-file", default=os.path.join(ROOT, "configs/camvid/segformer_lite0_openset_gmm.yaml"))
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=4)
+    ap.add_argument("--per-round", type=int, default=10, help="iterations of a variant per round (2 M-steps)")
+    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--side-by-side", action="store_true", help="run two copies of this measurement at once")
+    ap.add_argument("--json", help="write the summary here")
+    ap.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides (default: the release mode)")
+    args = ap.parse_args()
+    opts = args.opts or RELEASE
+    if args.side_by_side:
+        with tempfile.TemporaryDirectory() as tmp:
+            cmd = [sys.executable, os.path.abspath(__file__), "--config-file", args.config_file, "--threads",
+                   str(args.threads), "--rounds", str(args.rounds), "--per-round", str(args.per_round),
+                   "--warmup", str(args.warmup)]
+            procs = [subprocess.Popen(cmd + ["--json", os.path.join(tmp, f"{i}.json"), *opts], stdout=subprocess.DEVNULL)
+                     for i in range(2)]
+            if any(p.wait() for p in procs):
+                raise SystemExit("a side-by-side copy failed (run it without --side-by-side to see why)")
+            results = [json.load(open(os.path.join(tmp, f"{i}.json"))) for i in range(2)]
+        rows = [[v, f"{results[0][v]['median_s']:.3f}", f"{results[1][v]['median_s']:.3f}",
+                 f"{results[0][v]['ratio_to_before']:.2f}x / {results[1][v]['ratio_to_before']:.2f}x"] for v in VARIANTS]
+        headers = ["variant", "s/it, copy 1", "s/it, copy 2", "ratio to before"]
+        result = {"side_by_side": results}
+    else:
+        torch.set_num_threads(args.threads)
+        result = summary(measure(args.config_file, opts, args.rounds, args.per_round, args.warmup))
+        rows = [[v, f"{r['median_s']:.3f}", f"{r['ratio_to_before']:.2f}x"] for v, r in result.items()]
+        headers = ["variant", "s/it (median)", "ratio to before"]
+    if args.json:
+        json.dump(result, open(args.json, "w"), indent=1)
+    print(f"{machine()}; {os.path.relpath(args.config_file, ROOT)} {' '.join(opts)}; "
+          f"{args.threads} thread(s){' x 2 processes' if args.side_by_side else ''}")
+    print(table(rows, headers))
+
+
+if __name__ == "__main__":
+    main()

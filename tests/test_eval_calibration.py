@@ -117,3 +117,71 @@ def test_evaluator_rejects_bad_labels(tmp_path):
     Image.fromarray(np.zeros((H, W), np.uint8)).save(path)  # a valid label, a mis-sized prediction
     with pytest.raises(ValueError, match="prediction"):
         ev.process([{"file_name": "a.png"}], [{"sem_seg": torch.zeros(2, H + 1, W)}])
+
+
+def test_ece_weights_each_bin_by_its_pixel_count():
+    # 30 pixels at confidence 0.9, 27 correct (gap 0); 10 at 0.6, 3 correct (gap 0.3):
+    # ECE = 30/40 * 0 + 10/40 * 0.3 = 0.075 (the unweighted mean of the two gaps would be 0.15)
+    conf = np.r_[np.full(30, 0.9), np.full(10, 0.6)]
+    correct = np.r_[np.arange(30) < 27, np.arange(10) < 3]
+    e = expected_calibration_error(*calibration_bin_sums(conf, correct, 15))
+    assert e["ECE"] == pytest.approx(0.075, abs=1e-12)
+    assert e["MCE"] == pytest.approx(0.3)
+    assert sorted(e["bin_count"][e["bin_count"] > 0].tolist()) == [10, 30]
+
+
+# 10 pixels at confidence 0.62, all correct; 10 at 0.68, none correct. With 15 bins they fall
+# into (9/15, 10/15] and (10/15, 11/15]: ECE = 0.5 * 0.38 + 0.5 * 0.68 = 0.53. With 10 bins both
+# fall into (0.6, 0.7]: accuracy 0.5, confidence 0.65, ECE = 0.15.
+_BINS_CONF = np.r_[np.full(10, 0.62), np.full(10, 0.68)]
+_BINS_CORRECT = np.r_[np.ones(10, bool), np.zeros(10, bool)]
+
+
+def test_the_hand_case_separates_10_from_15_bins():
+    assert expected_calibration_error(*calibration_bin_sums(_BINS_CONF, _BINS_CORRECT, 15))["ECE"] == \
+        pytest.approx(0.53, abs=1e-12)
+    assert expected_calibration_error(*calibration_bin_sums(_BINS_CONF, _BINS_CORRECT, 10))["ECE"] == \
+        pytest.approx(0.15, abs=1e-12)
+
+
+def _register_bins_case(tmp_path, name):
+    """One 4x5 image: predicted class 0 everywhere, at confidence 0.62 (label 0: correct) on
+    the first 10 pixels and 0.68 (label 1: wrong) on the last 10. Returns its logits."""
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    gt = np.r_[np.zeros(10, np.uint8), np.ones(10, np.uint8)].reshape(4, 5)
+    path = str(tmp_path / f"{name}_gt.png")
+    Image.fromarray(gt).save(path)
+    dicts = [{"file_name": "a.png", "sem_seg_file_name": path, "height": 4, "width": 5}]
+    if name in DatasetCatalog.list():
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
+    DatasetCatalog.register(name, lambda: dicts)
+    MetadataCatalog.get(name).set(ignore_label=255, stuff_classes=["a", "b"])
+    p0 = torch.from_numpy(_BINS_CONF).float()
+    return torch.stack([p0.log(), (1 - p0).log()]).view(2, 4, 5)
+
+
+def test_every_default_bin_count_is_the_papers_15(tmp_path):
+    """The function, the evaluator and the config all default to 15 bins (one constant)."""
+    from detectron2.config import get_cfg
+
+    from gmmseg import add_gmmseg_config
+    from gmmseg.evaluation import build_open_world_evaluators
+    from gmmseg.evaluation.metrics import CALIBRATION_BINS
+
+    assert CALIBRATION_BINS == 15
+    # the metric's default
+    assert expected_calibration_error(*calibration_bin_sums(_BINS_CONF, _BINS_CORRECT))["ECE"] == \
+        pytest.approx(0.53, abs=1e-12)
+    logits = _register_bins_case(tmp_path, "test_eval_calib_default_bins")
+    # the evaluator's default
+    ev = CalibrationEvaluator("test_eval_calib_default_bins", None, distributed=False)
+    ev.process([{"file_name": "a.png"}], [{"sem_seg": logits}])
+    assert ev.evaluate()["calibration"]["ECE"] == pytest.approx(53.0, abs=1e-4)
+    # the config's default, through the builder the trainer uses
+    cfg = add_gmmseg_config(get_cfg())
+    assert cfg.TEST.OPEN_WORLD.CALIBRATION_BINS == 15
+    (ev,) = build_open_world_evaluators(cfg, "test_eval_calib_default_bins", None, distributed=False)
+    ev.process([{"file_name": "a.png"}], [{"sem_seg": logits}])
+    assert ev.evaluate()["calibration"]["ECE"] == pytest.approx(53.0, abs=1e-4)

@@ -7,6 +7,7 @@ from detectron2.projects.deeplab import add_deeplab_config
 
 from .data.augmentation import add_augmentation_config
 from .data.folder_dataset import add_folder_dataset_config
+from .evaluation.metrics import CALIBRATION_BINS
 from .modeling.mask_former.config import add_maskformer2_config
 from .zoo_config import add_model_zoo_config
 
@@ -134,7 +135,7 @@ def add_gmmseg_config(cfg):
     # dataset whose metadata or dicts carry anomaly masks. Plots go next to the metrics JSON.
     cfg.TEST.OPEN_WORLD = CN()
     cfg.TEST.OPEN_WORLD.ENABLED = True
-    cfg.TEST.OPEN_WORLD.CALIBRATION_BINS = 15  # equal-width confidence bins of the ECE (paper: 15)
+    cfg.TEST.OPEN_WORLD.CALIBRATION_BINS = CALIBRATION_BINS  # equal-width bins of the ECE (paper: 15)
     # Streaming AUROC/AP/FPR95: most histogram bins per score (~20 bytes each). Exact (float32)
     # until the scores occupy more bins, then coarsened; errors < 0.001 percentage points at the
     # default, and the JSON reports a rigorous bound (gmmseg/evaluation/metrics.py).

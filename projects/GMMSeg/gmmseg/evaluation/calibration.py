@@ -19,13 +19,13 @@ from detectron2.utils import comm
 from PIL import Image
 
 from ..data.mapper import make_sem_seg_loading_fn
-from .metrics import calibration_bin_sums, expected_calibration_error
+from .metrics import CALIBRATION_BINS, calibration_bin_sums, expected_calibration_error
 
 __all__ = ["CalibrationEvaluator"]
 
 
 class CalibrationEvaluator(DatasetEvaluator):
-    """ECE (equal-width bins, default 15) of the confidence max_c softmax(sem_seg)_c.
+    """ECE (equal-width bins, default CALIBRATION_BINS = 15) of the confidence max_c softmax(sem_seg)_c.
 
     Results: {"calibration": {"ECE", "MCE", "accuracy", "confidence"}} in percent (MCE = the
     largest |accuracy - confidence| of a non-empty bin; accuracy / confidence = pixel accuracy
@@ -34,7 +34,8 @@ class CalibrationEvaluator(DatasetEvaluator):
     edges, count, accuracy and mean confidence) and calibration_<dataset_name>_reliability.png.
     """
 
-    def __init__(self, dataset_name: str, output_dir: Optional[str] = None, num_bins: int = 15,
+    def __init__(self, dataset_name: str, output_dir: Optional[str] = None,
+                 num_bins: int = CALIBRATION_BINS,
                  distributed: bool = True, *, model_name: Optional[str] = None, plots: bool = True):
         self._logger = logging.getLogger(__name__)
         if num_bins < 1:

@@ -47,6 +47,8 @@ Calibration
 `calibration_bin_sums` / `expected_calibration_error`: equal-width confidence bins over [0, 1]
 (bin i = (i/B, (i+1)/B], confidence 0 goes to bin 0), per bin the pixel count, the sum of
 confidences and the number of correct pixels. ECE = sum_b n_b / N * |acc_b - conf_b|.
+The number of bins B defaults to `CALIBRATION_BINS` (15, the paper's), the one definition that
+CalibrationEvaluator and the config key TEST.OPEN_WORLD.CALIBRATION_BINS default to.
 """
 from typing import Dict, List, Optional, Tuple
 
@@ -58,6 +60,7 @@ __all__ = [
     "exact_ranking_metrics",
     "ranking_curves",
     "decimate_curve",
+    "CALIBRATION_BINS",
     "calibration_bin_sums",
     "expected_calibration_error",
     "float_to_ordered_key",
@@ -66,6 +69,9 @@ __all__ = [
 
 _SIGN = np.uint32(0x80000000)
 _MANTISSA_BITS = 23
+
+#: equal-width confidence bins of the ECE (the paper's 15); every default of the bin count reads it
+CALIBRATION_BINS = 15
 
 
 def float_to_ordered_key(x: np.ndarray) -> np.ndarray:
@@ -295,7 +301,7 @@ def decimate_curve(x: np.ndarray, y: np.ndarray, max_points: int = 2000) -> np.n
 
 
 def calibration_bin_sums(confidence: np.ndarray, correct: np.ndarray,
-                         num_bins: int = 15) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+                         num_bins: int = CALIBRATION_BINS) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per equal-width confidence bin: (count (B,) int64, sum of confidence (B,), correct (B,) int64).
 
     Bin i covers (i/B, (i+1)/B]; a confidence of exactly 0 goes to bin 0.

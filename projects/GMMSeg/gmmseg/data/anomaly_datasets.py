@@ -43,6 +43,12 @@ the frames whose labels the release ships; 10 and 30 images)
     dataset_ObstacleTrack/labels_masks/<frame>_labels_semantic.png
         0 not anomaly (obstacle track: road), 1 anomaly, 255 void ("smiyc" rule)
 
+camvid_static_val  (CamVid val, 101 images, one real object of a non-road class pasted into each)
+    camvid_static/val/images/<name>.png
+    camvid_static/val/labels/<name>.png     1 pasted object, 0 known, 255 void ("ours" rule)
+        written by tools/prepare_camvid_static.py from COCO-format instance masks; void holds
+        CamVid's void, the open-set split's withheld classes and the object's soft edge
+
 Registration is lazy (nothing is read until DatasetCatalog.get(name)); the root is read from
 the environment at that moment. Missing data raises FileNotFoundError naming the expected layout.
 """
@@ -66,6 +72,7 @@ __all__ = [
     "load_fishyscapes_static",
     "load_road_anomaly",
     "load_smiyc",
+    "load_camvid_static",
     "register_anomaly_datasets",
 ]
 
@@ -127,6 +134,8 @@ LAYOUT_FS_STATIC = """  <root>/fishyscapes/fs_val_v3/NNNN_<cityscapes_id>_labels
 LAYOUT_ROAD_ANOMALY = """  <root>/RoadAnomaly_jpg/frame_list.json
   <root>/RoadAnomaly_jpg/frames/<name>.jpg
   <root>/RoadAnomaly_jpg/frames/<name>.labels/labels_semantic.png"""
+LAYOUT_CAMVID_STATIC = """  <root>/camvid_static/val/images/<name>.png
+  <root>/camvid_static/val/labels/<name>.png   (written by tools/prepare_camvid_static.py)"""
 LAYOUT_SMIYC = """  <root>/{track_dir}/images/<frame>.{ext}
   <root>/{track_dir}/labels_masks/<frame>_labels_semantic.png"""
 
@@ -285,6 +294,22 @@ def load_smiyc(name: str, root: Optional[str] = None) -> List[dict]:
     return records
 
 
+def load_camvid_static(root: Optional[str] = None) -> List[dict]:
+    """CamVid val with pasted objects (tools/prepare_camvid_static.py), labels in our convention."""
+    name, root = "camvid_static_val", datasets_root(root)
+    base = os.path.join(root, "camvid_static", "val")
+    labels = _label_files(os.path.join(base, "labels"), ".png")
+    if not labels:
+        raise _not_found(name, f"no *.png in {os.path.join(base, 'labels')!r}", LAYOUT_CAMVID_STATIC, root)
+    records = []
+    for label in labels:
+        image = os.path.join(base, "images", label)
+        if not os.path.isfile(image):
+            raise _not_found(name, f"no image {image!r} for label {label!r}", LAYOUT_CAMVID_STATIC, root)
+        records.append(_record(image, os.path.join(base, "labels", label), "ours", label[:-4]))
+    return records
+
+
 #: dataset name -> loader(root=None) -> list of dataset dicts
 ANOMALY_DATASETS: Dict[str, Callable[[Optional[str]], List[dict]]] = {
     "fishyscapes_lost_and_found_val": load_fishyscapes_lost_and_found,
@@ -292,10 +317,11 @@ ANOMALY_DATASETS: Dict[str, Callable[[Optional[str]], List[dict]]] = {
     "road_anomaly": load_road_anomaly,
     "smiyc_road_anomaly21_val": lambda root=None: load_smiyc("smiyc_road_anomaly21_val", root),
     "smiyc_road_obstacle21_val": lambda root=None: load_smiyc("smiyc_road_obstacle21_val", root),
+    "camvid_static_val": load_camvid_static,
 }
 _CONVENTION = {"fishyscapes_lost_and_found_val": "fishyscapes", "fishyscapes_static_val": "fishyscapes",
                "road_anomaly": "road_anomaly", "smiyc_road_anomaly21_val": "smiyc",
-               "smiyc_road_obstacle21_val": "smiyc"}
+               "smiyc_road_obstacle21_val": "smiyc", "camvid_static_val": "ours"}
 
 
 def register_anomaly_datasets(root: Optional[str] = None) -> List[str]:

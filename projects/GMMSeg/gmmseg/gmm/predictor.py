@@ -55,6 +55,8 @@ __all__ = ["GMMPredictor", "MEMORY_LAYOUTS"]
 # where the memory bank lives: every rank holds all of it, each rank holds 1/W of it, or nowhere
 # (a model built for inference)
 MEMORY_LAYOUTS = ("replicated", "sharded", "none")
+# rows set aside carry their (class, component) id in a float32 column: exact below 2^24
+_MAX_GROUPS = 1 << 24
 
 logger = logging.getLogger(__name__)
 
@@ -98,6 +100,9 @@ class GMMPredictor(nn.Module):
             raise ValueError(f"update_components must be 'present_classes' or 'received_rows', got {update_components!r}")
         if memory_layout not in MEMORY_LAYOUTS:
             raise ValueError(f"memory_layout must be one of {sorted(MEMORY_LAYOUTS)}, got {memory_layout!r}")
+        if num_classes * num_components > _MAX_GROUPS:
+            raise ValueError(f"num_classes * num_components must be <= 2^24 (group ids travel as float32), "
+                             f"got {num_classes} * {num_components}")
         if em_loops < 1:
             raise ValueError(f"em_loops must be >= 1, got {em_loops}")
         self.em_loops, self.learn_by_gradient = em_loops, learn_by_gradient
@@ -225,7 +230,9 @@ class GMMPredictor(nn.Module):
         groups = y * self.num_components + assignment
         if self.push_correct_only:
             keep &= logits.argmax(1) == y
-        self._pending.append(torch.cat([groups[keep, None].to(e.dtype), e[keep]], dim=1))
+        # float32 rows whatever the embedding's dtype (bfloat16 / float16 under autocast hold
+        # integers exactly only up to 256 / 2048): ids < 2^24 are exact, checked in __init__
+        self._pending.append(torch.cat([groups[keep, None].float(), e[keep].float()], dim=1))
 
     # ------------------------------------------------------------------ memory + M-step
     @torch.no_grad()

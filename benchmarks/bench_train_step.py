@@ -95,6 +95,29 @@ def summary(times):
     return {v: {"median_s": med[v], "ratio_to_before": med[v] / med["before"], "n": len(times[v])} for v in med}
 
 
+HEADERS = ["variant", "2 threads alone: s/it", "ratio", "1 thread, 2 runs side by side: s/it (each)", "ratio"]
+
+
+def rows_for(alone, pair):
+    """Table rows from the JSON summaries of a --threads 2 run and a --threads 1 --side-by-side run."""
+    rows = []
+    for v in VARIANTS:
+        a, (p1, p2) = alone[v], pair["side_by_side"]
+        rows.append([v, f"{a['median_s']:.3f}", f"{a['ratio_to_before']:.2f}x",
+                     f"{p1[v]['median_s']:.3f} / {p2[v]['median_s']:.3f}",
+                     f"{p1[v]['ratio_to_before']:.2f}x / {p2[v]['ratio_to_before']:.2f}x"])
+    return rows
+
+
+def run_json(*args):
+    """This script in a child process with `args`; its JSON summary."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "out.json")
+        subprocess.run([sys.executable, os.path.abspath(__file__), *map(str, args), "--json", path],
+                       check=True, stdout=subprocess.DEVNULL)
+        return json.load(open(path))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config-file", default=os.path.join(ROOT, "configs/camvid/segformer_lite0_openset_gmm.yaml"))

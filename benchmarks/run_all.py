@@ -8,7 +8,9 @@ docs/BENCHMARKS.md. Every figure is a ratio of two measurements taken in the sam
 Sections: 1. GMM core (bench_gmm_core), 2. heads GMM vs softmax (bench_heads, bench_mask_former),
 3. EM communication (bench_em_communication), 4. memory bank bytes, 5. FLOPs (bench_flops),
 6. exported inference: eager vs TorchScript vs ONNX Runtime (bench_export),
-7. EM memory and communication per rank at W = 1, 2, 4 GLOO processes (bench_em_scaling).
+7. EM memory and communication per rank at W = 1, 2, 4 GLOO processes (bench_em_scaling),
+8. a training iteration of the pretrained CamVid recipe before / after its speed-ups
+   (bench_train_step; needs CamVid under $DETECTRON2_DATASETS, else the section says it was skipped).
 
     python benchmarks/run_all.py --sections 7              # only section 7, replaced in the existing file
 """
@@ -28,6 +30,7 @@ import bench_flops
 import bench_gmm_core
 import bench_heads
 import bench_mask_former
+import bench_train_step
 from common import cpu_model, table, verdict
 from gmmseg.gmm import FeatureMemory
 
@@ -41,6 +44,7 @@ FULL = dict(
     flops=dict(size=(512, 1024)),
     export=dict(size=(360, 480), warmup=2, iters=10),
     scaling=dict(worlds=(1, 2, 4), iters=5),
+    step=dict(rounds=4, per_round=10, warmup=5),
 )
 QUICK = dict(
     core=dict(n=4096, classes=(19, 150), repeats=3, capacity=1000),
@@ -50,6 +54,7 @@ QUICK = dict(
     flops=dict(size=(128, 256)),
     export=dict(size=(96, 128), warmup=1, iters=2),
     scaling=dict(worlds=(1, 2), iters=1),
+    step=dict(rounds=1, per_round=2, warmup=1),
 )
 M, D, CLASSES, DEPTH = 5, 64, 19, 18
 over_target = []  # every measured ratio above its target, for the summary at the top
@@ -184,11 +189,32 @@ def scaling(p):
             + bench_em_scaling.tables(res, worlds))
 
 
+def train_step(p):
+    root = os.path.expanduser(os.environ.get("DETECTRON2_DATASETS", "datasets"))
+    if not os.path.isdir(os.path.join(root, "camvid", "train")):
+        return (f"Skipped: no CamVid in {os.path.join(root, 'camvid')} (set DETECTRON2_DATASETS; "
+                "tools/prepare_camvid.py).")
+    s = p["step"]
+    common = ["--rounds", s["rounds"], "--per-round", s["per_round"], "--warmup", s["warmup"]]
+    alone = bench_train_step.run_json("--threads", 2, *common)
+    pair = bench_train_step.run_json("--threads", 1, "--side-by-side", *common)
+    return ("A real training iteration (detectron2's loop: data loading in the process, forward, backward, SGD, "
+            "the EM hook) of configs/camvid/segformer_lite0_openset_gmm.yaml in GMMSeg's release mode (memory "
+            "32,000, class-balanced sampler) on CamVid. `before`: the SegFormer decoder as the paper writes it "
+            "(concat, then the fuse conv at stride 4), NCHW; `decoder`: the same function as composed per-stage "
+            "convs summed after upsampling (SegFormerMLPDecoder.forward); `channels_last`: that and "
+            "MODEL.CHANNELS_LAST (what the config uses). The variants are built in one process and run in "
+            f"alternating rounds ({s['rounds']} x {s['per_round']} iterations each after {s['warmup']}); "
+            "median s/iteration; the side-by-side columns are two such processes at once, one thread each.\n\n"
+            + table(bench_train_step.rows_for(alone, pair), bench_train_step.HEADERS))
+
+
 SECTIONS = [("1. GMM core", core), ("2. Heads: GMM vs softmax twin", heads),
             ("3. EM communication per rank per iteration", communication),
             ("4. Memory bank bytes per rank", memory_bank), ("5. FLOPs: GMM head vs softmax head", flops),
             ("6. Exported inference: eager vs TorchScript vs ONNX Runtime", exported),
-            ("7. EM memory and communication per rank vs number of ranks", scaling)]
+            ("7. EM memory and communication per rank vs number of ranks", scaling),
+            ("8. Training step of the pretrained CamVid recipe", train_step)]
 
 
 def main():

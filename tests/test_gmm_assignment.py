@@ -85,3 +85,20 @@ def test_sinkhorn_plan_is_three_rounds_of_the_release_recipe():
     assert np.allclose(got.numpy(), want, atol=1e-5)
     # the example tells the rounds apart: two rounds give another plan
     assert np.abs(_sinkhorn_reference(scores, 2) - want).max() > 1e-2
+
+
+def test_sinkhorn_scales_each_class_by_its_own_maximum():
+    """Two classes whose scores differ 100x, each a symmetric 2 x 2 block [[a, b], [b, a]]: the
+    block is already balanced, so the plan is the row softmax of score / max|score of the class|
+    / epsilon. Class 0 (-1, -2) and class 1 (-100, -200) both become (-0.5, -1) / 0.05 =
+    (-10, -20): each pixel keeps sigmoid(10) = 0.9999546 on its best component. One maximum
+    over the batch (200) would leave class 0 at (-0.1, -0.2) / 0.05: sigmoid(0.1) = 0.525."""
+    scores = torch.tensor([[-1.0, -2.0], [-100.0, -200.0], [-2.0, -1.0], [-200.0, -100.0]])
+    classes = torch.tensor([0, 1, 0, 1])
+    plan = sinkhorn_assign(scores, classes, 2, num_iters=3, epsilon=0.05).exp()
+    hi, lo = 1 / (1 + np.exp(-10.0)), 1 / (1 + np.exp(10.0))
+    want = torch.tensor([[hi, lo], [hi, lo], [lo, hi], [lo, hi]], dtype=torch.float32)
+    assert torch.allclose(plan, want, atol=1e-6)
+    # a class's plan does not depend on the other class's scale
+    alone = sinkhorn_assign(scores[[0, 2]], torch.zeros(2, dtype=torch.long), 1, num_iters=3).exp()
+    assert torch.allclose(plan[[0, 2]], alone, atol=1e-7)

@@ -228,3 +228,42 @@ def test_nll_loss_is_minus_the_own_class_score_on_labelled_pixels():
     # pixel 0 on class 0's first mean: log p = base; pixel 1 at distance sqrt(2) from both: base - 1
     want = 0.1 * -(base + (base - 1)) / 2
     assert abs(out["losses"]["loss_gmm_nll"].item() - want) < 1e-4
+
+
+E0 = torch.tensor([0.5, -0.5, 0.5, -0.5])  # unit vectors the hand predictor's embedding keeps
+F0 = torch.tensor([0.5, 0.5, -0.5, -0.5])  # orthogonal to E0
+
+
+def test_momentum_m_step_renormalises_the_mean():
+    """Momentum 0.5, mean E0, data all at F0 (orthogonal): 0.5 E0 + 0.5 F0 = (0.5, 0, 0, -0.5)
+    has norm sqrt(0.5); the new mean is that over its norm, (1, 0, 0, -1) / sqrt(2)."""
+    p = _hand_predictor(num_classes=1, num_components=1, mean_momentum=0.5).train()
+    with torch.no_grad():
+        p.means[0, 0] = E0
+    p((2 * F0).repeat(3, 1), torch.zeros(3, dtype=torch.long))
+    p.em_update()
+    want = torch.tensor([1.0, 0.0, 0.0, -1.0]) / math.sqrt(2)
+    assert torch.allclose(p.means[0, 0], want, atol=1e-6)
+    assert abs(float(p.means[0, 0].norm()) - 1.0) < 1e-6
+
+
+def test_received_rows_forgets_what_it_received_after_an_m_step():
+    """UPDATE_COMPONENTS received_rows, two M-steps, momentum 0.5. First step: class 0 receives
+    rows at F0 and its mean moves from E0 to (E0 + F0) / |E0 + F0|. Second step: only class 1
+    receives rows; class 0's mean must stay (its bank still holds the F0 rows: updating it again
+    would move it to normalise(0.5 * (E0 + F0) / sqrt(2) + 0.5 F0))."""
+    p = _hand_predictor(num_classes=2, num_components=1, mean_momentum=0.5,
+                        update_components="received_rows").train()
+    with torch.no_grad():
+        p.means[:, 0] = E0
+    p((2 * F0).repeat(3, 1), torch.zeros(3, dtype=torch.long))
+    p.em_update()
+    first = F.normalize(E0 + F0, dim=0)  # (1, 0, 0, -1) / sqrt(2)
+    assert torch.allclose(p.means[0, 0], first, atol=1e-6)
+    assert torch.equal(p.means[1, 0], E0)
+    assert p.updates_per_component.tolist() == [1, 0]
+    p((2 * F0).repeat(3, 1), torch.ones(3, dtype=torch.long))
+    p.em_update()
+    assert torch.allclose(p.means[0, 0], first, atol=1e-6)  # not updated a second time
+    assert torch.allclose(p.means[1, 0], first, atol=1e-6)
+    assert p.updates_per_component.tolist() == [1, 1]

@@ -3,9 +3,16 @@
 Both functions take the per-component log-likelihoods of each embedding *under its own class*
 (N, M) plus the class of each embedding (N,), and handle all classes at once: sums over the
 embeddings of one class are segment reductions (index_add / scatter_reduce), never a Python loop.
+
+The segment sums are order-independent: every term is rounded to int64 fixed point
+(fixed_point.py) and added as an integer, so the result is bitwise the same whatever the order of
+the rows and whatever order a GPU's atomics add them in (float index_add_ on CUDA is not; ranks
+re-running an E-step on the same rows, em_loops > 1, would drift apart in the last bits).
 """
 
 import torch
+
+from .fixed_point import from_fixed_point, to_fixed_point
 
 __all__ = ["sinkhorn_assign", "vanilla_assign", "segment_logsumexp", "equipartition_error", "ASSIGNERS"]
 
@@ -13,15 +20,18 @@ __all__ = ["sinkhorn_assign", "vanilla_assign", "segment_logsumexp", "equipartit
 def segment_logsumexp(values: torch.Tensor, segments: torch.Tensor, num_segments: int) -> torch.Tensor:
     """log sum exp of the rows of `values` (N, M) within each segment: returns (num_segments, M).
 
-    Empty segments give -inf.
+    Empty segments give -inf. Bitwise independent of the order of the rows: the maximum is
+    order-free, and the terms exp(v - max) in [0, 1] are summed in int64 fixed point (absolute
+    error 2^-33 per term; the sum is >= 1, as the maximum's term is 1).
     """
     m = values.shape[1]
     idx = segments[:, None].expand(-1, m)
     seg_max = values.new_full((num_segments, m), float("-inf"))
     seg_max = seg_max.scatter_reduce(0, idx, values, reduce="amax", include_self=True)
     safe_max = torch.where(torch.isfinite(seg_max), seg_max, torch.zeros_like(seg_max))
-    sums = values.new_zeros((num_segments, m)).index_add_(0, segments, (values - safe_max[segments]).exp())
-    return sums.log() + safe_max
+    terms = to_fixed_point((values - safe_max[segments]).exp().double())
+    sums = torch.zeros((num_segments, m), dtype=torch.long, device=values.device).index_add_(0, segments, terms)
+    return from_fixed_point(sums).to(values.dtype).log() + safe_max
 
 
 def sinkhorn_assign(

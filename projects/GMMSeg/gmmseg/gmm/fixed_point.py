@@ -19,7 +19,7 @@ import math
 
 import torch
 
-__all__ = ["FRACTION_BITS", "to_fixed_point", "from_fixed_point", "value_bound"]
+__all__ = ["FRACTION_BITS", "to_fixed_point", "from_fixed_point", "value_bound", "group_sums"]
 
 FRACTION_BITS = 32
 _SCALE = float(2 ** FRACTION_BITS)
@@ -39,3 +39,13 @@ def from_fixed_point(q: torch.Tensor) -> torch.Tensor:
 def value_bound(capacity: int) -> float:
     """Largest |x| whose squares, `capacity` of them, cannot overflow the fixed-point sums."""
     return math.sqrt(2.0 ** (_LIMIT_BITS - FRACTION_BITS) / max(int(capacity), 1))
+
+
+def group_sums(groups: torch.Tensor, x: torch.Tensor, num_groups: int):
+    """Count (G,) int64, sum (G, D) and sum of squares (G, D) int64 fixed point of the rows x (N, D)
+    per group `groups` (N,): exact, so bitwise the same for any order of the rows."""
+    xd = x.double()
+    count = torch.bincount(groups, minlength=num_groups)
+    s1 = torch.zeros(num_groups, x.shape[1], dtype=torch.long, device=x.device)
+    s2 = torch.zeros_like(s1)
+    return count, s1.index_add_(0, groups, to_fixed_point(xd)), s2.index_add_(0, groups, to_fixed_point(xd * xd))

@@ -43,6 +43,7 @@ from torch.nn import functional as F
 
 from .assignment import ASSIGNERS
 from .distributed import all_gather_rows, all_gather_stacked, rank
+from .fixed_point import from_fixed_point, group_sums
 from .inference_memory import InferenceMemory
 from .likelihood import gaussian_log_likelihood
 from .m_step import gaussian_m_step
@@ -340,12 +341,13 @@ class GMMPredictor(nn.Module):
         k, m = self.num_classes, self.num_components
         groups, e = rows[:, 0].long(), rows[:, 1:]
         y = groups // m
-        ed = e.to(self.memory.bank.dtype).double()  # what the bank would store
+        stored = e.to(self.memory.bank.dtype)  # what the bank would store
         count, s1, s2 = self.memory.statistics()
         for _ in range(self.em_loops - 1):
-            c = count.index_add(0, groups, torch.ones_like(groups, dtype=torch.float64))
-            t1 = s1.index_add(0, groups, ed)
-            t2 = s2.index_add(0, groups, ed * ed)
+            # the window's sums in fixed point (exact, any row order), then one float64 addition
+            # to the bank's: every rank gets the same bits whatever order its atomics add in
+            wc, w1, w2 = group_sums(groups, stored, k * m)
+            c, t1, t2 = count + wc.double(), s1 + from_fixed_point(w1), s2 + from_fixed_point(w2)
             upd = torch.zeros_like(self.received_data)
             upd[groups] = True
             self._m_step(c, t1, t2, upd & (c > 0))

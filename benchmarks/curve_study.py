@@ -12,7 +12,9 @@ iteration (mean +- sample std over the seeds).
             "MODEL.GMM.MEMORY_SIZE 32000 DATALOADER.SAMPLER_TRAIN ClassBalancedSampler"
 
 Resumable: the same command after an interruption continues every unfinished run from its last
-checkpoint (tools/train_net.py --resume) and skips the evaluations already written. A run is
+checkpoint (tools/train_net.py --resume) and skips the evaluations already written. A run that
+another invocation is training (its pid in <run>/training.pid) is waited for, not started twice:
+a study can be restarted with other variants or seeds while its trainings go on. A run is
 <output>/<variant>/seed<s>/ (train_net's OUTPUT_DIR; `SEED s MODEL.GMM.SEED s` added to its
 overrides); checkpoint model_<i>.pth (i + 1 a multiple of --period) is evaluated by
 `tools/train_net.py --eval-only`, one dataset at a time, into
@@ -71,7 +73,22 @@ class Run:
         return os.path.join(self.dir, "eval", f"iter{iteration}", dataset, "inference", "results.json")
 
 
+def training_process(run):
+    """pid of a live training of `run` started by another invocation (its <run>/training.pid), or None."""
+    try:
+        pid = int(open(os.path.join(run.dir, "training.pid")).read())
+        with open(f"/proc/{pid}/cmdline", "rb") as f:  # Linux; the pid may have been reused
+            cmdline = f.read()
+    except (OSError, ValueError):
+        return None
+    return pid if b"train_net.py" in cmdline and run.dir.encode() in cmdline else None
+
+
 def train(run, max_iter, period):
+    """Train `run` to max_iter (resuming it), unless it is finished; if another invocation of the
+    study trains it now (e.g. one stopped and restarted with other variants), wait for that."""
+    while training_process(run) is not None:
+        time.sleep(30)
     if os.path.exists(os.path.join(run.dir, "model_final.pth")):
         return
     os.makedirs(run.dir, exist_ok=True)
@@ -80,9 +97,13 @@ def train(run, max_iter, period):
            *run.opts, "OUTPUT_DIR", run.dir, "DATASETS.TEST", "()", "SOLVER.MAX_ITER", str(max_iter),
            "SOLVER.CHECKPOINT_PERIOD", str(period), "SOLVER.CHECKPOINT_MAX_TO_KEEP", "0"]
     print(f"[curves] training {run}{' (resumed)' if resume else ''}", flush=True)
+    pid_file = os.path.join(run.dir, "training.pid")
     with open(os.path.join(run.dir, "stdout.txt"), "a") as log:
-        code = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
-                              env=dict(os.environ, **ONE_THREAD)).returncode
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=dict(os.environ, **ONE_THREAD))
+        with open(pid_file, "w") as f:
+            f.write(str(proc.pid))
+        code = proc.wait()
+    os.remove(pid_file)
     if code:
         raise RuntimeError(f"training {run} failed: {run.dir}/stdout.txt")
     print(f"[curves] {run} trained", flush=True)

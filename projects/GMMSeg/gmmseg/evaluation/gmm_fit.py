@@ -20,7 +20,8 @@ from ..data.anomaly_datasets import load_anomaly_mask
 from ..data.mapper import build_sem_seg_test_loader
 from .head_hooks import labels_to_grid
 
-__all__ = ["heldout_log_likelihoods", "fit_curve", "fit_curve_table", "run_checkpoints"]
+__all__ = ["heldout_log_likelihoods", "known_pixel_sums", "anomaly_pixel_sums", "fit_curve", "fit_curve_table",
+           "run_checkpoints"]
 
 
 class _Capture:
@@ -46,6 +47,38 @@ class _Capture:
             h.remove()
 
 
+def _mean(total, n):
+    return total / n if n else float("nan")
+
+
+def known_pixel_sums(ll, labels, ignore_value=255):
+    """ll: (h, w, K) class log-likelihoods on any device; labels: (h, w) class ids or
+    `ignore_value`, on any device (labels_to_grid makes them on the CPU). Returns float64 (3,) on
+    ll's device: the sums over the labelled pixels of log p(x | y) and of max_c log p(x | c), and
+    their number. No host synchronisation, no data-dependent shapes."""
+    y = labels.to(ll.device)
+    valid = y != ignore_value
+    own = ll.gather(-1, torch.where(valid, y, 0)[..., None])[..., 0].double()
+    best = ll.amax(-1).double()
+    zero = own.new_zeros(())
+    return torch.stack([torch.where(valid, own, zero).sum(), torch.where(valid, best, zero).sum(),
+                        valid.sum().double()])
+
+
+def anomaly_pixel_sums(ll, mask):
+    """ll: (h, w, K) on any device; mask: (h, w) 1 anomaly, 0 known, other values ignored, on any
+    device. Returns float64 (4,) on ll's device: the sum of max_c log p(x | c) over the anomaly
+    pixels, their number, the same sum over the known pixels, their number."""
+    m = mask.to(ll.device)
+    best = ll.amax(-1).double()
+    zero = best.new_zeros(())
+    out = []
+    for value in (1, 0):
+        sel = m == value
+        out += [torch.where(sel, best, zero).sum(), sel.sum().double()]
+    return torch.stack(out)
+
+
 @torch.no_grad()
 def heldout_log_likelihoods(model, known_loader, ignore_value=255, anomaly_loader=None, anomaly_dataset=None):
     """model: a PerPixelSegmentor with a GMM predictor, in eval mode; loaders: detectron2 test
@@ -60,33 +93,29 @@ def heldout_log_likelihoods(model, known_loader, ignore_value=255, anomaly_loade
         raise TypeError(f"heldout_log_likelihoods needs a GMM predictor, got {type(head.predictor).__name__}")
     cap, stride = _Capture(head), head.common_stride
     try:
-        own, best = [], []
+        sums = 0  # [own-class ll, best-class ll, pixels] of the known pixels, on the model's device
         for batch in known_loader:
             model(batch)
-            ll = cap.grid()
             y = labels_to_grid(batch[0]["sem_seg"], cap.shape, stride, ignore_value)
-            valid = y != ignore_value
-            own.append(ll[valid].gather(1, y[valid][:, None])[:, 0])
-            best.append(ll[valid].amax(-1))
-        out = {"known_own_class_ll": float(torch.cat(own).mean()),
-               "known_best_class_ll": float(torch.cat(best).mean()),
+            sums = sums + known_pixel_sums(cap.grid(), y, ignore_value)
+        own, best, n = sums.tolist() if torch.is_tensor(sums) else (0.0, 0.0, 0)
+        out = {"known_own_class_ll": _mean(own, n), "known_best_class_ll": _mean(best, n),
                "mean_std": float(head.predictor.current_stds().mean())}
         if anomaly_loader is not None:
             dicts = {d["file_name"]: d for d in DatasetCatalog.get(anomaly_dataset)}
-            anomalous, known = [], []
+            sums = 0  # [ll of anomaly pixels, their number, ll of known pixels, their number]
             for batch in anomaly_loader:
                 model(batch)
-                ll = cap.grid().amax(-1)
                 d = dicts[batch[0]["file_name"]]
                 mask = np.asarray(load_anomaly_mask(d["anomaly_mask_file_name"],
                                                     d.get("anomaly_mask_convention", "ours")), dtype=np.int64)
                 mask = F.interpolate(torch.from_numpy(mask)[None, None].float(),
                                      size=batch[0]["image"].shape[-2:], mode="nearest")[0, 0].long()
                 m = labels_to_grid(mask, cap.shape, stride, 255)
-                anomalous.append(ll[m == 1])
-                known.append(ll[m == 0])
-            out["anomaly_best_class_ll"] = float(torch.cat(anomalous).mean())
-            out["anomaly_split_known_best_class_ll"] = float(torch.cat(known).mean())
+                sums = sums + anomaly_pixel_sums(cap.grid(), m)
+            a, na, k, nk = sums.tolist() if torch.is_tensor(sums) else (0.0, 0, 0.0, 0)
+            out["anomaly_best_class_ll"] = _mean(a, na)
+            out["anomaly_split_known_best_class_ll"] = _mean(k, nk)
         return out
     finally:
         cap.remove()

@@ -7,9 +7,14 @@ accepts only NumPy arrays and plain containers. What the trainer saves (model, o
 scheduler, iteration, the project's resume state) is all tensors, numbers, strings, lists and
 dicts, so its checkpoints load that way.
 
-Memory: a GMM built for inference (MODEL.GMM.MEMORY_LAYOUT "none", used by --eval-only) has no
-memory bank; its checkpoints are memory-mapped, and the bank's entries skipped, so they are
-never read. A model with sharded GMM memories saves the full bank (gathered from every rank).
+Memory: local `.pth` files are memory-mapped (torch.load(mmap=True)), for training (--resume,
+MODEL.WEIGHTS) as for inference: loading does not read the file into host memory first, every
+tensor is copied from the mapping into the model, the bank slice by slice, and the pages are
+the page cache's (shared by the ranks of a machine, dropped under memory pressure). A GMM built
+for inference (MODEL.GMM.MEMORY_LAYOUT "none", used by --eval-only) has no memory bank: the
+bank's entries are skipped, so they are never read. A model with sharded GMM memories saves the
+full bank (gathered from every rank). Files in torch's legacy (non-zip) format cannot be mapped
+and are read whole.
 
 Fit: detectron2's checkpointer skips tensors whose shapes differ with only a warning; for a GMM
 that silently leaves means, stds or the memory at their initial values. Here a mismatch stops
@@ -20,6 +25,7 @@ import io
 import logging
 import os
 import pickle
+import zipfile
 from typing import Dict, List, Tuple
 
 import torch
@@ -42,9 +48,10 @@ _CLASSES, _COMPONENTS, _DIM, _MEM = ("MODEL.SEM_SEG_HEAD.NUM_CLASSES", "MODEL.GM
 
 
 # ----------------------------------------------------------------------------- reading files
-def _without_memory_bank(model) -> bool:
-    """True when a GMM of `model` was built for inference (MODEL.GMM.MEMORY_LAYOUT "none")."""
-    return any(getattr(m, "layout", None) == "none" for m in model.modules())
+def _load_local_file(local: str, name: str):
+    """torch.load(weights_only=True) of a local file, memory-mapped unless it is in torch's legacy
+    (non-zip) format, which cannot be mapped."""
+    return _torch_load_weights_only(local, name, mmap=zipfile.is_zipfile(local))
 
 
 def _torch_load_weights_only(path_or_file, name: str, mmap: bool = False):
@@ -87,7 +94,7 @@ def load_state_dict_safely(path: str) -> dict:
     local = PathManager.get_local_path(path)
     if not os.path.isfile(local):
         raise FileNotFoundError(f"MODEL.WEIGHTS={path!r}: no such file")
-    ckpt = _torch_load_weights_only(local, path)
+    ckpt = _load_local_file(local, path)
     return ckpt.get("model", ckpt) if isinstance(ckpt, dict) else ckpt
 
 
@@ -204,10 +211,10 @@ class GMMSegCheckpointer(DetectionCheckpointer):
 
     def _torch_load(self, f):
         local = PathManager.get_local_path(f)
-        if _without_memory_bank(self.model) and os.path.isfile(local):
-            # a model for inference: memory-map the file, so that the bank (GBs), which the
-            # model skips, is never read into memory
-            return _torch_load_weights_only(local, f, mmap=True)
+        if os.path.isfile(local):
+            # memory-mapped: the bank (GBs) is not read into host memory in every rank before the
+            # model copies it (slice by slice); a model for inference skips it, never reading it
+            return _load_local_file(local, f)
         with PathManager.open(f, "rb") as fh:
             return _torch_load_weights_only(fh, f)
 

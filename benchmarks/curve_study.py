@@ -43,10 +43,9 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from seed_study import SCORES, metrics_of  # noqa: E402
+from seed_study import ONE_THREAD, SCORES, evaluate_checkpoint, metrics_of  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 RETRY_AFTER_S = 600
 
 
@@ -111,15 +110,7 @@ def train(run, max_iter, period):
 
 def evaluate(run, iteration, checkpoint, dataset):
     out_dir = os.path.dirname(os.path.dirname(run.result_path(iteration, dataset)))
-    os.makedirs(out_dir, exist_ok=True)
-    cmd = ["nice", "-n", "10", sys.executable, os.path.join(ROOT, "tools", "train_net.py"),
-           "--config-file", run.config, "--eval-only", *run.opts, "MODEL.WEIGHTS", checkpoint,
-           "OUTPUT_DIR", out_dir, "DATASETS.TEST", f"('{dataset}',)"]
-    with open(os.path.join(out_dir, "stdout.txt"), "w") as log:
-        code = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
-                              env=dict(os.environ, **ONE_THREAD)).returncode
-    if code:
-        raise RuntimeError(f"evaluating {run} at {iteration} on {dataset}: {out_dir}/stdout.txt")
+    evaluate_checkpoint(run.config, run.opts, checkpoint, [dataset], out_dir, nice=10)
     print(f"[curves] {run} evaluated at iteration {iteration} on {dataset}", flush=True)
 
 

@@ -7,7 +7,7 @@ the class's components, as the model scores), the same under the best class, and
 split, the best-class log-likelihood of the anomaly pixels. Also the mean GMM std. A GMM that
 fits the features makes the first rise during training while the anomaly pixels stay behind.
 
-    python benchmarks/gmm_fit_curve.py --config configs/demo/fpn_r18_gmm.yaml \
+    python benchmarks/gmm_fit_curve.py --config-file configs/demo/fpn_r18_gmm.yaml \
         --run output/study_demo_a/release_bootstrap --known gmmseg_demo_val --anomaly gmmseg_demo_anomaly
 
 Prints a Markdown table and writes <run>/fit_curve.json (gmmseg.evaluation.gmm_fit does the work).
@@ -16,25 +16,20 @@ import argparse
 import json
 import os
 
-from detectron2.config import get_cfg
-
-from gmmseg import add_gmmseg_config
+from gmmseg import load_config
 from gmmseg.evaluation.gmm_fit import fit_curve, fit_curve_table
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--config", required=True)
+    ap.add_argument("--config-file", "--config", dest="config", required=True, metavar="FILE")
     ap.add_argument("--run", required=True, help="OUTPUT_DIR of a finished run with periodic checkpoints (trained "
                     "with SOLVER.CHECKPOINT_MAX_TO_KEEP 0 to keep them all)")
     ap.add_argument("--known", required=True, help="held-out dataset with sem_seg labels")
     ap.add_argument("--anomaly", default=None, help="dataset with anomaly masks (optional)")
     ap.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides the run was trained with")
     args = ap.parse_args()
-    cfg = get_cfg()
-    add_gmmseg_config(cfg)
-    cfg.merge_from_file(args.config)
-    cfg.merge_from_list(args.opts)
+    cfg = load_config(args.config, args.opts)
     if cfg.MODEL.PREDICTOR.NAME != "gmm":
         raise SystemExit(f"{args.config}: MODEL.PREDICTOR.NAME is {cfg.MODEL.PREDICTOR.NAME!r}; this measures a GMM")
     results = fit_curve(cfg, args.run, args.known, args.anomaly)

@@ -2,7 +2,7 @@
 """Which function of a trained GMM detects anomalies best? Candidates from one forward pass of a
 finished run (gmmseg.evaluation.gmm_scores), no retraining.
 
-    python benchmarks/gmm_score_study.py --config configs/camvid/segformer_lite0_openset_gmm.yaml \
+    python benchmarks/gmm_score_study.py --config-file configs/camvid/segformer_lite0_openset_gmm.yaml \
         --run output/study/gmm/seed1 [--run ...] --dataset camvid_openset_val [KEY VALUE ...]
 
 Each run's model_final.pth is evaluated; prints mean +- std over the runs and writes
@@ -18,7 +18,7 @@ import torch
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--config", required=True)
+    ap.add_argument("--config-file", "--config", dest="config", required=True, metavar="FILE")
     ap.add_argument("--run", action="append", required=True)
     ap.add_argument("--dataset", required=True)
     ap.add_argument("--variance-floor", type=float,
@@ -26,24 +26,18 @@ def main():
     ap.add_argument("opts", nargs=argparse.REMAINDER)
     args = ap.parse_args()
 
-    from detectron2.config import get_cfg
     from detectron2.data import MetadataCatalog
 
-    from gmmseg import add_gmmseg_config
-    from gmmseg.checkpoint import GMMSegCheckpointer
-    from gmmseg.config import inference_config
+    from gmmseg import load_config
     from gmmseg.engine import Trainer
+    from gmmseg.engine.inference import build_inference_model
     from gmmseg.evaluation.gmm_scores import score_study
 
     reports = {}
     for run in args.run:
-        cfg = get_cfg()
-        add_gmmseg_config(cfg)
-        cfg.merge_from_file(args.config)
-        cfg.merge_from_list(args.opts + ["MODEL.TIMM.EFFICIENTNET_LITE_WEIGHTS", ""])  # the run's weights follow
-        model = Trainer.build_model(inference_config(cfg))  # no memory bank
-        GMMSegCheckpointer(model).load(os.path.join(run, "model_final.pth"))
-        model.eval()
+        # the run's weights replace the ImageNet ones: do not load those first
+        cfg = load_config(args.config, args.opts + ["MODEL.TIMM.EFFICIENTNET_LITE_WEIGHTS", ""])
+        model = build_inference_model(cfg, os.path.join(run, "model_final.pth"))  # no memory bank
         if args.variance_floor is not None:
             p = model.sem_seg_head.predictor
             with torch.no_grad():

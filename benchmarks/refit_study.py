@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Trained vs refitted Gaussians (tools/refit_gmm.py, no retraining) over finished runs.
 
-    python benchmarks/refit_study.py --config configs/camvid/segformer_lite0_openset_gmm.yaml \
+    python benchmarks/refit_study.py --config-file configs/camvid/segformer_lite0_openset_gmm.yaml \
         --run output/study/release/seed1 --run output/study/release/seed2 [--rounds 10] \
         [--variance-floor 0.01] [--tag refit] --eval camvid_openset_val [KEY VALUE ...]
 
@@ -14,16 +14,16 @@ with. Data: $DETECTRON2_DATASETS.
 import argparse
 import json
 import os
+import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "tools"))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--config", required=True)
+    ap.add_argument("--config-file", "--config", dest="config", required=True, metavar="FILE")
     ap.add_argument("--run", action="append", required=True)
     ap.add_argument("--eval", required=True, help="dataset to evaluate on")
     ap.add_argument("--rounds", type=int, default=10)
@@ -32,9 +32,7 @@ def main():
     ap.add_argument("opts", nargs=argparse.REMAINDER)
     args = ap.parse_args()
 
-    import refit_gmm
-    from run_demo import evaluate
-    from seed_study import metrics_of, table
+    from seed_study import evaluate_checkpoint, metrics_of, table
 
     study = {"trained": {}, args.tag: {}}
     for run in args.run:
@@ -44,9 +42,11 @@ def main():
         if not os.path.exists(result_path):
             if not os.path.exists(weights):
                 floor = [] if args.variance_floor is None else ["--variance-floor", str(args.variance_floor)]
-                refit_gmm.main(["--config-file", args.config, "--output", weights, "--rounds", str(args.rounds),
-                                *floor, *args.opts, "MODEL.WEIGHTS", os.path.join(run, "model_final.pth")])
-            result = evaluate(args.config, out_dir, [args.eval], [*args.opts, "MODEL.WEIGHTS", weights])
+                subprocess.run([sys.executable, os.path.join(ROOT, "tools", "refit_gmm.py"), "--config-file", args.config,
+                                "--output", weights, "--rounds", str(args.rounds), *floor, *args.opts,
+                                "MODEL.WEIGHTS", os.path.join(run, "model_final.pth")], check=True, cwd=ROOT)
+            result = evaluate_checkpoint(os.path.abspath(args.config), args.opts, weights, [args.eval],
+                                         os.path.join(out_dir, "eval"))
             json.dump(result, open(result_path, "w"), default=float)
         study[args.tag][run] = metrics_of(json.load(open(result_path)), args.eval)
         study["trained"][run] = metrics_of(json.load(open(os.path.join(run, "results.json"))), args.eval)

@@ -8,8 +8,9 @@ mean +- std over the seeds.
         --variant gmm configs/camvid/segformer_lite0_openset_gmm.yaml "MODEL.GMM.MEMORY_SIZE 32000"
 
 A run is tools/train_net.py (one thread, `SEED s MODEL.GMM.SEED s` added to the overrides, its log
-in <output>/<variant>/seed<s>/log.txt) then the evaluation of its final checkpoint on every --eval
-dataset (mIoU, ECE, AUROC / AP / FPR95 of every anomaly score). Finished runs are reused and
+in <output>/<variant>/seed<s>/log.txt) then `tools/train_net.py --eval-only` of its final
+checkpoint on every --eval dataset (mIoU, ECE, AUROC / AP / FPR95 of every anomaly score; its
+files in <run>/eval/). Finished runs are reused and
 interrupted ones resumed from their last checkpoint (train_net --resume), so a stopped study continues. Results: <output>/study.json; the table goes to stdout and
 <output>/study.md. Data: $DETECTRON2_DATASETS (detectron2's convention).
 """
@@ -24,30 +25,43 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCORES = ("gmm", "max_logit", "energy", "msp", "entropy")
+ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def evaluate_checkpoint(config, opts, weights, datasets, out_dir, nice=0):
+    """`tools/train_net.py --eval-only` of `weights` on `datasets`, in a child process with one
+    thread (niced by `nice`), its OUTPUT_DIR `out_dir`: {dataset: results}, also in
+    out_dir/inference/results.json."""
+    os.makedirs(out_dir, exist_ok=True)
+    cmd = (["nice", "-n", str(nice)] if nice else []) + [
+        sys.executable, os.path.join(ROOT, "tools", "train_net.py"), "--config-file", config, "--eval-only", *opts,
+        "MODEL.WEIGHTS", weights, "OUTPUT_DIR", out_dir, "DATASETS.TEST", "(" + "".join(f"'{d}'," for d in datasets) + ")"]
+    with open(os.path.join(out_dir, "stdout.txt"), "w") as log:
+        if subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=dict(os.environ, **ONE_THREAD)).returncode:
+            raise RuntimeError(f"evaluating {weights} on {', '.join(datasets)} failed: {out_dir}/stdout.txt")
+    with open(os.path.join(out_dir, "inference", "results.json")) as f:
+        return json.load(f)
 
 
 def run_one(config, out_dir, opts, datasets):
-    """Train (unless model_final.pth exists) and evaluate one run in a child process; returns its results."""
+    """Train (unless model_final.pth exists) and evaluate one run in child processes; returns its
+    results (also in out_dir/results.json; the evaluation's files in out_dir/eval/)."""
     result_path = os.path.join(out_dir, "results.json")
     if os.path.exists(result_path):
         return json.load(open(result_path))
     os.makedirs(out_dir, exist_ok=True)
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     if not os.path.exists(os.path.join(out_dir, "model_final.pth")):
         resume = ["--resume"] if os.path.exists(os.path.join(out_dir, "last_checkpoint")) else []
         cmd = [sys.executable, os.path.join(ROOT, "tools", "train_net.py"), "--config-file", config, *resume,
                "OUTPUT_DIR", out_dir, "DATASETS.TEST", "()", *opts]
         with open(os.path.join(out_dir, "stdout.txt"), "w") as log:
-            if subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env).returncode:
+            if subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=dict(os.environ, **ONE_THREAD)).returncode:
                 raise RuntimeError(f"training failed: {out_dir}/stdout.txt")
-    code = ("import json, sys; sys.path.insert(0, 'tools'); from run_demo import evaluate, seconds_per_iteration; "
-            f"r = evaluate({config!r}, {out_dir!r}, {list(datasets)!r}, {list(opts)!r}); "
-            f"r['s_per_iter'] = seconds_per_iteration({out_dir!r}); "
-            f"json.dump(r, open({result_path!r}, 'w'), default=float)")
-    with open(os.path.join(out_dir, "eval_stdout.txt"), "w") as log:
-        if subprocess.run([sys.executable, "-c", code], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env).returncode:
-            raise RuntimeError(f"evaluation failed: {out_dir}/eval_stdout.txt")
-    return json.load(open(result_path))
+    result = evaluate_checkpoint(config, opts, os.path.join(out_dir, "model_final.pth"), datasets,
+                                 os.path.join(out_dir, "eval"))
+    with open(result_path, "w") as f:
+        json.dump(result, f, default=float)
+    return result
 
 
 def metrics_of(result, dataset):

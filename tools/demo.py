@@ -39,7 +39,7 @@ from detectron2.engine import DefaultPredictor  # noqa: E402
 from detectron2.utils.logger import setup_logger  # noqa: E402
 from detectron2.utils.visualizer import ColorMode, Visualizer  # noqa: E402
 
-from gmmseg import load_config  # noqa: E402  (importing gmmseg registers its components)
+from gmmseg import inference_config, load_config  # noqa: E402  (importing gmmseg registers its components)
 from gmmseg.checkpoint import GMMSegCheckpointer  # noqa: E402
 from gmmseg.data.folder_dataset import setup_folder_dataset  # noqa: E402
 
@@ -188,9 +188,10 @@ def config_predictor(args):
     """(DefaultPredictor with the checked checkpoint of --opts MODEL.WEIGHTS, cfg)."""
     cfg = setup_cfg(args)
     weights = cfg.MODEL.WEIGHTS
+    cfg = inference_config(cfg)  # no memory bank: the checkpoint's is never read
     cfg.defrost()
     cfg.MODEL.WEIGHTS = ""  # DefaultPredictor's own loader would skip mismatched tensors silently
-    cfg.MODEL.GMM.MEMORY_LAYOUT = "none"  # inference: no memory bank, the checkpoint's is not read
+    cfg.freeze()
     predictor = DefaultPredictor(cfg)
     GMMSegCheckpointer(predictor.model).load(weights)  # safe, checked against the config
     return predictor, cfg

@@ -16,20 +16,16 @@ import argparse
 import json
 import logging
 import os
-import sys
 
 import torch
 from detectron2.utils.logger import setup_logger
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from train_net import build_config  # noqa: E402  (the config exactly as train_net builds it)
-
-from gmmseg.checkpoint import GMMSegCheckpointer  # noqa: E402
-from gmmseg.config import inference_config  # noqa: E402
-from gmmseg.data.folder_dataset import setup_folder_dataset  # noqa: E402
-from gmmseg.data.registration_modules import import_registration_modules  # noqa: E402
-from gmmseg.engine import Trainer  # noqa: E402
-from gmmseg.evaluation.gmm_refit import refit_model  # noqa: E402
+from gmmseg import load_config
+from gmmseg.data.folder_dataset import setup_folder_dataset
+from gmmseg.data.registration_modules import import_registration_modules
+from gmmseg.engine import Trainer
+from gmmseg.engine.inference import build_inference_model
+from gmmseg.evaluation.gmm_refit import refit_model
 
 logger = logging.getLogger("gmmseg.refit")
 
@@ -52,7 +48,7 @@ def main(argv=None):
     args = get_parser().parse_args(argv)
     setup_logger(name="gmmseg")
     import_registration_modules(args.register)
-    cfg = build_config(args)
+    cfg = load_config(args.config_file, args.opts)
     setup_folder_dataset(cfg)
     if not cfg.MODEL.WEIGHTS:
         raise SystemExit("refit_gmm: give the trained model as MODEL.WEIGHTS path/to/model_final.pth")
@@ -63,9 +59,7 @@ def main(argv=None):
     if os.path.abspath(args.output) == os.path.abspath(cfg.MODEL.WEIGHTS):
         raise SystemExit(f"refit_gmm: --output {args.output!r} would overwrite the trained model; choose another file")
     dataset = args.dataset or cfg.DATASETS.TRAIN[0]
-    model = Trainer.build_model(inference_config(cfg))  # no memory bank: the refit needs none
-    GMMSegCheckpointer(model).load(cfg.MODEL.WEIGHTS)
-    model.eval()
+    model = build_inference_model(cfg)  # no memory bank: the refit needs none
     info = refit_model(model, Trainer.build_test_loader(cfg, dataset), cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE,
                        rounds=args.rounds, variance_floor=args.variance_floor,
                        pixels_per_image=args.pixels_per_image, rows_per_class=args.rows_per_class, seed=cfg.SEED)

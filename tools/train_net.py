@@ -18,7 +18,6 @@ All of detectron2's default_argument_parser options apply, plus --register; trai
 pairs override the config. The distributed backend follows MODEL.DEVICE (GLOO for "cpu", NCCL
 for "cuda"; gmmseg/engine/launch.py). See docs/DISTRIBUTED.md.
 """
-import json
 import logging
 import os
 import sys
@@ -28,11 +27,11 @@ from detectron2.evaluation import verify_results
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
-from gmmseg import inference_config, load_config
-from gmmseg.checkpoint import GMMSegCheckpointer
+from gmmseg import load_config
 from gmmseg.data.folder_dataset import setup_folder_dataset
 from gmmseg.data.registration_modules import import_registration_modules
 from gmmseg.engine import Trainer
+from gmmseg.engine.inference import build_inference_model, write_results
 from gmmseg.engine.launch import launch, main_from_torchrun
 
 
@@ -61,33 +60,22 @@ def setup(args):
     return cfg
 
 
-def write_results(cfg, res):
-    """OUTPUT_DIR/inference/results.json: {dataset: {task: {metric: value}}} of an --eval-only run
-    (DefaultTrainer.test drops the dataset level when there is one dataset: put back here)."""
-    if len(cfg.DATASETS.TEST) == 1:
-        res = {cfg.DATASETS.TEST[0]: res}
-    path = os.path.join(cfg.OUTPUT_DIR, "inference", "results.json")
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path + ".tmp", "w") as f:
-        json.dump(res, f, indent=1, default=float)
-    os.replace(path + ".tmp", path)
-    logging.getLogger("gmmseg").info("Results written to %s", path)
-
-
 def main(args):
     cfg = setup(args)
     if args.eval_only:
         # no GMM memory bank (MODEL.GMM.MEMORY_LAYOUT "none"): evaluation reads the means and stds only, and
         # the checkpoint is memory-mapped, so its bank is never read; weights-only loading; a checkpoint that
         # does not fit the config stops with the key and both values
-        model = Trainer.build_model(inference_config(cfg))
-        GMMSegCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
-        res = Trainer.test(cfg, model)
         if cfg.TEST.AUG.ENABLED:
             raise NotImplementedError("TEST.AUG (test-time augmentation) is not supported by this project")
+        model = build_inference_model(cfg, resume=args.resume)
+        res = Trainer.test(cfg, model)
         verify_results(cfg, res)
         if comm.is_main_process():
-            write_results(cfg, res)
+            # DefaultTrainer.test drops the dataset level when there is one dataset: put it back
+            path = write_results(res if len(cfg.DATASETS.TEST) != 1 else {cfg.DATASETS.TEST[0]: res},
+                                 os.path.join(cfg.OUTPUT_DIR, "inference", "results.json"))
+            logging.getLogger("gmmseg").info("Results written to %s", path)
         return res
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=args.resume)

@@ -1,0 +1,69 @@
+"""One way to build a model for inference and to evaluate it, for every tool and study.
+
+- `build_inference_model(cfg, weights)`: the model of `cfg` without the GMM memory bank
+  (MODEL.GMM.MEMORY_LAYOUT "none": evaluation reads means and stds only), in eval mode, with the
+  checkpoint loaded safely and checked against the config (GMMSegCheckpointer: weights-only,
+  memory-mapped, so a training checkpoint's bank is never read).
+- `evaluate(cfg, model, datasets)`: detectron2's `inference_on_dataset` with the project's
+  evaluators (mIoU, calibration, anomaly scores) per dataset: {dataset: {task: {metric: value}}}.
+- `write_results(results, path)`: that dict as JSON (atomic), what `train_net --eval-only`
+  writes to OUTPUT_DIR/inference/results.json and the studies read.
+"""
+import json
+import logging
+import os
+from typing import Dict, Optional, Sequence
+
+from detectron2.evaluation import inference_on_dataset
+
+from ..checkpoint import GMMSegCheckpointer
+from ..config import inference_config
+from .trainer import Trainer
+
+__all__ = ["build_inference_model", "evaluate", "write_results", "read_results"]
+
+logger = logging.getLogger(__name__)
+
+
+def build_inference_model(cfg, weights: Optional[str] = None, resume: bool = False):
+    """The model of `cfg` for inference (no GMM memory bank, eval mode) with `weights` loaded
+    (default cfg.MODEL.WEIGHTS; "" keeps the initialisation, with a warning). `resume`: the last
+    checkpoint of cfg.OUTPUT_DIR instead when there is one (train_net --eval-only --resume)."""
+    weights = cfg.MODEL.WEIGHTS if weights is None else weights
+    model = Trainer.build_model(inference_config(cfg))
+    checkpointer = GMMSegCheckpointer(model, save_dir=cfg.OUTPUT_DIR)
+    if resume and checkpointer.has_checkpoint():
+        checkpointer.resume_or_load(weights, resume=True)
+    elif weights:
+        if not os.path.isfile(weights) and "://" not in weights:
+            raise FileNotFoundError(f"MODEL.WEIGHTS {weights!r} is not a file")
+        checkpointer.load(weights)
+    else:
+        logger.warning("MODEL.WEIGHTS is empty: the model keeps its initialisation")
+    model.eval()
+    return model
+
+
+def evaluate(cfg, model, datasets: Sequence[str], output_dir: Optional[str] = None) -> Dict[str, dict]:
+    """{dataset: results} of `model` on every dataset of `datasets` (plots and evaluator files in
+    <output_dir or OUTPUT_DIR/inference>/<dataset>/)."""
+    root = output_dir or os.path.join(cfg.OUTPUT_DIR, "inference")
+    results = {}
+    for name in datasets:
+        evaluator = Trainer.build_evaluator(cfg, name, os.path.join(root, name))
+        results[name] = inference_on_dataset(model, Trainer.build_test_loader(cfg, name), evaluator)
+    return results
+
+
+def write_results(results: Dict[str, dict], path: str) -> str:
+    """Write {dataset: results} as JSON under a temporary name, then rename it; returns `path`."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path + ".tmp", "w") as f:
+        json.dump(results, f, indent=1, default=float)
+    os.replace(path + ".tmp", path)
+    return path
+
+
+def read_results(path: str) -> Dict[str, dict]:
+    with open(path) as f:
+        return json.load(f)

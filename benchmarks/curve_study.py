@@ -26,8 +26,8 @@ first seeds); evaluations run one at a time beside them, niced, as checkpoints a
 Every checkpoint is kept (SOLVER.CHECKPOINT_MAX_TO_KEEP 0): a curve point at iteration i is the
 run of --max-iter iterations seen at i, with its learning rate not yet annealed, not a run
 trained to i. --report-only writes the JSON and plots of what is there and trains nothing.
-Output: <results>.json (every point of every run and the mean +- std per variant) and
-<results>_<dataset>.png.
+Output: <results>.json (every point of every run and the mean +- std per variant), <results>.md
+(the same as tables) and <results>_<dataset>.png.
 """
 import argparse
 import glob
@@ -205,18 +205,45 @@ def plot(dataset, curves, path):
     plt.close(fig)
 
 
+def tables(dataset, curves):
+    """Markdown: per metric family, one row per iteration, one column per (variant, score) seen,
+    cells mean +- std (n seeds)."""
+    out = []
+    for family in ("mIoU", "ECE", "AUROC", "AP", "FPR95"):
+        cols = [(v, k) for v, summary in curves.items()
+                for k in ([family] if family in ("mIoU", "ECE") else [f"{s}_{family}" for s in SCORES])
+                if any(k in point for point in summary.values())]
+        if not cols:
+            continue
+        iterations = sorted({i for summary in curves.values() for i in summary})
+        rows = ["| iteration | " + " | ".join(f"{v} {k.rsplit('_', 1)[0] if '_' in k else k}" for v, k in cols) + " |",
+                "|---" * (len(cols) + 1) + "|"]
+        for i in iterations:
+            cells = []
+            for v, k in cols:
+                m = curves[v].get(i, {}).get(k)
+                cells.append("-" if m is None else f"{m[0]:.1f} +- {m[1]:.1f} ({m[2]})")
+            rows.append(f"| {i} | " + " | ".join(cells) + " |")
+        out.append(f"### {dataset}: {family}\n\n" + "\n".join(rows))
+    return "\n\n".join(out)
+
+
 def report(runs, datasets, results):
     data = collect(runs, datasets)
     out = {"datasets": {}, "runs": [str(r) for r in runs]}
+    md = []
+    os.makedirs(os.path.dirname(os.path.abspath(results)), exist_ok=True)
     for d in datasets:
         curves = {variant: summarise(per_seed) for variant, per_seed in data[d].items()}
         out["datasets"][d] = {"per_seed": data[d], "mean_std_n": curves}
         if curves:
             plot(d, curves, f"{results}_{d}.png")
-    os.makedirs(os.path.dirname(os.path.abspath(results)), exist_ok=True)
+            md.append(tables(d, curves))
     with open(f"{results}.json", "w") as f:
         json.dump(out, f, indent=1, sort_keys=True)
-    print(f"[curves] wrote {results}.json and its plots", flush=True)
+    with open(f"{results}.md", "w") as f:
+        f.write("\n\n".join(md) + "\n")
+    print(f"[curves] wrote {results}.json, {results}.md and the plots", flush=True)
 
 
 def main():

@@ -10,6 +10,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data import transforms as T
 
 from gmmseg.data import demo
+from gmmseg.data.demo import files, scene
 from gmmseg.data.mapper import SemSegDatasetMapper
 
 SIZES = {"train": 6, "val": 3, "anomaly": 5}
@@ -93,16 +94,16 @@ def test_anomaly_masks_consistent_with_labels(demo_root):
 
 @functools.lru_cache(maxsize=None)
 def _scenes(split, n, anomalies=False):
-    return [demo.render_scene(demo.scene_rng(0, split, i), with_anomalies=anomalies) for i in range(n)]
+    return [scene.render_scene(scene.scene_rng(0, split, i), with_anomalies=anomalies) for i in range(n)]
 
 
 def test_building_has_two_clearly_different_appearances():
     scenes = _scenes("train", 24)
-    brick = np.concatenate([s["image"][s["appearance"] == demo.A_BRICK] for s in scenes]).astype(float)
-    glass = np.concatenate([s["image"][s["appearance"] == demo.A_GLASS] for s in scenes]).astype(float)
+    brick = np.concatenate([s["image"][s["appearance"] == scene.A_BRICK] for s in scenes]).astype(float)
+    glass = np.concatenate([s["image"][s["appearance"] == scene.A_GLASS] for s in scenes]).astype(float)
     assert len(brick) > 2000 and len(glass) > 2000
     for s in scenes:  # both are labelled "building"
-        assert np.all(s["label"][np.isin(s["appearance"], [demo.A_BRICK, demo.A_GLASS])] == demo.BUILDING)
+        assert np.all(s["label"][np.isin(s["appearance"], [scene.A_BRICK, scene.A_GLASS])] == scene.BUILDING)
     mb, mg = brick.mean(0), glass.mean(0)
     assert np.linalg.norm(mb - mg) > 60, (mb, mg)
     assert mb[0] > mb[2] + 30 and mg[2] > mg[0] + 30  # red-dominant brick, blue-dominant glass
@@ -124,7 +125,7 @@ def test_anomaly_appearance_is_never_seen_in_training():
     train = _scenes("train", 24)
     seen = np.mean([_novel_colour(s["image"]).mean() for s in train])
     anomaly = _scenes("anomaly", 8, anomalies=True)
-    novel = np.concatenate([_novel_colour(s["image"])[s["appearance"] == demo.A_ANOMALY] for s in anomaly])
+    novel = np.concatenate([_novel_colour(s["image"])[s["appearance"] == scene.A_ANOMALY] for s in anomaly])
     assert seen < 0.003, seen
     assert novel.mean() > 0.6, novel.mean()
 
@@ -165,14 +166,14 @@ def test_loader_generates_lazily_under_detectron2_datasets(tmp_path, monkeypatch
 
 
 def test_interrupted_generation_leaves_nothing_that_looks_complete(tmp_path, monkeypatch):
-    real = demo._write_split
+    real = files._write_split
 
     def dies_in_val(folder, split, seed, count):
         if split == "val":
             raise KeyboardInterrupt("killed")
         real(folder, split, seed, count)
 
-    monkeypatch.setattr(demo, "_write_split", dies_in_val)
+    monkeypatch.setattr(files, "_write_split", dies_in_val)
     with pytest.raises(KeyboardInterrupt):
         demo.generate_demo_dataset(str(tmp_path), sizes={"train": 2, "val": 1, "anomaly": 1})
     assert os.listdir(tmp_path) == []  # no final folder, temporary folder removed
@@ -182,7 +183,7 @@ def test_interrupted_generation_leaves_nothing_that_looks_complete(tmp_path, mon
     os.utime(stale, (0, 0))  # old enough to be stale
     recent = tmp_path / ".gmmseg_demo.tmp-999999998-abc"  # maybe another machine's: kept
     recent.mkdir()
-    monkeypatch.setattr(demo, "_write_split", real)
+    monkeypatch.setattr(files, "_write_split", real)
     demo.generate_demo_dataset(str(tmp_path), sizes={"train": 2, "val": 1, "anomaly": 1})
     assert sorted(os.listdir(tmp_path)) == [recent.name, "gmmseg_demo"]
 

@@ -238,11 +238,11 @@ class _ThreadCollective:
 
 
 def test_two_ranks_keep_identical_prototypes(monkeypatch):
-    import gmmseg.gmm.protoseg as protoseg_module
+    import gmmseg.gmm.distributed as distributed_module
 
-    coll = _ThreadCollective(2)
-    monkeypatch.setattr(protoseg_module, "world_size", lambda: 2)
-    monkeypatch.setattr(protoseg_module.dist, "all_reduce", coll.all_reduce)
+    coll = _ThreadCollective(2)  # protoseg reduces through gmm/distributed.py
+    monkeypatch.setattr(distributed_module, "world_size", lambda: 2)
+    monkeypatch.setattr(distributed_module.dist, "all_reduce", coll.all_reduce)
     torch.manual_seed(0)
     ranks = [ProtoSegPredictor(12, 4, embed_dim=8, num_prototypes=3, momentum=0.5, update_correct_only=False).train()]
     ranks.append(copy.deepcopy(ranks[0]))

@@ -56,13 +56,13 @@ import json
 import logging
 import os
 import re
-import tempfile
 from typing import Callable, Dict, List, Optional
 
 import numpy as np
 from PIL import Image
 
 from .common import datasets_root, read_image_size
+from .preparation import save_png_atomic
 
 __all__ = [
     "ANOMALY_MASK_CONVENTIONS",
@@ -193,19 +193,6 @@ def load_fishyscapes_lost_and_found(root: Optional[str] = None) -> List[dict]:
     return records
 
 
-def _write_png_atomic(array: np.ndarray, path: str) -> None:
-    folder = os.path.dirname(path)
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".png", dir=folder)
-    os.close(fd)
-    try:
-        Image.fromarray(array).save(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def load_fishyscapes_static(root: Optional[str] = None) -> List[dict]:
     """Fishyscapes Static validation v3 (see the module docstring; composes images on first load)."""
     name, root = "fishyscapes_static_val", datasets_root(root)
@@ -236,7 +223,7 @@ def load_fishyscapes_static(root: Optional[str] = None) -> List[dict]:
             if overlay.shape != base.shape:
                 raise ValueError(f"Dataset '{name}': overlay {overlay_path!r} has shape "
                                  f"{overlay.shape}, image {base_path!r} has {base.shape}")
-            _write_png_atomic(np.clip(base + overlay, 0, 255).astype(np.uint8), image)
+            save_png_atomic(np.clip(base + overlay, 0, 255).astype(np.uint8), image)
         records.append(_record(image, os.path.join(release, label), "fishyscapes", fs_id))
     return records
 

@@ -29,7 +29,7 @@ from detectron2.data import DatasetMapper, MetadataCatalog
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 
-from .anomaly_datasets import load_anomaly_mask as _convert_anomaly_mask
+from .anomaly_datasets import load_anomaly_mask
 from .augmentation import build_sem_seg_augmentation
 
 __all__ = [
@@ -39,7 +39,7 @@ __all__ = [
     "read_label_map",
     "remap_and_check_labels",
     "load_sem_seg_label",
-    "load_anomaly_mask",
+    "anomaly_mask_of",
     "make_sem_seg_loading_fn",
 ]
 
@@ -131,7 +131,7 @@ def load_sem_seg_label(dataset_dict: dict, num_classes: int, ignore_label: int =
     return remap_and_check_labels(read_label_map(file_name), num_classes, ignore_label, remap, file_name)
 
 
-def load_anomaly_mask(dataset_dict: dict) -> Optional[np.ndarray]:
+def anomaly_mask_of(dataset_dict: dict) -> Optional[np.ndarray]:
     """The (H, W) uint8 anomaly mask of a dataset dict (1 anomaly, 0 known, 255 void), or None
     when the dict has no "anomaly_mask_file_name". The file is converted by the dict's
     "anomaly_mask_convention" (gmmseg.data.anomaly_datasets.ANOMALY_MASK_CONVENTIONS; default
@@ -141,7 +141,7 @@ def load_anomaly_mask(dataset_dict: dict) -> Optional[np.ndarray]:
     if file_name is None:
         return None
     try:
-        return _convert_anomaly_mask(file_name, dataset_dict.get("anomaly_mask_convention", "ours"))
+        return load_anomaly_mask(file_name, dataset_dict.get("anomaly_mask_convention", "ours"))
     except FileNotFoundError as e:
         raise FileNotFoundError(f"anomaly mask file not found: {file_name!r}") from e
     except (ValueError, KeyError):
@@ -234,7 +234,7 @@ class SemSegDatasetMapper(DatasetMapper):
             self._check_same_size(image, raw_label, "label map", label_name, image_name)
             remap = dataset_dict.get("label_remap", self.label_remap)
             sem_seg = remap_and_check_labels(raw_label, self.num_classes, self.ignore_label, remap, label_name)
-        anomaly = load_anomaly_mask(dataset_dict) if self.load_anomaly_mask else None
+        anomaly = anomaly_mask_of(dataset_dict) if self.load_anomaly_mask else None
         if anomaly is not None:
             self._check_same_size(image, anomaly, "anomaly mask", dataset_dict["anomaly_mask_file_name"],
                                   image_name)

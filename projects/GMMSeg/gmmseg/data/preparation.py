@@ -2,6 +2,7 @@
 optional worker processes, and label maps written so that a file is either absent or complete
 (an interrupted preparation never leaves a truncated PNG that a later run would skip)."""
 import os
+import tempfile
 
 import numpy as np
 from PIL import Image
@@ -22,9 +23,18 @@ def run_jobs(fn, jobs, workers: int, desc: str):
 
 
 def save_png_atomic(image, path: str) -> None:
-    """Write a uint8 label map (array or PIL image) under a temporary name, then rename it."""
-    tmp = f"{path}.part{os.getpid()}"
+    """Write a uint8 image (array or PIL image: label map or RGB) under a unique temporary name in
+    its folder (created), then rename it: concurrent writers and interruptions never leave a
+    partial file under `path`."""
     if not isinstance(image, Image.Image):
         image = Image.fromarray(np.asarray(image).astype(np.uint8))
-    image.save(tmp, format="PNG")
-    os.replace(tmp, path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".png", dir=folder)
+    os.close(fd)
+    try:
+        image.save(tmp, format="PNG")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)

@@ -18,7 +18,7 @@ def _gmm_head(model):
     head = getattr(model, "sem_seg_head", None)
     if head is None or not hasattr(getattr(head, "predictor", None), "means"):
         raise TypeError(f"refitting needs a per-pixel model with a GMM predictor "
-                        f"(MODEL.SEM_SEG_HEAD.PREDICTOR GMMPredictor), got {type(model).__name__}")
+                        f"(MODEL.SEM_SEG_HEAD.NAME PerPixelHead, MODEL.PREDICTOR.NAME gmm), got {type(model).__name__}")
     return head
 
 

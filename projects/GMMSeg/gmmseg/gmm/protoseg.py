@@ -37,12 +37,11 @@ before the temperature epsilon, so the effective epsilon is <= epsilon.
 import logging
 
 import torch
-import torch.distributed as dist
 from torch import nn
 from torch.nn import functional as F
 
 from .assignment import sinkhorn_assign
-from .distributed import world_size
+from .distributed import all_reduce_sum
 
 __all__ = ["ProtoSegPredictor"]
 
@@ -187,8 +186,7 @@ class ProtoSegPredictor(nn.Module):
         if local is None:
             local = self.sum_embeddings.new_zeros((self.num_classes * self.num_prototypes, self.embed_dim + 1))
         local = local.to(self.sum_embeddings.device)
-        if world_size() > 1:
-            dist.all_reduce(local)  # the same reduced tensor on every rank
+        local = all_reduce_sum(local)  # the same reduced tensor on every rank
         self.count_embeddings += local[:, 0]
         self.sum_embeddings += local[:, 1:]
         return int(local[:, 0].sum())

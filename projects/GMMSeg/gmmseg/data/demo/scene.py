@@ -1,4 +1,4 @@
-"""The built-in demo dataset: procedurally generated street scenes, deterministic from a seed.
+"""The demo scenes: procedurally rendered street scenes, each deterministic from (seed, split, index).
 
 Six classes: sky, road, building, tree, car, person. "building" has two appearances that share
 no colour or texture (red brick with mortar joints and dark windows vs a blue glass curtain wall
@@ -9,47 +9,14 @@ vehicle's bonnet at the bottom, which is labelled void (255).
 The anomaly split renders scenes like the val split and pastes 1-3 objects whose appearance no
 training image has (saturated magenta / lime / cyan checkerboards and stripes in geometric
 shapes). Their pixels are 255 in the semantic label and 1 in the anomaly mask.
-
-Layout under `<root>/gmmseg_demo/` (root: argument, else $DETECTRON2_DATASETS, else ./datasets):
-
-    {train,val,anomaly}/images/NNNN.png     96 x 128 RGB
-    {train,val,anomaly}/labels/NNNN.png     uint8 class ids, 255 = void
-    anomaly/anomaly_masks/NNNN.png          1 = anomaly, 0 = known class, 255 = void
-    generation.json                         seed, sizes and generator version
-
-The folder is written once: generation goes to a hidden temporary folder that is renamed into
-place when complete, so an interrupted run is never mistaken for a complete dataset. Image i of a
-split depends only on (seed, split, i), so a larger split extends a smaller one.
-
-Generate from the command line with `python -m gmmseg.data.demo [--root R] [--seed S]`.
 """
-import argparse
-import json
-import logging
-import os
-import shutil
-import tempfile
-import time
-from typing import Dict, List, Mapping, Optional
+from typing import Dict
 
 import cv2
 import numpy as np
 
-from .common import datasets_root, list_image_label_pairs, root_note
-
-__all__ = [
-    "DEMO_CLASSES",
-    "DEMO_COLORS",
-    "DEMO_SPLITS",
-    "DEMO_DEFAULT_SIZES",
-    "APPEARANCES",
-    "render_scene",
-    "generate_demo_dataset",
-    "load_demo_split",
-    "register_demo_datasets",
-]
-
-logger = logging.getLogger(__name__)
+__all__ = ["DEMO_CLASSES", "DEMO_COLORS", "DEMO_SPLITS", "APPEARANCES", "GENERATOR_VERSION", "HEIGHT", "WIDTH",
+           "IGNORE", "render_scene", "scene_rng"]
 
 DEMO_CLASSES = ("sky", "road", "building", "tree", "car", "person")
 DEMO_COLORS = [(70, 130, 180), (128, 64, 128), (70, 70, 70), (107, 142, 35), (0, 0, 142), (220, 20, 60)]
@@ -57,11 +24,7 @@ SKY, ROAD, BUILDING, TREE, CAR, PERSON = range(6)
 IGNORE = 255
 HEIGHT, WIDTH = 96, 128
 DEMO_SPLITS = ("train", "val", "anomaly")
-DEMO_DEFAULT_SIZES = {"train": 300, "val": 60, "anomaly": 60}
-DEMO_DIRNAME = "gmmseg_demo"
 _SPLIT_CODE = {"train": 1, "val": 2, "anomaly": 3}
-_MARKER = "generation.json"
-_TMP_PREFIX = f".{DEMO_DIRNAME}.tmp-"
 # Bump when the renderer changes: an existing folder from another version is regenerated.
 GENERATOR_VERSION = 2
 
@@ -326,184 +289,3 @@ def render_scene(rng: np.random.Generator, with_anomalies: bool = False) -> Dict
 def scene_rng(seed: int, split: str, index: int) -> np.random.Generator:
     """The generator of image `index` of `split`: independent of the split sizes."""
     return np.random.default_rng(np.random.SeedSequence([int(seed), _SPLIT_CODE[split], int(index)]))
-
-
-# --------------------------------------------------------------------------- files on disk
-def _sizes(sizes: Optional[Mapping[str, int]]) -> Dict[str, int]:
-    out = dict(DEMO_DEFAULT_SIZES)
-    for k, v in (sizes or {}).items():
-        if k not in out:
-            raise KeyError(f"unknown demo split {k!r}; the splits are {DEMO_SPLITS}")
-        if int(v) < 1:
-            raise ValueError(f"demo split {k!r} needs at least one image, got {v}")
-        out[k] = int(v)
-    return out
-
-
-def _spec(seed: int, sizes: Mapping[str, int]) -> dict:
-    return {"version": GENERATOR_VERSION, "seed": int(seed), "sizes": dict(sizes),
-            "height": HEIGHT, "width": WIDTH, "classes": list(DEMO_CLASSES)}
-
-
-def _read_marker(folder: str) -> Optional[dict]:
-    try:
-        with open(os.path.join(folder, _MARKER)) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
-
-
-def _write_split(folder: str, split: str, seed: int, count: int) -> None:
-    sub = ["images", "labels"] + (["anomaly_masks"] if split == "anomaly" else [])
-    for s in sub:
-        os.makedirs(os.path.join(folder, split, s))
-    for i in range(count):
-        scene = render_scene(scene_rng(seed, split, i), with_anomalies=(split == "anomaly"))
-        name = f"{i:04d}.png"
-        ok = cv2.imwrite(os.path.join(folder, split, "images", name), scene["image"][:, :, ::-1])
-        ok &= cv2.imwrite(os.path.join(folder, split, "labels", name), scene["label"])
-        if split == "anomaly":
-            ok &= cv2.imwrite(os.path.join(folder, split, "anomaly_masks", name), scene["anomaly_mask"])
-        if not ok:
-            raise OSError(f"could not write demo image {name} under {folder!r}")
-
-
-def _remove_stale_tmp(parent: str, min_age_s: float = 600.0) -> None:
-    """Delete temporary folders left by killed generations: their process no longer exists and
-    they are older than `min_age_s` (a generation takes seconds; the age guard protects the
-    folders of processes on other machines sharing the file system)."""
-    now = time.time()
-    for name in os.listdir(parent):
-        if not name.startswith(_TMP_PREFIX):
-            continue
-        path = os.path.join(parent, name)
-        try:
-            pid = int(name[len(_TMP_PREFIX):].split("-")[0])
-            if now - os.stat(path).st_mtime < min_age_s:
-                continue
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            shutil.rmtree(path, ignore_errors=True)
-        except (ValueError, OSError):
-            pass
-
-
-def generate_demo_dataset(root: Optional[str] = None, seed: int = 0,
-                          sizes: Optional[Mapping[str, int]] = None) -> str:
-    """Write the demo dataset under `<root>/gmmseg_demo` unless an identical one is there.
-
-    `sizes` overrides the number of images per split (default DEMO_DEFAULT_SIZES). A folder made
-    by another seed, size or generator version is replaced. A folder without the generation
-    marker was not written by this function and is left alone (error). Safe when several
-    processes call it at once: each writes its own temporary folder, one rename wins.
-    Returns the dataset folder.
-    """
-    sizes = _sizes(sizes)
-    spec = _spec(seed, sizes)
-    parent = datasets_root(root)
-    final = os.path.join(parent, DEMO_DIRNAME)
-    if os.path.isdir(final):
-        marker = _read_marker(final)
-        if marker == spec:
-            return final
-        if marker is None:
-            raise FileExistsError(
-                f"{final!r} exists but has no {_MARKER}: it was not written (completely) by the demo "
-                f"generator. Delete it to let the generator write the demo dataset there.")
-        logger.warning("Demo dataset at %s was made with %s; regenerating with %s", final, marker, spec)
-    os.makedirs(parent, exist_ok=True)
-    _remove_stale_tmp(parent)
-    start = time.perf_counter()
-    tmp = tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{os.getpid()}-", dir=parent)
-    try:
-        for split in DEMO_SPLITS:
-            _write_split(tmp, split, seed, sizes[split])
-        with open(os.path.join(tmp, _MARKER), "w") as f:
-            json.dump(spec, f, indent=1)
-        if os.path.isdir(final) and _read_marker(final) != spec:
-            old = tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{os.getpid()}-old-", dir=parent)
-            os.rename(final, os.path.join(old, DEMO_DIRNAME))
-            shutil.rmtree(old, ignore_errors=True)
-        try:
-            os.rename(tmp, final)
-        except OSError:
-            if _read_marker(final) != spec:  # not a concurrent writer of the same data
-                raise
-    finally:
-        if os.path.isdir(tmp):
-            shutil.rmtree(tmp, ignore_errors=True)
-    logger.info("Generated the demo dataset (%s) in %s in %.1f s", sizes, final, time.perf_counter() - start)
-    return final
-
-
-_LAYOUT = ("  $DETECTRON2_DATASETS/gmmseg_demo/{train,val,anomaly}/images/NNNN.png\n"
-           "  $DETECTRON2_DATASETS/gmmseg_demo/{train,val,anomaly}/labels/NNNN.png\n"
-           "  $DETECTRON2_DATASETS/gmmseg_demo/anomaly/anomaly_masks/NNNN.png\n"
-           "  (written by gmmseg.data.demo.generate_demo_dataset)")
-
-
-def load_demo_split(split: str, root: Optional[str] = None, seed: int = 0,
-                    sizes: Optional[Mapping[str, int]] = None) -> List[dict]:
-    """Dataset dicts of a demo split, generating the dataset first if needed.
-
-    Each dict: file_name, sem_seg_file_name, height, width, image_id; the anomaly split adds
-    anomaly_mask_file_name.
-    """
-    if split not in DEMO_SPLITS:
-        raise KeyError(f"unknown demo split {split!r}; the splits are {DEMO_SPLITS}")
-    folder = generate_demo_dataset(root, seed, sizes)
-    base = os.path.join(folder, split)
-    pairs = list_image_label_pairs(os.path.join(base, "images"), os.path.join(base, "labels"),
-                                   image_exts=(".png",), dataset_name=f"gmmseg_demo_{split}",
-                                   layout=_LAYOUT, note=root_note(root))
-    dicts = []
-    for image, label in pairs:
-        stem = os.path.splitext(os.path.basename(image))[0]
-        d = {"file_name": image, "sem_seg_file_name": label, "height": HEIGHT, "width": WIDTH,
-             "image_id": f"{split}_{stem}"}
-        if split == "anomaly":
-            d["anomaly_mask_file_name"] = os.path.join(base, "anomaly_masks", stem + ".png")
-        dicts.append(d)
-    return dicts
-
-
-def register_demo_datasets(root: Optional[str] = None, seed: int = 0,
-                           sizes: Optional[Mapping[str, int]] = None) -> List[str]:
-    """Register gmmseg_demo_{train,val,anomaly} in DatasetCatalog / MetadataCatalog.
-
-    Lazy: nothing is generated or read until DatasetCatalog.get(name) is called. Calling it
-    again (e.g. with the seed of cfg.INPUT.DEMO.SEED) replaces the previous registration.
-    Returns the registered names.
-    """
-    from detectron2.data import DatasetCatalog, MetadataCatalog
-
-    names = []
-    for split in DEMO_SPLITS:
-        name = f"gmmseg_demo_{split}"
-        if name in DatasetCatalog.list():
-            DatasetCatalog.remove(name)
-            MetadataCatalog.remove(name)
-        DatasetCatalog.register(name, lambda s=split: load_demo_split(s, root, seed, sizes))
-        MetadataCatalog.get(name).set(
-            stuff_classes=list(DEMO_CLASSES), stuff_colors=[list(c) for c in DEMO_COLORS],
-            ignore_label=IGNORE, evaluator_type="sem_seg", has_anomaly_masks=(split == "anomaly"),
-        )
-        names.append(name)
-    return names
-
-
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description="Generate the GMMSeg demo dataset.")
-    parser.add_argument("--root", default=None, help="datasets folder (default $DETECTRON2_DATASETS or ./datasets)")
-    parser.add_argument("--seed", type=int, default=0)
-    for split in DEMO_SPLITS:
-        parser.add_argument(f"--num-{split}", type=int, default=DEMO_DEFAULT_SIZES[split])
-    args = parser.parse_args(argv)
-    start = time.perf_counter()
-    sizes = {s: getattr(args, f"num_{s}") for s in DEMO_SPLITS}
-    folder = generate_demo_dataset(args.root, args.seed, sizes)
-    print(f"demo dataset ready at {folder} ({time.perf_counter() - start:.1f} s)")
-
-
-if __name__ == "__main__":
-    main()

@@ -1,6 +1,6 @@
-"""Under bfloat16 autocast the embeddings are bfloat16, which holds integers exactly only up to
-256; the (class, component) id of every row the GMM sets aside for its memory must stay exact
-(K = 150 classes x M = 5 components: ids up to 749).
+"""Under bfloat16 autocast the (class, component) id of every row the GMM sets aside for its
+memory must stay exact (K = 150 classes x M = 5 components: ids up to 749; bfloat16 holds
+integers exactly only up to 256), also when the embeddings themselves are bfloat16.
 
 The expected ids are recomputed here from the same bfloat16 embeddings: class * M + the
 component the E-step (Sinkhorn, on the float32 likelihoods of those embeddings) picks.
@@ -31,7 +31,7 @@ def test_ids_of_rows_set_aside_under_bf16_autocast_are_exact():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         p(x, y)
         e = p.embed(x)
-    assert e.dtype == torch.bfloat16  # the case of the issue: bfloat16 embeddings
+    assert e.dtype == torch.float32  # the projection runs in bfloat16, the normalisation not
     own = p.component_log_likelihood(e).gather(1, y.view(-1, 1, 1).expand(-1, 1, M)).squeeze(1)
     expected = y * M + sinkhorn_assign(own, y, K).argmax(1)
     rows = torch.cat(p._pending)
@@ -49,6 +49,16 @@ def test_rows_enter_the_memory_of_their_own_class_under_bf16_autocast():
     assert received[100:].all() and not received[:100].any()
     assert torch.equal(p.memory.filled.view(K, M)[100:], torch.full((K - 100, M), 2))
     assert not p.memory.filled.view(K, M)[:100].any()
+
+
+def test_ids_are_exact_with_bf16_embeddings():
+    p, (x, y) = _predictor(), _batch()
+    e = p.embed(x).detach().bfloat16()
+    assignment = torch.arange(y.numel()) % M
+    logits = torch.zeros(y.numel(), K)
+    p._set_aside(e, y, assignment, logits)
+    rows = torch.cat(p._pending)
+    assert torch.equal(rows[:, 0], (y * M + assignment).float()) and torch.equal(rows[:, 1:], e.float())
 
 
 def test_too_many_groups_for_float32_ids_is_refused():

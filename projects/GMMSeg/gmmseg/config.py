@@ -116,6 +116,12 @@ def add_gmmseg_config(cfg):
     # --resume are not deleted.
     cfg.SOLVER.CHECKPOINT_MAX_TO_KEEP = 2
 
+    # ---- mixed precision (SOLVER.AMP.ENABLED, gmmseg/engine/amp.py) ------------------------------
+    # autocast dtype of the backbone and decoders: "fp16" (with a gradient scaler, detectron2's
+    # AMP) or "bf16" (no scaler; Ampere or later GPUs). The GMM likelihood, E-step, memory
+    # statistics and M-step stay float32 either way.
+    cfg.SOLVER.AMP.PRECISION = "fp16"
+
     # ---- data ---------------------------------------------------------------------------------
     cfg.INPUT.DEMO = CN()
     cfg.INPUT.DEMO.SEED = 0  # the built-in demo dataset is generated from this seed

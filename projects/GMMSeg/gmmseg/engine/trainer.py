@@ -11,6 +11,8 @@ Differences from DefaultTrainer, each for a reason:
 - `--resume` continues exactly: the sampler skips the images the first run consumed, all random
   generators are seeded per iteration, and the seeds are checkpointed (gmmseg.engine.resume);
 - the dataset mapper validates label values and names the file of a bad one;
+- SOLVER.AMP.ENABLED: mixed precision in SOLVER.AMP.PRECISION "fp16" or "bf16", on CUDA or the CPU
+  (engine/amp.py; detectron2's AMPTrainer is float16 and CUDA only);
 - evaluators: SemSegEvaluator (+ the open-world evaluators when they are available);
 - LR schedules from detectron2.projects.deeplab (WarmupPolyLR) as well as detectron2's own.
 """
@@ -21,7 +23,7 @@ import weakref
 from detectron2.data import (DatasetCatalog, MetadataCatalog,
                              build_detection_train_loader, get_detection_dataset_dicts)
 from detectron2.data.build import _train_loader_from_config
-from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase
+from detectron2.engine import DefaultTrainer, TrainerBase
 from detectron2.engine import hooks as d2_hooks
 from detectron2.evaluation import DatasetEvaluators, SemSegEvaluator
 from detectron2.projects.deeplab import build_lr_scheduler as build_deeplab_lr_scheduler
@@ -35,6 +37,7 @@ from ..data.mapper import build_sem_seg_test_loader
 from ..evaluation import build_open_world_evaluators
 from ..gmm import FeatureMemory
 from ..solver import build_optimizer
+from .amp import build_step_trainer
 from .em_hook import EMHook
 from .resume import IterationSeedHook, ResumableSampler, consumed_per_rank, shared_run_seed
 
@@ -79,7 +82,8 @@ class Trainer(DefaultTrainer):
         # broadcast_buffers=False: the GMM buffers (the bank: GBs) are never broadcast; EM keeps
         # them identical. DDP still syncs all parameters and buffers from rank 0 once, here.
         model = create_ddp_model(model, broadcast_buffers=False)
-        self._trainer = (AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer)(model, data_loader, optimizer)
+        # SOLVER.AMP.ENABLED: autocast in SOLVER.AMP.PRECISION, the GMM in float32 (engine/amp.py)
+        self._trainer = build_step_trainer(cfg, model, data_loader, optimizer)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
         self.checkpointer = GMMSegCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
         self.start_iter = 0

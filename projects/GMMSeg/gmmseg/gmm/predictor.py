@@ -153,8 +153,11 @@ class GMMPredictor(nn.Module):
 
     # ------------------------------------------------------------------ forward
     def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (N, C_in) -> unit-norm embeddings (N, D)."""
-        return F.normalize(self.embed_norm(self.projection(x)), dim=-1)
+        """x: (N, C_in) -> unit-norm embeddings (N, D), float32: under autocast only the projection
+        runs in low precision, the normalisation (and all that follows) in float32."""
+        z = self.projection(x)
+        with torch.autocast(device_type=z.device.type, enabled=False):
+            return F.normalize(self.embed_norm(z.float()), dim=-1)
 
     def component_log_likelihood(self, e: torch.Tensor) -> torch.Tensor:
         """e: (N, D) -> (N, K, M) float32."""

@@ -39,9 +39,9 @@ from detectron2.engine import DefaultPredictor  # noqa: E402
 from detectron2.utils.logger import setup_logger  # noqa: E402
 from detectron2.utils.visualizer import ColorMode, Visualizer  # noqa: E402
 
-from gmmseg import inference_config, load_config  # noqa: E402  (importing gmmseg registers its components)
+from gmmseg import inference_config  # noqa: E402  (importing gmmseg registers its components)
 from gmmseg.checkpoint import GMMSegCheckpointer  # noqa: E402
-from gmmseg.data.folder_dataset import setup_folder_dataset  # noqa: E402
+from gmmseg.engine.inference import inference_setup  # noqa: E402
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 DPI = 100
@@ -51,6 +51,9 @@ logger = logging.getLogger("gmmseg.demo")
 def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="GMMSeg demo: segmentation, anomaly and confidence maps")
     parser.add_argument("--config-file", metavar="FILE", help="path to a config file (or --exported)")
+    parser.add_argument("--register", action="append", default=[], metavar="MODULE",
+                        help="import MODULE (dotted name or .py file) first: your own dataset registrations, "
+                             "for the class names of DATASETS.TEST (repeatable)")
     parser.add_argument("--exported", metavar="FILE",
                         help="an exported model (.onnx: ONNX Runtime, .ts: TorchScript) instead of --config-file")
     parser.add_argument("--input", nargs="+", required=True,
@@ -62,10 +65,7 @@ def get_parser() -> argparse.ArgumentParser:
 
 
 def setup_cfg(args):
-    cfg = load_config(args.config_file, args.opts)
-    setup_folder_dataset(cfg)  # a DATASETS.FOLDER dataset: its class names, and NUM_CLASSES 0 -> their count
-    cfg.freeze()
-    return cfg
+    return inference_setup(args.config_file, args.opts, args.register)
 
 
 def expand_inputs(inputs: Sequence[str]) -> List[str]:

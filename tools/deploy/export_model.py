@@ -28,11 +28,10 @@ from detectron2.data.detection_utils import read_image
 from detectron2.modeling import build_model
 from detectron2.utils.logger import setup_logger
 
-from gmmseg import load_config
 from gmmseg.checkpoint import GMMSegCheckpointer
-from gmmseg.data.folder_dataset import setup_folder_dataset
 from gmmseg.deploy import FORMATS, ExportedSegmenter, export_metadata, export_model, prepare_for_export
 from gmmseg.deploy.runtime import preprocess, resized_shape
+from gmmseg.engine.inference import inference_setup
 
 logger = logging.getLogger("gmmseg.export")
 
@@ -40,6 +39,9 @@ logger = logging.getLogger("gmmseg.export")
 def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Export a GMMSeg / softmax model by tracing")
     parser.add_argument("--config-file", required=True, metavar="FILE", help="path to the model's config file")
+    parser.add_argument("--register", action="append", default=[], metavar="MODULE",
+                        help="import MODULE (dotted name or .py file) first: your own dataset registrations, "
+                             "for the class names stored in the file (repeatable)")
     parser.add_argument("--format", choices=sorted(FORMATS), default="onnx")
     parser.add_argument("--export-method", choices=["tracing"], default="tracing",
                         help="tracing (detectron2's TracingAdapter); the only method for these models")
@@ -56,11 +58,7 @@ def get_parser() -> argparse.ArgumentParser:
 
 
 def setup_cfg(args):
-    cfg = load_config(args.config_file, args.opts)
-    cfg.MODEL.DEVICE = "cpu"
-    setup_folder_dataset(cfg)  # class names of a DATASETS.FOLDER dataset, NUM_CLASSES 0 -> their count
-    cfg.freeze()
-    return cfg
+    return inference_setup(args.config_file, args.opts, args.register, device="cpu")
 
 
 def sample_image(args, cfg) -> np.ndarray:

@@ -20,9 +20,26 @@ from ..checkpoint import GMMSegCheckpointer
 from ..config import inference_config
 from .trainer import Trainer
 
-__all__ = ["build_inference_model", "evaluate", "write_results", "read_results"]
+__all__ = ["inference_setup", "build_inference_model", "evaluate", "write_results", "read_results"]
 
 logger = logging.getLogger(__name__)
+
+
+def inference_setup(config_file: str, opts: Sequence[str] = (), register: Sequence[str] = (), device: Optional[str] = None):
+    """The frozen config of an inference tool: the --register modules imported (your dataset
+    registrations), `config_file` and the KEY VALUE `opts` merged, a DATASETS.FOLDER dataset
+    registered (its class names; NUM_CLASSES 0 -> their count), MODEL.DEVICE set if given."""
+    from ..config import load_config
+    from ..data.folder_dataset import setup_folder_dataset
+    from ..data.registration_modules import import_registration_modules
+
+    import_registration_modules(register)
+    cfg = load_config(config_file, opts)
+    if device is not None:
+        cfg.MODEL.DEVICE = device
+    setup_folder_dataset(cfg)
+    cfg.freeze()
+    return cfg
 
 
 def build_inference_model(cfg, weights: Optional[str] = None, resume: bool = False):

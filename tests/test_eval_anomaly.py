@@ -206,7 +206,7 @@ def test_evaluator_end_to_end(tmp_path):
         ev.process([{"file_name": d["file_name"]}], [o])
     res = ev.evaluate()["anomaly"]
     assert set(res) == {f"{s}_{m}" for s in ("gmm", "msp", "entropy", "max_logit", "energy")
-                        for m in ("AUROC", "AP", "FPR95")}
+                        for m in ("AUROC", "AP", "FPR95", "sIoU", "PPV", "meanF1")}
     assert res["gmm_AUROC"] == pytest.approx(100.0) and res["gmm_AP"] == pytest.approx(100.0)
     assert res["gmm_FPR95"] == pytest.approx(0.0)
     # baselines from random logits: the exact values over the non-void pixels
@@ -261,7 +261,7 @@ def test_evaluator_gathers_across_processes(tmp_path, monkeypatch):
         single.process([{"file_name": d["file_name"]}], [o])
         ranks[i % 2].process([{"file_name": d["file_name"]}], [o])
     expected = single.evaluate()
-    other_state = (ranks[1]._hists, ranks[1]._num_images)
+    other_state = (ranks[1]._hists, ranks[1]._num_images, ranks[1]._components)
     monkeypatch.setattr(anomaly_module.comm, "synchronize", lambda: None)
     monkeypatch.setattr(anomaly_module.comm, "gather", lambda data, dst=0: [data, other_state])
     got = ranks[0].evaluate()
@@ -281,3 +281,35 @@ def test_evaluator_rejects_bad_inputs(tmp_path):
     Image.fromarray(np.full((H, W), 7, np.uint8)).save(dicts[0]["anomaly_mask_file_name"])
     with pytest.raises(ValueError, match=r"value\(s\) \[7\]"):
         ev.process([{"file_name": dicts[0]["file_name"]}], [{"sem_seg": torch.randn(3, H, W)}])
+
+
+def test_evaluator_component_metrics_by_hand(tmp_path):
+    """One 8 x 10 image, two anomalies (A: rows 1-2 x cols 1-2, B: rows 5-6 x cols 6-8) and a
+    GMM score that is 3 on A, 2 on a known 2 x 2 block (rows 5-6 x cols 1-2), 1 on B, 0 elsewhere.
+    Pixel F1 (P = 10): score >= 3: 2 * 4 / (4 + 0 + 10) = 0.571; >= 2: 8 / 18 = 0.444;
+    >= 1: 20 / (10 + 4 + 10) = 0.833 (best); >= 0: 20 / 90. At threshold 1 the components are
+    A, B (sIoU 1, PPV 1) and the known block (PPV 0): sIoU 100, PPV 66.7, F1 = 4 / 5 at every tau."""
+    mask = np.zeros((8, 10), np.uint8)
+    mask[1:3, 1:3] = 1
+    mask[5:7, 6:9] = 1
+    gmm = torch.zeros(8, 10)
+    gmm[1:3, 1:3], gmm[5:7, 1:3], gmm[5:7, 6:9] = 3.0, 2.0, 1.0
+    dicts = _register_fake(tmp_path, "test_eval_anomaly_components", [mask])
+    ev = AnomalyEvaluator("test_eval_anomaly_components", str(tmp_path / "out"), distributed=False,
+                          plots=False)
+    ev.process([{"file_name": dicts[0]["file_name"]}], [{"sem_seg": torch.zeros(2, 8, 10), "anomaly_score": gmm}])
+    res = ev.evaluate()["anomaly"]
+    assert res["gmm_sIoU"] == pytest.approx(100.0)
+    assert res["gmm_PPV"] == pytest.approx(200 / 3)
+    assert res["gmm_meanF1"] == pytest.approx(80.0)
+    report = json.loads((tmp_path / "out" / "anomaly_test_eval_anomaly_components.json").read_text())
+    comp = report["scores"]["gmm"]["components"]
+    assert comp["threshold"] == 1.0 and comp["pixel_F1_at_threshold"] == pytest.approx(2000 / 24)
+    assert (comp["num_gt_components"], comp["num_pred_components"], comp["stride"]) == (2, 3, 1)
+    # constant logits: every softmax score ties everywhere; all pixels predicted: one component
+    # over the whole image, PPV 10 / 80, each object's sIoU = its size / (80 - the other's size)
+    assert res["msp_PPV"] == pytest.approx(12.5)
+    assert res["msp_sIoU"] == pytest.approx(100 * (4 / 74 + 6 / 76) / 2)
+    off = AnomalyEvaluator("test_eval_anomaly_components", None, distributed=False, component_max_bytes=0)
+    off.process([{"file_name": dicts[0]["file_name"]}], [{"sem_seg": torch.zeros(2, 8, 10), "anomaly_score": gmm}])
+    assert "gmm_sIoU" not in off.evaluate()["anomaly"]

@@ -16,6 +16,14 @@ SemSegEvaluator does) names "anomaly_mask_file_name" and optionally "anomaly_mas
 (gmmseg.data.anomaly_datasets; default "ours": 1 anomaly, 0 known, 255 void). Void pixels are
 left out. Metrics over all non-void pixels of the dataset, streamed through per-score
 `ScoreHistogram`s (see gmmseg.evaluation.metrics for the binning and its error bound).
+
+Component level (SegmentMeIfYouCan, gmmseg.evaluation.components), for every score as well:
+sIoU, PPV and the mean F1 of the score binarised at its best pixel-level F1 threshold over the
+dataset. That threshold is known only at the end, so the masks and score maps are kept, within
+`component_max_bytes` (default 512 MiB: 1 + 4 x 5 bytes per pixel, i.e. ~25 M pixels at full
+resolution, e.g. CamVid's 101 val images of 360 x 480 take 367 MB); beyond it the kept maps are
+subsampled by 2 per axis as often as needed (reported as "component_stride").
+component_max_bytes = 0 turns the component metrics off.
 """
 import json
 import logging
@@ -30,6 +38,7 @@ from detectron2.evaluation import DatasetEvaluator
 from detectron2.utils import comm
 
 from ..data.anomaly_datasets import load_anomaly_mask
+from .components import ComponentStore, best_f1_threshold
 from .metrics import ScoreHistogram, binary_ranking_metrics, decimate_curve, ranking_curves
 
 __all__ = ["AnomalyEvaluator", "anomaly_scores", "SCORE_LABELS"]
@@ -43,6 +52,7 @@ SCORE_LABELS = OrderedDict([
     ("energy", "energy: -logsumexp_c logit"),
 ])
 _METRICS = ("AUROC", "AP", "FPR95")
+_COMPONENT_METRICS = ("sIoU", "PPV", "meanF1")
 
 
 def anomaly_scores(output: dict) -> "OrderedDict[str, torch.Tensor]":
@@ -82,8 +92,10 @@ def _score_in_native_units(name: str, values: np.ndarray) -> np.ndarray:
 class AnomalyEvaluator(DatasetEvaluator):
     """AUROC, AP and FPR at 95% TPR of every available anomaly score, over non-void pixels.
 
-    Results: {"anomaly": {"<score>_AUROC", "<score>_AP", "<score>_FPR95" for score in gmm (if
-    the model outputs "anomaly_score"), msp, entropy, max_logit}}, in percent.
+    Results: {"anomaly": {"<score>_AUROC", "<score>_AP", "<score>_FPR95", and the component
+    metrics "<score>_sIoU", "<score>_PPV", "<score>_meanF1" (unless component_max_bytes = 0) for
+    score in gmm (if the model outputs "anomaly_score"), msp, entropy, max_logit, energy}},
+    in percent.
     With output_dir, evaluate() also writes (prefix = "anomaly_<dataset_name>"):
       <prefix>.json       metrics, pixel counts, error bounds of the streaming method, file list
       <prefix>_curves.npz ROC / PR curves per score ("<score>/fpr", ... see load_anomaly_curves),
@@ -93,7 +105,8 @@ class AnomalyEvaluator(DatasetEvaluator):
 
     def __init__(self, dataset_name: str, output_dir: Optional[str] = None, distributed: bool = True,
                  max_bins: int = 2 ** 20, *, model_name: Optional[str] = None,
-                 plots: bool = True, max_curve_points: int = 2000):
+                 plots: bool = True, max_curve_points: int = 2000,
+                 component_max_bytes: int = 2 ** 29):
         """
         Args:
             dataset_name: a registered dataset whose dicts have "anomaly_mask_file_name".
@@ -102,6 +115,8 @@ class AnomalyEvaluator(DatasetEvaluator):
             max_bins: most histogram bins per score (~20 bytes each); the resolution is float32
                 (exact) until the scores occupy more bins, then halves as often as needed.
             model_name: names the model in plot titles and the JSON.
+            component_max_bytes: memory for the maps the component metrics need (see the
+                module docstring); 0: no component metrics.
         """
         self._logger = logging.getLogger(__name__)
         self._dataset_name = dataset_name
@@ -109,6 +124,9 @@ class AnomalyEvaluator(DatasetEvaluator):
         self._distributed = distributed
         self._max_bins = int(max_bins)
         ScoreHistogram(self._max_bins)  # validates the argument now
+        if component_max_bytes < 0:
+            raise ValueError(f"component_max_bytes must be >= 0, got {component_max_bytes}")
+        self._component_max_bytes = int(component_max_bytes)
         self._model_name = model_name or "model"
         self._plots = plots
         self._max_curve_points = max_curve_points
@@ -125,6 +143,7 @@ class AnomalyEvaluator(DatasetEvaluator):
     def reset(self):
         self._hists: Dict[str, ScoreHistogram] = OrderedDict()
         self._num_images = 0
+        self._components = ComponentStore(self._component_max_bytes) if self._component_max_bytes else None
 
     def process(self, inputs, outputs):
         for inp, out in zip(inputs, outputs):
@@ -152,18 +171,24 @@ class AnomalyEvaluator(DatasetEvaluator):
                 if np.isnan(values).any():
                     raise ValueError(f"AnomalyEvaluator: NaN in the {name!r} score of {inp['file_name']!r}")
                 hist.add(values, is_anomaly)
+            if self._components is not None:
+                self._components.add(mask, {name: score.numpy().copy() for name, score in scores.items()})
             self._num_images += 1
 
     def evaluate(self):
-        hists, num_images = self._hists, self._num_images
+        hists, num_images, components = self._hists, self._num_images, self._components
         if self._distributed:
             comm.synchronize()
-            gathered = comm.gather((self._hists, self._num_images), dst=0)
+            gathered = comm.gather((self._hists, self._num_images, self._components), dst=0)
             if not comm.is_main_process():
                 return {}
             hists, num_images = OrderedDict(), 0
-            for part, n in gathered:
+            if components is not None:
+                components = ComponentStore(self._component_max_bytes)
+            for part, n, store in gathered:
                 num_images += n
+                if components is not None:
+                    components.merge(store)
                 for name, h in part.items():
                     if name in hists:
                         hists[name].merge(h)
@@ -185,6 +210,19 @@ class AnomalyEvaluator(DatasetEvaluator):
                 report[name][f"{key}_max_error"] = 100.0 * m[f"{key}_max_error"]
             curves[name] = self._curves(name, edges, pos, neg)
             num_pos, num_neg = m["num_positive"], m["num_negative"]
+            if components is not None:
+                threshold, pixel_f1 = best_f1_threshold(edges, pos, neg)
+                c = components.metrics(name, threshold)
+                for key in _COMPONENT_METRICS:
+                    results[f"{name}_{key}"] = 100.0 * c[key]
+                    report[name][key] = 100.0 * c[key]
+                report[name]["components"] = {
+                    "threshold": float(_score_in_native_units(name, np.array([threshold]))[0]),
+                    "pixel_F1_at_threshold": 100.0 * pixel_f1,
+                    "F1": [100.0 * f for f in c["F1"]], "sIoU_PPV_thresholds": c["thresholds"],
+                    "TP": c["TP"], "FN": c["FN"], "FP": c["FP"],
+                    "num_gt_components": c["num_gt_components"],
+                    "num_pred_components": c["num_pred_components"], "stride": c["stride"]}
         if num_pos == 0 or num_neg == 0:
             self._logger.warning(
                 f"AnomalyEvaluator({self._dataset_name}): {num_pos} anomalous and {num_neg} known "
@@ -203,11 +241,19 @@ class AnomalyEvaluator(DatasetEvaluator):
                 "pr_thresholds": c["pr_thresholds"][pr]}
 
     def _table(self, report) -> str:
+        comp = all("components" in r for r in report.values())
         lines = [f"Anomaly segmentation on {self._dataset_name} ({self._model_name}), percent:",
-                 f"{'score':<10} {'AUROC':>8} {'AP':>8} {'FPR95':>8}   max streaming error (AUROC/AP/FPR95)"]
+                 f"{'score':<10} {'AUROC':>8} {'AP':>8} {'FPR95':>8}"
+                 + (f" {'sIoU':>8} {'PPV':>8} {'meanF1':>8}" if comp else "")
+                 + "   max streaming error (AUROC/AP/FPR95)"]
         for name, r in report.items():
-            lines.append(f"{name:<10} {r['AUROC']:8.2f} {r['AP']:8.2f} {r['FPR95']:8.2f}   "
-                         f"{r['AUROC_max_error']:.1e} / {r['AP_max_error']:.1e} / {r['FPR95_max_error']:.1e}")
+            lines.append(f"{name:<10} {r['AUROC']:8.2f} {r['AP']:8.2f} {r['FPR95']:8.2f}"
+                         + (f" {r['sIoU']:8.2f} {r['PPV']:8.2f} {r['meanF1']:8.2f}" if comp else "")
+                         + f"   {r['AUROC_max_error']:.1e} / {r['AP_max_error']:.1e} / {r['FPR95_max_error']:.1e}")
+        if comp:
+            stride = next(iter(report.values()))["components"]["stride"]
+            lines.append("component metrics (SegmentMeIfYouCan) at each score's best pixel-F1 threshold"
+                         + (f", maps subsampled by {stride} (memory bound)" if stride > 1 else ""))
         return "\n".join(lines)
 
     def _save(self, report, curves, num_images, num_pos, num_neg) -> None:
@@ -232,6 +278,11 @@ class AnomalyEvaluator(DatasetEvaluator):
             "method": ("streaming histogram over order-preserving float32 keys, exact until more "
                        f"than {self._max_bins} bins are occupied, then coarsened; *_max_error are "
                        "rigorous bounds on |binned - exact| (gmmseg.evaluation.metrics)"),
+            "component_method": ("SegmentMeIfYouCan sIoU (mean over ground-truth components), PPV (mean "
+                                 "over predicted components), mean F1 over sIoU/PPV thresholds "
+                                 "0.25..0.75; 8-connected components of score >= the best pixel-F1 "
+                                 "threshold, void excluded (gmmseg.evaluation.components)"
+                                 if self._component_max_bytes else "off"),
             "scores": report, "files": {k: os.path.basename(v) for k, v in files.items()},
         }
         with open(files["json"], "w") as f:

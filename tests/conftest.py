@@ -9,6 +9,23 @@ import torch  # noqa: E402
 
 torch.set_num_threads(1)
 
+# Tests marked `gpu` need a CUDA device and are skipped without one (`pytest -m gpu` runs only
+# them). GMMSEG_GPU_TESTS_ON_CPU=1 runs them on the CPU instead: their logic, not CUDA.
+GPU_TESTS_ON_CPU = os.environ.get("GMMSEG_GPU_TESTS_ON_CPU") == "1"
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "gpu: needs a CUDA device; skipped without one (tests/test_gpu.py)")
+
+
+def pytest_collection_modifyitems(config, items):
+    if GPU_TESTS_ON_CPU or torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device (none available); GMMSEG_GPU_TESTS_ON_CPU=1 runs it on the CPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
 
 @pytest.fixture(autouse=True)
 def _seed():

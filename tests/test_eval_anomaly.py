@@ -313,3 +313,19 @@ def test_evaluator_component_metrics_by_hand(tmp_path):
     off = AnomalyEvaluator("test_eval_anomaly_components", None, distributed=False, component_max_bytes=0)
     off.process([{"file_name": dicts[0]["file_name"]}], [{"sem_seg": torch.zeros(2, 8, 10), "anomaly_score": gmm}])
     assert "gmm_sIoU" not in off.evaluate()["anomaly"]
+
+
+def test_component_memory_comes_from_the_config(tmp_path):
+    from detectron2.config import get_cfg
+
+    from gmmseg import add_gmmseg_config
+    from gmmseg.evaluation import build_open_world_evaluators
+
+    _register_fake(tmp_path, "test_eval_anomaly_component_cfg", _masks(4, n=1))
+    cfg = add_gmmseg_config(get_cfg())
+    assert cfg.TEST.OPEN_WORLD.COMPONENT_MAX_MB == 512
+    (ev,) = build_open_world_evaluators(cfg, "test_eval_anomaly_component_cfg", None, distributed=False)
+    assert ev._components.max_bytes == 512 * 2 ** 20
+    cfg.TEST.OPEN_WORLD.COMPONENT_MAX_MB = 0
+    (ev,) = build_open_world_evaluators(cfg, "test_eval_anomaly_component_cfg", None, distributed=False)
+    assert ev._components is None

@@ -146,6 +146,10 @@ def add_gmmseg_config(cfg):
     # until the scores occupy more bins, then coarsened; errors < 0.001 percentage points at the
     # default, and the JSON reports a rigorous bound (gmmseg/evaluation/metrics.py).
     cfg.TEST.OPEN_WORLD.ANOMALY_MAX_BINS = 1048576
+    # memory (MiB) for the score maps that the component-level anomaly metrics (sIoU, PPV, mean
+    # F1) keep until the end; beyond it they are subsampled by 2 per axis
+    # (gmmseg/evaluation/components.py); 0 = no component metrics
+    cfg.TEST.OPEN_WORLD.COMPONENT_MAX_MB = 512
     cfg.TEST.OPEN_WORLD.PLOTS = True  # write ROC / PR / reliability PNGs
     return cfg
 

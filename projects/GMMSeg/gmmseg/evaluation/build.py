@@ -39,7 +39,8 @@ def build_open_world_evaluators(cfg, dataset_name: str, output_dir: Optional[str
     * CalibrationEvaluator when the dataset's dicts have "sem_seg_file_name";
     * AnomalyEvaluator when its metadata says anomaly_eval=True (or has_anomaly_masks=True), or,
       if neither is set, when its first dict has "anomaly_mask_file_name".
-    Empty when cfg.TEST.OPEN_WORLD.ENABLED is False. Resolution and plots from cfg.TEST.OPEN_WORLD.
+    Empty when cfg.TEST.OPEN_WORLD.ENABLED is False. Resolution, the memory of the component
+    metrics (COMPONENT_MAX_MB) and plots from cfg.TEST.OPEN_WORLD.
     """
     ow = cfg.TEST.OPEN_WORLD
     if not ow.ENABLED:
@@ -55,6 +56,7 @@ def build_open_world_evaluators(cfg, dataset_name: str, output_dir: Optional[str
     if _has_anomaly_masks(dataset_name, first):
         evaluators.append(AnomalyEvaluator(dataset_name, output_dir, distributed=distributed,
                                            max_bins=ow.ANOMALY_MAX_BINS,
+                                           component_max_bytes=int(ow.COMPONENT_MAX_MB * 2 ** 20),
                                            model_name=model_name, plots=ow.PLOTS))
     logger.info(f"open-world evaluators for {dataset_name}: {[type(e).__name__ for e in evaluators]}")
     return evaluators

@@ -10,7 +10,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _load_tool():
-    spec = importlib.util.spec_from_file_location("gmmseg_tools_run_demo_speed", os.path.join(ROOT, "tools", "run_demo.py"))
+    spec = importlib.util.spec_from_file_location("gmmseg_tools_run_demo_speed",
+                                                  os.path.join(ROOT, "tools", "run_demo.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

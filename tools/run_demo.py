@@ -160,8 +160,8 @@ def train_step_speed(out_root, extra_opts):
         steppers = {v: training_stepper(c, os.path.join(out_root, v), os.path.join(scratch, v), extra_opts)
                     for v, c in VARIANTS.items()}
         times = alternating_step_times(steppers, SPEED_ROUNDS, SPEED_STEPS_PER_ROUND, SPEED_WARMUP)
-    return {"median_s": {v: statistics.median(t) for v, t in times.items()}, "steps": SPEED_ROUNDS * SPEED_STEPS_PER_ROUND,
-            "gmm_over_softmax": median_ratio(times)}
+    return {"median_s": {v: statistics.median(t) for v, t in times.items()},
+            "steps": SPEED_ROUNDS * SPEED_STEPS_PER_ROUND, "gmm_over_softmax": median_ratio(times)}
 
 
 def evaluate(config, out_dir, datasets, extra_opts):

@@ -1,6 +1,13 @@
 """add_gmmseg_config(cfg): every config key the project adds to detectron2's, with its default.
 
 Defaults are the authors' release (METHOD.md) unless a comment says otherwise and why.
+
+One entry point, `add_gmmseg_config` (what `load_config` calls). The keys of the GMM, the
+predictor, the per-pixel head, the inference mode, checkpoints and the open-world evaluation are
+here; four groups live beside the only code that reads them and are added from here: INPUT.AUG.*
+(data/augmentation.py), DATASETS.FOLDER.* (data/folder_dataset.py), Mask2Former's official
+MODEL.MASK_FORMER.* names (modeling/mask_former/config.py) and the model zoo's decoders and
+backbones (zoo_config.py). Every adder can run twice.
 """
 from detectron2.config import CfgNode as CN
 from detectron2.projects.deeplab import add_deeplab_config
@@ -134,6 +141,12 @@ def add_gmmseg_config(cfg):
     # your own data as a folder (images/, labels/, class names, ignore value): DATASETS.FOLDER.*,
     # registered by tools/train_net.py in every process (gmmseg/data/folder_dataset.py)
     add_folder_dataset_config(cfg)
+
+    # ---- inference mode: whole image (default) or sliding window (PerPixelSegmentor) ---------------
+    cfg.TEST.SLIDING_WINDOW = CN()
+    cfg.TEST.SLIDING_WINDOW.ENABLED = False
+    cfg.TEST.SLIDING_WINDOW.SIZE = (1024, 1024)  # window (height, width) in input pixels
+    cfg.TEST.SLIDING_WINDOW.STRIDE = (768, 768)  # step (height, width); < SIZE means overlap
 
     # ---- open-world evaluation (gmmseg.evaluation.build_open_world_evaluators) -----------------
     # Calibration (ECE + reliability diagram) on every dataset with semantic labels; anomaly

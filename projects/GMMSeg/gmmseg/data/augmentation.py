@@ -49,7 +49,7 @@ __all__ = [
 
 
 def add_augmentation_config(cfg) -> None:
-    """Add INPUT.AUG.* (training augmentation) and TEST.SLIDING_WINDOW.* (inference mode) keys.
+    """Add the INPUT.AUG.* keys (training augmentation).
 
     Defaults reproduce detectron2's own DatasetMapper (shortest-edge resize, no photometric
     distortion), so existing configs behave as before; the paper's recipe is set per config:
@@ -77,12 +77,6 @@ def add_augmentation_config(cfg) -> None:
     cfg.INPUT.AUG.PHOTOMETRIC.CONTRAST_RANGE = (0.5, 1.5)  # multiply by U(lo, hi)
     cfg.INPUT.AUG.PHOTOMETRIC.SATURATION_RANGE = (0.5, 1.5)  # multiply HSV saturation by U(lo, hi)
     cfg.INPUT.AUG.PHOTOMETRIC.HUE_DELTA = 18  # shift OpenCV hue (0..179) by randint[-d, d]
-
-    # ---- inference mode: whole image (default) or sliding window -------------------------------
-    cfg.TEST.SLIDING_WINDOW = CN()
-    cfg.TEST.SLIDING_WINDOW.ENABLED = False
-    cfg.TEST.SLIDING_WINDOW.SIZE = (1024, 1024)  # window (height, width) in input pixels
-    cfg.TEST.SLIDING_WINDOW.STRIDE = (768, 768)  # step (height, width); < SIZE means overlap
 
 
 def _pair(value, what: str) -> Tuple:

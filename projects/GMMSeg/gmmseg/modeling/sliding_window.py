@@ -5,7 +5,7 @@ start every `stride` pixels, the last row/column of windows is shifted back to e
 the image border, and a window never extends outside the image (an image smaller than the
 window is processed as one smaller window). Every pixel is covered at least once.
 
-Config keys (gmmseg.data.augmentation.add_augmentation_config): TEST.SLIDING_WINDOW.ENABLED,
+Config keys (gmmseg.config.add_gmmseg_config): TEST.SLIDING_WINDOW.ENABLED,
 .SIZE (height, width) and .STRIDE (height, width).
 """
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union

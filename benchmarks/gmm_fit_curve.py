@@ -10,14 +10,14 @@ fits the features makes the first rise during training while the anomaly pixels 
     python benchmarks/gmm_fit_curve.py --config-file configs/demo/fpn_r18_gmm.yaml \
         --run output/study_demo_a/release_bootstrap --known gmmseg_demo_val --anomaly gmmseg_demo_anomaly
 
-Prints a Markdown table and writes <run>/fit_curve.json (gmmseg.evaluation.gmm_fit does the work).
+Prints a Markdown table and writes <run>/fit_curve.json (gmmseg.analysis.gmm_fit does the work).
 """
 import argparse
 import json
 import os
 
 from gmmseg import load_config
-from gmmseg.evaluation.gmm_fit import fit_curve, fit_curve_table
+from gmmseg.analysis.gmm_fit import fit_curve, fit_curve_table
 
 
 def main():

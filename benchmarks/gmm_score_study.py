@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """Which function of a trained GMM detects anomalies best? Candidates from one forward pass of a
-finished run (gmmseg.evaluation.gmm_scores), no retraining.
+finished run (gmmseg.analysis.gmm_scores), no retraining.
 
     python benchmarks/gmm_score_study.py --config-file configs/camvid/segformer_lite0_openset_gmm.yaml \
         --run output/study/gmm/seed1 [--run ...] --dataset camvid_openset_val [KEY VALUE ...]
@@ -31,7 +31,7 @@ def main():
     from gmmseg import load_config
     from gmmseg.engine import Trainer
     from gmmseg.engine.inference import build_inference_model
-    from gmmseg.evaluation.gmm_scores import score_study
+    from gmmseg.analysis.gmm_scores import score_study
 
     reports = {}
     for run in args.run:
@@ -43,7 +43,7 @@ def main():
             with torch.no_grad():
                 p.stds.copy_((p.stds.double() ** 2 - p.variance_floor + args.variance_floor).clamp_min(0).sqrt())
         names = MetadataCatalog.get(args.dataset).stuff_classes
-        reports[run] = score_study(model, Trainer.build_test_loader(cfg, args.dataset), args.dataset, names)
+        reports[run] = score_study(model, Trainer.build_test_loader(cfg, args.dataset), names)
         print(run, json.dumps({k: v for k, v in reports[run].items() if k.startswith(("anomalies", "best"))}))
     first = next(iter(reports.values()))
     candidates = [k for k, v in first.items() if isinstance(v, dict) and "AUROC" in v]

@@ -61,7 +61,7 @@ def check_env(device):
 
 # ----------------------------------------------------------------------------- item 1
 def check_fit_devices(device):
-    from gmmseg.evaluation.gmm_fit import anomaly_pixel_sums, known_pixel_sums
+    from gmmseg.analysis.gmm_fit import anomaly_pixel_sums, known_pixel_sums
 
     ll = torch.tensor([[[-1.0, -2.0, -3.0], [-4.0, -0.5, -6.0]],
                        [[-7.0, -8.0, -0.25], [-1.5, -9.0, -2.5]]], device=device)

@@ -1,4 +1,4 @@
-"""gmmseg.evaluation.gmm_fit (the held-out likelihood code of `make demo` and
+"""gmmseg.analysis.gmm_fit (the held-out likelihood code of `make demo` and
 benchmarks/gmm_fit_curve.py) on a hand-built example whose expected numbers are computed here from
 the Gaussian formula
 
@@ -14,11 +14,10 @@ import math
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 from torch import nn
 
-from gmmseg.evaluation import gmm_fit
-from gmmseg.evaluation.gmm_fit import fit_curve_table, heldout_log_likelihoods, run_checkpoints
+from gmmseg.analysis import gmm_fit
+from gmmseg.analysis.gmm_fit import fit_curve_table, heldout_log_likelihoods, run_checkpoints
 from gmmseg.gmm.predictor import GMMPredictor
 from gmmseg.modeling.sem_seg.head import PerPixelHead
 
@@ -158,23 +157,13 @@ def test_known_pixels_mean_log_likelihoods_match_the_formula():
     assert exp_best == pytest.approx((-0.677374 - 2.756816 - 0.677374 - 2.890790) / 4, abs=1e-5)
 
 
-def test_anomaly_split_uses_the_mask_resized_to_the_image_and_the_grid(tmp_path):
-    from detectron2.data import DatasetCatalog
-
-    # the mask file is 8 x 8 (twice the 4 x 4 test image, as a label file at the original
-    # resolution): each grid cell is a 4 x 4 block of the file
-    mask = np.kron(np.array(ANOMALY_MASK, dtype=np.uint8), np.ones((4, 4), dtype=np.uint8))
-    mask_path = tmp_path / "anomaly_mask.png"
-    Image.fromarray(mask).save(mask_path)
-    name = "test_gmm_fit_tiny_anomaly"
-    dicts = [{"file_name": "anomaly0.png", "anomaly_mask_file_name": str(mask_path), "height": 8, "width": 8}]
-    DatasetCatalog.register(name, lambda: dicts)
-    try:
-        anomaly_loader = [[{"file_name": "anomaly0.png", "image": torch.zeros(3, 4, 4),
-                            "emb_map": _emb_map(ANOMALY_GRID)}]]
-        out = heldout_log_likelihoods(_tiny_model(), _known_loader(), IGN, anomaly_loader, name)
-    finally:
-        DatasetCatalog.remove(name)
+def test_anomaly_split_uses_the_batch_mask_on_the_grid():
+    # the mask as the test loader puts it in the batch, at the 4 x 4 input size: each grid cell
+    # (stride 2) is a 2 x 2 block of it
+    mask = torch.from_numpy(np.kron(np.array(ANOMALY_MASK, dtype=np.int64), np.ones((2, 2), dtype=np.int64)))
+    anomaly_loader = [[{"file_name": "anomaly0.png", "image": torch.zeros(3, 4, 4), "anomaly_mask": mask,
+                        "emb_map": _emb_map(ANOMALY_GRID)}]]
+    out = heldout_log_likelihoods(_tiny_model(), _known_loader(), IGN, anomaly_loader)
     anomalous = [best_ll(ANOMALY_GRID[0][0]), best_ll(ANOMALY_GRID[1][1])]  # E1, E3
     known = [best_ll(ANOMALY_GRID[0][1])]  # E4; the void cell (E2) counts nowhere
     assert out["anomaly_best_class_ll"] == pytest.approx(sum(anomalous) / 2, rel=1e-5)
@@ -300,3 +289,9 @@ def test_fit_curve_evaluates_every_checkpoint_from_its_own_weights(tmp_path):
         assert row["known_best_class_ll"] == pytest.approx(best, rel=1e-5)
         assert row["mean_std"] == pytest.approx(std, rel=1e-6)
         assert "anomaly_best_class_ll" not in row
+
+
+def test_anomaly_batch_without_mask_is_named():
+    loader = [[{"file_name": "frame7.png", "image": torch.zeros(3, 4, 4), "emb_map": _emb_map(ANOMALY_GRID)}]]
+    with pytest.raises(KeyError, match="frame7.png.*anomaly_mask"):
+        heldout_log_likelihoods(_tiny_model(), _known_loader(), IGN, loader)

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 
-from gmmseg.evaluation.gmm_fit import anomaly_pixel_sums, known_pixel_sums
+from gmmseg.analysis.gmm_fit import anomaly_pixel_sums, known_pixel_sums
 
 IGN = 255
 # (h, w, K) = (2, 2, 3) class log-likelihoods

@@ -1,4 +1,4 @@
-"""Refitting a trained GMM's Gaussians without retraining (gmm/refit.py, evaluation/gmm_refit.py,
+"""Refitting a trained GMM's Gaussians without retraining (gmm/refit.py, analysis/gmm_refit.py,
 tools/refit_gmm.py), on small examples whose M-step is worked out here in plain Python:
 
     mean = sum of the rows / |sum of the rows|;  std_d = sqrt(mean over rows of (x_d - mean_d)^2 + floor)
@@ -11,7 +11,7 @@ import os
 import pytest
 import torch
 
-from gmmseg.evaluation.gmm_refit import collect_class_embeddings, refit_model
+from gmmseg.analysis.gmm_refit import collect_class_embeddings, refit_model
 from gmmseg.gmm import GMMPredictor, refit_gmm
 from test_gmm_fit import E1, E2, E3, E4, IGN, _known_loader, _tiny_model
 

@@ -1,4 +1,4 @@
-"""gmmseg.evaluation.gmm_scores.gmm_score_candidates (benchmarks/gmm_score_study.py) on the
+"""gmmseg.analysis.gmm_scores.gmm_score_candidates (benchmarks/gmm_score_study.py) on the
 hand-set GMM of test_gmm_fit (K = 2, M = 2, D = 3), every candidate from the formulas in plain
 Python: component log-likelihoods l_cm = log N(x; mu_cm, diag s_cm^2)."""
 import math
@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from gmmseg.evaluation.gmm_scores import gmm_score_candidates
+from gmmseg.analysis.gmm_scores import gmm_score_candidates
 from test_gmm_fit import E1, E2, E3, E4, MEANS, STDS, _tiny_model, class_ll, log_normal
 
 

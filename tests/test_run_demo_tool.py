@@ -153,7 +153,7 @@ def test_speed_rows(demo_run):
 
 
 def test_fit_curve_rows_follow_the_checkpoints_of_the_gmm_run(demo_run):
-    from gmmseg.evaluation.gmm_fit import fit_curve_table
+    from gmmseg.analysis.gmm_fit import fit_curve_table
 
     _, out, _, fit, summary = demo_run
     curve = summary["gmm_fit_curve"]

@@ -25,7 +25,7 @@ from gmmseg.data.folder_dataset import setup_folder_dataset
 from gmmseg.data.registration_modules import import_registration_modules
 from gmmseg.engine import Trainer
 from gmmseg.engine.inference import build_inference_model
-from gmmseg.evaluation.gmm_refit import refit_model
+from gmmseg.analysis.gmm_refit import refit_model
 
 logger = logging.getLogger("gmmseg.refit")
 

@@ -203,7 +203,7 @@ def gmm_fit(out_dir, extra_opts):
     from detectron2.config import get_cfg
 
     from gmmseg import add_gmmseg_config
-    from gmmseg.evaluation.gmm_fit import fit_curve
+    from gmmseg.analysis.gmm_fit import fit_curve
 
     cfg = get_cfg()
     add_gmmseg_config(cfg)
@@ -256,7 +256,7 @@ def main():
     from detectron2.data import DatasetCatalog, MetadataCatalog
 
     import gmmseg  # noqa: F401  (registers the demo datasets)
-    from gmmseg.evaluation.gmm_fit import fit_curve_table
+    from gmmseg.analysis.gmm_fit import fit_curve_table
 
     t0 = time.time()
     print(f"[demo] preparing the demo data under {os.environ.get('DETECTRON2_DATASETS', 'datasets')} "

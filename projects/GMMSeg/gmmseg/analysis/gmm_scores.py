@@ -19,11 +19,9 @@ from collections import Counter, OrderedDict
 import numpy as np
 import torch
 import torch.nn.functional as F
-from detectron2.data import DatasetCatalog
 
-from ..data.anomaly_datasets import load_anomaly_mask
-from .head_hooks import PredictorInputs, labels_to_grid
-from .metrics import exact_ranking_metrics
+from ..evaluation.metrics import exact_ranking_metrics
+from .head_hooks import PredictorInputs, batch_anomaly_mask, labels_to_grid
 
 __all__ = ["gmm_score_candidates", "score_study"]
 
@@ -50,24 +48,18 @@ def gmm_score_candidates(predictor, x: torch.Tensor) -> "OrderedDict[str, torch.
 
 
 @torch.no_grad()
-def score_study(model, loader, dataset_name: str, class_names=None) -> dict:
-    """AUROC / AP / FPR95 (%) of every candidate on an anomaly dataset (dicts with
-    "anomaly_mask_file_name"), and where the anomaly pixels land. model: a per-pixel GMM model
-    in eval mode; loader: its test loader (batch 1)."""
+def score_study(model, loader, class_names=None) -> dict:
+    """AUROC / AP / FPR95 (%) of every candidate on an anomaly dataset, and where the anomaly
+    pixels land. model: a per-pixel GMM model in eval mode; loader: the dataset's test loader
+    (batch 1, whose batches hold "anomaly_mask")."""
     head = model.sem_seg_head
     hooks, stride = PredictorInputs(head), head.common_stride
-    dicts = {d["file_name"]: d for d in DatasetCatalog.get(dataset_name)}
-    scores, labels, preds, best = {}, [], [], []
+    scores, labels = {}, []
     try:
         for batch in loader:
             model(batch)
             cand = gmm_score_candidates(head.predictor, hooks.x)
-            d = dicts[batch[0]["file_name"]]
-            mask = np.asarray(load_anomaly_mask(d["anomaly_mask_file_name"],
-                                                d.get("anomaly_mask_convention", "ours")), dtype=np.int64)
-            mask = F.interpolate(torch.from_numpy(mask)[None, None].float(),
-                                 size=batch[0]["image"].shape[-2:], mode="nearest")[0, 0].long()
-            g = labels_to_grid(mask, hooks.shape, stride, 255).reshape(-1)
+            g = labels_to_grid(batch_anomaly_mask(batch[0]), hooks.shape, stride, 255).reshape(-1)
             keep = g != 255
             for name, v in cand.items():
                 scores.setdefault(name, []).append(v[keep].cpu())

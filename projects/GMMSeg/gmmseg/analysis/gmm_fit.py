@@ -11,40 +11,13 @@ import glob
 import os
 import re
 
-import numpy as np
 import torch
-import torch.nn.functional as F
-from detectron2.data import DatasetCatalog
 
-from ..data.anomaly_datasets import load_anomaly_mask
 from ..data.mapper import build_sem_seg_test_loader
-from .head_hooks import labels_to_grid
+from .head_hooks import PredictorInputs, batch_anomaly_mask, labels_to_grid
 
 __all__ = ["heldout_log_likelihoods", "known_pixel_sums", "anomaly_pixel_sums", "fit_curve", "fit_curve_table",
            "run_checkpoints"]
-
-
-class _Capture:
-    """Forward hooks on a PerPixelHead: the decoder's feature-map size and the predictor's class
-    log-likelihoods (N, K) of the last forward."""
-
-    def __init__(self, head):
-        self.shape, self.ll = None, None
-        self._handles = [head.decoder.register_forward_hook(self._decoder),
-                         head.predictor.register_forward_hook(self._predictor)]
-
-    def _decoder(self, module, inputs, output):
-        self.shape = (output[0] if isinstance(output, tuple) else output).shape[-2:]
-
-    def _predictor(self, module, inputs, output):
-        self.ll = output["log_likelihood"].detach()
-
-    def grid(self):
-        return self.ll.view(*self.shape, -1)
-
-    def remove(self):
-        for h in self._handles:
-            h.remove()
 
 
 def _mean(total, n):
@@ -80,10 +53,10 @@ def anomaly_pixel_sums(ll, mask):
 
 
 @torch.no_grad()
-def heldout_log_likelihoods(model, known_loader, ignore_value=255, anomaly_loader=None, anomaly_dataset=None):
+def heldout_log_likelihoods(model, known_loader, ignore_value=255, anomaly_loader=None):
     """model: a PerPixelSegmentor with a GMM predictor, in eval mode; loaders: detectron2 test
     loaders (batch 1) of a dataset with "sem_seg" labels and, optionally, of an anomaly dataset
-    (registered as `anomaly_dataset`, dicts with "anomaly_mask_file_name").
+    (its batches hold "anomaly_mask", as the test loader's mapper makes them).
 
     Returns {"known_own_class_ll", "known_best_class_ll", "mean_std"} and, with an anomaly split,
     {"anomaly_best_class_ll", "anomaly_split_known_best_class_ll"}: means over pixels, in nats.
@@ -91,7 +64,7 @@ def heldout_log_likelihoods(model, known_loader, ignore_value=255, anomaly_loade
     head = model.sem_seg_head
     if not hasattr(head.predictor, "stds"):
         raise TypeError(f"heldout_log_likelihoods needs a GMM predictor, got {type(head.predictor).__name__}")
-    cap, stride = _Capture(head), head.common_stride
+    cap, stride = PredictorInputs(head), head.common_stride
     try:
         sums = 0  # [own-class ll, best-class ll, pixels] of the known pixels, on the model's device
         for batch in known_loader:
@@ -102,16 +75,10 @@ def heldout_log_likelihoods(model, known_loader, ignore_value=255, anomaly_loade
         out = {"known_own_class_ll": _mean(own, n), "known_best_class_ll": _mean(best, n),
                "mean_std": float(head.predictor.current_stds().mean())}
         if anomaly_loader is not None:
-            dicts = {d["file_name"]: d for d in DatasetCatalog.get(anomaly_dataset)}
             sums = 0  # [ll of anomaly pixels, their number, ll of known pixels, their number]
             for batch in anomaly_loader:
                 model(batch)
-                d = dicts[batch[0]["file_name"]]
-                mask = np.asarray(load_anomaly_mask(d["anomaly_mask_file_name"],
-                                                    d.get("anomaly_mask_convention", "ours")), dtype=np.int64)
-                mask = F.interpolate(torch.from_numpy(mask)[None, None].float(),
-                                     size=batch[0]["image"].shape[-2:], mode="nearest")[0, 0].long()
-                m = labels_to_grid(mask, cap.shape, stride, 255)
+                m = labels_to_grid(batch_anomaly_mask(batch[0]), cap.shape, stride, 255)
                 sums = sums + anomaly_pixel_sums(cap.grid(), m)
             a, na, k, nk = sums.tolist() if torch.is_tensor(sums) else (0.0, 0, 0.0, 0)
             out["anomaly_best_class_ll"] = _mean(a, na)
@@ -164,7 +131,7 @@ def fit_curve(cfg, run, known, anomaly=None, build_model=None, build_test_loader
         r = {"iteration": it, "checkpoint": os.path.basename(path) if path else "(initialisation)"}
         r.update(heldout_log_likelihoods(
             model, build_test_loader(cfg, known), cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE,
-            build_test_loader(cfg, anomaly) if anomaly else None, anomaly))
+            build_test_loader(cfg, anomaly) if anomaly else None))
         results.append(r)
     return results
 

@@ -178,9 +178,12 @@ def plot(dataset, curves, path):
 
     panels = [("mIoU", "mIoU (%)"), ("ECE", "ECE (%)"), ("AUROC", "AUROC (%)"), ("FPR95", "FPR95 (%)"),
               ("AP", "AP (%)")]
+    seen = {k for summary in curves.values() for point in summary.values() for k in point}
+    panels = [(m, label) for m, label in panels if m in seen or any(k.endswith("_" + m) for k in seen)]
     colors = dict(zip(SCORES, ("tab:red", "tab:blue", "tab:green", "tab:orange", "tab:purple")))
     styles = ["-", "--", ":", "-."]
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 4.2), squeeze=False)
+    axes = axes[0]
     for ax, (metric, label) in zip(axes, panels):
         for v, (variant, summary) in enumerate(curves.items()):
             keys = [metric] if metric in ("mIoU", "ECE") else [f"{s}_{metric}" for s in SCORES]
@@ -197,10 +200,11 @@ def plot(dataset, curves, path):
         ax.set_title(label)
         ax.set_xlabel("iteration")
         ax.grid(alpha=0.3)
-    axes[2].legend(fontsize=6, loc="lower right")
-    axes[0].legend(fontsize=7)
-    fig.suptitle(f"{dataset}: mean +- std over seeds")
-    fig.tight_layout()
+    handles, labels = max((ax.get_legend_handles_labels() for ax in axes), key=lambda hl: len(hl[1]))
+    fig.legend(handles, labels, loc="center right", fontsize=7, frameon=False)
+    fig.subplots_adjust(right=0.86)
+    fig.suptitle(f"{dataset}: mean +- std over seeds (solid: first variant, dashed: second, ...; colour: score)")
+    fig.tight_layout(rect=(0, 0, 0.86, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 

@@ -15,6 +15,7 @@ Checkpoints always hold the full layout: `bank` (G, capacity, D), `ptr`, `filled
 statistics of the whole bank. Loading takes the slots this memory holds from the full bank and
 recomputes their statistics (exact), so a checkpoint loads into any layout and any W.
 """
+import functools
 import math
 
 import torch
@@ -36,12 +37,15 @@ class FeatureMemory(nn.Module):
 
     init: "random" fills every slot with random unit vectors that count as data (the release);
           "empty" starts with no data, the statistics count only written entries.
+    device: where the buffers are allocated (default: the CPU). The random bank is drawn on the
+          CPU (one generator stream, the same values on every device) slice by slice, each slice
+          copied to the device: the host never holds more than a slice, not the whole bank.
     """
 
     layout = "replicated"
 
     def __init__(self, num_groups: int, capacity: int, dim: int, init: str = "empty",
-                 dtype: torch.dtype = torch.float32, seed: int = 0):
+                 dtype: torch.dtype = torch.float32, seed: int = 0, device=None):
         super().__init__()
         if init not in ("random", "empty"):
             raise ValueError(f"FeatureMemory init must be 'random' or 'empty', got {init!r}")
@@ -50,27 +54,31 @@ class FeatureMemory(nn.Module):
             self.num_shards, self.shard_rank = 1, 0
         columns = -(-capacity // self.num_shards)  # ceil: the same shape on every rank
         persistent = self.num_shards == 1  # a shard's local tensors are not checkpoint entries
-        self.register_buffer("bank", torch.zeros(num_groups, columns, dim, dtype=dtype), persistent=persistent)
-        self.register_buffer("ptr", torch.zeros(num_groups, dtype=torch.long))
-        self.register_buffer("filled", torch.zeros(num_groups, dtype=torch.long))
+        zeros = functools.partial(torch.zeros, device=device)
+        self.register_buffer("bank", zeros(num_groups, columns, dim, dtype=dtype), persistent=persistent)
+        self.register_buffer("ptr", zeros(num_groups, dtype=torch.long))
+        self.register_buffer("filled", zeros(num_groups, dtype=torch.long))
         # int64 fixed point (count: plain integers); this rank's rows only when sharded
-        self.register_buffer("stat_count", torch.zeros(num_groups, dtype=torch.long), persistent=persistent)
-        self.register_buffer("stat_sum", torch.zeros(num_groups, dim, dtype=torch.long), persistent=persistent)
-        self.register_buffer("stat_sumsq", torch.zeros(num_groups, dim, dtype=torch.long), persistent=persistent)
+        self.register_buffer("stat_count", zeros(num_groups, dtype=torch.long), persistent=persistent)
+        self.register_buffer("stat_sum", zeros(num_groups, dim, dtype=torch.long), persistent=persistent)
+        self.register_buffer("stat_sumsq", zeros(num_groups, dim, dtype=torch.long), persistent=persistent)
         if init == "random" and capacity > 0:
             self._fill_random(seed)
             self.filled.fill_(capacity)
             self._recompute_statistics()
 
     # ------------------------------------------------------------------ which slots live here
-    def held_slots(self) -> torch.Tensor:
-        """Global ring slots held by this memory, in local column order: (columns held,) long."""
-        return torch.arange(self.shard_rank, max(self.capacity, self.shard_rank), self.num_shards, device=self.bank.device)
+    def held_slots(self, device=None) -> torch.Tensor:
+        """Global ring slots held by this memory, in local column order: (columns held,) long, on
+        `device` (default: the bank's)."""
+        return torch.arange(self.shard_rank, max(self.capacity, self.shard_rank), self.num_shards,
+                            device=self.bank.device if device is None else device)
 
     def _store_full_slice(self, a: int, b: int, full: torch.Tensor):
-        """Keep the held slots of full-layout entries `full` (b - a, capacity, D) of groups a..b-1."""
-        held = self.held_slots()
-        self.bank[a:b, :held.numel()].copy_(full[:, held.to(full.device)].to(self.bank))
+        """Keep the held slots of full-layout entries `full` (b - a, capacity, D) of groups a..b-1
+        (picked where `full` is, then copied to the bank's device)."""
+        held = self.held_slots(full.device)
+        self.bank[a:b, :held.numel()].copy_(full[:, held].to(self.bank))
 
     # Work in slices of groups of about this many elements: a bank of ADE20K defaults holds
     # 1.5e9 (6 GB in float32); whole-bank temporaries (noise, float64 copies) would need ~40 GB.
@@ -90,7 +98,9 @@ class FeatureMemory(nn.Module):
 
     def _fill_random(self, seed: int):
         """Random unit vectors, equal to normalize(randn(G, capacity, D, generator=seed)) at the
-        held slots, generated slice by slice (every shard draws the whole stream)."""
+        held slots, generated on the CPU slice by slice and copied to the bank's device (every
+        shard draws the whole stream: a CPU generator cannot skip ahead, and the values must not
+        depend on the number of shards)."""
         gen = torch.Generator().manual_seed(seed)
         for a, b in self._group_slices():
             noise = torch.randn(b - a, self.capacity, self.dim, generator=gen)

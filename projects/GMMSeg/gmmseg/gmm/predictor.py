@@ -22,6 +22,8 @@ Means and stds are buffers: no gradient reaches them. They move only by EM:
 Memory layout (`memory_layout`): "replicated" (every rank holds the whole bank, memory.py),
 "sharded" (each of the W ranks holds every W-th slot of every ring, sharded_memory.py; same rows,
 same M-step, bank / W per rank) or "none" (inference: no bank, inference_memory.py).
+`memory_device`: where the bank is allocated and filled (the model's device, MODEL.DEVICE), so
+that a GPU run never holds a whole bank in host memory.
 
 Option not in the paper: `nll_loss_weight` w > 0 adds w * mean over labelled pixels of
 -log p(x | y) (the class score of the pixel's own class) to the losses: a training signal on the
@@ -93,6 +95,7 @@ class GMMPredictor(nn.Module):
         projection: nn.Module = None,
         nll_loss_weight: float = 0.0,
         memory_layout: str = "replicated",
+        memory_device=None,
     ):
         super().__init__()
         if em_algorithm not in ASSIGNERS:
@@ -140,10 +143,10 @@ class GMMPredictor(nn.Module):
             self.memory = InferenceMemory(groups, memory_size, embed_dim)
         elif memory_layout == "sharded" and memory_size > 0:
             self.memory = ShardedFeatureMemory(groups, memory_size, embed_dim, init=memory_init,
-                                               dtype=memory_dtype, seed=seed + 1)
+                                               dtype=memory_dtype, seed=seed + 1, device=memory_device)
         else:  # "replicated", and a memory of capacity 0 (no rows to spread)
             self.memory = FeatureMemory(groups, memory_size, embed_dim, init=memory_init,
-                                        dtype=memory_dtype, seed=seed + 1)
+                                        dtype=memory_dtype, seed=seed + 1, device=memory_device)
         self._pending = []  # candidate rows [group, e_1..e_D] set aside by forward, selected by flush()
         # classes in this rank's labels since the last flush(); the last entry: a labelled forward ran
         self._present = torch.zeros(num_classes + 1, dtype=torch.bool)

@@ -40,7 +40,8 @@ class ShardedFeatureMemory(FeatureMemory):
     layout = "sharded"
 
     def __init__(self, num_groups: int, capacity: int, dim: int, init: str = "empty",
-                 dtype: torch.dtype = torch.float32, seed: int = 0, shard_rank: int = None, num_shards: int = None):
+                 dtype: torch.dtype = torch.float32, seed: int = 0, shard_rank: int = None, num_shards: int = None,
+                 device=None):
         self.num_shards = world_size() if num_shards is None else int(num_shards)
         self.shard_rank = rank() if shard_rank is None else int(shard_rank)
         if not 0 <= self.shard_rank < self.num_shards:
@@ -48,7 +49,7 @@ class ShardedFeatureMemory(FeatureMemory):
         if capacity <= 0:
             raise ValueError("ShardedFeatureMemory needs a bank (MODEL.GMM.MEMORY_SIZE > 0); a memory of "
                              "capacity 0 holds no rows to spread, use the replicated FeatureMemory")
-        super().__init__(num_groups, capacity, dim, init=init, dtype=dtype, seed=seed)
+        super().__init__(num_groups, capacity, dim, init=init, dtype=dtype, seed=seed, device=device)
         self._checkpoint_state = None
 
     # ------------------------------------------------------------------ statistics

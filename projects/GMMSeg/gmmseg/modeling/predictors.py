@@ -108,7 +108,17 @@ def gmm(cfg, in_channels, num_classes):
         em_loops=g.EM_LOOPS, learn_by_gradient=g.DISCRIMINATIVE, update_components=g.UPDATE_COMPONENTS,
         nll_loss_weight=g.NLL_LOSS_WEIGHT, memory_layout=memory_layout(g.MEMORY_LAYOUT),
         projection=build_gmm_projection(g.PROJECTION, g.PROJECTION_NORM, in_channels, g.EMBED_DIM),
+        memory_device=memory_device(cfg.MODEL.DEVICE),
     )
+
+
+def memory_device(name: str) -> torch.device:
+    """The device the GMM bank is built on: MODEL.DEVICE, or the CPU when that is a CUDA device and
+    CUDA is not available (a model built to be inspected; moving it there fails with torch's error)."""
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        return torch.device("cpu")
+    return device
 
 
 @PREDICTOR_REGISTRY.register()

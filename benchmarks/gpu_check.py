@@ -23,7 +23,9 @@ Checks (each returns PASS / FAIL and a detail; tests/test_gpu.py runs the same f
 - amp_fp16 / amp_bf16: one training step of the demo model (FrozenBN ResNet-18 + FPN + GMM)
   under autocast vs float32: loss within 2%, update cosine > 0.98, GMM means within 2e-3; and
   the step time of each precision (item 7);
-- ckpt_to_gpu: a checkpoint with a bank loads (memory-mapped) into a model on the GPU (item 5).
+- ckpt_to_gpu: a checkpoint with a bank loads (memory-mapped) into a model on the GPU (item 5);
+- deform_attn: when the official MultiScaleDeformableAttention extension is installed, its output
+  and gradients against the PyTorch path (item 8).
 """
 import argparse
 import copy
@@ -230,6 +232,27 @@ def check_ckpt_to_gpu(device):
     return ok, f"bank {tuple(bank.shape)} on {bank.device}, equal {ok}"
 
 
+# ----------------------------------------------------------------------------- item 8 (deformable attention)
+def check_deform_attn(device):
+    from gmmseg.modeling.mask_former import deform_attn_op
+    from gmmseg.modeling.mask_former.pixel_decoder import ms_deform_attn_sample
+
+    if deform_attn_op.compiled_op() is None:
+        return True, "MultiScaleDeformableAttention not installed: the PyTorch path runs"
+    shapes = [(8, 12), (4, 6)]
+    g = torch.Generator().manual_seed(0)
+    value = torch.randn(2, sum(h * w for h, w in shapes), 4, 8, generator=g).to(device).requires_grad_()
+    loc = torch.rand(2, 50, 4, 2, 4, 2, generator=g).to(device).requires_grad_()
+    w = torch.rand(2, 50, 4, 2, 4, generator=g).to(device).requires_grad_()
+    if not deform_attn_op.uses_compiled_op(value):
+        return True, f"installed, not used for values on {device}"
+    out = deform_attn_op.deform_attn(value, shapes, loc, w, ms_deform_attn_sample)
+    ref = ms_deform_attn_sample(value, shapes, loc, w)
+    grads = [torch.autograd.grad(o.sum(), (value, loc, w)) for o in (out, ref)]
+    diff = max([float((out - ref).abs().max())] + [float((a - b).abs().max()) for a, b in zip(*grads)])
+    return diff < 1e-4, f"compiled op vs PyTorch path: max difference {diff:.1e} (outputs and gradients)"
+
+
 CHECKS = {
     "env": check_env,
     "fit_devices": check_fit_devices,
@@ -238,6 +261,7 @@ CHECKS = {
     "amp_fp16": lambda device, repeats: check_amp(device, torch.float16, repeats),
     "amp_bf16": lambda device, repeats: check_amp(device, torch.bfloat16, repeats),
     "ckpt_to_gpu": check_ckpt_to_gpu,
+    "deform_attn": check_deform_attn,
 }
 
 

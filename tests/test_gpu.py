@@ -19,7 +19,7 @@ pytestmark = pytest.mark.gpu
 DEVICE = "cpu" if os.environ.get("GMMSEG_GPU_TESTS_ON_CPU") == "1" else "cuda"
 
 
-@pytest.mark.parametrize("name", ["env", "fit_devices", "order_free", "bf16_ids", "ckpt_to_gpu"])
+@pytest.mark.parametrize("name", ["env", "fit_devices", "order_free", "bf16_ids", "ckpt_to_gpu", "deform_attn"])
 def test_gpu_check(name):
     ok, detail = gpu_check.CHECKS[name](DEVICE)
     assert ok, detail

@@ -2,7 +2,8 @@
 FPN-style top-down path to the mask-feature resolution (stride COMMON_STRIDE, 4).
 
 Multi-scale deformable attention (Deformable DETR) is computed here in pure PyTorch with
-`grid_sample`, so it runs on the CPU and needs no compiled extension; its parameters are the
+`grid_sample`, so it runs on the CPU and needs no compiled extension (on a GPU the release's
+compiled op is used when installed, deform_attn_op.py); its parameters are the
 ones of the CUDA-kernel module (sampling_offsets, attention_weights, value_proj, output_proj), so
 checkpoints are interchangeable. Module and parameter names follow the official release
 (`input_proj`, `transformer.encoder.layers.*`, `transformer.level_embed`, `mask_features`,
@@ -19,6 +20,7 @@ from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
 from torch import nn
 from torch.nn import functional as F
 
+from .deform_attn_op import deform_attn
 from .position_encoding import PositionEmbeddingSine
 
 __all__ = ["MSDeformAttn", "ms_deform_attn_sample", "MSDeformAttnPixelDecoder", "build_pixel_decoder"]
@@ -102,7 +104,8 @@ class MSDeformAttn(nn.Module):
         # offsets are in cells of each level: divide by (W_l, H_l) to get normalised coordinates
         normalizer = torch.tensor([[w, h] for h, w in spatial_shapes], dtype=query.dtype, device=query.device)
         locations = reference_points[:, :, None, :, None, :] + offsets / normalizer[None, None, None, :, None, :]
-        return self.output_proj(ms_deform_attn_sample(value, spatial_shapes, locations, weights))
+        # the compiled op of the official release when installed and on a GPU (deform_attn_op.py)
+        return self.output_proj(deform_attn(value, spatial_shapes, locations, weights, ms_deform_attn_sample))
 
 
 class MSDeformAttnTransformerEncoderLayer(nn.Module):

@@ -40,11 +40,10 @@ VARIANTS = {
 }
 
 
-def build_trainer(config, opts, variant, out_dir):
-    from detectron2.utils.events import EventStorage
-
+def build_stepper(config, opts, variant, out_dir):
+    """One training iteration of `variant` per call (gmmseg.engine.stepping)."""
     from gmmseg import load_config
-    from gmmseg.engine import Trainer
+    from gmmseg.engine.stepping import training_stepper
     from gmmseg.modeling.sem_seg import SegFormerMLPDecoder
 
     v = VARIANTS[variant]
@@ -52,26 +51,18 @@ def build_trainer(config, opts, variant, out_dir):
         "OUTPUT_DIR", out_dir, "DATASETS.TEST", "()", "DATALOADER.NUM_WORKERS", "0",
         "SOLVER.CHECKPOINT_PERIOD", "1000000", "MODEL.CHANNELS_LAST", str(v["channels_last"])])
     cfg.freeze()
-    trainer = Trainer(cfg)
-    trainer.resume_or_load(resume=False)
-    decoder = trainer.model.sem_seg_head.decoder
+    step = training_stepper(cfg)
+    decoder = step.trainer.model.sem_seg_head.decoder
     if v["concat_decoder"]:
         if not isinstance(decoder, SegFormerMLPDecoder):
             raise ValueError(f"{config}: the 'before' variant needs a SegFormerMLPDecoder, got {type(decoder).__name__}")
         decoder.forward = decoder.forward_concat
-    trainer.storage = EventStorage(0).__enter__()
-    trainer.iter = trainer.start_iter = 0
-    trainer.before_train()
-    return trainer
+    return step
 
 
-def step(trainer):
+def timed(step):
     t0 = time.perf_counter()
-    trainer.before_step()
-    trainer.run_step()
-    trainer.after_step()
-    trainer.iter += 1
-    trainer.storage.iter = trainer.iter
+    step()
     return time.perf_counter() - t0
 
 
@@ -80,13 +71,13 @@ def measure(config, opts, rounds, per_round, warmup):
     variant in turn, after `warmup` iterations of each."""
     times = {v: [] for v in VARIANTS}
     with tempfile.TemporaryDirectory() as tmp:
-        trainers = {v: build_trainer(config, opts, v, os.path.join(tmp, v)) for v in VARIANTS}
-        for t in trainers.values():
+        steppers = {v: build_stepper(config, opts, v, os.path.join(tmp, v)) for v in VARIANTS}
+        for step in steppers.values():
             for _ in range(warmup):
-                step(t)
+                step()
         for _ in range(rounds):
-            for v, t in trainers.items():
-                times[v] += [step(t) for _ in range(per_round)]
+            for v, step in steppers.items():
+                times[v] += [timed(step) for _ in range(per_round)]
     return times
 
 

@@ -124,10 +124,8 @@ def training_stepper(config, out_dir, scratch_dir, extra_opts):
     """One training iteration per call (data, forward, backward, SGD, the hooks: EM flush and
     M-step, LR schedule) of the model trained in out_dir, from its final weights; nothing is
     written to out_dir (the trainer's outputs go to scratch_dir)."""
-    from detectron2.utils.events import EventStorage
-
     from gmmseg import load_config
-    from gmmseg.engine import Trainer
+    from gmmseg.engine.stepping import training_stepper as stepper
 
     cfg = load_config(os.path.join(ROOT, config), [
         *extra_opts, "OUTPUT_DIR", scratch_dir, "DATASETS.TEST", "()", "MODEL.WEIGHTS",
@@ -135,22 +133,7 @@ def training_stepper(config, out_dir, scratch_dir, extra_opts):
         # no checkpoint, and an LR schedule that the timed steps cannot run past (any run length)
         "SOLVER.CHECKPOINT_PERIOD", "1000000", "SOLVER.MAX_ITER", "1000000"])
     cfg.freeze()
-    trainer = Trainer(cfg)
-    trainer.resume_or_load(resume=False)
-    trainer.storage = EventStorage(0)
-    trainer.iter = trainer.start_iter = 0
-    with trainer.storage:
-        trainer.before_train()
-
-    def step():
-        with trainer.storage:
-            trainer.before_step()
-            trainer.run_step()
-            trainer.after_step()
-        trainer.iter += 1
-        trainer.storage.iter = trainer.iter
-
-    return step
+    return stepper(cfg)
 
 
 def train_step_speed(out_root, extra_opts):

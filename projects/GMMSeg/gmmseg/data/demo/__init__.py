@@ -3,15 +3,8 @@
 By role: scene.py renders one scene (image, label, anomaly mask); files.py writes the dataset
 folder; registration.py registers and loads its splits; __main__.py is the command line.
 
-Six classes: sky, road, building, tree, car, person. "building" has two appearances that share
-no colour or texture (red brick with mortar joints and dark windows vs a blue glass curtain wall
-with a frame grid), so one Gaussian per class cannot model it. Every image also varies in
-lighting (gain, colour cast, left-right gradient), sensor noise and blur; some show the ego
-vehicle's bonnet at the bottom, which is labelled void (255).
-
-The anomaly split renders scenes like the val split and pastes 1-3 objects whose appearance no
-training image has (saturated magenta / lime / cyan checkerboards and stripes in geometric
-shapes). Their pixels are 255 in the semantic label and 1 in the anomaly mask.
+Six classes (sky, road, building with two unrelated appearances, tree, car, person), varied
+lighting and noise, and an anomaly split with objects no training image has: scene.py says how.
 
 Layout under `<root>/gmmseg_demo/` (root: argument, else $DETECTRON2_DATASETS, else ./datasets):
 

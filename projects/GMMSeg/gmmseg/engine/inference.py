@@ -4,23 +4,21 @@
   (MODEL.GMM.MEMORY_LAYOUT "none": evaluation reads means and stds only), in eval mode, with the
   checkpoint loaded safely and checked against the config (GMMSegCheckpointer: weights-only,
   memory-mapped, so a training checkpoint's bank is never read).
-- `evaluate(cfg, model, datasets)`: detectron2's `inference_on_dataset` with the project's
-  evaluators (mIoU, calibration, anomaly scores) per dataset: {dataset: {task: {metric: value}}}.
-- `write_results(results, path)`: that dict as JSON (atomic), what `train_net --eval-only`
-  writes to OUTPUT_DIR/inference/results.json and the studies read.
+- `write_results(results, path)`: {dataset: {task: {metric: value}}} as JSON (atomic), what
+  `train_net --eval-only` writes to OUTPUT_DIR/inference/results.json and the studies read
+  (evaluation itself is `train_net --eval-only`, i.e. DefaultTrainer.test with the project's
+  evaluators).
 """
 import json
 import logging
 import os
 from typing import Dict, Optional, Sequence
 
-from detectron2.evaluation import inference_on_dataset
-
 from ..checkpoint import GMMSegCheckpointer
 from ..config import inference_config
 from .trainer import Trainer
 
-__all__ = ["inference_setup", "build_inference_model", "evaluate", "write_results", "read_results"]
+__all__ = ["inference_setup", "build_inference_model", "write_results"]
 
 logger = logging.getLogger(__name__)
 
@@ -61,17 +59,6 @@ def build_inference_model(cfg, weights: Optional[str] = None, resume: bool = Fal
     return model
 
 
-def evaluate(cfg, model, datasets: Sequence[str], output_dir: Optional[str] = None) -> Dict[str, dict]:
-    """{dataset: results} of `model` on every dataset of `datasets` (plots and evaluator files in
-    <output_dir or OUTPUT_DIR/inference>/<dataset>/)."""
-    root = output_dir or os.path.join(cfg.OUTPUT_DIR, "inference")
-    results = {}
-    for name in datasets:
-        evaluator = Trainer.build_evaluator(cfg, name, os.path.join(root, name))
-        results[name] = inference_on_dataset(model, Trainer.build_test_loader(cfg, name), evaluator)
-    return results
-
-
 def write_results(results: Dict[str, dict], path: str) -> str:
     """Write {dataset: results} as JSON under a temporary name, then rename it; returns `path`."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -79,8 +66,3 @@ def write_results(results: Dict[str, dict], path: str) -> str:
         json.dump(results, f, indent=1, default=float)
     os.replace(path + ".tmp", path)
     return path
-
-
-def read_results(path: str) -> Dict[str, dict]:
-    with open(path) as f:
-        return json.load(f)

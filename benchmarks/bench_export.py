@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from detectron2.modeling import build_model
 
-from bench_heads import head_cfg
+from model_timing import head_cfg
 from common import machine, table
 from gmmseg.deploy import ExportedSegmenter, export_metadata, export_model, prepare_for_export, state_bytes
 

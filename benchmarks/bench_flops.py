@@ -21,7 +21,7 @@ from fvcore.nn import FlopCountAnalysis
 from fvcore.nn.jit_handles import addmm_flop_jit
 from torch import nn
 
-from bench_heads import build
+from model_timing import build_head_model
 from common import machine, table
 
 
@@ -42,7 +42,7 @@ PARTS = (("predictor", "head.predictor", "classifier (predictor) alone"), ("deco
 def count(predictor, size=(512, 1024), num_classes=19, decoder="FPNDecoder", depth=18):
     """({part: (flops fvcore default, flops with addmm_ counted)}, Counter of uncounted op names)."""
     # no bank: the eval forward does not read it, and a 32000-entry one takes seconds to fill
-    model = _BackboneAndHead(build(decoder, predictor, num_classes, depth, ["MODEL.GMM.MEMORY_SIZE", "0"])).eval()
+    model = _BackboneAndHead(build_head_model(decoder, predictor, num_classes, depth, ["MODEL.GMM.MEMORY_SIZE", "0"])).eval()
     fca = (FlopCountAnalysis(model, torch.randn(1, 3, *size)).set_op_handle("aten::addmm_", addmm_flop_jit)
            .unsupported_ops_warnings(False).uncalled_modules_warnings(False))
     logging.getLogger("fvcore").setLevel(logging.ERROR)

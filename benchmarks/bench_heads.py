@@ -6,54 +6,14 @@ for the per-pixel heads. Prints a Markdown table with the ratios.
 
 A training step is forward + backward + optimizer step + the EM hook's work (flush every step,
 M-step every MODEL.GMM.UPDATE_INTERVAL steps); inference is the eval forward of the whole batch.
-The two models alternate step by step (bench_mask_former.time_models); medians are reported.
+The two models alternate step by step (model_timing.time_models); medians are reported.
 """
 import argparse
-import os
 
-import torch
-from detectron2.config import get_cfg
-from detectron2.modeling import build_model
-
-from bench_mask_former import time_models
 from common import machine, table, verdict
-from gmmseg import add_gmmseg_config
+from model_timing import head_cfg, random_batch, time_models
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN_TARGET, INFER_TARGET = 1.15, 1.05  # GMM / softmax
-
-
-def head_cfg(decoder, predictor, num_classes, depth, opts=()):
-    cfg = get_cfg()
-    add_gmmseg_config(cfg)
-    cfg.merge_from_file(os.path.join(ROOT, "configs/Base-PerPixel.yaml"))
-    cfg.MODEL.DEVICE = "cpu"
-    cfg.MODEL.RESNETS.DEPTH = depth
-    cfg.MODEL.RESNETS.NORM = "BN"
-    if depth < 50:
-        cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 64
-    cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES = num_classes
-    cfg.MODEL.SEM_SEG_HEAD.DECODER = decoder
-    cfg.MODEL.PREDICTOR.NAME = predictor
-    if decoder == "DeepLabV3PlusDecoder":
-        cfg.MODEL.BACKBONE.NAME = "build_resnet_backbone"
-        cfg.MODEL.RESNETS.OUT_FEATURES = ["res2", "res5"]
-        cfg.MODEL.SEM_SEG_HEAD.IN_FEATURES = ["res2", "res5"]
-        cfg.MODEL.SEM_SEG_HEAD.CONVS_DIM = 256
-        cfg.MODEL.SEM_SEG_HEAD.NORM = "BN"
-    cfg.merge_from_list(list(opts))
-    return cfg
-
-
-def build(decoder, predictor, num_classes, depth, opts=()):
-    torch.manual_seed(0)
-    return build_model(head_cfg(decoder, predictor, num_classes, depth, opts))
-
-
-def random_batch(n, h, w, num_classes, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return [{"image": torch.randint(0, 255, (3, h, w), generator=g).float(),
-             "sem_seg": torch.randint(0, num_classes, (h, w), generator=g)} for _ in range(n)]
 
 
 def time_decoder(decoder, batch, num_classes, depth, warmup=2, iters=5, opts=()):

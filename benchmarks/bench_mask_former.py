@@ -16,17 +16,12 @@ configs.
 """
 import argparse
 import os
-import statistics
-import time
 
 import torch
-from detectron2.config import get_cfg
-from detectron2.modeling import build_model
 
 from common import machine, table
-from gmmseg import add_gmmseg_config
-from gmmseg.engine import em_modules
-from gmmseg.solver import build_optimizer
+from gmmseg import load_config
+from model_timing import time_models
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_SOFTMAX = os.path.join(ROOT, "configs/demo/mask2former_r18_softmax.yaml")
@@ -34,10 +29,7 @@ DEFAULT_GMM = os.path.join(ROOT, "configs/demo/mask2former_r18_gmm.yaml")
 
 
 def load_cfg(path, opts):
-    cfg = get_cfg()
-    add_gmmseg_config(cfg)
-    cfg.merge_from_file(path)
-    cfg.merge_from_list(["MODEL.WEIGHTS", ""] + list(opts))
+    cfg = load_config(path, ["MODEL.WEIGHTS", ""] + list(opts))
     if cfg.MODEL.BACKBONE.NAME == "build_timm_backbone":
         cfg.merge_from_list(["MODEL.TIMM.PRETRAINED", False])  # nothing to download for timing
     return cfg
@@ -54,65 +46,6 @@ def synthetic_batch(n, size, num_classes, seed=0):
             label[y: y + h // 3, x: x + w // 3] = int(torch.randint(0, num_classes, (1,), generator=g))
         batch.append({"image": torch.rand(3, h, w, generator=g) * 255, "sem_seg": label})
     return batch
-
-
-def _sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-class _Runner:
-    """One model with its optimizer and EM modules; times one training step or one inference."""
-
-    def __init__(self, cfg, batch):
-        torch.manual_seed(0)
-        self.model = build_model(cfg)
-        self.device = self.model.device
-        self.optimizer = build_optimizer(cfg, self.model)
-        self.em = em_modules(self.model)
-        self.period = cfg.MODEL.GMM.UPDATE_INTERVAL
-        self.batch, self.test_batch = batch, [{"image": x["image"]} for x in batch]
-        self.steps = 0
-
-    def _timed(self, fn):
-        _sync(self.device)
-        t = time.perf_counter()
-        fn()
-        _sync(self.device)
-        return time.perf_counter() - t
-
-    def train_step(self):
-        def step():
-            self.model.train()
-            losses = self.model(self.batch)
-            self.optimizer.zero_grad()
-            sum(losses.values()).backward()
-            self.optimizer.step()
-            self.steps += 1
-            for m in self.em:  # the EM hook's work
-                m.em_update() if self.steps % self.period == 0 else m.flush()
-        return self._timed(step)
-
-    def inference(self):
-        def infer():
-            self.model.eval()
-            with torch.no_grad():
-                self.model(self.test_batch)
-        return self._timed(infer)
-
-
-def time_models(cfgs, batch, warmup, iters):
-    """Median train-step and inference seconds per model; the models alternate step by step, so
-    a change of machine load affects both alike."""
-    runners = {name: _Runner(cfg, batch) for name, cfg in cfgs.items()}
-    times = {name: ([], []) for name in runners}
-    for what in (0, 1):
-        for i in range(warmup + iters):
-            for name, r in runners.items():
-                t = r.train_step() if what == 0 else r.inference()
-                if i >= warmup:
-                    times[name][what].append(t)
-    return {name: (statistics.median(tr), statistics.median(inf)) for name, (tr, inf) in times.items()}
 
 
 def run(softmax_config=DEFAULT_SOFTMAX, gmm_config=DEFAULT_GMM, batch=8, size=(96, 128), warmup=2, iters=5,

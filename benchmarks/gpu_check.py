@@ -135,16 +135,10 @@ def check_bf16_ids(device):
 
 # ----------------------------------------------------------------------------- item 7 (AMP)
 def _demo_cfg(device, *opts):
-    from detectron2.config import get_cfg
+    from gmmseg import load_config
 
-    from gmmseg import add_gmmseg_config
-
-    cfg = get_cfg()
-    add_gmmseg_config(cfg)
-    cfg.merge_from_file(DEMO_CONFIG)
-    cfg.merge_from_list(["MODEL.DEVICE", device, "MODEL.GMM.MEMORY_SIZE", "50", "MODEL.GMM.PROJECTION_NORM", "BN",
-                         "MODEL.RESNETS.NORM", "FrozenBN", *opts])
-    return cfg
+    return load_config(DEMO_CONFIG, ["MODEL.DEVICE", device, "MODEL.GMM.MEMORY_SIZE", "50", "MODEL.GMM.PROJECTION_NORM", "BN",
+                                     "MODEL.RESNETS.NORM", "FrozenBN", *opts])
 
 
 def _batch(n=2, h=64, w=96):

@@ -31,6 +31,7 @@ import bench_gmm_core
 import bench_heads
 import bench_mask_former
 import bench_train_step
+import model_timing
 from common import cpu_model, table, verdict
 from gmmseg.gmm import FeatureMemory
 
@@ -84,7 +85,7 @@ def core(p):
 
 def heads(p):
     h, m2f = p["heads"], p["m2f"]
-    batch = bench_heads.random_batch(h["batch"], *h["size"], CLASSES)
+    batch = model_timing.random_batch(h["batch"], *h["size"], CLASSES)
     results = {}
     for dec in ("FPNDecoder", "DeepLabV3PlusDecoder"):
         results[f"{dec} (R-{DEPTH}, {h['batch']} x {h['size'][0]}x{h['size'][1]}, K={CLASSES})"] = \

@@ -5,13 +5,12 @@ from types import SimpleNamespace
 from torch import nn
 
 from gmmseg.engine.em_hook import EMHook
+from gmmseg.gmm import EMModule
 
 
-class _Recorder(nn.Module):
-    supports_em = True
-
+class _Recorder(EMModule):
     def __init__(self):
-        super().__init__()
+        super().__init__(in_channels=2, num_classes=2, embed_dim=2, ignore_value=255)
         self.calls = []
 
     def flush(self):

@@ -175,7 +175,7 @@ def test_anomaly_split_uses_the_batch_mask_on_the_grid():
 
 def test_softmax_model_is_refused():
     head = PerPixelHead(decoder=_FixedMapDecoder(), predictor=nn.Linear(3, 2), num_classes=2)
-    with pytest.raises(TypeError, match="needs a GMM predictor"):
+    with pytest.raises(TypeError, match="needs a per-pixel model with a GMM predictor"):
         heldout_log_likelihoods(_TinySegmentor(head), _known_loader())
 
 

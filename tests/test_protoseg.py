@@ -14,6 +14,7 @@ from torch import nn
 
 from gmmseg import add_gmmseg_config
 from gmmseg.engine import EMHook, em_modules
+from gmmseg.gmm import EMModule
 from gmmseg.gmm.assignment import equipartition_error, sinkhorn_assign
 from gmmseg.gmm.protoseg import ProtoSegPredictor
 from gmmseg.modeling.predictors import build_predictor
@@ -190,7 +191,7 @@ def test_built_from_config_and_driven_by_the_em_hook():
     cfg = _cfg(NUM_PROTOTYPES=3, EMBED_DIM=8, MOMENTUM=0.5, TEMPERATURE=0.07, PPC_WEIGHT=0.02,
                PPD_WEIGHT=0.003, UPDATE_CORRECT_ONLY=False, SEED=3)
     p = build_predictor(cfg, 16, 3)
-    assert isinstance(p, ProtoSegPredictor) and p.supports_em
+    assert isinstance(p, ProtoSegPredictor) and isinstance(p, EMModule)
     assert p.prototypes.shape == (3, 3, 8)
     assert (p.momentum, p.temperature, p.ppc_weight, p.ppd_weight) == (0.5, 0.07, 0.02, 0.003)
     model = nn.Sequential(p)

@@ -48,15 +48,10 @@ def parse_args(argv=None):
 
 def datasets_of_config(config_file: str, opts) -> list:
     """Register the config's DATASETS.FOLDER dataset; its DATASETS.TRAIN + TEST names."""
-    from detectron2.config import get_cfg
-
-    from gmmseg import add_gmmseg_config
+    from gmmseg import load_config
     from gmmseg.data.folder_dataset import setup_folder_dataset
 
-    cfg = get_cfg()
-    add_gmmseg_config(cfg)
-    cfg.merge_from_file(config_file)
-    cfg.merge_from_list(list(opts))
+    cfg = load_config(config_file, opts)
     setup_folder_dataset(cfg)
     return list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST)
 

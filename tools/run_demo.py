@@ -59,15 +59,9 @@ def progress_line(variant, record, max_iter, elapsed_s):
 
 
 def max_iterations(config, extra_opts):
-    from detectron2.config import get_cfg
+    from gmmseg import load_config
 
-    from gmmseg import add_gmmseg_config
-
-    cfg = get_cfg()
-    add_gmmseg_config(cfg)
-    cfg.merge_from_file(os.path.join(ROOT, config))
-    cfg.merge_from_list(list(extra_opts))
-    return cfg.SOLVER.MAX_ITER
+    return load_config(os.path.join(ROOT, config), extra_opts).SOLVER.MAX_ITER
 
 
 def train(variant, config, out_dir, extra_opts):
@@ -148,20 +142,12 @@ def train_step_speed(out_root, extra_opts):
 
 
 def evaluate(config, out_dir, datasets, extra_opts):
-    from detectron2.config import get_cfg
-
-    from gmmseg import add_gmmseg_config
-    from gmmseg.checkpoint import GMMSegCheckpointer
-    from gmmseg.config import inference_config
+    from gmmseg import load_config
     from gmmseg.engine import Trainer
+    from gmmseg.engine.inference import build_inference_model
 
-    cfg = get_cfg()
-    add_gmmseg_config(cfg)
-    cfg.merge_from_file(os.path.join(ROOT, config))
-    cfg.merge_from_list(["OUTPUT_DIR", out_dir, "MODEL.WEIGHTS", os.path.join(out_dir, "model_final.pth"), *extra_opts])
-    model = Trainer.build_model(inference_config(cfg))  # no memory bank: evaluation reads means and stds
-    GMMSegCheckpointer(model).load(cfg.MODEL.WEIGHTS)
-    model.eval()
+    cfg = load_config(os.path.join(ROOT, config), ["OUTPUT_DIR", out_dir, *extra_opts])
+    model = build_inference_model(cfg, os.path.join(out_dir, "model_final.pth"))  # no bank, eval mode
     results = {}
     for name in datasets:
         evaluator = Trainer.build_evaluator(cfg, name, os.path.join(out_dir, "inference", name))
@@ -183,15 +169,10 @@ def evaluate(config, out_dir, datasets, extra_opts):
 
 def gmm_fit(out_dir, extra_opts):
     """Held-out log-likelihoods of known and anomaly pixels at every checkpoint of the GMM run."""
-    from detectron2.config import get_cfg
-
-    from gmmseg import add_gmmseg_config
+    from gmmseg import load_config
     from gmmseg.analysis.gmm_fit import fit_curve
 
-    cfg = get_cfg()
-    add_gmmseg_config(cfg)
-    cfg.merge_from_file(os.path.join(ROOT, VARIANTS["gmm"]))
-    cfg.merge_from_list(list(extra_opts))
+    cfg = load_config(os.path.join(ROOT, VARIANTS["gmm"]), extra_opts)
     return fit_curve(cfg, out_dir, "gmmseg_demo_val", "gmmseg_demo_anomaly")
 
 

@@ -19,32 +19,32 @@ and are read whole.
 Fit: detectron2's checkpointer skips tensors whose shapes differ with only a warning; for a GMM
 that silently leaves means, stds or the memory at their initial values. Here a mismatch stops
 with an error that names the config key(s) and both values, e.g.
-"MODEL.GMM.NUM_COMPONENTS: checkpoint 5, config 3", and the tensors concerned.
+"MODEL.GMM.NUM_COMPONENTS: checkpoint 5, config 3", and the tensors concerned (which key fixes
+which dimension: modeling/predictors.py DIMENSION_KEYS).
 """
 import io
 import logging
 import os
 import pickle
 import zipfile
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.utils.file_io import PathManager
 
+from .gmm import MEMORY_STATE_NAMES, em_modules, named_em_modules
+from .modeling.predictors import tensor_setting_keys
+
 __all__ = [
     "GMMSegCheckpointer",
     "load_state_dict_safely",
-    "check_checkpoint_matches_config",
     "check_state_dict_matches_model",
     "safe_pickle_load",
     "strip_for_inference",
 ]
 
 logger = logging.getLogger(__name__)
-
-_CLASSES, _COMPONENTS, _DIM, _MEM = ("MODEL.SEM_SEG_HEAD.NUM_CLASSES", "MODEL.GMM.NUM_COMPONENTS",
-                                     "MODEL.GMM.EMBED_DIM", "MODEL.GMM.MEMORY_SIZE")
 
 
 # ----------------------------------------------------------------------------- reading files
@@ -99,46 +99,13 @@ def load_state_dict_safely(path: str) -> dict:
 
 
 # ----------------------------------------------------------------------------- fit to the config
-def _gmm_prefix(key: str, suffixes) -> bool:
-    return any(key == s or key.endswith("." + s) for s in suffixes)
-
-
-def _explain(key: str, ckpt_shape: Tuple[int, ...], model_shape: Tuple[int, ...]) -> List[Tuple[str, str, str]]:
-    """[(config key, checkpoint value, config value)] that explain a shape difference of a GMM
-    tensor; [] for tensors the project does not know."""
-    out = []
-
-    def add(name, a, b):
-        if a != b:
-            out.append((name, str(a), str(b)))
-
-    n = len(ckpt_shape)
-    if n != len(model_shape):
-        return out
-    if _gmm_prefix(key, ("means", "stds")) and n == 3:
-        for name, a, b in zip((_CLASSES, _COMPONENTS, _DIM), ckpt_shape, model_shape):
-            add(name, a, b)
-    elif _gmm_prefix(key, ("memory.bank",)) and n == 3:
-        add(f"{_CLASSES} x {_COMPONENTS}", ckpt_shape[0], model_shape[0])
-        add(_MEM, ckpt_shape[1], model_shape[1])
-        add(_DIM, ckpt_shape[2], model_shape[2])
-    elif _gmm_prefix(key, ("memory.stat_sum", "memory.stat_sumsq")) and n == 2:
-        add(f"{_CLASSES} x {_COMPONENTS}", ckpt_shape[0], model_shape[0])
-        add(_DIM, ckpt_shape[1], model_shape[1])
-    elif _gmm_prefix(key, ("memory.ptr", "memory.filled", "memory.stat_count", "updates_per_component",
-                           "received_data")) and n == 1:
-        add(f"{_CLASSES} x {_COMPONENTS}", ckpt_shape[0], model_shape[0])
-    elif _gmm_prefix(key, ("class_norm.weight", "class_norm.bias")) and n == 1:
-        add(_CLASSES, ckpt_shape[0], model_shape[0])
-    elif _gmm_prefix(key, ("embed_norm.weight", "embed_norm.bias", "projection.bias", "projection.conv.bias",
-                           "projection.norm.norm.weight", "projection.norm.norm.bias",
-                           "projection.norm.norm.running_mean", "projection.norm.norm.running_var")) and n == 1:
-        add(_DIM, ckpt_shape[0], model_shape[0])
-    elif _gmm_prefix(key, ("projection.weight", "projection.conv.weight")) and n == 2:
-        add(_DIM, ckpt_shape[0], model_shape[0])
-    elif _gmm_prefix(key, ("linear.weight", "linear.bias")):  # the softmax twin's classifier
-        add(_CLASSES, ckpt_shape[0], model_shape[0])
-    return out
+def _explain(keys: Tuple[Optional[str], ...], ckpt_shape: Tuple[int, ...],
+             model_shape: Tuple[int, ...]) -> List[Tuple[str, str, str]]:
+    """[(config key, checkpoint value, config value)] for each dimension that differs and that a
+    config key fixes (`keys`, one per dimension; None: no key)."""
+    if len(ckpt_shape) != len(model_shape):
+        return []
+    return [(key, str(a), str(b)) for key, a, b in zip(keys, ckpt_shape, model_shape) if key and a != b]
 
 
 def check_state_dict_matches_model(state: Dict[str, torch.Tensor], model: torch.nn.Module, source: str = "checkpoint"):
@@ -149,9 +116,9 @@ def check_state_dict_matches_model(state: Dict[str, torch.Tensor], model: torch.
         model = model.module
     model_state = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     # a sharded GMM memory is in a checkpoint with its full layout, which its state_dict() omits
-    for name, module in model.named_modules():
-        if hasattr(module, "checkpoint_shapes"):
-            model_state.update({f"{name}.{k}" if name else k: shape for k, shape in module.checkpoint_shapes().items()})
+    for name, module in named_em_modules(model):
+        model_state.update({f"{name}.{k}" if name else k: shape for k, shape in module.checkpoint_shapes().items()})
+    setting_keys = tensor_setting_keys(model)
     problems, reasons = [], {}
     for key, value in state.items():
         if key not in model_state or not hasattr(value, "shape"):
@@ -159,7 +126,7 @@ def check_state_dict_matches_model(state: Dict[str, torch.Tensor], model: torch.
         a, b = tuple(value.shape), model_state[key]
         if a == b:
             continue
-        why = _explain(key, a, b)
+        why = _explain(setting_keys.get(key, ()), a, b)
         for name, va, vb in why:
             reasons.setdefault(name, (va, vb))
         problems.append(f"  {key}: checkpoint {a} vs model {b}"
@@ -169,15 +136,6 @@ def check_state_dict_matches_model(state: Dict[str, torch.Tensor], model: torch.
         raise ValueError(f"Checkpoint {source} does not match the model built from the config"
                          + (f" ({head})" if head else "") + ". Tensors that differ:\n" + "\n".join(problems)
                          + "\nSet the config to the checkpoint's values, or load another checkpoint.")
-
-
-def check_checkpoint_matches_config(path: str, model: torch.nn.Module):
-    """Raise ValueError naming the config key and both values if a checkpoint tensor does not
-    fit `model`. Only .pth files are checked (detectron2's .pkl model-zoo files are backbone
-    weights, matched by name heuristics)."""
-    if not path or not path.endswith(".pth"):
-        return
-    check_state_dict_matches_model(load_state_dict_safely(path), model, path)
 
 
 # ----------------------------------------------------------------------------- the checkpointer
@@ -223,15 +181,15 @@ class GMMSegCheckpointer(DetectionCheckpointer):
         saving rank (slice by slice), which writes the full bank into the checkpoint; a
         checkpoint is then the same whatever the number of ranks that wrote it. Every rank calls
         save() (detectron2's PeriodicCheckpointer does)."""
-        sharded = [m for m in self.model.modules() if hasattr(m, "gather_for_checkpoint")]
-        if not self.save_dir or not sharded:
+        modules = em_modules(self.model)
+        if not self.save_dir or not modules:
             return super().save(name, **kwargs)
         try:
-            for m in sharded:
+            for m in modules:
                 m.gather_for_checkpoint()
             super().save(name, **kwargs)
         finally:
-            for m in sharded:
+            for m in modules:
                 m.release_checkpoint()
 
     def _load_model(self, checkpoint):
@@ -243,8 +201,6 @@ class GMMSegCheckpointer(DetectionCheckpointer):
 
 # ----------------------------------------------------------------------------- inference copies
 def _is_memory_entry(key: str) -> bool:
-    from .gmm import MEMORY_STATE_NAMES
-
     return any(key == f"memory.{n}" or key.endswith(f".memory.{n}") for n in MEMORY_STATE_NAMES)
 
 

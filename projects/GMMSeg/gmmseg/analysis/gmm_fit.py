@@ -14,6 +14,7 @@ import re
 import torch
 
 from ..data.mapper import build_sem_seg_test_loader
+from ..gmm import GMMPredictor
 from .head_hooks import PredictorInputs, batch_anomaly_mask, labels_to_grid
 
 __all__ = ["heldout_log_likelihoods", "known_pixel_sums", "anomaly_pixel_sums", "fit_curve", "fit_curve_table",
@@ -62,8 +63,8 @@ def heldout_log_likelihoods(model, known_loader, ignore_value=255, anomaly_loade
     {"anomaly_best_class_ll", "anomaly_split_known_best_class_ll"}: means over pixels, in nats.
     """
     head = model.sem_seg_head
-    if not hasattr(head.predictor, "stds"):
-        raise TypeError(f"heldout_log_likelihoods needs a GMM predictor, got {type(head.predictor).__name__}")
+    if not isinstance(getattr(head, "predictor", None), GMMPredictor):
+        raise TypeError(f"heldout_log_likelihoods needs a per-pixel model with a GMM predictor, got {type(model).__name__}")
     cap, stride = PredictorInputs(head), head.common_stride
     try:
         sums = 0  # [own-class ll, best-class ll, pixels] of the known pixels, on the model's device

@@ -8,6 +8,7 @@ network with converged Gaussians (tools/refit_gmm.py saves it as a checkpoint).
 """
 import torch
 
+from ..gmm import GMMPredictor
 from ..gmm.refit import refit_gmm
 from .head_hooks import PredictorInputs, labels_to_grid
 
@@ -16,7 +17,7 @@ __all__ = ["collect_class_embeddings", "refit_model"]
 
 def _gmm_head(model):
     head = getattr(model, "sem_seg_head", None)
-    if head is None or not hasattr(getattr(head, "predictor", None), "means"):
+    if not isinstance(getattr(head, "predictor", None), GMMPredictor):
         raise TypeError(f"refitting needs a per-pixel model with a GMM predictor "
                         f"(MODEL.SEM_SEG_HEAD.NAME PerPixelHead, MODEL.PREDICTOR.NAME gmm), got {type(model).__name__}")
     return head

@@ -16,7 +16,7 @@ from typing import Dict
 
 from torch import nn
 
-from ..gmm import GMMPredictor
+from ..gmm import GMMPredictor, em_modules
 from ..modeling.mask_former import MaskFormer
 from ..modeling.sem_seg import PerPixelSegmentor
 from .adaptive_pool import MatrixAdaptiveAvgPool2d
@@ -69,7 +69,7 @@ def prepare_for_export(model: nn.Module) -> Dict[str, int]:
                          "images are larger than the training crops)")
     before = state_bytes(model)
     _replace_modules(model)
-    learners = [type(m).__name__ for m in model.modules() if getattr(m, "supports_em", False)]
+    learners = [type(m).__name__ for m in em_modules(model)]  # what GMMClassifier did not replace
     if learners:
         raise ValueError(f"MODEL.PREDICTOR.NAME: export supports 'softmax' and 'gmm', this model's predictor is "
                          f"{learners[0]}")

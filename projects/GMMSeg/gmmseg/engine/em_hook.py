@@ -7,14 +7,11 @@ import torch
 from detectron2.engine import HookBase
 from detectron2.utils import comm
 
+from ..gmm import em_modules
+
 __all__ = ["EMHook", "em_modules", "em_state_digest", "verify_em_state_across_ranks"]
 
 logger = logging.getLogger(__name__)
-
-
-def em_modules(model):
-    """All submodules that take part in EM (`supports_em = True`), in a fixed order."""
-    return [m for m in model.modules() if getattr(m, "supports_em", False)]
 
 
 def _tensor_chunks(t: torch.Tensor, chunk_bytes: int = 1 << 26):
@@ -24,12 +21,6 @@ def _tensor_chunks(t: torch.Tensor, chunk_bytes: int = 1 << 26):
     step = max(1, chunk_bytes // max(flat.element_size(), 1))
     for i in range(0, flat.numel(), step):
         yield flat[i:i + step].cpu().view(torch.uint8).numpy()
-
-
-def _replicated_state(module, include_bank):
-    if hasattr(module, "replicated_em_state"):
-        return module.replicated_em_state(include_bank)
-    return [(n, b) for n, b in sorted(module.named_buffers()) if include_bank or not n.endswith("bank")]
 
 
 def em_state_digest(modules, include_bank: bool = True) -> str:
@@ -42,7 +33,7 @@ def em_state_digest(modules, include_bank: bool = True) -> str:
     design. Then this is a collective (every rank calls it at the same point)."""
     h = hashlib.sha256()
     for i, m in enumerate(modules):
-        for name, buf in _replicated_state(m, include_bank):
+        for name, buf in m.replicated_em_state(include_bank):
             h.update(f"{i}.{name}:{buf.dtype}:{tuple(buf.shape)};".encode())
             for piece in _tensor_chunks(buf):
                 h.update(piece)

@@ -35,7 +35,7 @@ from ..checkpoint import GMMSegCheckpointer
 from ..data import SemSegDatasetMapper, build_class_balanced_sampler, make_sem_seg_loading_fn
 from ..data.mapper import build_sem_seg_test_loader
 from ..evaluation import build_open_world_evaluators
-from ..gmm import FeatureMemory
+from ..gmm import em_modules, named_em_modules
 from ..solver import build_optimizer
 from .amp import build_step_trainer
 from .em_hook import EMHook
@@ -46,8 +46,8 @@ __all__ = ["Trainer", "create_ddp_model", "memory_buffer_names"]
 
 def memory_buffer_names(model):
     """Fully qualified names of every GMM memory buffer (bank, pointers, statistics) of `model`."""
-    return [f"{name}.{buffer}" for name, module in model.named_modules()
-            if isinstance(module, FeatureMemory) for buffer, _ in module.named_buffers()]
+    return [f"{name}.{buffer}" if name else buffer
+            for name, module in named_em_modules(model) for buffer in module.memory_buffer_names()]
 
 
 def create_ddp_model(model, **kwargs):
@@ -73,10 +73,9 @@ class Trainer(DefaultTrainer):
         if not logger.isEnabledFor(logging.INFO):
             setup_logger()
         cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
-        if cfg.MODEL.GMM.MEMORY_LAYOUT == "none":
-            raise ValueError("MODEL.GMM.MEMORY_LAYOUT is 'none' (a model for inference, without memory bank); "
-                             "training needs 'auto', 'sharded' or 'replicated'")
         model = self.build_model(cfg)
+        for em_module in em_modules(model):  # refuses e.g. a GMM built for inference (no memory bank)
+            em_module.check_trainable()
         optimizer = self.build_optimizer(cfg, model)
         data_loader = self.build_train_loader(cfg)
         # broadcast_buffers=False: the GMM buffers (the bank: GBs) are never broadcast; EM keeps

@@ -24,7 +24,7 @@ class InferenceMemory(nn.Module):
                            "memory bank to push to or to read statistics from. Train with MEMORY_LAYOUT "
                            "'auto', 'sharded' or 'replicated'.")
 
-    push = statistics = local_statistics = _refuse
+    push = statistics = local_statistics = check_trainable = _refuse
 
     def reset_batch_statistics(self):
         pass
@@ -34,6 +34,16 @@ class InferenceMemory(nn.Module):
 
     def checkpoint_shapes(self):
         return {}
+
+    @staticmethod
+    def entry_dims():
+        return {}  # its state_dict() has no entries: a checkpoint's memory entries are skipped
+
+    def gather_for_checkpoint(self):
+        pass
+
+    def release_checkpoint(self):
+        pass
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
                               unexpected_keys, error_msgs):

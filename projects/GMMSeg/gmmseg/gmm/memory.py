@@ -23,10 +23,14 @@ from torch import nn
 
 from .fixed_point import from_fixed_point, to_fixed_point, value_bound
 
-__all__ = ["FeatureMemory", "MEMORY_STATE_NAMES"]
+__all__ = ["FeatureMemory", "MEMORY_STATE_NAMES", "MEMORY_ENTRY_DIMS"]
 
 # the entries of a memory in a checkpoint (full layout, whatever the layout that saved it)
 MEMORY_STATE_NAMES = ("bank", "ptr", "filled", "stat_count", "stat_sum", "stat_sumsq")
+# the meaning of each dimension of those entries (G = classes x components groups)
+MEMORY_ENTRY_DIMS = {"bank": ("groups", "memory_size", "embed_dim"), "ptr": ("groups",), "filled": ("groups",),
+                     "stat_count": ("groups",), "stat_sum": ("groups", "embed_dim"),
+                     "stat_sumsq": ("groups", "embed_dim")}
 
 
 class FeatureMemory(nn.Module):
@@ -209,7 +213,22 @@ class FeatureMemory(nn.Module):
         """[(name, tensor)] that must be bitwise identical on every rank (for the EM digest)."""
         return [(n, b) for n, b in sorted(self.named_buffers()) if include_bank or n != "bank"]
 
+    def check_trainable(self):
+        """A memory with a bank can train (InferenceMemory cannot)."""
+
     # ------------------------------------------------------------------ checkpoints
+    @staticmethod
+    def entry_dims():
+        """{entry name: the meaning of each dimension} of this memory's checkpoint entries."""
+        return dict(MEMORY_ENTRY_DIMS)
+
+    def gather_for_checkpoint(self):
+        """Nothing to gather: a replicated memory's state_dict() is its full layout (see
+        ShardedFeatureMemory)."""
+
+    def release_checkpoint(self):
+        pass
+
     def checkpoint_shapes(self):
         """{name: shape} of this memory's checkpoint entries (the full layout)."""
         g, d = self.num_groups, self.dim

@@ -19,9 +19,8 @@ Means and stds are buffers: no gradient reaches them. They move only by EM:
   of this iteration (all ranks), whatever it received; "received_rows": the components that
   received rows since the last M-step.
 
-Memory layout (`memory_layout`): "replicated" (every rank holds the whole bank, memory.py),
-"sharded" (each of the W ranks holds every W-th slot of every ring, sharded_memory.py; same rows,
-same M-step, bank / W per rank) or "none" (inference: no bank, inference_memory.py).
+Memory layout (`memory_layout`): "replicated", "sharded", "none" (inference: no bank) or "auto"
+(memory_layout.py, the one place that reads it).
 `memory_device`: where the bank is allocated and filled (the model's device, MODEL.DEVICE), so
 that a GPU run never holds a whole bank in host memory.
 
@@ -45,28 +44,22 @@ from torch.nn import functional as F
 
 from .assignment import ASSIGNERS
 from .distributed import all_gather_rows, all_gather_stacked, rank
+from .em_module import EMModule
 from .fixed_point import from_fixed_point, group_sums
-from .inference_memory import InferenceMemory
 from .likelihood import gaussian_log_likelihood
 from .m_step import gaussian_m_step
-from .memory import FeatureMemory
+from .memory_layout import build_memory, resolve_memory_layout
 from .sampling import release_selection, selection_sizes
-from .sharded_memory import ShardedFeatureMemory
 
-__all__ = ["GMMPredictor", "MEMORY_LAYOUTS"]
+__all__ = ["GMMPredictor"]
 
-# where the memory bank lives: every rank holds all of it, each rank holds 1/W of it, or nowhere
-# (a model built for inference)
-MEMORY_LAYOUTS = ("replicated", "sharded", "none")
 # rows set aside carry their (class, component) id in a float32 column: exact below 2^24
 _MAX_GROUPS = 1 << 24
 
 logger = logging.getLogger(__name__)
 
 
-class GMMPredictor(nn.Module):
-    supports_em = True
-
+class GMMPredictor(EMModule):
     def __init__(
         self,
         in_channels: int,
@@ -97,32 +90,25 @@ class GMMPredictor(nn.Module):
         memory_layout: str = "replicated",
         memory_device=None,
     ):
-        super().__init__()
         if em_algorithm not in ASSIGNERS:
             raise ValueError(f"em_algorithm must be one of {sorted(ASSIGNERS)}, got {em_algorithm!r}")
         if update_components not in ("present_classes", "received_rows"):
             raise ValueError(f"update_components must be 'present_classes' or 'received_rows', got {update_components!r}")
-        if memory_layout not in MEMORY_LAYOUTS:
-            raise ValueError(f"memory_layout must be one of {sorted(MEMORY_LAYOUTS)}, got {memory_layout!r}")
+        resolve_memory_layout(memory_layout)  # a bad value fails before anything is built
         if num_classes * num_components > _MAX_GROUPS:
             raise ValueError(f"num_classes * num_components must be <= 2^24 (group ids travel as float32), "
                              f"got {num_classes} * {num_components}")
         if em_loops < 1:
             raise ValueError(f"em_loops must be >= 1, got {em_loops}")
+        super().__init__(in_channels, num_classes, embed_dim, ignore_value, projection)
         self.em_loops, self.learn_by_gradient = em_loops, learn_by_gradient
-        self.num_classes, self.num_components, self.embed_dim = num_classes, num_components, embed_dim
+        self.num_components = num_components
         self.pushes_per_step, self.push_correct_only = pushes_per_step, push_correct_only
         self.update_components = update_components
         self.mean_momentum, self.std_momentum, self.momentum_warmup = mean_momentum, std_momentum, momentum_warmup
         self.variance_floor = variance_floor
         self.em_algorithm, self.sinkhorn_iters, self.sinkhorn_epsilon = em_algorithm, sinkhorn_iters, sinkhorn_epsilon
-        self.aux_loss_weight, self.ignore_value = aux_loss_weight, ignore_value
-        self.nll_loss_weight = nll_loss_weight
-
-        # (N, C_in) -> (N, D); the release's 1x1 conv + SyncBN + ReLU is built by the detectron2 glue
-        self.projection = projection if projection is not None else nn.Linear(in_channels, embed_dim)
-        self.embed_norm = nn.LayerNorm(embed_dim)
-        self.class_norm = nn.LayerNorm(num_classes)
+        self.aux_loss_weight, self.nll_loss_weight = aux_loss_weight, nll_loss_weight
 
         g = torch.Generator().manual_seed(seed)
         means = F.normalize(torch.randn(num_classes, num_components, embed_dim, generator=g), dim=-1)
@@ -138,15 +124,8 @@ class GMMPredictor(nn.Module):
         self.register_buffer("updates_per_component", torch.zeros(num_classes * num_components, dtype=torch.long))
         self.register_buffer("received_data", torch.zeros(num_classes * num_components, dtype=torch.bool))
         self.register_buffer("num_em_updates", torch.zeros((), dtype=torch.long))
-        groups = num_classes * num_components
-        if memory_layout == "none":
-            self.memory = InferenceMemory(groups, memory_size, embed_dim)
-        elif memory_layout == "sharded" and memory_size > 0:
-            self.memory = ShardedFeatureMemory(groups, memory_size, embed_dim, init=memory_init,
-                                               dtype=memory_dtype, seed=seed + 1, device=memory_device)
-        else:  # "replicated", and a memory of capacity 0 (no rows to spread)
-            self.memory = FeatureMemory(groups, memory_size, embed_dim, init=memory_init,
-                                        dtype=memory_dtype, seed=seed + 1, device=memory_device)
+        self.memory = build_memory(memory_layout, num_classes * num_components, memory_size, embed_dim,
+                                   init=memory_init, dtype=memory_dtype, seed=seed + 1, device=memory_device)
         self._pending = []  # candidate rows [group, e_1..e_D] set aside by forward, selected by flush()
         # classes in this rank's labels since the last flush(); the last entry: a labelled forward ran
         self._present = torch.zeros(num_classes + 1, dtype=torch.bool)
@@ -154,19 +133,14 @@ class GMMPredictor(nn.Module):
         self._present_gathered = torch.zeros(num_classes, dtype=torch.bool)
         self._window = []  # em_loops > 1: gathered rows since the last M-step, pushed by em_update()
 
-    # ------------------------------------------------------------------ forward
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (N, C_in) -> unit-norm embeddings (N, D), float32: under autocast only the projection
-        runs in low precision, the normalisation (and all that follows) in float32."""
-        z = self.projection(x)
-        with torch.autocast(device_type=z.device.type, enabled=False):
-            return F.normalize(self.embed_norm(z.float()), dim=-1)
-
+    # ------------------------------------------------------------------ forward (EMModule.forward)
     def component_log_likelihood(self, e: torch.Tensor) -> torch.Tensor:
         """e: (N, D) -> (N, K, M) float32."""
         k, m, d = self.means.shape
         ll = gaussian_log_likelihood(e, self.means.reshape(k * m, d), self.current_stds().reshape(k * m, d))
         return ll.view(-1, k, m)
+
+    component_scores = component_log_likelihood  # class scores: max over components ("log_likelihood")
 
     def current_stds(self) -> torch.Tensor:
         """(K, M, D) stds: the EM buffer, or (learn_by_gradient) sqrt(softplus(p) + floor)."""
@@ -174,32 +148,10 @@ class GMMPredictor(nn.Module):
             return (F.softplus(self.std_param) + self.variance_floor).sqrt()
         return self.stds
 
-    def forward(self, x: torch.Tensor, labels: torch.Tensor = None):
-        """x: (N, C_in); labels: (N,) long class ids or ignore_value, training only.
-
-        Returns a dict: "logits" (N, K), "log_likelihood" (N, K) raw class scores (for anomaly
-        scores), and, in training with labels, "losses" {"loss_gmm_aux": ...}.
-        """
-        e = self.embed(x)
-        comp_ll = self.component_log_likelihood(e)
-        class_ll = comp_ll.amax(-1)
-        logits = self.class_norm(class_ll)
-        out = {"logits": logits, "log_likelihood": class_ll}
-        if self.training and labels is not None:
-            out["losses"] = self._learn(e, comp_ll, logits, labels)
-        return out
-
     # ------------------------------------------------------------------ E-step + bookkeeping
-    def _check_labels(self, labels):
-        bad = (labels != self.ignore_value) & ((labels < 0) | (labels >= self.num_classes))
-        if bad.any():
-            raise ValueError(
-                f"GMMPredictor got label value {int(labels[bad][0])}; expected class ids "
-                f"0..{self.num_classes - 1} or the ignore value {self.ignore_value}"
-            )
-
-    def _learn(self, e, comp_ll, logits, labels):
-        self._check_labels(labels)
+    def learn(self, e, comp_ll, logits, labels):
+        """E-step of the labelled embeddings (per class), the auxiliary component-level loss (and
+        the optional NLL term); sets aside rows for the memory (see flush)."""
         k, m = self.num_classes, self.num_components
         valid = labels != self.ignore_value
         y = labels[valid]
@@ -364,11 +316,12 @@ class GMMPredictor(nn.Module):
         self.memory.push(groups, e)
         self.received_data[groups] = True
 
-    def replicated_em_state(self, include_bank: bool = True):
-        """[(name, tensor)] that must be bitwise identical on every rank: means, stds, counters and
-        the memory's replicated part (a collective for a sharded memory; see its replicated_state)."""
-        own = [(n, b) for n, b in sorted(self.named_buffers()) if not n.startswith("memory.")]
-        return own + [("memory." + n, b) for n, b in self.memory.replicated_state(include_bank)]
+    def tensor_dims(self):
+        dims = super().tensor_dims()
+        kmd = ("classes", "components", "embed_dim")
+        dims.update({"means": kmd, "stds": kmd, "std_param": kmd,
+                     "updates_per_component": ("groups",), "received_data": ("groups",)})
+        return dims
 
     def extra_repr(self):
         return (f"classes={self.num_classes}, components={self.num_components}, dim={self.embed_dim}, "

@@ -37,20 +37,18 @@ before the temperature epsilon, so the effective epsilon is <= epsilon.
 import logging
 
 import torch
-from torch import nn
 from torch.nn import functional as F
 
 from .assignment import sinkhorn_assign
 from .distributed import all_reduce_sum
+from .em_module import EMModule
 
 __all__ = ["ProtoSegPredictor"]
 
 logger = logging.getLogger(__name__)
 
 
-class ProtoSegPredictor(nn.Module):
-    supports_em = True
-
+class ProtoSegPredictor(EMModule):
     def __init__(
         self,
         in_channels: int,
@@ -68,20 +66,16 @@ class ProtoSegPredictor(nn.Module):
         ignore_value: int = 255,
         seed: int = 0,
     ):
-        super().__init__()
         if num_prototypes < 1:
             raise ValueError(f"num_prototypes must be >= 1, got {num_prototypes}")
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
-        self.num_classes, self.num_prototypes, self.embed_dim = num_classes, num_prototypes, embed_dim
+        super().__init__(in_channels, num_classes, embed_dim, ignore_value)
+        self.num_prototypes = num_prototypes
         self.momentum, self.temperature = momentum, temperature
         self.ppc_weight, self.ppd_weight = ppc_weight, ppd_weight
         self.sinkhorn_iters, self.sinkhorn_epsilon = sinkhorn_iters, sinkhorn_epsilon
-        self.update_correct_only, self.ignore_value = update_correct_only, ignore_value
-
-        self.projection = nn.Linear(in_channels, embed_dim)
-        self.embed_norm = nn.LayerNorm(embed_dim)
-        self.class_norm = nn.LayerNorm(num_classes)
+        self.update_correct_only = update_correct_only
 
         g = torch.Generator().manual_seed(seed)
         protos = F.normalize(torch.randn(num_classes, num_prototypes, embed_dim, generator=g), dim=-1)
@@ -93,11 +87,7 @@ class ProtoSegPredictor(nn.Module):
         self.register_buffer("num_em_updates", torch.zeros((), dtype=torch.long))
         self._local_sum = None  # this rank's sums since the last flush(), (groups, D + 1) float64
 
-    # ------------------------------------------------------------------ forward
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (N, C_in) -> unit-norm embeddings (N, D)."""
-        return F.normalize(self.embed_norm(self.projection(x)), dim=-1)
-
+    # ------------------------------------------------------------------ forward (EMModule.forward)
     def similarities(self, e: torch.Tensor) -> torch.Tensor:
         """e: (N, D) unit-norm -> cosine similarities to every prototype (N, K, P), float32."""
         k, p, d = self.prototypes.shape
@@ -105,31 +95,9 @@ class ProtoSegPredictor(nn.Module):
             sims = e.float() @ self.prototypes.reshape(k * p, d).t().float()
         return sims.view(-1, k, p)
 
-    def forward(self, x: torch.Tensor, labels: torch.Tensor = None):
-        """x: (N, C_in); labels: (N,) long class ids or ignore_value, training only.
-
-        Returns a dict: "logits" (N, K), "log_likelihood" (N, K) = max cosine per class (an
-        anomaly-ranking stand-in, see the module docstring), and, in training with labels,
-        "losses" {"loss_ppc", "loss_ppd"} (weighted; a weight 0 drops its entry).
-        """
-        e = self.embed(x)
-        sims = self.similarities(e)
-        class_scores = sims.amax(-1)
-        logits = self.class_norm(class_scores)
-        out = {"logits": logits, "log_likelihood": class_scores}
-        if self.training and labels is not None:
-            out["losses"] = self._learn(e, sims, logits, labels)
-        return out
+    component_scores = similarities  # class scores: the best cosine of the class's prototypes
 
     # ------------------------------------------------------------------ clustering + losses
-    def _check_labels(self, labels):
-        bad = (labels != self.ignore_value) & ((labels < 0) | (labels >= self.num_classes))
-        if bad.any():
-            raise ValueError(
-                f"ProtoSegPredictor got label value {int(labels[bad][0])}; expected class ids "
-                f"0..{self.num_classes - 1} or the ignore value {self.ignore_value}"
-            )
-
     def assign(self, sims: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Within-class equipartition clustering: sims (N, K, P), classes y (N,) -> prototype (N,)."""
         p = self.num_prototypes
@@ -138,8 +106,9 @@ class ProtoSegPredictor(nn.Module):
                                epsilon=self.sinkhorn_epsilon)
         return plan.argmax(1)
 
-    def _learn(self, e, sims, logits, labels):
-        self._check_labels(labels)
+    def learn(self, e, sims, logits, labels):
+        """Within-class clustering, the pixel-prototype losses ("loss_ppc", "loss_ppd"; a weight 0
+        drops its entry), and the assigned embeddings' sums accumulated for the update."""
         k, p = self.num_classes, self.num_prototypes
         valid = labels != self.ignore_value
         y = labels[valid]
@@ -204,6 +173,12 @@ class ProtoSegPredictor(nn.Module):
             self.num_em_updates += 1
         self.sum_embeddings.zero_()
         self.count_embeddings.zero_()
+
+    def tensor_dims(self):
+        dims = super().tensor_dims()
+        dims.update({"prototypes": ("classes", "components", "embed_dim"),
+                     "sum_embeddings": ("groups", "embed_dim"), "count_embeddings": ("groups",)})
+        return dims
 
     def extra_repr(self):
         return (f"classes={self.num_classes}, prototypes={self.num_prototypes}, dim={self.embed_dim}, "

@@ -3,21 +3,26 @@
 A per-pixel head applies its predictor to every pixel of the decoder's feature map; Mask2Former
 applies it to every query embedding. Each predictor's forward returns a dict with "logits"
 (N, K) and, where it has one, "log_likelihood" (N, K) (raw class densities, for anomaly scores)
-and "losses" (its own auxiliary losses, training only). Modules with `supports_em = True` also
-have `flush()` and `em_update()`, called by gmmseg.engine.EMHook.
+and "losses" (its own auxiliary losses, training only). The generative ones are gmm.EMModule's,
+whose `flush()` and `em_update()` gmmseg.engine.EMHook calls.
+
+The config keys of each predictor live here: the builders read them, and DIMENSION_KEYS says which
+key fixes each dimension of each predictor's tensors (what a checkpoint of another shape is
+explained by, checkpoint.py).
 """
 from collections import OrderedDict
+from typing import Dict, Optional, Tuple
 
 import torch
 from detectron2.layers import get_norm
 from detectron2.utils.registry import Registry
 from torch import nn
 
-from ..gmm import MEMORY_LAYOUTS, GMMPredictor
-from ..gmm.distributed import world_size
+from ..gmm import GMMPredictor
 from ..gmm.protoseg import ProtoSegPredictor
 
-__all__ = ["PREDICTOR_REGISTRY", "build_predictor", "SoftmaxPredictor", "ProtoSegPredictor"]
+__all__ = ["PREDICTOR_REGISTRY", "build_predictor", "SoftmaxPredictor", "ProtoSegPredictor", "DIMENSION_KEYS",
+           "tensor_setting_keys"]
 
 PREDICTOR_REGISTRY = Registry("PREDICTOR")
 PREDICTOR_REGISTRY.__doc__ = """
@@ -29,8 +34,6 @@ is the value of MODEL.PREDICTOR.NAME that selects it.
 class SoftmaxPredictor(nn.Module):
     """The discriminative twin: a linear layer (a 1x1 conv on a feature map)."""
 
-    supports_em = False
-
     def __init__(self, in_channels: int, num_classes: int):
         super().__init__()
         self.linear = nn.Linear(in_channels, num_classes)
@@ -40,6 +43,9 @@ class SoftmaxPredictor(nn.Module):
     def forward(self, x: torch.Tensor, labels: torch.Tensor = None):
         return {"logits": self.linear(x)}
 
+    def tensor_dims(self):
+        return {"linear.weight": ("classes", None), "linear.bias": ("classes",)}
+
 
 @PREDICTOR_REGISTRY.register()
 def softmax(cfg, in_channels, num_classes):
@@ -48,17 +54,6 @@ def softmax(cfg, in_channels, num_classes):
 
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-_LAYOUTS = ("auto",) + MEMORY_LAYOUTS
-
-
-def memory_layout(value: str) -> str:
-    """MODEL.GMM.MEMORY_LAYOUT resolved for this process: "auto" is "sharded" when several
-    processes train (torch.distributed initialised with W > 1), else "replicated"."""
-    if value not in _LAYOUTS:
-        raise ValueError(f"MODEL.GMM.MEMORY_LAYOUT must be one of {list(_LAYOUTS)}, got {value!r}")
-    if value == "auto":
-        return "sharded" if world_size() > 1 else "replicated"
-    return value
 
 
 class _RowNorm(nn.Module):
@@ -106,7 +101,7 @@ def gmm(cfg, in_channels, num_classes):
         sinkhorn_epsilon=g.SINKHORN_EPSILON, aux_loss_weight=g.AUX_LOSS_WEIGHT,
         ignore_value=cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE, seed=g.SEED,
         em_loops=g.EM_LOOPS, learn_by_gradient=g.DISCRIMINATIVE, update_components=g.UPDATE_COMPONENTS,
-        nll_loss_weight=g.NLL_LOSS_WEIGHT, memory_layout=memory_layout(g.MEMORY_LAYOUT),
+        nll_loss_weight=g.NLL_LOSS_WEIGHT, memory_layout=g.MEMORY_LAYOUT,
         projection=build_gmm_projection(g.PROJECTION, g.PROJECTION_NORM, in_channels, g.EMBED_DIM),
         memory_device=memory_device(cfg.MODEL.DEVICE),
     )
@@ -137,6 +132,33 @@ def protoseg(cfg, in_channels, num_classes):
         update_correct_only=p.UPDATE_CORRECT_ONLY,
         ignore_value=cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE, seed=p.SEED,
     )
+
+
+_CLASSES = "MODEL.SEM_SEG_HEAD.NUM_CLASSES"
+# the config key that fixes each named dimension (EMModule.tensor_dims) of each predictor's tensors
+DIMENSION_KEYS = {
+    GMMPredictor: {"classes": _CLASSES, "components": "MODEL.GMM.NUM_COMPONENTS",
+                   "groups": f"{_CLASSES} x MODEL.GMM.NUM_COMPONENTS", "embed_dim": "MODEL.GMM.EMBED_DIM",
+                   "memory_size": "MODEL.GMM.MEMORY_SIZE"},
+    ProtoSegPredictor: {"classes": _CLASSES, "components": "MODEL.PROTOSEG.NUM_PROTOTYPES",
+                        "groups": f"{_CLASSES} x MODEL.PROTOSEG.NUM_PROTOTYPES",
+                        "embed_dim": "MODEL.PROTOSEG.EMBED_DIM"},
+    SoftmaxPredictor: {"classes": _CLASSES},
+}
+
+
+def tensor_setting_keys(model: nn.Module) -> Dict[str, Tuple[Optional[str], ...]]:
+    """{qualified tensor name: the config key that fixes each of its dimensions (None: no key)}
+    for the tensors of every predictor in `model` (Mask2Former's class head counts "no object"
+    among its classes: K + 1)."""
+    out = {}
+    for name, module in model.named_modules():
+        keys = next((v for kind, v in DIMENSION_KEYS.items() if isinstance(module, kind)), None)
+        if keys is None:
+            continue
+        for tensor, dims in module.tensor_dims().items():
+            out[f"{name}.{tensor}" if name else tensor] = tuple(keys.get(d) if d else None for d in dims)
+    return out
 
 
 def build_predictor(cfg, in_channels: int, num_classes: int) -> nn.Module:

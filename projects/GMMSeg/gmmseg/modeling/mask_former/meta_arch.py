@@ -3,7 +3,7 @@
 Training: per image, the ground-truth segments are the classes present in "sem_seg" (one binary
 mask each, the ignore value in none) or, if the mapper provides them, "instances" (gt_classes,
 gt_masks). The set criterion matches and weighs the losses as the official release. With a
-generative class head (`supports_em`), the final layer's queries are then passed to it once more
+generative class head (a gmm.EMModule), the final layer's queries are then passed to it once more
 with their Hungarian labels - matched queries: their segment's class, unmatched: "no object" (K) -
 which is where its E-step bookkeeping and auxiliary loss happen; `flush()`/`em_update()` are left
 to the trainer's EM hook, as for the per-pixel heads. See docs/MASK2FORMER.md.
@@ -26,6 +26,7 @@ from detectron2.structures import ImageList
 from torch import nn
 from torch.nn import functional as F
 
+from ...gmm import EMModule
 from .criterion import SetCriterion
 from .matcher import HungarianMatcher
 
@@ -162,7 +163,7 @@ class MaskFormer(nn.Module):
         """Give a generative class head the final queries with their Hungarian labels (matched:
         the segment's class; unmatched: "no object" = K). Returns its own (already weighted) losses."""
         head = self.class_head
-        if not getattr(head, "supports_em", False):
+        if not isinstance(head, EMModule):
             return {}
         embeds = outputs["pred_embeds"]
         b, q, c = embeds.shape

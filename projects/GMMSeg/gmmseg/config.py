@@ -100,7 +100,7 @@ def add_gmmseg_config(cfg):
     # the cross-entropy's denominator: "all_pixels" (MMSegmentation 0.22.1, the release: mean over
     # every pixel, ignored ones counting 0) | "labelled_pixels" (mean over the labelled pixels)
     cfg.MODEL.SEM_SEG_HEAD.LOSS_NORMALIZATION = "all_pixels"
-    # per-pixel segmentors: weights and backbone input in channels-last memory layout (the same
+    # per-pixel segmentors and Mask2Former: weights and backbone input in channels-last layout (the same
     # computation up to float rounding; faster convolutions on CPU, docs/BENCHMARKS.md)
     cfg.MODEL.CHANNELS_LAST = False
     # DeepLabV3+ decoder keys, LR poly schedule and crop keys: detectron2.projects.deeplab's own

@@ -158,7 +158,7 @@ class Trainer(DefaultTrainer):
         # first of all: seed the generators for this iteration, before its data are loaded
         hooks.insert(0, IterationSeedHook(self._run_seed))
         g = self.cfg.MODEL.GMM
-        if g.get("EM_LOOPS", 1) > 1 and self.cfg.SOLVER.CHECKPOINT_PERIOD % g.UPDATE_INTERVAL != 0:
+        if g.EM_LOOPS > 1 and self.cfg.SOLVER.CHECKPOINT_PERIOD % g.UPDATE_INTERVAL != 0:
             logging.getLogger(__name__).warning(
                 "MODEL.GMM.EM_LOOPS > 1 keeps the rows of the current EM window outside the checkpoint: "
                 "a run resumed from a checkpoint between M-steps is not exact. Make SOLVER.CHECKPOINT_PERIOD "

@@ -27,6 +27,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ...gmm import EMModule
+from ..memory_format import use_channels_last
 from .criterion import SetCriterion
 from .matcher import HungarianMatcher
 
@@ -85,6 +86,7 @@ class MaskFormer(nn.Module):
         pixel_std: Tuple[float],
         ignore_value: int = 255,
         sem_seg_postprocess_before_inference: bool = False,
+        channels_last: bool = False,
     ):
         super().__init__()
         self.backbone, self.sem_seg_head, self.criterion = backbone, sem_seg_head, criterion
@@ -93,6 +95,8 @@ class MaskFormer(nn.Module):
         self.sem_seg_postprocess_before_inference = sem_seg_postprocess_before_inference
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(-1, 1, 1), False)
+        if channels_last:  # MODEL.CHANNELS_LAST: the same computation, a faster layout for the convolutions
+            use_channels_last(self)
 
     @classmethod
     def from_config(cls, cfg):
@@ -131,6 +135,7 @@ class MaskFormer(nn.Module):
             "pixel_std": cfg.MODEL.PIXEL_STD,
             "ignore_value": cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE,
             "sem_seg_postprocess_before_inference": mf.TEST.SEM_SEG_POSTPROCESSING_BEFORE_INFERENCE,
+            "channels_last": cfg.MODEL.CHANNELS_LAST,
         }
 
     @property

@@ -1,5 +1,5 @@
 """`tools/train_net.py --eval-only MODEL.WEIGHTS <out>/model_final.pth` reproduces what the
-training run reported at its end: mIoU (and every other number of the final evaluation: per-class
+training run reported at its end, for a per-pixel GMM model and a Mask2Former GMM model: mIoU (and every other number of the final evaluation: per-class
 IoU, calibration, the anomaly AUROC / AP / FPR95 of every score) on the val and anomaly splits.
 
 The training run evaluates its in-memory model after the last iteration (detectron2's EvalHook,
@@ -37,6 +37,12 @@ OPTS = [
     "DATASETS.TEST", "(" + ",".join(f"'{d}'" for d in DATASETS) + ",)", "TEST.EVAL_PERIOD", "0",
     "TEST.OPEN_WORLD.PLOTS", "False", "DATALOADER.NUM_WORKERS", "0", "SEED", "11",
 ]
+# (config, extra options, the GMM's name in the state dict); Mask2Former: M-steps at 0, 3, 6 as above
+CASES = {
+    "per_pixel": (CONFIG, [], "sem_seg_head.predictor"),
+    "mask2former": (os.path.join(ROOT, "configs", "demo", "mask2former_r18_gmm.yaml"),
+                    ["MODEL.GMM.UPDATE_START", "0", "SOLVER.STEPS", "(5,)"], "sem_seg_head.predictor.class_embed"),
+}
 
 
 def _env(demo_datasets_root):
@@ -54,23 +60,25 @@ def _run(cmd, env, log_path, timeout=300):
         assert proc.returncode == 0, f.read()[-5000:]
 
 
-@pytest.fixture(scope="module")
-def train_then_eval_only(tmp_path_factory, demo_datasets_root):
-    tmp = tmp_path_factory.mktemp("eval_only")
+@pytest.fixture(scope="module", params=sorted(CASES))
+def train_then_eval_only(request, tmp_path_factory, demo_datasets_root):
+    config, extra, gmm = CASES[request.param]
+    opts = OPTS + extra
+    tmp = tmp_path_factory.mktemp(f"eval_only_{request.param}")
     train_dir, eval_dir = tmp / "train", tmp / "eval_only"
     env = _env(demo_datasets_root)
-    _run([sys.executable, TRAIN_NET, "--config-file", CONFIG] + OPTS + ["OUTPUT_DIR", str(train_dir)],
+    _run([sys.executable, TRAIN_NET, "--config-file", config] + opts + ["OUTPUT_DIR", str(train_dir)],
          env, str(train_dir) + ".stdout")
     dump = tmp / "eval_only_results.json"
     _run([sys.executable, os.path.abspath(__file__), "--dump-results", str(dump),
-          "--config-file", CONFIG, "--eval-only"] + OPTS
+          "--config-file", config, "--eval-only"] + opts
          + ["MODEL.WEIGHTS", str(train_dir / "model_final.pth"), "OUTPUT_DIR", str(eval_dir)],
          env, str(eval_dir) + ".stdout")
     with open(train_dir / "metrics.json") as f:
         records = [json.loads(line) for line in f if line.strip()]
     with open(dump) as f:
         eval_only = json.load(f)
-    return train_dir, records, eval_only
+    return train_dir, records, eval_only, gmm
 
 
 def _final_evaluation(records):
@@ -87,7 +95,7 @@ def _flatten(results):
 
 
 def test_eval_only_reproduces_the_final_evaluation_of_training(train_then_eval_only):
-    train_dir, records, eval_only = train_then_eval_only
+    train_dir, records, eval_only, _ = train_then_eval_only
     reported = _final_evaluation(records)
     reproduced = _flatten(eval_only)
 
@@ -109,12 +117,12 @@ def test_the_checkpoint_holds_a_trained_gmm(train_then_eval_only):
     """What makes the comparison above meaningful: model_final.pth is the last iteration's model
     with EM having moved the GMM (a checkpoint without the GMM state would then evaluate another
     model), and the last logged iteration is the last one."""
-    train_dir, records, _ = train_then_eval_only
+    train_dir, records, _, gmm = train_then_eval_only
     ckpt = torch.load(train_dir / "model_final.pth", map_location="cpu", weights_only=True)
     assert ckpt["iteration"] == 6
     model = ckpt["model"]
-    assert int(model["sem_seg_head.predictor.num_em_updates"]) >= 2
-    stds = model["sem_seg_head.predictor.stds"]
+    assert int(model[f"{gmm}.num_em_updates"]) >= 2
+    stds = model[f"{gmm}.stds"]
     assert not torch.allclose(stds, torch.ones_like(stds))  # M-steps changed the stds from their start
     assert max(r.get("iteration", -1) for r in records if "total_loss" in r) == 6
 

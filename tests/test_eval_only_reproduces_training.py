@@ -53,7 +53,7 @@ def _env(demo_datasets_root):
     return env
 
 
-def _run(cmd, env, log_path, timeout=300):
+def _run(cmd, env, log_path, timeout=900):
     with open(log_path, "w") as log:
         proc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=timeout)
     with open(log_path) as f:

@@ -156,7 +156,7 @@ class EMModule(nn.Module):
 
 def named_em_modules(model: nn.Module) -> List[Tuple[str, EMModule]]:
     """[(qualified name, module)] of every EMModule in `model` (DDP-wrapped or not), in a fixed order."""
-    model = getattr(model, "module", model) if isinstance(model, nn.parallel.DistributedDataParallel) else model
+    model = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
     return [(n, m) for n, m in model.named_modules() if isinstance(m, EMModule)]
 
 

@@ -4,11 +4,9 @@ import hashlib
 import os
 
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from gmmseg.gmm import GMMPredictor, linspace_positions
-from _common import free_port
+from _common import run_ranks
 
 
 def _em_state_digest(p):
@@ -19,8 +17,7 @@ def _em_state_digest(p):
     return h.hexdigest()
 
 
-def _worker(rank, port, result_dir):
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+def _worker(rank, result_dir):
     torch.manual_seed(0)  # same initial weights on both ranks
     p = GMMPredictor(12, 4, embed_dim=8, num_components=3, memory_size=40, pushes_per_step=5,
                      push_correct_only=False, memory_init="random")
@@ -45,11 +42,10 @@ def _worker(rank, port, result_dir):
     moved = int(p.num_em_updates)
     with open(os.path.join(result_dir, f"rank{rank}.txt"), "w") as f:
         f.write("\n".join(digests) + f"\n{moved}\n{int(p.memory.ptr.sum())}")
-    dist.destroy_process_group()
 
 
 def test_two_ranks_keep_identical_gmm_state(tmp_path):
-    mp.start_processes(_worker, args=(free_port(), str(tmp_path)), nprocs=2, start_method="spawn")
+    run_ranks(_worker, 2, (str(tmp_path),))
     r0 = (tmp_path / "rank0.txt").read_text().split("\n")
     r1 = (tmp_path / "rank1.txt").read_text().split("\n")
     assert r0 == r1
@@ -58,7 +54,7 @@ def test_two_ranks_keep_identical_gmm_state(tmp_path):
 
 
 def test_memory_holds_the_release_selection_of_both_ranks_rows(tmp_path):
-    mp.start_processes(_worker, args=(free_port(), str(tmp_path)), nprocs=2, start_method="spawn")
+    run_ranks(_worker, 2, (str(tmp_path),))
     # the gathered batch: rank 0's candidates, then rank 1's; per group the release keeps the
     # rows at linspace(0, n - 1, 5) of that whole sequence, in order
     rows = torch.cat([torch.load(tmp_path / f"candidates{r}.pt") for r in range(2)])

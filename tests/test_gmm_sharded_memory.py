@@ -4,19 +4,19 @@
   exactly its rows (same slots, same eviction order) and their statistics sum, bitwise, to its
   statistics; a full-layout state loads into any number of shards.
 - With GLOO processes, a GMMPredictor with a sharded memory and one with a replicated memory,
-  fed the same data on 2 ranks, end with bitwise equal means and stds; the checkpoint state
-  gathered from the shards equals the replicated memory's; that checkpoint loaded by 3 ranks
-  (and by 1) gives bitwise the same M-step as the 2-rank run.
+  fed the same data on 2 ranks, end with bitwise equal means and stds and with the same EM
+  digests on both ranks after every step; the checkpoint state gathered from the shards equals
+  the replicated memory's (tests/_gmm_two_ranks.py, which tests/test_gpu.py runs with NCCL);
+  that checkpoint loaded by 3 ranks (and by 1) gives bitwise the same M-step as the 2-rank run.
 """
 import os
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 
-from _common import free_port
-from gmmseg.gmm import MEMORY_STATE_NAMES, FeatureMemory, GMMPredictor, ShardedFeatureMemory
+from _common import run_ranks
+from _gmm_two_ranks import check_two_ranks, m_step_of_every_component, predictor, train_two_ranks
+from gmmseg.gmm import MEMORY_STATE_NAMES, FeatureMemory, ShardedFeatureMemory
 
 G, L, D = 5, 7, 3
 
@@ -78,75 +78,21 @@ def test_a_shard_alone_is_not_a_checkpoint():
 
 
 # --------------------------------------------------------------------------- several processes
-def _predictor(layout):
-    torch.manual_seed(0)  # same projection weights on every rank and in both layouts
-    return GMMPredictor(12, 4, embed_dim=8, num_components=3, memory_size=40, pushes_per_step=5,
-                        push_correct_only=False, memory_init="random", memory_layout=layout).train()
-
-
-def _m_step_of_every_component(p):
-    p._present_gathered = torch.ones(p.num_classes, dtype=torch.bool)
-    p.em_update()
-    return {"means": p.means.clone(), "stds": p.stds.clone()}
-
-
-def _train_two_ranks(rank, out):
-    """Rank r feeds its own data to a sharded and a replicated predictor; saves what the test checks."""
-    sharded, replicated = _predictor("sharded"), _predictor("replicated")
-    assert isinstance(sharded.memory, ShardedFeatureMemory) and sharded.memory.num_shards == 2
-    gen = torch.Generator().manual_seed(100 + rank)
-    for step in range(7):
-        x, labels = torch.randn(150, 12, generator=gen), torch.randint(0, 4, (150,), generator=gen)
-        for p in (sharded, replicated):
-            p(x, labels)
-            p.em_update() if step % 2 == 1 else p.flush()
-    sharded.memory.gather_for_checkpoint()  # collective; rank 0 keeps the full state
-    result = {"sharded": {k: v.clone() for k, v in sharded.state_dict().items()},
-              "replicated": {k: v.clone() for k, v in replicated.state_dict().items()},
-              "bank_bytes": (sharded.memory.bank.nbytes, replicated.memory.bank.nbytes)}
-    sharded.memory.release_checkpoint()
-    result["next_m_step"] = {"sharded": _m_step_of_every_component(sharded),
-                             "replicated": _m_step_of_every_component(replicated)}
-    torch.save(result, os.path.join(out, f"two_ranks_{rank}.pt"))
-
-
 def _resume(rank, out, world):
     """Load rank 0's checkpoint of the 2-rank run into `world` ranks, run the same M-step."""
-    p = _predictor("sharded" if world > 1 else "replicated")
+    p = predictor("sharded" if world > 1 else "replicated")
     state = torch.load(os.path.join(out, "two_ranks_0.pt"), weights_only=True)["sharded"]
     p.load_state_dict(state)
-    torch.save(_m_step_of_every_component(p), os.path.join(out, f"resumed_{world}_{rank}.pt"))
-
-
-def _worker(rank, world, port, job, out):
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
-    try:
-        _train_two_ranks(rank, out) if job == "train" else _resume(rank, out, world)
-    finally:
-        dist.destroy_process_group()
+    torch.save(m_step_of_every_component(p), os.path.join(out, f"resumed_{world}_{rank}.pt"))
 
 
 def test_sharded_equals_replicated_on_two_ranks_and_reshards_to_three_and_one(tmp_path):
     out = str(tmp_path)
-    mp.start_processes(_worker, args=(2, free_port(), "train", out), nprocs=2, start_method="spawn")
-    ranks = [torch.load(tmp_path / f"two_ranks_{r}.pt", weights_only=True) for r in range(2)]
-    sh, rep = ranks[0]["sharded"], ranks[0]["replicated"]
-    prefix = "memory."
-    for name in MEMORY_STATE_NAMES:  # the gathered shards are the replicated memory, bitwise
-        assert torch.equal(sh[prefix + name], rep[prefix + name]), name
-    for name in ("means", "stds", "updates_per_component", "num_em_updates"):
-        assert torch.equal(sh[name], rep[name]), name
-        assert torch.equal(ranks[1]["replicated"][name], rep[name])
-    assert int(rep["num_em_updates"]) == 3
-    assert ranks[0]["bank_bytes"] == (rep[prefix + "bank"].nbytes // 2, rep[prefix + "bank"].nbytes)
-    reference = ranks[0]["next_m_step"]["replicated"]
-    for r in range(2):
-        for layout in ("sharded", "replicated"):
-            for k in ("means", "stds"):
-                assert torch.equal(ranks[r]["next_m_step"][layout][k], reference[k])
+    run_ranks(train_two_ranks, 2, (out,))  # GLOO; tests/test_gpu.py runs the same with NCCL
+    reference = check_two_ranks(out)
 
     # resume the 2-rank checkpoint with 3 ranks (re-sharded) and with 1 (replicated)
-    mp.start_processes(_worker, args=(3, free_port(), "resume", out), nprocs=3, start_method="spawn")
+    run_ranks(_resume, 3, (out, 3))
     _resume(0, out, 1)
     for world, ranks_ in ((3, range(3)), (1, [0])):
         for r in ranks_:

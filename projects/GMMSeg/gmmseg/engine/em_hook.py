@@ -9,7 +9,7 @@ from detectron2.utils import comm
 
 from ..gmm import em_modules
 
-__all__ = ["EMHook", "em_modules", "em_state_digest", "verify_em_state_across_ranks"]
+__all__ = ["EMHook", "em_modules", "em_state_digest", "verify_em_state_across_ranks", "warn_never_updated"]
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +59,23 @@ def verify_em_state_across_ranks(modules, include_bank: bool = True, when: str =
     return digest
 
 
+def warn_never_updated(modules, it: int) -> list:
+    """Log a warning naming the classes whose Gaussians no M-step has moved yet (index i of a
+    model's K classes; K = "no object" in Mask2Former) once M-steps have run; return them per module."""
+    found = []
+    for i, m in enumerate(modules):
+        never = m.never_updated_classes() if hasattr(m, "never_updated_classes") else []
+        found.append(never)
+        if never and int(getattr(m, "num_em_updates", 0)) > 0:
+            logger.warning(
+                "EM module %d after iteration %d: %d M-steps, but classes %s have never been updated (their "
+                "Gaussians are still random). With MODEL.GMM.MEMORY_INIT 'empty' and PUSH_CORRECT_ONLY True a "
+                "class the head never classifies correctly never receives data; MODEL.GMM.PUSH_CORRECT_ONLY "
+                "False or MEMORY_INIT 'random' lets it in (docs/MASK2FORMER.md). Classes absent from the "
+                "training data are expected here.", i, it, int(m.num_em_updates), never)
+    return found
+
+
 class EMHook(HookBase):
     """After every iteration: `flush()` (gather the embeddings set aside by every rank and push
     them into the memory). At iterations start, start + period, start + 2 * period, ... (the
@@ -103,6 +120,7 @@ class EMHook(HookBase):
                 m.flush()
         if self._modules and self.verify_period > 0 and (it + 1) % self.verify_period == 0:
             verify_em_state_across_ranks(self._modules, include_bank=False, when=f"after iteration {it}")
+            warn_never_updated(self._modules, it)
 
     def after_train(self):
         # Only after a run that finished (detectron2 sets iter = max_iter then): after an

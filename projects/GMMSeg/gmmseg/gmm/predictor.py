@@ -316,6 +316,17 @@ class GMMPredictor(EMModule):
         self.memory.push(groups, e)
         self.received_data[groups] = True
 
+    def never_updated_classes(self):
+        """Classes none of whose components has taken part in an M-step: their Gaussians are
+        still the random initialisation. With MEMORY_INIT "empty" and PUSH_CORRECT_ONLY a class the
+        head never classifies correctly never receives a row, so it can stay here for good (the
+        Mask2Former head on CamVid: docs/MASK2FORMER.md). Empty when the Gaussians are learned by
+        gradient."""
+        if self.learn_by_gradient:
+            return []
+        moved = self.updates_per_component.view(self.num_classes, self.num_components).amax(1) > 0
+        return (~moved).nonzero().flatten().tolist()
+
     def tensor_dims(self):
         dims = super().tensor_dims()
         kmd = ("classes", "components", "embed_dim")

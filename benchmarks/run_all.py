@@ -13,6 +13,7 @@ Sections: 1. GMM core (bench_gmm_core), 2. heads GMM vs softmax (bench_heads, be
    (bench_train_step; needs CamVid under $DETECTRON2_DATASETS, else the section says it was skipped).
 
     python benchmarks/run_all.py --sections 7              # only section 7, replaced in the existing file
+    python benchmarks/run_all.py --sections 6 --threads 1 --clock cpu   # section 6 by CPU time (a busy machine)
 """
 import argparse
 import datetime
@@ -43,7 +44,7 @@ FULL = dict(
     m2f=dict(batch=8, size=(96, 128), warmup=2, iters=10),
     comm=dict(images=2, height=512, width=1024, iters=3),
     flops=dict(size=(512, 1024)),
-    export=dict(size=(360, 480), warmup=2, iters=10),
+    export=dict(size=(360, 480), warmup=2, iters=10, head_iters=100),
     scaling=dict(worlds=(1, 2, 4), iters=5),
     step=dict(rounds=4, per_round=10, warmup=5),
 )
@@ -53,7 +54,7 @@ QUICK = dict(
     m2f=dict(batch=2, size=(96, 128), warmup=1, iters=2),
     comm=dict(images=1, height=128, width=256, iters=1),
     flops=dict(size=(128, 256)),
-    export=dict(size=(96, 128), warmup=1, iters=2),
+    export=dict(size=(96, 128), warmup=1, iters=2, head_iters=5),
     scaling=dict(worlds=(1, 2), iters=1),
     step=dict(rounds=1, per_round=2, warmup=1),
 )
@@ -168,13 +169,24 @@ def flops(p):
 
 def exported(p):
     e = p["export"]
-    res = bench_export.run(e["size"], e["warmup"], e["iters"])
+    res = bench_export.run(e["size"], e["warmup"], e["iters"], clock=p["clock"], head_iters=e["head_iters"])
+    clock = ("CPU time of the process (`--clock cpu`: on a busy machine the wall time mostly measures the wait "
+             "for a core)" if p["clock"] == "cpu" else "wall time")
+    ratios = bench_export.gmm_ratios(res)
+    verdicts = [f"{name} {ratios[r]:.3f}x: " + checked(f"exported GMM / softmax, {name}", ratios[r], bench_export.TARGET)
+                for r, name in (("torchscript", "TorchScript"), ("onnxruntime", "ONNX Runtime"))]
     return (f"One {e['size'][0]}x{e['size'][1]} image, FPN head on R-{DEPTH}, K = {CLASSES}: the eager model "
             "(`model([{\"image\": x}])`, GMM: + anomaly map) vs the file written by tools/deploy/export_model.py "
             "run by torch.jit (TorchScript) and by ONNX Runtime (CPU provider, as many intra-op threads as torch); "
-            f"the six runners alternate call by call, median of {e['iters']} after warm-up. The files hold no "
-            "memory bank (the eager GMM model's state includes it: MODEL.GMM.MEMORY_SIZE 32000).\n\n"
-            + table(bench_export.rows_for(res), bench_export.HEADERS))
+            f"the six runners alternate call by call, median {clock} of {e['iters']} calls after warm-up. The "
+            "files hold no memory bank (the eager GMM model's state includes it: MODEL.GMM.MEMORY_SIZE 32000). "
+            "The head-alone rows time what differs between the two models: the same six runners with the "
+            "backbone and decoder replaced by one cheap stand-in of the decoder's output shape (predictor, "
+            f"upsampling, anomaly map, postprocess), {e['head_iters']} rounds, median of the paired differences "
+            "GMM - twin; 1 + that / the whole twin's time is the ratio checked against the target (the whole "
+            "models' ratio carries the noise of two full inferences).\n\n"
+            + table(bench_export.rows_for(res), bench_export.HEADERS)
+            + "\n\nExported GMM / softmax twin (head-alone difference): " + "; ".join(verdicts) + ".")
 
 
 def scaling(p):
@@ -222,6 +234,9 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small sizes, few repeats (< 2 min): a check, not results")
     ap.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
+    ap.add_argument("--clock", choices=sorted(bench_export.CLOCKS), default="wall",
+                    help="section 6 (exported inference): wall time, or the process's CPU time (with --threads 1 "
+                         "on a machine busy with other jobs)")
     ap.add_argument("--output", help="Markdown file (default docs/BENCHMARKS.md; with --quick "
                                      "/tmp/gmmseg_BENCHMARKS_quick.md)")
     ap.add_argument("--sections", type=int, nargs="+", help="run only these sections (numbers) and replace "
@@ -229,7 +244,7 @@ def main():
     args = ap.parse_args()
     output = args.output or ("/tmp/gmmseg_BENCHMARKS_quick.md" if args.quick else os.path.join(ROOT, "docs/BENCHMARKS.md"))
     torch.set_num_threads(args.threads)
-    p = QUICK if args.quick else FULL
+    p = dict(QUICK if args.quick else FULL, clock=args.clock)
     command = " ".join(shlex.quote(a) for a in ["python"] + sys.argv)
     env = f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']} " if "OMP_NUM_THREADS" in os.environ else ""
     header = [
@@ -282,8 +297,11 @@ def update_sections(output, numbers, p, command):
         print(body, flush=True)
         section = f"## {title}\n\n{body}\n"
         start = text.find(f"## {title}")
-        if start < 0:
-            text = text.rstrip() + "\n\n" + section
+        if start < 0:  # a new section: before the first one of a higher number, else at the end
+            later = [text.find(f"## {t}") for t, _ in SECTIONS if int(t.split(".")[0]) > int(title.split(".")[0])]
+            later = [i for i in later if i >= 0]
+            text = (text[:min(later)] + section + "\n" + text[min(later):] if later
+                    else text.rstrip() + "\n\n" + section)
         else:
             end = text.find("\n## ", start + 3)
             text = text[:start] + section + (text[end:] if end >= 0 else "")

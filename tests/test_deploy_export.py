@@ -4,9 +4,10 @@ exported files without the GMM's memory bank.
 
 The models are the demo configs with every floating tensor moved away from its initial value
 and the GMM given trained-like stds (0.05..0.5), so that the class scores are spread as after
-training. Measured here (360 x 480): TorchScript = eager bitwise; ONNX Runtime max |difference|
-~1e-4 on the class scores and on the anomaly map (values of tens of nats), same argmax on every
-pixel.
+training. Measured here (360 x 480): TorchScript = eager bitwise for the softmax twin, max
+|difference| 9e-6 / 1.8e-5 on the GMM's class scores / anomaly map (its export form folds the
+projection's batch norm and stacks its two products: float rounding on values of tens of nats);
+ONNX Runtime max |difference| ~1e-4 on both, same argmax on >= 99.999 % of the pixels.
 """
 import os
 
@@ -24,6 +25,9 @@ from gmmseg.gmm import GMMPredictor
 
 SIZE, OTHER_SIZE = (360, 480), (250, 330)  # the second one is not a multiple of the backbone's 32
 MAX_ABS_DIFF = 1e-3  # class scores and anomaly map, ONNX Runtime vs eager
+# TorchScript vs eager, GMM: the export form folds the projection's batch norm and stacks the two
+# products (gmmseg/deploy/gmm_classifier.py): float rounding, measured <= 1.8e-5 on values of tens of nats
+TORCHSCRIPT_GMM_MAX_ABS_DIFF = 5e-5
 MIN_ARGMAX_AGREEMENT = 0.999
 
 
@@ -63,8 +67,9 @@ def test_exported_model_matches_eager(exported, fmt, size):
     print(f"{exported['variant']} {fmt} {size}: max |diff| {diffs}, argmax agreement {agreement:.5f}")
     assert agreement >= MIN_ARGMAX_AGREEMENT
     assert all(d <= MAX_ABS_DIFF for d in diffs.values()), diffs
-    if fmt == "torchscript":
-        assert all(d <= 1e-5 for d in diffs.values()), diffs
+    if fmt == "torchscript":  # eager's kernels; the GMM's export form rounds differently (folded BN, one product)
+        limit = 1e-5 if exported["variant"] == "softmax" else TORCHSCRIPT_GMM_MAX_ABS_DIFF
+        assert all(d <= limit for d in diffs.values()), diffs
     if "anomaly_score" in ref:
         assert out["anomaly_score"].shape == size
         assert np.corrcoef(out["anomaly_score"].ravel(), ref["anomaly_score"].ravel())[0, 1] > 0.99999
@@ -107,7 +112,8 @@ def test_gmm_classifier_is_the_predictor_without_training_state():
         pred.stds.copy_(0.05 + 0.4 * torch.rand(pred.stds.shape))
     clf = GMMClassifier.from_predictor(pred)
     assert not [n for n, _ in clf.named_buffers() if "memory" in n]
-    assert dict(clf.named_buffers())["weights"].shape == (2 * 8 + 1, 4 * 3)
+    buffers = dict(clf.named_buffers())
+    assert buffers["weights"].shape == (2 * 8, 4 * 3) and buffers["bias"].shape == (4 * 3,)
     x = torch.randn(500, 16)
     with torch.no_grad():
         a, b = pred(x), clf(x)

@@ -44,6 +44,21 @@ def test_train_losses_and_inference_outputs(predictor):
 
 
 @pytest.mark.parametrize("predictor", ["gmm", "softmax"])
+def test_outputs_without_a_requested_size_are_the_resized_ones(predictor):
+    # 50 x 70 is padded to 64 x 96; without "height" / "width" the outputs are only cropped (no
+    # resize to the same size): the same values as detectron2's sem_seg_postprocess to 50 x 70
+    model = build_model(_cfg(predictor)).eval()
+    sized = _batch(2, 50, 70)
+    plain = [{"image": d["image"]} for d in sized]
+    with torch.no_grad():
+        want, got = model(sized), model(plain)
+    for a, b in zip(want, got):
+        assert sorted(a) == sorted(b)
+        for key in a:
+            assert b[key].shape == a[key].shape and torch.equal(b[key], a[key]), key
+
+
+@pytest.mark.parametrize("predictor", ["gmm", "softmax"])
 def test_all_void_batch_gives_finite_zero_loss_and_zero_gradients(predictor):
     model = build_model(_cfg(predictor))
     batch = _batch()

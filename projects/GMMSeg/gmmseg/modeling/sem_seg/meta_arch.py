@@ -72,6 +72,18 @@ class PerPixelSegmentor(SemanticSegmentor):
 
     @staticmethod
     def _postprocess(logits, score, image_size, inp):
+        """Crop the padding off (C, H, W) logits and (H, W) score; resize both to the input's
+        "height" and "width" when it asks for an output size (detectron2's sem_seg_postprocess).
+        Without one the output is at the image's size: the crop alone, no bilinear resize to
+        the same size (an exact copy, but ~5 % of a whole FPN R-18 inference on the CPU, eager
+        and TorchScript; also what an exported model records, docs/BENCHMARKS.md section 6)."""
+        if score is not None and score.dim() == 3:  # (1, H, W) from the sliding window
+            score = score[0]
+        if "height" not in inp and "width" not in inp:
+            out = {"sem_seg": logits[:, : image_size[0], : image_size[1]]}
+            if score is not None:
+                out["anomaly_score"] = score[: image_size[0], : image_size[1]]
+            return out
         height, width = inp.get("height", image_size[0]), inp.get("width", image_size[1])
         out = {"sem_seg": sem_seg_postprocess(logits, image_size, height, width)}
         if score is not None:

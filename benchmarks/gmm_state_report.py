@@ -102,7 +102,8 @@ def main(argv=None):
         if not heads:
             sys.exit(f"gmm_state_report: {path} holds no EM head (no '*.updates_per_component' entry): "
                      "a softmax model, or not a model checkpoint")
-        name = os.path.relpath(path) if len(path) < 60 else "..." + path[-57:]
+        parts = os.path.normpath(path).split(os.sep)
+        name = path if len(parts) <= 3 else os.path.join("...", *parts[-3:])  # run/seed/file: short, unambiguous
         if "iteration" in ckpt:
             name += f" (iter {int(ckpt['iteration']) + 1})"
         for prefix, head in heads.items():

@@ -45,7 +45,10 @@ TEMPERATURE_KEY = "MODEL.MASK_FORMER.TEST.CLASS_TEMPERATURE"
 def check_class_temperature(temperature) -> float:
     """`temperature` as a float, or ValueError naming the config key: a temperature divides the
     logits, so 0, a negative value (which would invert the class ranking) or NaN / inf is a typo."""
-    value = float(temperature)
+    try:
+        value = float(temperature)
+    except (TypeError, ValueError):
+        value = float("nan")
     if not math.isfinite(value) or value <= 0:
         raise ValueError(f"{TEMPERATURE_KEY} must be a finite number > 0 (1.0 = off), got {temperature!r}")
     return value
@@ -127,6 +130,7 @@ class MaskFormer(nn.Module):
     @classmethod
     def from_config(cls, cfg):
         mf = cfg.MODEL.MASK_FORMER
+        class_temperature = check_class_temperature(mf.TEST.CLASS_TEMPERATURE)  # before anything is built
         for key in ("INSTANCE_ON", "PANOPTIC_ON"):
             if mf.TEST[key]:
                 raise ValueError(f"MODEL.MASK_FORMER.TEST.{key}=True: this project implements semantic "
@@ -162,7 +166,7 @@ class MaskFormer(nn.Module):
             "ignore_value": cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE,
             "sem_seg_postprocess_before_inference": mf.TEST.SEM_SEG_POSTPROCESSING_BEFORE_INFERENCE,
             "channels_last": cfg.MODEL.CHANNELS_LAST,
-            "class_temperature": mf.TEST.CLASS_TEMPERATURE,
+            "class_temperature": class_temperature,
         }
 
     @property

@@ -1,7 +1,7 @@
 """Open-world evaluation: anomaly segmentation (AUROC / AP / FPR95 of the GMM score and the
 softmax baselines) and calibration (ECE, reliability diagrams), in detectron2's DatasetEvaluator
-protocol, plus the plots. Importing it also registers the anomaly benchmarks
-(gmmseg.data.anomaly_datasets)."""
+protocol, plus the plots and the fit of Mask2Former's post-hoc class temperature (temperature.py).
+Importing it also registers the anomaly benchmarks (gmmseg.data.anomaly_datasets)."""
 from .anomaly import SCORE_LABELS, AnomalyEvaluator, anomaly_scores
 from .build import build_open_world_evaluators, model_display_name
 from .calibration import CalibrationEvaluator
@@ -20,6 +20,7 @@ from .plots import (
     plot_reliability_diagrams,
     plot_roc_curves,
 )
+from .temperature import fit_class_temperature
 
 __all__ = [
     "AnomalyEvaluator",
@@ -33,6 +34,7 @@ __all__ = [
     "exact_ranking_metrics",
     "calibration_bin_sums",
     "expected_calibration_error",
+    "fit_class_temperature",
     "plot_roc_curves",
     "plot_pr_curves",
     "plot_reliability_diagram",

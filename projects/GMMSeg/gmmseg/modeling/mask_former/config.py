@@ -10,6 +10,8 @@ yaml files merge into a config that has them. Differences, each on purpose:
   not added (Swin comes from timm, see MODEL.TIMM).
 - MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_DIM_FEEDFORWARD is new: the official pixel
   decoder hard-codes 1024, which stays the default; small test/demo models set it lower.
+- MODEL.MASK_FORMER.TEST.CLASS_TEMPERATURE is new: a post-hoc temperature of the query class
+  logits at inference, 1.0 (off) by default, so the release's behaviour is the default.
 """
 from detectron2.config import CfgNode as CN
 
@@ -68,6 +70,10 @@ def add_maskformer2_config(cfg):
     mf.TEST.OBJECT_MASK_THRESHOLD = 0.0
     mf.TEST.OVERLAP_THRESHOLD = 0.0
     mf.TEST.SEM_SEG_POSTPROCESSING_BEFORE_INFERENCE = False
+    # new key: post-hoc temperature T of the query class logits at inference, p_q = softmax(l_q / T),
+    # in the semantic scores and the anomaly weights; 1.0 = off. Fitted on the training split after
+    # training by tools/fit_temperature.py (docs/MASK2FORMER.md, section 4); training ignores it.
+    mf.TEST.CLASS_TEMPERATURE = 1.0
 
     # ---- pixel decoder ------------------------------------------------------------------------
     h = cfg.MODEL.SEM_SEG_HEAD

@@ -14,7 +14,11 @@ Inference, per image, at the requested output size:
       scores normalised per pixel;
   "anomaly_score" (H, W), GMM head only: minus the query-mixture of the queries' best known-class
       log-likelihood, weighted per pixel by sigmoid(m_q) * (1 - p_q(no object)).
+With MODEL.MASK_FORMER.TEST.CLASS_TEMPERATURE T != 1, p_q = softmax(query logits / T) in both
+(post-hoc temperature scaling, fitted by tools/fit_temperature.py); the log-likelihoods are not
+tempered. Training never reads T.
 """
+import math
 from typing import Dict, List, Tuple
 
 import torch
@@ -31,31 +35,53 @@ from ..memory_format import use_channels_last
 from .criterion import SetCriterion
 from .matcher import HungarianMatcher
 
-__all__ = ["MaskFormer", "semantic_inference", "query_anomaly_score"]
+__all__ = ["MaskFormer", "semantic_inference", "query_anomaly_score", "check_class_temperature",
+           "TEMPERATURE_KEY"]
 
 _LOG_EPS = 1e-8
+TEMPERATURE_KEY = "MODEL.MASK_FORMER.TEST.CLASS_TEMPERATURE"
 
 
-def semantic_inference(mask_cls: torch.Tensor, mask_pred: torch.Tensor) -> torch.Tensor:
-    """mask_cls (Q, K+1) logits, mask_pred (Q, H, W) logits -> (K, H, W) scores sum_q p_q(c) m_q."""
-    return _contract(mask_cls, mask_pred.float().sigmoid())
+def check_class_temperature(temperature) -> float:
+    """`temperature` as a float, or ValueError naming the config key: a temperature divides the
+    logits, so 0, a negative value (which would invert the class ranking) or NaN / inf is a typo."""
+    try:
+        value = float(temperature)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{TEMPERATURE_KEY} must be a finite number > 0 (1.0 = off), got {temperature!r}")
+    return value
 
 
-def query_anomaly_score(mask_cls: torch.Tensor, log_likelihood: torch.Tensor, mask_pred: torch.Tensor) -> torch.Tensor:
+def semantic_inference(mask_cls: torch.Tensor, mask_pred: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """mask_cls (Q, K+1) logits, mask_pred (Q, H, W) logits -> (K, H, W) scores sum_q p_q(c) m_q,
+    p_q = softmax(mask_cls[q] / temperature)."""
+    return _contract(mask_cls, mask_pred.float().sigmoid(), temperature=temperature)
+
+
+def query_anomaly_score(mask_cls: torch.Tensor, log_likelihood: torch.Tensor, mask_pred: torch.Tensor,
+                        temperature: float = 1.0) -> torch.Tensor:
     """(Q, K+1) logits, (Q, K+1) class log-likelihoods, (Q, H, W) mask logits -> (H, W).
 
     score(x) = - sum_q w_q(x) max_{c < K} log p(e_q | c) / sum_q w_q(x),
     w_q(x) = sigmoid(m_q(x)) * (1 - p_q(no object)): each pixel takes the densities of the queries
     that claim it, in the proportions the semantic prediction uses them. Higher = more anomalous.
+    The temperature acts on p_q only (the weights), not on the log-likelihoods.
     """
-    return _split(_contract(mask_cls, mask_pred.float().sigmoid(), log_likelihood), True)[1]
+    return _split(_contract(mask_cls, mask_pred.float().sigmoid(), log_likelihood, temperature), True)[1]
 
 
-def _contract(mask_cls, mask_prob, log_likelihood=None):
+def _contract(mask_cls, mask_prob, log_likelihood=None, temperature: float = 1.0):
     """(K, H, W) semantic scores, or with log-likelihoods (K + 2, H, W): the semantic scores plus the
     anomaly score's numerator and denominator. One (Q, K[+2])^T x (Q, H*W) contraction, so mask_prob
-    (the large operand) is read once, and the caller resizes all channels in one interpolation."""
-    prob = mask_cls.float().softmax(-1)
+    (the large operand) is read once, and the caller resizes all channels in one interpolation.
+    `temperature` divides the query logits before their softmax; at 1 nothing is divided, so the
+    default is the untempered computation, bit for bit."""
+    logits = mask_cls.float()
+    if temperature != 1.0:
+        logits = logits / temperature
+    prob = logits.softmax(-1)
     weights = prob[:, :-1]
     if log_likelihood is not None:
         objectness = 1.0 - prob[:, -1]  # (Q,)
@@ -87,12 +113,15 @@ class MaskFormer(nn.Module):
         ignore_value: int = 255,
         sem_seg_postprocess_before_inference: bool = False,
         channels_last: bool = False,
+        class_temperature: float = 1.0,
     ):
         super().__init__()
         self.backbone, self.sem_seg_head, self.criterion = backbone, sem_seg_head, criterion
         self.num_queries, self.ignore_value = num_queries, ignore_value
         self.size_divisibility = backbone.size_divisibility if size_divisibility < 0 else size_divisibility
         self.sem_seg_postprocess_before_inference = sem_seg_postprocess_before_inference
+        # a plain float, not a buffer: checkpoints stay as they were, and export bakes it in as a constant
+        self.class_temperature = check_class_temperature(class_temperature)
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(-1, 1, 1), False)
         if channels_last:  # MODEL.CHANNELS_LAST: the same computation, a faster layout for the convolutions
@@ -101,6 +130,7 @@ class MaskFormer(nn.Module):
     @classmethod
     def from_config(cls, cfg):
         mf = cfg.MODEL.MASK_FORMER
+        class_temperature = check_class_temperature(mf.TEST.CLASS_TEMPERATURE)  # before anything is built
         for key in ("INSTANCE_ON", "PANOPTIC_ON"):
             if mf.TEST[key]:
                 raise ValueError(f"MODEL.MASK_FORMER.TEST.{key}=True: this project implements semantic "
@@ -136,6 +166,7 @@ class MaskFormer(nn.Module):
             "ignore_value": cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE,
             "sem_seg_postprocess_before_inference": mf.TEST.SEM_SEG_POSTPROCESSING_BEFORE_INFERENCE,
             "channels_last": cfg.MODEL.CHANNELS_LAST,
+            "class_temperature": class_temperature,
         }
 
     @property
@@ -149,13 +180,17 @@ class MaskFormer(nn.Module):
 
     # ------------------------------------------------------------------ forward
     def forward(self, batched_inputs: List[Dict]):
-        images = [(x["image"].to(self.device) - self.pixel_mean) / self.pixel_std for x in batched_inputs]
-        images = ImageList.from_tensors(images, self.size_divisibility,
-                                        padding_constraints=getattr(self.backbone, "padding_constraints", None))
+        images = self.preprocess_images(batched_inputs)
         outputs = self.sem_seg_head(self.backbone(images.tensor))
         if self.training:
             return self.losses(outputs, self.prepare_targets(batched_inputs, images))
         return self.inference(outputs, batched_inputs, images)
+
+    def preprocess_images(self, batched_inputs: List[Dict]) -> ImageList:
+        """The images normalised and padded to the size divisibility, as one batch."""
+        images = [(x["image"].to(self.device) - self.pixel_mean) / self.pixel_std for x in batched_inputs]
+        return ImageList.from_tensors(images, self.size_divisibility,
+                                      padding_constraints=getattr(self.backbone, "padding_constraints", None))
 
     def losses(self, outputs: Dict, targets: List[Dict]) -> Dict[str, torch.Tensor]:
         raw, indices = self.criterion(outputs, targets)
@@ -208,9 +243,40 @@ class MaskFormer(nn.Module):
         return targets
 
     # ------------------------------------------------------------------ inference
+    def query_predictions(self, batched_inputs: List[Dict]) -> List[Dict[str, torch.Tensor]]:
+        """Per image, what the class probabilities of inference are made of, before any temperature:
+        "query_logits" (Q, K+1) and "mask_probs" (Q, H, W) at the output size (height x width).
+
+        For fitting the class temperature (tools/fit_temperature.py): the network runs once, and every
+        candidate T costs a (Q, K) x (Q, pixels) product. Inference's semantic scores at temperature T
+        are sum_q softmax(query_logits[q] / T)[c] * mask_probs[q] (c < K) up to rounding: inference
+        contracts the queries before resizing (unless SEM_SEG_POSTPROCESSING_BEFORE_INFERENCE), and
+        the crop and bilinear resize are linear, so they commute with the sum over queries.
+        """
+        if self.training:
+            raise RuntimeError("MaskFormer.query_predictions is inference: call model.eval() first")
+        images = self.preprocess_images(batched_inputs)
+        outputs = self.sem_seg_head(self.backbone(images.tensor))
+        mask_pred = self._masks_at_input_size(outputs, images)
+        results = []
+        for i, (x, image_size) in enumerate(zip(batched_inputs, images.image_sizes)):
+            height, width = x.get("height", image_size[0]), x.get("width", image_size[1])
+            masks = mask_pred[i]
+            if self.sem_seg_postprocess_before_inference:
+                probs = sem_seg_postprocess(masks, image_size, height, width).float().sigmoid()
+            else:
+                probs = sem_seg_postprocess(masks.float().sigmoid(), image_size, height, width)
+            results.append({"query_logits": outputs["pred_logits"][i].float(), "mask_probs": probs})
+        return results
+
+    @staticmethod
+    def _masks_at_input_size(outputs: Dict, images: ImageList) -> torch.Tensor:
+        """The mask logits upsampled to the padded input (B, Q, H_pad, W_pad), as the release."""
+        return F.interpolate(outputs["pred_masks"], size=images.tensor.shape[-2:], mode="bilinear",
+                             align_corners=False)
+
     def inference(self, outputs: Dict, batched_inputs: List[Dict], images: ImageList) -> List[Dict]:
-        mask_pred = F.interpolate(outputs["pred_masks"], size=images.tensor.shape[-2:], mode="bilinear",
-                                  align_corners=False)
+        mask_pred = self._masks_at_input_size(outputs, images)
         log_lik = outputs.get("pred_log_likelihood")
         results = []
         for i, (x, image_size) in enumerate(zip(batched_inputs, images.image_sizes)):
@@ -219,7 +285,8 @@ class MaskFormer(nn.Module):
             if self.sem_seg_postprocess_before_inference:
                 masks = sem_seg_postprocess(masks, image_size, height, width)
             has_lik = log_lik is not None
-            scores = _contract(cls, masks.float().sigmoid(), log_lik[i] if has_lik else None)
+            scores = _contract(cls, masks.float().sigmoid(), log_lik[i] if has_lik else None,
+                               self.class_temperature)
             if not self.sem_seg_postprocess_before_inference:
                 scores = sem_seg_postprocess(scores, image_size, height, width)
             sem_seg, anomaly = _split(scores, has_lik)

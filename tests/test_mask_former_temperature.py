@@ -21,6 +21,7 @@ from _mask_former_helpers import NUM_CLASSES, tiny_mask_former_cfg
 from gmmseg import add_gmmseg_config
 from gmmseg.evaluation.temperature import fit_class_temperature, pixel_class_log_probs
 from gmmseg.modeling.mask_former import query_anomaly_score, semantic_inference
+from gmmseg.modeling.mask_former.meta_arch import _contract, _split
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KEY = "MODEL.MASK_FORMER.TEST.CLASS_TEMPERATURE"
@@ -36,33 +37,36 @@ KEY = "MODEL.MASK_FORMER.TEST.CLASS_TEMPERATURE"
 #            x3 (2/9 + 1/9, 1/72 + 4/9) = (1/3, 11/24)
 #   T = 1:   x1 (2/3, 1/6); x2 ((2/3 + 1/5) / 2, (1/6 + 2/5) / 2) = (13/30, 17/60); x3 (1/6 + 1/5, 1/24 + 2/5) = (11/30, 53/120)
 # Anomaly: best known-class log-likelihood q0 -1, q1 -4 (the no-object column is not evidence);
-# weights w_q(x) = m_q(x) (1 - p_q(no object)): objectness T = 0.5: 17/18, 5/9; T = 1: 5/6, 3/5.
+# weights w_q(x) = m_q(x) (1 - p_q(no object)) with the UNtempered p_q at every T: 5/6, 3/5.
 #   score(x) = -sum_q w_q best_q / sum_q w_q
-#   T = 0.5: x1 1 (one query: its own density, untempered); x2 (17/18 + 4 * 5/9) / (17/18 + 5/9) = 57/27;
-#            x3 (17/72 + 4 * 5/9) / (17/72 + 5/9) = 177/57
-#   T = 1:   x1 1; x2 (5/6 + 12/5) / (5/6 + 3/5) = 97/43; x3 (5/24 + 12/5) / (5/24 + 3/5) = 313/97
+#   x1 1 (one query: its own density); x2 (5/6 + 12/5) / (5/6 + 3/5) = 97/43; x3 (5/24 + 12/5) / (5/24 + 3/5) = 313/97
+#   (tempered weights, 17/18 and 5/9 at T = 0.5, would give 57/27 and 177/57 instead)
 LN = math.log
 HAND_LOGITS = torch.tensor([[LN(4), 0.0, 0.0], [0.0, LN(2), LN(2)]])
 HAND_MASK_LOGITS = torch.tensor([[[50.0, 0.0, -LN(3)]], [[-50.0, 0.0, 50.0]]])  # (Q, H = 1, W = 3)
 HAND_LOG_LIK = torch.tensor([[-1.0, -3.0, 7.0], [-6.0, -4.0, 9.0]])
 HAND_SEMANTIC = {0.5: [[8 / 9, 1 / 2, 1 / 3], [1 / 18, 1 / 4, 11 / 24]],
                  1.0: [[2 / 3, 13 / 30, 11 / 30], [1 / 6, 17 / 60, 53 / 120]]}
-HAND_ANOMALY = {0.5: [1.0, 57 / 27, 177 / 57], 1.0: [1.0, 97 / 43, 313 / 97]}
+HAND_ANOMALY = [1.0, 97 / 43, 313 / 97]  # whatever the temperature
 
 
 @pytest.mark.parametrize("temperature", [0.5, 1.0])
-def test_tempered_scores_and_anomaly_weights_by_hand(temperature):
+def test_tempered_scores_and_untempered_anomaly_by_hand(temperature):
     sem = semantic_inference(HAND_LOGITS, HAND_MASK_LOGITS, temperature=temperature)
     torch.testing.assert_close(sem[:, 0], torch.tensor(HAND_SEMANTIC[temperature]), rtol=0, atol=1e-6)
-    anomaly = query_anomaly_score(HAND_LOGITS, HAND_LOG_LIK, HAND_MASK_LOGITS, temperature=temperature)
-    torch.testing.assert_close(anomaly[0], torch.tensor(HAND_ANOMALY[temperature]), rtol=0, atol=1e-5)
+    anomaly = query_anomaly_score(HAND_LOGITS, HAND_LOG_LIK, HAND_MASK_LOGITS)
+    torch.testing.assert_close(anomaly[0], torch.tensor(HAND_ANOMALY), rtol=0, atol=1e-5)
+    # inside inference: the semantic channels tempered, the anomaly's two columns not
+    scores = _contract(HAND_LOGITS, HAND_MASK_LOGITS.sigmoid(), HAND_LOG_LIK, temperature)
+    torch.testing.assert_close(scores[:2, 0], torch.tensor(HAND_SEMANTIC[temperature]), rtol=0, atol=1e-6)
+    torch.testing.assert_close(_split(scores, True)[1][0], torch.tensor(HAND_ANOMALY), rtol=0, atol=1e-5)
 
 
 def test_default_temperature_is_the_untempered_computation():
     assert torch.equal(semantic_inference(HAND_LOGITS, HAND_MASK_LOGITS),
                        semantic_inference(HAND_LOGITS, HAND_MASK_LOGITS, temperature=1.0))
-    assert torch.equal(query_anomaly_score(HAND_LOGITS, HAND_LOG_LIK, HAND_MASK_LOGITS),
-                       query_anomaly_score(HAND_LOGITS, HAND_LOG_LIK, HAND_MASK_LOGITS, temperature=1.0))
+    assert torch.equal(_contract(HAND_LOGITS, HAND_MASK_LOGITS.sigmoid(), HAND_LOG_LIK),
+                       _contract(HAND_LOGITS, HAND_MASK_LOGITS.sigmoid(), HAND_LOG_LIK, temperature=1.0))
 
 
 # ----------------------------------------------------------------------------- (b) the model
@@ -119,7 +123,7 @@ def test_temperature_one_is_todays_inference_and_half_sharpens():
         tempered = sharp(inputs)
     for out, t in zip(plain, tempered):
         assert t["sem_seg"].shape == out["sem_seg"].shape and t["anomaly_score"].shape == out["anomaly_score"].shape
-        assert not torch.allclose(t["anomaly_score"], out["anomaly_score"])  # the weights are tempered too
+        assert torch.equal(t["anomaly_score"], out["anomaly_score"])  # the anomaly map is not tempered
         confidence = {name: o["sem_seg"].softmax(0).amax(0).mean() for name, o in (("T=1", out), ("T=0.5", t))}
         assert confidence["T=0.5"] > confidence["T=1"] + 0.01, confidence
 

@@ -14,9 +14,9 @@ Inference, per image, at the requested output size:
       scores normalised per pixel;
   "anomaly_score" (H, W), GMM head only: minus the query-mixture of the queries' best known-class
       log-likelihood, weighted per pixel by sigmoid(m_q) * (1 - p_q(no object)).
-With MODEL.MASK_FORMER.TEST.CLASS_TEMPERATURE T != 1, p_q = softmax(query logits / T) in both
-(post-hoc temperature scaling, fitted by tools/fit_temperature.py); the log-likelihoods are not
-tempered. Training never reads T.
+With MODEL.MASK_FORMER.TEST.CLASS_TEMPERATURE T != 1, p_q = softmax(query logits / T) in
+"sem_seg" (post-hoc temperature scaling, fitted by tools/fit_temperature.py); "anomaly_score" is
+untempered. Training never reads T.
 """
 import math
 from typing import Dict, List, Tuple
@@ -60,29 +60,30 @@ def semantic_inference(mask_cls: torch.Tensor, mask_pred: torch.Tensor, temperat
     return _contract(mask_cls, mask_pred.float().sigmoid(), temperature=temperature)
 
 
-def query_anomaly_score(mask_cls: torch.Tensor, log_likelihood: torch.Tensor, mask_pred: torch.Tensor,
-                        temperature: float = 1.0) -> torch.Tensor:
+def query_anomaly_score(mask_cls: torch.Tensor, log_likelihood: torch.Tensor, mask_pred: torch.Tensor) -> torch.Tensor:
     """(Q, K+1) logits, (Q, K+1) class log-likelihoods, (Q, H, W) mask logits -> (H, W).
 
     score(x) = - sum_q w_q(x) max_{c < K} log p(e_q | c) / sum_q w_q(x),
     w_q(x) = sigmoid(m_q(x)) * (1 - p_q(no object)): each pixel takes the densities of the queries
     that claim it, in the proportions the semantic prediction uses them. Higher = more anomalous.
-    The temperature acts on p_q only (the weights), not on the log-likelihoods.
+    The class temperature does not enter it (see _contract).
     """
-    return _split(_contract(mask_cls, mask_pred.float().sigmoid(), log_likelihood, temperature), True)[1]
+    return _split(_contract(mask_cls, mask_pred.float().sigmoid(), log_likelihood), True)[1]
 
 
 def _contract(mask_cls, mask_prob, log_likelihood=None, temperature: float = 1.0):
     """(K, H, W) semantic scores, or with log-likelihoods (K + 2, H, W): the semantic scores plus the
     anomaly score's numerator and denominator. One (Q, K[+2])^T x (Q, H*W) contraction, so mask_prob
     (the large operand) is read once, and the caller resizes all channels in one interpolation.
-    `temperature` divides the query logits before their softmax; at 1 nothing is divided, so the
-    default is the untempered computation, bit for bit."""
+
+    `temperature` divides the query logits before the softmax of the semantic scores only; at 1
+    nothing is divided (the untempered computation, bit for bit). The anomaly weights
+    1 - p_q(no object) keep the untempered probabilities: the temperature calibrates the class
+    posterior, and on CamVid tempering the weights too cost the query-GMM score 10-30 AUROC
+    points (docs/MASK2FORMER.md, "CamVid")."""
     logits = mask_cls.float()
-    if temperature != 1.0:
-        logits = logits / temperature
     prob = logits.softmax(-1)
-    weights = prob[:, :-1]
+    weights = prob[:, :-1] if temperature == 1.0 else (logits / temperature).softmax(-1)[:, :-1]
     if log_likelihood is not None:
         objectness = 1.0 - prob[:, -1]  # (Q,)
         best = log_likelihood.float()[:, :-1].amax(-1)  # (Q,) the "no object" density is not evidence

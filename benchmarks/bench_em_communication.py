@@ -99,7 +99,7 @@ def _worker(rank, world, port, args, results):
     torch.manual_seed(0)
     p = GMMPredictor(args.dim, args.classes, embed_dim=args.dim, num_components=args.components,
                      memory_size=max(args.pushes * 4, 64), pushes_per_step=args.pushes,
-                     push_correct_only=False, memory_init="random").train()
+                     push_rows="all", memory_init="random").train()
     gen = torch.Generator().manual_seed(1000 + rank)  # different data on every rank
     res = {}
     for kind in ("all", "typical"):

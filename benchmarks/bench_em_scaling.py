@@ -92,7 +92,7 @@ def _worker(rank, world, port, setting, iters, results):
     torch.manual_seed(0)
     # a small real bank: the EM's collectives do not depend on the capacity
     p = GMMPredictor(D, k, embed_dim=D, num_components=m, memory_size=64, pushes_per_step=PUSHES,
-                     push_correct_only=False, memory_init="random",
+                     push_rows="all", memory_init="random",
                      memory_layout="sharded" if world > 1 else "replicated").train()
     gen = torch.Generator().manual_seed(1000 + rank)
     ours = {name: 0 for name in _COLLECTIVES}

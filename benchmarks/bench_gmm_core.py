@@ -57,7 +57,7 @@ def measure(k, n=32768, m=5, d=64, repeats=5, capacity=32000, pushes=20):
     r["push"] = timeit(lambda: mem.push(groups, rows), repeats)
 
     pred = GMMPredictor(256, k, embed_dim=d, num_components=m, memory_size=1, memory_init="empty",
-                        pushes_per_step=pushes, push_correct_only=False).train()
+                        pushes_per_step=pushes, push_rows="all").train()
     pred.memory = mem  # the full bank above
     feats, labels = torch.randn(n, 256), torch.randint(0, k, (n,))
 

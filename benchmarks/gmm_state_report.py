@@ -15,6 +15,13 @@ state grows. Columns:
 - M-steps: the head's count (num_em_updates);
 - gain: the class LayerNorm's weight, mean [min, max] (the logit gap is capped at about
   gain x sqrt(K), docs/MASK2FORMER.md);
+- real rows: the smallest and largest class's share of real (pushed, not the random initialisation)
+  rows in its memory (MODEL.GMM.MEMORY_INIT "random" fills every row at the start, so "memory rows"
+  is 100 % from the first iteration; this column is what the classes have actually learnt from);
+- not learning: the classes gmm/coverage.py warns about, with the reason: "rows" (nearly) no real
+  memory rows against the median class, "never" (nearly) never classified correctly on the
+  training batches (recall < 1 %), each with its figure; "-" for a checkpoint written before these
+  counters existed;
 - M-step ms: median time of the M-step's arithmetic for all groups (fixed-point statistics ->
   float64, gmm/m_step.py) on this machine's CPU, one thread; the statistics themselves are kept
   up to date by every push, so this is what an M-step adds (plus the momentum blend, O(K M D)).
@@ -28,12 +35,13 @@ import sys
 import torch
 
 from common import timeit
+from gmmseg.gmm.coverage import class_coverage, coverage_warnings
 from gmmseg.gmm.fixed_point import from_fixed_point
 from gmmseg.gmm.m_step import gaussian_m_step
 
 HEADERS = ["checkpoint", "head", "K x M x D", "memory rows / capacity", "class fill min / max",
            "components updated", "classes never updated", "updates per component min / med / max",
-           "M-steps", "class-norm gain mean [min, max]", "M-step ms"]
+           "M-steps", "class-norm gain mean [min, max]", "real rows min / max", "not learning", "M-step ms"]
 
 
 def em_heads(state):
@@ -63,6 +71,11 @@ def head_report(head, time_m_step=True, variance_floor=1e-4):
         out["rows"], out["capacity"] = int(filled.sum()), k * m * capacity
         per_class = filled.sum(1).double() / (m * capacity)
         out["class_fill"] = (float(per_class.min()), float(per_class.max()))
+        if "rows_pushed" in head and "training_pixels" in head:
+            cov = class_coverage(head["rows_pushed"], head["training_pixels"], m, capacity)
+            real = cov.real_rows.double() / max(cov.capacity, 1)
+            out["real_share"] = (float(real.min()), float(real.max()))
+            out["not_learning"] = coverage_warnings(cov)
         if time_m_step and "memory.stat_count" in head:
             count = head["memory.stat_count"]
             s1, s2 = head["memory.stat_sum"], head["memory.stat_sumsq"]
@@ -80,9 +93,13 @@ def _fmt_row(name, prefix, r):
     fill = f"{100 * r['class_fill'][0]:.0f} / {100 * r['class_fill'][1]:.0f} %" if "class_fill" in r else "-"
     gain = f"{r['gain'][0]:.2f} [{r['gain'][1]:.2f}, {r['gain'][2]:.2f}]" if "gain" in r else "-"
     never = ", ".join(map(str, r["never_updated_classes"])) or "none"
+    real = f"{100 * r['real_share'][0]:.0f} / {100 * r['real_share'][1]:.0f} %" if "real_share" in r else "-"
+    short = {"(nearly) no real rows": "rows", "(nearly) never predicted": "never"}
+    lacking = ("; ".join(f"{c} {short.get(why.split(':')[0], why)}{why[why.index(':'):]}" for c, why in r["not_learning"])
+               or "none") if "not_learning" in r else "-"
     return [name, prefix.rstrip(".") or "(root)", f"{r['K']} x {r['M']} x {r['D']}", mem, fill,
             f"{r['updated']} / {r['components']}", never,
-            f"{ups[0]} / {statistics.median(ups):g} / {ups[-1]}", str(r["m_steps"]), gain,
+            f"{ups[0]} / {statistics.median(ups):g} / {ups[-1]}", str(r["m_steps"]), gain, real, lacking,
             f"{r['m_step_ms']:.2f}" if "m_step_ms" in r else "-"]
 
 

@@ -105,7 +105,7 @@ def _em_loops_means(device, perm):
 
     torch.manual_seed(0)
     p = GMMPredictor(8, 3, embed_dim=8, num_components=2, memory_size=100000, pushes_per_step=100000,
-                     push_correct_only=False, memory_init="empty", mean_momentum=0.5, em_loops=3).to(device).train()
+                     push_rows="all", memory_init="empty", mean_momentum=0.5, em_loops=3).to(device).train()
     g = torch.Generator().manual_seed(3)
     x, y = torch.randn(perm.numel(), 8, generator=g), torch.randint(0, 3, (perm.numel(),), generator=g)
     p(x.to(device), y.to(device))
@@ -146,7 +146,7 @@ def check_bf16_ids(device):
 
     k, m = 150, 5
     p = GMMPredictor(32, k, embed_dim=16, num_components=m, memory_size=8, pushes_per_step=2,
-                     push_correct_only=False, memory_init="empty").to(device).train()
+                     push_rows="all", memory_init="empty").to(device).train()
     g = torch.Generator().manual_seed(1)
     x = torch.randn(4096, 32, generator=g).to(device)
     y = (100 + torch.arange(4096) % (k - 100)).to(device)
@@ -256,7 +256,7 @@ def _mask2former_cfg(device):
     # FrozenBN as in the per-pixel AMP check; every matched query is set aside (none is "correct"
     # in an untrained model), so the memory rows' dtype is seen
     return load_config(M2F_CONFIG, ["MODEL.DEVICE", device, "MODEL.RESNETS.NORM", "FrozenBN",
-                                    "MODEL.GMM.PUSH_CORRECT_ONLY", "False", "MODEL.GMM.MEMORY_SIZE", "50"])
+                                    "MODEL.GMM.PUSH_ROWS", "all", "MODEL.GMM.MEMORY_SIZE", "50"])
 
 
 def _gmm_state_problems(step):

@@ -17,7 +17,7 @@ STEPS = 7
 def predictor(layout, device="cpu"):
     torch.manual_seed(0)  # same projection weights on every rank and in both layouts
     return GMMPredictor(12, 4, embed_dim=8, num_components=3, memory_size=40, pushes_per_step=5,
-                        push_correct_only=False, memory_init="random", memory_layout=layout).to(device).train()
+                        push_rows="all", memory_init="random", memory_layout=layout).to(device).train()
 
 
 def m_step_of_every_component(p):

@@ -29,7 +29,7 @@ def tiny_mask_former_cfg(predictor: str = "gmm"):
         "MODEL.MASK_FORMER.CLASS_WEIGHT", 2.0, "MODEL.MASK_FORMER.MASK_WEIGHT", 5.0,
         "MODEL.MASK_FORMER.DICE_WEIGHT", 5.0,
         "MODEL.PREDICTOR.NAME", predictor, "MODEL.GMM.EMBED_DIM", 16, "MODEL.GMM.NUM_COMPONENTS", 3,
-        "MODEL.GMM.MEMORY_SIZE", 40, "MODEL.GMM.MEMORY_INIT", "empty", "MODEL.GMM.PUSH_CORRECT_ONLY", False,
+        "MODEL.GMM.MEMORY_SIZE", 40, "MODEL.GMM.MEMORY_INIT", "empty", "MODEL.GMM.PUSH_ROWS", "all",
         "MODEL.GMM.PROJECTION", "linear", "MODEL.GMM.UPDATE_START", 4,  # as Base-Mask2Former
     ])
     return cfg

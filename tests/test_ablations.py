@@ -25,7 +25,7 @@ def _cfg(**gmm):
     cfg.MODEL.PREDICTOR.NAME = "gmm"
     g = cfg.MODEL.GMM
     g.EMBED_DIM, g.NUM_COMPONENTS, g.MEMORY_SIZE, g.MEMORY_INIT = D, 2, 50, "empty"
-    g.PUSH_CORRECT_ONLY = False
+    g.PUSH_ROWS = "all"
     g.PROJECTION = "linear"  # an identity projection makes the EM's inputs known (see below)
     for k, v in gmm.items():
         setattr(g, k, v)

@@ -87,7 +87,7 @@ def _rank_main(demo_datasets_root, rank1_labels, out_dir):
         "DATASETS.TRAIN", (TRAIN_NAME,), "DATASETS.TEST", (), "SOLVER.IMS_PER_BATCH", 2,
         "INPUT.MIN_SIZE_TRAIN", (96,), "SOLVER.MAX_ITER", 4, "SOLVER.WARMUP_ITERS", 1,
         "SOLVER.CHECKPOINT_PERIOD", 2, "MODEL.GMM.MEMORY_SIZE", 30, "MODEL.GMM.UPDATE_INTERVAL", 2,
-        "MODEL.GMM.PUSH_CORRECT_ONLY", False, "DATALOADER.NUM_WORKERS", 0, "SEED", 5, "OUTPUT_DIR", out_dir,
+        "MODEL.GMM.PUSH_ROWS", "all", "DATALOADER.NUM_WORKERS", 0, "SEED", 5, "OUTPUT_DIR", out_dir,
     ])
     torch.manual_seed(5 + rank)
     trainer = Trainer(cfg)

@@ -32,7 +32,7 @@ def test_bank_bytes_per_rank_for_ade20k_defaults(dtype, expected):
 
 def _predictor(dtype, init):
     return GMMPredictor(8, 19, embed_dim=64, num_components=5, memory_size=1000, pushes_per_step=20,
-                        push_correct_only=False, memory_init=init, memory_dtype=dtype,
+                        push_rows="all", memory_init=init, memory_dtype=dtype,
                         mean_momentum=0.0, std_momentum=0.0, seed=0,
                         update_components="received_rows")  # rows are injected, no labelled forward
 

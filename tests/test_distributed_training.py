@@ -17,7 +17,7 @@ CONFIG = os.path.join(ROOT, "configs", "demo", "fpn_r18_gmm.yaml")
 TINY = [
     "SOLVER.IMS_PER_BATCH", "2", "INPUT.MIN_SIZE_TRAIN", "(48,)", "SOLVER.MAX_ITER", "6",
     "SOLVER.WARMUP_ITERS", "2", "SOLVER.CHECKPOINT_PERIOD", "3", "MODEL.GMM.MEMORY_SIZE", "40",
-    "MODEL.GMM.UPDATE_INTERVAL", "2", "MODEL.GMM.PUSH_CORRECT_ONLY", "False",
+    "MODEL.GMM.UPDATE_INTERVAL", "2", "MODEL.GMM.PUSH_ROWS", "all",
     "MODEL.GMM.MEMORY_DTYPE", "bfloat16",  # the reduced-precision bank, end to end
     "DATASETS.TEST", "()", "DATALOADER.NUM_WORKERS", "0", "SEED", "3",
 ]

@@ -56,7 +56,8 @@ def test_memory_buffer_names_are_the_gmm_banks_state_only():
 def test_replicated_state_holds_the_head_buffers_then_the_memory():
     p = _gmm(**{"MODEL.GMM.PROJECTION": "linear"})
     names = [n for n, _ in p.replicated_em_state(include_bank=False)]
-    assert names[:5] == ["means", "num_em_updates", "received_data", "stds", "updates_per_component"]
+    assert names[:7] == ["means", "num_em_updates", "received_data", "rows_pushed", "stds", "training_pixels",
+                         "updates_per_component"]
     assert "memory.bank" not in names and "memory.ptr" in names
     assert "memory.bank" in [n for n, _ in p.replicated_em_state(include_bank=True)]
     proto = ProtoSegPredictor(16, 4, embed_dim=8, num_prototypes=2)

@@ -33,7 +33,7 @@ DATASETS = ("gmmseg_demo_val", "gmmseg_demo_anomaly")
 OPTS = [
     "SOLVER.IMS_PER_BATCH", "2", "INPUT.MIN_SIZE_TRAIN", "(48,)", "SOLVER.MAX_ITER", "7",
     "SOLVER.WARMUP_ITERS", "2", "SOLVER.CHECKPOINT_PERIOD", "100", "MODEL.GMM.MEMORY_SIZE", "40",
-    "MODEL.GMM.UPDATE_INTERVAL", "3", "MODEL.GMM.PUSH_CORRECT_ONLY", "False",
+    "MODEL.GMM.UPDATE_INTERVAL", "3", "MODEL.GMM.PUSH_ROWS", "all",
     "DATASETS.TEST", "(" + ",".join(f"'{d}'" for d in DATASETS) + ",)", "TEST.EVAL_PERIOD", "0",
     "TEST.OPEN_WORLD.PLOTS", "False", "DATALOADER.NUM_WORKERS", "0", "SEED", "11",
 ]

@@ -16,7 +16,7 @@ K, M = 150, 5
 
 def _predictor():
     return GMMPredictor(32, K, embed_dim=16, num_components=M, memory_size=8, pushes_per_step=2,
-                        push_correct_only=False, memory_init="empty").train()
+                        push_rows="all", memory_init="empty").train()
 
 
 def _batch(n=2048, first_class=100):

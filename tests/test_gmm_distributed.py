@@ -20,7 +20,7 @@ def _em_state_digest(p):
 def _worker(rank, result_dir):
     torch.manual_seed(0)  # same initial weights on both ranks
     p = GMMPredictor(12, 4, embed_dim=8, num_components=3, memory_size=40, pushes_per_step=5,
-                     push_correct_only=False, memory_init="random")
+                     push_rows="all", memory_init="random")
     p.train()
     gen = torch.Generator().manual_seed(100 + rank)  # different data per rank
     digests = []

@@ -79,3 +79,25 @@ def test_release_selection_split_over_ranks_equals_whole_batch():
         picked = [release_selection(p, 6, k, offsets[r], counts.sum(0)) + cuts[r] for r, p in enumerate(parts)]
         assert torch.cat(picked).tolist() == release_selection(whole, 6, k).tolist()
         assert selection_sizes(counts, k).tolist() == [len(p) for p in picked]
+
+
+def test_release_selection_with_a_quota_per_group():
+    # quotas 0, 1, 3, 20 for groups 0..3: group g keeps linspace_positions(n_g, k_g) of its rows,
+    # whole batch or split over ranks (the "correct_first" push rule selects this way)
+    gen = torch.Generator().manual_seed(2)
+    whole = torch.randint(0, 4, (200,), generator=gen)
+    quota = torch.tensor([0, 1, 3, 20])
+    idx = release_selection(whole, 4, quota)
+    for g in range(4):
+        rows_g = (whole == g).nonzero().squeeze(1)
+        want = rows_g[linspace_positions(len(rows_g), int(quota[g]))] if quota[g] else rows_g[:0]
+        assert idx[whole[idx] == g].tolist() == want.tolist(), g
+    cuts = [0, 50, 51, 120, 200]
+    parts = [whole[a:b] for a, b in zip(cuts[:-1], cuts[1:])]
+    counts = torch.stack([torch.bincount(p, minlength=4) for p in parts])
+    offsets = torch.cumsum(counts, 0) - counts
+    picked = [release_selection(p, 4, quota, offsets[r], counts.sum(0)) + cuts[r] for r, p in enumerate(parts)]
+    assert torch.cat(picked).tolist() == idx.tolist()
+    assert selection_sizes(counts, quota).tolist() == [len(p) for p in picked]
+    # an int quota and the same quota for every group select the same rows
+    assert release_selection(whole, 4, torch.full((4,), 7)).tolist() == release_selection(whole, 4, 7).tolist()

@@ -50,7 +50,7 @@ def _em_loops_state(perm):
     bank large enough to keep every row: what it holds does not depend on their order)."""
     torch.manual_seed(0)
     p = GMMPredictor(8, 3, embed_dim=8, num_components=2, memory_size=1000, pushes_per_step=1000,
-                     push_correct_only=False, memory_init="empty", mean_momentum=0.5, em_loops=3).train()
+                     push_rows="all", memory_init="empty", mean_momentum=0.5, em_loops=3).train()
     g = torch.Generator().manual_seed(3)
     x, y = torch.randn(600, 8, generator=g), torch.randint(0, 3, (600,), generator=g)
     p(x, y)

@@ -11,7 +11,7 @@ from gmmseg.gmm import GMMPredictor
 
 def _predictor(**kw):
     args = dict(embed_dim=8, num_components=2, memory_size=50, pushes_per_step=20,
-                push_correct_only=False, memory_init="empty", mean_momentum=0.0)
+                push_rows="all", memory_init="empty", mean_momentum=0.0)
     args.update(kw)
     return GMMPredictor(16, 3, **args)
 
@@ -61,7 +61,7 @@ def test_em_moves_means_to_the_data_of_their_class():
 
 
 def test_only_correct_pixels_enter_memory():
-    p = _predictor(push_correct_only=True).train()
+    p = _predictor(push_rows="correct").train()
     x = torch.randn(60, 16)
     labels = torch.randint(0, 3, (60,))
     out = p(x, labels)
@@ -133,7 +133,7 @@ LOG_2PI = math.log(2 * math.pi)
 def _hand_predictor(num_classes=2, num_components=2, dim=4, **kw):
     """Identity projection: the embedding of x is L2(LayerNorm(x)); rows x with mean 0 and
     variance 1 (e.g. +-1 patterns) are kept up to a factor, so their embeddings are known."""
-    args = dict(embed_dim=dim, num_components=num_components, memory_size=50, push_correct_only=False,
+    args = dict(embed_dim=dim, num_components=num_components, memory_size=50, push_rows="all",
                 memory_init="empty", mean_momentum=0.0, projection=torch.nn.Identity())
     args.update(kw)
     return GMMPredictor(dim, num_classes, **args)

@@ -36,7 +36,24 @@ def test_report_of_a_hand_made_head(tmp_path, capsys):
     cells = [c.strip() for c in row[0].strip("|").split("|")]
     assert cells[1:10] == ["head", "2 x 2 x 3", "13 / 20 (65 %)", "30 / 100 %", "1 / 4", "1", "0 / 0 / 2", "2",
                            "2.00 [1.00, 3.00]"]
-    assert float(cells[10]) >= 0
+    assert cells[10:12] == ["-", "-"]  # a checkpoint without the coverage counters
+    assert float(cells[12]) >= 0
+
+
+def test_report_names_a_class_locked_out(tmp_path, capsys):
+    # the same head with its coverage counters: class 0 pushed 7 + 1 rows (5 + 1 real of 10),
+    # class 1 none; class 1 labelled 40 times and never classified correctly
+    state = _state()
+    state["head.rows_pushed"] = torch.tensor([7, 1, 0, 0])
+    state["head.training_pixels"] = torch.tensor([[60, 40], [50, 0], [90, 10]])
+    path = tmp_path / "model_final.pth"
+    torch.save({"model": state}, path)
+    gmm_state_report.main([str(path), "--no-timing"])
+    row = [line for line in capsys.readouterr().out.splitlines() if "model_final.pth" in line][0]
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[10] == "0 / 60 %"
+    assert cells[11] == ("1 never: recall 0.00 % of 40 labelled training pixels, predicted 10 times; "
+                         "1 rows: 0 of its 10 memory rows are real (median class: 3)")
 
 
 def test_report_refuses_a_checkpoint_without_em_head(tmp_path):

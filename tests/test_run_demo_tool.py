@@ -22,7 +22,7 @@ OPTS = [
     # 21 iterations, a periodic checkpoint at the last one (model_0000020.pth, which
     # model_final.pth repeats)
     "SOLVER.MAX_ITER", "21", "SOLVER.WARMUP_ITERS", "2", "SOLVER.CHECKPOINT_PERIOD", "21",
-    "MODEL.GMM.MEMORY_SIZE", "40", "MODEL.GMM.UPDATE_INTERVAL", "3", "MODEL.GMM.PUSH_CORRECT_ONLY", "False",
+    "MODEL.GMM.MEMORY_SIZE", "40", "MODEL.GMM.UPDATE_INTERVAL", "3", "MODEL.GMM.PUSH_ROWS", "all",
     "TEST.OPEN_WORLD.PLOTS", "False",
 ]
 METRICS = ("AUROC", "AP", "FPR95")

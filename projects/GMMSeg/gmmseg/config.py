@@ -51,7 +51,11 @@ def add_gmmseg_config(cfg):
     # at most this many new embeddings per (class, component) per step, from the whole gathered batch
     # (all ranks), at positions linspace(0, n - 1, PUSHES_PER_STEP) as in the release
     cfg.MODEL.GMM.PUSHES_PER_STEP = 20
-    cfg.MODEL.GMM.PUSH_CORRECT_ONLY = True  # only pixels the model classifies correctly enter the memory
+    # which labelled pixels are candidates for the memory (gmm/predictor.py): "correct" (release: only
+    # those the head classifies correctly; a class it never gets right never gets a real row),
+    # "all" (every labelled pixel), "correct_first" (correct ones, topped up to PUSHES_PER_STEP per
+    # (class, component) with misclassified ones: every labelled class gets rows)
+    cfg.MODEL.GMM.PUSH_ROWS = "correct"
     # which components an M-step updates: "present_classes" (release: every component of every class
     # in this iteration's ground truth, all ranks, from whatever its memory holds) | "received_rows"
     # (only components that received rows since the last M-step)
@@ -164,6 +168,8 @@ def add_gmmseg_config(cfg):
     # (gmmseg/evaluation/components.py); 0 = no component metrics
     cfg.TEST.OPEN_WORLD.COMPONENT_MAX_MB = 512
     cfg.TEST.OPEN_WORLD.PLOTS = True  # write ROC / PR / reliability PNGs
+    cfg.register_renamed_key("MODEL.GMM.PUSH_CORRECT_ONLY", "MODEL.GMM.PUSH_ROWS",
+                             message="PUSH_CORRECT_ONLY True is PUSH_ROWS 'correct', False is PUSH_ROWS 'all'")
     return cfg
 
 

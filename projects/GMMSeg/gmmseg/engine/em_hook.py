@@ -8,8 +8,10 @@ from detectron2.engine import HookBase
 from detectron2.utils import comm
 
 from ..gmm import em_modules
+from ..gmm.coverage import coverage_warnings
 
-__all__ = ["EMHook", "em_modules", "em_state_digest", "verify_em_state_across_ranks", "warn_never_updated"]
+__all__ = ["EMHook", "em_modules", "em_state_digest", "verify_em_state_across_ranks", "warn_never_updated",
+           "warn_locked_out"]
 
 logger = logging.getLogger(__name__)
 
@@ -64,16 +66,46 @@ def warn_never_updated(modules, it: int) -> list:
     model's K classes; K = "no object" in Mask2Former) once M-steps have run; return them per module."""
     found = []
     for i, m in enumerate(modules):
-        never = m.never_updated_classes() if hasattr(m, "never_updated_classes") else []
+        never = m.never_updated_classes()
         found.append(never)
         if never and int(getattr(m, "num_em_updates", 0)) > 0:
             logger.warning(
                 "EM module %d after iteration %d: %d M-steps, but classes %s have never been updated (their "
-                "Gaussians are still random). With MODEL.GMM.MEMORY_INIT 'empty' and PUSH_CORRECT_ONLY True a "
-                "class the head never classifies correctly never receives data; MODEL.GMM.PUSH_CORRECT_ONLY "
-                "False or MEMORY_INIT 'random' lets it in (docs/MASK2FORMER.md). Classes absent from the "
+                "Gaussians are still random). With MODEL.GMM.MEMORY_INIT 'empty' and PUSH_ROWS 'correct' a "
+                "class the head never classifies correctly never receives data; MODEL.GMM.PUSH_ROWS "
+                "'correct_first' or 'all' lets it in (docs/GMM_SETTINGS.md). Classes absent from the "
                 "training data are expected here.", i, it, int(m.num_em_updates), never)
     return found
+
+
+def warn_locked_out(modules, it: int, previous=None, class_names=None) -> list:
+    """Log a warning for every class that a head's EM does not learn (gmm/coverage.py): labelled in
+    the training data but with (nearly) no real memory rows, or (nearly) never classified correctly
+    on the training batches since `previous` (the list this function returned last time, or None:
+    since the start). Returns the heads' coverage now, to pass as `previous` next time."""
+    now = []
+    for i, m in enumerate(modules):
+        cov = m.coverage()
+        now.append(cov)
+        if cov is None:
+            continue
+        before = previous[i] if previous is not None and i < len(previous) else None
+        problems = coverage_warnings(cov, cov.since(before))
+        if problems:
+            name = (lambda c: f"{c} ({class_names[c]})") if class_names and len(class_names) >= len(cov.labelled) \
+                else str
+            if getattr(m, "push_rows", None) == "correct":
+                hint = ("A class the head never classifies correctly gets no real memory rows with MODEL.GMM.PUSH_ROWS "
+                        "'correct' (the release), and its Gaussians stay fitted to the random initial rows: it can "
+                        "stay locked out for good. MODEL.GMM.PUSH_ROWS 'correct_first' gives every labelled class rows")
+            else:
+                hint = ("Every labelled class receives memory rows with this MODEL.GMM.PUSH_ROWS; early in training "
+                        "a class can still be learning. If a warning repeats at later checkpoints the class is not "
+                        "being learnt")
+            logger.warning("EM module %d after iteration %d: classes the GMM is not learning:\n%s\n%s "
+                           "(docs/GMM_SETTINGS.md).", i, it,
+                           "\n".join(f"  class {name(c)}: {why}" for c, why in problems), hint)
+    return now
 
 
 class EMHook(HookBase):
@@ -93,9 +125,13 @@ class EMHook(HookBase):
     the digests of all shards, after each rank checked its shard against its statistics) is
     compared. A difference raises RuntimeError. Single-process runs log the
     digest (compare runs, e.g. an interrupted-and-resumed one with an uninterrupted one).
+
+    Coverage: after iteration `early_check` (0: never), every `verify_period` iterations and at
+    the end, a warning names the classes the EM is not learning (warn_locked_out, warn_never_updated).
     """
 
-    def __init__(self, period: int, verify_period: int = 0, verify_at_end: bool = True, start: int = 0):
+    def __init__(self, period: int, verify_period: int = 0, verify_at_end: bool = True, start: int = 0,
+                 early_check: int = 0, class_names=None):
         if period < 1:
             raise ValueError(f"MODEL.GMM.UPDATE_INTERVAL must be >= 1, got {period}")
         if start < 0:
@@ -103,7 +139,9 @@ class EMHook(HookBase):
         self.period, self.start = period, start
         self.verify_period = verify_period
         self.verify_at_end = verify_at_end
+        self.early_check, self.class_names = early_check, class_names
         self._modules = None
+        self._coverage = None  # the heads' coverage at the previous check
 
     def before_train(self):
         self._modules = em_modules(self.trainer.model)
@@ -118,14 +156,25 @@ class EMHook(HookBase):
                 m.em_update()  # flushes first
             else:
                 m.flush()
-        if self._modules and self.verify_period > 0 and (it + 1) % self.verify_period == 0:
+        if not self._modules:
+            return
+        if self.verify_period > 0 and (it + 1) % self.verify_period == 0:
             verify_em_state_across_ranks(self._modules, include_bank=False, when=f"after iteration {it}")
+            self._check_coverage(it)
+        elif it + 1 == self.early_check:
+            self._check_coverage(it)
+
+    def _check_coverage(self, it):
+        if comm.is_main_process():  # the counters are identical on every rank: one log is enough
             warn_never_updated(self._modules, it)
+            self._coverage = warn_locked_out(self._modules, it, self._coverage, self.class_names)
 
     def after_train(self):
         # Only after a run that finished (detectron2 sets iter = max_iter then): after an
         # exception on one rank, a collective here would wait for ranks that never come.
         finished = getattr(self.trainer, "iter", None) == getattr(self.trainer, "max_iter", -1)
+        if self._modules and finished:
+            self._check_coverage(self.trainer.iter - 1)
         if self._modules and self.verify_at_end and finished:
             verify_em_state_across_ranks(self._modules, include_bank=True,
                                          when=f"at the end of training (iteration {self.trainer.iter - 1})")

@@ -13,7 +13,8 @@ Differences from DefaultTrainer, each for a reason:
 - the dataset mapper validates label values and names the file of a bad one;
 - SOLVER.AMP.ENABLED: mixed precision in SOLVER.AMP.PRECISION "fp16" or "bf16", on CUDA or the CPU
   (engine/amp.py; detectron2's AMPTrainer is float16 and CUDA only);
-- evaluators: SemSegEvaluator (+ the open-world evaluators when they are available);
+- evaluators: detectron2's SemSegEvaluator, which also warns about a labelled class never predicted
+  (evaluation/sem_seg.py), + the open-world evaluators when they are available;
 - LR schedules from detectron2.projects.deeplab (WarmupPolyLR) as well as detectron2's own.
 """
 import logging
@@ -25,7 +26,7 @@ from detectron2.data import (DatasetCatalog, MetadataCatalog,
 from detectron2.data.build import _train_loader_from_config
 from detectron2.engine import DefaultTrainer, TrainerBase
 from detectron2.engine import hooks as d2_hooks
-from detectron2.evaluation import DatasetEvaluators, SemSegEvaluator
+from detectron2.evaluation import DatasetEvaluators
 from detectron2.projects.deeplab import build_lr_scheduler as build_deeplab_lr_scheduler
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
@@ -34,7 +35,7 @@ from torch.nn.parallel import DistributedDataParallel
 from ..checkpoint import GMMSegCheckpointer
 from ..data import SemSegDatasetMapper, build_class_balanced_sampler, make_sem_seg_loading_fn
 from ..data.mapper import build_sem_seg_test_loader
-from ..evaluation import build_open_world_evaluators
+from ..evaluation import CheckedSemSegEvaluator, build_open_world_evaluators
 from ..gmm import em_modules, named_em_modules
 from ..solver import build_optimizer
 from .amp import build_step_trainer
@@ -153,8 +154,12 @@ class Trainer(DefaultTrainer):
         # PreciseBN / checkpointer / evaluation / writers: a checkpoint holds this iteration's pushes.
         later = (d2_hooks.PreciseBN, d2_hooks.PeriodicCheckpointer, d2_hooks.EvalHook, d2_hooks.PeriodicWriter)
         at = next((i for i, h in enumerate(hooks) if isinstance(h, later)), len(hooks))
+        names = self.cfg.DATASETS.TRAIN
+        classes = MetadataCatalog.get(names[0]).get("stuff_classes") if names else None
+        # the first coverage check after a tenth of the schedule (at most 1,000 iterations)
+        early = min(max(self.cfg.SOLVER.MAX_ITER // 10, 1), 1000)
         hooks.insert(at, EMHook(self.cfg.MODEL.GMM.UPDATE_INTERVAL, verify_period=self.cfg.SOLVER.CHECKPOINT_PERIOD,
-                                 start=self.cfg.MODEL.GMM.UPDATE_START))
+                                start=self.cfg.MODEL.GMM.UPDATE_START, early_check=early, class_names=classes))
         # first of all: seed the generators for this iteration, before its data are loaded
         hooks.insert(0, IterationSeedHook(self._run_seed))
         g = self.cfg.MODEL.GMM
@@ -209,7 +214,7 @@ class Trainer(DefaultTrainer):
         # benchmarks have none. The loading fn applies a dataset's label remapping (CamVid open set).
         has_labels = bool(first) and "sem_seg_file_name" in first[0]
         if has_labels and meta.get("evaluator_type", "sem_seg") in ("sem_seg", "cityscapes_sem_seg"):
-            evaluators.append(SemSegEvaluator(dataset_name, distributed=True, output_dir=output_folder,
+            evaluators.append(CheckedSemSegEvaluator(dataset_name, distributed=True, output_dir=output_folder,
                                               sem_seg_loading_fn=make_sem_seg_loading_fn(dataset_name)))
         evaluators.extend(build_open_world_evaluators(cfg, dataset_name, output_folder))
         if not evaluators:

@@ -5,6 +5,7 @@ Importing it also registers the anomaly benchmarks (gmmseg.data.anomaly_datasets
 from .anomaly import SCORE_LABELS, AnomalyEvaluator, anomaly_scores
 from .build import build_open_world_evaluators, model_display_name
 from .calibration import CalibrationEvaluator
+from .sem_seg import CheckedSemSegEvaluator, never_predicted_classes
 from .metrics import (
     ScoreHistogram,
     binary_ranking_metrics,
@@ -25,6 +26,8 @@ from .temperature import fit_class_temperature
 __all__ = [
     "AnomalyEvaluator",
     "CalibrationEvaluator",
+    "CheckedSemSegEvaluator",
+    "never_predicted_classes",
     "build_open_world_evaluators",
     "model_display_name",
     "anomaly_scores",

@@ -96,6 +96,16 @@ class EMModule(nn.Module):
         """Flush, then move the class parameters (identically on every rank)."""
         raise NotImplementedError
 
+    # ------------------------------------------------------------------ what EM has learned
+    def never_updated_classes(self) -> List[int]:
+        """Classes whose class parameters no EM update has moved yet (none by default)."""
+        return []
+
+    def coverage(self):
+        """Per-class real memory rows and training pixels (gmm/coverage.ClassCoverage), or None
+        for a head that does not count them."""
+        return None
+
     # ------------------------------------------------------------------ state
     def feature_memory(self) -> Optional[nn.Module]:
         """The head's feature memory (submodule `memory`), or None."""

@@ -19,6 +19,23 @@ Means and stds are buffers: no gradient reaches them. They move only by EM:
   of this iteration (all ranks), whatever it received; "received_rows": the components that
   received rows since the last M-step.
 
+Which labelled embeddings are candidates for the memory (`push_rows`):
+  "correct" (the release): only pixels the head classifies correctly. A class the head never
+  classifies correctly never receives a real row; with the release's random memory its Gaussians
+  are then fitted to the random initial rows, stay broad, and the class can stay locked out for
+  good (all-class CamVid: bicyclist, pedestrian; docs/GMM_SETTINGS.md);
+  "all": every labelled pixel;
+  "correct_first": per (class, component), correct pixels first (the release's selection of them),
+  topped up to `pushes_per_step` with the group's misclassified pixels (the same selection rule
+  over those, with the quota the correct ones left). Equal to "correct" for every group with at
+  least `pushes_per_step` correct pixels in the gathered batch; a class present in the labels gets
+  rows before the head predicts it.
+
+Coverage counters (buffers, summed over ranks, identical everywhere): `rows_pushed` (G,) real rows
+ever pushed per (class, component) (min(rows_pushed, MEMORY_SIZE) of its memory rows are real, the
+rest still the initialisation); `training_pixels` (3, K): labelled, correctly classified and
+predicted pixels per class over all training batches (at the feature grid). `coverage()` reads them.
+
 Memory layout (`memory_layout`): "replicated", "sharded", "none" (inference: no bank) or "auto"
 (memory_layout.py, the one place that reads it).
 `memory_device`: where the bank is allocated and filled (the model's device, MODEL.DEVICE), so
@@ -44,6 +61,7 @@ from torch.nn import functional as F
 
 from .assignment import ASSIGNERS
 from .distributed import all_gather_rows, all_gather_stacked, rank
+from .coverage import class_coverage
 from .em_module import EMModule
 from .fixed_point import from_fixed_point, group_sums
 from .likelihood import gaussian_log_likelihood
@@ -51,7 +69,9 @@ from .m_step import gaussian_m_step
 from .memory_layout import build_memory, resolve_memory_layout
 from .sampling import release_selection, selection_sizes
 
-__all__ = ["GMMPredictor"]
+__all__ = ["GMMPredictor", "PUSH_RULES"]
+
+PUSH_RULES = ("correct", "all", "correct_first")
 
 # rows set aside carry their (class, component) id in a float32 column: exact below 2^24
 _MAX_GROUPS = 1 << 24
@@ -69,7 +89,7 @@ class GMMPredictor(EMModule):
         num_components: int = 5,
         memory_size: int = 32000,
         pushes_per_step: int = 20,
-        push_correct_only: bool = True,
+        push_rows: str = "correct",
         memory_init: str = "random",
         memory_dtype: torch.dtype = torch.float32,
         mean_momentum: float = 0.999,
@@ -90,20 +110,23 @@ class GMMPredictor(EMModule):
         memory_layout: str = "replicated",
         memory_device=None,
     ):
+        if push_rows not in PUSH_RULES:
+            raise ValueError(f"push_rows must be one of {PUSH_RULES}, got {push_rows!r}")
         if em_algorithm not in ASSIGNERS:
             raise ValueError(f"em_algorithm must be one of {sorted(ASSIGNERS)}, got {em_algorithm!r}")
         if update_components not in ("present_classes", "received_rows"):
             raise ValueError(f"update_components must be 'present_classes' or 'received_rows', got {update_components!r}")
         resolve_memory_layout(memory_layout)  # a bad value fails before anything is built
-        if num_classes * num_components > _MAX_GROUPS:
-            raise ValueError(f"num_classes * num_components must be <= 2^24 (group ids travel as float32), "
-                             f"got {num_classes} * {num_components}")
+        ids = num_classes * num_components * (2 if push_rows == "correct_first" else 1)
+        if ids > _MAX_GROUPS:
+            raise ValueError(f"num_classes * num_components (x 2 with push_rows 'correct_first') must be <= 2^24 "
+                             f"(group ids travel as float32), got {num_classes} * {num_components}")
         if em_loops < 1:
             raise ValueError(f"em_loops must be >= 1, got {em_loops}")
         super().__init__(in_channels, num_classes, embed_dim, ignore_value, projection)
         self.em_loops, self.learn_by_gradient = em_loops, learn_by_gradient
         self.num_components = num_components
-        self.pushes_per_step, self.push_correct_only = pushes_per_step, push_correct_only
+        self.pushes_per_step, self.push_rows = pushes_per_step, push_rows
         self.update_components = update_components
         self.mean_momentum, self.std_momentum, self.momentum_warmup = mean_momentum, std_momentum, momentum_warmup
         self.variance_floor = variance_floor
@@ -124,11 +147,14 @@ class GMMPredictor(EMModule):
         self.register_buffer("updates_per_component", torch.zeros(num_classes * num_components, dtype=torch.long))
         self.register_buffer("received_data", torch.zeros(num_classes * num_components, dtype=torch.bool))
         self.register_buffer("num_em_updates", torch.zeros((), dtype=torch.long))
+        self.register_buffer("rows_pushed", torch.zeros(num_classes * num_components, dtype=torch.long))
+        self.register_buffer("training_pixels", torch.zeros(3, num_classes, dtype=torch.long))
         self.memory = build_memory(memory_layout, num_classes * num_components, memory_size, embed_dim,
                                    init=memory_init, dtype=memory_dtype, seed=seed + 1, device=memory_device)
         self._pending = []  # candidate rows [group, e_1..e_D] set aside by forward, selected by flush()
         # classes in this rank's labels since the last flush(); the last entry: a labelled forward ran
         self._present = torch.zeros(num_classes + 1, dtype=torch.bool)
+        self._pixels = torch.zeros(3, num_classes, dtype=torch.long)  # this rank's, since the last flush()
         # classes in the labels of all ranks at the last flush() that followed a labelled forward
         self._present_gathered = torch.zeros(num_classes, dtype=torch.bool)
         self._window = []  # em_loops > 1: gathered rows since the last M-step, pushed by em_update()
@@ -187,8 +213,16 @@ class GMMPredictor(EMModule):
             logger.warning("GMMPredictor: %d non-finite embeddings dropped from the EM memory",
                            int((~keep).sum()))
         groups = y * self.num_components + assignment
-        if self.push_correct_only:
-            keep &= logits.argmax(1) == y
+        k = self.num_classes
+        predicted = logits.argmax(1)
+        correct = predicted == y
+        pixels = torch.stack([torch.bincount(y, minlength=k), torch.bincount(y[correct], minlength=k),
+                              torch.bincount(predicted, minlength=k)])
+        self._pixels = self._pixels.to(pixels.device) + pixels
+        if self.push_rows == "correct":
+            keep &= correct
+        elif self.push_rows == "correct_first":  # misclassified rows in groups G..2G-1 (see flush)
+            groups = groups + (~correct).long() * (k * self.num_components)
         # float32 rows whatever the embedding's dtype (bfloat16 / float16 under autocast hold
         # integers exactly only up to 256 / 2048): ids < 2^24 are exact, checked in __init__
         self._pending.append(torch.cat([groups[keep, None].float(), e[keep].float()], dim=1))
@@ -207,30 +241,43 @@ class GMMPredictor(EMModule):
         if self.learn_by_gradient:
             return 0
         g = self.num_classes * self.num_components
+        # "correct_first": groups G..2G-1 hold the misclassified rows of groups 0..G-1
+        ids = 2 * g if self.push_rows == "correct_first" else g
         local = torch.cat(self._pending) if self._pending else self.means.new_zeros((0, self.embed_dim + 1))
         local = local.float()
         self._pending = []
         groups = local[:, 0].long()
-        counts = torch.bincount(groups, minlength=g)
+        counts = torch.bincount(groups, minlength=ids)
         present = self._present.to(counts.device).long()
+        pixels = self._pixels.to(counts.device).flatten()
         self._present = torch.zeros_like(self._present)
-        stacked = all_gather_stacked(torch.cat([counts, present]))  # (W, G + K)
-        counts_per_rank, present = stacked[:, :g], stacked[:, g:].bool().any(0)
+        self._pixels = torch.zeros_like(self._pixels)
+        stacked = all_gather_stacked(torch.cat([counts, pixels, present]))  # (W, ids + 3K + K + 1)
+        counts_per_rank, present = stacked[:, :ids], stacked[:, ids + pixels.numel():].bool().any(0)
+        self.training_pixels += stacked[:, ids:ids + pixels.numel()].sum(0).view_as(self.training_pixels).to(
+            self.training_pixels.device)
         if present[-1]:  # a flush with no forward since the previous one keeps what that one saw
             self._present_gathered = present[:-1]
         r = rank()
-        offsets = counts_per_rank[:r].sum(0)
-        idx = release_selection(groups, g, self.pushes_per_step, offsets, counts_per_rank.sum(0))
-        rows = all_gather_rows(local[idx], sizes=selection_sizes(counts_per_rank, self.pushes_per_step))
+        offsets, totals = counts_per_rank[:r].sum(0), counts_per_rank.sum(0)
+        quota = self.pushes_per_step
+        if ids > g:  # the misclassified rows of a group fill what its correct rows left of the quota
+            quota = torch.cat([totals.new_full((g,), quota), (quota - totals[:g]).clamp_min(0)])
+        idx = release_selection(groups, ids, quota, offsets, totals)
+        rows = all_gather_rows(local[idx], sizes=selection_sizes(counts_per_rank, quota))
         if rows.shape[0] == 0:
             return 0
+        rows[:, 0] = rows[:, 0] % g
         if self.em_loops > 1:
             self._window.append(rows)
             return rows.shape[0]
-        groups = rows[:, 0].long()
-        self.memory.push(groups, rows[:, 1:])
-        self.received_data[groups] = True
+        self._push(rows[:, 0].long(), rows[:, 1:])
         return rows.shape[0]
+
+    def _push(self, groups, e):
+        self.memory.push(groups, e)
+        self.received_data[groups] = True
+        self.rows_pushed += torch.bincount(groups, minlength=self.rows_pushed.numel()).to(self.rows_pushed.device)
 
     @torch.no_grad()
     def em_update(self):
@@ -313,15 +360,23 @@ class GMMPredictor(EMModule):
             plan = ASSIGNERS[self.em_algorithm](own, y, k, num_iters=self.sinkhorn_iters,
                                                 epsilon=self.sinkhorn_epsilon)
             groups = y * m + plan.argmax(1)
-        self.memory.push(groups, e)
-        self.received_data[groups] = True
+        self._push(groups, e)
+
+    def coverage(self):
+        """Per-class real memory rows and training pixels (gmm/coverage.py); None without EM."""
+        if self.learn_by_gradient:
+            return None
+        memory = self.feature_memory()
+        return class_coverage(self.rows_pushed, self.training_pixels, self.num_components,
+                              getattr(memory, "capacity", 0))
 
     def never_updated_classes(self):
         """Classes none of whose components has taken part in an M-step: their Gaussians are
-        still the random initialisation. With MEMORY_INIT "empty" and PUSH_CORRECT_ONLY a class the
+        still the random initialisation. With MEMORY_INIT "empty" and PUSH_ROWS "correct" a class the
         head never classifies correctly never receives a row, so it can stay here for good (the
         Mask2Former head on CamVid: docs/MASK2FORMER.md). Empty when the Gaussians are learned by
-        gradient."""
+        gradient. (With MEMORY_INIT "random" such a class is updated from the random rows: coverage()
+        tells that case.)"""
         if self.learn_by_gradient:
             return []
         moved = self.updates_per_component.view(self.num_classes, self.num_components).amax(1) > 0
@@ -330,7 +385,8 @@ class GMMPredictor(EMModule):
     def tensor_dims(self):
         dims = super().tensor_dims()
         kmd = ("classes", "components", "embed_dim")
-        dims.update({"means": kmd, "stds": kmd, "std_param": kmd,
+        dims.update({"means": kmd, "stds": kmd, "std_param": kmd, "rows_pushed": ("groups",),
+                     "training_pixels": (None, "classes"),
                      "updates_per_component": ("groups",), "received_data": ("groups",)})
         return dims
 

@@ -94,7 +94,7 @@ def gmm(cfg, in_channels, num_classes):
     return GMMPredictor(
         in_channels, num_classes,
         embed_dim=g.EMBED_DIM, num_components=g.NUM_COMPONENTS, memory_size=g.MEMORY_SIZE,
-        pushes_per_step=g.PUSHES_PER_STEP, push_correct_only=g.PUSH_CORRECT_ONLY,
+        pushes_per_step=g.PUSHES_PER_STEP, push_rows=g.PUSH_ROWS,
         memory_init=g.MEMORY_INIT, memory_dtype=_DTYPES[g.MEMORY_DTYPE],
         mean_momentum=g.MEAN_MOMENTUM, std_momentum=g.STD_MOMENTUM, momentum_warmup=g.MOMENTUM_WARMUP,
         variance_floor=g.VARIANCE_FLOOR, em_algorithm=g.EM_ALGORITHM, sinkhorn_iters=g.SINKHORN_ITERS,

@@ -180,7 +180,7 @@ def plot(dataset, curves, path):
               ("AP", "AP (%)")]
     seen = {k for summary in curves.values() for point in summary.values() for k in point}
     panels = [(m, label) for m, label in panels if m in seen or any(k.endswith("_" + m) for k in seen)]
-    colors = dict(zip(SCORES, ("tab:red", "tab:blue", "tab:green", "tab:orange", "tab:purple")))
+    colors = dict(zip(SCORES, plt.get_cmap("tab10").colors))
     styles = ["-", "--", ":", "-."]
     fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 4.2), squeeze=False)
     axes = axes[0]

@@ -52,7 +52,7 @@ def main():
         a = r.get(anomaly, {}).get("anomaly", {})
         rows.append([name, r.get("opts", ""), f"{r[closed]['sem_seg']['mIoU']:.1f}",
                      f"{r[closed].get('calibration', {}).get('ECE', float('nan')):.2f}",
-                     *[f"{a.get(k, float('nan')):.1f}" for k in ("gmm_AUROC", "gmm_AP", "gmm_FPR95",
+                     *[f"{a.get(k, float('nan')):.1f}" for k in ("likelihood_AUROC", "likelihood_AP", "likelihood_FPR95",
                                                                   "max_logit_AUROC", "energy_AUROC",
                                                                   "msp_AUROC", "entropy_AUROC")]])
     print(table(rows, ["variant", "overrides", "mIoU", "ECE", "GMM AUROC", "GMM AP", "GMM FPR95",

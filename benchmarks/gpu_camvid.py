@@ -164,7 +164,7 @@ def train_and_evaluate(train_cfg, eval_cfg):
 
 
 def summarize(results):
-    """"mIoU 71.2; AUROC / FPR95: gmm 93.1 / 30.2, msp ..." from Trainer.test's results."""
+    """"mIoU 71.2; AUROC / FPR95: likelihood 93.1 / 30.2, msp ..." from Trainer.test's results."""
     miou = results.get("sem_seg", {}).get("mIoU", float("nan"))
     anomaly = results.get("anomaly", {})
     scores = [k[: -len("_AUROC")] for k in anomaly if k.endswith("_AUROC")]

@@ -69,7 +69,8 @@ def test_position_dependent_model_is_averaged():
         calls.append(crops.shape)
         value = float(len(calls))
         return {"logits": torch.full((crops.shape[0], K, *crops.shape[-2:]), value),
-                "anomaly": torch.full((crops.shape[0], 1, *crops.shape[-2:]), -value)}
+                "anomaly": torch.stack([torch.full((crops.shape[0], *crops.shape[-2:]), -value),
+                                        torch.full((crops.shape[0], *crops.shape[-2:]), 2 * value)], 1)}
 
     out = sliding_window_inference(model_fn, torch.zeros(3, 6, 6), window=4, stride=2, num_classes=K)
     # windows (row-major): (0,4,0,4)=1, (0,4,2,6)=2, (2,6,0,4)=3, (2,6,2,6)=4
@@ -77,7 +78,9 @@ def test_position_dependent_model_is_averaged():
     assert out["logits"][0, 0, 0, 0] == 1 and out["logits"][0, 0, 0, 5] == 2
     assert out["logits"][0, 0, 3, 3] == pytest.approx(2.5)  # all four windows
     assert out["logits"][0, 0, 1, 3] == pytest.approx(1.5)  # windows 1 and 2
-    assert out["anomaly"][0, 3, 3] == pytest.approx(-2.5)
+    # S = 2 score maps, each averaged like the logits
+    assert out["anomaly"].shape == (1, 2, 6, 6)
+    assert out["anomaly"][0, 0, 3, 3] == pytest.approx(-2.5) and out["anomaly"][0, 1, 1, 3] == pytest.approx(3.0)
     assert all(s[-2:] == (4, 4) for s in calls)
 
 

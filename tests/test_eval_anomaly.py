@@ -148,9 +148,9 @@ def test_anomaly_scores_from_logits():
     hand = anomaly_scores({"sem_seg": torch.tensor([1.0, 2.0, 3.0]).view(3, 1, 1)})["energy"]
     assert abs(float(hand) + 3.40761) < 1e-4
     gmm = torch.randn(6, 7)
-    scores = anomaly_scores({"sem_seg": logits, "anomaly_score": gmm})
-    assert list(scores) == ["gmm", "msp", "entropy", "max_logit", "energy"]
-    torch.testing.assert_close(scores["gmm"], gmm)
+    scores = anomaly_scores({"sem_seg": logits, "anomaly_scores": {"likelihood": gmm}})
+    assert list(scores) == ["likelihood", "msp", "entropy", "max_logit", "energy"]
+    torch.testing.assert_close(scores["likelihood"], gmm)
 
 
 # ---------------------------------------------------------------- evaluator end-to-end
@@ -191,7 +191,7 @@ def _outputs(masks, separable=True, k=4):
         logits = torch.randn(k, H, W)
         anomalous = torch.from_numpy(m == 1).float()
         gmm = anomalous * 10 + torch.rand(H, W) if separable else torch.rand(H, W)
-        outs.append({"sem_seg": logits, "anomaly_score": gmm})
+        outs.append({"sem_seg": logits, "anomaly_scores": {"likelihood": gmm}})
     return outs
 
 
@@ -205,10 +205,10 @@ def test_evaluator_end_to_end(tmp_path):
     for d, o in zip(dicts, outputs):
         ev.process([{"file_name": d["file_name"]}], [o])
     res = ev.evaluate()["anomaly"]
-    assert set(res) == {f"{s}_{m}" for s in ("gmm", "msp", "entropy", "max_logit", "energy")
+    assert set(res) == {f"{s}_{m}" for s in ("likelihood", "msp", "entropy", "max_logit", "energy")
                         for m in ("AUROC", "AP", "FPR95", "sIoU", "PPV", "meanF1")}
-    assert res["gmm_AUROC"] == pytest.approx(100.0) and res["gmm_AP"] == pytest.approx(100.0)
-    assert res["gmm_FPR95"] == pytest.approx(0.0)
+    assert res["likelihood_AUROC"] == pytest.approx(100.0) and res["likelihood_AP"] == pytest.approx(100.0)
+    assert res["likelihood_FPR95"] == pytest.approx(0.0)
     # baselines from random logits: the exact values over the non-void pixels
     valid = [m != 255 for m in masks]
     y = np.concatenate([m[v] == 1 for m, v in zip(masks, valid)])
@@ -221,10 +221,10 @@ def test_evaluator_end_to_end(tmp_path):
     report = json.loads((out_dir / "anomaly_test_eval_anomaly_fake.json").read_text())
     assert report["num_anomalous_pixels"] == int(y.sum())
     assert report["num_known_pixels"] == int((~y).sum())
-    assert report["scores"]["gmm"]["AUROC"] == pytest.approx(100.0)
+    assert report["scores"]["likelihood"]["AUROC"] == pytest.approx(100.0)
     curves = load_anomaly_curves(str(prefix) + "_curves.npz")
-    assert set(curves) == {"gmm", "msp", "entropy", "max_logit", "energy"}
-    assert curves["gmm"]["tpr"][-1] == pytest.approx(1.0) and curves["gmm"]["fpr"][0] == 0.0
+    assert set(curves) == {"likelihood", "msp", "entropy", "max_logit", "energy"}
+    assert curves["likelihood"]["tpr"][-1] == pytest.approx(1.0) and curves["likelihood"]["fpr"][0] == 0.0
     for suffix in ("_roc.png", "_pr.png"):
         with Image.open(str(prefix) + suffix) as im:
             assert im.size[0] > 300 and im.size[1] > 300
@@ -244,7 +244,7 @@ def test_evaluator_softmax_model_and_reversed(tmp_path):
         logits[0] = torch.from_numpy(m == 1).float() * 20 + torch.rand(H, W)
         ev.process([{"file_name": d["file_name"]}], [{"sem_seg": logits}])
     res = ev.evaluate()["anomaly"]
-    assert "gmm_AUROC" not in res
+    assert "likelihood_AUROC" not in res
     for s in ("msp", "entropy", "max_logit", "energy"):
         assert res[f"{s}_AUROC"] == pytest.approx(0.0, abs=1e-6)
         assert res[f"{s}_FPR95"] == pytest.approx(100.0)
@@ -297,13 +297,13 @@ def test_evaluator_component_metrics_by_hand(tmp_path):
     dicts = _register_fake(tmp_path, "test_eval_anomaly_components", [mask])
     ev = AnomalyEvaluator("test_eval_anomaly_components", str(tmp_path / "out"), distributed=False,
                           plots=False)
-    ev.process([{"file_name": dicts[0]["file_name"]}], [{"sem_seg": torch.zeros(2, 8, 10), "anomaly_score": gmm}])
+    ev.process([{"file_name": dicts[0]["file_name"]}], [{"sem_seg": torch.zeros(2, 8, 10), "anomaly_scores": {"likelihood": gmm}}])
     res = ev.evaluate()["anomaly"]
-    assert res["gmm_sIoU"] == pytest.approx(100.0)
-    assert res["gmm_PPV"] == pytest.approx(200 / 3)
-    assert res["gmm_meanF1"] == pytest.approx(80.0)
+    assert res["likelihood_sIoU"] == pytest.approx(100.0)
+    assert res["likelihood_PPV"] == pytest.approx(200 / 3)
+    assert res["likelihood_meanF1"] == pytest.approx(80.0)
     report = json.loads((tmp_path / "out" / "anomaly_test_eval_anomaly_components.json").read_text())
-    comp = report["scores"]["gmm"]["components"]
+    comp = report["scores"]["likelihood"]["components"]
     assert comp["threshold"] == 1.0 and comp["pixel_F1_at_threshold"] == pytest.approx(2000 / 24)
     assert (comp["num_gt_components"], comp["num_pred_components"], comp["stride"]) == (2, 3, 1)
     # constant logits: every softmax score ties everywhere; all pixels predicted: one component
@@ -311,8 +311,8 @@ def test_evaluator_component_metrics_by_hand(tmp_path):
     assert res["msp_PPV"] == pytest.approx(12.5)
     assert res["msp_sIoU"] == pytest.approx(100 * (4 / 74 + 6 / 76) / 2)
     off = AnomalyEvaluator("test_eval_anomaly_components", None, distributed=False, component_max_bytes=0)
-    off.process([{"file_name": dicts[0]["file_name"]}], [{"sem_seg": torch.zeros(2, 8, 10), "anomaly_score": gmm}])
-    assert "gmm_sIoU" not in off.evaluate()["anomaly"]
+    off.process([{"file_name": dicts[0]["file_name"]}], [{"sem_seg": torch.zeros(2, 8, 10), "anomaly_scores": {"likelihood": gmm}}])
+    assert "likelihood_sIoU" not in off.evaluate()["anomaly"]
 
 
 def test_component_memory_comes_from_the_config(tmp_path):

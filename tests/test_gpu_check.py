@@ -95,9 +95,9 @@ def test_first_images_dataset_keeps_the_metadata():
 
 def test_summarize_lists_miou_and_every_anomaly_score():
     results = {"sem_seg": {"mIoU": 71.234, "fwIoU": 80.0},
-               "anomaly": {"gmm_AUROC": 93.06, "gmm_AP": 40.0, "gmm_FPR95": 30.24, "gmm_sIoU": 5.0,
+               "anomaly": {"likelihood_AUROC": 93.06, "likelihood_AP": 40.0, "likelihood_FPR95": 30.24, "likelihood_sIoU": 5.0,
                            "msp_AUROC": 80.0, "msp_FPR95": 61.0}}
-    assert gpu_camvid.summarize(results) == "mIoU 71.2; AUROC / FPR95: gmm 93.1 / 30.2, msp 80.0 / 61.0"
+    assert gpu_camvid.summarize(results) == "mIoU 71.2; AUROC / FPR95: likelihood 93.1 / 30.2, msp 80.0 / 61.0"
     assert gpu_camvid.summarize({"sem_seg": {"mIoU": 50.0}}) == "mIoU 50.0; AUROC / FPR95: no anomaly scores reported"
 
 

@@ -1,5 +1,7 @@
 """Mask2Former (softmax and GMM class heads): training step, EM, inference, checkpoint names."""
 
+import math
+
 import pytest
 import torch
 from detectron2.modeling import build_model
@@ -110,11 +112,37 @@ def test_semantic_inference_at_input_size(predictor):
     assert torch.isfinite(out[0]["sem_seg"]).all()
     # log of the release's scores sum_q p_q(c) sigmoid(m_q): each in [0, Q]
     assert (out[0]["sem_seg"].exp() <= model.num_queries + 1e-4).all()
+    family = ["rba", "eam"] + (["query_likelihood"] if predictor == "gmm" else [])
+    assert list(out[0]["anomaly_scores"]) == family
+    assert all(v.shape == (100, 140) for v in out[1]["anomaly_scores"].values())
     if predictor == "gmm":
         assert out[0]["anomaly_score"].shape == (50, 70) and out[1]["anomaly_score"].shape == (100, 140)
         assert torch.isfinite(out[0]["anomaly_score"]).all()
+        assert out[0]["anomaly_score"] is out[0]["anomaly_scores"]["query_likelihood"]
     else:
         assert "anomaly_score" not in out[0]
+    # RbA from the semantic scores the model predicts with: -sum_k tanh(exp(sem_seg))
+    torch.testing.assert_close(out[0]["anomaly_scores"]["rba"], -torch.tanh(out[0]["sem_seg"].exp()).sum(0))
+
+
+def test_rba_and_eam_by_hand():
+    # two queries: q0 (class 0, p = 0.98) claims the left half; q1 sure of nothing known (mostly "no
+    # object") the right half; K = 2 + "no object"
+    from gmmseg.modeling.mask_former.meta_arch import _contract, _ingredients
+    from gmmseg.scores import compute_scores
+
+    mask_cls = torch.tensor([[4.0, 0.0, 0.0], [0.0, 0.0, 6.0]])
+    p = mask_cls.softmax(-1)
+    masks = torch.full((2, 1, 4), -30.0)
+    masks[0, :, :2] = 30.0
+    masks[1, :, 2:] = 30.0
+    ing = _ingredients(_contract(mask_cls, masks.sigmoid(), query_mass=True), 2, False, True)
+    s = compute_scores(ing, ["rba", "eam"])
+    want_rba = [-(math.tanh(p[0, 0]) + math.tanh(p[0, 1]))] * 2 + [-(math.tanh(p[1, 0]) + math.tanh(p[1, 1]))] * 2
+    torch.testing.assert_close(s["rba"][0], torch.tensor(want_rba), atol=1e-5, rtol=0)
+    want_eam = [1 - float(p[0, :2].max())] * 2 + [1 - float(p[1, :2].max())] * 2
+    torch.testing.assert_close(s["eam"][0], torch.tensor(want_eam), atol=1e-5, rtol=0)
+    assert float(s["eam"][0, 3]) > 0.99 and float(s["eam"][0, 0]) < 0.04  # the unclaimed half is anomalous
 
 
 def test_query_anomaly_score_is_the_claimed_queries_density():

@@ -40,7 +40,12 @@ def test_train_losses_and_inference_outputs(predictor):
     assert out["sem_seg"].shape == (6, 50, 70)
     assert ("anomaly_score" in out) == (predictor == "gmm")
     if predictor == "gmm":
+        assert list(out["anomaly_scores"]) == ["likelihood", "marginal"]
         assert out["anomaly_score"].shape == (50, 70)
+        assert out["anomaly_score"] is out["anomaly_scores"]["likelihood"]  # the default map
+        # log p(x) = logsumexp over the K M Gaussians - log(K M) <= their max = max_c log p(x|c), so the
+        # marginal score is never below the likelihood score (bilinear upsampling keeps the order)
+        assert bool((out["anomaly_scores"]["marginal"] >= out["anomaly_score"] - 1e-4).all())
 
 
 @pytest.mark.parametrize("predictor", ["gmm", "softmax"])
@@ -55,7 +60,31 @@ def test_outputs_without_a_requested_size_are_the_resized_ones(predictor):
     for a, b in zip(want, got):
         assert sorted(a) == sorted(b)
         for key in a:
-            assert b[key].shape == a[key].shape and torch.equal(b[key], a[key]), key
+            if key == "anomaly_scores":
+                assert list(a[key]) == list(b[key])
+                assert all(torch.equal(a[key][n], b[key][n]) for n in a[key])
+            else:
+                assert b[key].shape == a[key].shape and torch.equal(b[key], a[key]), key
+
+
+def test_the_anomaly_map_is_chosen_by_name():
+    # a softmax-family score as the map of a GMM model, and as the map of a softmax model
+    for predictor, name in (("gmm", "energy"), ("softmax", "max_logit")):
+        model = build_model(_cfg(predictor, **{"MODEL.ANOMALY_SCORE": name})).eval()
+        with torch.no_grad():
+            out = model(_batch(1, 50, 70))[0]
+        scores = out["anomaly_scores"]
+        assert list(scores)[-1] == name and out["anomaly_score"] is scores[name]
+        logits = out["sem_seg"]
+        # computed at the feature grid then upsampled: close to, not equal to, the full-size value
+        want = -torch.logsumexp(logits, 0) if name == "energy" else -logits.amax(0)
+        assert float((out["anomaly_score"] - want).abs().mean()) < 0.2 * float(want.abs().mean()) + 1e-3
+    with pytest.raises(ValueError, match="MODEL.ANOMALY_SCORE is 'gmm'; the anomaly scores are"):
+        build_model(_cfg("gmm", **{"MODEL.ANOMALY_SCORE": "gmm"}))
+    model = build_model(_cfg("softmax", **{"MODEL.ANOMALY_SCORE": "likelihood"})).eval()
+    with pytest.raises(ValueError, match=r"'likelihood', which needs \['log_likelihood'\]"):
+        with torch.no_grad():
+            model(_batch(1, 50, 70))
 
 
 @pytest.mark.parametrize("predictor", ["gmm", "softmax"])
@@ -126,7 +155,8 @@ def test_anomaly_map_is_minus_the_best_class_log_likelihood():
     out, _ = head({"x": x})
     base = 2 * math.log(2 * math.pi)  # D/2 log(2 pi), unit stds
     want = torch.tensor([base, base + 0.5 * 2])  # -max_c log p: A 3.68 (likely), B 4.68 (anomalous)
-    assert torch.allclose(out["anomaly_score"][0, 0], want, atol=1e-4)
+    assert head.anomaly_score_names == ["likelihood", "marginal"]
+    assert torch.allclose(out["anomaly_scores"][0, 0, 0], want, atol=1e-4)
 
 
 @pytest.mark.parametrize("normalization", ["all_pixels", "labelled_pixels"])

@@ -71,9 +71,11 @@ def sample_image(args, cfg) -> np.ndarray:
 
 
 def eager_outputs(model, image: np.ndarray) -> dict:
-    """The eager model's outputs for one (3, H, W) image, as numpy arrays."""
+    """The eager model's outputs for one (3, H, W) image that the exported file returns (its anomaly
+    map, not every score), as numpy arrays."""
     with torch.no_grad():
-        return {k: v.numpy() for k, v in model([{"image": torch.from_numpy(image)}])[0].items()}
+        out = model([{"image": torch.from_numpy(image)}])[0]
+    return {k: v.numpy() for k, v in out.items() if k != "anomaly_scores"}
 
 
 def compare(eager: dict, exported: dict) -> dict:

@@ -28,6 +28,11 @@ def add_gmmseg_config(cfg):
     # ---- which classifier turns embeddings into class logits ("softmax", "gmm", ...) -------
     cfg.MODEL.PREDICTOR = CN()
     cfg.MODEL.PREDICTOR.NAME = "gmm"
+    # the model's anomaly map ("anomaly_score": the demo's heat map, the exported map), a name of the
+    # score table (gmmseg/scores/table.py); "" = the model's default (GMM: "likelihood", ProtoSeg:
+    # "prototype", Mask2Former with a GMM head: "query_likelihood"; softmax models: none). The
+    # evaluators report every score the model allows, whatever this says.
+    cfg.MODEL.ANOMALY_SCORE = ""
 
     # ---- the Gaussian mixture classifier ------------------------------------------------------
     cfg.MODEL.GMM = CN()

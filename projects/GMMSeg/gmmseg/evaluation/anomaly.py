@@ -1,15 +1,13 @@
 """AnomalyEvaluator: pixel-level anomaly segmentation metrics (AUROC, AP, FPR95) per score.
 
-Scores, computed from one forward pass (higher = more anomalous):
+Scores, from one forward pass (higher = more anomalous), every one the model allows, by their
+names in the score table (gmmseg/scores/table.py, where each is defined):
 
-* "gmm": the model's "anomaly_score" output, -max_c log p(x|c) from the raw GMM log-likelihoods
-  (only for models with a generative density);
-* "msp": maximum softmax probability of "sem_seg" (score -MSP). Computed as -log MSP =
-  logsumexp(l) - max(l), an increasing function of -MSP: the same ranking, hence the same
-  metrics, but without the ties float32 softmax creates where MSP rounds to 1.0;
-* "entropy": entropy of softmax("sem_seg");
-* "max_logit": -max_c logit;
-* "energy": -logsumexp_c logit (the free energy of Liu et al. 2020 at temperature 1).
+* the model's "anomaly_scores" (its densities: "likelihood" = -max_c log p(x|c), "marginal", ...;
+  ProtoSeg's "prototype"; Mask2Former's "rba", "eam", "query_likelihood"), first;
+* the softmax family of "sem_seg", computed here: "msp" (as -log MSP = logsumexp(l) - max(l), the
+  order of -MSP without the ties float32 softmax creates where MSP rounds to 1.0), "entropy",
+  "max_logit", "energy".
 
 Ground truth: the dataset dict of each image (matched by "file_name", as detectron2's
 SemSegEvaluator does) names "anomaly_mask_file_name" and optionally "anomaly_mask_convention"
@@ -38,19 +36,14 @@ from detectron2.evaluation import DatasetEvaluator
 from detectron2.utils import comm
 
 from ..data.anomaly_datasets import load_anomaly_mask
+from ..scores import compute_scores, score_labels
 from .components import ComponentStore, best_f1_threshold
 from .metrics import ScoreHistogram, binary_ranking_metrics, decimate_curve, ranking_curves
 
 __all__ = ["AnomalyEvaluator", "anomaly_scores", "SCORE_LABELS"]
 
-#: score name -> legend label
-SCORE_LABELS = OrderedDict([
-    ("gmm", "GMM: -max_c log p(x|c)"),
-    ("msp", "MSP: -max softmax"),
-    ("entropy", "softmax entropy"),
-    ("max_logit", "max logit: -max_c logit"),
-    ("energy", "energy: -logsumexp_c logit"),
-])
+#: score name -> legend label (the score table's)
+SCORE_LABELS = score_labels()
 _METRICS = ("AUROC", "AP", "FPR95")
 _COMPONENT_METRICS = ("sIoU", "PPV", "meanF1")
 
@@ -58,27 +51,21 @@ _COMPONENT_METRICS = ("sIoU", "PPV", "meanF1")
 def anomaly_scores(output: dict) -> "OrderedDict[str, torch.Tensor]":
     """A model's per-image output -> OrderedDict score name -> (H, W) float32 CPU tensor.
 
-    output: {"sem_seg": (K, H, W) logits, optional "anomaly_score": (H, W)}.
-    Scores: "gmm" (if given), "msp", "entropy", "max_logit", "energy".
-    "msp" is returned as -log MSP (same order as -MSP, see the module docstring).
+    output: {"sem_seg": (K, H, W) logits, optional "anomaly_scores": {name: (H, W)}}.
+    Scores: the model's "anomaly_scores", then "msp", "entropy", "max_logit", "energy" of "sem_seg"
+    ("msp" as -log MSP: same order as -MSP, see the module docstring).
     """
     logits = output["sem_seg"].detach().to("cpu", torch.float32)
     if logits.dim() != 3:
         raise ValueError(f"expected 'sem_seg' of shape (K, H, W), got {tuple(logits.shape)}")
     scores = OrderedDict()
-    if "anomaly_score" in output:
-        score = output["anomaly_score"].detach().to("cpu", torch.float32)
+    for name, score in output.get("anomaly_scores", {}).items():
+        score = score.detach().to("cpu", torch.float32)
         if score.shape != logits.shape[1:]:
-            raise ValueError(f"'anomaly_score' {tuple(score.shape)} and 'sem_seg' "
+            raise ValueError(f"anomaly score {name!r} {tuple(score.shape)} and 'sem_seg' "
                              f"{tuple(logits.shape)} disagree in size")
-        scores["gmm"] = score
-    max_logit = logits.amax(0)
-    lse = torch.logsumexp(logits, 0)
-    log_p = torch.log_softmax(logits, 0)
-    scores["msp"] = lse - max_logit  # -log max softmax >= 0
-    scores["entropy"] = -(log_p.exp() * log_p).sum(0)
-    scores["max_logit"] = -max_logit
-    scores["energy"] = -lse
+        scores[name] = score
+    scores.update(compute_scores({"logits": logits}, ["msp", "entropy", "max_logit", "energy"]))
     return scores
 
 
@@ -94,7 +81,7 @@ class AnomalyEvaluator(DatasetEvaluator):
 
     Results: {"anomaly": {"<score>_AUROC", "<score>_AP", "<score>_FPR95", and the component
     metrics "<score>_sIoU", "<score>_PPV", "<score>_meanF1" (unless component_max_bytes = 0) for
-    score in gmm (if the model outputs "anomaly_score"), msp, entropy, max_logit, energy}},
+    score the model allows (anomaly_scores)}},
     in percent.
     With output_dir, evaluate() also writes (prefix = "anomaly_<dataset_name>"):
       <prefix>.json       metrics, pixel counts, error bounds of the streaming method, file list

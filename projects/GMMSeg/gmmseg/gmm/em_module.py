@@ -39,6 +39,10 @@ class EMModule(nn.Module):
     """Base class of the EM-trained heads (module docstring). Subclasses implement
     `component_scores`, `learn`, `flush` and `em_update`."""
 
+    # what the class scores ("log_likelihood" of forward's output) are, as an ingredient of the
+    # anomaly score table (gmmseg/scores): GMM log-likelihoods, or ProtoSeg's "similarity"
+    class_score_ingredient = "log_likelihood"
+
     def __init__(self, in_channels: int, num_classes: int, embed_dim: int, ignore_value: int,
                  projection: nn.Module = None):
         super().__init__()
@@ -77,7 +81,14 @@ class EMModule(nn.Module):
         if self.training and labels is not None:
             self.check_labels(labels)
             out["losses"] = self.learn(e, scores, logits, labels)
+        elif not self.training:
+            out.update(self.inference_ingredients(scores))
         return out
+
+    def inference_ingredients(self, scores: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """More per-pixel ingredients of the anomaly score table from the component scores (N, K, M)
+        at inference: {name: (N,)} (none by default)."""
+        return {}
 
     def check_labels(self, labels: torch.Tensor):
         bad = (labels != self.ignore_value) & ((labels < 0) | (labels >= self.num_classes))

@@ -61,6 +61,7 @@ from torch.nn import functional as F
 
 from .assignment import ASSIGNERS
 from .distributed import all_gather_rows, all_gather_stacked, rank
+from ..scores.table import log_marginal
 from .coverage import class_coverage
 from .em_module import EMModule
 from .fixed_point import from_fixed_point, group_sums
@@ -361,6 +362,9 @@ class GMMPredictor(EMModule):
                                                 epsilon=self.sinkhorn_epsilon)
             groups = y * m + plan.argmax(1)
         self._push(groups, e)
+
+    def inference_ingredients(self, scores):
+        return {"log_marginal": log_marginal(scores)}
 
     def coverage(self):
         """Per-class real memory rows and training pixels (gmm/coverage.py); None without EM."""

@@ -49,6 +49,8 @@ logger = logging.getLogger(__name__)
 
 
 class ProtoSegPredictor(EMModule):
+    class_score_ingredient = "similarity"  # cosines, not densities: the "prototype" anomaly score
+
     def __init__(
         self,
         in_channels: int,

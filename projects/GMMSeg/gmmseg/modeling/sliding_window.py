@@ -77,8 +77,8 @@ def sliding_window_inference(
 
     Args:
         model_fn: crops (B, C, h, w) -> logits (B, K, h, w), or (logits, anomaly) or
-            {"logits": ..., "anomaly": ...} with anomaly (B, h, w) or (B, 1, h, w) (e.g.
-            -max_c log p(x|c)) or None. Outputs must be at the crop's resolution; the model is
+            {"logits": ..., "anomaly": ...} with anomaly (B, h, w), or (B, S, h, w) for S score maps
+            (e.g. -max_c log p(x|c)), or None. Outputs must be at the crop's resolution; the model is
             responsible for any padding to its size divisibility. B = windows x images.
         image: (C, H, W) or (N, C, H, W), already normalised as model_fn expects.
         window, stride: int or (height, width), in pixels of `image`.
@@ -87,7 +87,8 @@ def sliding_window_inference(
     Returns:
         {"logits": (N, K, H, W) float32 average of the window logits,
          "count": (H, W) number of windows covering each pixel,
-         "anomaly": (N, H, W) average of the window scores, only if model_fn returns one}.
+         "anomaly": (N, H, W) or (N, S, H, W) (as model_fn returns it) average of the window
+         scores, only if model_fn returns one}.
         N = 1 for an unbatched image.
     """
     if image.dim() == 3:
@@ -113,15 +114,13 @@ def sliding_window_inference(
             raise ValueError(f"model_fn returned logits of shape {tuple(logits.shape)} for crops "
                              f"{tuple(crops.shape)}; expected ({crops.shape[0]}, {num_classes}, {h}, {w})")
         if anomaly is not None:
-            if anomaly.dim() == 4 and anomaly.shape[1] == 1:
-                anomaly = anomaly[:, 0]
-            if anomaly.shape != (crops.shape[0], h, w):
+            if anomaly.shape[0] != crops.shape[0] or anomaly.shape[-2:] != (h, w) or anomaly.dim() not in (3, 4):
                 raise ValueError(f"model_fn returned an anomaly map of shape {tuple(anomaly.shape)}; "
-                                 f"expected ({crops.shape[0]}, {h}, {w})")
+                                 f"expected ({crops.shape[0]}, {h}, {w}) or ({crops.shape[0]}, S, {h}, {w})")
             if anomaly_sum is None:
                 if start > 0:
                     raise ValueError("model_fn returned an anomaly map for some windows only")
-                anomaly_sum = torch.zeros(n, height, width, dtype=torch.float32, device=device)
+                anomaly_sum = torch.zeros(n, *anomaly.shape[1:-2], height, width, dtype=torch.float32, device=device)
         elif anomaly_sum is not None:
             raise ValueError("model_fn returned an anomaly map for some windows only")
         for i, (y0, y1, x0, x1) in enumerate(group):
@@ -129,7 +128,7 @@ def sliding_window_inference(
             logits_sum[:, :, y0:y1, x0:x1] += logits[part].float()
             count[y0:y1, x0:x1] += 1
             if anomaly is not None:
-                anomaly_sum[:, y0:y1, x0:x1] += anomaly[part].float()
+                anomaly_sum[..., y0:y1, x0:x1] += anomaly[part].float()
 
     out = {"logits": logits_sum / count, "count": count}
     if anomaly_sum is not None:

@@ -12,11 +12,15 @@ Inference, per image, at the requested output size:
   "sem_seg" (K, H, W): log of the official semantic scores sum_q p_q(c) sigmoid(m_q) (clamped at
       1e-8), so that argmax is the official prediction and a softmax over classes gives the
       scores normalised per pixel;
-  "anomaly_score" (H, W), GMM head only: minus the query-mixture of the queries' best known-class
-      log-likelihood, weighted per pixel by sigmoid(m_q) * (1 - p_q(no object)).
+  "anomaly_scores" {name: (H, W)}: the mask-classification scores of the score table
+      (gmmseg/scores/table.py): "rba" (from the semantic scores), "eam" (sum_q m_q max_k p_q(k)) and,
+      GMM head only, "query_likelihood": minus the query-mixture of the queries' best known-class
+      log-likelihood, weighted per pixel by sigmoid(m_q) * (1 - p_q(no object));
+  "anomaly_score" (H, W): the model's anomaly map, MODEL.ANOMALY_SCORE or the default
+      ("query_likelihood" for the GMM head, none for softmax).
 With MODEL.MASK_FORMER.TEST.CLASS_TEMPERATURE T != 1, p_q = softmax(query logits / T) in
-"sem_seg" (post-hoc temperature scaling, fitted by tools/fit_temperature.py); "anomaly_score" is
-untempered. Training never reads T.
+"sem_seg" and hence "rba" (post-hoc temperature scaling, fitted by tools/fit_temperature.py);
+"eam" and "query_likelihood" are untempered. Training never reads T.
 """
 import math
 from typing import Dict, List, Tuple
@@ -31,6 +35,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ...gmm import EMModule
+from ...scores import check_score_name, compute_scores, default_map
 from ..memory_format import use_channels_last
 from .criterion import SetCriterion
 from .matcher import HungarianMatcher
@@ -71,10 +76,11 @@ def query_anomaly_score(mask_cls: torch.Tensor, log_likelihood: torch.Tensor, ma
     return _split(_contract(mask_cls, mask_pred.float().sigmoid(), log_likelihood), True)[1]
 
 
-def _contract(mask_cls, mask_prob, log_likelihood=None, temperature: float = 1.0):
+def _contract(mask_cls, mask_prob, log_likelihood=None, temperature: float = 1.0, query_mass: bool = False):
     """(K, H, W) semantic scores, or with log-likelihoods (K + 2, H, W): the semantic scores plus the
-    anomaly score's numerator and denominator. One (Q, K[+2])^T x (Q, H*W) contraction, so mask_prob
-    (the large operand) is read once, and the caller resizes all channels in one interpolation.
+    anomaly score's numerator and denominator; with `query_mass` one more channel last,
+    sum_q m_q max_{k < K} p_q(k) (untempered). One (Q, K[+2][+1])^T x (Q, H*W) contraction, so
+    mask_prob (the large operand) is read once, and the caller resizes all channels in one interpolation.
 
     `temperature` divides the query logits before the softmax of the semantic scores only; at 1
     nothing is divided (the untempered computation, bit for bit). The anomaly weights
@@ -88,7 +94,21 @@ def _contract(mask_cls, mask_prob, log_likelihood=None, temperature: float = 1.0
         objectness = 1.0 - prob[:, -1]  # (Q,)
         best = log_likelihood.float()[:, :-1].amax(-1)  # (Q,) the "no object" density is not evidence
         weights = torch.cat([weights, (best * objectness)[:, None], objectness[:, None]], dim=1)
+    if query_mass:
+        weights = torch.cat([weights, prob[:, :-1].amax(-1)[:, None]], dim=1)
     return torch.einsum("qc,qhw->chw", weights, mask_prob)
+
+
+def _ingredients(scores, num_classes: int, with_likelihood: bool, with_mass: bool):
+    """The output of _contract (possibly resized) -> {ingredient: map} of the score table."""
+    out = {"mask_scores": scores[:num_classes]}
+    rest = scores[num_classes:]
+    if with_likelihood:
+        out["query_likelihood"] = rest[0] / rest[1].clamp_min(1e-12)
+        rest = rest[2:]
+    if with_mass:
+        out["query_mass"] = rest[0]
+    return out
 
 
 def _split(scores, with_anomaly):
@@ -115,6 +135,7 @@ class MaskFormer(nn.Module):
         sem_seg_postprocess_before_inference: bool = False,
         channels_last: bool = False,
         class_temperature: float = 1.0,
+        anomaly_score: str = "",
     ):
         super().__init__()
         self.backbone, self.sem_seg_head, self.criterion = backbone, sem_seg_head, criterion
@@ -123,6 +144,8 @@ class MaskFormer(nn.Module):
         self.sem_seg_postprocess_before_inference = sem_seg_postprocess_before_inference
         # a plain float, not a buffer: checkpoints stay as they were, and export bakes it in as a constant
         self.class_temperature = check_class_temperature(class_temperature)
+        self.configured_map = check_score_name(anomaly_score)
+        self.score_family = True  # False (export): only the anomaly map, not every score
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(-1, 1, 1), False)
         if channels_last:  # MODEL.CHANNELS_LAST: the same computation, a faster layout for the convolutions
@@ -168,6 +191,7 @@ class MaskFormer(nn.Module):
             "sem_seg_postprocess_before_inference": mf.TEST.SEM_SEG_POSTPROCESSING_BEFORE_INFERENCE,
             "channels_last": cfg.MODEL.CHANNELS_LAST,
             "class_temperature": class_temperature,
+            "anomaly_score": cfg.MODEL.ANOMALY_SCORE,
         }
 
     @property
@@ -286,15 +310,25 @@ class MaskFormer(nn.Module):
             if self.sem_seg_postprocess_before_inference:
                 masks = sem_seg_postprocess(masks, image_size, height, width)
             has_lik = log_lik is not None
-            scores = _contract(cls, masks.float().sigmoid(), log_lik[i] if has_lik else None,
-                               self.class_temperature)
+            kinds = ["logits", "mask_scores", "query_mass"] + (["query_likelihood"] if has_lik else [])
+            anomaly_map = default_map(kinds, self.configured_map)
+            with_mass = self.score_family or anomaly_map == "eam"
+            with_lik = has_lik and (self.score_family or anomaly_map == "query_likelihood")
+            scores = _contract(cls, masks.float().sigmoid(), log_lik[i] if with_lik else None,
+                               self.class_temperature, query_mass=with_mass)
             if not self.sem_seg_postprocess_before_inference:
                 scores = sem_seg_postprocess(scores, image_size, height, width)
-            sem_seg, anomaly = _split(scores, has_lik)
-            out = {"sem_seg": sem_seg}
-            if anomaly is not None:
-                out["anomaly_score"] = anomaly
+            k = cls.shape[-1] - 1
+            ingredients = _ingredients(scores, k, with_lik, with_mass)
             # resized as scores (as the release), then logged: argmax = the release's prediction
-            out["sem_seg"] = out["sem_seg"].clamp_min(_LOG_EPS).log()
+            out = {"sem_seg": scores[:k].clamp_min(_LOG_EPS).log()}
+            ingredients["logits"] = out["sem_seg"]
+            if self.score_family:
+                out["anomaly_scores"] = compute_scores(ingredients, [n for n in ("rba", "eam", "query_likelihood")
+                                                                     if n != "query_likelihood" or with_lik])
+            if anomaly_map is not None:
+                family = out.get("anomaly_scores", {})
+                out["anomaly_score"] = family[anomaly_map] if anomaly_map in family else \
+                    compute_scores(ingredients, [anomaly_map])[anomaly_map]
             results.append(out)
         return results

@@ -7,6 +7,7 @@ from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
 from torch import nn
 from torch.nn import functional as F
 
+from ...scores import available_scores, check_score_name, compute_scores, default_map
 from ..predictors import build_predictor
 from .aux_head import build_auxiliary_head
 from .decoders import build_decoder
@@ -21,8 +22,12 @@ class PerPixelHead(nn.Module):
     Training: cross-entropy at image resolution (logits upsampled bilinearly, ignore_value
     ignored) plus the predictor's own losses; the predictor sees the labels resized (nearest)
     to the feature resolution, which is where the GMM's EM works.
-    Inference: {"sem_seg": logits (B, K, H, W)} at input resolution, plus for predictors with a
-    density {"anomaly_score": -max_c log p(x|c) (B, H, W)}.
+    Inference: {"sem_seg": logits (B, K, H, W)} at input resolution, plus, for predictors with
+    class scores (GMM, ProtoSeg), {"anomaly_scores": (B, S, H, W)}: every score of the table
+    (gmmseg/scores) that the predictor's ingredients allow besides the softmax family, computed at
+    the feature grid and upsampled, named by `anomaly_score_names` (the softmax family is computed
+    from "sem_seg" by whoever needs it); with MODEL.ANOMALY_SCORE naming a softmax-family score,
+    that one too (then also for a softmax predictor). `anomaly_map` names the model's anomaly map.
 
     Auxiliary classifiers (training only, plain linear ones): a decoder may return
     (features, {name: logits (B, K, h, w)}) and have `aux_loss_weights` {name: weight} (OCR's
@@ -33,8 +38,10 @@ class PerPixelHead(nn.Module):
     @configurable
     def __init__(self, *, decoder: nn.Module, predictor: nn.Module, num_classes: int,
                  ignore_value: int = 255, loss_weight: float = 1.0, aux_head: nn.Module = None,
-                 loss_normalization: str = "all_pixels"):
+                 loss_normalization: str = "all_pixels", anomaly_score: str = ""):
         super().__init__()
+        self.configured_map = check_score_name(anomaly_score)
+        self.anomaly_score_names, self.anomaly_map = [], None  # set by the first inference
         if loss_normalization not in ("all_pixels", "labelled_pixels"):
             raise ValueError("MODEL.SEM_SEG_HEAD.LOSS_NORMALIZATION must be 'all_pixels' or 'labelled_pixels', "
                              f"got {loss_normalization!r}")
@@ -53,6 +60,7 @@ class PerPixelHead(nn.Module):
             "num_classes": h.NUM_CLASSES, "ignore_value": h.IGNORE_VALUE, "loss_weight": h.LOSS_WEIGHT,
             "aux_head": build_auxiliary_head(cfg, input_shape),
             "loss_normalization": h.LOSS_NORMALIZATION,
+            "anomaly_score": cfg.MODEL.ANOMALY_SCORE,
         }
 
     def forward(self, features: Dict[str, torch.Tensor], targets: torch.Tensor = None):
@@ -75,10 +83,26 @@ class PerPixelHead(nn.Module):
             losses.update(self._aux_losses(features, aux_logits, targets))
             return None, losses
         results = {"sem_seg": self._upsample(logits)}
-        if "log_likelihood" in out:
-            score = -out["log_likelihood"].amax(-1).view(b, 1, h, w)
-            results["anomaly_score"] = self._upsample(score)[:, 0]
+        scores = self._anomaly_scores(out)
+        if scores:
+            grid = torch.stack(list(scores.values())).view(-1, b, h, w).transpose(0, 1)  # (B, S, h, w)
+            results["anomaly_scores"] = self._upsample(grid)
         return results, {}
+
+    def _anomaly_scores(self, out):
+        """{name: (N,) score at the feature grid} of the table's scores this predictor's output allows
+        (the softmax family only when MODEL.ANOMALY_SCORE names one); sets the names."""
+        ingredients = {k: out[k] for k in ("log_marginal",) if k in out}
+        if "log_likelihood" in out:
+            kind = getattr(self.predictor, "class_score_ingredient", "log_likelihood")
+            ingredients[kind] = out["log_likelihood"].t()  # (K, N)
+        names = available_scores(ingredients)
+        self.anomaly_map = default_map(list(ingredients) + ["logits"], self.configured_map)
+        if self.anomaly_map is not None and self.anomaly_map not in names:  # a softmax-family map
+            ingredients["logits"] = out["logits"].t()
+            names.append(self.anomaly_map)
+        self.anomaly_score_names = names
+        return compute_scores(ingredients, names)
 
     def _aux_losses(self, features, aux_logits, targets):
         weights = dict(getattr(self.decoder, "aux_loss_weights", {}))

@@ -1,5 +1,7 @@
-"""PerPixelSegmentor: detectron2's SemanticSegmentor that also returns the anomaly score map and
+"""PerPixelSegmentor: detectron2's SemanticSegmentor that also returns the anomaly score maps and
 can infer by sliding window (TEST.SLIDING_WINDOW.*, for Cityscapes-size images)."""
+from collections import OrderedDict
+
 import torch
 from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY, SemanticSegmentor
@@ -16,9 +18,13 @@ __all__ = ["PerPixelSegmentor"]
 @META_ARCH_REGISTRY.register()
 class PerPixelSegmentor(SemanticSegmentor):
     """Same inputs and training outputs as SemanticSegmentor; inference returns, per image,
-    {"sem_seg": (K, H, W) logits} and, when the head has a density, {"anomaly_score": (H, W)},
-    both resized to the requested output size.
+    {"sem_seg": (K, H, W) logits}, and when the head computes anomaly scores (gmmseg/scores: a GMM
+    or ProtoSeg predictor, or MODEL.ANOMALY_SCORE set) {"anomaly_scores": {name: (H, W)}} and the
+    model's anomaly map {"anomaly_score": (H, W)} (one of them: MODEL.ANOMALY_SCORE, or the model's
+    default), all resized to the requested output size. With `score_family` False (export) only
+    "anomaly_score" is returned.
     """
+    score_family = True
 
     @configurable
     def __init__(self, *, sliding_window=None, channels_last=False, **kwargs):
@@ -47,8 +53,8 @@ class PerPixelSegmentor(SemanticSegmentor):
         padded = F.pad(crop, (0, -w % d, 0, -h % d))
         results = self._infer(padded)
         out = {"logits": results["sem_seg"][..., :h, :w]}
-        if "anomaly_score" in results:
-            out["anomaly"] = results["anomaly_score"][..., :h, :w]
+        if "anomaly_scores" in results:
+            out["anomaly"] = results["anomaly_scores"][..., :h, :w]
         return out
 
     def forward(self, batched_inputs):
@@ -66,27 +72,31 @@ class PerPixelSegmentor(SemanticSegmentor):
                                         padding_constraints=self.backbone.padding_constraints)
         results = self._infer(images.tensor)
         for i, (inp, size) in enumerate(zip(batched_inputs, images.image_sizes)):
-            score = results["anomaly_score"][i] if "anomaly_score" in results else None
+            score = results["anomaly_scores"][i] if "anomaly_scores" in results else None
             outputs.append(self._postprocess(results["sem_seg"][i], score, size, inp))
         return outputs
 
-    @staticmethod
-    def _postprocess(logits, score, image_size, inp):
-        """Crop the padding off (C, H, W) logits and (H, W) score; resize both to the input's
+    def _postprocess(self, logits, scores, image_size, inp):
+        """Crop the padding off (K, H, W) logits and (S, H, W) scores; resize both to the input's
         "height" and "width" when it asks for an output size (detectron2's sem_seg_postprocess).
         Without one the output is at the image's size: the crop alone, no bilinear resize to
         the same size (an exact copy, but ~5 % of a whole FPN R-18 inference on the CPU, eager
         and TorchScript; also what an exported model records, docs/BENCHMARKS.md section 6)."""
-        if score is not None and score.dim() == 3:  # (1, H, W) from the sliding window
-            score = score[0]
+        if scores is not None and scores.dim() == 4:  # (1, S, H, W) from the sliding window
+            scores = scores[0]
         if "height" not in inp and "width" not in inp:
-            out = {"sem_seg": logits[:, : image_size[0], : image_size[1]]}
-            if score is not None:
-                out["anomaly_score"] = score[: image_size[0], : image_size[1]]
+            logits = logits[:, : image_size[0], : image_size[1]]
+            scores = None if scores is None else scores[:, : image_size[0], : image_size[1]]
+        else:
+            height, width = inp.get("height", image_size[0]), inp.get("width", image_size[1])
+            logits = sem_seg_postprocess(logits, image_size, height, width)
+            scores = None if scores is None else sem_seg_postprocess(scores, image_size, height, width)
+        out = {"sem_seg": logits}
+        if scores is None:
             return out
-        height, width = inp.get("height", image_size[0]), inp.get("width", image_size[1])
-        out = {"sem_seg": sem_seg_postprocess(logits, image_size, height, width)}
-        if score is not None:
-            score = score.reshape(1, *score.shape[-2:])
-            out["anomaly_score"] = sem_seg_postprocess(score, image_size, height, width)[0]
+        named = OrderedDict(zip(self.sem_seg_head.anomaly_score_names, scores))
+        if self.score_family:
+            out["anomaly_scores"] = named
+        if self.sem_seg_head.anomaly_map is not None:
+            out["anomaly_score"] = named[self.sem_seg_head.anomaly_map]
         return out

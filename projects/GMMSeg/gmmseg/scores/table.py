@@ -1,0 +1,178 @@
+"""Every anomaly score of the project: one named function of a model's per-pixel ingredients.
+
+Higher = more anomalous, for every score. An ingredient is a tensor whose first dimension is the
+class (K, ...) or that has no class dimension (...); the trailing dimensions are the pixels, at
+any resolution (the feature grid inside a model, the image in the evaluator):
+
+    logits            (K, ...)  class logits ("sem_seg" of a per-pixel model; for Mask2Former the
+                                log of its semantic scores, as detectron2's "sem_seg")
+    log_likelihood    (K, ...)  log p(x | c) of a GMM head, best component per class
+    log_marginal      (...)     log of the mixture marginal: logsumexp over every (class,
+                                component) Gaussian of log N, minus log(K M) (equal weights)
+    similarity        (K, ...)  ProtoSeg: cosine of the embedding to the class's nearest prototype
+    mask_scores       (K, ...)  mask classification: sum_q p_q(k) m_q(x) (class posteriors of the
+                                queries times their mask probabilities, "no object" left out)
+    query_mass        (...)     mask classification: sum_q m_q(x) max_k p_q(k)
+    query_likelihood  (...)     Mask2Former with a GMM class head: sum_q w_q(x) max_k log p(e_q | k)
+                                / sum_q w_q(x), w_q(x) = m_q(x) (1 - p_q(no object))
+
+A model provides the ingredients it has; a score is available when all it needs is there.
+Adding a score is one `register_score` here and its value test (tests/test_scores_table.py).
+"""
+import math
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Callable, Dict, Iterable, List, Optional, Tuple
+
+import torch
+
+__all__ = ["INGREDIENTS", "SCORES", "AnomalyScore", "register_score", "available_scores", "compute_scores",
+           "score_labels", "DEFAULT_MAPS", "default_map", "check_score_name", "SCORE_KEY"]
+
+SCORE_KEY = "MODEL.ANOMALY_SCORE"  # the config key that names a model's anomaly map
+
+INGREDIENTS = ("logits", "log_likelihood", "log_marginal", "similarity", "mask_scores", "query_mass",
+               "query_likelihood")
+
+
+@dataclass(frozen=True)
+class AnomalyScore:
+    name: str
+    label: str  # the legend of plots and tables
+    needs: Tuple[str, ...]  # the ingredients it reads
+    fn: Callable[..., torch.Tensor]  # fn(**{ingredient: tensor}) -> (...) score, float32
+
+
+SCORES: "OrderedDict[str, AnomalyScore]" = OrderedDict()
+
+
+def register_score(name: str, label: str, *needs: str):
+    """Decorator: add `fn(<needs>...)` to the table under `name` (its arguments name its ingredients)."""
+    unknown = [n for n in needs if n not in INGREDIENTS]
+    if unknown:
+        raise ValueError(f"score {name!r} needs unknown ingredients {unknown}; known: {INGREDIENTS}")
+
+    def add(fn):
+        if name in SCORES:
+            raise ValueError(f"anomaly score {name!r} is registered twice")
+        SCORES[name] = AnomalyScore(name, label, tuple(needs), fn)
+        return fn
+    return add
+
+
+def available_scores(ingredients: Iterable[str]) -> List[str]:
+    """Names of the scores computable from these ingredients, in table order."""
+    have = set(ingredients)
+    return [s.name for s in SCORES.values() if set(s.needs) <= have]
+
+
+def compute_scores(ingredients: Dict[str, torch.Tensor], names: Optional[Iterable[str]] = None
+                   ) -> "OrderedDict[str, torch.Tensor]":
+    """{name: score map} of `names` (default: every available score, in table order) from
+    {ingredient: tensor}. An unknown name or a missing ingredient raises ValueError naming it."""
+    names = available_scores(ingredients) if names is None else list(names)
+    out = OrderedDict()
+    for name in names:
+        if name not in SCORES:
+            raise ValueError(f"unknown anomaly score {name!r}; the table has {list(SCORES)}")
+        score = SCORES[name]
+        missing = [n for n in score.needs if n not in ingredients]
+        if missing:
+            raise ValueError(f"anomaly score {name!r} needs {missing}, which this model does not provide "
+                             f"(it provides {sorted(ingredients)}; available: {available_scores(ingredients)})")
+        out[name] = score.fn(**{n: ingredients[n].float() for n in score.needs})
+    return out
+
+
+def score_labels() -> "OrderedDict[str, str]":
+    """{name: legend label} of every score, in table order."""
+    return OrderedDict((s.name, s.label) for s in SCORES.values())
+
+
+# ---------------------------------------------------------------------------- softmax family
+@register_score("msp", "MSP: -max softmax", "logits")
+def _msp(logits):
+    # -log MSP = logsumexp - max: the order of -MSP without the ties float32 softmax makes at 1.0
+    return torch.logsumexp(logits, 0) - logits.amax(0)
+
+
+@register_score("entropy", "softmax entropy", "logits")
+def _entropy(logits):
+    log_p = torch.log_softmax(logits, 0)
+    return -(log_p.exp() * log_p).sum(0)
+
+
+@register_score("max_logit", "max logit: -max_c logit", "logits")
+def _max_logit(logits):
+    return -logits.amax(0)
+
+
+@register_score("energy", "energy: -logsumexp_c logit", "logits")
+def _energy(logits):
+    return -torch.logsumexp(logits, 0)
+
+
+# ---------------------------------------------------------------------------- densities
+@register_score("likelihood", "GMM: -max_c log p(x|c)", "log_likelihood")
+def _likelihood(log_likelihood):
+    return -log_likelihood.amax(0)
+
+
+@register_score("marginal", "GMM: -log p(x) (mixture marginal)", "log_marginal")
+def _marginal(log_marginal):
+    return -log_marginal
+
+
+@register_score("prototype", "ProtoSeg: -max_c cosine", "similarity")
+def _prototype(similarity):
+    return -similarity.amax(0)
+
+
+# ---------------------------------------------------------------------------- mask classification
+@register_score("rba", "RbA: -sum_k tanh(sum_q p_q(k) m_q)", "mask_scores")
+def _rba(mask_scores):
+    # Rejected by All (Nayal et al. 2023): a pixel that no class claims scores 0, the most anomalous
+    return -torch.tanh(mask_scores).sum(0)
+
+
+@register_score("eam", "EAM: 1 - sum_q m_q max_k p_q(k)", "query_mass")
+def _eam(query_mass):
+    # ensemble of the queries' maximum posteriors (Grcic et al. 2023)
+    return 1.0 - query_mass
+
+
+@register_score("query_likelihood", "query GMM: -sum_q w_q max_k log p(e_q|k) / sum_q w_q", "query_likelihood")
+def _query_likelihood(query_likelihood):
+    return -query_likelihood
+
+
+def log_marginal(component_log_likelihood: torch.Tensor) -> torch.Tensor:
+    """(N, K, M) component log-likelihoods -> (N,) log of the equal-weight mixture marginal."""
+    n, k, m = component_log_likelihood.shape
+    return torch.logsumexp(component_log_likelihood.reshape(n, k * m), 1) - math.log(k * m)
+
+
+# A model's anomaly map ("anomaly_score": the demo's heat map, the exported map) when SCORE_KEY is
+# "": the first of these its ingredients allow (GMM, ProtoSeg, Mask2Former with a GMM head); a
+# softmax model has none unless SCORE_KEY names one.
+DEFAULT_MAPS = ("likelihood", "prototype", "query_likelihood")
+
+
+def default_map(ingredients: Iterable[str], configured: str = "") -> Optional[str]:
+    """The name of the anomaly map of a model with these ingredients (module comment above)."""
+    if configured:
+        missing = [n for n in SCORES[check_score_name(configured)].needs if n not in set(ingredients)]
+        if missing:
+            raise ValueError(f"{SCORE_KEY} is {configured!r}, which needs {missing}; this model provides "
+                             f"{sorted(ingredients)} (available: {available_scores(ingredients)})")
+        return configured
+    have = available_scores(ingredients)
+    return next((n for n in DEFAULT_MAPS if n in have), None)
+
+
+def check_score_name(name: str) -> str:
+    """`name` if the table has it ("" too: the model's default), else ValueError naming SCORE_KEY."""
+    if name and name not in SCORES:
+        raise ValueError(f"{SCORE_KEY} is {name!r}; the anomaly scores are {list(SCORES)} (or '' for the model's "
+                         f"default)")
+    return name

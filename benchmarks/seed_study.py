@@ -23,10 +23,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from gmmseg.scores import SCORES
+from gmmseg.scores import score_labels
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCORES = tuple(SCORES)  # every anomaly score of the table, in its order (a run reports those its model allows)
+SCORES = tuple(score_labels())  # every anomaly score of the table, in its order (a run reports those its model allows)
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 

@@ -181,7 +181,7 @@ def fmt(v, digits=1):
 
 
 def summary_table(res, class_names):
-    from gmmseg.scores import SCORES
+    from gmmseg.scores import score_labels
 
     val, anom = "gmmseg_demo_val", "gmmseg_demo_anomaly"
     rows = []
@@ -200,7 +200,7 @@ def summary_table(res, class_names):
         row(f"  IoU {c}", lambda r, c=c: r[val]["sem_seg"][f"IoU-{c}"])
     row("ECE % (val, 15 bins)", lambda r: r[val]["calibration"]["ECE"], 2)
     present = {k.rsplit("_", 1)[0] for v in VARIANTS for k in res.get(v, {}).get(anom, {}).get("anomaly", {})}
-    for score in [s for s in SCORES if s in present]:  # the score table's order
+    for score in [s for s in score_labels() if s in present]:  # the score table's order
         for metric in ["AUROC", "AP", "FPR95"]:
             row(f"{metric} {score} (anomaly)", lambda r, s=score, m=metric: r[anom]["anomaly"][f"{s}_{m}"])
     row("train step / softmax's", lambda r: r["train_step_ratio"], 2)

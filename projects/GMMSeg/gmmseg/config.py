@@ -33,6 +33,9 @@ def add_gmmseg_config(cfg):
     # "prototype", Mask2Former with a GMM head: "query_likelihood"; softmax models: none). The
     # evaluators report every score the model allows, whatever this says.
     cfg.MODEL.ANOMALY_SCORE = ""
+    # known-pixel statistics for the fitted scores of the table ("likelihood_std", "likelihood_energy",
+    # ...): the JSON file tools/fit_scores.py writes; "" = none (the fitted scores are then absent)
+    cfg.MODEL.ANOMALY_FIT = ""
 
     # ---- the Gaussian mixture classifier ------------------------------------------------------
     cfg.MODEL.GMM = CN()

@@ -27,7 +27,8 @@ from typing import Callable, Dict, Iterable, List, Optional, Tuple
 import torch
 
 __all__ = ["INGREDIENTS", "SCORES", "AnomalyScore", "register_score", "available_scores", "compute_scores",
-           "score_labels", "DEFAULT_MAPS", "default_map", "check_score_name", "SCORE_KEY"]
+           "score_labels", "DEFAULT_MAPS", "default_map", "check_score_name", "SCORE_KEY", "FITTED",
+           "FittedScore", "register_fitted_score", "fitted_scores"]
 
 SCORE_KEY = "MODEL.ANOMALY_SCORE"  # the config key that names a model's anomaly map
 
@@ -85,8 +86,8 @@ def compute_scores(ingredients: Dict[str, torch.Tensor], names: Optional[Iterabl
 
 
 def score_labels() -> "OrderedDict[str, str]":
-    """{name: legend label} of every score, in table order."""
-    return OrderedDict((s.name, s.label) for s in SCORES.values())
+    """{name: legend label} of every score, the fitted ones last, in table order."""
+    return OrderedDict([(s.name, s.label) for s in SCORES.values()] + [(f.name, f.label) for f in FITTED.values()])
 
 
 # ---------------------------------------------------------------------------- softmax family
@@ -160,6 +161,8 @@ DEFAULT_MAPS = ("likelihood", "prototype", "query_likelihood")
 
 def default_map(ingredients: Iterable[str], configured: str = "") -> Optional[str]:
     """The name of the anomaly map of a model with these ingredients (module comment above)."""
+    if configured in FITTED:  # computed after the others, from their maps (fitted_scores)
+        return configured
     if configured:
         missing = [n for n in SCORES[check_score_name(configured)].needs if n not in set(ingredients)]
         if missing:
@@ -172,7 +175,77 @@ def default_map(ingredients: Iterable[str], configured: str = "") -> Optional[st
 
 def check_score_name(name: str) -> str:
     """`name` if the table has it ("" too: the model's default), else ValueError naming SCORE_KEY."""
-    if name and name not in SCORES:
-        raise ValueError(f"{SCORE_KEY} is {name!r}; the anomaly scores are {list(SCORES)} (or '' for the model's "
-                         f"default)")
+    if name and name not in SCORES and name not in FITTED:
+        raise ValueError(f"{SCORE_KEY} is {name!r}; the anomaly scores are {list(SCORES) + list(FITTED)} (or '' "
+                         f"for the model's default)")
     return name
+
+
+# ---------------------------------------------------------------------------- fitted on known pixels
+# A fitted score is a function of other scores' maps, standardised with their mean and std over
+# labelled pixels of a training split (tools/fit_scores.py writes them, scores/fit.py computes
+# them): no anomaly and no weight tuned on anomalies enters. `per_class`: the statistics of the
+# pixels predicted as each class (SML, Jung et al. 2021), indexed by the pixel's predicted class.
+@dataclass(frozen=True)
+class FittedScore:
+    name: str
+    label: str
+    bases: Tuple[str, ...]  # the scores it standardises and sums
+    per_class: bool
+
+
+FITTED: "OrderedDict[str, FittedScore]" = OrderedDict()
+
+
+def register_fitted_score(name: str, label: str, *bases: str, per_class: bool = False) -> None:
+    """Add a fitted score: sum over `bases` of (score - mean) / std on known pixels (per predicted
+    class with `per_class`)."""
+    if name in SCORES or name in FITTED:
+        raise ValueError(f"anomaly score {name!r} is registered twice")
+    unknown = [b for b in bases if b not in SCORES]
+    if unknown:
+        raise ValueError(f"fitted score {name!r} standardises unknown scores {unknown}")
+    FITTED[name] = FittedScore(name, label, tuple(bases), per_class)
+
+
+register_fitted_score("likelihood_std", "GMM likelihood standardised per predicted class", "likelihood",
+                      per_class=True)
+register_fitted_score("max_logit_std", "SML: max logit standardised per predicted class", "max_logit",
+                      per_class=True)
+register_fitted_score("likelihood_energy", "z(GMM likelihood) + z(energy)", "likelihood", "energy")
+register_fitted_score("likelihood_entropy", "z(GMM likelihood) + z(entropy)", "likelihood", "entropy")
+register_fitted_score("query_likelihood_energy", "z(query GMM) + z(energy)", "query_likelihood", "energy")
+
+
+def fitted_scores(maps: Dict[str, torch.Tensor], logits: Optional[torch.Tensor], stats: Dict,
+                  names: Optional[Iterable[str]] = None) -> "OrderedDict[str, torch.Tensor]":
+    """{name: map} of the fitted scores `names` (default: every one whose bases `stats` holds).
+
+    maps: {score name: (...) map} (a base missing here but in the softmax family is computed from
+    `logits` (K, ...)); stats: {score name: {"mean": [K], "std": [K], "mean_all": m, "std_all": s}}
+    (scores/fit.py). Per-class statistics are indexed by argmax of `logits`."""
+    if names is None:
+        names = [f.name for f in FITTED.values() if all(b in stats for b in f.bases)]
+    out = OrderedDict()
+    for name in names:
+        if name not in FITTED:
+            raise ValueError(f"unknown fitted anomaly score {name!r}; the fitted scores are {list(FITTED)}")
+        spec = FITTED[name]
+        missing = [b for b in spec.bases if b not in stats]
+        if missing:
+            raise ValueError(f"fitted score {name!r} needs the known-pixel statistics of {missing} "
+                             f"(MODEL.ANOMALY_FIT holds {sorted(stats)}): run tools/fit_scores.py")
+        total = None
+        for base in spec.bases:
+            value = maps[base] if base in maps else compute_scores({"logits": logits}, [base])[base]
+            s = stats[base]
+            if spec.per_class:
+                predicted = logits.argmax(0)
+                mean = torch.as_tensor(s["mean"], dtype=torch.float32, device=value.device)[predicted]
+                std = torch.as_tensor(s["std"], dtype=torch.float32, device=value.device)[predicted]
+            else:
+                mean, std = float(s["mean_all"]), float(s["std_all"])
+            z = (value.float() - mean) / std
+            total = z if total is None else total + z
+        out[name] = total
+    return out

@@ -35,7 +35,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from ...gmm import EMModule
-from ...scores import check_score_name, compute_scores, default_map
+from ...scores import FITTED, check_score_name, compute_scores, default_map, fitted_scores
+from ...scores.fit import load_fit
 from ..memory_format import use_channels_last
 from .criterion import SetCriterion
 from .matcher import HungarianMatcher
@@ -136,6 +137,7 @@ class MaskFormer(nn.Module):
         channels_last: bool = False,
         class_temperature: float = 1.0,
         anomaly_score: str = "",
+        anomaly_fit=None,
     ):
         super().__init__()
         self.backbone, self.sem_seg_head, self.criterion = backbone, sem_seg_head, criterion
@@ -146,6 +148,7 @@ class MaskFormer(nn.Module):
         self.class_temperature = check_class_temperature(class_temperature)
         self.configured_map = check_score_name(anomaly_score)
         self.score_family = True  # False (export): only the anomaly map, not every score
+        self.anomaly_fit = anomaly_fit or {}  # known-pixel statistics of the fitted scores (MODEL.ANOMALY_FIT)
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(-1, 1, 1), False)
         if channels_last:  # MODEL.CHANNELS_LAST: the same computation, a faster layout for the convolutions
@@ -192,6 +195,8 @@ class MaskFormer(nn.Module):
             "channels_last": cfg.MODEL.CHANNELS_LAST,
             "class_temperature": class_temperature,
             "anomaly_score": cfg.MODEL.ANOMALY_SCORE,
+            "anomaly_fit": load_fit(cfg.MODEL.ANOMALY_FIT, cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES)
+            if cfg.MODEL.ANOMALY_FIT else None,
         }
 
     @property
@@ -294,6 +299,15 @@ class MaskFormer(nn.Module):
             results.append({"query_logits": outputs["pred_logits"][i].float(), "mask_probs": probs})
         return results
 
+    def _score_names(self, has_likelihood: bool, anomaly_map) -> list:
+        """The table's scores (not fitted) to compute: every mask-classification score (`score_family`),
+        else what the anomaly map needs (itself, or the bases of a fitted map)."""
+        if self.score_family:
+            return ["rba", "eam"] + (["query_likelihood"] if has_likelihood else [])
+        if anomaly_map is None:
+            return []
+        return list(FITTED[anomaly_map].bases) if anomaly_map in FITTED else [anomaly_map]
+
     @staticmethod
     def _masks_at_input_size(outputs: Dict, images: ImageList) -> torch.Tensor:
         """The mask logits upsampled to the padded input (B, Q, H_pad, W_pad), as the release."""
@@ -312,8 +326,8 @@ class MaskFormer(nn.Module):
             has_lik = log_lik is not None
             kinds = ["logits", "mask_scores", "query_mass"] + (["query_likelihood"] if has_lik else [])
             anomaly_map = default_map(kinds, self.configured_map)
-            with_mass = self.score_family or anomaly_map == "eam"
-            with_lik = has_lik and (self.score_family or anomaly_map == "query_likelihood")
+            names = self._score_names(has_lik, anomaly_map)
+            with_mass, with_lik = "eam" in names, "query_likelihood" in names
             scores = _contract(cls, masks.float().sigmoid(), log_lik[i] if with_lik else None,
                                self.class_temperature, query_mass=with_mass)
             if not self.sem_seg_postprocess_before_inference:
@@ -323,12 +337,13 @@ class MaskFormer(nn.Module):
             # resized as scores (as the release), then logged: argmax = the release's prediction
             out = {"sem_seg": scores[:k].clamp_min(_LOG_EPS).log()}
             ingredients["logits"] = out["sem_seg"]
+            family = compute_scores(ingredients, names)
+            if self.anomaly_fit and (self.score_family or anomaly_map in FITTED):
+                wanted = None if self.score_family else [anomaly_map]
+                family.update(fitted_scores(family, out["sem_seg"], self.anomaly_fit, wanted))
             if self.score_family:
-                out["anomaly_scores"] = compute_scores(ingredients, [n for n in ("rba", "eam", "query_likelihood")
-                                                                     if n != "query_likelihood" or with_lik])
+                out["anomaly_scores"] = family
             if anomaly_map is not None:
-                family = out.get("anomaly_scores", {})
-                out["anomaly_score"] = family[anomaly_map] if anomaly_map in family else \
-                    compute_scores(ingredients, [anomaly_map])[anomaly_map]
+                out["anomaly_score"] = family[anomaly_map]
             results.append(out)
         return results

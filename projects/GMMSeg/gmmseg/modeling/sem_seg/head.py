@@ -7,7 +7,7 @@ from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
 from torch import nn
 from torch.nn import functional as F
 
-from ...scores import available_scores, check_score_name, compute_scores, default_map
+from ...scores import SCORES, available_scores, check_score_name, compute_scores, default_map
 from ..predictors import build_predictor
 from .aux_head import build_auxiliary_head
 from .decoders import build_decoder
@@ -98,7 +98,7 @@ class PerPixelHead(nn.Module):
             ingredients[kind] = out["log_likelihood"].t()  # (K, N)
         names = available_scores(ingredients)
         self.anomaly_map = default_map(list(ingredients) + ["logits"], self.configured_map)
-        if self.anomaly_map is not None and self.anomaly_map not in names:  # a softmax-family map
+        if self.anomaly_map in SCORES and self.anomaly_map not in names:  # a softmax-family map
             ingredients["logits"] = out["logits"].t()
             names.append(self.anomaly_map)
         self.anomaly_score_names = names

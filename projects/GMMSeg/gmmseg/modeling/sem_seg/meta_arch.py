@@ -9,6 +9,8 @@ from detectron2.modeling.postprocessing import sem_seg_postprocess
 from detectron2.structures import ImageList
 from torch.nn import functional as F
 
+from ...scores import fitted_scores
+from ...scores.fit import load_fit
 from ..memory_format import use_channels_last
 from ..sliding_window import sliding_window_inference
 
@@ -27,9 +29,10 @@ class PerPixelSegmentor(SemanticSegmentor):
     score_family = True
 
     @configurable
-    def __init__(self, *, sliding_window=None, channels_last=False, **kwargs):
+    def __init__(self, *, sliding_window=None, channels_last=False, anomaly_fit=None, **kwargs):
         super().__init__(**kwargs)
         self.sliding_window = sliding_window  # None or (window (h, w), stride (h, w))
+        self.anomaly_fit = anomaly_fit or {}  # known-pixel statistics of the fitted scores (MODEL.ANOMALY_FIT)
         if channels_last:
             use_channels_last(self)
 
@@ -39,6 +42,8 @@ class PerPixelSegmentor(SemanticSegmentor):
         sw = cfg.TEST.SLIDING_WINDOW
         ret["sliding_window"] = (tuple(sw.SIZE), tuple(sw.STRIDE)) if sw.ENABLED else None
         ret["channels_last"] = cfg.MODEL.CHANNELS_LAST
+        if cfg.MODEL.ANOMALY_FIT:
+            ret["anomaly_fit"] = load_fit(cfg.MODEL.ANOMALY_FIT, cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES)
         return ret
 
     def _infer(self, images: torch.Tensor):
@@ -92,9 +97,13 @@ class PerPixelSegmentor(SemanticSegmentor):
             logits = sem_seg_postprocess(logits, image_size, height, width)
             scores = None if scores is None else sem_seg_postprocess(scores, image_size, height, width)
         out = {"sem_seg": logits}
-        if scores is None:
+        if scores is None and not self.anomaly_fit:
             return out
-        named = OrderedDict(zip(self.sem_seg_head.anomaly_score_names, scores))
+        named = OrderedDict(zip(self.sem_seg_head.anomaly_score_names, () if scores is None else scores))
+        if self.anomaly_fit:  # the fitted scores, from the maps above and the logits at this size
+            wanted = None if self.score_family else [self.sem_seg_head.anomaly_map]
+            if wanted is None or wanted[0] not in named:
+                named.update(fitted_scores(named, logits, self.anomaly_fit, wanted))
         if self.score_family:
             out["anomaly_scores"] = named
         if self.sem_seg_head.anomaly_map is not None:

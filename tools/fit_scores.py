@@ -1,0 +1,131 @@
+#!/usr/bin/env python
+"""Fit the known-pixel statistics of the fitted anomaly scores of a trained model (no retraining).
+
+    python tools/fit_scores.py --config-file configs/camvid/segformer_lite0_openset_gmm.yaml \
+        [--dataset camvid_openset_train] [--images 100] [--pixels 2000] --output fit.json \
+        MODEL.WEIGHTS output/.../model_final.pth
+
+Runs the model (eval mode, test-time images) over --images images drawn at random from a labelled
+training split (default: the config's first training set), keeps --pixels random labelled pixels per
+image, and accumulates, per predicted class and over all pixels, the mean and std of every anomaly
+score the model gives (gmmseg/scores: its own and the softmax family of its logits). The fitted
+scores of the table ("likelihood_std", "max_logit_std", "likelihood_energy", ...) standardise with
+them. Only known pixels enter: the evaluation sets (DATASETS.TEST) and every dataset with anomaly
+masks are refused, and nothing is tuned on anomalies. Evaluate, visualise or export with:
+
+    python tools/train_net.py --config-file ... --eval-only MODEL.WEIGHTS ... MODEL.ANOMALY_FIT fit.json
+        [MODEL.ANOMALY_SCORE likelihood_energy]
+"""
+import argparse
+import json
+import logging
+import os
+import random
+from typing import Dict
+
+import numpy as np
+import torch
+from detectron2.data import DatasetCatalog, MetadataCatalog, build_detection_test_loader
+from detectron2.utils.logger import setup_logger
+
+from gmmseg.data.mapper import SemSegDatasetMapper, make_sem_seg_loading_fn
+from gmmseg.engine.inference import build_inference_model, inference_setup
+from gmmseg.evaluation.anomaly import anomaly_scores
+from gmmseg.scores import FITTED
+from gmmseg.scores.fit import FIT_KEY, KnownPixelStatistics
+
+logger = logging.getLogger("gmmseg.fit_scores")
+
+
+def get_parser():
+    ap = argparse.ArgumentParser(description="Fit the known-pixel statistics of the fitted anomaly scores")
+    ap.add_argument("--config-file", required=True, metavar="FILE")
+    ap.add_argument("--dataset", help="registered labelled training split (default: DATASETS.TRAIN[0]); not one of "
+                                      "DATASETS.TEST, and without anomaly masks")
+    ap.add_argument("--images", type=int, default=100, help="images drawn at random from the dataset (default 100)")
+    ap.add_argument("--pixels", type=int, default=2000, help="labelled pixels drawn at random per image (default 2000)")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the image and pixel draws (default 0)")
+    ap.add_argument("--output", required=True, metavar="FILE", help="the JSON file MODEL.ANOMALY_FIT reads")
+    ap.add_argument("--register", action="append", default=[], metavar="MODULE",
+                    help="import MODULE (dotted name or .py file) first: your DatasetCatalog registrations")
+    ap.add_argument("opts", nargs=argparse.REMAINDER, help="config KEY VALUE pairs (MODEL.WEIGHTS: the model)")
+    return ap
+
+
+def check_dataset(cfg, dataset: str) -> Dict[str, str]:
+    """{image file: label file} of a labelled split that is neither evaluated on nor an anomaly set."""
+    if dataset in cfg.DATASETS.TEST:
+        raise SystemExit(f"fit_scores: dataset {dataset!r} is in DATASETS.TEST {list(cfg.DATASETS.TEST)}; fit on a "
+                         "training split, not on the split you evaluate on")
+    meta = MetadataCatalog.get(dataset)
+    dicts = DatasetCatalog.get(dataset)
+    if meta.get("anomaly_eval", False) or meta.get("has_anomaly_masks", False) or \
+            any("anomaly_mask_file_name" in d for d in dicts):
+        raise SystemExit(f"fit_scores: dataset {dataset!r} has anomaly masks; the fitted scores are fitted on known "
+                         "pixels of a training split only (no anomaly may enter the fit)")
+    files = {d["file_name"]: d["sem_seg_file_name"] for d in dicts if "sem_seg_file_name" in d}
+    if not files:
+        raise SystemExit(f"fit_scores: dataset {dataset!r} has no semantic ground truth ('sem_seg_file_name'); "
+                         "give a labelled one with --dataset")
+    return files
+
+
+def collect(model, cfg, dataset: str, label_files: Dict[str, str], num_images: int, pixels: int, seed: int):
+    """KnownPixelStatistics over `pixels` random labelled pixels of `num_images` random images."""
+    dicts = [d for d in DatasetCatalog.get(dataset) if d["file_name"] in label_files]
+    dicts = random.Random(seed).sample(dicts, min(num_images, len(dicts)))
+    loader = build_detection_test_loader(dataset=dicts, mapper=SemSegDatasetMapper(cfg, is_train=False),
+                                         num_workers=cfg.DATALOADER.NUM_WORKERS)
+    load_label = make_sem_seg_loading_fn(dataset)
+    ignore = MetadataCatalog.get(dataset).get("ignore_label", 255)
+    gen = torch.Generator().manual_seed(seed)
+    stats = KnownPixelStatistics(cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES)
+    images = 0
+    with torch.no_grad():
+        for batch in loader:
+            for x, out in zip(batch, model(batch)):
+                label_file = label_files[x["file_name"]]
+                labels = torch.from_numpy(load_label(label_file, dtype=np.int64)).flatten()
+                scores = anomaly_scores(out)
+                if labels.numel() != out["sem_seg"][0].numel():
+                    raise ValueError(f"fit_scores: the prediction for {x['file_name']!r} is "
+                                     f"{tuple(out['sem_seg'].shape[1:])}, its label {label_file!r} is not")
+                labelled = (labels != ignore).nonzero().squeeze(1)
+                pick = labelled[torch.randperm(labelled.numel(), generator=gen)[:pixels]]
+                if pick.numel() == 0:
+                    continue
+                predicted = out["sem_seg"].flatten(1)[:, pick].argmax(0).cpu()
+                stats.add({n: s.flatten()[pick] for n, s in scores.items()}, predicted)
+                images += 1
+    return stats, images
+
+
+def main(argv=None) -> Dict:
+    args = get_parser().parse_args(argv)
+    setup_logger(name="gmmseg")
+    if args.images < 1 or args.pixels < 1:
+        raise SystemExit(f"fit_scores: --images and --pixels must be >= 1, got {args.images} and {args.pixels}")
+    cfg = inference_setup(args.config_file, list(args.opts) + [FIT_KEY, ""], args.register)
+    if not cfg.MODEL.WEIGHTS:
+        raise SystemExit("fit_scores: give the trained model as MODEL.WEIGHTS path/to/model_final.pth")
+    if not args.dataset and not cfg.DATASETS.TRAIN:
+        raise SystemExit("fit_scores: DATASETS.TRAIN is empty; name a labelled training split with --dataset")
+    dataset = args.dataset or cfg.DATASETS.TRAIN[0]
+    label_files = check_dataset(cfg, dataset)
+    model = build_inference_model(cfg)
+    stats, images = collect(model, cfg, dataset, label_files, args.images, args.pixels, args.seed)
+    result = stats.result()
+    fit = {"config_file": args.config_file, "weights": cfg.MODEL.WEIGHTS, "dataset": dataset, "images": images,
+           "pixels_per_image": args.pixels, "seed": args.seed, "scores": result,
+           "fitted_scores": [f.name for f in FITTED.values() if all(b in result for b in f.bases)]}
+    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+    with open(args.output, "w") as f:
+        json.dump(fit, f, indent=1)
+    print(f"known-pixel statistics of {len(result)} scores on {images} images of {dataset} -> {args.output}\n"
+          f"fitted scores it enables: {', '.join(fit['fitted_scores']) or 'none'}\n"
+          f"evaluate with: {FIT_KEY} {args.output}")
+    return fit
+
+
+if __name__ == "__main__":
+    main()

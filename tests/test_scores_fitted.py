@@ -118,7 +118,11 @@ def test_the_tool_fits_every_score_of_the_model(fitted):
     assert fit["images"] == 3 and fit["dataset"] == DATASET
     assert {"likelihood", "marginal", "msp", "entropy", "max_logit", "energy"} <= set(fit["scores"])
     assert sum(fit["scores"]["likelihood"]["count"]) == 3 * 200
-    assert fit["fitted_scores"] == ["likelihood_std", "max_logit_std", "likelihood_energy", "likelihood_entropy"]
+    assert fit["fitted_scores"] == ["likelihood_std", "max_logit_std", "likelihood_energy", "likelihood_entropy",
+                                    "likelihood_ratio"]
+    bg = fit["background"]
+    assert len(bg["weights"]) == 16 and len(bg["means"][0]) == 64 and bg["embeddings"] == 3 * 500
+    assert sum(bg["weights"]) == pytest.approx(1.0)
 
 
 def test_the_tool_refuses_anomaly_and_evaluation_sets(fitted):
@@ -147,6 +151,8 @@ def test_the_model_returns_the_fitted_scores_and_the_export_its_map(fitted, tmp_
     want = (maps["likelihood"] - s["likelihood"]["mean_all"]) / s["likelihood"]["std_all"] + \
         (energy - s["energy"]["mean_all"]) / s["energy"]["std_all"]
     torch.testing.assert_close(res["anomaly_score"], want, rtol=1e-5, atol=1e-4)
+    # the background density is attached: the likelihood ratio is -max_c log p(x|c) + log p_bg(x)
+    assert "likelihood_ratio" in maps and model.sem_seg_head.predictor.background is not None
     # the exported file returns the same fitted map as the eager model
     prepare_for_export(model)
     with torch.no_grad():
@@ -157,3 +163,44 @@ def test_the_model_returns_the_fitted_scores_and_the_export_its_map(fitted, tmp_
     with torch.no_grad():
         got = traced(image)
     np.testing.assert_allclose(got[0].numpy(), eager["anomaly_score"].numpy(), atol=1e-3, rtol=1e-4)
+
+
+def test_background_density_is_sklearns_mixture():
+    from sklearn.mixture import GaussianMixture
+
+    from gmmseg.gmm.background import BackgroundDensity
+
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(0, 0.3, (300, 4)), rng.normal(1, 0.1, (200, 4))])
+    gm = GaussianMixture(3, covariance_type="diag", random_state=0).fit(x)
+    bg = BackgroundDensity(torch.tensor(gm.weights_), torch.tensor(gm.means_), torch.tensor(np.sqrt(gm.covariances_)))
+    got = bg(torch.tensor(x, dtype=torch.float32))
+    np.testing.assert_allclose(got.numpy(), gm.score_samples(x), rtol=1e-4, atol=1e-4)
+    assert BackgroundDensity.from_dict(bg.to_dict())(torch.zeros(1, 4)).item() == pytest.approx(bg(torch.zeros(1, 4)).item(),
+                                                                                               rel=1e-5)
+    assert bg.state_dict() == {}  # never in a checkpoint: the fit file holds it
+    with pytest.raises(ValueError, match="weights and stds must be > 0"):
+        BackgroundDensity(torch.ones(1), torch.zeros(1, 2), torch.zeros(1, 2))
+
+
+def test_likelihood_ratio_by_hand():
+    from gmmseg.scores import compute_scores
+
+    ll = torch.tensor([[30.0, 10.0], [25.0, 12.0]])
+    s = compute_scores({"log_likelihood": ll, "log_background": torch.tensor([28.0, 20.0])}, ["likelihood_ratio"])
+    torch.testing.assert_close(s["likelihood_ratio"], torch.tensor([28.0 - 30.0, 20.0 - 12.0]))
+
+
+def test_exported_likelihood_ratio_equals_eager(fitted, tmp_path):
+    from gmmseg.engine.inference import build_inference_model
+
+    _, weights, out, _ = fitted
+    model = build_inference_model(demo_cfg("gmm", *OPTS, "MODEL.WEIGHTS", weights, "MODEL.ANOMALY_FIT", out,
+                                           "MODEL.ANOMALY_SCORE", "likelihood_ratio"))
+    prepare_for_export(model)
+    image = torch.from_numpy(image_of((96, 128)))
+    with torch.no_grad():
+        eager = model([{"image": image}])[0]["anomaly_score"]
+        traced = torch.jit.load(export_model(model, image, "torchscript", str(tmp_path / "r.ts"), {}))
+        got = traced(image)[0]
+    np.testing.assert_allclose(got.numpy(), eager.numpy(), atol=1e-3, rtol=1e-4)

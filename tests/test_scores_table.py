@@ -46,6 +46,7 @@ def test_mask_classification_scores_by_hand():
 
 def test_availability_and_errors_name_the_score_and_ingredient():
     assert available_scores(["logits", "log_likelihood"]) == ["msp", "entropy", "max_logit", "energy", "likelihood"]
+    assert "likelihood_ratio" in available_scores(["log_likelihood", "log_background"])
     with pytest.raises(ValueError, match="unknown anomaly score 'gmm'"):
         compute_scores({"logits": LOGITS}, ["gmm"])
     with pytest.raises(ValueError, match=r"'likelihood' needs \['log_likelihood'\]"):

@@ -10,7 +10,9 @@ training split (default: the config's first training set), keeps --pixels random
 image, and accumulates, per predicted class and over all pixels, the mean and std of every anomaly
 score the model gives (gmmseg/scores: its own and the softmax family of its logits). The fitted
 scores of the table ("likelihood_std", "max_logit_std", "likelihood_energy", ...) standardise with
-them. Only known pixels enter: the evaluation sets (DATASETS.TEST) and every dataset with anomaly
+them. For a per-pixel GMM model it also fits the background density of the "likelihood_ratio" score:
+one diagonal Gaussian mixture (--background-components, scikit-learn's GaussianMixture) of the
+embeddings of --embeddings random labelled cells of the feature grid per image. Only known pixels enter: the evaluation sets (DATASETS.TEST) and every dataset with anomaly
 masks are refused, and nothing is tuned on anomalies. Evaluate, visualise or export with:
 
     python tools/train_net.py --config-file ... --eval-only MODEL.WEIGHTS ... MODEL.ANOMALY_FIT fit.json
@@ -28,6 +30,7 @@ import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog, build_detection_test_loader
 from detectron2.utils.logger import setup_logger
 
+from gmmseg.analysis.head_hooks import PredictorInputs, labels_to_grid
 from gmmseg.data.mapper import SemSegDatasetMapper, make_sem_seg_loading_fn
 from gmmseg.engine.inference import build_inference_model, inference_setup
 from gmmseg.evaluation.anomaly import anomaly_scores
@@ -45,6 +48,10 @@ def get_parser():
     ap.add_argument("--images", type=int, default=100, help="images drawn at random from the dataset (default 100)")
     ap.add_argument("--pixels", type=int, default=2000, help="labelled pixels drawn at random per image (default 2000)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the image and pixel draws (default 0)")
+    ap.add_argument("--embeddings", type=int, default=500,
+                    help="labelled feature-grid cells per image for the background density (default 500)")
+    ap.add_argument("--background-components", type=int, default=16,
+                    help="Gaussians of the background density (default 16; 0: no background density)")
     ap.add_argument("--output", required=True, metavar="FILE", help="the JSON file MODEL.ANOMALY_FIT reads")
     ap.add_argument("--register", action="append", default=[], metavar="MODULE",
                     help="import MODULE (dotted name or .py file) first: your DatasetCatalog registrations")
@@ -70,8 +77,11 @@ def check_dataset(cfg, dataset: str) -> Dict[str, str]:
     return files
 
 
-def collect(model, cfg, dataset: str, label_files: Dict[str, str], num_images: int, pixels: int, seed: int):
-    """KnownPixelStatistics over `pixels` random labelled pixels of `num_images` random images."""
+def collect(model, cfg, dataset: str, label_files: Dict[str, str], num_images: int, pixels: int, seed: int,
+            embeddings: int = 0):
+    """KnownPixelStatistics over `pixels` random labelled pixels of `num_images` random images, and
+    (per-pixel GMM models, `embeddings` > 0) the embeddings (E, D) of `embeddings` random labelled
+    feature-grid cells per image, else None."""
     dicts = [d for d in DatasetCatalog.get(dataset) if d["file_name"] in label_files]
     dicts = random.Random(seed).sample(dicts, min(num_images, len(dicts)))
     loader = build_detection_test_loader(dataset=dicts, mapper=SemSegDatasetMapper(cfg, is_train=False),
@@ -81,6 +91,10 @@ def collect(model, cfg, dataset: str, label_files: Dict[str, str], num_images: i
     gen = torch.Generator().manual_seed(seed)
     stats = KnownPixelStatistics(cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES)
     images = 0
+    head = getattr(model, "sem_seg_head", None)
+    hooks = PredictorInputs(head) if embeddings > 0 and hasattr(getattr(head, "predictor", None), "background") \
+        else None
+    kept = []
     with torch.no_grad():
         for batch in loader:
             for x, out in zip(batch, model(batch)):
@@ -97,7 +111,27 @@ def collect(model, cfg, dataset: str, label_files: Dict[str, str], num_images: i
                 predicted = out["sem_seg"].flatten(1)[:, pick].argmax(0).cpu()
                 stats.add({n: s.flatten()[pick] for n, s in scores.items()}, predicted)
                 images += 1
-    return stats, images
+                if hooks is not None:  # batch of one (the test loader): the grid of this image
+                    grid = labels_to_grid(x["sem_seg"], hooks.shape, head.common_stride, ignore).flatten()
+                    cells = (grid != ignore).nonzero().squeeze(1)
+                    cells = cells[torch.randperm(cells.numel(), generator=gen)[:embeddings]]
+                    kept.append(head.predictor.embed(hooks.x[cells.to(hooks.x.device)]).cpu())
+    if hooks is not None:
+        hooks.remove()
+    return stats, images, (torch.cat(kept) if kept else None)
+
+
+def fit_background(e: torch.Tensor, components: int, seed: int) -> Dict:
+    """A diagonal Gaussian mixture of the embeddings (E, D) (scikit-learn), as BackgroundDensity's dict."""
+    from sklearn.mixture import GaussianMixture
+
+    if e.shape[0] < components:
+        raise SystemExit(f"fit_scores: {e.shape[0]} embeddings for {components} background components; "
+                         "use more --images or --embeddings, or fewer --background-components")
+    gm = GaussianMixture(components, covariance_type="diag", reg_covar=1e-4, max_iter=300, random_state=seed)
+    gm.fit(e.double().numpy())
+    return {"weights": gm.weights_.tolist(), "means": gm.means_.tolist(), "stds": np.sqrt(gm.covariances_).tolist(),
+            "embeddings": int(e.shape[0]), "converged": bool(gm.converged_)}
 
 
 def main(argv=None) -> Dict:
@@ -113,11 +147,15 @@ def main(argv=None) -> Dict:
     dataset = args.dataset or cfg.DATASETS.TRAIN[0]
     label_files = check_dataset(cfg, dataset)
     model = build_inference_model(cfg)
-    stats, images = collect(model, cfg, dataset, label_files, args.images, args.pixels, args.seed)
+    stats, images, embeddings = collect(model, cfg, dataset, label_files, args.images, args.pixels, args.seed,
+                                        args.embeddings if args.background_components > 0 else 0)
     result = stats.result()
     fit = {"config_file": args.config_file, "weights": cfg.MODEL.WEIGHTS, "dataset": dataset, "images": images,
            "pixels_per_image": args.pixels, "seed": args.seed, "scores": result,
            "fitted_scores": [f.name for f in FITTED.values() if all(b in result for b in f.bases)]}
+    if embeddings is not None:
+        fit["background"] = fit_background(embeddings, args.background_components, args.seed)
+        fit["fitted_scores"].append("likelihood_ratio")
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     with open(args.output, "w") as f:
         json.dump(fit, f, indent=1)

@@ -107,6 +107,7 @@ class GMMClassifier(nn.Module):
         self.register_buffer("weights", component_major[:2 * d].contiguous())
         self.register_buffer("bias", component_major[2 * d].contiguous())
         self.num_classes, self.num_components, self.embed_dim = num_classes, num_components, d
+        self.background = None  # gmm/background.py: adds "log_background" to the output
 
     @classmethod
     def from_predictor(cls, predictor: GMMPredictor) -> "GMMClassifier":
@@ -116,8 +117,10 @@ class GMMClassifier(nn.Module):
         with torch.no_grad():
             weights = likelihood_weights(predictor.means.reshape(k * m, d),
                                          predictor.current_stds().reshape(k * m, d))
-        return cls(fold_projection(predictor.projection), predictor.embed_norm, predictor.class_norm,
-                   weights, k, m)
+        out = cls(fold_projection(predictor.projection), predictor.embed_norm, predictor.class_norm,
+                  weights, k, m)
+        out.background = predictor.background  # the fitted background density, if any (shared)
+        return out
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor = None):
         """x: (N, C_in) -> {"logits": (N, K), "log_likelihood": (N, K)}; labels must be None."""
@@ -129,7 +132,10 @@ class GMMClassifier(nn.Module):
         log_lik = torch.addmm(self.bias, torch.cat([e * e, e], dim=1), self.weights)
         class_ll = log_lik.view(-1, self.num_components, self.num_classes).amax(1)
         logits = self.class_norm(class_ll - class_ll.mean(-1, keepdim=True))
-        return {"logits": logits, "log_likelihood": class_ll}
+        out = {"logits": logits, "log_likelihood": class_ll}
+        if self.background is not None:
+            out["log_background"] = self.background(e)
+        return out
 
     def extra_repr(self):
         return f"classes={self.num_classes}, components={self.num_components}, dim={self.embed_dim}"

@@ -82,12 +82,12 @@ class EMModule(nn.Module):
             self.check_labels(labels)
             out["losses"] = self.learn(e, scores, logits, labels)
         elif not self.training:
-            out.update(self.inference_ingredients(scores))
+            out.update(self.inference_ingredients(e, scores))
         return out
 
-    def inference_ingredients(self, scores: torch.Tensor) -> Dict[str, torch.Tensor]:
-        """More per-pixel ingredients of the anomaly score table from the component scores (N, K, M)
-        at inference: {name: (N,)} (none by default)."""
+    def inference_ingredients(self, e: torch.Tensor, scores: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """More per-pixel ingredients of the anomaly score table from the embeddings (N, D) and the
+        component scores (N, K, M) at inference: {name: (N,)} (none by default)."""
         return {}
 
     def check_labels(self, labels: torch.Tensor):

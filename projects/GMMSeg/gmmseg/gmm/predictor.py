@@ -159,6 +159,7 @@ class GMMPredictor(EMModule):
         # classes in the labels of all ranks at the last flush() that followed a labelled forward
         self._present_gathered = torch.zeros(num_classes, dtype=torch.bool)
         self._window = []  # em_loops > 1: gathered rows since the last M-step, pushed by em_update()
+        self.background = None  # a BackgroundDensity attached for inference (MODEL.ANOMALY_FIT), or None
 
     # ------------------------------------------------------------------ forward (EMModule.forward)
     def component_log_likelihood(self, e: torch.Tensor) -> torch.Tensor:
@@ -363,8 +364,11 @@ class GMMPredictor(EMModule):
             groups = y * m + plan.argmax(1)
         self._push(groups, e)
 
-    def inference_ingredients(self, scores):
-        return {"log_marginal": log_marginal(scores)}
+    def inference_ingredients(self, e, scores):
+        out = {"log_marginal": log_marginal(scores)}
+        if self.background is not None:  # fitted after training (gmm/background.py)
+            out["log_background"] = self.background(e)
+        return out
 
     def coverage(self):
         """Per-class real memory rows and training pixels (gmm/coverage.py); None without EM."""

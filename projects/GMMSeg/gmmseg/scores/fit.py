@@ -52,8 +52,9 @@ class KnownPixelStatistics:
 
 
 def load_fit(path: str, num_classes: int) -> Dict[str, Dict]:
-    """The "scores" of a file written by tools/fit_scores.py, checked against the model's K; errors
-    name the file and the key."""
+    """A file written by tools/fit_scores.py, checked against the model's K: {"scores": {score:
+    statistics}, "background": {"weights", "means", "stds"} (per-pixel GMM models)}; errors name
+    the file and the key."""
     try:
         with open(path) as f:
             data = json.load(f)
@@ -68,4 +69,4 @@ def load_fit(path: str, num_classes: int) -> Dict[str, Dict]:
         if len(s.get("mean", [])) != num_classes:
             raise ValueError(f"{FIT_KEY} {path!r}: score {name!r} was fitted for {len(s.get('mean', []))} classes, "
                              f"the model has {num_classes}")
-    return stats
+    return {"scores": stats, "background": data.get("background")}

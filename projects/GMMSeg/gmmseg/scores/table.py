@@ -9,6 +9,8 @@ any resolution (the feature grid inside a model, the image in the evaluator):
     log_likelihood    (K, ...)  log p(x | c) of a GMM head, best component per class
     log_marginal      (...)     log of the mixture marginal: logsumexp over every (class,
                                 component) Gaussian of log N, minus log(K M) (equal weights)
+    log_background    (...)     log p_background(x): one class-agnostic mixture of all known
+                                embeddings, fitted after training (gmm/background.py)
     similarity        (K, ...)  ProtoSeg: cosine of the embedding to the class's nearest prototype
     mask_scores       (K, ...)  mask classification: sum_q p_q(k) m_q(x) (class posteriors of the
                                 queries times their mask probabilities, "no object" left out)
@@ -32,8 +34,8 @@ __all__ = ["INGREDIENTS", "SCORES", "AnomalyScore", "register_score", "available
 
 SCORE_KEY = "MODEL.ANOMALY_SCORE"  # the config key that names a model's anomaly map
 
-INGREDIENTS = ("logits", "log_likelihood", "log_marginal", "similarity", "mask_scores", "query_mass",
-               "query_likelihood")
+INGREDIENTS = ("logits", "log_likelihood", "log_marginal", "log_background", "similarity", "mask_scores",
+               "query_mass", "query_likelihood")
 
 
 @dataclass(frozen=True)
@@ -122,6 +124,14 @@ def _likelihood(log_likelihood):
 @register_score("marginal", "GMM: -log p(x) (mixture marginal)", "log_marginal")
 def _marginal(log_marginal):
     return -log_marginal
+
+
+@register_score("likelihood_ratio", "GMM: -max_c log p(x|c) + log p_background(x)", "log_likelihood",
+                "log_background")
+def _likelihood_ratio(log_likelihood, log_background):
+    # how much less likely under its best class than under the known data as a whole: a shift that
+    # lowers every density (a new camera) lowers both terms
+    return log_background - log_likelihood.amax(0)
 
 
 @register_score("prototype", "ProtoSeg: -max_c cosine", "similarity")

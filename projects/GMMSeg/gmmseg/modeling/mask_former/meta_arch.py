@@ -148,7 +148,8 @@ class MaskFormer(nn.Module):
         self.class_temperature = check_class_temperature(class_temperature)
         self.configured_map = check_score_name(anomaly_score)
         self.score_family = True  # False (export): only the anomaly map, not every score
-        self.anomaly_fit = anomaly_fit or {}  # known-pixel statistics of the fitted scores (MODEL.ANOMALY_FIT)
+        # known-pixel statistics of the fitted scores (MODEL.ANOMALY_FIT; no background density here)
+        self.anomaly_fit = (anomaly_fit or {}).get("scores", {})
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(-1, 1, 1), False)
         if channels_last:  # MODEL.CHANNELS_LAST: the same computation, a faster layout for the convolutions

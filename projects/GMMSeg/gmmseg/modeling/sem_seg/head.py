@@ -92,7 +92,7 @@ class PerPixelHead(nn.Module):
     def _anomaly_scores(self, out):
         """{name: (N,) score at the feature grid} of the table's scores this predictor's output allows
         (the softmax family only when MODEL.ANOMALY_SCORE names one); sets the names."""
-        ingredients = {k: out[k] for k in ("log_marginal",) if k in out}
+        ingredients = {k: out[k] for k in ("log_marginal", "log_background") if k in out}
         if "log_likelihood" in out:
             kind = getattr(self.predictor, "class_score_ingredient", "log_likelihood")
             ingredients[kind] = out["log_likelihood"].t()  # (K, N)

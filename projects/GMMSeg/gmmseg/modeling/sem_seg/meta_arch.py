@@ -10,6 +10,7 @@ from detectron2.structures import ImageList
 from torch.nn import functional as F
 
 from ...scores import fitted_scores
+from ...gmm.background import BackgroundDensity
 from ...scores.fit import load_fit
 from ..memory_format import use_channels_last
 from ..sliding_window import sliding_window_inference
@@ -32,7 +33,10 @@ class PerPixelSegmentor(SemanticSegmentor):
     def __init__(self, *, sliding_window=None, channels_last=False, anomaly_fit=None, **kwargs):
         super().__init__(**kwargs)
         self.sliding_window = sliding_window  # None or (window (h, w), stride (h, w))
-        self.anomaly_fit = anomaly_fit or {}  # known-pixel statistics of the fitted scores (MODEL.ANOMALY_FIT)
+        fit = anomaly_fit or {}
+        self.anomaly_fit = fit.get("scores", {})  # known-pixel statistics of the fitted scores (MODEL.ANOMALY_FIT)
+        if fit.get("background") and hasattr(self.sem_seg_head.predictor, "background"):
+            self.sem_seg_head.predictor.background = BackgroundDensity.from_dict(fit["background"])
         if channels_last:
             use_channels_last(self)
 

@@ -156,6 +156,32 @@ def test_tool_writes_masks_manifest_deterministically_and_registers(tmp_path, mo
     assert [d["image_id"] for d in dicts] == ["f0", "f1", "f2"]
     m = load_anomaly_mask(dicts[0]["anomaly_mask_file_name"], dicts[0]["anomaly_mask_convention"])
     assert (m == 1).sum() == manifest["images"]["f0"]["anomaly_pixels"]
+    # --camera-shift: the same images through other cameras, the same labels, registered apart
+    tool.main(["--camera-shift", "--output", str(outputs[0])])
+    shifted = tmp_path / "out0" / "camvid_static_shift"
+    cams = json.loads((shifted / "manifest.json").read_text())["images"]
+    assert set(cams) == {"f0", "f1", "f2"}
+    for stem in cams:
+        a = np.asarray(Image.open(outputs[0] / "val" / "images" / f"{stem}.png"))
+        b = np.asarray(Image.open(shifted / "val" / "images" / f"{stem}.png"))
+        assert a.shape == b.shape and not (a == b).all()
+        la, lb = (np.asarray(Image.open(d / "val" / "labels" / f"{stem}.png")) for d in (outputs[0], shifted))
+        assert (la == lb).all()
+    assert [d["image_id"] for d in DatasetCatalog.get("camvid_static_shift_val")] == ["f0", "f1", "f2"]
+
+
+def test_camera_shift_of_a_flat_image_by_hand():
+    # a flat grey image stays flat through the resize and the blur: only the gains act on it
+    from gmmseg.data.camera_shift import camera_shift
+
+    image = np.full((30, 40, 3), 100, np.uint8)
+    out, cam = camera_shift(image, np.random.default_rng(3))
+    want = np.clip(np.rint(100 * cam["gain"] * np.asarray(cam["channel_gains"])), 0, 255)
+    assert out.shape == image.shape and (out == want.astype(np.uint8)).all()
+    again, cam2 = camera_shift(image, np.random.default_rng(3))
+    assert cam2 == cam and (again == out).all()
+    with pytest.raises(ValueError, match="uint8 image"):
+        camera_shift(image.astype(np.float32), np.random.default_rng(0))
 
 
 def test_bad_camvid_label_is_named(tmp_path):

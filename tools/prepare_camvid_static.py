@@ -23,6 +23,10 @@ Writes <output>/val/images/<name>.png, <output>/val/labels/<name>.png (1 pasted 
 edge where the object's alpha is below 0.5) and <output>/manifest.json (per image: the object's
 category, COCO image and annotation ids, licence and placement). Deterministic for a --seed;
 existing outputs are replaced. Nothing of it is committed: the data stay where you write them.
+
+--camera-shift: instead, write camvid_static_shift (<output>_shift) from an existing camvid_static:
+every image through another camera, one drawn per image (exposure, white balance, blur,
+resolution: gmmseg/data/camera_shift.py), the labels unchanged, the cameras in its manifest.
 """
 import argparse
 import glob
@@ -32,6 +36,7 @@ import os
 import numpy as np
 from PIL import Image
 
+from gmmseg.data.camera_shift import camera_shift
 from gmmseg.data.camvid import CAMVID_UNKNOWN_IDS, IGNORE
 from gmmseg.data.pasted_objects import coco_objects, iter_assignments, paste_object
 from gmmseg.data.preparation import save_png_atomic
@@ -89,6 +94,30 @@ def build(camvid_val: str, objects, output: str, seed: int):
     return manifest
 
 
+def build_camera_shift(static_root: str, output: str, seed: int):
+    """camvid_static (val/images + val/labels) through another camera per image -> `output`; the manifest."""
+    images = sorted(glob.glob(os.path.join(static_root, "val", "images", "*.png")))
+    if not images:
+        raise FileNotFoundError(f"no images in {static_root}/val/images: write camvid_static first (this tool "
+                                "without --camera-shift)")
+    rng = np.random.default_rng(seed)
+    for sub in ("images", "labels"):
+        os.makedirs(os.path.join(output, "val", sub), exist_ok=True)
+    manifest = {}
+    for path in images:
+        name = os.path.basename(path)
+        label = os.path.join(static_root, "val", "labels", name)
+        if not os.path.isfile(label):
+            raise FileNotFoundError(f"{path}: no label map {label}")
+        with Image.open(path) as im:
+            shifted, params = camera_shift(np.asarray(im.convert("RGB")), rng)
+        Image.fromarray(shifted).save(os.path.join(output, "val", "images", name))
+        with Image.open(label) as im:
+            save_png_atomic(np.asarray(im), os.path.join(output, "val", "labels", name))
+        manifest[name[:-4]] = params
+    return manifest
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--source", help="folder with annotations/<one>.json and images/")
@@ -98,7 +127,17 @@ def main(argv=None):
     ap.add_argument("--output", help="default: $DETECTRON2_DATASETS/camvid_static")
     ap.add_argument("--min-area", type=int, default=1000, help="smallest object mask used, in source pixels")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--camera-shift", action="store_true",
+                    help="write camvid_static_shift from an existing camvid_static (see the docstring)")
     args = ap.parse_args(argv)
+    if args.camera_shift:
+        static = args.output or os.path.join(default_root(), "camvid_static")
+        output = static.rstrip("/") + "_shift"
+        manifest = build_camera_shift(static, output, args.seed)
+        with open(os.path.join(output, "manifest.json"), "w") as f:
+            json.dump({"source": os.path.abspath(static), "seed": args.seed, "images": manifest}, f, indent=1)
+        print(f"wrote {len(manifest)} images through other cameras to {output}")
+        return
     if not (args.source or (args.annotations and args.images)):
         ap.error("give --source, or both --annotations and --images")
     annotations = args.annotations or find_annotations(args.source)

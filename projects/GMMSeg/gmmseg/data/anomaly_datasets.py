@@ -43,6 +43,9 @@ the frames whose labels the release ships; 10 and 30 images)
     dataset_ObstacleTrack/labels_masks/<frame>_labels_semantic.png
         0 not anomaly (obstacle track: road), 1 anomaly, 255 void ("smiyc" rule)
 
+camvid_static_shift_val  (the same 101 images through another camera: exposure, white balance, blur,
+    resolution; tools/prepare_camvid_static.py --camera-shift, gmmseg/data/camera_shift.py)
+    camvid_static_shift/val/images/<name>.png, camvid_static_shift/val/labels/<name>.png
 camvid_static_val  (CamVid val, 101 images, one real object of a non-road class pasted into each)
     camvid_static/val/images/<name>.png
     camvid_static/val/labels/<name>.png     1 pasted object, 0 known, 255 void ("ours" rule)
@@ -281,18 +284,22 @@ def load_smiyc(name: str, root: Optional[str] = None) -> List[dict]:
     return records
 
 
-def load_camvid_static(root: Optional[str] = None) -> List[dict]:
-    """CamVid val with pasted objects (tools/prepare_camvid_static.py), labels in our convention."""
-    name, root = "camvid_static_val", datasets_root(root)
-    base = os.path.join(root, "camvid_static", "val")
+def load_camvid_static(root: Optional[str] = None, name: str = "camvid_static_val",
+                       folder: str = "camvid_static") -> List[dict]:
+    """CamVid val with pasted objects (tools/prepare_camvid_static.py), labels in our convention;
+    `folder` "camvid_static_shift": the same through another camera (--camera-shift)."""
+    root = datasets_root(root)
+    base = os.path.join(root, folder, "val")
     labels = _label_files(os.path.join(base, "labels"), ".png")
     if not labels:
-        raise _not_found(name, f"no *.png in {os.path.join(base, 'labels')!r}", LAYOUT_CAMVID_STATIC, root)
+        raise _not_found(name, f"no *.png in {os.path.join(base, 'labels')!r}",
+                         LAYOUT_CAMVID_STATIC.replace("camvid_static/", folder + "/"), root)
     records = []
     for label in labels:
         image = os.path.join(base, "images", label)
         if not os.path.isfile(image):
-            raise _not_found(name, f"no image {image!r} for label {label!r}", LAYOUT_CAMVID_STATIC, root)
+            raise _not_found(name, f"no image {image!r} for label {label!r}",
+                             LAYOUT_CAMVID_STATIC.replace("camvid_static/", folder + "/"), root)
         records.append(_record(image, os.path.join(base, "labels", label), "ours", label[:-4]))
     return records
 
@@ -305,10 +312,12 @@ ANOMALY_DATASETS: Dict[str, Callable[[Optional[str]], List[dict]]] = {
     "smiyc_road_anomaly21_val": lambda root=None: load_smiyc("smiyc_road_anomaly21_val", root),
     "smiyc_road_obstacle21_val": lambda root=None: load_smiyc("smiyc_road_obstacle21_val", root),
     "camvid_static_val": load_camvid_static,
+    "camvid_static_shift_val": lambda root=None: load_camvid_static(root, "camvid_static_shift_val",
+                                                                    "camvid_static_shift"),
 }
 _CONVENTION = {"fishyscapes_lost_and_found_val": "fishyscapes", "fishyscapes_static_val": "fishyscapes",
                "road_anomaly": "road_anomaly", "smiyc_road_anomaly21_val": "smiyc",
-               "smiyc_road_obstacle21_val": "smiyc", "camvid_static_val": "ours"}
+               "smiyc_road_obstacle21_val": "smiyc", "camvid_static_val": "ours", "camvid_static_shift_val": "ours"}
 
 
 def register_anomaly_datasets(root: Optional[str] = None) -> List[str]:

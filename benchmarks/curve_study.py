@@ -108,9 +108,12 @@ def train(run, max_iter, period):
     print(f"[curves] {run} trained", flush=True)
 
 
+FIT_SCORES = False  # --fit-scores: the fitted anomaly scores too (one fit per checkpoint, next to it)
+
+
 def evaluate(run, iteration, checkpoint, dataset):
     out_dir = os.path.dirname(os.path.dirname(run.result_path(iteration, dataset)))
-    evaluate_checkpoint(run.config, run.opts, checkpoint, [dataset], out_dir, nice=10)
+    evaluate_checkpoint(run.config, run.opts, checkpoint, [dataset], out_dir, nice=10, fit=FIT_SCORES)
     print(f"[curves] {run} evaluated at iteration {iteration} on {dataset}", flush=True)
 
 
@@ -261,7 +264,12 @@ def main():
     ap.add_argument("--period", type=int, default=1000, help="checkpoint (and evaluation) every N iterations")
     ap.add_argument("--variant", nargs=3, action="append", required=True, metavar=("NAME", "CONFIG", "OPTS"))
     ap.add_argument("--report-only", action="store_true")
+    ap.add_argument("--fit-scores", action="store_true",
+                    help="evaluate the fitted anomaly scores too (tools/fit_scores.py on each checkpoint, known pixels "
+                         "of the run's training split)")
     args = ap.parse_args()
+    global FIT_SCORES
+    FIT_SCORES = args.fit_scores
     if args.max_iter % args.period:
         ap.error(f"--max-iter {args.max_iter} is not a multiple of --period {args.period}")
     runs = [Run(args.output, name, config, opts, seed)

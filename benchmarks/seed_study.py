@@ -30,11 +30,28 @@ SCORES = tuple(score_labels())  # every anomaly score of the table, in its order
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
-def evaluate_checkpoint(config, opts, weights, datasets, out_dir, nice=0):
+def fit_scores(config, opts, weights, nice=0) -> str:
+    """tools/fit_scores.py of `weights` on the config's training split (known pixels only), in a child
+    process with one thread: <weights without .pth>_fit.json next to the checkpoint (reused when there)."""
+    path = os.path.splitext(weights)[0] + "_fit.json"
+    if os.path.exists(path):
+        return path
+    cmd = (["nice", "-n", str(nice)] if nice else []) + [
+        sys.executable, os.path.join(ROOT, "tools", "fit_scores.py"), "--config-file", config, "--output", path,
+        *opts, "MODEL.WEIGHTS", weights]
+    with open(path[:-len(".json")] + "_stdout.txt", "w") as log:
+        if subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=dict(os.environ, **ONE_THREAD)).returncode:
+            raise RuntimeError(f"fitting the scores of {weights} failed: {log.name}")
+    return path
+
+
+def evaluate_checkpoint(config, opts, weights, datasets, out_dir, nice=0, fit=False):
     """`tools/train_net.py --eval-only` of `weights` on `datasets`, in a child process with one
     thread (niced by `nice`), its OUTPUT_DIR `out_dir`: {dataset: results}, also in
-    out_dir/inference/results.json."""
+    out_dir/inference/results.json. `fit`: with the fitted scores (fit_scores first)."""
     os.makedirs(out_dir, exist_ok=True)
+    if fit:
+        opts = list(opts) + ["MODEL.ANOMALY_FIT", fit_scores(config, opts, weights, nice)]
     cmd = (["nice", "-n", str(nice)] if nice else []) + [
         sys.executable, os.path.join(ROOT, "tools", "train_net.py"), "--config-file", config, "--eval-only", *opts,
         "MODEL.WEIGHTS", weights, "OUTPUT_DIR", out_dir, "DATASETS.TEST", "(" + "".join(f"'{d}'," for d in datasets) + ")"]
@@ -45,7 +62,7 @@ def evaluate_checkpoint(config, opts, weights, datasets, out_dir, nice=0):
         return json.load(f)
 
 
-def run_one(config, out_dir, opts, datasets):
+def run_one(config, out_dir, opts, datasets, fit=False):
     """Train (unless model_final.pth exists) and evaluate one run in child processes; returns its
     results (also in out_dir/results.json; the evaluation's files in out_dir/eval/)."""
     result_path = os.path.join(out_dir, "results.json")
@@ -60,7 +77,7 @@ def run_one(config, out_dir, opts, datasets):
             if subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=dict(os.environ, **ONE_THREAD)).returncode:
                 raise RuntimeError(f"training failed: {out_dir}/stdout.txt")
     result = evaluate_checkpoint(config, opts, os.path.join(out_dir, "model_final.pth"), datasets,
-                                 os.path.join(out_dir, "eval"))
+                                 os.path.join(out_dir, "eval"), fit=fit)
     with open(result_path, "w") as f:
         json.dump(result, f, default=float)
     return result
@@ -106,6 +123,8 @@ def main():
     ap.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
     ap.add_argument("--jobs", type=int, default=2, help="runs in parallel (one thread each)")
     ap.add_argument("--variant", nargs=3, action="append", required=True, metavar=("NAME", "CONFIG", "OPTS"))
+    ap.add_argument("--fit-scores", action="store_true",
+                    help="evaluate the fitted anomaly scores too (tools/fit_scores.py on each run's training split)")
     args = ap.parse_args()
     jobs = {}
     with ThreadPoolExecutor(args.jobs) as pool:
@@ -113,7 +132,7 @@ def main():
             for name, config, opts in args.variant:
                 out = os.path.join(os.path.abspath(args.output), name, f"seed{seed}")
                 o = opts.split() + ["SEED", str(seed), "MODEL.GMM.SEED", str(seed)]
-                jobs[(name, seed)] = pool.submit(run_one, os.path.join(ROOT, config), out, o, args.eval)
+                jobs[(name, seed)] = pool.submit(run_one, os.path.join(ROOT, config), out, o, args.eval, args.fit_scores)
     study = {name: {} for name, _, _ in args.variant}
     for (name, seed), job in jobs.items():
         try:

@@ -90,6 +90,7 @@ def metrics_of(result, dataset):
     out = {}
     if "sem_seg" in r:
         out["mIoU"] = r["sem_seg"]["mIoU"]
+        out.update({k: v for k, v in r["sem_seg"].items() if k.startswith("IoU-")})  # per class
     if "ECE" in r.get("calibration", {}):
         out["ECE"] = r["calibration"]["ECE"]
     for score in SCORES:
@@ -113,6 +114,19 @@ def table(study, dataset):
         cells = [mean_std([r[c] for r in runs.values()]) if all(c in r for r in runs.values()) else "-"
                  for c in cols]
         lines.append(f"| {name} | {len(runs)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def class_table(study):
+    """Per-class IoU, mean +- std over the seeds, one row per variant (a locked-out class shows as 0)."""
+    cols = list(dict.fromkeys(c for runs in study.values() for run in runs.values() for c in run
+                              if c.startswith("IoU-")))
+    if not cols:
+        return ""
+    lines = ["| variant | " + " | ".join(c[4:] for c in cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for name, runs in study.items():
+        cells = [mean_std([r[c] for r in runs.values()]) if all(c in r for r in runs.values()) else "-" for c in cols]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -141,7 +155,7 @@ def main():
             print(f"{name} seed {seed}: {e}", file=sys.stderr)
     study = {k: v for k, v in study.items() if v}
     json.dump(study, open(os.path.join(args.output, "study.json"), "w"), indent=1)
-    md = table(study, args.eval[0])
+    md = table(study, args.eval[0]) + "\n\n" + class_table(study)
     open(os.path.join(args.output, "study.md"), "w").write(md + "\n")
     print(md)
 

@@ -20,6 +20,7 @@ softmax run left). Each run, in this process, as tools/train_net.py trains:
    then Trainer.test evaluates it on camvid_openset_val: mIoU and the AUROC / FPR95 of every
    anomaly score the evaluator reports.
 """
+import contextlib
 import gc
 import logging
 import os
@@ -174,11 +175,16 @@ def summarize(results):
 
 
 def run_one(predictor, device, seconds, eval_reserve_s, iters=None, eval_images=0, workers=None, probe_iters=(3, 10),
-            opts=()):
-    """(row, measured evaluation seconds or None) of one run given `seconds` of wall time."""
+            opts=(), out_root=None):
+    """(row, measured evaluation seconds or None) of one run given `seconds` of wall time; its files
+    (config, log, evaluation JSONs) in <out_root>/camvid_<predictor>, or a temporary folder."""
     t_start = time.perf_counter()
     eval_name = first_images_dataset(EVAL_DATASET, eval_images)
-    with tempfile.TemporaryDirectory(prefix=f"gpu_check_camvid_{predictor}_") as out:
+    if out_root:
+        os.makedirs(os.path.join(out_root, f"camvid_{predictor}"), exist_ok=True)
+    keep = contextlib.nullcontext(os.path.join(out_root, f"camvid_{predictor}")) if out_root else \
+        tempfile.TemporaryDirectory(prefix=f"gpu_check_camvid_{predictor}_")
+    with keep as out:
         recipe = camvid_cfg(predictor, device, out, workers=workers, opts=opts)
         how = f"{iters} iterations (--camvid-iters)"
         if iters is None:
@@ -203,7 +209,8 @@ def run_one(predictor, device, seconds, eval_reserve_s, iters=None, eval_images=
     return (f"camvid {predictor}", "PASS", f"{time.perf_counter() - t_start:.1f}", detail), eval_s
 
 
-def camvid_rows(device, seconds_left, iters=None, eval_images=0, workers=None, probe_iters=(3, 10), opts=()):
+def camvid_rows(device, seconds_left, iters=None, eval_images=0, workers=None, probe_iters=(3, 10), opts=(),
+                out_root=None):
     """[(name, "PASS" / "FAIL" / "SKIP", seconds, detail)]: the softmax run and the GMM run, or
     one SKIP row naming what is missing."""
     from gmmseg import load_config
@@ -220,7 +227,8 @@ def camvid_rows(device, seconds_left, iters=None, eval_images=0, workers=None, p
         share = (deadline - time.perf_counter()) / (2 - i)
         t0 = time.perf_counter()
         try:
-            row, eval_s = run_one(predictor, device, share, reserve, iters, eval_images, workers, probe_iters, opts)
+            row, eval_s = run_one(predictor, device, share, reserve, iters, eval_images, workers, probe_iters, opts,
+                                  out_root)
         except Exception as e:  # a failed run is a result; the other one still runs
             row, eval_s = (f"camvid {predictor}", "FAIL", f"{time.perf_counter() - t0:.1f}",
                            f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"), None

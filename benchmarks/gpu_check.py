@@ -11,12 +11,18 @@ NOT RUN ON A GPU YET: it was written on machines without one (issue 20) and has 
 with --device cpu, where it checks its own code, not CUDA. The first GPU run is the first
 evidence for everything below; please put its table in the issue.
 
-One row per check or measurement: PASS / FAIL / SKIP, seconds, detail. Exit status 1 if a row
-FAILs. No internet is needed. In order:
+One row per check or measurement: PASS / FAIL / SKIP (a check that could not run, e.g. the fp16
+step the gradient scaler skipped, or an extension that is not installed), seconds, detail. Every
+stage runs in its own process (a crash or a hang costs that stage: a FAIL row, then the next), and
+every row is printed and appended to <--results>/rows.md and rows.jsonl as soon as it exists, so a
+timeout loses nothing done; the full traceback of every failure goes to <--results>/tracebacks.txt,
+and the CamVid runs (config, log, evaluation JSONs) stay in <--results>/camvid_<predictor>. Exit
+status 1 if a row FAILs; without a CUDA device (and --device cuda) one line says so, exit status 2.
+No internet is needed. In order:
 
 Checks (tests/test_gpu.py runs the same functions, marked `gpu`, skipped without CUDA):
-- env: torch and its CUDA version, the GPU, its compute capability among torch's architectures,
-  whether detectron2's compiled _C loads (not needed by this project; the PyPI build wants
+- env: the versions of Python, torch, CUDA, numpy, detectron2 and the NVIDIA driver, the GPU, its
+  compute capability among torch's architectures, whether detectron2's compiled _C loads (not needed by this project; the PyPI build wants
   libcudart.so.12, torch 2.14.1 from PyPI is a CUDA 13.0 build: docs/GPU.md);
 - fit_devices: gmm_fit's per-image sums with log-likelihoods on the GPU and labels on the CPU
   (issue 20 item 1);
@@ -33,7 +39,9 @@ Checks (tests/test_gpu.py runs the same functions, marked `gpu`, skipped without
   float32 (a float16 first step that the gradient scaler skips is reported as such);
 - ckpt_to_gpu: a checkpoint with a bank loads (memory-mapped) into a model on the GPU (item 5);
 - deform_attn: when the official MultiScaleDeformableAttention extension is installed, its output
-  and gradients against the PyTorch path (item 8).
+  and gradients against the PyTorch path (item 8); SKIP when it is not;
+- nccl: one process: init_process_group (NCCL on CUDA, gloo on the CPU), all_gather and all_reduce
+  of the dtypes the EM exchanges (int64 counts and fixed-point sums, float32 rows), a barrier.
 
 speed (gpu_speed.py): FPN R-50 and SegFormer MiT-B5, K = 19, --batch x 3 x --size (2 x 512 x
 1024), GMM vs softmax twin alternating, fp32 / fp16 / bf16 autocast: median training step and
@@ -54,22 +62,46 @@ START = time.perf_counter()  # the budget counts from here, before the heavy imp
 import argparse  # noqa: E402
 import copy  # noqa: E402
 import itertools  # noqa: E402
+import json  # noqa: E402
 import os  # noqa: E402
+import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
+import traceback  # noqa: E402
 
 import torch  # noqa: E402
-
-import gpu_camvid  # noqa: E402
-import gpu_speed  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO_CONFIG = os.path.join(ROOT, "configs", "demo", "fpn_r18_gmm.yaml")
 
 
 # ----------------------------------------------------------------------------- environment
+def driver_version():
+    """The NVIDIA driver's version (nvidia-smi), or why it is unknown."""
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"unknown ({type(e).__name__})"
+    return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else "unknown"
+
+
+def versions():
+    import platform
+
+    import numpy
+
+    try:
+        import detectron2
+        d2 = detectron2.__version__
+    except ImportError:
+        d2 = "not installed"
+    return [f"Python {platform.python_version()}", f"torch {torch.__version__}", f"CUDA {torch.version.cuda}",
+            f"numpy {numpy.__version__}", f"detectron2 {d2}", f"driver {driver_version()}"]
+
+
 def check_env(device):
-    parts = [f"torch {torch.__version__}", f"CUDA {torch.version.cuda}"]
+    parts = versions()
     ok = True
     if device == "cuda":
         if not torch.cuda.is_available():
@@ -226,6 +258,12 @@ def _step(model, device, precision, repeats=0, batch=None):
     return out
 
 
+def _skipped_step(step, step32):
+    """The detail of a SKIP row: the float16 step the gradient scaler skipped cannot be compared."""
+    return (f"the fp16 gradient scaler skipped the step (inf gradients; scale now {step['scale']:g}): nothing to "
+            f"compare (loss {step['loss']:.4f} vs fp32 {step32['loss']:.4f}); not a pass, not a failure")
+
+
 def _compare(step32, step):
     """(relative loss difference, update cosine, max |means difference|) of two _step results."""
     rel_loss = abs(step["loss"] - step32["loss"]) / abs(step32["loss"])
@@ -240,6 +278,8 @@ def check_amp(device, precision, repeats=5):
     model = Trainer.build_model(_demo_cfg(device))
     step32, step = _step(model, device, None, repeats), _step(model, device, precision, repeats)
     rel_loss, cos, dmeans = _compare(step32, step)
+    if step["skipped"]:
+        return None, _skipped_step(step, step32)
     ok = rel_loss < 0.02 and cos > 0.98 and dmeans < 2e-3
     return ok, (f"loss {step['loss']:.4f} vs fp32 {step32['loss']:.4f} ({rel_loss:.2%}), update cosine {cos:.4f}, "
                 f"means max diff {dmeans:.1e}; step {step['ms']:.1f} ms vs fp32 {step32['ms']:.1f} ms")
@@ -278,10 +318,11 @@ def check_mask2former_amp(device, precision, repeats=0):
     model = Trainer.build_model(_mask2former_cfg(device))
     step32, step = _step(model, device, None, repeats), _step(model, device, precision, repeats)
     rel_loss, cos, _ = _compare(step32, step)
+    if step["skipped"]:
+        return None, _skipped_step(step, step32)
     problems = _gmm_state_problems(step32) + _gmm_state_problems(step)
     ok = rel_loss < M2F_LOSS_TOLERANCE and not problems
-    update = (f"the gradient scaler skipped the step (inf gradients; scale now {step['scale']:g})" if step["skipped"]
-              else f"update cosine {cos:.4f}")
+    update = f"update cosine {cos:.4f}"
     return ok, (f"loss {step['loss']:.4f} vs fp32 {step32['loss']:.4f} ({rel_loss:.2%}, tolerance "
                 f"{M2F_LOSS_TOLERANCE:.0%}), {update}, {step['rows'].shape[0]} memory rows {step['rows'].dtype}"
                 + (f"; problems: {', '.join(problems)}" if problems else "; GMM state float32 and finite")
@@ -314,19 +355,43 @@ def check_deform_attn(device):
     from gmmseg.modeling.mask_former.pixel_decoder import ms_deform_attn_sample
 
     if deform_attn_op.compiled_op() is None:
-        return True, "MultiScaleDeformableAttention not installed: the PyTorch path runs"
+        return None, "MultiScaleDeformableAttention not installed: nothing to check (the PyTorch path runs)"
     shapes = [(8, 12), (4, 6)]
     g = torch.Generator().manual_seed(0)
     value = torch.randn(2, sum(h * w for h, w in shapes), 4, 8, generator=g).to(device).requires_grad_()
     loc = torch.rand(2, 50, 4, 2, 4, 2, generator=g).to(device).requires_grad_()
     w = torch.rand(2, 50, 4, 2, 4, generator=g).to(device).requires_grad_()
     if not deform_attn_op.uses_compiled_op(value):
-        return True, f"installed, not used for values on {device}"
+        return None, f"installed, not used for values on {device}: nothing to check"
     out = deform_attn_op.deform_attn(value, shapes, loc, w, ms_deform_attn_sample)
     ref = ms_deform_attn_sample(value, shapes, loc, w)
     grads = [torch.autograd.grad(o.sum(), (value, loc, w)) for o in (out, ref)]
     diff = max([float((out - ref).abs().max())] + [float((a - b).abs().max()) for a, b in zip(*grads)])
     return diff < 1e-4, f"compiled op vs PyTorch path: max difference {diff:.1e} (outputs and gradients)"
+
+
+# ----------------------------------------------------------------------------- NCCL, one process
+def check_nccl(device):
+    """init_process_group with world size 1 (NCCL on CUDA, gloo on the CPU), all_gather and
+    all_reduce of what the EM exchanges (int64 counts and fixed-point sums, float32 rows), barrier."""
+    import torch.distributed as dist
+
+    backend = "nccl" if device == "cuda" else "gloo"
+    with tempfile.TemporaryDirectory() as d:
+        dist.init_process_group(backend, init_method=f"file://{os.path.join(d, 'store')}", rank=0, world_size=1)
+        try:
+            results = []
+            for dtype in (torch.int64, torch.float32):
+                x = (torch.arange(6, device=device) * 3).to(dtype)
+                gathered = [torch.empty_like(x)]
+                dist.all_gather(gathered, x)
+                y = x.clone()
+                dist.all_reduce(y)
+                results.append(torch.equal(gathered[0], x) and torch.equal(y, x))
+            dist.barrier()
+        finally:
+            dist.destroy_process_group()
+    return all(results), f"{backend}: all_gather and all_reduce of int64 and float32 exact, barrier passed"
 
 
 CHECKS = {
@@ -340,6 +405,7 @@ CHECKS = {
     "mask2former_amp_bf16": lambda device, repeats: check_mask2former_amp(device, torch.bfloat16, repeats),
     "ckpt_to_gpu": check_ckpt_to_gpu,
     "deform_attn": check_deform_attn,
+    "nccl": check_nccl,
 }
 TIMED = {"amp_fp16", "amp_bf16", "mask2former_amp_fp16", "mask2former_amp_bf16"}  # these take `repeats`
 STAGES = list(CHECKS) + ["speed", "camvid"]
@@ -350,20 +416,64 @@ def _error_line(e):
     return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
 
 
-def check_row(name, device, repeats):
-    """(name, "PASS" / "FAIL" / "SKIP", seconds, detail) of one check; a crash is a FAIL row."""
+class Results:
+    """The results folder: each row appended to rows.md (a Markdown table) and rows.jsonl and printed
+    as soon as it exists; full tracebacks appended to tracebacks.txt."""
+
+    def __init__(self, folder):
+        self.folder = folder
+        os.makedirs(folder, exist_ok=True)
+        self.md, self.jsonl = os.path.join(folder, "rows.md"), os.path.join(folder, "rows.jsonl")
+        self.tracebacks = os.path.join(folder, "tracebacks.txt")
+
+    def start(self, device, budget_s):
+        """A new run: the files start empty, the table with its header."""
+        with open(self.md, "w") as f:
+            f.write(f"gmmseg GPU check, --device {device} (budget {budget_s:.0f} s)\n\n"
+                    "| check | result | s | detail |\n|---|---|---|---|\n")
+        for path in (self.jsonl, self.tracebacks):
+            open(path, "w").close()
+
+    def add(self, row):
+        line = "| " + " | ".join(str(c).replace("|", "/").replace("\n", " ") for c in row) + " |"
+        with open(self.md, "a") as f:
+            f.write(line + "\n")
+        with open(self.jsonl, "a") as f:
+            f.write(json.dumps(list(row)) + "\n")
+        print(line, flush=True)
+
+    def traceback(self, name, text):
+        with open(self.tracebacks, "a") as f:
+            f.write(f"==== {name}\n{text.rstrip()}\n\n")
+
+    def rows(self):
+        if not os.path.exists(self.jsonl):
+            return []
+        with open(self.jsonl) as f:
+            return [tuple(json.loads(line)) for line in f if line.strip()]
+
+
+def check_row(name, device, repeats, results=None):
+    """(name, "PASS" / "FAIL" / "SKIP", seconds, detail) of one check; a crash is a FAIL row (its
+    traceback to `results`). A check returns (True / False / None = did not run, detail)."""
     t0 = time.perf_counter()
     if name.endswith("bf16") and device == "cuda" and torch.cuda.is_available() and not torch.cuda.is_bf16_supported():
         return name, "SKIP", "0.0", "this GPU has no bfloat16"
     try:
         ok, detail = CHECKS[name](device, repeats) if name in TIMED else CHECKS[name](device)
     except Exception as e:  # a check that crashes is a result too; the others still run
-        ok, detail = False, _error_line(e)
-    return name, "PASS" if ok else "FAIL", f"{time.perf_counter() - t0:.1f}", detail
+        ok, detail = False, _error_line(e) + " (traceback in tracebacks.txt)"
+        if results is not None:
+            results.traceback(name, traceback.format_exc())
+    status = "SKIP" if ok is None else "PASS" if ok else "FAIL"
+    return name, status, f"{time.perf_counter() - t0:.1f}", detail
 
 
-def stage_rows(name, args, seconds_left):
+def stage_rows(name, args, seconds_left, results=None):
     """The rows of one stage: a check, the speed section or the CamVid stage."""
+    import gpu_camvid
+    import gpu_speed
+
     if name == "speed":
         return gpu_speed.speed_rows(args.device, tuple(args.size), args.batch, args.warmup, max(1, args.repeats),
                                     args.speed_opts)
@@ -372,8 +482,29 @@ def stage_rows(name, args, seconds_left):
         if workers < 0:  # auto: the config's on the CPU, more on a GPU machine (data loading would lead)
             workers = None if args.device == "cpu" else min(8, os.cpu_count() or 1)
         return gpu_camvid.camvid_rows(args.device, seconds_left - END_MARGIN_S, args.camvid_iters,
-                                      args.camvid_eval_images, workers, tuple(args.camvid_probe), args.camvid_opts)
-    return [check_row(name, args.device, args.repeats)]
+                                      args.camvid_eval_images, workers, tuple(args.camvid_probe), args.camvid_opts,
+                                      out_root=results.folder if results is not None else None)
+    return [check_row(name, args.device, args.repeats, results)]
+
+
+def run_stage_process(name, cmd, results, timeout_s):
+    """Run one stage's command in its own process (it records its rows itself). A crash, a non-zero
+    exit without rows or a timeout becomes one FAIL row, with the end of its output in tracebacks.txt."""
+    before = len(results.rows())
+    log_path = os.path.join(results.folder, f"stage_{name}.log")
+    t0 = time.perf_counter()
+    with open(log_path, "w") as log:  # rows go to stdout (printed as they come), the rest to the log
+        try:
+            code = subprocess.run(cmd, stderr=log, timeout=max(timeout_s, 1.0)).returncode
+            why = None if code == 0 else f"the stage's process exited with code {code}"
+        except subprocess.TimeoutExpired:
+            code, why = None, f"the stage's process ran past its {timeout_s:.0f} s and was stopped"
+    with open(log_path) as f:
+        tail = f.read()[-4000:]
+    if why is not None and len(results.rows()) == before:
+        results.traceback(name, f"{why}; the end of its output ({log_path}):\n{tail}")
+        results.add((name, "FAIL", f"{time.perf_counter() - t0:.1f}", f"{why} (output in {log_path})"))
+    return code
 
 
 def print_table(rows, device, total_s, budget_s):
@@ -387,6 +518,9 @@ def argument_parser():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     ap.add_argument("--only", nargs="*", choices=STAGES, help="run these checks / sections only")
+    ap.add_argument("--results", default=os.path.join("output", "gpu_check"), metavar="DIR",
+                    help="where the rows (rows.md, rows.jsonl), tracebacks and CamVid runs go (default output/gpu_check)")
+    ap.add_argument("--stage", choices=STAGES, help=argparse.SUPPRESS)  # internal: one stage, in this process
     ap.add_argument("--repeats", type=int, default=5,
                     help="AMP checks: steps timed per precision (0: no timing); speed: timed steps (at least 1)")
     ap.add_argument("--warmup", type=int, default=2, help="speed: untimed steps of each model first")
@@ -408,19 +542,50 @@ def argument_parser():
     return ap
 
 
+NO_CUDA = ("gpu_check: no CUDA device (torch.cuda.is_available() is False); it checks a GPU. "
+           "`--device cpu` runs its logic on the CPU.")
+
+
+def _stage_command(argv, name, seconds_left):
+    """This script's command line for one stage, in a child process, with the time it has left."""
+    return [sys.executable, os.path.abspath(__file__), *argv, "--stage", name, "--budget-s", f"{seconds_left:.1f}"]
+
+
 def main(argv=None):
-    args = argument_parser().parse_args(argv)
+    raw = list(sys.argv[1:] if argv is None else argv)
+    args = argument_parser().parse_args(raw)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print(NO_CUDA, file=sys.stderr)
+        return 2
     t_start = START if argv is None else time.perf_counter()  # run as a script: from the process start
-    rows = []
+    results = Results(args.results)
+    if args.stage:  # a child: one stage, rows recorded as they come
+        for row in stage_rows(args.stage, args, args.budget_s - (time.perf_counter() - t_start), results):
+            results.add(row)
+        return 0
+    results.start(args.device, args.budget_s)
+    base = _without_option(raw, "--budget-s")
     for name in args.only or STAGES:
-        print(f"[gpu_check] {name} ...", file=sys.stderr, flush=True)
-        t0 = time.perf_counter()
-        try:
-            rows += stage_rows(name, args, args.budget_s - (t0 - t_start))
-        except Exception as e:  # a stage that crashes outside its rows' own handling: a FAIL row, go on
-            rows.append((name, "FAIL", f"{time.perf_counter() - t0:.1f}", _error_line(e)))
+        left = args.budget_s - (time.perf_counter() - t_start)
+        print(f"[gpu_check] {name} ({left:.0f} s left) ...", file=sys.stderr, flush=True)
+        run_stage_process(name, _stage_command(base, name, left), results, left)
+    rows = results.rows()
     print_table(rows, args.device, time.perf_counter() - t_start, args.budget_s)
+    print(f"rows in {results.md}; tracebacks in {results.tracebacks}", file=sys.stderr)
     return 1 if any(r[1] == "FAIL" for r in rows) else 0
+
+
+def _without_option(argv, option):
+    """argv without `option` and its value."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == option:
+            skip = True
+        elif not a.startswith(option + "="):
+            out.append(a)
+    return out
 
 
 if __name__ == "__main__":

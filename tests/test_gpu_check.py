@@ -121,3 +121,75 @@ def test_speed_configs_are_the_k19_pairs():
     assert names == ["FPN R-50", "SegFormer MiT-B5"]
     with pytest.raises(ValueError, match="NUM_CLASSES is 6"):
         gpu_speed.pair_cfgs(gpu_speed.MODELS["fpn_r50"], "cpu", ["MODEL.SEM_SEG_HEAD.NUM_CLASSES", "6"])
+
+
+# ---------------------------------------------------------------- the runner: rows, SKIP, crashes (issue 31)
+def test_without_cuda_one_line_and_exit_2(monkeypatch, capsys):
+    monkeypatch.setattr(gpu_check.torch.cuda, "is_available", lambda: False)
+    assert gpu_check.main(["--only", "env"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [gpu_check.NO_CUDA]
+
+
+def test_rows_are_recorded_as_they_come_with_tracebacks(tmp_path, monkeypatch):
+    def crashes(device):
+        raise RuntimeError("first line\nsecond line")
+
+    monkeypatch.setitem(gpu_check.CHECKS, "fit_devices", crashes)
+    monkeypatch.setitem(gpu_check.CHECKS, "env", lambda device: (None, "could not run"))
+    results = gpu_check.Results(str(tmp_path))
+    results.start("cpu", 60)
+    for name in ("env", "fit_devices"):
+        results.add(gpu_check.check_row(name, "cpu", 0, results))
+    rows = results.rows()
+    assert [(r[0], r[1]) for r in rows] == [("env", "SKIP"), ("fit_devices", "FAIL")]
+    assert rows[1][3] == "RuntimeError: first line (traceback in tracebacks.txt)"
+    tb = (tmp_path / "tracebacks.txt").read_text()
+    assert "==== fit_devices" in tb and "second line" in tb and "Traceback (most recent call last)" in tb
+    assert "| env | SKIP | " in (tmp_path / "rows.md").read_text()
+
+
+def test_a_crashing_or_hanging_stage_costs_one_fail_row(tmp_path):
+    results = gpu_check.Results(str(tmp_path))
+    results.start("cpu", 60)
+    crash = [sys.executable, "-c", "import os, sys; print('dying', file=sys.stderr); os._exit(3)"]
+    assert gpu_check.run_stage_process("speed", crash, results, 60) == 3
+    hang = [sys.executable, "-c", "import time; time.sleep(30)"]
+    gpu_check.run_stage_process("camvid", hang, results, 1)
+    # a stage that records its own row and exits 0 adds nothing
+    ok = [sys.executable, "-c", f"import sys; sys.path.insert(0, {os.path.join(ROOT, 'benchmarks')!r}); "
+          f"import gpu_check; gpu_check.Results({str(tmp_path)!r}).add(('nccl', 'PASS', '0.1', 'fine'))"]
+    assert gpu_check.run_stage_process("nccl", ok, results, 60) == 0
+    rows = results.rows()
+    assert [(r[0], r[1]) for r in rows] == [("speed", "FAIL"), ("camvid", "FAIL"), ("nccl", "PASS")]
+    assert "exited with code 3" in rows[0][3] and "ran past its 1 s" in rows[1][3]
+    tb = (tmp_path / "tracebacks.txt").read_text()
+    assert "==== speed" in tb and "dying" in tb
+
+
+def test_a_skipped_fp16_step_is_a_skip_not_a_pass_or_a_fail(monkeypatch):
+    import torch
+
+    def fake_step(model, device, precision, repeats=0, batch=None):
+        skipped = precision == torch.float16
+        return {"loss": 1.0, "update": torch.zeros(3) if skipped else torch.ones(3), "means": torch.zeros(2),
+                "stds": torch.ones(2), "rows": torch.ones(1, 2), "skipped": skipped, "scale": 32768.0, "ms": 1.0}
+
+    monkeypatch.setattr(gpu_check, "_step", fake_step)
+    monkeypatch.setattr(gpu_check, "_demo_cfg", lambda device: None)
+    monkeypatch.setattr(gpu_check, "_mask2former_cfg", lambda device: None)
+    from gmmseg.engine import Trainer
+
+    monkeypatch.setattr(Trainer, "build_model", classmethod(lambda cls, cfg: None))
+    for check in (gpu_check.check_amp, gpu_check.check_mask2former_amp):
+        ok, detail = check("cpu", torch.float16, 0)
+        assert ok is None and "skipped the step" in detail and "scale now 32768" in detail
+    ok, _ = gpu_check.check_amp("cpu", torch.bfloat16, 0)
+    assert ok is True  # identical fake steps: a pass
+
+
+def test_the_stage_command_passes_the_options_and_the_time_left():
+    argv = ["--device", "cpu", "--budget-s", "300", "--results", "out"]
+    cmd = gpu_check._stage_command(gpu_check._without_option(argv, "--budget-s"), "env", 123.4)
+    assert cmd[2:] == ["--device", "cpu", "--results", "out", "--stage", "env", "--budget-s", "123.4"]
+    assert gpu_check._without_option(["--budget-s=5", "--x"], "--budget-s") == ["--x"]

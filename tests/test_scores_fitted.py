@@ -119,7 +119,7 @@ def test_the_tool_fits_every_score_of_the_model(fitted):
     assert {"likelihood", "marginal", "msp", "entropy", "max_logit", "energy"} <= set(fit["scores"])
     assert sum(fit["scores"]["likelihood"]["count"]) == 3 * 200
     assert fit["fitted_scores"] == ["likelihood_std", "max_logit_std", "likelihood_energy", "likelihood_entropy",
-                                    "likelihood_ratio"]
+                                    "likelihood_ratio", "background"]
     bg = fit["background"]
     assert len(bg["weights"]) == 16 and len(bg["means"][0]) == 64 and bg["embeddings"] == 3 * 500
     assert sum(bg["weights"]) == pytest.approx(1.0)
@@ -187,8 +187,10 @@ def test_likelihood_ratio_by_hand():
     from gmmseg.scores import compute_scores
 
     ll = torch.tensor([[30.0, 10.0], [25.0, 12.0]])
-    s = compute_scores({"log_likelihood": ll, "log_background": torch.tensor([28.0, 20.0])}, ["likelihood_ratio"])
+    s = compute_scores({"log_likelihood": ll, "log_background": torch.tensor([28.0, 20.0])},
+                       ["likelihood_ratio", "background"])
     torch.testing.assert_close(s["likelihood_ratio"], torch.tensor([28.0 - 30.0, 20.0 - 12.0]))
+    torch.testing.assert_close(s["background"], torch.tensor([-28.0, -20.0]))
 
 
 def test_exported_likelihood_ratio_equals_eager(fitted, tmp_path):

@@ -155,7 +155,7 @@ def main(argv=None) -> Dict:
            "fitted_scores": [f.name for f in FITTED.values() if all(b in result for b in f.bases)]}
     if embeddings is not None:
         fit["background"] = fit_background(embeddings, args.background_components, args.seed)
-        fit["fitted_scores"].append("likelihood_ratio")
+        fit["fitted_scores"] += ["likelihood_ratio", "background"]
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     with open(args.output, "w") as f:
         json.dump(fit, f, indent=1)

@@ -134,6 +134,12 @@ def _likelihood_ratio(log_likelihood, log_background):
     return log_background - log_likelihood.amax(0)
 
 
+@register_score("background", "-log p_background(x): the class-agnostic mixture of known embeddings",
+                "log_background")
+def _background(log_background):
+    return -log_background
+
+
 @register_score("prototype", "ProtoSeg: -max_c cosine", "similarity")
 def _prototype(similarity):
     return -similarity.amax(0)

@@ -101,11 +101,11 @@ def test_eval_only_reproduces_the_final_evaluation_of_training(train_then_eval_o
 
     # the numbers the issue names are there, and are not degenerate
     for key in ("gmmseg_demo_val/sem_seg/mIoU", "gmmseg_demo_anomaly/sem_seg/mIoU",
-                "gmmseg_demo_anomaly/anomaly/gmm_AUROC", "gmmseg_demo_anomaly/anomaly/msp_AUROC",
+                "gmmseg_demo_anomaly/anomaly/likelihood_AUROC", "gmmseg_demo_anomaly/anomaly/msp_AUROC",
                 "gmmseg_demo_val/calibration/ECE"):
         assert key in reported, sorted(reported)
         assert math.isfinite(reported[key]) and 0 < reported[key] < 100, (key, reported[key])
-    assert reported["gmmseg_demo_anomaly/anomaly/gmm_AUROC"] != 50.0
+    assert reported["gmmseg_demo_anomaly/anomaly/likelihood_AUROC"] != 50.0
 
     assert reported.keys() == reproduced.keys(), sorted(set(reported) ^ set(reproduced))
     differ = {k: (reported[k], reproduced[k]) for k in reported

@@ -60,5 +60,6 @@ def test_short_demo_training_of_gmm_variant_evaluates(demo_datasets, tmp_path):
     assert 0.0 <= miou <= 100.0
     assert miou > 20.0, f"mIoU {miou:.1f} after 20 iterations"  # ~35 observed; chance is < 10
     anomaly = results[NAMES["anomaly"]]["anomaly"]
-    assert 0.0 <= anomaly["gmm_AUROC"] <= 100.0  # the query-mixture anomaly map is scored too
+    assert 0.0 <= anomaly["query_likelihood_AUROC"] <= 100.0  # the query-mixture anomaly map is scored too
+    assert 0.0 <= anomaly["rba_AUROC"] <= 100.0 and 0.0 <= anomaly["eam_AUROC"] <= 100.0
     assert "msp_AUROC" in anomaly

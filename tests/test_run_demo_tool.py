@@ -82,9 +82,10 @@ def _files(out, variant):
 
 
 def _scores(out):
-    """The anomaly scores the evaluator computed (the GMM model's file: all of them, "gmm" first)."""
+    """The anomaly scores the evaluator computed (the GMM model's file: all of them, the model's own
+    scores first: "likelihood", "marginal")."""
     scores = list(_files(out, "gmm")[2]["scores"])
-    assert scores[0] == "gmm" and {"msp", "entropy", "max_logit"} <= set(scores)
+    assert scores[:2] == ["likelihood", "marginal"] and {"msp", "entropy", "max_logit"} <= set(scores)
     return scores
 
 
@@ -116,7 +117,7 @@ def test_summary_table_shows_the_evaluators_numbers(demo_run):
     # the run is informative enough to catch a swapped column or a row reading another class
     assert rows["mIoU (val)"]["softmax"] != rows["mIoU (val)"]["gmm"]
     assert len({rows[f"  IoU {c}"]["gmm"] for c in DEMO_CLASSES}) >= 3
-    assert rows["AUROC gmm (anomaly)"]["softmax"] == "-" and rows["AUROC gmm (anomaly)"]["gmm"] != "-"
+    assert rows["AUROC likelihood (anomaly)"]["softmax"] == "-" and rows["AUROC likelihood (anomaly)"]["gmm"] != "-"
 
 
 def test_summary_json_holds_the_evaluators_numbers_unrounded(demo_run):
@@ -190,7 +191,7 @@ def test_summary_table_of_a_hand_made_result(demo_run):
 
     res = {"softmax": result(100), "gmm": result(200)}
     for m in METRICS:
-        del res["softmax"][ANOM]["anomaly"][f"gmm_{m}"]
+        del res["softmax"][ANOM]["anomaly"][f"likelihood_{m}"]
     rows = _parse_table(tool.summary_table(res, classes))
     assert rows["mIoU (val)"] == {"softmax": "100.1", "gmm": "200.1"}
     assert rows["  IoU a"] == {"softmax": "101.2", "gmm": "201.2"}
@@ -199,7 +200,7 @@ def test_summary_table_of_a_hand_made_result(demo_run):
     for i, s in enumerate(scores):
         for j, m in enumerate(METRICS):
             want = {v: f"{base + 10 * i + j + 0.44:.1f}" for v, base in (("softmax", 100), ("gmm", 200))}
-            if s == "gmm":
+            if s == "likelihood":
                 want["softmax"] = "-"
             assert rows[f"{m} {s} (anomaly)"] == want
     assert rows["train step / softmax's"] == {"softmax": "0.22", "gmm": "0.32"}

@@ -118,8 +118,9 @@ def test_paper_gmm_configs_use_the_release_bookkeeping(path):
     g = cfg.MODEL.GMM
     assert g.NUM_COMPONENTS == (8 if "ade20k" in path else 5)
     assert (g.UPDATE_COMPONENTS, g.UPDATE_INTERVAL, g.PUSHES_PER_STEP) == ("present_classes", 5, 20)
-    # the release pushes correct pixels only; the query GMM takes every matched query (an empty
-    # memory with correct-only pushes locked classes out on CamVid: docs/MASK2FORMER.md)
+    # the release pushes correct pixels only (stated: the project's default is correct_first); the
+    # query GMM takes every matched query (an empty memory with correct-only pushes locked classes
+    # out on CamVid: docs/MASK2FORMER.md)
     assert g.PUSH_ROWS == ("all" if "mask2former" in path else "correct")
     assert (g.MEAN_MOMENTUM, g.STD_MOMENTUM, g.VARIANCE_FLOOR) == (0.999, 0.0, 0.01)
     assert cfg.DATALOADER.SAMPLER_TRAIN == "ClassBalancedSampler"

@@ -59,11 +59,13 @@ def add_gmmseg_config(cfg):
     # at most this many new embeddings per (class, component) per step, from the whole gathered batch
     # (all ranks), at positions linspace(0, n - 1, PUSHES_PER_STEP) as in the release
     cfg.MODEL.GMM.PUSHES_PER_STEP = 20
-    # which labelled pixels are candidates for the memory (gmm/predictor.py): "correct" (release: only
-    # those the head classifies correctly; a class it never gets right never gets a real row),
-    # "all" (every labelled pixel), "correct_first" (correct ones, topped up to PUSHES_PER_STEP per
-    # (class, component) with misclassified ones: every labelled class gets rows)
-    cfg.MODEL.GMM.PUSH_ROWS = "correct"
+    # which labelled pixels are candidates for the memory (gmm/predictor.py): "correct_first" (correct
+    # ones, topped up to PUSHES_PER_STEP per (class, component) with misclassified ones: every
+    # labelled class gets rows; the release's rows wherever a group has >= PUSHES_PER_STEP correct
+    # ones), "correct" (the release, which the paper configs state: only those the head classifies
+    # correctly; a class it never gets right never gets a real row and can stay locked out), "all"
+    # (every labelled pixel). Default correct_first: all-class CamVid, docs/GMM_SETTINGS.md
+    cfg.MODEL.GMM.PUSH_ROWS = "correct_first"
     # which components an M-step updates: "present_classes" (release: every component of every class
     # in this iteration's ground truth, all ranks, from whatever its memory holds) | "received_rows"
     # (only components that received rows since the last M-step)

@@ -35,8 +35,9 @@ class PerPixelSegmentor(SemanticSegmentor):
         self.sliding_window = sliding_window  # None or (window (h, w), stride (h, w))
         fit = anomaly_fit or {}
         self.anomaly_fit = fit.get("scores", {})  # known-pixel statistics of the fitted scores (MODEL.ANOMALY_FIT)
-        if fit.get("background") and hasattr(self.sem_seg_head.predictor, "background"):
-            self.sem_seg_head.predictor.background = BackgroundDensity.from_dict(fit["background"])
+        predictor = getattr(self.sem_seg_head, "predictor", None)
+        if fit.get("background") and hasattr(predictor, "background"):  # a GMM head: likelihood_ratio
+            predictor.background = BackgroundDensity.from_dict(fit["background"])
         if channels_last:
             use_channels_last(self)
 

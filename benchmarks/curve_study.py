@@ -117,10 +117,14 @@ def evaluate(run, iteration, checkpoint, dataset):
     print(f"[curves] {run} evaluated at iteration {iteration} on {dataset}", flush=True)
 
 
+EVAL_AT = None  # --eval-at: the iterations evaluated (None: every checkpoint)
+
+
 def pending_evaluations(runs, period, datasets):
     """(iteration, run, checkpoint, dataset) not yet evaluated, earliest iteration first."""
     todo = [(i, k, j, run, path, d) for k, run in enumerate(runs) for i, path in run.checkpoints(period).items()
-            for j, d in enumerate(datasets) if not os.path.exists(run.result_path(i, d))]
+            for j, d in enumerate(datasets)
+            if (EVAL_AT is None or i in EVAL_AT) and not os.path.exists(run.result_path(i, d))]
     return [(i, run, path, d) for i, _, _, run, path, d in sorted(todo, key=lambda t: t[:3])]
 
 
@@ -263,15 +267,22 @@ def main():
     ap.add_argument("--max-iter", type=int, default=10000)
     ap.add_argument("--period", type=int, default=1000, help="checkpoint (and evaluation) every N iterations")
     ap.add_argument("--variant", nargs=3, action="append", required=True, metavar=("NAME", "CONFIG", "OPTS"))
+    ap.add_argument("--eval-at", nargs="+", type=int, metavar="ITERATION",
+                    help="evaluate only these checkpoints (default: every one); the others are kept to resume from")
     ap.add_argument("--report-only", action="store_true")
     ap.add_argument("--fit-scores", action="store_true",
                     help="evaluate the fitted anomaly scores too (tools/fit_scores.py on each checkpoint, known pixels "
                          "of the run's training split)")
     args = ap.parse_args()
-    global FIT_SCORES
+    global FIT_SCORES, EVAL_AT
     FIT_SCORES = args.fit_scores
     if args.max_iter % args.period:
         ap.error(f"--max-iter {args.max_iter} is not a multiple of --period {args.period}")
+    if args.eval_at:
+        wrong = [i for i in args.eval_at if i % args.period or not 0 < i <= args.max_iter]
+        if wrong:
+            ap.error(f"--eval-at {wrong}: not a checkpoint (a multiple of --period {args.period} up to --max-iter)")
+        EVAL_AT = set(args.eval_at)
     runs = [Run(args.output, name, config, opts, seed)
             for seed in args.seeds for name, config, opts in args.variant]
     if not args.report_only:

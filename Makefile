@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 DETECTRON2_PYPI ?= sal-detectron2==0.7.2
 export DETECTRON2_DATASETS ?= $(CURDIR)/datasets
 
-.PHONY: venv demo test clean-venv
+.PHONY: venv demo test lint format clean-venv
 
 # Find some Python 3.10 (detectron2's PyPI build is tagged cp310 only).
 PYTHON310 := $(shell for c in python$(PY_VERSION) python3; do \
@@ -47,6 +47,15 @@ demo: venv
 
 test: venv
 	$(PY) -m pytest -q tests
+
+# The formatter and linter (ruff.toml): `make lint` checks, `make format` rewrites.
+lint: venv
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+format: venv
+	$(PY) -m ruff check --fix .
+	$(PY) -m ruff format .
 
 clean-venv:
 	rm -rf $(VENV)

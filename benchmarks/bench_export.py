@@ -29,12 +29,12 @@ import time
 
 import numpy as np
 import torch
+from common import machine, table
 from detectron2.modeling import build_model
+from model_timing import head_cfg
 from torch import nn
 from torch.nn import functional as F
 
-from model_timing import head_cfg
-from common import machine, table
 from gmmseg.deploy import ExportedSegmenter, export_metadata, export_model, prepare_for_export, state_bytes
 
 CLASSES, DEPTH = 19, 18

@@ -17,12 +17,11 @@ import logging
 import warnings
 
 import torch
+from common import machine, table
 from fvcore.nn import FlopCountAnalysis
 from fvcore.nn.jit_handles import addmm_flop_jit
-from torch import nn
-
 from model_timing import build_head_model
-from common import machine, table
+from torch import nn
 
 
 class _BackboneAndHead(nn.Module):

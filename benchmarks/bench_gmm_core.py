@@ -13,8 +13,8 @@ import math
 
 import torch
 import torch.nn.functional as F
-
 from common import machine, table, timeit, verdict
+
 from gmmseg.gmm import FeatureMemory, GMMPredictor, gaussian_log_likelihood, sinkhorn_assign
 
 LOGLIK_TARGET = 2.0  # log-likelihood time / two bare GEMMs of the same shapes

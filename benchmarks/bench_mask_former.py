@@ -18,10 +18,10 @@ import argparse
 import os
 
 import torch
-
 from common import machine, table
-from gmmseg import load_config
 from model_timing import time_models
+
+from gmmseg import load_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_SOFTMAX = os.path.join(ROOT, "configs/demo/mask2former_r18_softmax.yaml")

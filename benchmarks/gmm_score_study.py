@@ -29,9 +29,9 @@ def main():
     from detectron2.data import MetadataCatalog
 
     from gmmseg import load_config
+    from gmmseg.analysis.gmm_scores import score_study
     from gmmseg.engine import Trainer
     from gmmseg.engine.inference import build_inference_model
-    from gmmseg.analysis.gmm_scores import score_study
 
     reports = {}
     for run in args.run:

@@ -33,8 +33,8 @@ import statistics
 import sys
 
 import torch
-
 from common import timeit
+
 from gmmseg.gmm.coverage import class_coverage, coverage_warnings
 from gmmseg.gmm.fixed_point import from_fixed_point
 from gmmseg.gmm.m_step import gaussian_m_step

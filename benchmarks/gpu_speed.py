@@ -18,9 +18,9 @@ import os
 import time
 
 import torch
+from model_timing import head_cfg, measure_models, random_batch
 
 from gmmseg import load_config
-from model_timing import head_cfg, measure_models, random_batch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_CLASSES = 19

@@ -22,8 +22,6 @@ import shlex
 import sys
 import time
 
-import torch
-
 import bench_em_communication
 import bench_em_scaling
 import bench_export
@@ -33,7 +31,9 @@ import bench_heads
 import bench_mask_former
 import bench_train_step
 import model_timing
+import torch
 from common import cpu_model, table, verdict
+
 from gmmseg.gmm import FeatureMemory
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

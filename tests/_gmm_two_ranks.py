@@ -9,7 +9,7 @@ import torch
 import torch.distributed as dist
 
 from gmmseg.engine import em_state_digest
-from gmmseg.gmm import MEMORY_STATE_NAMES, ShardedFeatureMemory, GMMPredictor
+from gmmseg.gmm import MEMORY_STATE_NAMES, GMMPredictor, ShardedFeatureMemory
 
 STEPS = 7
 

@@ -75,7 +75,7 @@ def test_each_switch_builds_from_config_and_trains_a_step(switch):
     p = _build(**switch)
     x, labels = _data()
     labels[:10] = 255
-    for step in range(2):
+    for _ in range(2):
         _train_step(p, x, labels)
     for k, v in switch.items():  # the config reached the module
         attr = {"EM_ALGORITHM": "em_algorithm", "EM_LOOPS": "em_loops", "NUM_COMPONENTS": "num_components",

@@ -2,14 +2,17 @@
 and the inference-mode pipeline, on a fake image + label."""
 import numpy as np
 import pytest
-
 from detectron2.config import get_cfg
 from detectron2.data import transforms as T
 
 from gmmseg import add_gmmseg_config
 from gmmseg.data.augmentation import (
-    PadToSize, PhotometricDistortion, PhotometricTransform, RatioRangeResize,
-    build_sem_seg_augmentation)
+    PadToSize,
+    PhotometricDistortion,
+    PhotometricTransform,
+    RatioRangeResize,
+    build_sem_seg_augmentation,
+)
 
 
 def _cfg(**overrides):

@@ -6,10 +6,9 @@ import os
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_sem_seg
+from PIL import Image
 
 from gmmseg.data.check import check_sem_seg_dataset
 from gmmseg.data.coco_stuff import register_coco_stuff

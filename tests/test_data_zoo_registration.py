@@ -4,15 +4,19 @@ import os
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
+from PIL import Image
 
 from gmmseg.data import builtin
 from gmmseg.data.coco_stuff import (
-    COCO_ID_TO_TRAIN_ID, COCO_STUFF_CLASSES, COCO_STUFF_UNUSED_IDS, coco_id_lut, register_coco_stuff)
+    COCO_ID_TO_TRAIN_ID,
+    COCO_STUFF_CLASSES,
+    COCO_STUFF_UNUSED_IDS,
+    coco_id_lut,
+    register_coco_stuff,
+)
 
 
 @pytest.fixture
@@ -111,6 +115,7 @@ def test_ade20k_builtin_registration_with_mapper_flow(fake_root):
 
     # what a dataset mapper does with a record: read, augment, labels stay in {0..149, 255}
     from detectron2.config import get_cfg
+
     from gmmseg import add_gmmseg_config
     from gmmseg.data.augmentation import build_sem_seg_augmentation
 

@@ -15,9 +15,9 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from _deploy_helpers import demo_cfg, image_of, trained_like
 from detectron2.modeling import build_model
 
-from _deploy_helpers import demo_cfg, image_of, trained_like
 from gmmseg.deploy import ExportedSegmenter, GMMClassifier, export_metadata, export_model, prepare_for_export
 from gmmseg.deploy.adaptive_pool import MatrixAdaptiveAvgPool2d
 from gmmseg.deploy.prepare import state_bytes

@@ -6,10 +6,10 @@ import os
 import numpy as np
 import pytest
 import torch
+from _deploy_helpers import ROOT, image_of, trained_like
 from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 
-from _deploy_helpers import ROOT, image_of, trained_like
 from gmmseg import add_gmmseg_config
 from gmmseg.deploy import ExportedSegmenter, export_metadata, export_model, prepare_for_export
 

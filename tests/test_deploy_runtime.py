@@ -7,12 +7,12 @@ import os
 import numpy as np
 import pytest
 import torch
+from _deploy_helpers import CONFIGS, ROOT, demo_cfg, trained_like
 from detectron2.data import transforms as T
 from detectron2.engine import DefaultPredictor
 from detectron2.modeling.postprocessing import sem_seg_postprocess
 from PIL import Image
 
-from _deploy_helpers import ROOT, CONFIGS, demo_cfg, trained_like
 from gmmseg.checkpoint import GMMSegCheckpointer
 from gmmseg.data.demo import render_scene
 from gmmseg.deploy import ExportedSegmenter

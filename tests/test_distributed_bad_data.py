@@ -15,8 +15,8 @@ from datetime import timedelta
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 from _common import free_port
+from PIL import Image
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(ROOT, "configs", "demo", "fpn_r18_gmm.yaml")

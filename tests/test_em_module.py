@@ -9,8 +9,15 @@ from torch import nn
 from gmmseg import add_gmmseg_config
 from gmmseg.checkpoint import check_state_dict_matches_model
 from gmmseg.engine.trainer import memory_buffer_names
-from gmmseg.gmm import (EMModule, FeatureMemory, GMMPredictor, InferenceMemory, ShardedFeatureMemory, build_memory,
-                        em_modules, named_em_modules)
+from gmmseg.gmm import (
+    EMModule,
+    FeatureMemory,
+    InferenceMemory,
+    ShardedFeatureMemory,
+    build_memory,
+    em_modules,
+    named_em_modules,
+)
 from gmmseg.gmm.protoseg import ProtoSegPredictor
 from gmmseg.modeling.predictors import SoftmaxPredictor, build_predictor, tensor_setting_keys
 

@@ -46,7 +46,7 @@ def test_sinkhorn_balances_a_skewed_assignment():
 def test_recovers_well_separated_mixture():
     # two classes, three well separated clusters each; the E-step must group each cluster
     torch.manual_seed(1)
-    d, m = 8, 3
+    d = 8
     centers = torch.eye(d)[:6] * 5
     x, cls, cluster = [], [], []
     for c in range(6):

@@ -4,9 +4,9 @@ import hashlib
 import os
 
 import torch
+from _common import run_ranks
 
 from gmmseg.gmm import GMMPredictor, linspace_positions
-from _common import run_ranks
 
 
 def _em_state_digest(p):

@@ -1,6 +1,6 @@
 import copy
-import math
 import logging
+import math
 
 import pytest
 import torch

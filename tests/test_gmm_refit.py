@@ -10,10 +10,10 @@ import os
 
 import pytest
 import torch
+from test_gmm_fit import E1, E2, E3, E4, IGN, _known_loader, _tiny_model
 
 from gmmseg.analysis.gmm_refit import collect_class_embeddings, refit_model
 from gmmseg.gmm import GMMPredictor, refit_gmm
-from test_gmm_fit import E1, E2, E3, E4, IGN, _known_loader, _tiny_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -5,9 +5,9 @@ import math
 
 import pytest
 import torch
+from test_gmm_fit import E1, E2, E3, E4, MEANS, STDS, _tiny_model, class_ll, log_normal
 
 from gmmseg.analysis.gmm_scores import gmm_score_candidates
-from test_gmm_fit import E1, E2, E3, E4, MEANS, STDS, _tiny_model, class_ll, log_normal
 
 
 def _layer_norm(values, eps=1e-5):

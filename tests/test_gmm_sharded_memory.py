@@ -13,9 +13,9 @@ import os
 
 import pytest
 import torch
-
 from _common import run_ranks
 from _gmm_two_ranks import check_two_ranks, m_step_of_every_component, predictor, train_two_ranks
+
 from gmmseg.gmm import MEMORY_STATE_NAMES, FeatureMemory, ShardedFeatureMemory
 
 G, L, D = 5, 7, 3

@@ -55,7 +55,6 @@ def test_gmm_fit_on_the_device_matches_the_formula():
     """heldout_log_likelihoods of tests/test_gmm_fit.py's hand-built model on DEVICE, the labels
     and anomaly masks on the CPU (as the test loader makes them): the numbers of the formula."""
     import numpy as np
-
     import test_gmm_fit as fit
 
     model = fit._tiny_model().to(DEVICE)

@@ -112,7 +112,7 @@ def test_speed_row_text():
 
 
 def test_speed_configs_are_the_k19_pairs():
-    for key, build in gpu_speed.MODELS.items():
+    for build in gpu_speed.MODELS.values():
         cfgs = gpu_speed.pair_cfgs(build, "cpu")
         assert (cfgs["gmm"].MODEL.PREDICTOR.NAME, cfgs["softmax"].MODEL.PREDICTOR.NAME) == ("gmm", "softmax")
         assert cfgs["gmm"].MODEL.SEM_SEG_HEAD.NUM_CLASSES == 19

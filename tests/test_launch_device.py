@@ -5,10 +5,10 @@ torch.cuda (this machine has none)."""
 import pytest
 import torch
 import torch.distributed as dist
+from _common import free_port
 from detectron2.utils import comm
 
 from gmmseg.engine import launch as launch_mod
-from _common import free_port
 
 
 @pytest.fixture

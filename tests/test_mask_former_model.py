@@ -4,9 +4,9 @@ import math
 
 import pytest
 import torch
+from _mask_former_helpers import NUM_CLASSES, blocky_inputs, tiny_mask_former_cfg
 from detectron2.modeling import build_model
 
-from _mask_former_helpers import NUM_CLASSES, blocky_inputs, tiny_mask_former_cfg
 from gmmseg.engine import em_modules
 from gmmseg.gmm import GMMPredictor
 from gmmseg.modeling import SoftmaxPredictor

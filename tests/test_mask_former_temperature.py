@@ -10,6 +10,7 @@ import os
 import numpy as np
 import pytest
 import torch
+from _mask_former_helpers import NUM_CLASSES, tiny_mask_former_cfg
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
@@ -17,7 +18,6 @@ from detectron2.modeling import build_model
 from detectron2.modeling.postprocessing import sem_seg_postprocess
 from torch.nn import functional as F
 
-from _mask_former_helpers import NUM_CLASSES, tiny_mask_former_cfg
 from gmmseg import add_gmmseg_config
 from gmmseg.evaluation.temperature import fit_class_temperature, pixel_class_log_probs
 from gmmseg.modeling.mask_former import query_anomaly_score, semantic_inference

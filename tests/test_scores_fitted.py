@@ -3,16 +3,15 @@ tools/fit_scores.py); by hand, a fit that recovers known constants, the tool's r
 model's and the exported file's fitted map."""
 import importlib.util
 import json
-import math
 import os
 
 import numpy as np
 import pytest
 import torch
+from _deploy_helpers import demo_cfg, image_of, trained_like
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.modeling import build_model
 
-from _deploy_helpers import demo_cfg, image_of, trained_like
 from gmmseg.deploy import export_model, prepare_for_export
 from gmmseg.scores import fitted_scores
 from gmmseg.scores.fit import KnownPixelStatistics, load_fit

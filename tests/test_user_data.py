@@ -15,9 +15,8 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from PIL import Image
-
 from _common import free_port
+from PIL import Image
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN_NET = os.path.join(ROOT, "tools", "train_net.py")

@@ -34,7 +34,7 @@ def require_cityscapesscripts():
     try:
         import cityscapesscripts  # noqa: F401
     except ImportError:
-        raise SystemExit(f"error: {_INSTALL_HINT}")
+        raise SystemExit(f"error: {_INSTALL_HINT}") from None
 
 
 def find_annotations(cityscapes_dir: str, splits, source: str):

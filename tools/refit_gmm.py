@@ -21,11 +21,11 @@ import torch
 from detectron2.utils.logger import setup_logger
 
 from gmmseg import load_config
+from gmmseg.analysis.gmm_refit import refit_model
 from gmmseg.data.folder_dataset import setup_folder_dataset
 from gmmseg.data.registration_modules import import_registration_modules
 from gmmseg.engine import Trainer
 from gmmseg.engine.inference import build_inference_model
-from gmmseg.analysis.gmm_refit import refit_model
 
 logger = logging.getLogger("gmmseg.refit")
 

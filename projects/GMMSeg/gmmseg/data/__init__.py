@@ -2,8 +2,8 @@
 class-balanced sampler. Importing this package registers the datasets (lazily: nothing is read or
 generated until DatasetCatalog.get is called; DETECTRON2_DATASETS is read at that time)."""
 from . import builtin, coco_stuff  # noqa: F401  (ADE20K / Cityscapes check, COCO-Stuff registration)
-from .augmentation import build_sem_seg_augmentation
 from .anomaly_datasets import register_anomaly_datasets
+from .augmentation import build_sem_seg_augmentation
 from .camvid import register_camvid
 from .demo import generate_demo_dataset, register_demo_datasets
 from .folder_dataset import register_folder_dataset, setup_folder_dataset

@@ -194,7 +194,7 @@ def register_coco_stuff(root: Optional[str] = None) -> List[str]:
         image_dir, label_dir = os.path.join(root, image_rel), os.path.join(root, label_rel)
         _unregister(name)
         DatasetCatalog.register(
-            name, lambda n=name, i=image_dir, l=label_dir: load_coco_stuff_split(n, i, l))
+            name, lambda n=name, i=image_dir, lab=label_dir: load_coco_stuff_split(n, i, lab))
         MetadataCatalog.get(name).set(
             stuff_classes=list(COCO_STUFF_CLASSES),
             stuff_colors=[list(c) for c in COCO_STUFF_COLORS],

@@ -18,16 +18,15 @@ the same way (`make_sem_seg_loading_fn` is the `sem_seg_loading_fn` for SemSegEv
 """
 import copy
 import logging
-from typing import Callable, List, Mapping, Optional, Sequence, Union
+from typing import Callable, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import torch
-from PIL import Image
-
 from detectron2.config import configurable
 from detectron2.data import DatasetMapper, MetadataCatalog
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
+from PIL import Image
 
 from .anomaly_datasets import load_anomaly_mask
 from .augmentation import build_sem_seg_augmentation

@@ -22,9 +22,8 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data.sampler import Sampler
-
 from detectron2.utils import comm
+from torch.utils.data.sampler import Sampler
 
 from .mapper import load_sem_seg_label
 

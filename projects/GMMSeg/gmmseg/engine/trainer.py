@@ -21,8 +21,7 @@ import logging
 import os
 import weakref
 
-from detectron2.data import (DatasetCatalog, MetadataCatalog,
-                             build_detection_train_loader, get_detection_dataset_dicts)
+from detectron2.data import DatasetCatalog, MetadataCatalog, build_detection_train_loader, get_detection_dataset_dicts
 from detectron2.data.build import _train_loader_from_config
 from detectron2.engine import DefaultTrainer, TrainerBase
 from detectron2.engine import hooks as d2_hooks

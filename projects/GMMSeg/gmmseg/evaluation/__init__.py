@@ -5,7 +5,6 @@ Importing it also registers the anomaly benchmarks (gmmseg.data.anomaly_datasets
 from .anomaly import SCORE_LABELS, AnomalyEvaluator, anomaly_scores
 from .build import build_open_world_evaluators, model_display_name
 from .calibration import CalibrationEvaluator
-from .sem_seg import CheckedSemSegEvaluator, never_predicted_classes
 from .metrics import (
     ScoreHistogram,
     binary_ranking_metrics,
@@ -21,6 +20,7 @@ from .plots import (
     plot_reliability_diagrams,
     plot_roc_curves,
 )
+from .sem_seg import CheckedSemSegEvaluator, never_predicted_classes
 from .temperature import fit_class_temperature
 
 __all__ = [

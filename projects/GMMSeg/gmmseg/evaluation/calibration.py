@@ -16,7 +16,6 @@ import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.evaluation import DatasetEvaluator
 from detectron2.utils import comm
-from PIL import Image
 
 from ..data.mapper import make_sem_seg_loading_fn
 from .metrics import CALIBRATION_BINS, calibration_bin_sums, expected_calibration_error

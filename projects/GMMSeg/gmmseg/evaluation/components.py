@@ -40,7 +40,7 @@ row and column, nearest pixel) as often as needed; the stride used is reported. 
 depends only on the data, not on the order of the images or how they are split across processes
 (subsampling composes: a[::2][::2] = a[::4]); stride 1 is exact.
 """
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 from scipy import ndimage

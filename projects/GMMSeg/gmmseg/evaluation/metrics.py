@@ -230,7 +230,7 @@ def binary_ranking_metrics(pos: np.ndarray, neg: np.ndarray, ascending: bool = T
     auroc_err = float(np.sum(p.astype(np.float64) * n) / (2.0 * P * N))
     # AP: recall steps times the precision after each bin
     has_pos = p > 0
-    tp_h, fp_h, p_h, n_h = tp[has_pos], fp[has_pos], p[has_pos], n[has_pos]
+    tp_h, fp_h, p_h = tp[has_pos], fp[has_pos], p[has_pos]
     tpp_h, fpp_h = tp_prev[has_pos], fp_prev[has_pos]
     precision = tp_h / (tp_h + fp_h).astype(np.float64)
     ap = float(np.sum(p_h * precision) / P)

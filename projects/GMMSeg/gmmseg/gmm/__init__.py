@@ -1,9 +1,9 @@
 """The GMMSeg core in pure PyTorch (no detectron2 import): usable from any framework."""
 from .assignment import equipartition_error, segment_logsumexp, sinkhorn_assign, vanilla_assign
-from .likelihood import gaussian_log_likelihood, naive_gaussian_log_likelihood
-from .inference_memory import InferenceMemory
-from .m_step import gaussian_m_step
 from .em_module import EMModule, em_modules, named_em_modules
+from .inference_memory import InferenceMemory
+from .likelihood import gaussian_log_likelihood, naive_gaussian_log_likelihood
+from .m_step import gaussian_m_step
 from .memory import MEMORY_STATE_NAMES, FeatureMemory
 from .memory_layout import MEMORY_LAYOUTS, build_memory, resolve_memory_layout
 from .predictor import GMMPredictor

@@ -59,10 +59,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .assignment import ASSIGNERS
-from .distributed import all_gather_rows, all_gather_stacked, rank
 from ..scores.table import log_marginal
+from .assignment import ASSIGNERS
 from .coverage import class_coverage
+from .distributed import all_gather_rows, all_gather_stacked, rank
 from .em_module import EMModule
 from .fixed_point import from_fixed_point, group_sums
 from .likelihood import gaussian_log_likelihood

@@ -9,8 +9,8 @@ from detectron2.modeling.postprocessing import sem_seg_postprocess
 from detectron2.structures import ImageList
 from torch.nn import functional as F
 
-from ...scores import fitted_scores
 from ...gmm.background import BackgroundDensity
+from ...scores import fitted_scores
 from ...scores.fit import load_fit
 from ..memory_format import use_channels_last
 from ..sliding_window import sliding_window_inference

@@ -1,4 +1,5 @@
 """Installs the `gmmseg` package (GMMSeg for detectron2) from projects/GMMSeg."""
+
 from setuptools import find_packages, setup
 
 setup(

@@ -15,6 +15,7 @@ all-gather sends (W - 1) times that, so the ratio does not depend on W).
 
     python benchmarks/bench_em_communication.py [--world-size 2] [--images 2] [--height 512 --width 1024]
 """
+
 import argparse
 import os
 import socket
@@ -26,8 +27,27 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 # Cityscapes train pixel frequencies of the 19 classes (approximate), for the "typical" labels
-CITYSCAPES_FREQ = [36.9, 6.1, 22.8, 0.65, 0.87, 1.2, 0.2, 0.55, 15.9, 1.2, 4.0, 1.2, 0.13, 7.0, 0.27,
-                   0.23, 0.23, 0.1, 0.4]
+CITYSCAPES_FREQ = [
+    36.9,
+    6.1,
+    22.8,
+    0.65,
+    0.87,
+    1.2,
+    0.2,
+    0.55,
+    15.9,
+    1.2,
+    4.0,
+    1.2,
+    0.13,
+    7.0,
+    0.27,
+    0.23,
+    0.23,
+    0.1,
+    0.4,
+]
 
 
 def _free_port():
@@ -97,9 +117,16 @@ def _worker(rank, world, port, args, results):
     h, w = args.height // args.stride, args.width // args.stride
     n = args.images * h * w
     torch.manual_seed(0)
-    p = GMMPredictor(args.dim, args.classes, embed_dim=args.dim, num_components=args.components,
-                     memory_size=max(args.pushes * 4, 64), pushes_per_step=args.pushes,
-                     push_rows="all", memory_init="random").train()
+    p = GMMPredictor(
+        args.dim,
+        args.classes,
+        embed_dim=args.dim,
+        num_components=args.components,
+        memory_size=max(args.pushes * 4, 64),
+        pushes_per_step=args.pushes,
+        push_rows="all",
+        memory_init="random",
+    ).train()
     gen = torch.Generator().manual_seed(1000 + rank)  # different data on every rank
     res = {}
     for kind in ("all", "typical"):
@@ -124,29 +151,45 @@ def _worker(rank, world, port, args, results):
                 release_gather(e, labels, qs)
                 t_theirs.append(time.perf_counter() - t0)
             theirs.append(c.bytes)
-        res[kind] = {"ours": max(ours), "theirs": max(theirs), "rows": max(rows),
-                     "t_ours": statistics.median(t_ours) * 1e3, "t_theirs": statistics.median(t_theirs) * 1e3}
+        res[kind] = {
+            "ours": max(ours),
+            "theirs": max(theirs),
+            "rows": max(rows),
+            "t_ours": statistics.median(t_ours) * 1e3,
+            "t_theirs": statistics.median(t_theirs) * 1e3,
+        }
     results[rank] = res
     dist.destroy_process_group()
 
 
-KINDS = (("all", "every class in every image (upper bound)"),
-         ("typical", "Cityscapes class frequencies, 10 % void"))
+KINDS = (("all", "every class in every image (upper bound)"), ("typical", "Cityscapes class frequencies, 10 % void"))
 
 
-def run(world_size=2, images=2, height=512, width=1024, stride=4, dim=64, classes=19, components=5,
-        pushes=20, iters=3):
+def run(world_size=2, images=2, height=512, width=1024, stride=4, dim=64, classes=19, components=5, pushes=20, iters=3):
     """Spawn the ranks and return, per label kind, the largest figures over ranks:
     {kind: {"ours": bytes, "theirs": bytes, "rows": rows set aside, "t_ours": ms, "t_theirs": ms}},
     plus "release_formula" and "bound_formula" (bytes)."""
-    args = argparse.Namespace(images=images, height=height, width=width, stride=stride, dim=dim,
-                              classes=classes, components=components, pushes=pushes, iters=iters)
+    args = argparse.Namespace(
+        images=images,
+        height=height,
+        width=width,
+        stride=stride,
+        dim=dim,
+        classes=classes,
+        components=components,
+        pushes=pushes,
+        iters=iters,
+    )
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     results = mp.Manager().dict()
-    mp.start_processes(_worker, args=(world_size, _free_port(), args, results), nprocs=world_size,
-                       start_method="spawn")
-    out = {kind: {key: max(results[r][kind][key] for r in range(world_size))
-                  for key in ("ours", "theirs", "rows", "t_ours", "t_theirs")} for kind, _ in KINDS}
+    mp.start_processes(_worker, args=(world_size, _free_port(), args, results), nprocs=world_size, start_method="spawn")
+    out = {
+        kind: {
+            key: max(results[r][kind][key] for r in range(world_size))
+            for key in ("ours", "theirs", "rows", "t_ours", "t_theirs")
+        }
+        for kind, _ in KINDS
+    }
     n = images * (height // stride) * (width // stride)
     out["release_formula"] = n * (dim + 1 + components) * 4
     out["bound_formula"] = 8 + classes * components * pushes * (dim + 1) * 4
@@ -166,26 +209,44 @@ def main():
     ap.add_argument("--pushes", type=int, default=20, help="MODEL.GMM.PUSHES_PER_STEP")
     ap.add_argument("--iters", type=int, default=3)
     args = ap.parse_args()
-    res = run(args.world_size, args.images, args.height, args.width, args.stride, args.dim, args.classes,
-              args.components, args.pushes, args.iters)
+    res = run(
+        args.world_size,
+        args.images,
+        args.height,
+        args.width,
+        args.stride,
+        args.dim,
+        args.classes,
+        args.components,
+        args.pushes,
+        args.iters,
+    )
     n = args.images * (args.height // args.stride) * (args.width // args.stride)
     k, m, d = args.classes, args.components, args.dim
-    print(f"# EM communication per rank per iteration: {args.world_size} ranks, {args.images} images of "
-          f"{args.height}x{args.width} per rank, stride {args.stride} -> N = {n} pixels per rank, "
-          f"D = {d}, {k} classes x {m} components, PUSHES_PER_STEP = {args.pushes}\n")
-    print("| labels | release: all-gather of embeddings + labels + assignments | this project: rows set aside "
-          "| ratio | rows set aside (max rank) | gather time release / ours (ms, GLOO localhost) |")
+    print(
+        f"# EM communication per rank per iteration: {args.world_size} ranks, {args.images} images of "
+        f"{args.height}x{args.width} per rank, stride {args.stride} -> N = {n} pixels per rank, "
+        f"D = {d}, {k} classes x {m} components, PUSHES_PER_STEP = {args.pushes}\n"
+    )
+    print(
+        "| labels | release: all-gather of embeddings + labels + assignments | this project: rows set aside "
+        "| ratio | rows set aside (max rank) | gather time release / ours (ms, GLOO localhost) |"
+    )
     print("|---|---|---|---|---|---|")
     for kind, what in KINDS:
         r = res[kind]
-        print(f"| {what} | {r['theirs']:,} B ({r['theirs'] / 1e6:.2f} MB) | {r['ours']:,} B ({r['ours'] / 1e3:.1f} kB) | "
-              f"{r['theirs'] / r['ours']:.0f}x | {r['rows']} | {r['t_theirs']:.1f} / {r['t_ours']:.2f} |")
+        print(
+            f"| {what} | {r['theirs']:,} B ({r['theirs'] / 1e6:.2f} MB) | {r['ours']:,} B ({r['ours'] / 1e3:.1f} kB) | "
+            f"{r['theirs'] / r['ours']:.0f}x | {r['rows']} | {r['t_theirs']:.1f} / {r['t_ours']:.2f} |"
+        )
     release, bound = res["release_formula"], res["bound_formula"]
-    print(f"\nFormulas: release N x (D + 1 + M) x 4 B = {release:,} B; this project (K x M + K + 1) x 8 B "
-          f"of counts and class presence, then the rows the release's selection takes from this rank: "
-          f"at most K x M x PUSHES_PER_STEP in total over all ranks, padded to the largest rank's "
-          f"share, x (D + 1) x 4 B (bound: {bound:,} B, independent of the image size; about 1/W of it "
-          f"with balanced ranks). A ring all-gather sends (W - 1) x these bytes per rank for both methods.")
+    print(
+        f"\nFormulas: release N x (D + 1 + M) x 4 B = {release:,} B; this project (K x M + K + 1) x 8 B "
+        f"of counts and class presence, then the rows the release's selection takes from this rank: "
+        f"at most K x M x PUSHES_PER_STEP in total over all ranks, padded to the largest rank's "
+        f"share, x (D + 1) x 4 B (bound: {bound:,} B, independent of the image size; about 1/W of it "
+        f"with balanced ranks). A ring all-gather sends (W - 1) x these bytes per rank for both methods."
+    )
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ input; `formula()` gives both for any W (used for 8 and 64 ranks).
 
     python benchmarks/bench_em_scaling.py [--worlds 1 2 4]
 """
+
 import argparse
 import math
 import os
@@ -31,8 +32,10 @@ import torch.multiprocessing as mp
 
 D, L, PUSHES, INTERVAL = 64, 32000, 20, 5
 # per-rank pixels at stride 4: ADE20K 2 images of 512x512, Cityscapes 2 images of 512x1024
-SETTINGS = {"ADE20K": dict(classes=150, components=8, pixels=2 * 128 * 128),
-            "Cityscapes": dict(classes=19, components=5, pixels=2 * 128 * 256)}
+SETTINGS = {
+    "ADE20K": dict(classes=150, components=8, pixels=2 * 128 * 128),
+    "Cityscapes": dict(classes=19, components=5, pixels=2 * 128 * 256),
+}
 _COLLECTIVES = ("all_gather", "all_reduce", "gather")
 
 
@@ -51,10 +54,12 @@ class CountingCollectives:
 
     def __enter__(self):
         for name in _COLLECTIVES:
+
             def counting(*args, _name=name, **kwargs):
                 tensor = args[1] if _name == "all_gather" else args[0]
                 self.bytes[_name] += tensor.numel() * tensor.element_size()
                 return self._orig[_name](*args, **kwargs)
+
             setattr(dist, name, counting)
         return self
 
@@ -91,9 +96,17 @@ def _worker(rank, world, port, setting, iters, results):
     k, m, n = s["classes"], s["components"], s["pixels"]
     torch.manual_seed(0)
     # a small real bank: the EM's collectives do not depend on the capacity
-    p = GMMPredictor(D, k, embed_dim=D, num_components=m, memory_size=64, pushes_per_step=PUSHES,
-                     push_rows="all", memory_init="random",
-                     memory_layout="sharded" if world > 1 else "replicated").train()
+    p = GMMPredictor(
+        D,
+        k,
+        embed_dim=D,
+        num_components=m,
+        memory_size=64,
+        pushes_per_step=PUSHES,
+        push_rows="all",
+        memory_init="random",
+        memory_layout="sharded" if world > 1 else "replicated",
+    ).train()
     gen = torch.Generator().manual_seed(1000 + rank)
     ours = {name: 0 for name in _COLLECTIVES}
     release = 0
@@ -111,8 +124,11 @@ def _worker(rank, world, port, setting, iters, results):
                     dist.all_gather([torch.empty_like(t) for _ in range(world)], t)
             release += c.bytes["all_gather"]
     bank = {layout: bank_bytes(k, m, world, rank, layout) for layout in ("replicated", "sharded")}
-    results[(setting, world, rank)] = {"ours": {k_: v / iters for k_, v in ours.items()},
-                                       "release": release / iters, "bank": bank}
+    results[(setting, world, rank)] = {
+        "ours": {k_: v / iters for k_, v in ours.items()},
+        "release": release / iters,
+        "bank": bank,
+    }
     if world > 1:
         dist.destroy_process_group()
 
@@ -128,18 +144,21 @@ def measure(worlds=(1, 2, 4), settings=tuple(SETTINGS), iters=INTERVAL):
             if w == 1:
                 _worker(0, 1, 0, setting, iters, results)
             else:
-                mp.start_processes(_worker, args=(w, _free_port(), setting, iters, results), nprocs=w,
-                                   start_method="spawn")
+                mp.start_processes(
+                    _worker, args=(w, _free_port(), setting, iters, results), nprocs=w, start_method="spawn"
+                )
     torch.set_num_threads(threads)
     out = {}
     for setting in settings:
         for w in worlds:
             per_rank = [results[(setting, w, r)] for r in range(w)]
             top = max(per_rank, key=lambda r: sum(r["ours"].values()))
-            out[(setting, w)] = {"release": max(r["release"] for r in per_rank), "ours": top["ours"],
-                                 "ours_total": sum(top["ours"].values()),
-                                 "bank": {lay: max((r["bank"][lay] for r in per_rank), key=sum)
-                                          for lay in ("replicated", "sharded")}}
+            out[(setting, w)] = {
+                "release": max(r["release"] for r in per_rank),
+                "ours": top["ours"],
+                "ours_total": sum(top["ours"].values()),
+                "bank": {lay: max((r["bank"][lay] for r in per_rank), key=sum) for lay in ("replicated", "sharded")},
+            }
     return out
 
 
@@ -157,10 +176,15 @@ def formula(setting, world):
     rows_in = math.ceil(PUSHES * g / world) * (D + 1) * 4  # even split of the <= 20 rows per group
     reduce_in = g * (2 * D + 1) * 8 / INTERVAL  # every class present: every group's statistics
     ring = world - 1
-    return {"bank_release": bank_rep, "bank_replicated": bank_rep + stats, "bank_sharded": bank_shard + stats,
-            "release_in": release_in if world > 1 else 0, "release_sent": ring * release_in,
-            "ours_in": (counts_in + rows_in + reduce_in) if world > 1 else 0,
-            "ours_sent": ring * (counts_in + rows_in) + 2 * ring / world * reduce_in}
+    return {
+        "bank_release": bank_rep,
+        "bank_replicated": bank_rep + stats,
+        "bank_sharded": bank_shard + stats,
+        "release_in": release_in if world > 1 else 0,
+        "release_sent": ring * release_in,
+        "ours_in": (counts_in + rows_in + reduce_in) if world > 1 else 0,
+        "ours_sent": ring * (counts_in + rows_in) + 2 * ring / world * reduce_in,
+    }
 
 
 def _fmt(b):
@@ -168,26 +192,37 @@ def _fmt(b):
 
 
 def tables(res, worlds, formula_worlds=(8, 64)):
-    lines = ["| setting | W | bank per rank: release (replicated) | this project (sharded) | EM B/iter per rank: "
-             "release | this project (counts + rows + all-reduce / 5) | release / this project |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| setting | W | bank per rank: release (replicated) | this project (sharded) | EM B/iter per rank: "
+        "release | this project (counts + rows + all-reduce / 5) | release / this project |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for (setting, w), r in res.items():
         rep, sh = r["bank"]["replicated"], r["bank"]["sharded"]
         o = r["ours"]
         ratio = f"{r['release'] / r['ours_total']:.0f}x" if r["ours_total"] else "-"
-        lines.append(f"| {setting} | {w} | {_fmt(rep[0])} | {_fmt(sh[0])} (+ {_fmt(sh[1])} statistics, pointers) | "
-                     f"{r['release']:,.0f} | {r['ours_total']:,.0f} ({o['all_gather']:,.0f} + {o['all_reduce']:,.0f}) "
-                     f"| {ratio} |")
-    lines += ["", "Formulas (per rank; `in` = bytes handed to the collectives per iteration, `sent` = bytes a "
-              "ring algorithm sends per rank per iteration):", "",
-              "| setting | W | bank: release | bank: this project | EM in: release | EM in: this project | "
-              "EM sent: release | EM sent: this project |", "|---|---|---|---|---|---|---|---|"]
+        lines.append(
+            f"| {setting} | {w} | {_fmt(rep[0])} | {_fmt(sh[0])} (+ {_fmt(sh[1])} statistics, pointers) | "
+            f"{r['release']:,.0f} | {r['ours_total']:,.0f} ({o['all_gather']:,.0f} + {o['all_reduce']:,.0f}) "
+            f"| {ratio} |"
+        )
+    lines += [
+        "",
+        "Formulas (per rank; `in` = bytes handed to the collectives per iteration, `sent` = bytes a "
+        "ring algorithm sends per rank per iteration):",
+        "",
+        "| setting | W | bank: release | bank: this project | EM in: release | EM in: this project | "
+        "EM sent: release | EM sent: this project |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for setting in SETTINGS:
         for w in tuple(worlds) + tuple(formula_worlds):
             f = formula(setting, w)
-            lines.append(f"| {setting} | {w} | {_fmt(f['bank_release'])} | {_fmt(f['bank_sharded'])} | "
-                         f"{_fmt(f['release_in'])} | {_fmt(f['ours_in'])} | {_fmt(f['release_sent'])} | "
-                         f"{_fmt(f['ours_sent'])} |")
+            lines.append(
+                f"| {setting} | {w} | {_fmt(f['bank_release'])} | {_fmt(f['bank_sharded'])} | "
+                f"{_fmt(f['release_in'])} | {_fmt(f['ours_in'])} | {_fmt(f['release_sent'])} | "
+                f"{_fmt(f['ours_sent'])} |"
+            )
     return "\n".join(lines)
 
 

@@ -21,6 +21,7 @@ anomaly map and the postprocess. The median of the paired per-round differences 
 (a few ms, precise where the whole models' ratio is lost in the noise of a busy machine) gives
 the ratio 1 + (GMM - twin) / twin, with the twin's median time from the whole-model rounds.
 """
+
 import argparse
 import os
 import statistics
@@ -64,8 +65,12 @@ def _head_alone(model):
     """`model` with its backbone and decoder replaced by the stand-in (the same weights for every model)."""
     head = model.sem_seg_head
     torch.manual_seed(1)
-    model.backbone = _StandInBackbone(head.decoder.out_channels, head.common_stride,
-                                      model.backbone.size_divisibility, model.backbone.padding_constraints)
+    model.backbone = _StandInBackbone(
+        head.decoder.out_channels,
+        head.common_stride,
+        model.backbone.size_divisibility,
+        model.backbone.padding_constraints,
+    )
     head.decoder = _StandInDecoder()
     return model
 
@@ -85,9 +90,16 @@ def runners(predictor, image, folder, threads, head_alone=False):
     exported.load_state_dict(eager.state_dict())
     prepare_for_export(exported)
     tensor = torch.from_numpy(image)
-    files = {fmt: export_model(exported, tensor, fmt, os.path.join(folder, f"{predictor}{'_head' * head_alone}.{ext}"),
-                               export_metadata(cfg, CLASSES))
-             for fmt, ext in (("torchscript", "ts"), ("onnx", "onnx"))}
+    files = {
+        fmt: export_model(
+            exported,
+            tensor,
+            fmt,
+            os.path.join(folder, f"{predictor}{'_head' * head_alone}.{ext}"),
+            export_metadata(cfg, CLASSES),
+        )
+        for fmt, ext in (("torchscript", "ts"), ("onnx", "onnx"))
+    }
     ts = ExportedSegmenter(files["torchscript"], threads=threads)
     ort = ExportedSegmenter(files["onnx"], threads=threads)
 
@@ -163,10 +175,19 @@ def rows_for(results):
         res = results[p]
         ms, diff = res["ms"], res["diff"]
         d = diff["onnxruntime"]
-        rows.append([p, f"{ms['eager']:.1f}", f"{ms['torchscript']:.1f}", f"{ms['onnxruntime']:.1f}",
-                     f"{ms['torchscript'] / ms['eager']:.2f}x", f"{ms['onnxruntime'] / ms['eager']:.2f}x",
-                     " / ".join(f"{d[k]:.1e}" for k in sorted(d)),
-                     f"{res['mib']['eager state']:.1f}", f"{res['mib']['torchscript']:.1f} / {res['mib']['onnx']:.1f}"])
+        rows.append(
+            [
+                p,
+                f"{ms['eager']:.1f}",
+                f"{ms['torchscript']:.1f}",
+                f"{ms['onnxruntime']:.1f}",
+                f"{ms['torchscript'] / ms['eager']:.2f}x",
+                f"{ms['onnxruntime'] / ms['eager']:.2f}x",
+                " / ".join(f"{d[k]:.1e}" for k in sorted(d)),
+                f"{res['mib']['eager state']:.1f}",
+                f"{res['mib']['torchscript']:.1f} / {res['mib']['onnx']:.1f}",
+            ]
+        )
     gmm, soft = results["gmm"]["ms"], results["softmax"]["ms"]
     rows.append(["gmm / softmax", "", "", "", "", "", "", "", ""])
     rows[-1][1:4] = [f"{gmm[r] / soft[r]:.3f}x" for r in RUNTIMES]
@@ -177,9 +198,17 @@ def rows_for(results):
     return rows
 
 
-HEADERS = ["model", "eager ms", "TorchScript ms", "ONNX Runtime ms", "TorchScript / eager", "ONNX Runtime / eager",
-           "max abs diff ONNX Runtime vs eager (anomaly / scores)", "eager model state MiB (with the bank)",
-           "file MiB (.ts / .onnx)"]
+HEADERS = [
+    "model",
+    "eager ms",
+    "TorchScript ms",
+    "ONNX Runtime ms",
+    "TorchScript / eager",
+    "ONNX Runtime / eager",
+    "max abs diff ONNX Runtime vs eager (anomaly / scores)",
+    "eager model state MiB (with the bank)",
+    "file MiB (.ts / .onnx)",
+]
 
 
 def main():
@@ -187,15 +216,25 @@ def main():
     ap.add_argument("--size", type=int, nargs=2, default=[360, 480])
     ap.add_argument("--iters", type=int, default=10)
     ap.add_argument("--threads", type=int, default=None, help="torch and ONNX Runtime threads (default: torch's)")
-    ap.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
-                    help="wall time, or the process's CPU time (with --threads 1 on a busy machine)")
-    ap.add_argument("--head-iters", type=int, default=0,
-                    help="also time GMM - twin with the backbone and decoder replaced by a stand-in, this many rounds")
+    ap.add_argument(
+        "--clock",
+        choices=sorted(CLOCKS),
+        default="wall",
+        help="wall time, or the process's CPU time (with --threads 1 on a busy machine)",
+    )
+    ap.add_argument(
+        "--head-iters",
+        type=int,
+        default=0,
+        help="also time GMM - twin with the backbone and decoder replaced by a stand-in, this many rounds",
+    )
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"# Exported inference: FPN R-{DEPTH}, K={CLASSES}, one {args.size[0]}x{args.size[1]} image; {machine()}; "
-          f"load average {os.getloadavg()[0]:.2f}; {args.clock} clock\n")
+    print(
+        f"# Exported inference: FPN R-{DEPTH}, K={CLASSES}, one {args.size[0]}x{args.size[1]} image; {machine()}; "
+        f"load average {os.getloadavg()[0]:.2f}; {args.clock} clock\n"
+    )
     results = run(tuple(args.size), iters=args.iters, clock=args.clock, head_iters=args.head_iters)
     print(table(rows_for(results), HEADERS))
 

@@ -12,6 +12,7 @@ fvcore has no handle for the in-place aten::addmm_ (the second GEMM of the GMM l
 its default count leaves that GEMM out. The "addmm_ counted" figures add it with fvcore's own
 addmm formula (N x D x G).
 """
+
 import argparse
 import logging
 import warnings
@@ -34,22 +35,33 @@ class _BackboneAndHead(nn.Module):
         return tuple(results.values())
 
 
-PARTS = (("predictor", "head.predictor", "classifier (predictor) alone"), ("decoder", "head.decoder", "decoder"),
-         ("head", "head", "head: decoder + predictor + upsampling"), ("model", "", "backbone + head"))
+PARTS = (
+    ("predictor", "head.predictor", "classifier (predictor) alone"),
+    ("decoder", "head.decoder", "decoder"),
+    ("head", "head", "head: decoder + predictor + upsampling"),
+    ("model", "", "backbone + head"),
+)
 
 
 def count(predictor, size=(512, 1024), num_classes=19, decoder="FPNDecoder", depth=18):
     """({part: (flops fvcore default, flops with addmm_ counted)}, Counter of uncounted op names)."""
     # no bank: the eval forward does not read it, and a 32000-entry one takes seconds to fill
-    model = _BackboneAndHead(build_head_model(decoder, predictor, num_classes, depth, ["MODEL.GMM.MEMORY_SIZE", "0"])).eval()
-    fca = (FlopCountAnalysis(model, torch.randn(1, 3, *size)).set_op_handle("aten::addmm_", addmm_flop_jit)
-           .unsupported_ops_warnings(False).uncalled_modules_warnings(False))
+    model = _BackboneAndHead(
+        build_head_model(decoder, predictor, num_classes, depth, ["MODEL.GMM.MEMORY_SIZE", "0"])
+    ).eval()
+    fca = (
+        FlopCountAnalysis(model, torch.randn(1, 3, *size))
+        .set_op_handle("aten::addmm_", addmm_flop_jit)
+        .unsupported_ops_warnings(False)
+        .uncalled_modules_warnings(False)
+    )
     logging.getLogger("fvcore").setLevel(logging.ERROR)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # tracer warnings
         ops = fca.by_module_and_operator()
-    flops = {part: (sum(ops[mod].values()) - ops[mod].get("addmm_", 0), sum(ops[mod].values()))
-             for part, mod, _ in PARTS}
+    flops = {
+        part: (sum(ops[mod].values()) - ops[mod].get("addmm_", 0), sum(ops[mod].values())) for part, mod, _ in PARTS
+    }
     return flops, fca.unsupported_ops()
 
 
@@ -60,7 +72,9 @@ def compare(size=(512, 1024), num_classes=19, decoder="FPNDecoder", depth=18):
     rows = []
     for part, _, what in PARTS:
         s, (g, g_all) = res["softmax"][0][part][1], res["gmm"][0][part]
-        rows.append([what, f"{s / 1e9:.3f}", f"{g / 1e9:.3f}", f"{g / s:.3f}x", f"{g_all / 1e9:.3f}", f"{g_all / s:.3f}x"])
+        rows.append(
+            [what, f"{s / 1e9:.3f}", f"{g / 1e9:.3f}", f"{g / s:.3f}x", f"{g_all / 1e9:.3f}", f"{g_all / s:.3f}x"]
+        )
     return rows, {p: uncounted_ops(*r) for p, r in res.items()}
 
 
@@ -69,13 +83,21 @@ def uncounted_ops(flops, unsupported):
     names = [f"{op} ({n})" for op, n in sorted(unsupported.items())]
     inplace = flops["model"][1] - flops["model"][0]
     if inplace:
-        names.append(f"aten::addmm_ (no fvcore handle: left out of the default count; {inplace / 1e9:.3f} GFLOPs, "
-                     "included in the 'addmm_ counted' columns)")
+        names.append(
+            f"aten::addmm_ (no fvcore handle: left out of the default count; {inplace / 1e9:.3f} GFLOPs, "
+            "included in the 'addmm_ counted' columns)"
+        )
     return ", ".join(names) or "none"
 
 
-HEADERS = ["part", "softmax GFLOPs", "GMM GFLOPs (fvcore default)", "GMM / softmax",
-           "GMM GFLOPs (addmm_ counted)", "GMM / softmax"]
+HEADERS = [
+    "part",
+    "softmax GFLOPs",
+    "GMM GFLOPs (fvcore default)",
+    "GMM / softmax",
+    "GMM GFLOPs (addmm_ counted)",
+    "GMM / softmax",
+]
 
 
 def main():
@@ -85,8 +107,10 @@ def main():
     ap.add_argument("--decoder", default="FPNDecoder")
     ap.add_argument("--depth", type=int, default=18)
     args = ap.parse_args()
-    print(f"# FLOPs, {args.decoder} R-{args.depth}, 1 image {args.size[0]}x{args.size[1]}, K={args.classes}; "
-          f"{machine()}\n")
+    print(
+        f"# FLOPs, {args.decoder} R-{args.depth}, 1 image {args.size[0]}x{args.size[1]}, K={args.classes}; "
+        f"{machine()}\n"
+    )
     rows, uncounted = compare(tuple(args.size), args.classes, args.decoder, args.depth)
     print(table(rows, HEADERS))
     for p, ops in uncounted.items():

@@ -8,6 +8,7 @@ The memory timings use a full bank (every slot filled, so every push overwrites:
 state); the M-step updates every component (each has received data) from the running
 statistics, compared with recomputing those statistics by reading the whole bank.
 """
+
 import argparse
 import math
 
@@ -49,15 +50,23 @@ def measure(k, n=32768, m=5, d=64, repeats=5, capacity=32000, pushes=20):
     r["sinkhorn"] = timeit(lambda: sinkhorn_assign(own, cls, k, num_iters=3), repeats)
 
     mem = FeatureMemory(g, capacity, d, init="empty")
-    mem.bank.fill_(d ** -0.5)  # unit vectors; touches every page, as a real bank would
+    mem.bank.fill_(d**-0.5)  # unit vectors; touches every page, as a real bank would
     mem.filled.fill_(capacity)
     r["recompute"] = timeit(mem._recompute_statistics, 1, warmup=0)
     groups = torch.arange(g).repeat_interleave(pushes)
     rows = F.normalize(torch.randn(g * pushes, d), dim=-1)
     r["push"] = timeit(lambda: mem.push(groups, rows), repeats)
 
-    pred = GMMPredictor(256, k, embed_dim=d, num_components=m, memory_size=1, memory_init="empty",
-                        pushes_per_step=pushes, push_rows="all").train()
+    pred = GMMPredictor(
+        256,
+        k,
+        embed_dim=d,
+        num_components=m,
+        memory_size=1,
+        memory_init="empty",
+        pushes_per_step=pushes,
+        push_rows="all",
+    ).train()
     pred.memory = mem  # the full bank above
     feats, labels = torch.randn(n, 256), torch.randint(0, k, (n,))
 
@@ -68,6 +77,7 @@ def measure(k, n=32768, m=5, d=64, repeats=5, capacity=32000, pushes=20):
     def m_step():
         pred.received_data.fill_(True)  # every component updated (else em_update skips them)
         pred.em_update()
+
     r["forward_push"] = timeit(forward_push, repeats)
     r["m_step"] = timeit(m_step, repeats)
     r["bank_bytes"] = mem.bank.numel() * mem.bank.element_size()
@@ -78,19 +88,48 @@ def rows_for(k, r, m=5, pushes=20):
     """Markdown rows [what, ms, reference, ratio, note] for one measure() result."""
     ratio = r["loglik"] / r["bare"]
     return [
-        [f"log-likelihood, two-GEMM form, C={k}", f"{r['loglik']:.1f}", f"2 bare GEMMs {r['bare']:.1f} ms",
-         f"{ratio:.2f}x bare", verdict(ratio, LOGLIK_TARGET)],
-        [f"log-likelihood, naive broadcast, C={k}", f"{r['naive']:.0f}", "two-GEMM form",
-         f"{r['naive'] / r['loglik']:.1f}x slower", "the release's form"],
-        [f"Sinkhorn E-step (3 iters), C={k}", f"{r['sinkhorn']:.1f}", "log-likelihood",
-         f"{r['sinkhorn'] / r['loglik']:.2f}x", ""],
-        [f"memory push, {pushes} rows x {k * m} groups, C={k}", f"{r['push']:.2f}", "log-likelihood",
-         f"{r['push'] / r['loglik']:.3f}x", f"full bank, {r['bank_bytes'] / 2**20:.0f} MiB"],
-        [f"train forward + flush, C={k}", f"{r['forward_push']:.1f}", "log-likelihood",
-         f"{r['forward_push'] / r['loglik']:.2f}x", "projection, E-step, set aside, push"],
-        [f"M-step from running statistics, C={k}", f"{r['m_step']:.2f}",
-         f"recompute from bank {r['recompute']:.0f} ms", f"{r['recompute'] / r['m_step']:.0f}x faster",
-         f"all {k * m} components"],
+        [
+            f"log-likelihood, two-GEMM form, C={k}",
+            f"{r['loglik']:.1f}",
+            f"2 bare GEMMs {r['bare']:.1f} ms",
+            f"{ratio:.2f}x bare",
+            verdict(ratio, LOGLIK_TARGET),
+        ],
+        [
+            f"log-likelihood, naive broadcast, C={k}",
+            f"{r['naive']:.0f}",
+            "two-GEMM form",
+            f"{r['naive'] / r['loglik']:.1f}x slower",
+            "the release's form",
+        ],
+        [
+            f"Sinkhorn E-step (3 iters), C={k}",
+            f"{r['sinkhorn']:.1f}",
+            "log-likelihood",
+            f"{r['sinkhorn'] / r['loglik']:.2f}x",
+            "",
+        ],
+        [
+            f"memory push, {pushes} rows x {k * m} groups, C={k}",
+            f"{r['push']:.2f}",
+            "log-likelihood",
+            f"{r['push'] / r['loglik']:.3f}x",
+            f"full bank, {r['bank_bytes'] / 2**20:.0f} MiB",
+        ],
+        [
+            f"train forward + flush, C={k}",
+            f"{r['forward_push']:.1f}",
+            "log-likelihood",
+            f"{r['forward_push'] / r['loglik']:.2f}x",
+            "projection, E-step, set aside, push",
+        ],
+        [
+            f"M-step from running statistics, C={k}",
+            f"{r['m_step']:.2f}",
+            f"recompute from bank {r['recompute']:.0f} ms",
+            f"{r['recompute'] / r['m_step']:.0f}x faster",
+            f"all {k * m} components",
+        ],
     ]
 
 

@@ -8,6 +8,7 @@ A training step is forward + backward + optimizer step + the EM hook's work (flu
 M-step every MODEL.GMM.UPDATE_INTERVAL steps); inference is the eval forward of the whole batch.
 The two models alternate step by step (model_timing.time_models); medians are reported.
 """
+
 import argparse
 
 from common import machine, table, verdict
@@ -38,10 +39,35 @@ def main():
     for dec in args.decoders:
         res = time_decoder(dec, batch, args.classes, args.depth, iters=args.repeats)
         (ts, is_), (tg, ig) = res["softmax"], res["gmm"]
-        rows.append([dec, f"{ts * 1e3:.0f}", f"{tg * 1e3:.0f}", f"{tg / ts:.3f}x", verdict(tg / ts, TRAIN_TARGET),
-                     f"{is_ * 1e3:.1f}", f"{ig * 1e3:.1f}", f"{ig / is_:.3f}x", verdict(ig / is_, INFER_TARGET)])
-    print(table(rows, ["decoder", "train ms softmax", "train ms gmm", "train ratio", "target",
-                       "infer ms softmax", "infer ms gmm", "infer ratio", "target"]))
+        rows.append(
+            [
+                dec,
+                f"{ts * 1e3:.0f}",
+                f"{tg * 1e3:.0f}",
+                f"{tg / ts:.3f}x",
+                verdict(tg / ts, TRAIN_TARGET),
+                f"{is_ * 1e3:.1f}",
+                f"{ig * 1e3:.1f}",
+                f"{ig / is_:.3f}x",
+                verdict(ig / is_, INFER_TARGET),
+            ]
+        )
+    print(
+        table(
+            rows,
+            [
+                "decoder",
+                "train ms softmax",
+                "train ms gmm",
+                "train ratio",
+                "target",
+                "infer ms softmax",
+                "infer ms gmm",
+                "infer ratio",
+                "target",
+            ],
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ change of machine load hits both); the median over --iters timed repetitions aft
 reported, with the GMM / softmax ratios. Trailing KEY VALUE pairs override both
 configs.
 """
+
 import argparse
 import os
 
@@ -43,13 +44,12 @@ def synthetic_batch(n, size, num_classes, seed=0):
         label = torch.full((h, w), int(torch.randint(0, num_classes, (1,), generator=g)), dtype=torch.long)
         for _ in range(4):
             y, x = int(torch.randint(0, h // 2, (1,), generator=g)), int(torch.randint(0, w // 2, (1,), generator=g))
-            label[y: y + h // 3, x: x + w // 3] = int(torch.randint(0, num_classes, (1,), generator=g))
+            label[y : y + h // 3, x : x + w // 3] = int(torch.randint(0, num_classes, (1,), generator=g))
         batch.append({"image": torch.rand(3, h, w, generator=g) * 255, "sem_seg": label})
     return batch
 
 
-def run(softmax_config=DEFAULT_SOFTMAX, gmm_config=DEFAULT_GMM, batch=8, size=(96, 128), warmup=2, iters=5,
-        opts=()):
+def run(softmax_config=DEFAULT_SOFTMAX, gmm_config=DEFAULT_GMM, batch=8, size=(96, 128), warmup=2, iters=5, opts=()):
     """{"softmax": (train s, inference s), "gmm": (...)}: medians on one synthetic batch."""
     cfgs = {"softmax": load_cfg(softmax_config, opts), "gmm": load_cfg(gmm_config, opts)}
     data = synthetic_batch(batch, size, cfgs["softmax"].MODEL.SEM_SEG_HEAD.NUM_CLASSES)
@@ -72,12 +72,20 @@ def main(argv=None):
     results = run(args.softmax_config, args.gmm_config, args.batch, args.size, args.warmup, args.iters, args.opts)
     (ts, is_), (tg, ig) = results["softmax"], results["gmm"]
     device = load_cfg(args.gmm_config, args.opts).MODEL.DEVICE
-    print(f"Mask2Former, batch {args.batch} x {args.size[0]}x{args.size[1]}, device {device}, "
-          f"median of {args.iters} after {args.warmup} warm-up; {machine()}")
-    print(table([["softmax", f"{ts * 1e3:.1f}", f"{is_ * 1e3:.1f}"],
-                 ["gmm", f"{tg * 1e3:.1f}", f"{ig * 1e3:.1f}"],
-                 ["gmm / softmax", f"{tg / ts:.3f}", f"{ig / is_:.3f}"]],
-                ["class head", "train step (ms)", "inference (ms)"]))
+    print(
+        f"Mask2Former, batch {args.batch} x {args.size[0]}x{args.size[1]}, device {device}, "
+        f"median of {args.iters} after {args.warmup} warm-up; {machine()}"
+    )
+    print(
+        table(
+            [
+                ["softmax", f"{ts * 1e3:.1f}", f"{is_ * 1e3:.1f}"],
+                ["gmm", f"{tg * 1e3:.1f}", f"{ig * 1e3:.1f}"],
+                ["gmm / softmax", f"{tg / ts:.3f}", f"{ig / is_:.3f}"],
+            ],
+            ["class head", "train step (ms)", "inference (ms)"],
+        )
+    )
     return results
 
 

@@ -17,6 +17,7 @@ built in the same process and run in alternating rounds so that they share the m
 Prints the median s/iteration of each and the ratio to `before`. With --side-by-side the same
 script runs twice concurrently (each with --threads), as two studies share the 2 cores.
 """
+
 import argparse
 import json
 import os
@@ -47,15 +48,30 @@ def build_stepper(config, opts, variant, out_dir):
     from gmmseg.modeling.sem_seg import SegFormerMLPDecoder
 
     v = VARIANTS[variant]
-    cfg = load_config(config, list(opts) + [
-        "OUTPUT_DIR", out_dir, "DATASETS.TEST", "()", "DATALOADER.NUM_WORKERS", "0",
-        "SOLVER.CHECKPOINT_PERIOD", "1000000", "MODEL.CHANNELS_LAST", str(v["channels_last"])])
+    cfg = load_config(
+        config,
+        list(opts)
+        + [
+            "OUTPUT_DIR",
+            out_dir,
+            "DATASETS.TEST",
+            "()",
+            "DATALOADER.NUM_WORKERS",
+            "0",
+            "SOLVER.CHECKPOINT_PERIOD",
+            "1000000",
+            "MODEL.CHANNELS_LAST",
+            str(v["channels_last"]),
+        ],
+    )
     cfg.freeze()
     step = training_stepper(cfg)
     decoder = step.trainer.model.sem_seg_head.decoder
     if v["concat_decoder"]:
         if not isinstance(decoder, SegFormerMLPDecoder):
-            raise ValueError(f"{config}: the 'before' variant needs a SegFormerMLPDecoder, got {type(decoder).__name__}")
+            raise ValueError(
+                f"{config}: the 'before' variant needs a SegFormerMLPDecoder, got {type(decoder).__name__}"
+            )
         decoder.forward = decoder.forward_concat
     return step
 
@@ -94,9 +110,15 @@ def rows_for(alone, pair):
     rows = []
     for v in VARIANTS:
         a, (p1, p2) = alone[v], pair["side_by_side"]
-        rows.append([v, f"{a['median_s']:.3f}", f"{a['ratio_to_before']:.2f}x",
-                     f"{p1[v]['median_s']:.3f} / {p2[v]['median_s']:.3f}",
-                     f"{p1[v]['ratio_to_before']:.2f}x / {p2[v]['ratio_to_before']:.2f}x"])
+        rows.append(
+            [
+                v,
+                f"{a['median_s']:.3f}",
+                f"{a['ratio_to_before']:.2f}x",
+                f"{p1[v]['median_s']:.3f} / {p2[v]['median_s']:.3f}",
+                f"{p1[v]['ratio_to_before']:.2f}x / {p2[v]['ratio_to_before']:.2f}x",
+            ]
+        )
     return rows
 
 
@@ -104,8 +126,11 @@ def run_json(*args):
     """This script in a child process with `args`; its JSON summary."""
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "out.json")
-        subprocess.run([sys.executable, os.path.abspath(__file__), *map(str, args), "--json", path],
-                       check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [sys.executable, os.path.abspath(__file__), *map(str, args), "--json", path],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
         return json.load(open(path))
 
 
@@ -123,16 +148,36 @@ def main():
     opts = args.opts or RELEASE
     if args.side_by_side:
         with tempfile.TemporaryDirectory() as tmp:
-            cmd = [sys.executable, os.path.abspath(__file__), "--config-file", args.config_file, "--threads",
-                   str(args.threads), "--rounds", str(args.rounds), "--per-round", str(args.per_round),
-                   "--warmup", str(args.warmup)]
-            procs = [subprocess.Popen(cmd + ["--json", os.path.join(tmp, f"{i}.json"), *opts], stdout=subprocess.DEVNULL)
-                     for i in range(2)]
+            cmd = [
+                sys.executable,
+                os.path.abspath(__file__),
+                "--config-file",
+                args.config_file,
+                "--threads",
+                str(args.threads),
+                "--rounds",
+                str(args.rounds),
+                "--per-round",
+                str(args.per_round),
+                "--warmup",
+                str(args.warmup),
+            ]
+            procs = [
+                subprocess.Popen(cmd + ["--json", os.path.join(tmp, f"{i}.json"), *opts], stdout=subprocess.DEVNULL)
+                for i in range(2)
+            ]
             if any(p.wait() for p in procs):
                 raise SystemExit("a side-by-side copy failed (run it without --side-by-side to see why)")
             results = [json.load(open(os.path.join(tmp, f"{i}.json"))) for i in range(2)]
-        rows = [[v, f"{results[0][v]['median_s']:.3f}", f"{results[1][v]['median_s']:.3f}",
-                 f"{results[0][v]['ratio_to_before']:.2f}x / {results[1][v]['ratio_to_before']:.2f}x"] for v in VARIANTS]
+        rows = [
+            [
+                v,
+                f"{results[0][v]['median_s']:.3f}",
+                f"{results[1][v]['median_s']:.3f}",
+                f"{results[0][v]['ratio_to_before']:.2f}x / {results[1][v]['ratio_to_before']:.2f}x",
+            ]
+            for v in VARIANTS
+        ]
         headers = ["variant", "s/it, copy 1", "s/it, copy 2", "ratio to before"]
         result = {"side_by_side": results}
     else:
@@ -142,8 +187,10 @@ def main():
         headers = ["variant", "s/it (median)", "ratio to before"]
     if args.json:
         json.dump(result, open(args.json, "w"), indent=1)
-    print(f"{machine()}; {os.path.relpath(args.config_file, ROOT)} {' '.join(opts)}; "
-          f"{args.threads} thread(s){' x 2 processes' if args.side_by_side else ''}")
+    print(
+        f"{machine()}; {os.path.relpath(args.config_file, ROOT)} {' '.join(opts)}; "
+        f"{args.threads} thread(s){' x 2 processes' if args.side_by_side else ''}"
+    )
     print(table(rows, headers))
 
 

@@ -1,4 +1,5 @@
 """Timing helpers shared by the benchmark scripts (median of repeats, machine description)."""
+
 import os
 import platform
 import statistics
@@ -32,8 +33,10 @@ def cpu_model() -> str:
 
 
 def machine() -> str:
-    return (f"{cpu_model()}, {os.cpu_count()} cores, "
-            f"torch {torch.__version__} ({torch.get_num_threads()} threads), Python {platform.python_version()}")
+    return (
+        f"{cpu_model()}, {os.cpu_count()} cores, "
+        f"torch {torch.__version__} ({torch.get_num_threads()} threads), Python {platform.python_version()}"
+    )
 
 
 def table(rows, headers) -> str:

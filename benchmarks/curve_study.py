@@ -29,6 +29,7 @@ trained to i. --report-only writes the JSON and plots of what is there and train
 Output: <results>.json (every point of every run and the mean +- std per variant), <results>.md
 (the same as tables) and <results>_<dataset>.png.
 """
+
 import argparse
 import glob
 import json
@@ -92,9 +93,24 @@ def train(run, max_iter, period):
         return
     os.makedirs(run.dir, exist_ok=True)
     resume = ["--resume"] if os.path.exists(os.path.join(run.dir, "last_checkpoint")) else []
-    cmd = [sys.executable, os.path.join(ROOT, "tools", "train_net.py"), "--config-file", run.config, *resume,
-           *run.opts, "OUTPUT_DIR", run.dir, "DATASETS.TEST", "()", "SOLVER.MAX_ITER", str(max_iter),
-           "SOLVER.CHECKPOINT_PERIOD", str(period), "SOLVER.CHECKPOINT_MAX_TO_KEEP", "0"]
+    cmd = [
+        sys.executable,
+        os.path.join(ROOT, "tools", "train_net.py"),
+        "--config-file",
+        run.config,
+        *resume,
+        *run.opts,
+        "OUTPUT_DIR",
+        run.dir,
+        "DATASETS.TEST",
+        "()",
+        "SOLVER.MAX_ITER",
+        str(max_iter),
+        "SOLVER.CHECKPOINT_PERIOD",
+        str(period),
+        "SOLVER.CHECKPOINT_MAX_TO_KEEP",
+        "0",
+    ]
     print(f"[curves] training {run}{' (resumed)' if resume else ''}", flush=True)
     pid_file = os.path.join(run.dir, "training.pid")
     with open(os.path.join(run.dir, "stdout.txt"), "a") as log:
@@ -122,9 +138,13 @@ EVAL_AT = None  # --eval-at: the iterations evaluated (None: every checkpoint)
 
 def pending_evaluations(runs, period, datasets):
     """(iteration, run, checkpoint, dataset) not yet evaluated, earliest iteration first."""
-    todo = [(i, k, j, run, path, d) for k, run in enumerate(runs) for i, path in run.checkpoints(period).items()
-            for j, d in enumerate(datasets)
-            if (EVAL_AT is None or i in EVAL_AT) and not os.path.exists(run.result_path(i, d))]
+    todo = [
+        (i, k, j, run, path, d)
+        for k, run in enumerate(runs)
+        for i, path in run.checkpoints(period).items()
+        for j, d in enumerate(datasets)
+        if (EVAL_AT is None or i in EVAL_AT) and not os.path.exists(run.result_path(i, d))
+    ]
     return [(i, run, path, d) for i, _, _, run, path, d in sorted(todo, key=lambda t: t[:3])]
 
 
@@ -135,9 +155,12 @@ def evaluation_loop(runs, period, datasets, training_done):
     failed = {}  # (iteration, run, dataset) -> time of the failure
     while True:
         now = time.time()
-        todo = [t for t in pending_evaluations(runs, period, datasets)
-                if now - failed.get((t[0], str(t[1]), t[3]), -RETRY_AFTER_S) >= RETRY_AFTER_S
-                and not (training_done.is_set() and (t[0], str(t[1]), t[3]) in failed)]
+        todo = [
+            t
+            for t in pending_evaluations(runs, period, datasets)
+            if now - failed.get((t[0], str(t[1]), t[3]), -RETRY_AFTER_S) >= RETRY_AFTER_S
+            and not (training_done.is_set() and (t[0], str(t[1]), t[3]) in failed)
+        ]
         if not todo:
             if training_done.is_set():
                 return
@@ -183,8 +206,13 @@ def plot(dataset, curves, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [("mIoU", "mIoU (%)"), ("ECE", "ECE (%)"), ("AUROC", "AUROC (%)"), ("FPR95", "FPR95 (%)"),
-              ("AP", "AP (%)")]
+    panels = [
+        ("mIoU", "mIoU (%)"),
+        ("ECE", "ECE (%)"),
+        ("AUROC", "AUROC (%)"),
+        ("FPR95", "FPR95 (%)"),
+        ("AP", "AP (%)"),
+    ]
     seen = {k for summary in curves.values() for point in summary.values() for k in point}
     panels = [(m, label) for m, label in panels if m in seen or any(k.endswith("_" + m) for k in seen)]
     colors = dict(zip(SCORES, plt.get_cmap("tab10").colors))
@@ -201,8 +229,15 @@ def plot(dataset, curves, path):
                 it, mean, std = map(np.array, zip(*pts))
                 score = key.rsplit("_", 1)[0] if key not in ("mIoU", "ECE") else None
                 color = colors.get(score, f"C{v}")
-                ax.plot(it, mean, styles[v % len(styles)], color=color, marker="o", ms=3,
-                        label=f"{variant}" + (f" {score}" if score else ""))
+                ax.plot(
+                    it,
+                    mean,
+                    styles[v % len(styles)],
+                    color=color,
+                    marker="o",
+                    ms=3,
+                    label=f"{variant}" + (f" {score}" if score else ""),
+                )
                 ax.fill_between(it, mean - std, mean + std, color=color, alpha=0.12)
         ax.set_title(label)
         ax.set_xlabel("iteration")
@@ -221,14 +256,19 @@ def tables(dataset, curves):
     cells mean +- std (n seeds)."""
     out = []
     for family in ("mIoU", "ECE", "AUROC", "AP", "FPR95"):
-        cols = [(v, k) for v, summary in curves.items()
-                for k in ([family] if family in ("mIoU", "ECE") else [f"{s}_{family}" for s in SCORES])
-                if any(k in point for point in summary.values())]
+        cols = [
+            (v, k)
+            for v, summary in curves.items()
+            for k in ([family] if family in ("mIoU", "ECE") else [f"{s}_{family}" for s in SCORES])
+            if any(k in point for point in summary.values())
+        ]
         if not cols:
             continue
         iterations = sorted({i for summary in curves.values() for i in summary})
-        rows = ["| iteration | " + " | ".join(f"{v} {k.rsplit('_', 1)[0] if '_' in k else k}" for v, k in cols) + " |",
-                "|---" * (len(cols) + 1) + "|"]
+        rows = [
+            "| iteration | " + " | ".join(f"{v} {k.rsplit('_', 1)[0] if '_' in k else k}" for v, k in cols) + " |",
+            "|---" * (len(cols) + 1) + "|",
+        ]
         for i in iterations:
             cells = []
             for v, k in cols:
@@ -267,12 +307,20 @@ def main():
     ap.add_argument("--max-iter", type=int, default=10000)
     ap.add_argument("--period", type=int, default=1000, help="checkpoint (and evaluation) every N iterations")
     ap.add_argument("--variant", nargs=3, action="append", required=True, metavar=("NAME", "CONFIG", "OPTS"))
-    ap.add_argument("--eval-at", nargs="+", type=int, metavar="ITERATION",
-                    help="evaluate only these checkpoints (default: every one); the others are kept to resume from")
+    ap.add_argument(
+        "--eval-at",
+        nargs="+",
+        type=int,
+        metavar="ITERATION",
+        help="evaluate only these checkpoints (default: every one); the others are kept to resume from",
+    )
     ap.add_argument("--report-only", action="store_true")
-    ap.add_argument("--fit-scores", action="store_true",
-                    help="evaluate the fitted anomaly scores too (tools/fit_scores.py on each checkpoint, known pixels "
-                         "of the run's training split)")
+    ap.add_argument(
+        "--fit-scores",
+        action="store_true",
+        help="evaluate the fitted anomaly scores too (tools/fit_scores.py on each checkpoint, known pixels "
+        "of the run's training split)",
+    )
     args = ap.parse_args()
     global FIT_SCORES, EVAL_AT
     FIT_SCORES = args.fit_scores
@@ -283,8 +331,7 @@ def main():
         if wrong:
             ap.error(f"--eval-at {wrong}: not a checkpoint (a multiple of --period {args.period} up to --max-iter)")
         EVAL_AT = set(args.eval_at)
-    runs = [Run(args.output, name, config, opts, seed)
-            for seed in args.seeds for name, config, opts in args.variant]
+    runs = [Run(args.output, name, config, opts, seed) for seed in args.seeds for name, config, opts in args.variant]
     if not args.report_only:
         done = threading.Event()
         evaluator = threading.Thread(target=evaluation_loop, args=(runs, args.period, args.eval, done))

@@ -11,6 +11,7 @@ value of each run, the mean, the standard deviation and the range: <output>/spre
 <output>/spread.md (Markdown). Timing rows are reported like the others; only their ratios mean
 something on a shared machine. Trailing KEY VALUE pairs are passed to every run.
 """
+
 import argparse
 import json
 import os
@@ -61,9 +62,13 @@ def spread(tables):
             vals = [t[row][model] for t in tables if t.get(row, {}).get(model) is not None]
             if not vals:
                 continue
-            out[row][model] = {"values": vals, "mean": statistics.fmean(vals),
-                               "std": statistics.stdev(vals) if len(vals) > 1 else 0.0,
-                               "min": min(vals), "max": max(vals)}
+            out[row][model] = {
+                "values": vals,
+                "mean": statistics.fmean(vals),
+                "std": statistics.stdev(vals) if len(vals) > 1 else 0.0,
+                "min": min(vals),
+                "max": max(vals),
+            }
     return out
 
 
@@ -72,8 +77,10 @@ def markdown(result, runs):
     head = "| metric | " + " | ".join(f"{m}: mean +- std [min, max]" for m in models) + " |"
     lines = [f"Runs: {', '.join(runs)}", "", head, "|---" * (len(models) + 1) + "|"]
     for row, by_model in result.items():
-        cells = [f"{s['mean']:.2f} +- {s['std']:.2f} [{s['min']:.2f}, {s['max']:.2f}]" if (s := by_model.get(m))
-                 else "-" for m in models]
+        cells = [
+            f"{s['mean']:.2f} +- {s['std']:.2f} [{s['min']:.2f}, {s['max']:.2f}]" if (s := by_model.get(m)) else "-"
+            for m in models
+        ]
         lines.append(f"| {row} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

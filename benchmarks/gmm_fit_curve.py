@@ -12,6 +12,7 @@ fits the features makes the first rise during training while the anomaly pixels 
 
 Prints a Markdown table and writes <run>/fit_curve.json (gmmseg.analysis.gmm_fit does the work).
 """
+
 import argparse
 import json
 import os
@@ -23,8 +24,12 @@ from gmmseg.analysis.gmm_fit import fit_curve, fit_curve_table
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config-file", "--config", dest="config", required=True, metavar="FILE")
-    ap.add_argument("--run", required=True, help="OUTPUT_DIR of a finished run with periodic checkpoints (trained "
-                    "with SOLVER.CHECKPOINT_MAX_TO_KEEP 0 to keep them all)")
+    ap.add_argument(
+        "--run",
+        required=True,
+        help="OUTPUT_DIR of a finished run with periodic checkpoints (trained "
+        "with SOLVER.CHECKPOINT_MAX_TO_KEEP 0 to keep them all)",
+    )
     ap.add_argument("--known", required=True, help="held-out dataset with sem_seg labels")
     ap.add_argument("--anomaly", default=None, help="dataset with anomaly masks (optional)")
     ap.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides the run was trained with")
@@ -35,6 +40,7 @@ def main():
     results = fit_curve(cfg, args.run, args.known, args.anomaly)
     json.dump(results, open(os.path.join(args.run, "fit_curve.json"), "w"), indent=1)
     print(fit_curve_table(results))
+
 
 if __name__ == "__main__":
     main()

@@ -8,6 +8,7 @@ finished run (gmmseg.analysis.gmm_scores), no retraining.
 Each run's model_final.pth is evaluated; prints mean +- std over the runs and writes
 <first run>/../score_study.json (score_study_floorF.json with --variance-floor F). Data: $DETECTRON2_DATASETS.
 """
+
 import argparse
 import json
 import os
@@ -21,8 +22,11 @@ def main():
     ap.add_argument("--config-file", "--config", dest="config", required=True, metavar="FILE")
     ap.add_argument("--run", action="append", required=True)
     ap.add_argument("--dataset", required=True)
-    ap.add_argument("--variance-floor", type=float,
-                    help="re-floor the trained stds before scoring: std' = sqrt(std^2 - trained floor + F)")
+    ap.add_argument(
+        "--variance-floor",
+        type=float,
+        help="re-floor the trained stds before scoring: std' = sqrt(std^2 - trained floor + F)",
+    )
     ap.add_argument("opts", nargs=argparse.REMAINDER)
     args = ap.parse_args()
 

@@ -13,6 +13,7 @@ Every variant is trained by tools/train_net.py with the same seed and evaluated 
 results go to <output>/study.json and a Markdown table is printed. (seed_study.py does the same
 for several seeds, mean +- std.)
 """
+
 import argparse
 import json
 import os
@@ -50,13 +51,44 @@ def main():
     rows = []
     for name, r in results.items():
         a = r.get(anomaly, {}).get("anomaly", {})
-        rows.append([name, r.get("opts", ""), f"{r[closed]['sem_seg']['mIoU']:.1f}",
-                     f"{r[closed].get('calibration', {}).get('ECE', float('nan')):.2f}",
-                     *[f"{a.get(k, float('nan')):.1f}" for k in ("likelihood_AUROC", "likelihood_AP", "likelihood_FPR95",
-                                                                  "max_logit_AUROC", "energy_AUROC",
-                                                                  "msp_AUROC", "entropy_AUROC")]])
-    print(table(rows, ["variant", "overrides", "mIoU", "ECE", "GMM AUROC", "GMM AP", "GMM FPR95",
-                       "max-logit AUROC", "energy AUROC", "MSP AUROC", "entropy AUROC"]))
+        rows.append(
+            [
+                name,
+                r.get("opts", ""),
+                f"{r[closed]['sem_seg']['mIoU']:.1f}",
+                f"{r[closed].get('calibration', {}).get('ECE', float('nan')):.2f}",
+                *[
+                    f"{a.get(k, float('nan')):.1f}"
+                    for k in (
+                        "likelihood_AUROC",
+                        "likelihood_AP",
+                        "likelihood_FPR95",
+                        "max_logit_AUROC",
+                        "energy_AUROC",
+                        "msp_AUROC",
+                        "entropy_AUROC",
+                    )
+                ],
+            ]
+        )
+    print(
+        table(
+            rows,
+            [
+                "variant",
+                "overrides",
+                "mIoU",
+                "ECE",
+                "GMM AUROC",
+                "GMM AP",
+                "GMM FPR95",
+                "max-logit AUROC",
+                "energy AUROC",
+                "MSP AUROC",
+                "entropy AUROC",
+            ],
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ state grows. Columns:
   up to date by every push, so this is what an M-step adds (plus the momentum blend, O(K M D)).
 Reads only the checkpoint: no config, no dataset, no model built.
 """
+
 import argparse
 import os
 import statistics
@@ -39,29 +40,51 @@ from gmmseg.gmm.coverage import class_coverage, coverage_warnings
 from gmmseg.gmm.fixed_point import from_fixed_point
 from gmmseg.gmm.m_step import gaussian_m_step
 
-HEADERS = ["checkpoint", "head", "K x M x D", "memory rows / capacity", "class fill min / max",
-           "components updated", "classes never updated", "updates per component min / med / max",
-           "M-steps", "class-norm gain mean [min, max]", "real rows min / max", "not learning", "M-step ms"]
+HEADERS = [
+    "checkpoint",
+    "head",
+    "K x M x D",
+    "memory rows / capacity",
+    "class fill min / max",
+    "components updated",
+    "classes never updated",
+    "updates per component min / med / max",
+    "M-steps",
+    "class-norm gain mean [min, max]",
+    "real rows min / max",
+    "not learning",
+    "M-step ms",
+]
 
 
 def em_heads(state):
     """{prefix: {suffix: tensor}} for every EM head in a model state dict."""
-    prefixes = [k[: -len("updates_per_component")] for k in state if k.endswith(".updates_per_component")
-                or k == "updates_per_component"]
-    return {p: {k[len(p):]: v for k, v in state.items() if k.startswith(p)} for p in prefixes}
+    prefixes = [
+        k[: -len("updates_per_component")]
+        for k in state
+        if k.endswith(".updates_per_component") or k == "updates_per_component"
+    ]
+    return {p: {k[len(p) :]: v for k, v in state.items() if k.startswith(p)} for p in prefixes}
 
 
 def head_report(head, time_m_step=True, variance_floor=1e-4):
     """The facts of one EM head (module docstring) as a dict of numbers."""
     if "means" not in head:
-        raise KeyError("an EM head without 'means' (a ProtoSeg head or a learned-by-gradient GMM: "
-                       "no EM statistics to report)")
+        raise KeyError(
+            "an EM head without 'means' (a ProtoSeg head or a learned-by-gradient GMM: no EM statistics to report)"
+        )
     k, m, d = head["means"].shape
     updates = head["updates_per_component"].view(k, m)
-    out = {"K": k, "M": m, "D": d, "m_steps": int(head["num_em_updates"]),
-           "updated": int((updates > 0).sum()), "components": k * m,
-           "never_updated_classes": [c for c in range(k) if int(updates[c].max()) == 0],
-           "updates": sorted(int(u) for u in updates.flatten())}
+    out = {
+        "K": k,
+        "M": m,
+        "D": d,
+        "m_steps": int(head["num_em_updates"]),
+        "updated": int((updates > 0).sum()),
+        "components": k * m,
+        "never_updated_classes": [c for c in range(k) if int(updates[c].max()) == 0],
+        "updates": sorted(int(u) for u in updates.flatten()),
+    }
     if "class_norm.weight" in head:
         gain = head["class_norm.weight"].float()
         out["gain"] = (float(gain.mean()), float(gain.min()), float(gain.max()))
@@ -82,25 +105,42 @@ def head_report(head, time_m_step=True, variance_floor=1e-4):
 
             def m_step():
                 gaussian_m_step(count.double(), from_fixed_point(s1), from_fixed_point(s2), variance_floor)
+
             out["m_step_ms"] = timeit(m_step, repeats=20, warmup=3)
     return out
 
 
 def _fmt_row(name, prefix, r):
     ups = r["updates"]
-    mem = (f"{r['rows']:,} / {r['capacity']:,} ({100 * r['rows'] / r['capacity']:.0f} %)"
-           if "rows" in r else "no bank")
+    mem = f"{r['rows']:,} / {r['capacity']:,} ({100 * r['rows'] / r['capacity']:.0f} %)" if "rows" in r else "no bank"
     fill = f"{100 * r['class_fill'][0]:.0f} / {100 * r['class_fill'][1]:.0f} %" if "class_fill" in r else "-"
     gain = f"{r['gain'][0]:.2f} [{r['gain'][1]:.2f}, {r['gain'][2]:.2f}]" if "gain" in r else "-"
     never = ", ".join(map(str, r["never_updated_classes"])) or "none"
     real = f"{100 * r['real_share'][0]:.0f} / {100 * r['real_share'][1]:.0f} %" if "real_share" in r else "-"
     short = {"(nearly) no real rows": "rows", "(nearly) never predicted": "never"}
-    lacking = ("; ".join(f"{c} {short.get(why.split(':')[0], why)}{why[why.index(':'):]}" for c, why in r["not_learning"])
-               or "none") if "not_learning" in r else "-"
-    return [name, prefix.rstrip(".") or "(root)", f"{r['K']} x {r['M']} x {r['D']}", mem, fill,
-            f"{r['updated']} / {r['components']}", never,
-            f"{ups[0]} / {statistics.median(ups):g} / {ups[-1]}", str(r["m_steps"]), gain, real, lacking,
-            f"{r['m_step_ms']:.2f}" if "m_step_ms" in r else "-"]
+    lacking = (
+        (
+            "; ".join(f"{c} {short.get(why.split(':')[0], why)}{why[why.index(':') :]}" for c, why in r["not_learning"])
+            or "none"
+        )
+        if "not_learning" in r
+        else "-"
+    )
+    return [
+        name,
+        prefix.rstrip(".") or "(root)",
+        f"{r['K']} x {r['M']} x {r['D']}",
+        mem,
+        fill,
+        f"{r['updated']} / {r['components']}",
+        never,
+        f"{ups[0]} / {statistics.median(ups):g} / {ups[-1]}",
+        str(r["m_steps"]),
+        gain,
+        real,
+        lacking,
+        f"{r['m_step_ms']:.2f}" if "m_step_ms" in r else "-",
+    ]
 
 
 def main(argv=None):
@@ -117,8 +157,10 @@ def main(argv=None):
         state = ckpt.get("model", ckpt) if isinstance(ckpt, dict) else None
         heads = em_heads(state) if isinstance(state, dict) else {}
         if not heads:
-            sys.exit(f"gmm_state_report: {path} holds no EM head (no '*.updates_per_component' entry): "
-                     "a softmax model, or not a model checkpoint")
+            sys.exit(
+                f"gmm_state_report: {path} holds no EM head (no '*.updates_per_component' entry): "
+                "a softmax model, or not a model checkpoint"
+            )
         parts = os.path.normpath(path).split(os.sep)
         name = path if len(parts) <= 3 else os.path.join("...", *parts[-3:])  # run/seed/file: short, unambiguous
         if "iteration" in ckpt:

@@ -20,6 +20,7 @@ softmax run left). Each run, in this process, as tools/train_net.py trains:
    then Trainer.test evaluates it on camvid_openset_val: mIoU and the AUROC / FPR95 of every
    anomaly score the evaluator reports.
 """
+
 import contextlib
 import gc
 import logging
@@ -52,8 +53,10 @@ def missing_data(root=None):
         for sub in ("images", "labels"):
             path = os.path.join(folder, split, sub)
             if not os.path.isdir(path) or not os.listdir(path):
-                return (f"no CamVid: {path} is missing or empty (looked for {folder}/{{train,val}}/{{images,labels}}; "
-                        f"set DETECTRON2_DATASETS to the folder holding camvid/, tools/prepare_camvid.py makes it)")
+                return (
+                    f"no CamVid: {path} is missing or empty (looked for {folder}/{{train,val}}/{{images,labels}}; "
+                    f"set DETECTRON2_DATASETS to the folder holding camvid/, tools/prepare_camvid.py makes it)"
+                )
     return None
 
 
@@ -77,8 +80,18 @@ def camvid_cfg(predictor, device, out_dir, max_iter=None, test=(), workers=None,
     DATASETS.TEST `test`, and SOLVER.MAX_ITER / DATALOADER.NUM_WORKERS if given. Frozen."""
     from gmmseg import load_config
 
-    extra = ["MODEL.DEVICE", device, "OUTPUT_DIR", out_dir, "SOLVER.CHECKPOINT_PERIOD", "100000000",
-             "TEST.OPEN_WORLD.PLOTS", "False", "DATASETS.TEST", str(tuple(test))]
+    extra = [
+        "MODEL.DEVICE",
+        device,
+        "OUTPUT_DIR",
+        out_dir,
+        "SOLVER.CHECKPOINT_PERIOD",
+        "100000000",
+        "TEST.OPEN_WORLD.PLOTS",
+        "False",
+        "DATASETS.TEST",
+        str(tuple(test)),
+    ]
     if max_iter is not None:
         extra += ["SOLVER.MAX_ITER", str(max_iter)]
     if workers is not None:
@@ -165,7 +178,7 @@ def train_and_evaluate(train_cfg, eval_cfg):
 
 
 def summarize(results):
-    """"mIoU 71.2; AUROC / FPR95: likelihood 93.1 / 30.2, msp ..." from Trainer.test's results."""
+    """ "mIoU 71.2; AUROC / FPR95: likelihood 93.1 / 30.2, msp ..." from Trainer.test's results."""
     miou = results.get("sem_seg", {}).get("mIoU", float("nan"))
     anomaly = results.get("anomaly", {})
     scores = [k[: -len("_AUROC")] for k in anomaly if k.endswith("_AUROC")]
@@ -174,16 +187,29 @@ def summarize(results):
     return f"mIoU {miou:.1f}; AUROC / FPR95: {pairs or 'no anomaly scores reported'}"
 
 
-def run_one(predictor, device, seconds, eval_reserve_s, iters=None, eval_images=0, workers=None, probe_iters=(3, 10),
-            opts=(), out_root=None):
+def run_one(
+    predictor,
+    device,
+    seconds,
+    eval_reserve_s,
+    iters=None,
+    eval_images=0,
+    workers=None,
+    probe_iters=(3, 10),
+    opts=(),
+    out_root=None,
+):
     """(row, measured evaluation seconds or None) of one run given `seconds` of wall time; its files
     (config, log, evaluation JSONs) in <out_root>/camvid_<predictor>, or a temporary folder."""
     t_start = time.perf_counter()
     eval_name = first_images_dataset(EVAL_DATASET, eval_images)
     if out_root:
         os.makedirs(os.path.join(out_root, f"camvid_{predictor}"), exist_ok=True)
-    keep = contextlib.nullcontext(os.path.join(out_root, f"camvid_{predictor}")) if out_root else \
-        tempfile.TemporaryDirectory(prefix=f"gpu_check_camvid_{predictor}_")
+    keep = (
+        contextlib.nullcontext(os.path.join(out_root, f"camvid_{predictor}"))
+        if out_root
+        else tempfile.TemporaryDirectory(prefix=f"gpu_check_camvid_{predictor}_")
+    )
     with keep as out:
         recipe = camvid_cfg(predictor, device, out, workers=workers, opts=opts)
         how = f"{iters} iterations (--camvid-iters)"
@@ -191,11 +217,17 @@ def run_one(predictor, device, seconds, eval_reserve_s, iters=None, eval_images=
             s_it, build_s = probe(recipe, *probe_iters)
             left = seconds - (time.perf_counter() - t_start) - build_s - eval_reserve_s
             iters = iterations_that_fit(left, s_it, recipe.SOLVER.MAX_ITER)
-            how = (f"{iters} of the recipe's {recipe.SOLVER.MAX_ITER} iterations fit (probe {s_it:.3f} s/it, "
-                   f"build {build_s:.0f} s, evaluation reserve {eval_reserve_s:.0f} s, share {seconds:.0f} s)")
+            how = (
+                f"{iters} of the recipe's {recipe.SOLVER.MAX_ITER} iterations fit (probe {s_it:.3f} s/it, "
+                f"build {build_s:.0f} s, evaluation reserve {eval_reserve_s:.0f} s, share {seconds:.0f} s)"
+            )
             if iters < MIN_ITERS:
-                return (f"camvid {predictor}", "SKIP", f"{time.perf_counter() - t_start:.1f}",
-                        f"not enough time: {how}; fewer than {MIN_ITERS}"), None
+                return (
+                    f"camvid {predictor}",
+                    "SKIP",
+                    f"{time.perf_counter() - t_start:.1f}",
+                    f"not enough time: {how}; fewer than {MIN_ITERS}",
+                ), None
         log(f"{predictor}: training {how}")
         train_cfg = camvid_cfg(predictor, device, out, max_iter=iters, workers=workers, opts=opts)
         eval_cfg = camvid_cfg(predictor, device, out, test=(eval_name,), workers=workers, opts=opts)
@@ -204,13 +236,16 @@ def run_one(predictor, device, seconds, eval_reserve_s, iters=None, eval_images=
         torch.cuda.empty_cache()
     from detectron2.data import DatasetCatalog
 
-    detail = (f"{how}; train() {train_s:.0f} s ({train_s / iters:.3f} s/it with start-up), evaluated {eval_s:.0f} s on "
-              f"{eval_name} ({len(DatasetCatalog.get(eval_name))} images): {summarize(results)}")
+    detail = (
+        f"{how}; train() {train_s:.0f} s ({train_s / iters:.3f} s/it with start-up), evaluated {eval_s:.0f} s on "
+        f"{eval_name} ({len(DatasetCatalog.get(eval_name))} images): {summarize(results)}"
+    )
     return (f"camvid {predictor}", "PASS", f"{time.perf_counter() - t_start:.1f}", detail), eval_s
 
 
-def camvid_rows(device, seconds_left, iters=None, eval_images=0, workers=None, probe_iters=(3, 10), opts=(),
-                out_root=None):
+def camvid_rows(
+    device, seconds_left, iters=None, eval_images=0, workers=None, probe_iters=(3, 10), opts=(), out_root=None
+):
     """[(name, "PASS" / "FAIL" / "SKIP", seconds, detail)]: the softmax run and the GMM run, or
     one SKIP row naming what is missing."""
     from gmmseg import load_config
@@ -227,11 +262,19 @@ def camvid_rows(device, seconds_left, iters=None, eval_images=0, workers=None, p
         share = (deadline - time.perf_counter()) / (2 - i)
         t0 = time.perf_counter()
         try:
-            row, eval_s = run_one(predictor, device, share, reserve, iters, eval_images, workers, probe_iters, opts,
-                                  out_root)
+            row, eval_s = run_one(
+                predictor, device, share, reserve, iters, eval_images, workers, probe_iters, opts, out_root
+            )
         except Exception as e:  # a failed run is a result; the other one still runs
-            row, eval_s = (f"camvid {predictor}", "FAIL", f"{time.perf_counter() - t0:.1f}",
-                           f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"), None
+            row, eval_s = (
+                (
+                    f"camvid {predictor}",
+                    "FAIL",
+                    f"{time.perf_counter() - t0:.1f}",
+                    f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",
+                ),
+                None,
+            )
         rows.append(row)
         if eval_s is not None:
             reserve = 1.25 * eval_s

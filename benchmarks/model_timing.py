@@ -12,6 +12,7 @@
   + the EM hook's work (flush, em_update every MODEL.GMM.UPDATE_INTERVAL steps); inference is the
   eval forward of the batch (under the same autocast).
 """
+
 import contextlib
 import itertools
 import os
@@ -59,8 +60,13 @@ def build_head_model(decoder, predictor, num_classes, depth, opts=()):
 
 def random_batch(n, h, w, num_classes, seed=0):
     g = torch.Generator().manual_seed(seed)
-    return [{"image": torch.randint(0, 255, (3, h, w), generator=g).float(),
-             "sem_seg": torch.randint(0, num_classes, (h, w), generator=g)} for _ in range(n)]
+    return [
+        {
+            "image": torch.randint(0, 255, (3, h, w), generator=g).float(),
+            "sem_seg": torch.randint(0, num_classes, (h, w), generator=g),
+        }
+        for _ in range(n)
+    ]
 
 
 def _sync(device):
@@ -107,8 +113,11 @@ class _Runner:
         self.period = cfg.MODEL.GMM.UPDATE_INTERVAL
         self.precision = precision
         data = itertools.repeat(batch)
-        self.trainer = (SimpleTrainer(self.model, data, self.optimizer) if precision is None
-                        else MixedPrecisionTrainer(self.model, data, self.optimizer, precision=precision))
+        self.trainer = (
+            SimpleTrainer(self.model, data, self.optimizer)
+            if precision is None
+            else MixedPrecisionTrainer(self.model, data, self.optimizer, precision=precision)
+        )
         self.storage = EventStorage(0)
         self.test_batch = [{"image": x["image"]} for x in batch]
         self.steps = 0
@@ -145,6 +154,7 @@ class _Runner:
             self.model.eval()
             with torch.no_grad(), _autocast(self.device, self.precision):
                 self.model(self.test_batch)
+
         return self._timed(infer)
 
 
@@ -160,9 +170,12 @@ def measure_models(cfgs, batch, warmup, iters, precision=None):
                 t = r.train_step() if what == 0 else r.inference()
                 if i >= warmup:
                     times[name][what].append(t)
-    return {name: Measurement(statistics.median(tr), statistics.median(inf), bank_bytes(r.model), r.model_bytes,
-                              r.step_peak_bytes)
-            for (name, (tr, inf)), r in zip(times.items(), runners.values())}
+    return {
+        name: Measurement(
+            statistics.median(tr), statistics.median(inf), bank_bytes(r.model), r.model_bytes, r.step_peak_bytes
+        )
+        for (name, (tr, inf)), r in zip(times.items(), runners.values())
+    }
 
 
 def time_models(cfgs, batch, warmup, iters, precision=None):

@@ -13,6 +13,7 @@ hook's flush / M-step. Prints the median step of each model, their ratio, and ea
 ms per step and share of the difference; the rest of the difference is the GMM head's backward and
 what the larger graph costs the optimizer step.
 """
+
 import argparse
 import functools
 import os
@@ -40,6 +41,7 @@ def _timed(fn, name, spent):
             return fn(*a, **k)
         finally:
             spent[name] += time.perf_counter() - t0
+
     return wrapper
 
 
@@ -47,9 +49,20 @@ def build(predictor, opts, out_dir):
     from gmmseg import load_config
     from gmmseg.engine.stepping import training_stepper
 
-    cfg = load_config(CONFIGS[predictor], list(opts) + [
-        "OUTPUT_DIR", out_dir, "DATASETS.TEST", "()", "DATALOADER.NUM_WORKERS", "0", "SOLVER.CHECKPOINT_PERIOD",
-        "1000000"])
+    cfg = load_config(
+        CONFIGS[predictor],
+        list(opts)
+        + [
+            "OUTPUT_DIR",
+            out_dir,
+            "DATASETS.TEST",
+            "()",
+            "DATALOADER.NUM_WORKERS",
+            "0",
+            "SOLVER.CHECKPOINT_PERIOD",
+            "1000000",
+        ],
+    )
     cfg.freeze()
     return training_stepper(cfg)
 
@@ -62,8 +75,10 @@ def main(argv=None):
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
-        steppers = {p: build(p, args.opts if p == "gmm" else _twin_opts(args.opts), os.path.join(tmp, p))
-                    for p in ("softmax", "gmm")}
+        steppers = {
+            p: build(p, args.opts if p == "gmm" else _twin_opts(args.opts), os.path.join(tmp, p))
+            for p in ("softmax", "gmm")
+        }
         gmm = steppers["gmm"].trainer.model.sem_seg_head.predictor
         spent = dict.fromkeys(PARTS, 0.0)
         gmm.forward = _timed(gmm.forward, "forward", spent)

@@ -11,6 +11,7 @@ the config's training set, write <run>/<tag>/model_refit.pth, evaluate it like s
 (its results.json) and of the refitted model's. KEY VALUE: the options the runs were trained
 with. Data: $DETECTRON2_DATASETS.
 """
+
 import argparse
 import json
 import os
@@ -42,11 +43,27 @@ def main():
         if not os.path.exists(result_path):
             if not os.path.exists(weights):
                 floor = [] if args.variance_floor is None else ["--variance-floor", str(args.variance_floor)]
-                subprocess.run([sys.executable, os.path.join(ROOT, "tools", "refit_gmm.py"), "--config-file", args.config,
-                                "--output", weights, "--rounds", str(args.rounds), *floor, *args.opts,
-                                "MODEL.WEIGHTS", os.path.join(run, "model_final.pth")], check=True, cwd=ROOT)
-            result = evaluate_checkpoint(os.path.abspath(args.config), args.opts, weights, [args.eval],
-                                         os.path.join(out_dir, "eval"))
+                subprocess.run(
+                    [
+                        sys.executable,
+                        os.path.join(ROOT, "tools", "refit_gmm.py"),
+                        "--config-file",
+                        args.config,
+                        "--output",
+                        weights,
+                        "--rounds",
+                        str(args.rounds),
+                        *floor,
+                        *args.opts,
+                        "MODEL.WEIGHTS",
+                        os.path.join(run, "model_final.pth"),
+                    ],
+                    check=True,
+                    cwd=ROOT,
+                )
+            result = evaluate_checkpoint(
+                os.path.abspath(args.config), args.opts, weights, [args.eval], os.path.join(out_dir, "eval")
+            )
             json.dump(result, open(result_path, "w"), default=float)
         study[args.tag][run] = metrics_of(json.load(open(result_path)), args.eval)
         study["trained"][run] = metrics_of(json.load(open(os.path.join(run, "results.json"))), args.eval)

@@ -15,6 +15,7 @@ Sections: 1. GMM core (bench_gmm_core), 2. heads GMM vs softmax (bench_heads, be
     python benchmarks/run_all.py --sections 7              # only section 7, replaced in the existing file
     python benchmarks/run_all.py --sections 6 --threads 1 --clock cpu   # section 6 by CPU time (a busy machine)
 """
+
 import argparse
 import datetime
 import os
@@ -75,13 +76,15 @@ def core(p):
         r = bench_gmm_core.measure(k, c["n"], M, D, c["repeats"], c["capacity"])
         rows += bench_gmm_core.rows_for(k, r, M)
         checked(f"log-likelihood C={k} vs 2 bare GEMMs", r["loglik"] / r["bare"], bench_gmm_core.LOGLIK_TARGET)
-    return (f"N = {c['n']} embeddings, M = {M}, D = {D}, bank capacity {c['capacity']} per (class, component). "
-            "Median ms. The two-GEMM log-likelihood is compared with two bare `(N, D) @ (D, C*M)` matmuls "
-            "and with the release's `(N, C*M, D)` broadcast. Memory push: 20 rows into each of the C*M "
-            "groups of a full bank (every push overwrites, the running statistics subtract what "
-            "leaves). The M-step updates every component from the running statistics; the "
-            "reference recomputes them by reading the whole bank.\n\n"
-            + table(rows, ["what", "ms", "reference", "ratio", "target / note"]))
+    return (
+        f"N = {c['n']} embeddings, M = {M}, D = {D}, bank capacity {c['capacity']} per (class, component). "
+        "Median ms. The two-GEMM log-likelihood is compared with two bare `(N, D) @ (D, C*M)` matmuls "
+        "and with the release's `(N, C*M, D)` broadcast. Memory push: 20 rows into each of the C*M "
+        "groups of a full bank (every push overwrites, the running statistics subtract what "
+        "leaves). The M-step updates every component from the running statistics; the "
+        "reference recomputes them by reading the whole bank.\n\n"
+        + table(rows, ["what", "ms", "reference", "ratio", "target / note"])
+    )
 
 
 def heads(p):
@@ -89,40 +92,84 @@ def heads(p):
     batch = model_timing.random_batch(h["batch"], *h["size"], CLASSES)
     results = {}
     for dec in ("FPNDecoder", "DeepLabV3PlusDecoder"):
-        results[f"{dec} (R-{DEPTH}, {h['batch']} x {h['size'][0]}x{h['size'][1]}, K={CLASSES})"] = \
+        results[f"{dec} (R-{DEPTH}, {h['batch']} x {h['size'][0]}x{h['size'][1]}, K={CLASSES})"] = (
             bench_heads.time_decoder(dec, batch, CLASSES, DEPTH, h["warmup"], h["iters"], h["opts"])
-    results[f"Mask2Former demo (R-18, {m2f['batch']} x {m2f['size'][0]}x{m2f['size'][1]}, K=6)"] = \
+        )
+    results[f"Mask2Former demo (R-18, {m2f['batch']} x {m2f['size'][0]}x{m2f['size'][1]}, K=6)"] = (
         bench_mask_former.run(batch=m2f["batch"], size=m2f["size"], warmup=m2f["warmup"], iters=m2f["iters"])
+    )
     rows = []
     for name, res in results.items():
         (ts, is_), (tg, ig) = res["softmax"], res["gmm"]
-        rows.append([name, f"{ts * 1e3:.0f}", f"{tg * 1e3:.0f}", f"{tg / ts:.3f}x",
-                     checked(f"{name} train step", tg / ts, bench_heads.TRAIN_TARGET),
-                     f"{is_ * 1e3:.1f}", f"{ig * 1e3:.1f}", f"{ig / is_:.3f}x",
-                     checked(f"{name} inference", ig / is_, bench_heads.INFER_TARGET)])
-    return (f"Same network, same synthetic batch; the GMM and softmax models alternate step by step, "
-            f"median of {h['iters']} (per-pixel) / {m2f['iters']} (Mask2Former) after warm-up. A training "
-            "step is forward + backward + optimizer step + the EM hook's work (flush every step, M-step "
-            "every MODEL.GMM.UPDATE_INTERVAL steps); inference is the eval forward (GMM: + anomaly map).\n\n"
-            + table(rows, ["model", "train ms softmax", "train ms GMM", "train GMM / softmax", "target",
-                           "infer ms softmax", "infer ms GMM", "infer GMM / softmax", "target"]))
+        rows.append(
+            [
+                name,
+                f"{ts * 1e3:.0f}",
+                f"{tg * 1e3:.0f}",
+                f"{tg / ts:.3f}x",
+                checked(f"{name} train step", tg / ts, bench_heads.TRAIN_TARGET),
+                f"{is_ * 1e3:.1f}",
+                f"{ig * 1e3:.1f}",
+                f"{ig / is_:.3f}x",
+                checked(f"{name} inference", ig / is_, bench_heads.INFER_TARGET),
+            ]
+        )
+    return (
+        f"Same network, same synthetic batch; the GMM and softmax models alternate step by step, "
+        f"median of {h['iters']} (per-pixel) / {m2f['iters']} (Mask2Former) after warm-up. A training "
+        "step is forward + backward + optimizer step + the EM hook's work (flush every step, M-step "
+        "every MODEL.GMM.UPDATE_INTERVAL steps); inference is the eval forward (GMM: + anomaly map).\n\n"
+        + table(
+            rows,
+            [
+                "model",
+                "train ms softmax",
+                "train ms GMM",
+                "train GMM / softmax",
+                "target",
+                "infer ms softmax",
+                "infer ms GMM",
+                "infer GMM / softmax",
+                "target",
+            ],
+        )
+    )
 
 
 def communication(p):
     c = p["comm"]
     res = bench_em_communication.run(images=c["images"], height=c["height"], width=c["width"], iters=c["iters"])
     n = c["images"] * (c["height"] // 4) * (c["width"] // 4)
-    rows = [[what, f"{res[k]['theirs']:,}", f"{res[k]['ours']:,}", f"{res[k]['theirs'] / res[k]['ours']:.0f}x",
-             res[k]["rows"], f"{res[k]['t_theirs']:.1f} / {res[k]['t_ours']:.2f}"]
-            for k, what in bench_em_communication.KINDS]
-    return (f"2 GLOO ranks on localhost, {c['images']} image(s) of {c['height']}x{c['width']} per rank, stride 4 "
-            f"(N = {n} pixels per rank), D = {D}, {CLASSES} classes x {M} components, PUSHES_PER_STEP = 20; "
-            "bytes each rank hands to `all_gather` per iteration, the larger rank, max over "
-            f"{c['iters']} iterations.\n\n"
-            + table(rows, ["labels", "release B (embeddings + labels + assignments)", "this project B (rows set aside)",
-                           "release / this project", "rows set aside", "gather ms release / ours"])
-            + f"\n\nFormulas: release N x (D + 1 + M) x 4 = {res['release_formula']:,} B; this project at most "
-              f"8 + K x M x 20 x (D + 1) x 4 = {res['bound_formula']:,} B, independent of the image size.")
+    rows = [
+        [
+            what,
+            f"{res[k]['theirs']:,}",
+            f"{res[k]['ours']:,}",
+            f"{res[k]['theirs'] / res[k]['ours']:.0f}x",
+            res[k]["rows"],
+            f"{res[k]['t_theirs']:.1f} / {res[k]['t_ours']:.2f}",
+        ]
+        for k, what in bench_em_communication.KINDS
+    ]
+    return (
+        f"2 GLOO ranks on localhost, {c['images']} image(s) of {c['height']}x{c['width']} per rank, stride 4 "
+        f"(N = {n} pixels per rank), D = {D}, {CLASSES} classes x {M} components, PUSHES_PER_STEP = 20; "
+        "bytes each rank hands to `all_gather` per iteration, the larger rank, max over "
+        f"{c['iters']} iterations.\n\n"
+        + table(
+            rows,
+            [
+                "labels",
+                "release B (embeddings + labels + assignments)",
+                "this project B (rows set aside)",
+                "release / this project",
+                "rows set aside",
+                "gather ms release / ours",
+            ],
+        )
+        + f"\n\nFormulas: release N x (D + 1 + M) x 4 = {res['release_formula']:,} B; this project at most "
+        f"8 + K x M x 20 x (D + 1) x 4 = {res['bound_formula']:,} B, independent of the image size."
+    )
 
 
 def buffer_bytes(groups, capacity, dim, dtype, device="meta"):
@@ -146,103 +193,155 @@ def memory_bank(p):
             b = buffer_bytes(k * M, 32000, D, dtype)
             total = b["bank"] + b["rest"]
             fp32 = fp32 or total
-            rows.append([name, f"{k} x {M} x 32000 x {D}", str(dtype).replace("torch.", ""), f"{b['bank'] / 2**20:,.0f}",
-                         f"{b['rest'] / 2**10:,.0f}", f"{total / 2**30:.2f}", f"{total / fp32:.3f}x"])
-    return ("The whole bank, as one process holds it, or every rank with MODEL.GMM.MEMORY_LAYOUT "
-            "replicated (sharded over W ranks, each holds 1/W of it: section 7). Sizes of FeatureMemory's "
-            "buffers, read from a meta-device instance of the full size (checked equal to a small real "
-            "instance): the bank, plus the exact (int64 fixed-point) statistics (count, sum, sum of "
-            "squares) and int64 pointers per group.\n\n"
-            + table(rows, ["dataset", "K x M x L x D", "bank dtype", "bank MiB", "statistics + pointers KiB",
-                           "total GiB per rank", "vs float32"]))
+            rows.append(
+                [
+                    name,
+                    f"{k} x {M} x 32000 x {D}",
+                    str(dtype).replace("torch.", ""),
+                    f"{b['bank'] / 2**20:,.0f}",
+                    f"{b['rest'] / 2**10:,.0f}",
+                    f"{total / 2**30:.2f}",
+                    f"{total / fp32:.3f}x",
+                ]
+            )
+    return (
+        "The whole bank, as one process holds it, or every rank with MODEL.GMM.MEMORY_LAYOUT "
+        "replicated (sharded over W ranks, each holds 1/W of it: section 7). Sizes of FeatureMemory's "
+        "buffers, read from a meta-device instance of the full size (checked equal to a small real "
+        "instance): the bank, plus the exact (int64 fixed-point) statistics (count, sum, sum of "
+        "squares) and int64 pointers per group.\n\n"
+        + table(
+            rows,
+            [
+                "dataset",
+                "K x M x L x D",
+                "bank dtype",
+                "bank MiB",
+                "statistics + pointers KiB",
+                "total GiB per rank",
+                "vs float32",
+            ],
+        )
+    )
 
 
 def flops(p):
     size = p["flops"]["size"]
     rows, uncounted = bench_flops.compare(size, CLASSES, "FPNDecoder", DEPTH)
-    return (f"fvcore FlopCountAnalysis of the eval forward, FPN head on R-{DEPTH}, one {size[0]}x{size[1]} image, "
-            f"K = {CLASSES} (fvcore counts one multiply-add as one flop; elementwise ops are not counted).\n\n"
-            + table(rows, bench_flops.HEADERS)
-            + "\n\nOps fvcore did not count (calls):\n\n"
-            + "\n".join(f"- {name}: {ops}" for name, ops in uncounted.items()))
+    return (
+        f"fvcore FlopCountAnalysis of the eval forward, FPN head on R-{DEPTH}, one {size[0]}x{size[1]} image, "
+        f"K = {CLASSES} (fvcore counts one multiply-add as one flop; elementwise ops are not counted).\n\n"
+        + table(rows, bench_flops.HEADERS)
+        + "\n\nOps fvcore did not count (calls):\n\n"
+        + "\n".join(f"- {name}: {ops}" for name, ops in uncounted.items())
+    )
 
 
 def exported(p):
     e = p["export"]
     res = bench_export.run(e["size"], e["warmup"], e["iters"], clock=p["clock"], head_iters=e["head_iters"])
-    clock = ("CPU time of the process (`--clock cpu`: on a busy machine the wall time mostly measures the wait "
-             "for a core)" if p["clock"] == "cpu" else "wall time")
+    clock = (
+        "CPU time of the process (`--clock cpu`: on a busy machine the wall time mostly measures the wait for a core)"
+        if p["clock"] == "cpu"
+        else "wall time"
+    )
     ratios = bench_export.gmm_ratios(res)
-    verdicts = [f"{name} {ratios[r]:.3f}x: " + checked(f"exported GMM / softmax, {name}", ratios[r], bench_export.TARGET)
-                for r, name in (("torchscript", "TorchScript"), ("onnxruntime", "ONNX Runtime"))]
-    return (f"One {e['size'][0]}x{e['size'][1]} image, FPN head on R-{DEPTH}, K = {CLASSES}: the eager model "
-            "(`model([{\"image\": x}])`, GMM: + anomaly map) vs the file written by tools/deploy/export_model.py "
-            "run by torch.jit (TorchScript) and by ONNX Runtime (CPU provider, as many intra-op threads as torch); "
-            f"the six runners alternate call by call, median {clock} of {e['iters']} calls after warm-up. The "
-            "files hold no memory bank (the eager GMM model's state includes it: MODEL.GMM.MEMORY_SIZE 32000). "
-            "The head-alone rows time what differs between the two models: the same six runners with the "
-            "backbone and decoder replaced by one cheap stand-in of the decoder's output shape (predictor, "
-            f"upsampling, anomaly map, postprocess), {e['head_iters']} rounds, median of the paired differences "
-            "GMM - twin; 1 + that / the whole twin's time is the ratio checked against the target (the whole "
-            "models' ratio carries the noise of two full inferences).\n\n"
-            + table(bench_export.rows_for(res), bench_export.HEADERS)
-            + "\n\nExported GMM / softmax twin (head-alone difference): " + "; ".join(verdicts) + ".")
+    verdicts = [
+        f"{name} {ratios[r]:.3f}x: " + checked(f"exported GMM / softmax, {name}", ratios[r], bench_export.TARGET)
+        for r, name in (("torchscript", "TorchScript"), ("onnxruntime", "ONNX Runtime"))
+    ]
+    return (
+        f"One {e['size'][0]}x{e['size'][1]} image, FPN head on R-{DEPTH}, K = {CLASSES}: the eager model "
+        '(`model([{"image": x}])`, GMM: + anomaly map) vs the file written by tools/deploy/export_model.py '
+        "run by torch.jit (TorchScript) and by ONNX Runtime (CPU provider, as many intra-op threads as torch); "
+        f"the six runners alternate call by call, median {clock} of {e['iters']} calls after warm-up. The "
+        "files hold no memory bank (the eager GMM model's state includes it: MODEL.GMM.MEMORY_SIZE 32000). "
+        "The head-alone rows time what differs between the two models: the same six runners with the "
+        "backbone and decoder replaced by one cheap stand-in of the decoder's output shape (predictor, "
+        f"upsampling, anomaly map, postprocess), {e['head_iters']} rounds, median of the paired differences "
+        "GMM - twin; 1 + that / the whole twin's time is the ratio checked against the target (the whole "
+        "models' ratio carries the noise of two full inferences).\n\n"
+        + table(bench_export.rows_for(res), bench_export.HEADERS)
+        + "\n\nExported GMM / softmax twin (head-alone difference): "
+        + "; ".join(verdicts)
+        + "."
+    )
 
 
 def scaling(p):
     worlds = p["scaling"]["worlds"]
     res = bench_em_scaling.measure(worlds, iters=p["scaling"]["iters"])
-    return ("Per rank, measured in W GLOO processes on this machine (bench_em_scaling.py): the bank each "
-            "rank allocates for the full-size setting (32,000 entries per (class, component), D = 64, "
-            "float32; the release replicates it, this project shards it: MODEL.GMM.MEMORY_LAYOUT \"auto\"), "
-            "and the bytes each rank hands to collectives per iteration while running the real forward + "
-            "flush() + em_update() for 5 iterations (one M-step), every class in every rank's batch "
-            "(the upper bound), ADE20K with 2 x 512x512 and Cityscapes with 2 x 512x1024 images per rank "
-            "(stride 4). The release all-gathers every pixel's embedding, label and assignment.\n\n"
-            + bench_em_scaling.tables(res, worlds))
+    return (
+        "Per rank, measured in W GLOO processes on this machine (bench_em_scaling.py): the bank each "
+        "rank allocates for the full-size setting (32,000 entries per (class, component), D = 64, "
+        'float32; the release replicates it, this project shards it: MODEL.GMM.MEMORY_LAYOUT "auto"), '
+        "and the bytes each rank hands to collectives per iteration while running the real forward + "
+        "flush() + em_update() for 5 iterations (one M-step), every class in every rank's batch "
+        "(the upper bound), ADE20K with 2 x 512x512 and Cityscapes with 2 x 512x1024 images per rank "
+        "(stride 4). The release all-gathers every pixel's embedding, label and assignment.\n\n"
+        + bench_em_scaling.tables(res, worlds)
+    )
 
 
 def train_step(p):
     root = os.path.expanduser(os.environ.get("DETECTRON2_DATASETS", "datasets"))
     if not os.path.isdir(os.path.join(root, "camvid", "train")):
-        return (f"Skipped: no CamVid in {os.path.join(root, 'camvid')} (set DETECTRON2_DATASETS; "
-                "tools/prepare_camvid.py).")
+        return (
+            f"Skipped: no CamVid in {os.path.join(root, 'camvid')} (set DETECTRON2_DATASETS; tools/prepare_camvid.py)."
+        )
     s = p["step"]
     common = ["--rounds", s["rounds"], "--per-round", s["per_round"], "--warmup", s["warmup"]]
     alone = bench_train_step.run_json("--threads", 2, *common)
     pair = bench_train_step.run_json("--threads", 1, "--side-by-side", *common)
-    return ("A real training iteration (detectron2's loop: data loading in the process, forward, backward, SGD, "
-            "the EM hook) of configs/camvid/segformer_lite0_openset_gmm.yaml in GMMSeg's release mode (memory "
-            "32,000, class-balanced sampler) on CamVid. `before`: the SegFormer decoder as the paper writes it "
-            "(concat, then the fuse conv at stride 4), NCHW; `decoder`: the same function as composed per-stage "
-            "convs summed after upsampling (SegFormerMLPDecoder.forward); `channels_last`: that and "
-            "MODEL.CHANNELS_LAST (what the config uses). The variants are built in one process and run in "
-            f"alternating rounds ({s['rounds']} x {s['per_round']} iterations each after {s['warmup']}); "
-            "median s/iteration; the side-by-side columns are two such processes at once, one thread each.\n\n"
-            + table(bench_train_step.rows_for(alone, pair), bench_train_step.HEADERS))
+    return (
+        "A real training iteration (detectron2's loop: data loading in the process, forward, backward, SGD, "
+        "the EM hook) of configs/camvid/segformer_lite0_openset_gmm.yaml in GMMSeg's release mode (memory "
+        "32,000, class-balanced sampler) on CamVid. `before`: the SegFormer decoder as the paper writes it "
+        "(concat, then the fuse conv at stride 4), NCHW; `decoder`: the same function as composed per-stage "
+        "convs summed after upsampling (SegFormerMLPDecoder.forward); `channels_last`: that and "
+        "MODEL.CHANNELS_LAST (what the config uses). The variants are built in one process and run in "
+        f"alternating rounds ({s['rounds']} x {s['per_round']} iterations each after {s['warmup']}); "
+        "median s/iteration; the side-by-side columns are two such processes at once, one thread each.\n\n"
+        + table(bench_train_step.rows_for(alone, pair), bench_train_step.HEADERS)
+    )
 
 
-SECTIONS = [("1. GMM core", core), ("2. Heads: GMM vs softmax twin", heads),
-            ("3. EM communication per rank per iteration", communication),
-            ("4. Memory bank bytes per rank", memory_bank), ("5. FLOPs: GMM head vs softmax head", flops),
-            ("6. Exported inference: eager vs TorchScript vs ONNX Runtime", exported),
-            ("7. EM memory and communication per rank vs number of ranks", scaling),
-            ("8. Training step of the pretrained CamVid recipe", train_step)]
+SECTIONS = [
+    ("1. GMM core", core),
+    ("2. Heads: GMM vs softmax twin", heads),
+    ("3. EM communication per rank per iteration", communication),
+    ("4. Memory bank bytes per rank", memory_bank),
+    ("5. FLOPs: GMM head vs softmax head", flops),
+    ("6. Exported inference: eager vs TorchScript vs ONNX Runtime", exported),
+    ("7. EM memory and communication per rank vs number of ranks", scaling),
+    ("8. Training step of the pretrained CamVid recipe", train_step),
+]
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small sizes, few repeats (< 2 min): a check, not results")
     ap.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
-    ap.add_argument("--clock", choices=sorted(bench_export.CLOCKS), default="wall",
-                    help="section 6 (exported inference): wall time, or the process's CPU time (with --threads 1 "
-                         "on a machine busy with other jobs)")
-    ap.add_argument("--output", help="Markdown file (default docs/BENCHMARKS.md; with --quick "
-                                     "/tmp/gmmseg_BENCHMARKS_quick.md)")
-    ap.add_argument("--sections", type=int, nargs="+", help="run only these sections (numbers) and replace "
-                                                              "them in the existing output file")
+    ap.add_argument(
+        "--clock",
+        choices=sorted(bench_export.CLOCKS),
+        default="wall",
+        help="section 6 (exported inference): wall time, or the process's CPU time (with --threads 1 "
+        "on a machine busy with other jobs)",
+    )
+    ap.add_argument(
+        "--output", help="Markdown file (default docs/BENCHMARKS.md; with --quick /tmp/gmmseg_BENCHMARKS_quick.md)"
+    )
+    ap.add_argument(
+        "--sections",
+        type=int,
+        nargs="+",
+        help="run only these sections (numbers) and replace them in the existing output file",
+    )
     args = ap.parse_args()
-    output = args.output or ("/tmp/gmmseg_BENCHMARKS_quick.md" if args.quick else os.path.join(ROOT, "docs/BENCHMARKS.md"))
+    output = args.output or (
+        "/tmp/gmmseg_BENCHMARKS_quick.md" if args.quick else os.path.join(ROOT, "docs/BENCHMARKS.md")
+    )
     torch.set_num_threads(args.threads)
     p = dict(QUICK if args.quick else FULL, clock=args.clock)
     command = " ".join(shlex.quote(a) for a in ["python"] + sys.argv)
@@ -250,8 +349,7 @@ def main():
     header = [
         "# Performance benchmarks" + (" (QUICK RUN: small sizes, not results)" if args.quick else ""),
         "",
-        f"- Machine: {cpu_model()}, {os.cpu_count()} cores; load average at start "
-        f"{os.getloadavg()[0]:.2f}",
+        f"- Machine: {cpu_model()}, {os.cpu_count()} cores; load average at start {os.getloadavg()[0]:.2f}",
         f"- torch {torch.__version__}, {torch.get_num_threads()} threads (torch.set_num_threads), "
         f"Python {sys.version.split()[0]}",
         f"- Date: {datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}",
@@ -270,10 +368,15 @@ def main():
         body += [f"## {title}", "", text, ""]
     total = time.perf_counter() - t_start
     header.append(f"- Wall time of the whole suite: {total / 60:.1f} min")
-    header.append("- Every figure below is a ratio of two measurements taken in this run; targets: "
-                  "log-likelihood <= 2x two bare GEMMs, GMM train step <= 1.15x softmax, inference <= 1.05x")
-    summary = ("**Over target in this run:**\n\n" + "\n".join(f"- {o}" for o in over_target)
-               if over_target else "All targets met in this run.")
+    header.append(
+        "- Every figure below is a ratio of two measurements taken in this run; targets: "
+        "log-likelihood <= 2x two bare GEMMs, GMM train step <= 1.15x softmax, inference <= 1.05x"
+    )
+    summary = (
+        "**Over target in this run:**\n\n" + "\n".join(f"- {o}" for o in over_target)
+        if over_target
+        else "All targets met in this run."
+    )
     doc = "\n".join(header + ["", summary, ""] + body)
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
     with open(output, "w") as f:
@@ -292,16 +395,19 @@ def update_sections(output, numbers, p, command):
         print(f"\n## {title}\n", flush=True)
         t0 = time.perf_counter()
         load = os.getloadavg()[0]
-        body = fn(p) + (f"\n\n_Section run separately: {datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}, "
-                        f"load average at start {load:.2f}, `{command}`, {time.perf_counter() - t0:.0f} s._")
+        body = fn(p) + (
+            f"\n\n_Section run separately: {datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}, "
+            f"load average at start {load:.2f}, `{command}`, {time.perf_counter() - t0:.0f} s._"
+        )
         print(body, flush=True)
         section = f"## {title}\n\n{body}\n"
         start = text.find(f"## {title}")
         if start < 0:  # a new section: before the first one of a higher number, else at the end
             later = [text.find(f"## {t}") for t, _ in SECTIONS if int(t.split(".")[0]) > int(title.split(".")[0])]
             later = [i for i in later if i >= 0]
-            text = (text[:min(later)] + section + "\n" + text[min(later):] if later
-                    else text.rstrip() + "\n\n" + section)
+            text = (
+                text[: min(later)] + section + "\n" + text[min(later) :] if later else text.rstrip() + "\n\n" + section
+            )
         else:
             end = text.find("\n## ", start + 3)
             text = text[:start] + section + (text[end:] if end >= 0 else "")

@@ -14,6 +14,7 @@ files in <run>/eval/). Finished runs are reused and
 interrupted ones resumed from their last checkpoint (train_net --resume), so a stopped study continues. Results: <output>/study.json; the table goes to stdout and
 <output>/study.md. Data: $DETECTRON2_DATASETS (detectron2's convention).
 """
+
 import argparse
 import json
 import os
@@ -37,10 +38,20 @@ def fit_scores(config, opts, weights, nice=0) -> str:
     if os.path.exists(path):
         return path
     cmd = (["nice", "-n", str(nice)] if nice else []) + [
-        sys.executable, os.path.join(ROOT, "tools", "fit_scores.py"), "--config-file", config, "--output", path,
-        *opts, "MODEL.WEIGHTS", weights]
-    with open(path[:-len(".json")] + "_stdout.txt", "w") as log:
-        if subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=dict(os.environ, **ONE_THREAD)).returncode:
+        sys.executable,
+        os.path.join(ROOT, "tools", "fit_scores.py"),
+        "--config-file",
+        config,
+        "--output",
+        path,
+        *opts,
+        "MODEL.WEIGHTS",
+        weights,
+    ]
+    with open(path[: -len(".json")] + "_stdout.txt", "w") as log:
+        if subprocess.run(
+            cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=dict(os.environ, **ONE_THREAD)
+        ).returncode:
             raise RuntimeError(f"fitting the scores of {weights} failed: {log.name}")
     return path
 
@@ -53,10 +64,23 @@ def evaluate_checkpoint(config, opts, weights, datasets, out_dir, nice=0, fit=Fa
     if fit:
         opts = list(opts) + ["MODEL.ANOMALY_FIT", fit_scores(config, opts, weights, nice)]
     cmd = (["nice", "-n", str(nice)] if nice else []) + [
-        sys.executable, os.path.join(ROOT, "tools", "train_net.py"), "--config-file", config, "--eval-only", *opts,
-        "MODEL.WEIGHTS", weights, "OUTPUT_DIR", out_dir, "DATASETS.TEST", "(" + "".join(f"'{d}'," for d in datasets) + ")"]
+        sys.executable,
+        os.path.join(ROOT, "tools", "train_net.py"),
+        "--config-file",
+        config,
+        "--eval-only",
+        *opts,
+        "MODEL.WEIGHTS",
+        weights,
+        "OUTPUT_DIR",
+        out_dir,
+        "DATASETS.TEST",
+        "(" + "".join(f"'{d}'," for d in datasets) + ")",
+    ]
     with open(os.path.join(out_dir, "stdout.txt"), "w") as log:
-        if subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=dict(os.environ, **ONE_THREAD)).returncode:
+        if subprocess.run(
+            cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=dict(os.environ, **ONE_THREAD)
+        ).returncode:
             raise RuntimeError(f"evaluating {weights} on {', '.join(datasets)} failed: {out_dir}/stdout.txt")
     with open(os.path.join(out_dir, "inference", "results.json")) as f:
         return json.load(f)
@@ -71,13 +95,26 @@ def run_one(config, out_dir, opts, datasets, fit=False):
     os.makedirs(out_dir, exist_ok=True)
     if not os.path.exists(os.path.join(out_dir, "model_final.pth")):
         resume = ["--resume"] if os.path.exists(os.path.join(out_dir, "last_checkpoint")) else []
-        cmd = [sys.executable, os.path.join(ROOT, "tools", "train_net.py"), "--config-file", config, *resume,
-               "OUTPUT_DIR", out_dir, "DATASETS.TEST", "()", *opts]
+        cmd = [
+            sys.executable,
+            os.path.join(ROOT, "tools", "train_net.py"),
+            "--config-file",
+            config,
+            *resume,
+            "OUTPUT_DIR",
+            out_dir,
+            "DATASETS.TEST",
+            "()",
+            *opts,
+        ]
         with open(os.path.join(out_dir, "stdout.txt"), "w") as log:
-            if subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=dict(os.environ, **ONE_THREAD)).returncode:
+            if subprocess.run(
+                cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=dict(os.environ, **ONE_THREAD)
+            ).returncode:
                 raise RuntimeError(f"training failed: {out_dir}/stdout.txt")
-    result = evaluate_checkpoint(config, opts, os.path.join(out_dir, "model_final.pth"), datasets,
-                                 os.path.join(out_dir, "eval"), fit=fit)
+    result = evaluate_checkpoint(
+        config, opts, os.path.join(out_dir, "model_final.pth"), datasets, os.path.join(out_dir, "eval"), fit=fit
+    )
     with open(result_path, "w") as f:
         json.dump(result, f, default=float)
     return result
@@ -111,16 +148,16 @@ def table(study, dataset):
     cols = [c for c in cols if any(c in run for runs in study.values() for run in runs.values())]
     lines = ["| variant | seeds | " + " | ".join(cols) + " |", "|---" * (len(cols) + 2) + "|"]
     for name, runs in study.items():
-        cells = [mean_std([r[c] for r in runs.values()]) if all(c in r for r in runs.values()) else "-"
-                 for c in cols]
+        cells = [mean_std([r[c] for r in runs.values()]) if all(c in r for r in runs.values()) else "-" for c in cols]
         lines.append(f"| {name} | {len(runs)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def class_table(study):
     """Per-class IoU, mean +- std over the seeds, one row per variant (a locked-out class shows as 0)."""
-    cols = list(dict.fromkeys(c for runs in study.values() for run in runs.values() for c in run
-                              if c.startswith("IoU-")))
+    cols = list(
+        dict.fromkeys(c for runs in study.values() for run in runs.values() for c in run if c.startswith("IoU-"))
+    )
     if not cols:
         return ""
     lines = ["| variant | " + " | ".join(c[4:] for c in cols) + " |", "|---" * (len(cols) + 1) + "|"]
@@ -137,8 +174,11 @@ def main():
     ap.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
     ap.add_argument("--jobs", type=int, default=2, help="runs in parallel (one thread each)")
     ap.add_argument("--variant", nargs=3, action="append", required=True, metavar=("NAME", "CONFIG", "OPTS"))
-    ap.add_argument("--fit-scores", action="store_true",
-                    help="evaluate the fitted anomaly scores too (tools/fit_scores.py on each run's training split)")
+    ap.add_argument(
+        "--fit-scores",
+        action="store_true",
+        help="evaluate the fitted anomaly scores too (tools/fit_scores.py on each run's training split)",
+    )
     args = ap.parse_args()
     jobs = {}
     with ThreadPoolExecutor(args.jobs) as pool:
@@ -146,7 +186,9 @@ def main():
             for name, config, opts in args.variant:
                 out = os.path.join(os.path.abspath(args.output), name, f"seed{seed}")
                 o = opts.split() + ["SEED", str(seed), "MODEL.GMM.SEED", str(seed)]
-                jobs[(name, seed)] = pool.submit(run_one, os.path.join(ROOT, config), out, o, args.eval, args.fit_scores)
+                jobs[(name, seed)] = pool.submit(
+                    run_one, os.path.join(ROOT, config), out, o, args.eval, args.fit_scores
+                )
     study = {name: {} for name, _, _ in args.variant}
     for (name, seed), job in jobs.items():
         try:

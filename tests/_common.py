@@ -1,4 +1,5 @@
 """Small helpers shared by the tests (fixtures are in conftest.py)."""
+
 import socket
 
 import torch
@@ -32,8 +33,9 @@ def run_ranks(fn, world, args=(), backend="gloo"):
     NCCL process r uses cuda:r) and call fn(rank, *args); they leave the group after it."""
     import torch.multiprocessing as mp
 
-    mp.start_processes(_join_and_run, args=(fn, world, free_port(), backend, tuple(args)), nprocs=world,
-                       start_method="spawn")
+    mp.start_processes(
+        _join_and_run, args=(fn, world, free_port(), backend, tuple(args)), nprocs=world, start_method="spawn"
+    )
 
 
 def _join_and_run(rank, fn, world, port, backend, args):

@@ -1,4 +1,5 @@
 """Helpers of the deployment tests: demo models that look trained, sample images."""
+
 import os
 
 import numpy as np

@@ -3,6 +3,7 @@ one (tests/test_gpu.py): each rank feeds its own data to a GMMPredictor with a s
 to one with a replicated memory (push every step, M-step every second step), compares the EM
 state digests after every step, gathers the sharded bank for a checkpoint, and saves (on the CPU)
 what `check_two_ranks` checks."""
+
 import os
 
 import torch
@@ -16,8 +17,21 @@ STEPS = 7
 
 def predictor(layout, device="cpu"):
     torch.manual_seed(0)  # same projection weights on every rank and in both layouts
-    return GMMPredictor(12, 4, embed_dim=8, num_components=3, memory_size=40, pushes_per_step=5,
-                        push_rows="all", memory_init="random", memory_layout=layout).to(device).train()
+    return (
+        GMMPredictor(
+            12,
+            4,
+            embed_dim=8,
+            num_components=3,
+            memory_size=40,
+            pushes_per_step=5,
+            push_rows="all",
+            memory_init="random",
+            memory_layout=layout,
+        )
+        .to(device)
+        .train()
+    )
 
 
 def m_step_of_every_component(p):
@@ -45,11 +59,17 @@ def train_two_ranks(rank, out):
             p.em_update() if step % 2 == 1 else p.flush()
         digests.append([em_state_digest([p]) for p in (sharded, replicated)])  # collective for the shards
     sharded.memory.gather_for_checkpoint()  # collective; rank 0 keeps the full state
-    result = {"sharded": _cpu_state(sharded), "replicated": _cpu_state(replicated), "digests": digests,
-              "bank_bytes": (sharded.memory.bank.nbytes, replicated.memory.bank.nbytes)}
+    result = {
+        "sharded": _cpu_state(sharded),
+        "replicated": _cpu_state(replicated),
+        "digests": digests,
+        "bank_bytes": (sharded.memory.bank.nbytes, replicated.memory.bank.nbytes),
+    }
     sharded.memory.release_checkpoint()
-    result["next_m_step"] = {"sharded": m_step_of_every_component(sharded),
-                             "replicated": m_step_of_every_component(replicated)}
+    result["next_m_step"] = {
+        "sharded": m_step_of_every_component(sharded),
+        "replicated": m_step_of_every_component(replicated),
+    }
     torch.save(result, os.path.join(out, f"two_ranks_{rank}.pt"))
 
 

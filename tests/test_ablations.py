@@ -7,6 +7,7 @@ step with finite losses, and shown to change what it claims to change:
     MODEL.GMM.MEMORY_SIZE     0 = the M-step sees only the embeddings of the batch
     MODEL.GMM.DISCRIMINATIVE  means and stds learned by gradient, no EM
 """
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -64,9 +65,14 @@ def _train_step(p, x, labels, update=True):
 
 
 SWITCHES = [
-    {"EM_ALGORITHM": "sinkhorn"}, {"EM_ALGORITHM": "vanilla"}, {"EM_LOOPS": 3},
-    {"EM_LOOPS": 3, "EM_ALGORITHM": "vanilla"}, {"NUM_COMPONENTS": 1}, {"NUM_COMPONENTS": 5},
-    {"MEMORY_SIZE": 0}, {"DISCRIMINATIVE": True},
+    {"EM_ALGORITHM": "sinkhorn"},
+    {"EM_ALGORITHM": "vanilla"},
+    {"EM_LOOPS": 3},
+    {"EM_LOOPS": 3, "EM_ALGORITHM": "vanilla"},
+    {"NUM_COMPONENTS": 1},
+    {"NUM_COMPONENTS": 5},
+    {"MEMORY_SIZE": 0},
+    {"DISCRIMINATIVE": True},
 ]
 
 
@@ -78,8 +84,13 @@ def test_each_switch_builds_from_config_and_trains_a_step(switch):
     for _ in range(2):
         _train_step(p, x, labels)
     for k, v in switch.items():  # the config reached the module
-        attr = {"EM_ALGORITHM": "em_algorithm", "EM_LOOPS": "em_loops", "NUM_COMPONENTS": "num_components",
-                "MEMORY_SIZE": None, "DISCRIMINATIVE": "learn_by_gradient"}[k]
+        attr = {
+            "EM_ALGORITHM": "em_algorithm",
+            "EM_LOOPS": "em_loops",
+            "NUM_COMPONENTS": "num_components",
+            "MEMORY_SIZE": None,
+            "DISCRIMINATIVE": "learn_by_gradient",
+        }[k]
         assert (p.memory.capacity if attr is None else getattr(p, attr)) == v
     assert torch.isfinite(p.means).all() and torch.isfinite(p.current_stds()).all()
 
@@ -88,8 +99,13 @@ def test_defaults_are_the_release():
     g = _cfg().MODEL.GMM
     assert get_cfg().MODEL.get("GMM") is None  # only add_gmmseg_config adds them
     default = add_gmmseg_config(get_cfg()).MODEL.GMM
-    assert (default.EM_ALGORITHM, default.EM_LOOPS, default.NUM_COMPONENTS, default.MEMORY_SIZE,
-            default.DISCRIMINATIVE) == ("sinkhorn", 1, 5, 32000, False)
+    assert (
+        default.EM_ALGORITHM,
+        default.EM_LOOPS,
+        default.NUM_COMPONENTS,
+        default.MEMORY_SIZE,
+        default.DISCRIMINATIVE,
+    ) == ("sinkhorn", 1, 5, 32000, False)
     assert g.EM_LOOPS == 1 and not g.DISCRIMINATIVE
 
 
@@ -240,7 +256,7 @@ def test_discriminative_means_and_stds_learn_by_gradient_only():
     # stds stay above the floor whatever the parameter does
     with torch.no_grad():
         p.std_param.fill_(-50.0)
-    assert (p.current_stds() >= 0.01 ** 0.5 - 1e-6).all()
+    assert (p.current_stds() >= 0.01**0.5 - 1e-6).all()
 
 
 def test_generative_default_keeps_means_out_of_the_optimizer():

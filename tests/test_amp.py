@@ -14,6 +14,7 @@ trained in the step, CPU bfloat16 autocast gives updates 80% off (cosine ~0.7; w
 ResNet, uncorrelated), the softmax head as much as the GMM: a property of the CPU's low-precision
 norm layers on this untrained net, not of the GMM; what a GPU gives is not measured yet.
 """
+
 import copy
 import itertools
 
@@ -36,8 +37,9 @@ def _cfg(*opts):
     cfg = get_cfg()
     add_gmmseg_config(cfg)
     cfg.merge_from_file(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), CONFIG))
-    cfg.merge_from_list(["MODEL.GMM.MEMORY_SIZE", "50", "MODEL.GMM.PROJECTION_NORM", "BN",
-                         "MODEL.RESNETS.NORM", "FrozenBN", *opts])
+    cfg.merge_from_list(
+        ["MODEL.GMM.MEMORY_SIZE", "50", "MODEL.GMM.PROJECTION_NORM", "BN", "MODEL.RESNETS.NORM", "FrozenBN", *opts]
+    )
     return cfg
 
 

@@ -1,6 +1,7 @@
 """The anomaly benchmarks from the command line, as docs/DATASETS_ANOMALY.md writes it:
 `tools/train_net.py --eval-only ... DATASETS.TEST '("road_anomaly",)'` on a tiny fake of the Road
 Anomaly release, with the demo GMM model (untrained: the command, not the numbers, is tested)."""
+
 import json
 import os
 
@@ -19,8 +20,20 @@ def test_eval_only_on_an_anomaly_benchmark(tmp_path, monkeypatch):
 
     out = tmp_path / "out"
     args = train_net.argument_parser().parse_args(
-        ["--config-file", CONFIG, "--eval-only", "MODEL.WEIGHTS", "", "MODEL.GMM.MEMORY_SIZE", "20",
-         "DATASETS.TEST", "('road_anomaly',)", "OUTPUT_DIR", str(out)])
+        [
+            "--config-file",
+            CONFIG,
+            "--eval-only",
+            "MODEL.WEIGHTS",
+            "",
+            "MODEL.GMM.MEMORY_SIZE",
+            "20",
+            "DATASETS.TEST",
+            "('road_anomaly',)",
+            "OUTPUT_DIR",
+            str(out),
+        ]
+    )
     results = train_net.main(args)
     metrics = results["anomaly"]  # one dataset: detectron2 returns its results unwrapped
     for score in ("likelihood", "msp", "entropy", "max_logit"):

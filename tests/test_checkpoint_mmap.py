@@ -7,6 +7,7 @@ Measured in a fresh process (a long-lived one reuses freed heap): the anonymous 
 the checkpointer has the checkpoint in hand, before it copies anything into the model. With the
 whole file read that grows by the bank (154 MB here); mapped, by far less.
 """
+
 import multiprocessing
 import os
 

@@ -2,6 +2,7 @@
 tensors and plain containers; loading never runs code from a file; a checkpoint whose classes,
 components, embedding size or memory size differ from the config stops with an error naming the
 config key and both values, for --eval-only, MODEL.WEIGHTS and --resume alike."""
+
 import os
 import pickle
 import shutil
@@ -14,9 +15,26 @@ from _common import assert_plain
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(ROOT, "configs", "demo", "fpn_r18_gmm.yaml")
-TINY = ["SOLVER.IMS_PER_BATCH", "2", "INPUT.MIN_SIZE_TRAIN", "(48,)", "SOLVER.MAX_ITER", "2",
-        "SOLVER.WARMUP_ITERS", "1", "SOLVER.CHECKPOINT_PERIOD", "1", "MODEL.GMM.MEMORY_SIZE", "30",
-        "MODEL.GMM.UPDATE_INTERVAL", "1", "DATASETS.TEST", "()", "SEED", "0"]
+TINY = [
+    "SOLVER.IMS_PER_BATCH",
+    "2",
+    "INPUT.MIN_SIZE_TRAIN",
+    "(48,)",
+    "SOLVER.MAX_ITER",
+    "2",
+    "SOLVER.WARMUP_ITERS",
+    "1",
+    "SOLVER.CHECKPOINT_PERIOD",
+    "1",
+    "MODEL.GMM.MEMORY_SIZE",
+    "30",
+    "MODEL.GMM.UPDATE_INTERVAL",
+    "1",
+    "DATASETS.TEST",
+    "()",
+    "SEED",
+    "0",
+]
 
 
 def _train_net():
@@ -58,26 +76,51 @@ def test_trainer_checkpoints_are_weights_only_and_plain(trained):
         ckpt = torch.load(trained / name, weights_only=True)
         assert_plain(ckpt)
         assert set(ckpt) == {"model", "trainer", "iteration"}
-        assert {"optimizer", "run_seed", "sampler_seed"} <= set(ckpt["trainer"]["_trainer"]) | set(ckpt["trainer"]["gmmseg"])
+        assert {"optimizer", "run_seed", "sampler_seed"} <= set(ckpt["trainer"]["_trainer"]) | set(
+            ckpt["trainer"]["gmmseg"]
+        )
         assert "LRScheduler" in ckpt["trainer"]["hooks"]
 
 
-@pytest.mark.parametrize("key,value,ckpt_value", [
-    ("MODEL.GMM.NUM_COMPONENTS", 3, 5),
-    ("MODEL.GMM.EMBED_DIM", 32, 64),
-    ("MODEL.SEM_SEG_HEAD.NUM_CLASSES", 4, 6),
-])  # (MODEL.GMM.MEMORY_SIZE does not matter to --eval-only: its model has no bank; resume checks it below)
+@pytest.mark.parametrize(
+    "key,value,ckpt_value",
+    [
+        ("MODEL.GMM.NUM_COMPONENTS", 3, 5),
+        ("MODEL.GMM.EMBED_DIM", 32, 64),
+        ("MODEL.SEM_SEG_HEAD.NUM_CLASSES", 4, 6),
+    ],
+)  # (MODEL.GMM.MEMORY_SIZE does not matter to --eval-only: its model has no bank; resume checks it below)
 def test_eval_only_with_a_checkpoint_of_another_shape_names_key_and_values(trained, key, value, ckpt_value):
     with pytest.raises(ValueError) as info:
-        _run(["--eval-only", "MODEL.WEIGHTS", str(trained / "model_final.pth"), "MODEL.GMM.MEMORY_SIZE", "30",
-              key, str(value), "OUTPUT_DIR", str(trained / "eval")])
+        _run(
+            [
+                "--eval-only",
+                "MODEL.WEIGHTS",
+                str(trained / "model_final.pth"),
+                "MODEL.GMM.MEMORY_SIZE",
+                "30",
+                key,
+                str(value),
+                "OUTPUT_DIR",
+                str(trained / "eval"),
+            ]
+        )
     assert f"{key}: checkpoint {ckpt_value}, config {value}" in str(info.value)
 
 
 def test_training_from_model_weights_of_another_shape_stops(trained):
     with pytest.raises(ValueError, match="MODEL.GMM.NUM_COMPONENTS: checkpoint 5, config 2"):
-        _run(TINY + ["MODEL.WEIGHTS", str(trained / "model_final.pth"), "MODEL.GMM.NUM_COMPONENTS", "2",
-                     "OUTPUT_DIR", str(trained / "finetune")])
+        _run(
+            TINY
+            + [
+                "MODEL.WEIGHTS",
+                str(trained / "model_final.pth"),
+                "MODEL.GMM.NUM_COMPONENTS",
+                "2",
+                "OUTPUT_DIR",
+                str(trained / "finetune"),
+            ]
+        )
 
 
 def test_resume_with_another_memory_size_stops(trained, tmp_path):
@@ -133,8 +176,13 @@ def test_checkpoints_with_code_are_refused_without_running_it(tmp_path):
     zoo = tmp_path / "zoo.pkl"
     w = model.backbone.bottom_up.stem.conv1.weight
     with open(zoo, "wb") as f:
-        pickle.dump({"model": {"backbone.bottom_up.stem.conv1.weight": np.full(tuple(w.shape), 0.5, np.float32)},
-                     "__author__": "test"}, f)
+        pickle.dump(
+            {
+                "model": {"backbone.bottom_up.stem.conv1.weight": np.full(tuple(w.shape), 0.5, np.float32)},
+                "__author__": "test",
+            },
+            f,
+        )
     GMMSegCheckpointer(model).load(str(zoo))
     assert torch.all(model.backbone.bottom_up.stem.conv1.weight == 0.5)
 

@@ -17,6 +17,7 @@ overrides, none of which changes the network's structure:
 The large backbones (Swin-B, HRNet-W48, MiT-B5, R101) run at 64x64, batch 2 (BatchNorm in the
 pyramid-pooling branches needs more than one value per channel).
 """
+
 import glob
 import math
 import os
@@ -45,8 +46,10 @@ def _load_cfg(rel_path):
         cfg.merge_from_file(path)
     except KeyError as e:
         if "MASK_FORMER" in open(path).read() and not hasattr(cfg.MODEL, "MASK_FORMER"):
-            pytest.xfail(f"{rel_path} uses MODEL.MASK_FORMER but add_gmmseg_config does not add those keys "
-                         f"yet (gmmseg.modeling.mask_former config missing): {e}")
+            pytest.xfail(
+                f"{rel_path} uses MODEL.MASK_FORMER but add_gmmseg_config does not add those keys "
+                f"yet (gmmseg.modeling.mask_former config missing): {e}"
+            )
         raise
     cfg.MODEL.DEVICE = "cpu"
     if cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES == 0:  # configs/user_data: the count comes from the dataset
@@ -106,8 +109,11 @@ def test_config_builds_trains_and_infers(rel_path):
     assert torch.isfinite(sem_seg).all()
 
 
-PAPER_GMM_CONFIGS = sorted(os.path.join(d, os.path.basename(p)) for d in ("ade20k", "cityscapes", "coco_stuff")
-                           for p in glob.glob(os.path.join(CONFIG_ROOT, d, "*_gmm.yaml")))
+PAPER_GMM_CONFIGS = sorted(
+    os.path.join(d, os.path.basename(p))
+    for d in ("ade20k", "cityscapes", "coco_stuff")
+    for p in glob.glob(os.path.join(CONFIG_ROOT, d, "*_gmm.yaml"))
+)
 
 
 @pytest.mark.parametrize("path", PAPER_GMM_CONFIGS)

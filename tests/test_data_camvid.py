@@ -1,4 +1,5 @@
 """CamVid registrations (closed and open set) on a tiny fake of the release layout."""
+
 import os
 
 import numpy as np

@@ -1,4 +1,5 @@
 """The built-in demo dataset: determinism, content, atomic generation, registration."""
+
 import functools
 import os
 
@@ -206,8 +207,9 @@ def test_existing_folder_rules(tmp_path):
 def test_mapper_returns_anomaly_mask_for_anomaly_split(demo_root, restore_registration):
     demo.register_demo_datasets(root=demo_root, seed=0, sizes=SIZES)
     d = DatasetCatalog.get("gmmseg_demo_anomaly")[0]
-    mapper = SemSegDatasetMapper(False, augmentations=[T.ResizeShortestEdge(192, 1000)],
-                                 image_format="RGB", num_classes=6)
+    mapper = SemSegDatasetMapper(
+        False, augmentations=[T.ResizeShortestEdge(192, 1000)], image_format="RGB", num_classes=6
+    )
     out = mapper(d)
     assert out["image"].shape == (3, 192, 256)
     mask, sem = out["anomaly_mask"], out["sem_seg"]

@@ -1,4 +1,5 @@
 """SemSegDatasetMapper: bad labels, unreadable files, remapping, anomaly masks, config."""
+
 import numpy as np
 import pytest
 import torch
@@ -33,13 +34,13 @@ def sample(tmp_path):
         "file_name": _write(tmp_path, "img.png", image),
         "sem_seg_file_name": _write(tmp_path, "label.png", label),
         "anomaly_mask_file_name": _write(tmp_path, "mask.png", mask),
-        "height": H, "width": W,
+        "height": H,
+        "width": W,
     }
 
 
 def _mapper(is_train=False, num_classes=6, augs=(), **kw):
-    return SemSegDatasetMapper(is_train, augmentations=list(augs), image_format="RGB",
-                               num_classes=num_classes, **kw)
+    return SemSegDatasetMapper(is_train, augmentations=list(augs), image_format="RGB", num_classes=num_classes, **kw)
 
 
 def test_valid_sample(sample):

@@ -1,4 +1,5 @@
 """Class-balanced sampler: index from label maps, cache, balance, determinism, rank sharding."""
+
 import itertools
 import os
 

@@ -1,5 +1,6 @@
 """Training augmentation (resize ratio range, category-constrained crop, flip, photometric, pad)
 and the inference-mode pipeline, on a fake image + label."""
+
 import numpy as np
 import pytest
 from detectron2.config import get_cfg
@@ -40,8 +41,8 @@ def _sample(h=30, w=40, seed=0):
     rng = np.random.default_rng(seed)
     image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
     label = np.zeros((h, w), np.uint8)
-    label[:, w // 2:] = 1
-    label[h // 2:, : w // 4] = 2
+    label[:, w // 2 :] = 1
+    label[h // 2 :, : w // 4] = 2
     label[:3] = 255
     return image, label
 
@@ -56,8 +57,13 @@ def test_paper_pipeline_shapes_and_label_values():
     cfg = _cfg()
     augs = build_sem_seg_augmentation(cfg, is_train=True)
     kinds = [type(a).__name__ for a in augs]
-    assert kinds == ["RatioRangeResize", "RandomCrop_CategoryAreaConstraint", "RandomFlip",
-                     "PhotometricDistortion", "PadToSize"]
+    assert kinds == [
+        "RatioRangeResize",
+        "RandomCrop_CategoryAreaConstraint",
+        "RandomFlip",
+        "PhotometricDistortion",
+        "PadToSize",
+    ]
     crop = augs[1]
     assert crop.single_category_max_area == 0.75 and crop.ignored_category == 255
     image, label = _sample()
@@ -70,8 +76,9 @@ def test_paper_pipeline_shapes_and_label_values():
 
 
 def test_small_image_is_padded_with_ignore():
-    cfg = _cfg(**{"INPUT.AUG.RATIO_RANGE": (0.5, 0.5), "INPUT.AUG.PHOTOMETRIC.ENABLED": False,
-                  "INPUT.RANDOM_FLIP": "none"})
+    cfg = _cfg(
+        **{"INPUT.AUG.RATIO_RANGE": (0.5, 0.5), "INPUT.AUG.PHOTOMETRIC.ENABLED": False, "INPUT.RANDOM_FLIP": "none"}
+    )
     image, label = _sample(h=30, w=40)  # scale min(48/40, 16/30) -> 16 x 21
     out_image, out_label, _ = _run(build_sem_seg_augmentation(cfg, True), image, label)
     assert out_image.shape == (24, 24, 3) and out_label.shape == (24, 24)
@@ -87,8 +94,10 @@ def test_ratio_range_resize_keeps_aspect_and_is_orientation_free():
     portrait = resize.get_transform(np.zeros((2048, 1024, 3), np.uint8))
     assert (portrait.new_h, portrait.new_w) == (1024, 512)
     np.random.seed(1)
-    scales = [RatioRangeResize((2048, 512), (0.5, 2.0)).get_transform(
-        np.zeros((512, 1024, 3), np.uint8)).new_h / 512 for _ in range(50)]
+    scales = [
+        RatioRangeResize((2048, 512), (0.5, 2.0)).get_transform(np.zeros((512, 1024, 3), np.uint8)).new_h / 512
+        for _ in range(50)
+    ]
     assert 0.5 <= min(scales) and max(scales) <= 2.0 and max(scales) - min(scales) > 0.5
     with pytest.raises(ValueError):
         RatioRangeResize((2048, 512), (2.0, 0.5))

@@ -1,5 +1,6 @@
 """The dataset check (gmmseg.data.check, tools/check_dataset.py) and the preparation tools
 (tools/prepare_{coco_stuff,cityscapes,ade20k}.py), on tiny fakes in tmp."""
+
 import importlib.util
 import json
 import os
@@ -32,8 +33,13 @@ def _register_fake(name, image_root, label_root, classes=("a", "b", "c")):
     DatasetCatalog.pop(name, None)
     MetadataCatalog.pop(name, None)
     DatasetCatalog.register(name, lambda: load_sem_seg(str(label_root), str(image_root), "png", "jpg"))
-    MetadataCatalog.get(name).set(stuff_classes=list(classes), ignore_label=255, evaluator_type="sem_seg",
-                                  image_root=str(image_root), sem_seg_root=str(label_root))
+    MetadataCatalog.get(name).set(
+        stuff_classes=list(classes),
+        ignore_label=255,
+        evaluator_type="sem_seg",
+        image_root=str(image_root),
+        sem_seg_root=str(label_root),
+    )
 
 
 @pytest.fixture
@@ -127,17 +133,43 @@ def test_prepare_coco_stuff_json_rasterises_stuff_then_things(tmp_path):
     other_rle = mask_utils.encode(other)
     other_rle["counts"] = other_rle["counts"].decode("ascii")
     images = [{"id": 5, "file_name": "000000000005.jpg", "height": h, "width": w}]
-    stuff = {"images": images, "annotations": [
-        {"id": 1, "image_id": 5, "category_id": 157, "segmentation": sky_rle},     # sky-other
-        {"id": 2, "image_id": 5, "category_id": 183, "segmentation": other_rle}]}  # "other"
-    things = {"images": images, "annotations": [  # a person box (polygon) on the "other" part
-        {"id": 3, "image_id": 5, "category_id": 1, "area": 4.0, "iscrowd": 0,
-         "segmentation": [[1, 3, 3, 3, 3, 5, 1, 5]]}]}
+    stuff = {
+        "images": images,
+        "annotations": [
+            {"id": 1, "image_id": 5, "category_id": 157, "segmentation": sky_rle},  # sky-other
+            {"id": 2, "image_id": 5, "category_id": 183, "segmentation": other_rle},
+        ],
+    }  # "other"
+    things = {
+        "images": images,
+        "annotations": [  # a person box (polygon) on the "other" part
+            {
+                "id": 3,
+                "image_id": 5,
+                "category_id": 1,
+                "area": 4.0,
+                "iscrowd": 0,
+                "segmentation": [[1, 3, 3, 3, 3, 5, 1, 5]],
+            }
+        ],
+    }
     (tmp_path / "stuff.json").write_text(json.dumps(stuff))
     (tmp_path / "inst.json").write_text(json.dumps(things))
     out_dir = tmp_path / "coco" / "stuffthingmaps_detectron2" / "val2017"
-    assert tool.main(["164k-json", "--coco", str(tmp_path / "coco"), "--stuff-json",
-                      str(tmp_path / "stuff.json"), "--things-json", str(tmp_path / "inst.json")]) == 0
+    assert (
+        tool.main(
+            [
+                "164k-json",
+                "--coco",
+                str(tmp_path / "coco"),
+                "--stuff-json",
+                str(tmp_path / "stuff.json"),
+                "--things-json",
+                str(tmp_path / "inst.json"),
+            ]
+        )
+        == 0
+    )
     label = np.asarray(Image.open(out_dir / "000000000005.png"))
     assert (label[:3] == 145).all()  # sky-other: id 157 -> train id 145
     assert label[4, 2] == 0  # person on top
@@ -155,8 +187,7 @@ def test_prepare_coco_stuff_10k(tmp_path):
         for n in names:
             _save(src / "images" / f"{n}.jpg", np.zeros((4, 5, 3)))
             os.makedirs(src / "annotations", exist_ok=True)
-            savemat(str(src / "annotations" / f"{n}.mat"),
-                    {"S": np.array([[0, 1, 12, 92, 182]] * 4, np.uint16)})
+            savemat(str(src / "annotations" / f"{n}.mat"), {"S": np.array([[0, 1, 12, 92, 182]] * 4, np.uint16)})
     assert tool.main(["10k", "--coco", str(tmp_path / "coco")]) == 0
     label = np.asarray(Image.open(src / "annotations_detectron2" / "train" / "COCO_train2014_000000000077.png"))
     assert label[0].tolist() == [255, 0, 255, 80, 170]
@@ -186,10 +217,15 @@ def test_prepare_ade20k(tmp_path):
 def _fake_cityscapes_gt(city_root):
     gt = city_root / "gtFine" / "train" / "aachen"
     gt.mkdir(parents=True)
-    polygons = {"imgHeight": 6, "imgWidth": 8, "objects": [
-        {"label": "road", "polygon": [[0, 3], [7, 3], [7, 5], [0, 5]]},
-        {"label": "car", "polygon": [[1, 0], [3, 0], [3, 2], [1, 2]]},
-        {"label": "license plate", "polygon": [[6, 0], [7, 0], [7, 1], [6, 1]]}]}
+    polygons = {
+        "imgHeight": 6,
+        "imgWidth": 8,
+        "objects": [
+            {"label": "road", "polygon": [[0, 3], [7, 3], [7, 5], [0, 5]]},
+            {"label": "car", "polygon": [[1, 0], [3, 0], [3, 2], [1, 2]]},
+            {"label": "license plate", "polygon": [[6, 0], [7, 0], [7, 1], [6, 1]]},
+        ],
+    }
     (gt / "aachen_000000_000019_gtFine_polygons.json").write_text(json.dumps(polygons))
     ids = np.zeros((6, 8), np.uint8)  # unlabeled (id 0)
     ids[3:] = 7  # road
@@ -206,8 +242,12 @@ def test_prepare_cityscapes_train_ids(tmp_path):
     from_polygons = np.asarray(Image.open(out_file))
     assert from_polygons[4, 0] == 0 and from_polygons[1, 2] == 13 and from_polygons[0, 7] == 255
     assert set(np.unique(from_polygons).tolist()) <= {0, 13, 255}
-    assert tool.main(["--cityscapes", str(tmp_path / "cityscapes"), "--splits", "train",
-                      "--source", "label-ids", "--overwrite"]) == 0
+    assert (
+        tool.main(
+            ["--cityscapes", str(tmp_path / "cityscapes"), "--splits", "train", "--source", "label-ids", "--overwrite"]
+        )
+        == 0
+    )
     from_ids = np.asarray(Image.open(out_file))
     assert from_ids[4, 0] == 0 and from_ids[1, 2] == 13 and from_ids[0, 0] == 255
     assert tool.main(["--cityscapes", str(tmp_path / "empty")]) == 1

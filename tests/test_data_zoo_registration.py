@@ -1,4 +1,5 @@
 """Dataset registrations (COCO-Stuff, ADE20K, Cityscapes) on tiny fakes of their official layouts."""
+
 import json
 import os
 
@@ -45,8 +46,15 @@ def _write_label(path, array):
 def test_coco_stuff_182_to_171_mapping():
     assert len(COCO_STUFF_CLASSES) == 171 and len(COCO_ID_TO_TRAIN_ID) == 171
     assert sorted(COCO_ID_TO_TRAIN_ID.values()) == list(range(171))
-    spot = {1: (0, "person"), 11: (10, "fire hydrant"), 13: (11, "stop sign"),
-            90: (79, "toothbrush"), 92: (80, "banner"), 149: (137, "road"), 182: (170, "wood")}
+    spot = {
+        1: (0, "person"),
+        11: (10, "fire hydrant"),
+        13: (11, "stop sign"),
+        90: (79, "toothbrush"),
+        92: (80, "banner"),
+        149: (137, "road"),
+        182: (170, "wood"),
+    }
     for coco_id, (train_id, name) in spot.items():
         assert COCO_ID_TO_TRAIN_ID[coco_id] == train_id
         assert COCO_STUFF_CLASSES[train_id] == name
@@ -69,17 +77,22 @@ def test_coco_stuff_164k_and_10k_registration(fake_root):
         for i in range(2):
             stem = f"{split}_{i:012d}"
             _write_image(str(fake_root / "coco" / split / f"{stem}.jpg"), 12, 16, i)
-            _write_label(str(fake_root / "coco" / "stuffthingmaps_detectron2" / split / f"{stem}.png"),
-                         np.full((12, 16), i * 170, np.uint8))
+            _write_label(
+                str(fake_root / "coco" / "stuffthingmaps_detectron2" / split / f"{stem}.png"),
+                np.full((12, 16), i * 170, np.uint8),
+            )
     for split in ("train", "test"):
         base = fake_root / "coco" / "coco_stuff_10k"
         _write_image(str(base / "images_detectron2" / split / f"COCO_{split}_1.jpg"), 10, 8)
-        _write_label(str(base / "annotations_detectron2" / split / f"COCO_{split}_1.png"),
-                     np.zeros((10, 8), np.uint8))
+        _write_label(str(base / "annotations_detectron2" / split / f"COCO_{split}_1.png"), np.zeros((10, 8), np.uint8))
 
     names = register_coco_stuff(str(fake_root))
-    assert set(names) == {"coco_stuff_164k_sem_seg_train", "coco_stuff_164k_sem_seg_val",
-                          "coco_stuff_10k_sem_seg_train", "coco_stuff_10k_sem_seg_test"}
+    assert set(names) == {
+        "coco_stuff_164k_sem_seg_train",
+        "coco_stuff_164k_sem_seg_val",
+        "coco_stuff_10k_sem_seg_train",
+        "coco_stuff_10k_sem_seg_test",
+    }
     train = DatasetCatalog.get("coco_stuff_164k_sem_seg_train")
     assert len(train) == 2
     assert train[0]["file_name"] == str(fake_root / "coco/train2017/train2017_000000000000.jpg")
@@ -145,8 +158,7 @@ def test_cityscapes_builtin_registration(fake_root):
         with open(gt / f"{stem}_gtFine_polygons.json", "w") as f:
             json.dump({"imgHeight": 8, "imgWidth": 16, "objects": []}, f)
     names = builtin.register_cityscapes(str(fake_root))
-    assert names == ["cityscapes_fine_sem_seg_train", "cityscapes_fine_sem_seg_val",
-                     "cityscapes_fine_sem_seg_test"]
+    assert names == ["cityscapes_fine_sem_seg_train", "cityscapes_fine_sem_seg_val", "cityscapes_fine_sem_seg_test"]
     records = DatasetCatalog.get("cityscapes_fine_sem_seg_train")
     assert len(records) == 1
     assert records[0]["sem_seg_file_name"].endswith("aachen_000000_000019_gtFine_labelTrainIds.png")

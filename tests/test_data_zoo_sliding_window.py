@@ -1,4 +1,5 @@
 """Sliding-window inference: equivalence with whole-image inference, overlap counts, outputs."""
+
 import pytest
 import torch
 
@@ -22,8 +23,7 @@ def test_positions_cover_the_image_and_end_at_the_border():
     assert xs == [(0, 4), (3, 7), (6, 10), (9, 13)]
     assert len(boxes) == 12
     # last window shifted back to end at the border (not beyond): 11 wide, window 4, stride 4
-    assert sorted({(x0, x1) for _, _, x0, x1 in sliding_window_positions(4, 11, 4, 4)}) == \
-        [(0, 4), (4, 8), (7, 11)]
+    assert sorted({(x0, x1) for _, _, x0, x1 in sliding_window_positions(4, 11, 4, 4)}) == [(0, 4), (4, 8), (7, 11)]
     assert sliding_window_positions(3, 5, window=(8, 8), stride=(6, 6)) == [(0, 3, 0, 5)]
     with pytest.raises(ValueError, match="uncovered"):
         sliding_window_positions(10, 10, window=4, stride=5)
@@ -31,8 +31,9 @@ def test_positions_cover_the_image_and_end_at_the_border():
 
 def test_counts_of_overlaps():
     image = torch.zeros(3, 10, 13)
-    out = sliding_window_inference(lambda x: torch.zeros(x.shape[0], K, *x.shape[-2:]), image,
-                                   window=4, stride=3, num_classes=K)
+    out = sliding_window_inference(
+        lambda x: torch.zeros(x.shape[0], K, *x.shape[-2:]), image, window=4, stride=3, num_classes=K
+    )
     expected = torch.zeros(10, 13)
     for y0, y1, x0, x1 in sliding_window_positions(10, 13, 4, 3):
         expected[y0:y1, x0:x1] += 1
@@ -54,8 +55,9 @@ def test_equivariant_model_matches_whole_image(windows_per_batch):
 
     with torch.no_grad():
         whole = model(image)
-    out = sliding_window_inference(model_fn, image, window=(8, 10), stride=(5, 6), num_classes=K,
-                                   windows_per_batch=windows_per_batch)
+    out = sliding_window_inference(
+        model_fn, image, window=(8, 10), stride=(5, 6), num_classes=K, windows_per_batch=windows_per_batch
+    )
     assert out["logits"].shape == (2, K, 17, 23)
     assert torch.allclose(out["logits"], whole, atol=1e-6)
     assert torch.allclose(out["anomaly"], -whole.max(dim=1).values, atol=1e-6)
@@ -68,9 +70,16 @@ def test_position_dependent_model_is_averaged():
     def model_fn(crops):
         calls.append(crops.shape)
         value = float(len(calls))
-        return {"logits": torch.full((crops.shape[0], K, *crops.shape[-2:]), value),
-                "anomaly": torch.stack([torch.full((crops.shape[0], *crops.shape[-2:]), -value),
-                                        torch.full((crops.shape[0], *crops.shape[-2:]), 2 * value)], 1)}
+        return {
+            "logits": torch.full((crops.shape[0], K, *crops.shape[-2:]), value),
+            "anomaly": torch.stack(
+                [
+                    torch.full((crops.shape[0], *crops.shape[-2:]), -value),
+                    torch.full((crops.shape[0], *crops.shape[-2:]), 2 * value),
+                ],
+                1,
+            ),
+        }
 
     out = sliding_window_inference(model_fn, torch.zeros(3, 6, 6), window=4, stride=2, num_classes=K)
     # windows (row-major): (0,4,0,4)=1, (0,4,2,6)=2, (2,6,0,4)=3, (2,6,2,6)=4

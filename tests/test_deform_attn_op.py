@@ -4,6 +4,7 @@ installed and the values are on a GPU, else the PyTorch path (deform_attn_op.py)
 Here (no GPU, no extension) the PyTorch path runs and says so once in the log; the comparison of
 the two paths is skipped unless both the extension and CUDA are present.
 """
+
 import logging
 
 import pytest
@@ -63,4 +64,3 @@ def test_compiled_op_matches_the_pytorch_path():
     g2 = torch.autograd.grad(ref.sum(), (value, loc, w))
     for a, b in zip(g1, g2):
         assert torch.allclose(a, b, atol=1e-4)
-

@@ -1,5 +1,6 @@
 """benchmarks/demo_spread.py: reading the table `make demo` prints and its spread over runs, on
 hand-written tables whose statistics are computed here."""
+
 import os
 import statistics
 import sys
@@ -32,9 +33,11 @@ def _summary(tmp_path, name, a, b):
 
 def test_read_table_takes_the_first_table_and_dashes_as_missing(tmp_path):
     t = demo_spread.read_table(_summary(tmp_path, "s.txt", "68.3", "67.5"))
-    assert t == {"mIoU (val)": {"softmax": 68.3, "gmm": 67.5},
-                 "IoU road": {"softmax": 90.0, "gmm": None},
-                 "ECE % (val, 15 bins)": {"softmax": 0.46, "gmm": 5.42}}
+    assert t == {
+        "mIoU (val)": {"softmax": 68.3, "gmm": 67.5},
+        "IoU road": {"softmax": 90.0, "gmm": None},
+        "ECE % (val, 15 bins)": {"softmax": 0.46, "gmm": 5.42},
+    }
 
 
 def test_spread_mean_sample_std_and_range_per_row_and_model(tmp_path):

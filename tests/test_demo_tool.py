@@ -1,4 +1,5 @@
 """tools/demo.py on randomly initialised demo models and two generated images."""
+
 import importlib.util
 import os
 
@@ -27,11 +28,21 @@ def test_demo_writes_one_png_per_image(tmp_path):
         Image.fromarray(rgb).save(inputs / f"img{i}.png")
     (inputs / "notes.txt").write_text("not an image")
     out = tmp_path / "out"
-    args = demo.get_parser().parse_args([
-        "--config-file", os.path.join(ROOT, "configs", "demo", "fpn_r18_gmm.yaml"),
-        "--input", str(inputs), "--output", str(out),
-        "--opts", "MODEL.WEIGHTS", "", "MODEL.DEVICE", "cpu",
-    ])
+    args = demo.get_parser().parse_args(
+        [
+            "--config-file",
+            os.path.join(ROOT, "configs", "demo", "fpn_r18_gmm.yaml"),
+            "--input",
+            str(inputs),
+            "--output",
+            str(out),
+            "--opts",
+            "MODEL.WEIGHTS",
+            "",
+            "MODEL.DEVICE",
+            "cpu",
+        ]
+    )
     written = demo.main(args)
     assert [os.path.basename(p) for p in written] == ["img0.png", "img1.png"]
     for path, (h, w) in zip(written, sizes):
@@ -76,9 +87,21 @@ def test_demo_reads_the_class_names_of_a_folder_dataset(tmp_path):
     """configs/user_data: NUM_CLASSES 0 and the class names come from DATASETS.FOLDER, as in training."""
     demo = _load_demo()
     (tmp_path / "classes.txt").write_text("sky\nroad\n")
-    args = demo.get_parser().parse_args([
-        "--config-file", os.path.join(ROOT, "configs", "user_data", "fpn_r50_gmm.yaml"), "--input", "x",
-        "--output", "y", "--opts", "DATASETS.FOLDER.ROOT", str(tmp_path), "MODEL.DEVICE", "cpu"])
+    args = demo.get_parser().parse_args(
+        [
+            "--config-file",
+            os.path.join(ROOT, "configs", "user_data", "fpn_r50_gmm.yaml"),
+            "--input",
+            "x",
+            "--output",
+            "y",
+            "--opts",
+            "DATASETS.FOLDER.ROOT",
+            str(tmp_path),
+            "MODEL.DEVICE",
+            "cpu",
+        ]
+    )
     cfg = demo.setup_cfg(args)
     assert cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES == 2
     assert demo.class_metadata(cfg, 2).stuff_classes == ["sky", "road"]

@@ -9,6 +9,7 @@ training. Measured here (360 x 480): TorchScript = eager bitwise for the softmax
 projection's batch norm and stacks its two products: float rounding on values of tens of nats);
 ONNX Runtime max |difference| ~1e-4 on both, same argmax on >= 99.999 % of the pixels.
 """
+
 import os
 
 import numpy as np
@@ -51,8 +52,10 @@ def exported(request, tmp_path_factory):
     sizes = prepare_for_export(model)
     out = tmp_path_factory.mktemp(f"export_{variant}")
     meta = export_metadata(cfg, 6)
-    files = {fmt: export_model(model, torch.from_numpy(image_of(SIZE)), fmt, str(out / f"model.{ext}"), meta)
-             for fmt, ext in (("torchscript", "ts"), ("onnx", "onnx"))}
+    files = {
+        fmt: export_model(model, torch.from_numpy(image_of(SIZE)), fmt, str(out / f"model.{ext}"), meta)
+        for fmt, ext in (("torchscript", "ts"), ("onnx", "onnx"))
+    }
     return {"variant": variant, "ref": ref, "files": files, "sizes": sizes, "bank": bank}
 
 
@@ -91,8 +94,10 @@ def test_exported_files_hold_no_memory_bank(exported):
     assert init_bytes <= after
     for fmt, path in exported["files"].items():
         size = os.path.getsize(path)
-        print(f"{exported['variant']} {fmt}: {size / 2**20:.1f} MiB; model state {before / 2**20:.1f} MiB, "
-              f"{after / 2**20:.1f} MiB without training-only tensors (bank {exported['bank'] / 2**20:.1f} MiB)")
+        print(
+            f"{exported['variant']} {fmt}: {size / 2**20:.1f} MiB; model state {before / 2**20:.1f} MiB, "
+            f"{after / 2**20:.1f} MiB without training-only tensors (bank {exported['bank'] / 2**20:.1f} MiB)"
+        )
         assert size < after + 2**20
 
 
@@ -145,8 +150,9 @@ def test_prepare_drops_the_auxiliary_head():
 def test_matrix_adaptive_pool_is_torchs(out_size):
     for hw in ((8, 10), (7, 11), (3, 5)):
         x = torch.randn(2, 4, *hw)
-        torch.testing.assert_close(MatrixAdaptiveAvgPool2d(out_size)(x), torch.nn.AdaptiveAvgPool2d(out_size)(x),
-                                   rtol=0, atol=1e-5)
+        torch.testing.assert_close(
+            MatrixAdaptiveAvgPool2d(out_size)(x), torch.nn.AdaptiveAvgPool2d(out_size)(x), rtol=0, atol=1e-5
+        )
 
 
 def test_upernet_pyramid_pooling_exports_with_a_dynamic_size(tmp_path):
@@ -159,8 +165,9 @@ def test_upernet_pyramid_pooling_exports_with_a_dynamic_size(tmp_path):
     ref = {s: eager(model, image_of(s)) for s in sizes}
     prepare_for_export(model)
     assert [m.output_size for m in model.modules() if isinstance(m, torch.nn.AdaptiveAvgPool2d)] == [1]
-    path = export_model(model, torch.from_numpy(image_of(sizes[0])), "onnx", str(tmp_path / "m.onnx"),
-                        export_metadata(cfg, 6))
+    path = export_model(
+        model, torch.from_numpy(image_of(sizes[0])), "onnx", str(tmp_path / "m.onnx"), export_metadata(cfg, 6)
+    )
     seg = ExportedSegmenter(path)
     for s in sizes:
         out = seg.run(image_of(s))

@@ -1,6 +1,7 @@
 """The export form of the GMM (gmmseg/deploy/gmm_classifier.py): the projection's batch norm
 folded into its linear layer, one stacked matrix product, component-major columns. It must
 compute what the GMMPredictor computes, to float rounding."""
+
 import pytest
 import torch
 from detectron2.layers import FrozenBatchNorm2d
@@ -72,8 +73,9 @@ def _predictor(norm, seed=0, k=4, m=3, d=32, c=16):
     """A GMMPredictor with a conv + `norm` + ReLU projection whose norm has moved statistics
     (eps 0.5: folding with sqrt(var) instead of sqrt(var + eps) shows) and trained-like stds."""
     torch.manual_seed(seed)
-    pred = GMMPredictor(c, k, embed_dim=d, num_components=m, memory_size=50,
-                        projection=build_gmm_projection("conv_bn_relu", norm, c, d)).eval()
+    pred = GMMPredictor(
+        c, k, embed_dim=d, num_components=m, memory_size=50, projection=build_gmm_projection("conv_bn_relu", norm, c, d)
+    ).eval()
     with torch.no_grad():
         pred.stds.copy_(0.05 + 0.4 * torch.rand(pred.stds.shape))
         layer = pred.projection.norm.norm if hasattr(pred.projection, "norm") else None

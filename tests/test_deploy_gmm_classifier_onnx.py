@@ -8,6 +8,7 @@ class scores ~131 nats that differ by ~0.1 within a pixel. Measured here: centre
 agrees with eager to ~2e-3 on the logits; without the centring (or centred by the std instead
 of the mean) it returns ~100 NaN logits of 1,200 and the finite ones differ by ~25.
 """
+
 import warnings
 
 import numpy as np
@@ -41,8 +42,9 @@ def test_exported_classifier_matches_eager_on_close_large_class_scores(tmp_path)
     direction = F.normalize(torch.randn(D), dim=0)
     means = F.normalize(direction + 1e-3 * torch.randn(K * M, D), dim=-1)
     stds = torch.full((K * M, D), 0.05)
-    classifier = GMMClassifier(nn.Identity(), nn.LayerNorm(D), nn.LayerNorm(K),
-                               likelihood_weights(means, stds), K, M).eval()
+    classifier = GMMClassifier(
+        nn.Identity(), nn.LayerNorm(D), nn.LayerNorm(K), likelihood_weights(means, stds), K, M
+    ).eval()
     model = _Outputs(classifier).eval()
     x = 8 * direction + 0.01 * torch.randn(N, D)
     with torch.no_grad():
@@ -54,8 +56,15 @@ def test_exported_classifier_matches_eager_on_close_large_class_scores(tmp_path)
     path = str(tmp_path / "classifier.onnx")
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(model, (x,), path, dynamo=False, opset_version=ONNX_OPSET,
-                          input_names=["x"], output_names=["logits", "log_likelihood"])
+        torch.onnx.export(
+            model,
+            (x,),
+            path,
+            dynamo=False,
+            opset_version=ONNX_OPSET,
+            input_names=["x"],
+            output_names=["logits", "log_likelihood"],
+        )
     session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
     got_logits, got_ll = session.run(None, {"x": x.numpy()})
     assert np.abs(got_ll - class_ll.numpy()).max() < 1e-3

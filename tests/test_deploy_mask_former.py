@@ -1,6 +1,7 @@
 """Mask2Former GMM export: TorchScript and ONNX Runtime equal the eager model at the traced input
 size (class scores and the query-likelihood anomaly map), other sizes are refused by name, and
 the files hold no memory bank and no set criterion."""
+
 import os
 
 import numpy as np
@@ -25,13 +26,19 @@ def exported(tmp_path_factory):
     torch.manual_seed(0)
     model = trained_like(build_model(cfg))
     with torch.no_grad():
-        ref = {k: v.numpy() for k, v in model([{"image": torch.from_numpy(image_of(SIZE))}])[0].items()
-               if k != "anomaly_scores"}  # the file returns the anomaly map, not every score
+        ref = {
+            k: v.numpy()
+            for k, v in model([{"image": torch.from_numpy(image_of(SIZE))}])[0].items()
+            if k != "anomaly_scores"
+        }  # the file returns the anomaly map, not every score
     sizes = prepare_for_export(model)
     out = tmp_path_factory.mktemp("export_m2f")
-    files = {fmt: export_model(model, torch.from_numpy(image_of(SIZE)), fmt, str(out / f"model.{ext}"),
-                               export_metadata(cfg, 6))
-             for fmt, ext in (("torchscript", "ts"), ("onnx", "onnx"))}
+    files = {
+        fmt: export_model(
+            model, torch.from_numpy(image_of(SIZE)), fmt, str(out / f"model.{ext}"), export_metadata(cfg, 6)
+        )
+        for fmt, ext in (("torchscript", "ts"), ("onnx", "onnx"))
+    }
     return ref, files, sizes
 
 

@@ -1,6 +1,7 @@
 """Running an exported file alone: the runtime's pre- and post-processing are DefaultPredictor's,
 and tools/deploy/export_model.py + tools/demo.py --exported give the three-panel picture of the
 checkpoint's model without its config."""
+
 import importlib.util
 import os
 
@@ -32,8 +33,17 @@ def _scene(height, width, seed=0):
     return np.asarray(Image.fromarray(rgb).resize((width, height), Image.BILINEAR))[:, :, ::-1].copy()
 
 
-@pytest.mark.parametrize("hw,short,max_size", [((300, 400), 96, 1000), ((400, 300), 96, 1000), ((97, 1000), 96, 500),
-                                               ((360, 480), 512, 2048), ((360, 480), 0, 1000), ((361, 481), 360, 480)])
+@pytest.mark.parametrize(
+    "hw,short,max_size",
+    [
+        ((300, 400), 96, 1000),
+        ((400, 300), 96, 1000),
+        ((97, 1000), 96, 500),
+        ((360, 480), 512, 2048),
+        ((360, 480), 0, 1000),
+        ((361, 481), 360, 480),
+    ],
+)
 def test_preprocess_is_default_predictors(hw, short, max_size):
     image = np.random.default_rng(0).integers(0, 256, (*hw, 3), dtype=np.uint8)
     aug = T.ResizeShortestEdge([short, short], max_size)
@@ -65,9 +75,20 @@ def test_export_cli_then_demo_from_the_exported_file_alone(tmp_path):
     weights = str(tmp_path / "model_trained.pth")
 
     export = _load_tool("tools", "deploy", "export_model.py")
-    args = export.get_parser().parse_args([
-        "--config-file", os.path.join(ROOT, CONFIGS["gmm"]), "--format", "onnx", "--export-method", "tracing",
-        "--output", str(tmp_path / "export"), "MODEL.WEIGHTS", weights])
+    args = export.get_parser().parse_args(
+        [
+            "--config-file",
+            os.path.join(ROOT, CONFIGS["gmm"]),
+            "--format",
+            "onnx",
+            "--export-method",
+            "tracing",
+            "--output",
+            str(tmp_path / "export"),
+            "MODEL.WEIGHTS",
+            weights,
+        ]
+    )
     path = export.main(args)
     assert path == str(tmp_path / "export" / "model.onnx")
 
@@ -84,8 +105,9 @@ def test_export_cli_then_demo_from_the_exported_file_alone(tmp_path):
     inputs = tmp_path / "in"
     inputs.mkdir()
     Image.fromarray(image[:, :, ::-1]).save(inputs / "scene.png")
-    written = demo.main(demo.get_parser().parse_args(
-        ["--exported", path, "--input", str(inputs), "--output", str(tmp_path / "vis")]))
+    written = demo.main(
+        demo.get_parser().parse_args(["--exported", path, "--input", str(inputs), "--output", str(tmp_path / "vis")])
+    )
     assert [os.path.basename(p) for p in written] == ["scene.png"]
     with Image.open(written[0]) as im:
         assert (im.size[1], im.size[0]) == demo.figure_size_px(300, 400)

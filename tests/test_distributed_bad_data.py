@@ -8,6 +8,7 @@
   defined). The EM collectives go through (a 2-minute process-group timeout turns a hang into a
   failure), and both ranks end with the same GMM state while only rank 0 contributed rows.
 """
+
 import json
 import os
 from datetime import timedelta
@@ -59,8 +60,18 @@ def test_corrupt_image_stops_the_loader_naming_the_file(tmp_path, demo_datasets_
     bad.write_bytes(data[: len(data) // 2])
     dicts[1]["file_name"] = str(bad)
     _register("test_corrupt_image_train", dicts)
-    cfg = _cfg(["DATASETS.TRAIN", ("test_corrupt_image_train",), "SOLVER.IMS_PER_BATCH", 2,
-                "DATALOADER.NUM_WORKERS", workers, "SEED", 0])
+    cfg = _cfg(
+        [
+            "DATASETS.TRAIN",
+            ("test_corrupt_image_train",),
+            "SOLVER.IMS_PER_BATCH",
+            2,
+            "DATALOADER.NUM_WORKERS",
+            workers,
+            "SEED",
+            0,
+        ]
+    )
     loader = Trainer.build_train_loader(cfg)
     with pytest.raises(Exception) as info:
         for _ in range(3):  # a batch of 2 out of 2 images: the first one holds the bad file
@@ -83,12 +94,36 @@ def _rank_main(demo_datasets_root, rank1_labels, out_dir):
         for d in dicts:
             d["sem_seg_file_name"] = os.path.join(rank1_labels, os.path.basename(d["sem_seg_file_name"]))
     _register(TRAIN_NAME, dicts)  # same name, different data on each rank
-    cfg = _cfg([
-        "DATASETS.TRAIN", (TRAIN_NAME,), "DATASETS.TEST", (), "SOLVER.IMS_PER_BATCH", 2,
-        "INPUT.MIN_SIZE_TRAIN", (96,), "SOLVER.MAX_ITER", 4, "SOLVER.WARMUP_ITERS", 1,
-        "SOLVER.CHECKPOINT_PERIOD", 2, "MODEL.GMM.MEMORY_SIZE", 30, "MODEL.GMM.UPDATE_INTERVAL", 2,
-        "MODEL.GMM.PUSH_ROWS", "all", "DATALOADER.NUM_WORKERS", 0, "SEED", 5, "OUTPUT_DIR", out_dir,
-    ])
+    cfg = _cfg(
+        [
+            "DATASETS.TRAIN",
+            (TRAIN_NAME,),
+            "DATASETS.TEST",
+            (),
+            "SOLVER.IMS_PER_BATCH",
+            2,
+            "INPUT.MIN_SIZE_TRAIN",
+            (96,),
+            "SOLVER.MAX_ITER",
+            4,
+            "SOLVER.WARMUP_ITERS",
+            1,
+            "SOLVER.CHECKPOINT_PERIOD",
+            2,
+            "MODEL.GMM.MEMORY_SIZE",
+            30,
+            "MODEL.GMM.UPDATE_INTERVAL",
+            2,
+            "MODEL.GMM.PUSH_ROWS",
+            "all",
+            "DATALOADER.NUM_WORKERS",
+            0,
+            "SEED",
+            5,
+            "OUTPUT_DIR",
+            out_dir,
+        ]
+    )
     torch.manual_seed(5 + rank)
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=False)
@@ -102,9 +137,14 @@ def _rank_main(demo_datasets_root, rank1_labels, out_dir):
     predictor.flush = counting_flush
     trainer.train()
     params = torch.cat([p.detach().reshape(-1) for p in trainer.model.parameters()])
-    result = {"rows": rows, "gmm": em_state_digest([predictor]), "params_finite": bool(torch.isfinite(params).all()),
-              "params": float(params.double().sum()), "updates": int(predictor.num_em_updates),
-              "gmm_finite": all(bool(torch.isfinite(b.float()).all()) for b in predictor.buffers())}
+    result = {
+        "rows": rows,
+        "gmm": em_state_digest([predictor]),
+        "params_finite": bool(torch.isfinite(params).all()),
+        "params": float(params.double().sum()),
+        "updates": int(predictor.num_em_updates),
+        "gmm_finite": all(bool(torch.isfinite(b.float()).all()) for b in predictor.buffers()),
+    }
     with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
         json.dump(result, f)
     dist.barrier()
@@ -125,8 +165,13 @@ def test_all_ignore_rank_does_not_hang_and_ranks_agree(tmp_path, demo_datasets_r
     out = tmp_path / "out"
     out.mkdir()
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    launch(_rank_main, 2, dist_url=f"tcp://127.0.0.1:{free_port()}", args=(demo_datasets_root, str(labels), str(out)),
-           timeout=timedelta(minutes=2))
+    launch(
+        _rank_main,
+        2,
+        dist_url=f"tcp://127.0.0.1:{free_port()}",
+        args=(demo_datasets_root, str(labels), str(out)),
+        timeout=timedelta(minutes=2),
+    )
     r0 = json.loads((out / "rank0.json").read_text())
     r1 = json.loads((out / "rank1.json").read_text())
     assert r1["rows"] == [0, 0, 0, 0]  # the GMM never had a valid pixel on rank 1

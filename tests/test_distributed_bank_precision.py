@@ -11,6 +11,7 @@ bfloat16 |d mean| <= 1e-3 and |d std| / std <= 2e-3; float16 |d mean| <= 1e-4 an
 (The M-step itself runs in float64 on the bank's running statistics: the only error is the
 rounding of the stored entries, 2^-9 relative for bfloat16, 2^-12 for float16.)
 """
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -20,8 +21,9 @@ from gmmseg.gmm import FeatureMemory, GMMPredictor
 TOLERANCES = {torch.bfloat16: (1e-3, 2e-3), torch.float16: (1e-4, 3e-4)}
 
 
-@pytest.mark.parametrize("dtype,expected", [(torch.float32, 6_144_000_000), (torch.bfloat16, 3_072_000_000),
-                                            (torch.float16, 3_072_000_000)])
+@pytest.mark.parametrize(
+    "dtype,expected", [(torch.float32, 6_144_000_000), (torch.bfloat16, 3_072_000_000), (torch.float16, 3_072_000_000)]
+)
 def test_bank_bytes_per_rank_for_ade20k_defaults(dtype, expected):
     with torch.device("meta"):  # shapes and sizes only, nothing allocated
         mem = FeatureMemory(150 * 5, 32000, 64, init="empty", dtype=dtype)
@@ -31,10 +33,21 @@ def test_bank_bytes_per_rank_for_ade20k_defaults(dtype, expected):
 
 
 def _predictor(dtype, init):
-    return GMMPredictor(8, 19, embed_dim=64, num_components=5, memory_size=1000, pushes_per_step=20,
-                        push_rows="all", memory_init=init, memory_dtype=dtype,
-                        mean_momentum=0.0, std_momentum=0.0, seed=0,
-                        update_components="received_rows")  # rows are injected, no labelled forward
+    return GMMPredictor(
+        8,
+        19,
+        embed_dim=64,
+        num_components=5,
+        memory_size=1000,
+        pushes_per_step=20,
+        push_rows="all",
+        memory_init=init,
+        memory_dtype=dtype,
+        mean_momentum=0.0,
+        std_momentum=0.0,
+        seed=0,
+        update_components="received_rows",
+    )  # rows are injected, no labelled forward
 
 
 @pytest.mark.parametrize("init", ["random", "empty"])

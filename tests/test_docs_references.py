@@ -15,6 +15,7 @@ Brace lists are expanded (`mask2former_{R50,swin_base}_gmm.yaml` is two files, `
 two keys); a path with a placeholder (`<dataset>`, `*`) must match at least one file. A key may
 name a whole node (`MODEL.GMM`). Each failure is reported with its file and line.
 """
+
 import glob
 import os
 import re
@@ -27,7 +28,8 @@ from gmmseg import add_gmmseg_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOCS = ["README.md", "datasets/README.md"] + sorted(
-    os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, "docs", "*.md")))
+    os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, "docs", "*.md"))
+)
 
 _PATH_CHARS = r"[\w*<>{},.-]"
 FILE_PATTERNS = {
@@ -37,8 +39,10 @@ FILE_PATTERNS = {
     "test": re.compile(rf"(?<![\w/.-])(tests/{_PATH_CHARS}+\.py)"),
     "document": re.compile(r"(?<![\w/.-])((?:[\w.-]+/)*[\w-]+\.md)(?![\w])"),
 }
-KEY_PATTERN = re.compile(r"(?<![\w.])(?:cfg\.)?((?:MODEL|SOLVER|INPUT|DATASETS|DATALOADER|TEST)"
-                         r"(?:\.(?:[A-Z0-9_]+|\{[A-Z0-9_, ]+\}))+)(?![a-z])")
+KEY_PATTERN = re.compile(
+    r"(?<![\w.])(?:cfg\.)?((?:MODEL|SOLVER|INPUT|DATASETS|DATALOADER|TEST)"
+    r"(?:\.(?:[A-Z0-9_]+|\{[A-Z0-9_, ]+\}))+)(?![a-z])"
+)
 OVERRIDE_SPAN = re.compile(r"`([^`]+)`|\"([^\"]+)\"")
 _BARE_KEY = re.compile(r"^[A-Z][A-Z0-9_]*$")
 
@@ -52,7 +56,9 @@ def expand_braces(text):
     m = re.search(r"\{([^{}]*)\}", text)
     if not m:
         return [text]
-    return [x for alt in m.group(1).split(",") for x in expand_braces(text[:m.start()] + alt.strip() + text[m.end():])]
+    return [
+        x for alt in m.group(1).split(",") for x in expand_braces(text[: m.start()] + alt.strip() + text[m.end() :])
+    ]
 
 
 def _file_exists(rel_path, kind, doc="README.md"):
@@ -99,7 +105,12 @@ def problems_of(doc, cfg):
         for span in OVERRIDE_SPAN.findall(line):
             for key in bare_override_keys(" ".join(span)):
                 if key not in cfg:
-                    found.append((number, f"override {key} lacks its section ({' or '.join(full_names(cfg, key)) or 'no such key'})"))
+                    found.append(
+                        (
+                            number,
+                            f"override {key} lacks its section ({' or '.join(full_names(cfg, key)) or 'no such key'})",
+                        )
+                    )
     return found
 
 
@@ -136,12 +147,18 @@ def test_doc_names_only_existing_files_and_keys(doc, full_config):
     assert not unexpected, "\n".join(unexpected)
     stale = allowed - {what for _, what in found}
     if stale:
-        warnings.warn(f"{doc}: TEMPORARILY_ALLOWED entries that no longer occur (remove them): {sorted(stale)}", stacklevel=2)
+        warnings.warn(
+            f"{doc}: TEMPORARILY_ALLOWED entries that no longer occur (remove them): {sorted(stale)}", stacklevel=2
+        )
 
 
 def test_the_checker_catches_what_it_should(full_config):
-    assert expand_braces("configs/{a,b}/x_{c,d}.yaml") == ["configs/a/x_c.yaml", "configs/a/x_d.yaml",
-                                                           "configs/b/x_c.yaml", "configs/b/x_d.yaml"]
+    assert expand_braces("configs/{a,b}/x_{c,d}.yaml") == [
+        "configs/a/x_c.yaml",
+        "configs/a/x_d.yaml",
+        "configs/b/x_c.yaml",
+        "configs/b/x_d.yaml",
+    ]
     assert _key_exists(full_config, "MODEL.GMM.MEMORY_DTYPE") and _key_exists(full_config, "MODEL.GMM")
     assert not _key_exists(full_config, "MODEL.GMM.NO_SUCH_KEY")
     assert _file_exists("tools/prepare_<dataset>.py", "script") and not _file_exists("tools/nope.py", "script")

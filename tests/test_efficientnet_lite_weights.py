@@ -4,6 +4,7 @@ The reference is the model class the weights were published for (efficientnet-li
 EfficientNet); both packages are in requirements.txt. The file is read from the installed
 package, never from a shared folder.
 """
+
 import pytest
 import timm
 import torch
@@ -110,7 +111,11 @@ def test_config_backbone_loads_the_package_by_name(state_dict, weights_path):
     backbone = BACKBONE_REGISTRY.get("build_timm_backbone")(cfg, ShapeSpec(channels=3)).eval()
     shapes = backbone.output_shape()
     assert {n: (s.channels, s.stride) for n, s in shapes.items()} == {
-        "res2": (24, 4), "res3": (40, 8), "res4": (112, 16), "res5": (320, 32)}
+        "res2": (24, 4),
+        "res3": (40, 8),
+        "res4": (112, 16),
+        "res5": (320, 32),
+    }
     converted = _converted_timm_model(state_dict, weights_path)
     expected = converted.state_dict()
     own = backbone.body.state_dict()

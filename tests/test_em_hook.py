@@ -1,5 +1,6 @@
 """EMHook's schedule: the release runs the M-step when its counter (from 0) is a multiple of the
 interval, after that iteration's push."""
+
 from types import SimpleNamespace
 
 import torch
@@ -52,8 +53,7 @@ def _locked_out_head(push_rows):
     from gmmseg.gmm import GMMPredictor
 
     torch.manual_seed(0)
-    head = GMMPredictor(4, 3, embed_dim=4, num_components=2, memory_size=10, memory_init="empty",
-                        push_rows=push_rows)
+    head = GMMPredictor(4, 3, embed_dim=4, num_components=2, memory_size=10, memory_init="empty", push_rows=push_rows)
     e = torch.nn.functional.normalize(torch.randn(8, 4), dim=1)
     labels = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
     logits = torch.tensor([[5.0, 0.0, 0.0]]).expand(8, 3)

@@ -1,6 +1,7 @@
 """The EM-module protocol (gmm/em_module.py): how the trainer, DDP's setup and the checkpointer find
 the EM-trained heads and their state, the memory layout read in one place (gmm/memory_layout.py),
 and the config key of each tensor dimension (modeling/predictors.py DIMENSION_KEYS)."""
+
 import pytest
 import torch
 from detectron2.config import get_cfg
@@ -56,20 +57,32 @@ def test_em_modules_are_found_by_type_in_a_fixed_order_and_skip_the_softmax_twin
 def test_memory_buffer_names_are_the_gmm_banks_state_only():
     """What DDP must never broadcast: the GMM memory's buffers; not the means, not ProtoSeg's sums."""
     names = memory_buffer_names(_TwoHeads())
-    assert sorted(names) == sorted(f"head.predictor.memory.{n}" for n in
-                                   ("bank", "ptr", "filled", "stat_count", "stat_sum", "stat_sumsq"))
+    assert sorted(names) == sorted(
+        f"head.predictor.memory.{n}" for n in ("bank", "ptr", "filled", "stat_count", "stat_sum", "stat_sumsq")
+    )
 
 
 def test_replicated_state_holds_the_head_buffers_then_the_memory():
     p = _gmm(**{"MODEL.GMM.PROJECTION": "linear"})
     names = [n for n, _ in p.replicated_em_state(include_bank=False)]
-    assert names[:7] == ["means", "num_em_updates", "received_data", "rows_pushed", "stds", "training_pixels",
-                         "updates_per_component"]
+    assert names[:7] == [
+        "means",
+        "num_em_updates",
+        "received_data",
+        "rows_pushed",
+        "stds",
+        "training_pixels",
+        "updates_per_component",
+    ]
     assert "memory.bank" not in names and "memory.ptr" in names
     assert "memory.bank" in [n for n, _ in p.replicated_em_state(include_bank=True)]
     proto = ProtoSegPredictor(16, 4, embed_dim=8, num_prototypes=2)
-    assert [n for n, _ in proto.replicated_em_state()] == ["count_embeddings", "num_em_updates", "prototypes",
-                                                           "sum_embeddings"]
+    assert [n for n, _ in proto.replicated_em_state()] == [
+        "count_embeddings",
+        "num_em_updates",
+        "prototypes",
+        "sum_embeddings",
+    ]
 
 
 def test_memory_layout_is_read_in_one_place():
@@ -94,12 +107,22 @@ def test_a_gmm_built_for_inference_refuses_to_train():
 
 def test_every_named_dimension_fits_the_tensor_it_names():
     """tensor_dims has one entry per dimension, and the named sizes are the head's settings."""
-    heads = (_gmm(), _gmm(**{"MODEL.GMM.PROJECTION": "linear"}), _gmm(**{"MODEL.GMM.DISCRIMINATIVE": True}),
-             ProtoSegPredictor(16, 4, embed_dim=8, num_prototypes=3), SoftmaxPredictor(16, 4))
+    heads = (
+        _gmm(),
+        _gmm(**{"MODEL.GMM.PROJECTION": "linear"}),
+        _gmm(**{"MODEL.GMM.DISCRIMINATIVE": True}),
+        ProtoSegPredictor(16, 4, embed_dim=8, num_prototypes=3),
+        SoftmaxPredictor(16, 4),
+    )
     for head in heads:
         memory = head.feature_memory() if isinstance(head, EMModule) else None
-        sizes = {"classes": 4, "components": 3, "groups": 12, "embed_dim": 8,
-                 "memory_size": memory.capacity if memory is not None else None}
+        sizes = {
+            "classes": 4,
+            "components": 3,
+            "groups": 12,
+            "embed_dim": 8,
+            "memory_size": memory.capacity if memory is not None else None,
+        }
         tensors = {k: tuple(t.shape) for k, t in list(head.named_parameters()) + list(head.named_buffers())}
         if isinstance(head, EMModule):
             tensors.update(head.checkpoint_shapes())
@@ -113,19 +136,31 @@ def test_every_named_dimension_fits_the_tensor_it_names():
         if isinstance(head, EMModule):  # what a changed setting reshapes has its dimensions named
             assert {"class_norm.weight", "embed_norm.weight"} <= set(dims)
             assert {"means", "prototypes"} & set(dims)
-            assert all(n in dims for n, shape in tensors.items()
-                       if shape and (n.startswith("memory.") or n.startswith("projection.")))
+            assert all(
+                n in dims
+                for n, shape in tensors.items()
+                if shape and (n.startswith("memory.") or n.startswith("projection."))
+            )
 
 
 def test_setting_keys_name_each_predictors_own_keys():
     keys = tensor_setting_keys(_TwoHeads())
-    assert keys["head.predictor.memory.bank"] == ("MODEL.SEM_SEG_HEAD.NUM_CLASSES x MODEL.GMM.NUM_COMPONENTS",
-                                                  "MODEL.GMM.MEMORY_SIZE", "MODEL.GMM.EMBED_DIM")
-    assert keys["head.predictor.means"] == ("MODEL.SEM_SEG_HEAD.NUM_CLASSES", "MODEL.GMM.NUM_COMPONENTS",
-                                            "MODEL.GMM.EMBED_DIM")
+    assert keys["head.predictor.memory.bank"] == (
+        "MODEL.SEM_SEG_HEAD.NUM_CLASSES x MODEL.GMM.NUM_COMPONENTS",
+        "MODEL.GMM.MEMORY_SIZE",
+        "MODEL.GMM.EMBED_DIM",
+    )
+    assert keys["head.predictor.means"] == (
+        "MODEL.SEM_SEG_HEAD.NUM_CLASSES",
+        "MODEL.GMM.NUM_COMPONENTS",
+        "MODEL.GMM.EMBED_DIM",
+    )
     assert keys["head.predictor.projection.conv.weight"] == ("MODEL.GMM.EMBED_DIM", None)
-    assert keys["proto.prototypes"] == ("MODEL.SEM_SEG_HEAD.NUM_CLASSES", "MODEL.PROTOSEG.NUM_PROTOTYPES",
-                                        "MODEL.PROTOSEG.EMBED_DIM")
+    assert keys["proto.prototypes"] == (
+        "MODEL.SEM_SEG_HEAD.NUM_CLASSES",
+        "MODEL.PROTOSEG.NUM_PROTOTYPES",
+        "MODEL.PROTOSEG.EMBED_DIM",
+    )
     assert keys["twin.linear.weight"] == ("MODEL.SEM_SEG_HEAD.NUM_CLASSES", None)
 
 
@@ -152,7 +187,10 @@ def test_both_heads_share_one_forward():
         out = head(x)
         scores = head.component_scores(head.embed(x))
         torch.testing.assert_close(out["log_likelihood"], scores.max(-1).values)
-        mu, var = scores.max(-1).values.mean(1, keepdim=True), scores.max(-1).values.var(1, unbiased=False, keepdim=True)
+        mu, var = (
+            scores.max(-1).values.mean(1, keepdim=True),
+            scores.max(-1).values.var(1, unbiased=False, keepdim=True),
+        )
         torch.testing.assert_close(out["logits"], (scores.max(-1).values - mu) / torch.sqrt(var + 1e-5))
         head.train()
         with pytest.raises(ValueError, match=f"{type(head).__name__} got label value 4"):

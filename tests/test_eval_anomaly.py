@@ -1,4 +1,5 @@
 """Anomaly metrics (AUROC, AP, FPR95), the streaming histogram and the AnomalyEvaluator."""
+
 import json
 
 import numpy as np
@@ -80,7 +81,7 @@ def test_ordered_key_preserves_order_and_roundtrips():
 def _stream(scores, labels, max_bins, chunk=50_000):
     h = ScoreHistogram(max_bins, compact_every=30_000)
     for i in range(0, scores.size, chunk):
-        h.add(scores[i:i + chunk], labels[i:i + chunk])
+        h.add(scores[i : i + chunk], labels[i : i + chunk])
     _, pos, neg = h.counts()
     return binary_ranking_metrics(pos, neg), h
 
@@ -92,15 +93,15 @@ def test_streaming_matches_exact_within_bound(offset, scale):
     y = rng.random(n) < 0.05
     s = ((rng.normal(size=n) + 1.5 * y) * scale + offset).astype(np.float32)
     exact = exact_ranking_metrics(s, y)
-    approx, h = _stream(s, y, 2 ** 13)  # forces coarsening: 300k distinct values, 8k bins
-    assert h.shift > 0 and h.num_bins <= 2 ** 13
+    approx, h = _stream(s, y, 2**13)  # forces coarsening: 300k distinct values, 8k bins
+    assert h.shift > 0 and h.num_bins <= 2**13
     for key in ("AUROC", "AP", "FPR95"):
         err = abs(approx[key] - exact[key])
         assert err <= approx[f"{key}_max_error"] + 1e-12, (key, err, approx[f"{key}_max_error"])
         assert err < 1e-3, (key, err)  # < 0.1 percentage points with 8k bins
     assert approx["AUROC_max_error"] < 5e-4
     # enough bins for every float32 value: exact
-    full, h = _stream(s, y, 2 ** 20)
+    full, h = _stream(s, y, 2**20)
     assert h.shift == 0
     for key in ("AUROC", "AP", "FPR95"):
         assert full[key] == pytest.approx(exact[key], abs=1e-12)
@@ -126,7 +127,7 @@ def test_histogram_merge_equals_single_pass():
     a, b = ScoreHistogram(512), ScoreHistogram(512, compact_every=1000)
     a.add(s[:5_000], y[:5_000])
     for i in range(5_000, s.size, 7_000):  # b coarsens at other moments than `whole`
-        b.add(s[i:i + 7_000], y[i:i + 7_000])
+        b.add(s[i : i + 7_000], y[i : i + 7_000])
     merged = ScoreHistogram(512).merge(a).merge(b)
     assert whole.shift == merged.shift > 0
     for x, z in zip(whole.counts(), merged.counts()):
@@ -164,8 +165,7 @@ def _register_fake(tmp_path, name, masks):
     for i, mask in enumerate(masks):
         path = str(tmp_path / f"{name}_{i}_mask.png")
         Image.fromarray(mask.astype(np.uint8)).save(path)
-        dicts.append({"file_name": f"img_{i}.png", "height": H, "width": W,
-                      "anomaly_mask_file_name": path})
+        dicts.append({"file_name": f"img_{i}.png", "height": H, "width": W, "anomaly_mask_file_name": path})
     if name in DatasetCatalog.list():
         DatasetCatalog.remove(name)
         MetadataCatalog.remove(name)
@@ -205,8 +205,11 @@ def test_evaluator_end_to_end(tmp_path):
     for d, o in zip(dicts, outputs):
         ev.process([{"file_name": d["file_name"]}], [o])
     res = ev.evaluate()["anomaly"]
-    assert set(res) == {f"{s}_{m}" for s in ("likelihood", "msp", "entropy", "max_logit", "energy")
-                        for m in ("AUROC", "AP", "FPR95", "sIoU", "PPV", "meanF1")}
+    assert set(res) == {
+        f"{s}_{m}"
+        for s in ("likelihood", "msp", "entropy", "max_logit", "energy")
+        for m in ("AUROC", "AP", "FPR95", "sIoU", "PPV", "meanF1")
+    }
     assert res["likelihood_AUROC"] == pytest.approx(100.0) and res["likelihood_AP"] == pytest.approx(100.0)
     assert res["likelihood_FPR95"] == pytest.approx(0.0)
     # baselines from random logits: the exact values over the non-void pixels
@@ -295,9 +298,11 @@ def test_evaluator_component_metrics_by_hand(tmp_path):
     gmm = torch.zeros(8, 10)
     gmm[1:3, 1:3], gmm[5:7, 1:3], gmm[5:7, 6:9] = 3.0, 2.0, 1.0
     dicts = _register_fake(tmp_path, "test_eval_anomaly_components", [mask])
-    ev = AnomalyEvaluator("test_eval_anomaly_components", str(tmp_path / "out"), distributed=False,
-                          plots=False)
-    ev.process([{"file_name": dicts[0]["file_name"]}], [{"sem_seg": torch.zeros(2, 8, 10), "anomaly_scores": {"likelihood": gmm}}])
+    ev = AnomalyEvaluator("test_eval_anomaly_components", str(tmp_path / "out"), distributed=False, plots=False)
+    ev.process(
+        [{"file_name": dicts[0]["file_name"]}],
+        [{"sem_seg": torch.zeros(2, 8, 10), "anomaly_scores": {"likelihood": gmm}}],
+    )
     res = ev.evaluate()["anomaly"]
     assert res["likelihood_sIoU"] == pytest.approx(100.0)
     assert res["likelihood_PPV"] == pytest.approx(200 / 3)
@@ -311,7 +316,10 @@ def test_evaluator_component_metrics_by_hand(tmp_path):
     assert res["msp_PPV"] == pytest.approx(12.5)
     assert res["msp_sIoU"] == pytest.approx(100 * (4 / 74 + 6 / 76) / 2)
     off = AnomalyEvaluator("test_eval_anomaly_components", None, distributed=False, component_max_bytes=0)
-    off.process([{"file_name": dicts[0]["file_name"]}], [{"sem_seg": torch.zeros(2, 8, 10), "anomaly_scores": {"likelihood": gmm}}])
+    off.process(
+        [{"file_name": dicts[0]["file_name"]}],
+        [{"sem_seg": torch.zeros(2, 8, 10), "anomaly_scores": {"likelihood": gmm}}],
+    )
     assert "likelihood_sIoU" not in off.evaluate()["anomaly"]
 
 
@@ -325,7 +333,7 @@ def test_component_memory_comes_from_the_config(tmp_path):
     cfg = add_gmmseg_config(get_cfg())
     assert cfg.TEST.OPEN_WORLD.COMPONENT_MAX_MB == 512
     (ev,) = build_open_world_evaluators(cfg, "test_eval_anomaly_component_cfg", None, distributed=False)
-    assert ev._components.max_bytes == 512 * 2 ** 20
+    assert ev._components.max_bytes == 512 * 2**20
     cfg.TEST.OPEN_WORLD.COMPONENT_MAX_MB = 0
     (ev,) = build_open_world_evaluators(cfg, "test_eval_anomaly_component_cfg", None, distributed=False)
     assert ev._components is None

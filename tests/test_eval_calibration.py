@@ -1,4 +1,5 @@
 """ECE / reliability diagram: hand-computed cases and the CalibrationEvaluator end-to-end."""
+
 import json
 import math
 
@@ -70,8 +71,9 @@ def _logits():
 def test_evaluator_end_to_end(tmp_path):
     _register(tmp_path, "test_eval_calib_fake")
     out = tmp_path / "out"
-    ev = CalibrationEvaluator("test_eval_calib_fake", str(out), num_bins=15, distributed=False,
-                              model_name="GMMSeg (test)")
+    ev = CalibrationEvaluator(
+        "test_eval_calib_fake", str(out), num_bins=15, distributed=False, model_name="GMMSeg (test)"
+    )
     ev.reset()
     ev.process([{"file_name": "a.png"}], [{"sem_seg": _logits()}])
     res = ev.evaluate()["calibration"]
@@ -138,10 +140,12 @@ _BINS_CORRECT = np.r_[np.ones(10, bool), np.zeros(10, bool)]
 
 
 def test_the_hand_case_separates_10_from_15_bins():
-    assert expected_calibration_error(*calibration_bin_sums(_BINS_CONF, _BINS_CORRECT, 15))["ECE"] == \
-        pytest.approx(0.53, abs=1e-12)
-    assert expected_calibration_error(*calibration_bin_sums(_BINS_CONF, _BINS_CORRECT, 10))["ECE"] == \
-        pytest.approx(0.15, abs=1e-12)
+    assert expected_calibration_error(*calibration_bin_sums(_BINS_CONF, _BINS_CORRECT, 15))["ECE"] == pytest.approx(
+        0.53, abs=1e-12
+    )
+    assert expected_calibration_error(*calibration_bin_sums(_BINS_CONF, _BINS_CORRECT, 10))["ECE"] == pytest.approx(
+        0.15, abs=1e-12
+    )
 
 
 def _register_bins_case(tmp_path, name):
@@ -172,8 +176,9 @@ def test_every_default_bin_count_is_the_papers_15(tmp_path):
 
     assert CALIBRATION_BINS == 15
     # the metric's default
-    assert expected_calibration_error(*calibration_bin_sums(_BINS_CONF, _BINS_CORRECT))["ECE"] == \
-        pytest.approx(0.53, abs=1e-12)
+    assert expected_calibration_error(*calibration_bin_sums(_BINS_CONF, _BINS_CORRECT))["ECE"] == pytest.approx(
+        0.53, abs=1e-12
+    )
     logits = _register_bins_case(tmp_path, "test_eval_calib_default_bins")
     # the evaluator's default
     ev = CalibrationEvaluator("test_eval_calib_default_bins", None, distributed=False)

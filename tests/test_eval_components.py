@@ -1,4 +1,5 @@
 """SegmentMeIfYouCan's component-level metrics (sIoU, PPV, mean F1) on hand-drawn masks."""
+
 import numpy as np
 import pytest
 

@@ -1,4 +1,5 @@
 """Anomaly benchmark registrations on tiny fakes of each release layout, and the evaluator choice."""
+
 import json
 import os
 
@@ -24,7 +25,7 @@ def _mask(values):
     """A label map using each of `values` in a band of columns."""
     m = np.zeros((H, W), np.uint8)
     for i, v in enumerate(values):
-        m[:, i * W // len(values):(i + 1) * W // len(values)] = v
+        m[:, i * W // len(values) : (i + 1) * W // len(values)] = v
     return m
 
 
@@ -106,21 +107,27 @@ def test_all_layouts_register_and_convert(fake_root):
     # Fishyscapes Static images are composed as clip(cityscapes + overlay)
     static = DatasetCatalog.get("fishyscapes_static_val")
     for d, cs_id, overlay in zip(static, cs_ids, overlays):
-        base = np.asarray(Image.open(
-            f"{fake_root}/cityscapes/leftImg8bit/val/{cs_id.split('_')[0]}/{cs_id}_leftImg8bit.png"), np.int64)
-        np.testing.assert_array_equal(np.asarray(Image.open(d["file_name"])),
-                                      np.clip(base + overlay, 0, 255).astype(np.uint8))
+        base = np.asarray(
+            Image.open(f"{fake_root}/cityscapes/leftImg8bit/val/{cs_id.split('_')[0]}/{cs_id}_leftImg8bit.png"),
+            np.int64,
+        )
+        np.testing.assert_array_equal(
+            np.asarray(Image.open(d["file_name"])), np.clip(base + overlay, 0, 255).astype(np.uint8)
+        )
     assert DatasetCatalog.get("fishyscapes_static_val")[0]["file_name"] == static[0]["file_name"]  # cached
     assert DatasetCatalog.get("smiyc_road_obstacle21_val")[0]["file_name"].endswith(".webp")
 
 
-@pytest.mark.parametrize("name,expected", [
-    ("fishyscapes_lost_and_found_val", "fishyscapes_lostandfound"),
-    ("fishyscapes_static_val", "fs_val_v3"),
-    ("road_anomaly", "RoadAnomaly_jpg/frame_list.json"),
-    ("smiyc_road_anomaly21_val", "dataset_AnomalyTrack/labels_masks"),
-    ("smiyc_road_obstacle21_val", "dataset_ObstacleTrack/labels_masks"),
-])
+@pytest.mark.parametrize(
+    "name,expected",
+    [
+        ("fishyscapes_lost_and_found_val", "fishyscapes_lostandfound"),
+        ("fishyscapes_static_val", "fs_val_v3"),
+        ("road_anomaly", "RoadAnomaly_jpg/frame_list.json"),
+        ("smiyc_road_anomaly21_val", "dataset_AnomalyTrack/labels_masks"),
+        ("smiyc_road_obstacle21_val", "dataset_ObstacleTrack/labels_masks"),
+    ],
+)
 def test_missing_data_names_the_layout(fake_root, name, expected):
     from detectron2.data import DatasetCatalog
 
@@ -132,8 +139,10 @@ def test_missing_data_names_the_layout(fake_root, name, expected):
 
 def test_missing_laf_image_is_reported(fake_root):
     make_fs_lost_and_found(fake_root)
-    os.remove(f"{fake_root}/lost_and_found/leftImg8bit/train/04_Maurener_Weg_8/"
-              "04_Maurener_Weg_8_000000_000030_leftImg8bit.png")
+    os.remove(
+        f"{fake_root}/lost_and_found/leftImg8bit/train/04_Maurener_Weg_8/"
+        "04_Maurener_Weg_8_000000_000030_leftImg8bit.png"
+    )
     with pytest.raises(FileNotFoundError, match="Lost and Found image"):
         ad.load_fishyscapes_lost_and_found()
 
@@ -179,14 +188,25 @@ def test_build_open_world_evaluators(tmp_path):
     cfg = _cfg()
     _register("test_ow_semseg", [{"file_name": "a", "sem_seg_file_name": sem}], ignore_label=255)
     _register("test_ow_anomaly_only", [{"file_name": "a", "anomaly_mask_file_name": mask}])
-    _register("test_ow_both", [{"file_name": "a", "sem_seg_file_name": sem, "anomaly_mask_file_name": mask}],
-              has_anomaly_masks=True)
-    _register("test_ow_flag_off", [{"file_name": "a", "sem_seg_file_name": sem, "anomaly_mask_file_name": mask}],
-              anomaly_eval=False)
-    kinds = {name: [type(e) for e in build_open_world_evaluators(cfg, name, str(tmp_path))]
-             for name in ("test_ow_semseg", "test_ow_anomaly_only", "test_ow_both", "test_ow_flag_off")}
-    assert kinds == {"test_ow_semseg": [CalibrationEvaluator], "test_ow_anomaly_only": [AnomalyEvaluator],
-                     "test_ow_both": [CalibrationEvaluator, AnomalyEvaluator],
-                     "test_ow_flag_off": [CalibrationEvaluator]}
+    _register(
+        "test_ow_both",
+        [{"file_name": "a", "sem_seg_file_name": sem, "anomaly_mask_file_name": mask}],
+        has_anomaly_masks=True,
+    )
+    _register(
+        "test_ow_flag_off",
+        [{"file_name": "a", "sem_seg_file_name": sem, "anomaly_mask_file_name": mask}],
+        anomaly_eval=False,
+    )
+    kinds = {
+        name: [type(e) for e in build_open_world_evaluators(cfg, name, str(tmp_path))]
+        for name in ("test_ow_semseg", "test_ow_anomaly_only", "test_ow_both", "test_ow_flag_off")
+    }
+    assert kinds == {
+        "test_ow_semseg": [CalibrationEvaluator],
+        "test_ow_anomaly_only": [AnomalyEvaluator],
+        "test_ow_both": [CalibrationEvaluator, AnomalyEvaluator],
+        "test_ow_flag_off": [CalibrationEvaluator],
+    }
     cfg.TEST.OPEN_WORLD.ENABLED = False
     assert build_open_world_evaluators(cfg, "test_ow_both") == []

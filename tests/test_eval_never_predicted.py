@@ -1,4 +1,5 @@
 """`--eval-only` names a class labelled in the set that the model never predicts (IoU 0)."""
+
 import numpy as np
 import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog

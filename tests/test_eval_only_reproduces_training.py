@@ -17,6 +17,7 @@ Run as a script, this file is the eval-only run: train_net's `main` (what `cli` 
 `launch` calls for one process; launch drops its return value) with the returned results
 written as JSON to --dump-results.
 """
+
 import json
 import math
 import os
@@ -31,23 +32,52 @@ TRAIN_NET = os.path.join(ROOT, "tools", "train_net.py")
 CONFIG = os.path.join(ROOT, "configs", "demo", "fpn_r18_gmm.yaml")
 DATASETS = ("gmmseg_demo_val", "gmmseg_demo_anomaly")
 OPTS = [
-    "SOLVER.IMS_PER_BATCH", "2", "INPUT.MIN_SIZE_TRAIN", "(48,)", "SOLVER.MAX_ITER", "7",
-    "SOLVER.WARMUP_ITERS", "2", "SOLVER.CHECKPOINT_PERIOD", "100", "MODEL.GMM.MEMORY_SIZE", "40",
-    "MODEL.GMM.UPDATE_INTERVAL", "3", "MODEL.GMM.PUSH_ROWS", "all",
-    "DATASETS.TEST", "(" + ",".join(f"'{d}'" for d in DATASETS) + ",)", "TEST.EVAL_PERIOD", "0",
-    "TEST.OPEN_WORLD.PLOTS", "False", "DATALOADER.NUM_WORKERS", "0", "SEED", "11",
+    "SOLVER.IMS_PER_BATCH",
+    "2",
+    "INPUT.MIN_SIZE_TRAIN",
+    "(48,)",
+    "SOLVER.MAX_ITER",
+    "7",
+    "SOLVER.WARMUP_ITERS",
+    "2",
+    "SOLVER.CHECKPOINT_PERIOD",
+    "100",
+    "MODEL.GMM.MEMORY_SIZE",
+    "40",
+    "MODEL.GMM.UPDATE_INTERVAL",
+    "3",
+    "MODEL.GMM.PUSH_ROWS",
+    "all",
+    "DATASETS.TEST",
+    "(" + ",".join(f"'{d}'" for d in DATASETS) + ",)",
+    "TEST.EVAL_PERIOD",
+    "0",
+    "TEST.OPEN_WORLD.PLOTS",
+    "False",
+    "DATALOADER.NUM_WORKERS",
+    "0",
+    "SEED",
+    "11",
 ]
 # (config, extra options, the GMM's name in the state dict); Mask2Former: M-steps at 0, 3, 6 as above
 CASES = {
     "per_pixel": (CONFIG, [], "sem_seg_head.predictor"),
-    "mask2former": (os.path.join(ROOT, "configs", "demo", "mask2former_r18_gmm.yaml"),
-                    ["MODEL.GMM.UPDATE_START", "0", "SOLVER.STEPS", "(5,)"], "sem_seg_head.predictor.class_embed"),
+    "mask2former": (
+        os.path.join(ROOT, "configs", "demo", "mask2former_r18_gmm.yaml"),
+        ["MODEL.GMM.UPDATE_START", "0", "SOLVER.STEPS", "(5,)"],
+        "sem_seg_head.predictor.class_embed",
+    ),
 }
 
 
 def _env(demo_datasets_root):
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", DETECTRON2_DATASETS=str(demo_datasets_root),
-               PYTHONWARNINGS="ignore")
+    env = dict(
+        os.environ,
+        OMP_NUM_THREADS="1",
+        MKL_NUM_THREADS="1",
+        DETECTRON2_DATASETS=str(demo_datasets_root),
+        PYTHONWARNINGS="ignore",
+    )
     env.pop("LOCAL_RANK", None)
     env.pop("WORLD_SIZE", None)
     return env
@@ -67,13 +97,19 @@ def train_then_eval_only(request, tmp_path_factory, demo_datasets_root):
     tmp = tmp_path_factory.mktemp(f"eval_only_{request.param}")
     train_dir, eval_dir = tmp / "train", tmp / "eval_only"
     env = _env(demo_datasets_root)
-    _run([sys.executable, TRAIN_NET, "--config-file", config] + opts + ["OUTPUT_DIR", str(train_dir)],
-         env, str(train_dir) + ".stdout")
+    _run(
+        [sys.executable, TRAIN_NET, "--config-file", config] + opts + ["OUTPUT_DIR", str(train_dir)],
+        env,
+        str(train_dir) + ".stdout",
+    )
     dump = tmp / "eval_only_results.json"
-    _run([sys.executable, os.path.abspath(__file__), "--dump-results", str(dump),
-          "--config-file", config, "--eval-only"] + opts
-         + ["MODEL.WEIGHTS", str(train_dir / "model_final.pth"), "OUTPUT_DIR", str(eval_dir)],
-         env, str(eval_dir) + ".stdout")
+    _run(
+        [sys.executable, os.path.abspath(__file__), "--dump-results", str(dump), "--config-file", config, "--eval-only"]
+        + opts
+        + ["MODEL.WEIGHTS", str(train_dir / "model_final.pth"), "OUTPUT_DIR", str(eval_dir)],
+        env,
+        str(eval_dir) + ".stdout",
+    )
     with open(train_dir / "metrics.json") as f:
         records = [json.loads(line) for line in f if line.strip()]
     with open(dump) as f:
@@ -103,15 +139,23 @@ def test_eval_only_reproduces_the_final_evaluation_of_training(train_then_eval_o
     density = f"gmmseg_demo_anomaly/anomaly/{'query_likelihood' if case == 'mask2former' else 'likelihood'}_AUROC"
 
     # the numbers the issue names are there, and are not degenerate
-    for key in ("gmmseg_demo_val/sem_seg/mIoU", "gmmseg_demo_anomaly/sem_seg/mIoU", density,
-                "gmmseg_demo_anomaly/anomaly/msp_AUROC", "gmmseg_demo_val/calibration/ECE"):
+    for key in (
+        "gmmseg_demo_val/sem_seg/mIoU",
+        "gmmseg_demo_anomaly/sem_seg/mIoU",
+        density,
+        "gmmseg_demo_anomaly/anomaly/msp_AUROC",
+        "gmmseg_demo_val/calibration/ECE",
+    ):
         assert key in reported, sorted(reported)
         assert math.isfinite(reported[key]) and 0 < reported[key] < 100, (key, reported[key])
     assert reported[density] != 50.0
 
     assert reported.keys() == reproduced.keys(), sorted(set(reported) ^ set(reproduced))
-    differ = {k: (reported[k], reproduced[k]) for k in reported
-              if not reproduced[k] == pytest.approx(reported[k], rel=1e-6, abs=1e-9)}
+    differ = {
+        k: (reported[k], reproduced[k])
+        for k in reported
+        if not reproduced[k] == pytest.approx(reported[k], rel=1e-6, abs=1e-9)
+    }
     assert not differ, f"eval-only differs from the training run's final evaluation: {differ}"
 
 
@@ -132,7 +176,7 @@ def test_the_checkpoint_holds_a_trained_gmm(train_then_eval_only):
 # --------------------------------------------------------------------------- the eval-only run
 def _eval_only(argv):
     i = argv.index("--dump-results")
-    dump, argv = argv[i + 1], argv[:i] + argv[i + 2:]
+    dump, argv = argv[i + 1], argv[:i] + argv[i + 2 :]
     sys.path.insert(0, os.path.join(ROOT, "tools"))
     import train_net
     from detectron2.engine import default_argument_parser

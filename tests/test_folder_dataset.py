@@ -1,5 +1,6 @@
 """DATASETS.FOLDER (gmmseg/data/folder_dataset.py) and --register (gmmseg/data/registration_modules.py):
 what gets registered, and the errors that name the key, the file or the value."""
+
 import os
 
 import numpy as np
@@ -29,8 +30,17 @@ def _folder(root, classes=("a", "b"), labels=(0, 1, 7)):
 def _cfg(root, *opts):
     cfg = get_cfg()
     add_gmmseg_config(cfg)
-    cfg.merge_from_list(["DATASETS.FOLDER.NAME", "unit_folder", "DATASETS.FOLDER.ROOT", str(root),
-                         "MODEL.SEM_SEG_HEAD.NUM_CLASSES", "0", *opts])
+    cfg.merge_from_list(
+        [
+            "DATASETS.FOLDER.NAME",
+            "unit_folder",
+            "DATASETS.FOLDER.ROOT",
+            str(root),
+            "MODEL.SEM_SEG_HEAD.NUM_CLASSES",
+            "0",
+            *opts,
+        ]
+    )
     return cfg
 
 
@@ -41,25 +51,36 @@ def test_registers_splits_with_evaluation_metadata_and_void_mapped_to_255(tmp_pa
     meta = MetadataCatalog.get("unit_folder_val")
     assert meta.stuff_classes == ["a", "b"] and meta.ignore_label == 255 and meta.evaluator_type == "sem_seg"
     (d,) = DatasetCatalog.get("unit_folder_train")
-    assert d["sem_seg_file_name"].endswith(os.path.join("train", "labels", "x.png")) and (d["height"], d["width"]) == (4, 6)
+    assert d["sem_seg_file_name"].endswith(os.path.join("train", "labels", "x.png")) and (d["height"], d["width"]) == (
+        4,
+        6,
+    )
     mapper = SemSegDatasetMapper(True, augmentations=[], image_format="RGB", num_classes=2)
     assert sorted(mapper(d)["sem_seg"].unique().tolist()) == [0, 1, 255]
 
 
 def test_class_names_from_the_config_and_explicit_count(tmp_path):
-    cfg = _cfg(_folder(tmp_path, classes=None, labels=(0, 1, 2)), "DATASETS.FOLDER.CLASSES", "('x', 'y', 'z')",
-               "MODEL.SEM_SEG_HEAD.NUM_CLASSES", "3")
+    cfg = _cfg(
+        _folder(tmp_path, classes=None, labels=(0, 1, 2)),
+        "DATASETS.FOLDER.CLASSES",
+        "('x', 'y', 'z')",
+        "MODEL.SEM_SEG_HEAD.NUM_CLASSES",
+        "3",
+    )
     setup_folder_dataset(cfg)
     assert MetadataCatalog.get("unit_folder_train").stuff_classes == ["x", "y", "z"]
 
 
-@pytest.mark.parametrize("opts, error, words", [
-    (["DATASETS.FOLDER.ROOT", ""], ValueError, ["DATASETS.FOLDER.ROOT is empty"]),
-    (["DATASETS.FOLDER.ROOT", "/nonexistent/mine"], FileNotFoundError, ["/nonexistent/mine", "not a folder"]),
-    (["MODEL.SEM_SEG_HEAD.NUM_CLASSES", "5"], ValueError, ["NUM_CLASSES is 5", "2 classes", "set it to 2"]),
-    (["DATASETS.FOLDER.IGNORE_LABEL", "1"], ValueError, ["IGNORE_LABEL 1", "'b'"]),
-    (["DATASETS.FOLDER.CLASSES", "('a', 'a')"], ValueError, ["not unique"]),
-])
+@pytest.mark.parametrize(
+    "opts, error, words",
+    [
+        (["DATASETS.FOLDER.ROOT", ""], ValueError, ["DATASETS.FOLDER.ROOT is empty"]),
+        (["DATASETS.FOLDER.ROOT", "/nonexistent/mine"], FileNotFoundError, ["/nonexistent/mine", "not a folder"]),
+        (["MODEL.SEM_SEG_HEAD.NUM_CLASSES", "5"], ValueError, ["NUM_CLASSES is 5", "2 classes", "set it to 2"]),
+        (["DATASETS.FOLDER.IGNORE_LABEL", "1"], ValueError, ["IGNORE_LABEL 1", "'b'"]),
+        (["DATASETS.FOLDER.CLASSES", "('a', 'a')"], ValueError, ["not unique"]),
+    ],
+)
 def test_configuration_errors_name_the_key_and_value(tmp_path, opts, error, words):
     cfg = _cfg(_folder(tmp_path), *opts)
     with pytest.raises(error) as e:

@@ -5,6 +5,7 @@ integers exactly only up to 256), also when the embeddings themselves are bfloat
 The expected ids are recomputed here from the same bfloat16 embeddings: class * M + the
 component the E-step (Sinkhorn, on the float32 likelihoods of those embeddings) picks.
 """
+
 import pytest
 import torch
 
@@ -15,8 +16,9 @@ K, M = 150, 5
 
 
 def _predictor():
-    return GMMPredictor(32, K, embed_dim=16, num_components=M, memory_size=8, pushes_per_step=2,
-                        push_rows="all", memory_init="empty").train()
+    return GMMPredictor(
+        32, K, embed_dim=16, num_components=M, memory_size=8, pushes_per_step=2, push_rows="all", memory_init="empty"
+    ).train()
 
 
 def _batch(n=2048, first_class=100):

@@ -1,5 +1,6 @@
 """Two CPU processes (GLOO) train a GMMPredictor on different data: the EM state must stay
 bitwise identical on both ranks, also when one rank's batch is entirely ignore pixels."""
+
 import hashlib
 import os
 
@@ -19,8 +20,9 @@ def _em_state_digest(p):
 
 def _worker(rank, result_dir):
     torch.manual_seed(0)  # same initial weights on both ranks
-    p = GMMPredictor(12, 4, embed_dim=8, num_components=3, memory_size=40, pushes_per_step=5,
-                     push_rows="all", memory_init="random")
+    p = GMMPredictor(
+        12, 4, embed_dim=8, num_components=3, memory_size=40, pushes_per_step=5, push_rows="all", memory_init="random"
+    )
     p.train()
     gen = torch.Generator().manual_seed(100 + rank)  # different data per rank
     digests = []

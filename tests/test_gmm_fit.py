@@ -9,6 +9,7 @@ stds set by hand, identity projection) on top of a decoder that returns a fixed 
 per image (stride 2, so 4 x 4 label maps). The embeddings are zero-mean unit vectors: fixed points
 of the predictor's LayerNorm + L2 normalisation, so the GMM scores exactly these vectors.
 """
+
 import math
 
 import numpy as np
@@ -36,8 +37,11 @@ STDS = [[(0.5, 0.5, 0.5), (1.0, 1.0, 1.0)], [(0.25, 0.5, 1.0), (2.0, 2.0, 2.0)]]
 def log_normal(x, mu, s):
     """The formula of the module docstring, in plain Python floats."""
     d = len(x)
-    return (-d / 2 * math.log(2 * math.pi) - sum(math.log(v) for v in s)
-            - 0.5 * sum(((a - b) / v) ** 2 for a, b, v in zip(x, mu, s)))
+    return (
+        -d / 2 * math.log(2 * math.pi)
+        - sum(math.log(v) for v in s)
+        - 0.5 * sum(((a - b) / v) ** 2 for a, b, v in zip(x, mu, s))
+    )
 
 
 def class_ll(x, c):
@@ -116,8 +120,16 @@ ANOMALY_MASK = [[1, 0], [255, 1]]
 def _known_loader():
     batches = []
     for i, (grid, labels, off) in enumerate(KNOWN):
-        batches.append([{"file_name": f"known{i}.png", "image": torch.zeros(3, 4, 4), "emb_map": _emb_map(grid),
-                         "sem_seg": _labels_4x4(labels, off)}])
+        batches.append(
+            [
+                {
+                    "file_name": f"known{i}.png",
+                    "image": torch.zeros(3, 4, 4),
+                    "emb_map": _emb_map(grid),
+                    "sem_seg": _labels_4x4(labels, off),
+                }
+            ]
+        )
     return batches
 
 
@@ -161,8 +173,16 @@ def test_anomaly_split_uses_the_batch_mask_on_the_grid():
     # the mask as the test loader puts it in the batch, at the 4 x 4 input size: each grid cell
     # (stride 2) is a 2 x 2 block of it
     mask = torch.from_numpy(np.kron(np.array(ANOMALY_MASK, dtype=np.int64), np.ones((2, 2), dtype=np.int64)))
-    anomaly_loader = [[{"file_name": "anomaly0.png", "image": torch.zeros(3, 4, 4), "anomaly_mask": mask,
-                        "emb_map": _emb_map(ANOMALY_GRID)}]]
+    anomaly_loader = [
+        [
+            {
+                "file_name": "anomaly0.png",
+                "image": torch.zeros(3, 4, 4),
+                "anomaly_mask": mask,
+                "emb_map": _emb_map(ANOMALY_GRID),
+            }
+        ]
+    ]
     out = heldout_log_likelihoods(_tiny_model(), _known_loader(), IGN, anomaly_loader)
     anomalous = [best_ll(ANOMALY_GRID[0][0]), best_ll(ANOMALY_GRID[1][1])]  # E1, E3
     known = [best_ll(ANOMALY_GRID[0][1])]  # E4; the void cell (E2) counts nowhere
@@ -183,15 +203,26 @@ def test_softmax_model_is_refused():
 def test_fit_curve_table_shows_the_numbers():
     exp_own, exp_best = _expected_known()
     rows = [
-        {"iteration": 0, "known_own_class_ll": -59.64, "known_best_class_ll": -59.57,
-         "anomaly_best_class_ll": -59.61, "mean_std": 1.0},
-        {"iteration": 100, "known_own_class_ll": exp_own, "known_best_class_ll": exp_best,
-         "anomaly_best_class_ll": 28.94, "mean_std": 0.14964},
+        {
+            "iteration": 0,
+            "known_own_class_ll": -59.64,
+            "known_best_class_ll": -59.57,
+            "anomaly_best_class_ll": -59.61,
+            "mean_std": 1.0,
+        },
+        {
+            "iteration": 100,
+            "known_own_class_ll": exp_own,
+            "known_best_class_ll": exp_best,
+            "anomaly_best_class_ll": 28.94,
+            "mean_std": 0.14964,
+        },
         {"iteration": 200, "known_own_class_ll": 35.75, "known_best_class_ll": 36.26, "mean_std": 0.1094},
     ]
     lines = fit_curve_table(rows).splitlines()
-    assert lines[0] == ("| iteration | known: log p(x|y) | known: max_c log p(x|c) | anomaly: max_c log p(x|c) "
-                        "| mean std |")
+    assert lines[0] == (
+        "| iteration | known: log p(x|y) | known: max_c log p(x|c) | anomaly: max_c log p(x|c) | mean std |"
+    )
     assert lines[1] == "|---|---|---|---|---|"
     assert lines[2] == "| 0 | -59.6 | -59.6 | -59.6 | 1.000 |"
     assert lines[3] == f"| 100 | {exp_own:.1f} | {exp_best:.1f} | 28.9 | 0.150 |"
@@ -211,14 +242,20 @@ def test_run_checkpoints_orders_periodic_checkpoints_and_drops_a_duplicate_final
     _fake_checkpoint(tmp_path / "model_final.pth", 199)  # the same iteration as model_0000199.pth
     (tmp_path / "model_notes.pth").write_bytes(b"")  # not a checkpoint name: ignored
     assert run_checkpoints(str(tmp_path)) == [
-        (0, None), (100, str(tmp_path / "model_0000099.pth")), (200, str(tmp_path / "model_0000199.pth"))]
+        (0, None),
+        (100, str(tmp_path / "model_0000099.pth")),
+        (200, str(tmp_path / "model_0000199.pth")),
+    ]
 
 
 def test_run_checkpoints_keeps_a_later_final(tmp_path):
     _fake_checkpoint(tmp_path / "model_0000099.pth", 99)
     _fake_checkpoint(tmp_path / "model_final.pth", 149)
     assert run_checkpoints(str(tmp_path)) == [
-        (0, None), (100, str(tmp_path / "model_0000099.pth")), (150, str(tmp_path / "model_final.pth"))]
+        (0, None),
+        (100, str(tmp_path / "model_0000099.pth")),
+        (150, str(tmp_path / "model_final.pth")),
+    ]
 
 
 def test_run_checkpoints_with_only_a_final_checkpoint_reports_its_iteration(tmp_path):
@@ -262,10 +299,18 @@ def test_fit_curve_evaluates_every_checkpoint_from_its_own_weights(tmp_path):
     cfg = get_cfg()
     add_gmmseg_config(cfg)
     cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE = IGN
-    rows = gmm_fit.fit_curve(cfg, str(tmp_path), "known_split", build_model=_FakeTrainer.build_model,
-                             build_test_loader=_FakeTrainer.build_test_loader)
+    rows = gmm_fit.fit_curve(
+        cfg,
+        str(tmp_path),
+        "known_split",
+        build_model=_FakeTrainer.build_model,
+        build_test_loader=_FakeTrainer.build_test_loader,
+    )
     assert [(r["iteration"], r["checkpoint"]) for r in rows] == [
-        (0, "(initialisation)"), (10, "model_0000009.pth"), (20, "model_0000019.pth")]
+        (0, "(initialisation)"),
+        (10, "model_0000009.pth"),
+        (20, "model_0000019.pth"),
+    ]
 
     def expected(scale_of_stds):
         own, best = [], []
@@ -275,8 +320,13 @@ def test_fit_curve_evaluates_every_checkpoint_from_its_own_weights(tmp_path):
                     if labels[i][j] == IGN:
                         continue
                     x, y = grid[i][j], labels[i][j]
-                    lls = [[log_normal(x, MEANS[c][m], [v * s for v, s in zip(STDS[c][m], scale_of_stds(c, m))])
-                            for m in range(2)] for c in range(2)]
+                    lls = [
+                        [
+                            log_normal(x, MEANS[c][m], [v * s for v, s in zip(STDS[c][m], scale_of_stds(c, m))])
+                            for m in range(2)
+                        ]
+                        for c in range(2)
+                    ]
                     own.append(max(lls[y]))
                     best.append(max(max(r) for r in lls))
         return sum(own) / len(own), sum(best) / len(best)

@@ -5,6 +5,7 @@ No GPU here: FakeTensorMode makes tensors that claim to be on "cuda" without all
 and raises, as CUDA does, when an operation mixes devices. The numbers are checked on the CPU
 against sums worked out by hand.
 """
+
 import pytest
 import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
@@ -13,8 +14,7 @@ from gmmseg.analysis.gmm_fit import anomaly_pixel_sums, known_pixel_sums
 
 IGN = 255
 # (h, w, K) = (2, 2, 3) class log-likelihoods
-LL = torch.tensor([[[-1.0, -2.0, -3.0], [-4.0, -0.5, -6.0]],
-                   [[-7.0, -8.0, -0.25], [-1.5, -9.0, -2.5]]])
+LL = torch.tensor([[[-1.0, -2.0, -3.0], [-4.0, -0.5, -6.0]], [[-7.0, -8.0, -0.25], [-1.5, -9.0, -2.5]]])
 
 
 def test_known_pixel_sums_by_hand():
@@ -36,8 +36,13 @@ def _fake_cuda_run(fn, labels):
     return out.device
 
 
-@pytest.mark.parametrize("fn, labels", [(lambda ll, y: known_pixel_sums(ll, y, IGN), torch.tensor([[1, 1], [IGN, 2]])),
-                                        (anomaly_pixel_sums, torch.tensor([[1, 0], [255, 1]]))])
+@pytest.mark.parametrize(
+    "fn, labels",
+    [
+        (lambda ll, y: known_pixel_sums(ll, y, IGN), torch.tensor([[1, 1], [IGN, 2]])),
+        (anomaly_pixel_sums, torch.tensor([[1, 0], [255, 1]])),
+    ],
+)
 def test_labels_on_the_cpu_with_log_likelihoods_on_cuda(fn, labels):
     assert _fake_cuda_run(fn, labels).type == "cuda"
 

@@ -1,6 +1,7 @@
 """No class left behind: the release's correct-only pushes can lock a class out of a GMM whose
 memory starts random, silently; PUSH_ROWS "correct_first" cannot; the coverage counters and the
 hook's warning show it (gmm/coverage.py, engine/em_hook.py)."""
+
 import math
 
 import pytest
@@ -21,9 +22,19 @@ V1 = math.cos(math.radians(15)) * V0 + math.sin(math.radians(15)) * U
 
 
 def _head(push_rows):
-    head = GMMPredictor(D, 2, embed_dim=D, num_components=1, memory_size=20, pushes_per_step=5,
-                        push_rows=push_rows, memory_init="random", mean_momentum=0.0, seed=3,
-                        projection=nn.Identity())
+    head = GMMPredictor(
+        D,
+        2,
+        embed_dim=D,
+        num_components=1,
+        memory_size=20,
+        pushes_per_step=5,
+        push_rows=push_rows,
+        memory_init="random",
+        mean_momentum=0.0,
+        seed=3,
+        projection=nn.Identity(),
+    )
     # the state after the first M-steps of a release run: both classes fitted to the random rows the
     # memory starts with; then class 0 learnt (its Gaussian on its pixels), class 1 not yet
     count, s1, s2 = head.memory.statistics()
@@ -96,7 +107,9 @@ def test_the_hook_warns_about_the_locked_out_class(caplog):
     _train(head)
     with caplog.at_level("WARNING", logger="gmmseg.engine.em_hook"):
         now = warn_locked_out([head], 29, class_names=["road", "bicyclist"])
-    assert "class 1 (bicyclist): (nearly) no real rows: 0 of its 20 memory rows are real (median class: 10)" in caplog.text
+    assert (
+        "class 1 (bicyclist): (nearly) no real rows: 0 of its 20 memory rows are real (median class: 10)" in caplog.text
+    )
     assert "class 1 (bicyclist): (nearly) never predicted: recall 0.00 % of 300" in caplog.text
     assert "class 0" not in caplog.text and "PUSH_ROWS 'correct_first'" in caplog.text
     # the next check looks at the pixels since this one: 5 more steps, 50 more labelled pixels
@@ -115,8 +128,12 @@ def test_the_hook_warns_about_the_locked_out_class(caplog):
 
 def test_class_coverage_by_hand():
     # K = 3, M = 2, rings of 10: class 0 pushed 30 + 4 rows (10 + 4 real), class 1 6 + 0, class 2 0
-    cov = class_coverage(torch.tensor([30, 4, 6, 0, 0, 0]),
-                         torch.tensor([[100, 50, 0], [90, 1, 0], [95, 2, 3]]), num_components=2, memory_size=10)
+    cov = class_coverage(
+        torch.tensor([30, 4, 6, 0, 0, 0]),
+        torch.tensor([[100, 50, 0], [90, 1, 0], [95, 2, 3]]),
+        num_components=2,
+        memory_size=10,
+    )
     assert cov.real_rows.tolist() == [14, 6, 0] and cov.capacity == 20
     # class 2 is not labelled: nothing said about it; class 1 has 6 real rows against a median of
     # 10 (over classes 0 and 1): enough; its recall 1 / 50 = 2 % is above 1 %
@@ -124,8 +141,9 @@ def test_class_coverage_by_hand():
     assert [c for c, _ in coverage_warnings(cov, min_share=0.5)] == []
     assert [c for c, _ in coverage_warnings(cov, min_share=0.7)] == [1]
     assert [c for c, _ in coverage_warnings(cov, min_recall=0.03)] == [1]
-    later = class_coverage(torch.tensor([30, 4, 6, 0, 0, 0]),
-                           torch.tensor([[200, 150, 0], [190, 1, 0], [195, 2, 103]]), 2, 10)
+    later = class_coverage(
+        torch.tensor([30, 4, 6, 0, 0, 0]), torch.tensor([[200, 150, 0], [190, 1, 0], [195, 2, 103]]), 2, 10
+    )
     window = later.since(cov)
     assert window.labelled.tolist() == [100, 100, 0] and window.correct.tolist() == [100, 0, 0]
     assert [c for c, _ in coverage_warnings(later, window)] == [1]  # 0 of its last 100 pixels right

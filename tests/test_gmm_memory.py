@@ -28,8 +28,8 @@ def test_running_statistics_equal_recomputation_exactly():
     count, s1, s2 = mem.statistics()
     bank = mem.bank.double()
     assert count.tolist() == [7.0] * 4
-    assert torch.allclose(s1, bank.sum(1), rtol=0, atol=7 * 2.0 ** -33)
-    assert torch.allclose(s2, bank.pow(2).sum(1), rtol=0, atol=7 * 2.0 ** -33)
+    assert torch.allclose(s1, bank.sum(1), rtol=0, atol=7 * 2.0**-33)
+    assert torch.allclose(s2, bank.pow(2).sum(1), rtol=0, atol=7 * 2.0**-33)
 
 
 def test_empty_init_counts_only_written_entries():

@@ -2,6 +2,7 @@
 index_add_ adds in whatever order its atomics come, so those sums must not depend on the order
 of the rows at all, bitwise (else ranks drift apart and the EM state check stops training).
 On the CPU a permutation of the rows stands for another order of addition."""
+
 import torch
 
 from gmmseg.gmm import GMMPredictor, segment_logsumexp, sinkhorn_assign
@@ -36,7 +37,7 @@ def test_group_sums_are_exact_and_order_free():
     groups = torch.tensor([2, 0, 2, 2])
     x = torch.tensor([[0.5, -1.0], [0.25, 0.0], [1.5, 2.0], [-0.125, 3.0]])
     count, s1, s2 = group_sums(groups, x, 3)
-    scale = 2.0 ** 32
+    scale = 2.0**32
     assert count.tolist() == [1, 0, 3]
     assert (s1.double() / scale).tolist() == [[0.25, 0.0], [0.0, 0.0], [1.875, 4.0]]
     assert (s2.double() / scale).tolist() == [[0.0625, 0.0], [0.0, 0.0], [2.515625, 14.0]]
@@ -49,8 +50,18 @@ def _em_loops_state(perm):
     """Means and stds after one em_update with em_loops = 3, the window's rows in order `perm` (a
     bank large enough to keep every row: what it holds does not depend on their order)."""
     torch.manual_seed(0)
-    p = GMMPredictor(8, 3, embed_dim=8, num_components=2, memory_size=1000, pushes_per_step=1000,
-                     push_rows="all", memory_init="empty", mean_momentum=0.5, em_loops=3).train()
+    p = GMMPredictor(
+        8,
+        3,
+        embed_dim=8,
+        num_components=2,
+        memory_size=1000,
+        pushes_per_step=1000,
+        push_rows="all",
+        memory_init="empty",
+        mean_momentum=0.5,
+        em_loops=3,
+    ).train()
     g = torch.Generator().manual_seed(3)
     x, y = torch.randn(600, 8, generator=g), torch.randint(0, 3, (600,), generator=g)
     p(x, y)

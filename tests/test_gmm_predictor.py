@@ -10,8 +10,15 @@ from gmmseg.gmm import GMMPredictor
 
 
 def _predictor(**kw):
-    args = dict(embed_dim=8, num_components=2, memory_size=50, pushes_per_step=20,
-                push_rows="all", memory_init="empty", mean_momentum=0.0)
+    args = dict(
+        embed_dim=8,
+        num_components=2,
+        memory_size=50,
+        pushes_per_step=20,
+        push_rows="all",
+        memory_init="empty",
+        mean_momentum=0.0,
+    )
     args.update(kw)
     return GMMPredictor(16, 3, **args)
 
@@ -32,12 +39,26 @@ def test_forward_shapes_and_outputs():
 def test_all_state_is_in_buffers():
     p = _predictor()
     state = p.state_dict()
-    for key in ["means", "stds", "memory.bank", "memory.ptr", "memory.filled", "memory.stat_sum",
-                "updates_per_component", "received_data", "num_em_updates"]:
+    for key in [
+        "means",
+        "stds",
+        "memory.bank",
+        "memory.ptr",
+        "memory.filled",
+        "memory.stat_sum",
+        "updates_per_component",
+        "received_data",
+        "num_em_updates",
+    ]:
         assert key in state, key
     assert {n for n, _ in p.named_parameters()} == {
-        "projection.weight", "projection.bias", "embed_norm.weight", "embed_norm.bias",
-        "class_norm.weight", "class_norm.bias"}
+        "projection.weight",
+        "projection.bias",
+        "embed_norm.weight",
+        "embed_norm.bias",
+        "class_norm.weight",
+        "class_norm.bias",
+    }
 
 
 def test_em_moves_means_to_the_data_of_their_class():
@@ -70,7 +91,9 @@ def test_only_correct_pixels_enter_memory():
     assert p.flush() == int(correct.sum())  # fewer than pushes_per_step per group: all kept
     e = p.embed(x).detach()
     stored = torch.cat([p.memory.newest(g, 50) for g in range(6)])
-    dist = torch.cdist(stored, e, compute_mode="donot_use_mm_for_euclid_dist")  # every stored row is the embedding of a correct pixel
+    dist = torch.cdist(
+        stored, e, compute_mode="donot_use_mm_for_euclid_dist"
+    )  # every stored row is the embedding of a correct pixel
     nearest = dist.argmin(1)
     assert torch.allclose(dist.min(1).values, torch.zeros(len(stored)), atol=1e-5)
     assert correct[nearest].all()
@@ -133,8 +156,15 @@ LOG_2PI = math.log(2 * math.pi)
 def _hand_predictor(num_classes=2, num_components=2, dim=4, **kw):
     """Identity projection: the embedding of x is L2(LayerNorm(x)); rows x with mean 0 and
     variance 1 (e.g. +-1 patterns) are kept up to a factor, so their embeddings are known."""
-    args = dict(embed_dim=dim, num_components=num_components, memory_size=50, push_rows="all",
-                memory_init="empty", mean_momentum=0.0, projection=torch.nn.Identity())
+    args = dict(
+        embed_dim=dim,
+        num_components=num_components,
+        memory_size=50,
+        push_rows="all",
+        memory_init="empty",
+        mean_momentum=0.0,
+        projection=torch.nn.Identity(),
+    )
     args.update(kw)
     return GMMPredictor(dim, num_classes, **args)
 
@@ -187,8 +217,15 @@ def test_aux_loss_target_is_class_times_m_plus_assigned_component():
 
 
 def test_release_m_step_updates_every_component_of_present_classes_only():
-    p = _hand_predictor(num_classes=3, num_components=2, memory_init="random", memory_size=400,
-                        mean_momentum=0.0, pushes_per_step=20, seed=3).train()
+    p = _hand_predictor(
+        num_classes=3,
+        num_components=2,
+        memory_init="random",
+        memory_size=400,
+        mean_momentum=0.0,
+        pushes_per_step=20,
+        seed=3,
+    ).train()
     x = torch.tensor([[1.0, -1.0, 1.0, -1.0]]).repeat(4, 1)
     p(x, torch.zeros(4, dtype=torch.long))  # only class 0 in the labels of this step
     p.flush()
@@ -210,8 +247,14 @@ def test_release_m_step_updates_every_component_of_present_classes_only():
     # class 1 (not in this step's labels) and class 2 (never seen): unchanged
     assert torch.equal(p.stds[1:], before[0][1:]) and torch.equal(p.means[1:], before[1][1:])
     # the received_rows rule leaves the never-fed component of class 0 alone
-    q = _hand_predictor(num_classes=3, num_components=2, memory_init="random", memory_size=400,
-                        update_components="received_rows", seed=3).train()
+    q = _hand_predictor(
+        num_classes=3,
+        num_components=2,
+        memory_init="random",
+        memory_size=400,
+        update_components="received_rows",
+        seed=3,
+    ).train()
     q(x, torch.zeros(4, dtype=torch.long))
     q.em_update()
     assert int((q.updates_per_component[:2] > 0).sum()) == 1
@@ -252,8 +295,7 @@ def test_received_rows_forgets_what_it_received_after_an_m_step():
     rows at F0 and its mean moves from E0 to (E0 + F0) / |E0 + F0|. Second step: only class 1
     receives rows; class 0's mean must stay (its bank still holds the F0 rows: updating it again
     would move it to normalise(0.5 * (E0 + F0) / sqrt(2) + 0.5 F0))."""
-    p = _hand_predictor(num_classes=2, num_components=1, mean_momentum=0.5,
-                        update_components="received_rows").train()
+    p = _hand_predictor(num_classes=2, num_components=1, mean_momentum=0.5, update_components="received_rows").train()
     with torch.no_grad():
         p.means[:, 0] = E0
     p((2 * F0).repeat(3, 1), torch.zeros(3, dtype=torch.long))

@@ -3,6 +3,7 @@ tools/refit_gmm.py), on small examples whose M-step is worked out here in plain 
 
     mean = sum of the rows / |sum of the rows|;  std_d = sqrt(mean over rows of (x_d - mean_d)^2 + floor)
 """
+
 import importlib.util
 import json
 import math
@@ -27,8 +28,11 @@ def hand_m_step(rows, floor):
 
 
 def log_normal(x, mu, s):
-    return (-len(x) / 2 * math.log(2 * math.pi) - sum(math.log(v) for v in s)
-            - 0.5 * sum(((a - b) / v) ** 2 for a, b, v in zip(x, mu, s)))
+    return (
+        -len(x) / 2 * math.log(2 * math.pi)
+        - sum(math.log(v) for v in s)
+        - 0.5 * sum(((a - b) / v) ** 2 for a, b, v in zip(x, mu, s))
+    )
 
 
 def _predictor(em="sinkhorn"):
@@ -133,8 +137,21 @@ def test_refit_tool_writes_a_checkpoint_that_loads(tmp_path, demo_datasets_root,
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
     out = tmp_path / "run" / "model_refit.pth"
-    info = tool.main(["--config-file", config, "--output", str(out), "--rounds", "2", "--pixels-per-image", "50",
-                      *opts, "MODEL.WEIGHTS", str(trained)])
+    info = tool.main(
+        [
+            "--config-file",
+            config,
+            "--output",
+            str(out),
+            "--rounds",
+            "2",
+            "--pixels-per-image",
+            "50",
+            *opts,
+            "MODEL.WEIGHTS",
+            str(trained),
+        ]
+    )
     assert len(info["own_class_ll"]) == 3 and info["dataset"] == cfg.DATASETS.TRAIN[0]
     assert json.loads((tmp_path / "run" / "model_refit.json").read_text())["rounds"] == 2
     # the folder's last_checkpoint still names the trained model (a --resume is unaffected)
@@ -152,4 +169,6 @@ def test_refit_tool_writes_a_checkpoint_that_loads(tmp_path, demo_datasets_root,
     with pytest.raises(SystemExit, match="would overwrite the trained model"):
         tool.main(["--config-file", config, "--output", str(trained), *opts, "MODEL.WEIGHTS", str(trained)])
     with pytest.raises(SystemExit, match="MODEL.WEIGHTS '.*missing.pth' is not a file"):
-        tool.main(["--config-file", config, "--output", str(out), *opts, "MODEL.WEIGHTS", str(tmp_path / "missing.pth")])
+        tool.main(
+            ["--config-file", config, "--output", str(out), *opts, "MODEL.WEIGHTS", str(tmp_path / "missing.pth")]
+        )

@@ -1,6 +1,7 @@
 """gmmseg.analysis.gmm_scores.gmm_score_candidates (benchmarks/gmm_score_study.py) on the
 hand-set GMM of test_gmm_fit (K = 2, M = 2, D = 3), every candidate from the formulas in plain
 Python: component log-likelihoods l_cm = log N(x; mu_cm, diag s_cm^2)."""
+
 import math
 
 import pytest
@@ -27,10 +28,12 @@ def test_every_candidate_matches_its_formula(x):
     expected = {
         "max_class_ll": -max(per_class),
         "marginal": -(top + math.log(sum(math.exp(v - top) for v in ll.values()))),
-        "mahalanobis": min(0.5 * sum(((a - b) / s) ** 2 for a, b, s in zip(x, MEANS[c][m], STDS[c][m]))
-                           for c, m in comps),
-        "cosine": -max(sum(a * b for a, b in zip(x, MEANS[c][m])) / math.sqrt(sum(b * b for b in MEANS[c][m]))
-                       for c, m in comps),
+        "mahalanobis": min(
+            0.5 * sum(((a - b) / s) ** 2 for a, b, s in zip(x, MEANS[c][m], STDS[c][m])) for c, m in comps
+        ),
+        "cosine": -max(
+            sum(a * b for a, b in zip(x, MEANS[c][m])) / math.sqrt(sum(b * b for b in MEANS[c][m])) for c, m in comps
+        ),
         "max_logit_ln": -max(_layer_norm(per_class)),
     }
     for name, value in expected.items():

@@ -9,6 +9,7 @@
   the replicated memory's (tests/_gmm_two_ranks.py, which tests/test_gpu.py runs with NCCL);
   that checkpoint loaded by 3 ranks (and by 1) gives bitwise the same M-step as the 2-rank run.
 """
+
 import os
 
 import pytest
@@ -33,8 +34,9 @@ def _pushes(steps=12, seed=0):
 @pytest.mark.parametrize("w", [1, 2, 3, 9])  # 9 > capacity 7: two shards hold no slot at all
 def test_shards_hold_the_replicated_rows_and_statistics(init, dtype, w):
     ref = FeatureMemory(G, L, D, init=init, dtype=dtype, seed=3)
-    shards = [ShardedFeatureMemory(G, L, D, init=init, dtype=dtype, seed=3, shard_rank=r, num_shards=w)
-              for r in range(w)]
+    shards = [
+        ShardedFeatureMemory(G, L, D, init=init, dtype=dtype, seed=3, shard_rank=r, num_shards=w) for r in range(w)
+    ]
     assert all(s.bank.shape == (G, -(-L // w), D) for s in shards)  # bank / W per rank
     for groups, x in _pushes():
         ref.push(groups, x)
@@ -44,7 +46,7 @@ def test_shards_hold_the_replicated_rows_and_statistics(init, dtype, w):
             assert torch.equal(s.ptr, ref.ptr) and torch.equal(s.filled, ref.filled)
             held = s.held_slots()
             assert held.tolist() == list(range(s.shard_rank, L, w))
-            assert torch.equal(s.bank[:, :held.numel()], ref.bank[:, held])
+            assert torch.equal(s.bank[:, : held.numel()], ref.bank[:, held])
             for running, exact in zip(s.local_statistics(), s.statistics_from_bank()):
                 assert torch.equal(running, exact)
         for total, whole in zip(zip(*[s.local_statistics() for s in shards]), ref.local_statistics()):
@@ -61,7 +63,7 @@ def test_full_state_loads_into_any_number_of_shards():
         shards = [ShardedFeatureMemory(G, L, D, init="empty", shard_rank=r, num_shards=w) for r in range(w)]
         for s in shards:
             s.load_state_dict(state)
-            assert torch.equal(s.bank[:, :s.held_slots().numel()], ref.bank[:, s.held_slots()])
+            assert torch.equal(s.bank[:, : s.held_slots().numel()], ref.bank[:, s.held_slots()])
         for total, whole in zip(zip(*[s.local_statistics() for s in shards]), ref.local_statistics()):
             assert torch.equal(sum(total), whole)
     # and back: a replicated memory loads the state (statistics recomputed: the same, exactly)

@@ -6,6 +6,7 @@ in gpu_check.py's docstring; besides them: gmm_fit's held-out likelihoods with t
 device, the speed rows' memory figures, and a 2-process NCCL run of the GMM's push, M-step and
 checkpoint gather (tests/_gmm_two_ranks.py, run with GLOO by tests/test_gmm_sharded_memory.py).
 """
+
 import os
 import sys
 
@@ -62,8 +63,16 @@ def test_gmm_fit_on_the_device_matches_the_formula():
     for batch in known:
         batch[0]["emb_map"] = batch[0]["emb_map"].to(DEVICE)
     mask = torch.from_numpy(np.kron(np.array(fit.ANOMALY_MASK, dtype=np.int64), np.ones((2, 2), dtype=np.int64)))
-    anomaly = [[{"file_name": "anomaly0.png", "image": torch.zeros(3, 4, 4), "anomaly_mask": mask,
-                 "emb_map": fit._emb_map(fit.ANOMALY_GRID).to(DEVICE)}]]
+    anomaly = [
+        [
+            {
+                "file_name": "anomaly0.png",
+                "image": torch.zeros(3, 4, 4),
+                "anomaly_mask": mask,
+                "emb_map": fit._emb_map(fit.ANOMALY_GRID).to(DEVICE),
+            }
+        ]
+    ]
     out = fit.heldout_log_likelihoods(model, known, fit.IGN, anomaly)
     exp_own, exp_best = fit._expected_known()
     assert out["known_own_class_ll"] == pytest.approx(exp_own, rel=1e-5)

@@ -1,6 +1,7 @@
 """The CPU-side logic of benchmarks/gpu_check.py's speed and CamVid stages (no GPU needed): the
 iteration estimate, the skip lines for missing data or weights, the evaluation subset, and the
 row texts."""
+
 import os
 import sys
 
@@ -16,12 +17,15 @@ from model_timing import Measurement  # noqa: E402
 sys.path.pop(0)
 
 
-@pytest.mark.parametrize("seconds, s_per_iter, max_iter, expected", [
-    (100.0, 0.3, 2000, 333),  # 100 // 0.3
-    (1000.0, 0.3, 2000, 2000),  # capped at the recipe
-    (0.29, 0.3, 2000, 0),
-    (-50.0, 0.3, 2000, 0),  # the reserves took more than the share
-])
+@pytest.mark.parametrize(
+    "seconds, s_per_iter, max_iter, expected",
+    [
+        (100.0, 0.3, 2000, 333),  # 100 // 0.3
+        (1000.0, 0.3, 2000, 2000),  # capped at the recipe
+        (0.29, 0.3, 2000, 0),
+        (-50.0, 0.3, 2000, 0),  # the reserves took more than the share
+    ],
+)
 def test_iterations_that_fit(seconds, s_per_iter, max_iter, expected):
     assert gpu_camvid.iterations_that_fit(seconds, s_per_iter, max_iter) == expected
 
@@ -65,9 +69,11 @@ def test_camvid_stage_without_data_is_one_skip_row(tmp_path, monkeypatch, capsys
     assert gpu_check.main(["--device", "cpu", "--only", "camvid"]) == 0
     out = capsys.readouterr().out
     rows = [line for line in out.splitlines() if line.startswith("| camvid")]
-    assert rows == [f"| camvid | SKIP | 0.0 | no CamVid: {tmp_path}/camvid/train/images is missing or empty (looked "
-                    f"for {tmp_path}/camvid/{{train,val}}/{{images,labels}}; set DETECTRON2_DATASETS to the folder "
-                    "holding camvid/, tools/prepare_camvid.py makes it) |"]
+    assert rows == [
+        f"| camvid | SKIP | 0.0 | no CamVid: {tmp_path}/camvid/train/images is missing or empty (looked "
+        f"for {tmp_path}/camvid/{{train,val}}/{{images,labels}}; set DETECTRON2_DATASETS to the folder "
+        "holding camvid/, tools/prepare_camvid.py makes it) |"
+    ]
 
 
 def test_camvid_stage_without_time_is_skipped(tmp_path, monkeypatch):
@@ -94,20 +100,29 @@ def test_first_images_dataset_keeps_the_metadata():
 
 
 def test_summarize_lists_miou_and_every_anomaly_score():
-    results = {"sem_seg": {"mIoU": 71.234, "fwIoU": 80.0},
-               "anomaly": {"likelihood_AUROC": 93.06, "likelihood_AP": 40.0, "likelihood_FPR95": 30.24, "likelihood_sIoU": 5.0,
-                           "msp_AUROC": 80.0, "msp_FPR95": 61.0}}
+    results = {
+        "sem_seg": {"mIoU": 71.234, "fwIoU": 80.0},
+        "anomaly": {
+            "likelihood_AUROC": 93.06,
+            "likelihood_AP": 40.0,
+            "likelihood_FPR95": 30.24,
+            "likelihood_sIoU": 5.0,
+            "msp_AUROC": 80.0,
+            "msp_FPR95": 61.0,
+        },
+    }
     assert gpu_camvid.summarize(results) == "mIoU 71.2; AUROC / FPR95: likelihood 93.1 / 30.2, msp 80.0 / 61.0"
     assert gpu_camvid.summarize({"sem_seg": {"mIoU": 50.0}}) == "mIoU 50.0; AUROC / FPR95: no anomaly scores reported"
 
 
 def test_speed_row_text():
-    gmm = Measurement(0.110, 0.0205, 778 * 2 ** 20, 1000 * 2 ** 20, 9000 * 2 ** 20)
-    twin = Measurement(0.100, 0.0200, 0, 200 * 2 ** 20, 8800 * 2 ** 20)
+    gmm = Measurement(0.110, 0.0205, 778 * 2**20, 1000 * 2**20, 9000 * 2**20)
+    twin = Measurement(0.100, 0.0200, 0, 200 * 2**20, 8800 * 2**20)
     assert gpu_speed.describe(gmm, twin) == (
         "train 110.0 vs twin 100.0 ms (1.100x); inference 20.5 vs 20.0 ms (1.025x); bank 778.0 MB; "
-        "GPU memory: model 1000 vs 200 MB, step peak 9000 vs 8800 MB")
-    cpu = Measurement(0.2, 0.1, 2 ** 20, None, None)
+        "GPU memory: model 1000 vs 200 MB, step peak 9000 vs 8800 MB"
+    )
+    cpu = Measurement(0.2, 0.1, 2**20, None, None)
     assert gpu_speed.describe(cpu, cpu).endswith("bank 1.0 MB")
 
 
@@ -157,8 +172,12 @@ def test_a_crashing_or_hanging_stage_costs_one_fail_row(tmp_path):
     hang = [sys.executable, "-c", "import time; time.sleep(30)"]
     gpu_check.run_stage_process("camvid", hang, results, 1)
     # a stage that records its own row and exits 0 adds nothing
-    ok = [sys.executable, "-c", f"import sys; sys.path.insert(0, {os.path.join(ROOT, 'benchmarks')!r}); "
-          f"import gpu_check; gpu_check.Results({str(tmp_path)!r}).add(('nccl', 'PASS', '0.1', 'fine'))"]
+    ok = [
+        sys.executable,
+        "-c",
+        f"import sys; sys.path.insert(0, {os.path.join(ROOT, 'benchmarks')!r}); "
+        f"import gpu_check; gpu_check.Results({str(tmp_path)!r}).add(('nccl', 'PASS', '0.1', 'fine'))",
+    ]
     assert gpu_check.run_stage_process("nccl", ok, results, 60) == 0
     rows = results.rows()
     assert [(r[0], r[1]) for r in rows] == [("speed", "FAIL"), ("camvid", "FAIL"), ("nccl", "PASS")]
@@ -172,8 +191,16 @@ def test_a_skipped_fp16_step_is_a_skip_not_a_pass_or_a_fail(monkeypatch):
 
     def fake_step(model, device, precision, repeats=0, batch=None):
         skipped = precision == torch.float16
-        return {"loss": 1.0, "update": torch.zeros(3) if skipped else torch.ones(3), "means": torch.zeros(2),
-                "stds": torch.ones(2), "rows": torch.ones(1, 2), "skipped": skipped, "scale": 32768.0, "ms": 1.0}
+        return {
+            "loss": 1.0,
+            "update": torch.zeros(3) if skipped else torch.ones(3),
+            "means": torch.zeros(2),
+            "stds": torch.ones(2),
+            "rows": torch.ones(1, 2),
+            "skipped": skipped,
+            "scale": 32768.0,
+            "ms": 1.0,
+        }
 
     monkeypatch.setattr(gpu_check, "_step", fake_step)
     monkeypatch.setattr(gpu_check, "_demo_cfg", lambda device: None)

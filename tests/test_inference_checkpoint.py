@@ -8,6 +8,7 @@
 - tools/strip_checkpoint.py writes a copy without the memory, the optimizer and the resume state,
   which the inference model loads with the same means, stds and weights.
 """
+
 import os
 
 import torch
@@ -61,8 +62,10 @@ def _measure_loading(path, out):
     from gmmseg.gmm import InferenceMemory
 
     model = Trainer.build_model(inference_config(_cfg()))
-    result = {"inference_memory": isinstance(model.sem_seg_head.predictor.memory, InferenceMemory),
-              "memory_buffers": [n for n, _ in model.named_buffers() if ".memory." in n]}
+    result = {
+        "inference_memory": isinstance(model.sem_seg_head.predictor.memory, InferenceMemory),
+        "memory_buffers": [n for n, _ in model.named_buffers() if ".memory." in n],
+    }
     before = _rss_bytes()
     GMMSegCheckpointer(model).load(path)
     result["grown"] = _rss_bytes() - before
@@ -90,8 +93,10 @@ def test_inference_model_neither_allocates_nor_reads_the_bank(tmp_path):
     assert r["inference_memory"] and not r["memory_buffers"] and r["same_means"]
     # the weights' pages are read (and stay mapped); of the bank's, none
     rest = os.path.getsize(path) - bank_bytes
-    assert r["grown"] < rest + bank_bytes / 4, f"loading for inference grew the process by {r['grown'] / 1e6:.0f} MB " \
-                                               f"(weights and the rest: {rest / 1e6:.0f} MB)"
+    assert r["grown"] < rest + bank_bytes / 4, (
+        f"loading for inference grew the process by {r['grown'] / 1e6:.0f} MB "
+        f"(weights and the rest: {rest / 1e6:.0f} MB)"
+    )
     assert r["control_grown"] > bank_bytes * 0.8
 
 
@@ -111,8 +116,9 @@ def test_strip_checkpoint_keeps_what_inference_needs(tmp_path, capsys):
     assert f"-> {out}" in capsys.readouterr().out
     stripped = torch.load(out, weights_only=True)
     assert set(stripped) == {"model", "iteration"} and stripped["iteration"] == 41
-    assert sorted(r["dropped"]) == sorted(f"sem_seg_head.predictor.memory.{n}" for n in
-                                          ("bank", "ptr", "filled", "stat_count", "stat_sum", "stat_sumsq"))
+    assert sorted(r["dropped"]) == sorted(
+        f"sem_seg_head.predictor.memory.{n}" for n in ("bank", "ptr", "filled", "stat_count", "stat_sum", "stat_sumsq")
+    )
     assert not any(".memory." in k for k in stripped["model"])
     assert r["src_bytes"] - r["dst_bytes"] >= BANK[0] * BANK[1] * BANK[2] * 4
     full = torch.load(path, weights_only=True, mmap=True)["model"]

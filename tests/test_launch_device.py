@@ -2,6 +2,7 @@
 GPU: a CPU config gets GLOO and never touches CUDA; a CUDA config that cannot get its GPUs stops
 before spawning, naming MODEL.DEVICE and the counts. "A GPU host" is simulated by patching
 torch.cuda (this machine has none)."""
+
 import pytest
 import torch
 import torch.distributed as dist
@@ -38,8 +39,17 @@ def test_cpu_config_on_a_gpu_host_joins_a_gloo_group_without_touching_cuda(gpu_h
     launch_mod.check_device("cpu", 2)  # more processes than GPUs is fine on the CPU
     seen = []
     # what each spawned process of `--num-gpus N` runs, here as the only rank of a group of 1
-    launch_mod._spawned_worker(0, lambda: seen.append(dist.get_backend()), (), launch_mod.backend_for_device("cpu"),
-                               f"tcp://127.0.0.1:{free_port()}", 1, 1, 0, launch_mod.DEFAULT_TIMEOUT)
+    launch_mod._spawned_worker(
+        0,
+        lambda: seen.append(dist.get_backend()),
+        (),
+        launch_mod.backend_for_device("cpu"),
+        f"tcp://127.0.0.1:{free_port()}",
+        1,
+        1,
+        0,
+        launch_mod.DEFAULT_TIMEOUT,
+    )
     assert seen == ["gloo"]
     assert not dist.is_initialized()  # the worker leaves no group behind
 

@@ -9,6 +9,7 @@ not start with `sem_seg_head.predictor` to `sem_seg_head.pixel_decoder.*` (the l
 version-1 checkpoints). The project's head must therefore save version 2. The rule is written
 below from that description (`official_head_rule`), not copied.
 """
+
 import copy
 import os
 from collections import OrderedDict
@@ -39,7 +40,7 @@ def official_head_rule(state_dict, local_metadata, prefix=HEAD + "."):
     if version is None or version < 2:
         for k in list(state_dict.keys()):
             if k.startswith(prefix) and not k.startswith(prefix + "predictor"):
-                new = prefix + "pixel_decoder." + k[len(prefix):]
+                new = prefix + "pixel_decoder." + k[len(prefix) :]
                 state_dict[new] = state_dict.pop(k)
                 renamed[k] = new
     return renamed
@@ -115,8 +116,10 @@ def test_round_trip_into_an_official_head_gives_identical_tensors_and_outputs(ex
 
     # (a) the file's state dict, the rule applied as a dict operation, strict load
     fresh = _model(variant, seed=1)
-    assert not torch.equal(fresh.state_dict()[HEAD + ".pixel_decoder.mask_features.weight"],
-                           ref_state[HEAD + ".pixel_decoder.mask_features.weight"])
+    assert not torch.equal(
+        fresh.state_dict()[HEAD + ".pixel_decoder.mask_features.weight"],
+        ref_state[HEAD + ".pixel_decoder.mask_features.weight"],
+    )
     state = torch.load(path, map_location="cpu", weights_only=True)["model"]
     official_head_rule(state, state._metadata[HEAD])
     result = fresh.load_state_dict(state, strict=True)
@@ -162,8 +165,9 @@ def test_the_rule_corrupts_a_version_1_export(exported, metadata):
     decoder_keys = [k for k in state if k.startswith(HEAD + ".pixel_decoder.")]
     renamed = official_head_rule(copy.copy(state), getattr(state, "_metadata", {}).get(HEAD))
     assert set(renamed) == set(decoder_keys) and decoder_keys
-    assert all(v == HEAD + ".pixel_decoder.pixel_decoder." + k[len(HEAD + ".pixel_decoder."):]
-               for k, v in renamed.items())
+    assert all(
+        v == HEAD + ".pixel_decoder.pixel_decoder." + k[len(HEAD + ".pixel_decoder.") :] for k, v in renamed.items()
+    )
 
     fresh = _model(variant, seed=1)
     log = _as_official_head(fresh)
@@ -175,5 +179,6 @@ def test_the_rule_corrupts_a_version_1_export(exported, metadata):
     fresh.load_state_dict(state, strict=False)
     loaded = [k for k in decoder_keys if state[k].is_floating_point() and torch.equal(fresh.state_dict()[k], state[k])]
     assert not loaded, f"pixel-decoder tensors that a version-1 file should have left at their initial values: {loaded}"
-    assert torch.equal(fresh.state_dict()[HEAD + ".predictor.query_feat.weight"],
-                       state[HEAD + ".predictor.query_feat.weight"])  # the predictor still loads
+    assert torch.equal(
+        fresh.state_dict()[HEAD + ".predictor.query_feat.weight"], state[HEAD + ".predictor.query_feat.weight"]
+    )  # the predictor still loads

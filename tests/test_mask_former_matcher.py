@@ -1,4 +1,5 @@
 """Hungarian matcher (vs brute force) and the set criterion of Mask2Former."""
+
 import itertools
 
 import pytest
@@ -50,10 +51,12 @@ def test_matcher_equals_brute_force(seed, q, t):
     assert len(set(rows.tolist())) == len(rows) and len(set(cols.tolist())) == len(cols)
     if t == 0:
         return
-    cost = _reference_cost(outputs["pred_logits"][0], outputs["pred_masks"][0], targets[0]["labels"],
-                           targets[0]["masks"])
-    dense = matcher.cost_matrix(outputs["pred_logits"][0], outputs["pred_masks"][0], targets[0]["labels"],
-                                targets[0]["masks"])
+    cost = _reference_cost(
+        outputs["pred_logits"][0], outputs["pred_masks"][0], targets[0]["labels"], targets[0]["masks"]
+    )
+    dense = matcher.cost_matrix(
+        outputs["pred_logits"][0], outputs["pred_masks"][0], targets[0]["labels"], targets[0]["masks"]
+    )
     assert torch.allclose(dense.double(), cost, atol=1e-4)
     total = float(cost[rows, cols].sum())
     assert total == pytest.approx(_brute_force(cost), abs=1e-4)
@@ -96,13 +99,19 @@ def _criterion(k=4, deep=True):
 def test_criterion_losses_finite_with_deep_supervision_and_empty_images():
     g = torch.Generator().manual_seed(0)
     b, q, k = 2, 5, 4
+
     def pred():
-        return {"pred_logits": torch.randn(b, q, k + 1, generator=g).requires_grad_(),
-                "pred_masks": torch.randn(b, q, 8, 8, generator=g).requires_grad_()}
+        return {
+            "pred_logits": torch.randn(b, q, k + 1, generator=g).requires_grad_(),
+            "pred_masks": torch.randn(b, q, 8, 8, generator=g).requires_grad_(),
+        }
+
     outputs = pred()
     outputs["aux_outputs"] = [pred(), pred()]
-    targets = [{"labels": torch.tensor([1, 3]), "masks": torch.rand(2, 32, 32, generator=g) > 0.5},
-               {"labels": torch.zeros(0, dtype=torch.long), "masks": torch.zeros(0, 32, 32, dtype=torch.bool)}]
+    targets = [
+        {"labels": torch.tensor([1, 3]), "masks": torch.rand(2, 32, 32, generator=g) > 0.5},
+        {"labels": torch.zeros(0, dtype=torch.long), "masks": torch.zeros(0, 32, 32, dtype=torch.bool)},
+    ]
     crit = _criterion(k)
     losses, indices = crit(outputs, targets)
     assert set(losses) == {f"loss_{n}{s}" for n in ("ce", "mask", "dice") for s in ("", "_0", "_1")}
@@ -126,5 +135,10 @@ def test_no_object_weight_in_class_loss():
     assert crit.empty_weight.tolist() == pytest.approx([1.0, 1.0, 0.1])
     # all queries unmatched and predicting "no object" perfectly: ~zero class loss
     logits = torch.tensor([[[-9.0, -9.0, 9.0]] * 3])
-    out = crit.loss_labels({"pred_logits": logits}, [{"labels": torch.zeros(0, dtype=torch.long)}], [(torch.zeros(0, dtype=torch.long),) * 2], 1.0)
+    out = crit.loss_labels(
+        {"pred_logits": logits},
+        [{"labels": torch.zeros(0, dtype=torch.long)}],
+        [(torch.zeros(0, dtype=torch.long),) * 2],
+        1.0,
+    )
     assert float(out["loss_ce"]) < 1e-6

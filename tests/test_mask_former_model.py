@@ -32,7 +32,9 @@ def test_forward_backward_losses_finite(predictor):
     head = model.sem_seg_head
     grads = {
         "backbone": model.backbone.res2[0].conv1.weight.grad,
-        "pixel decoder attention": head.pixel_decoder.transformer.encoder.layers[0].self_attn.sampling_offsets.weight.grad,
+        "pixel decoder attention": head.pixel_decoder.transformer.encoder.layers[
+            0
+        ].self_attn.sampling_offsets.weight.grad,
         "pixel decoder fpn": head.pixel_decoder.adapter_1.weight.grad,
         "queries": head.predictor.query_feat.weight.grad,
         "cross attention": head.predictor.transformer_cross_attention_layers[1].multihead_attn.in_proj_weight.grad,
@@ -74,7 +76,7 @@ def test_em_state_changes_after_training_step_and_hook():
     assert not torch.allclose(gmm.means, means) and not torch.allclose(gmm.stds, stds)
     # unmatched queries are "no object" (class K): its components received data too
     k, m = NUM_CLASSES, gmm.num_components
-    assert int(gmm.memory.filled[k * m: (k + 1) * m].sum()) > 0
+    assert int(gmm.memory.filled[k * m : (k + 1) * m].sum()) > 0
     assert int(gmm.updates_per_component.view(k + 1, m)[k].sum()) > 0
 
 
@@ -161,8 +163,10 @@ def test_official_checkpoint_names_load_into_softmax_variant():
     model = _model("softmax")
     mine = model.state_dict()
     # the official layout: the linear class head directly under class_embed
-    official = {k.replace("class_embed.linear.", "class_embed."): v.clone() + 1.0 if v.is_floating_point() else v
-                for k, v in mine.items()}
+    official = {
+        k.replace("class_embed.linear.", "class_embed."): v.clone() + 1.0 if v.is_floating_point() else v
+        for k, v in mine.items()
+    }
     for key in [
         "criterion.empty_weight",
         "sem_seg_head.predictor.class_embed.weight",

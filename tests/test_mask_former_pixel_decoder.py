@@ -1,4 +1,5 @@
 """Multi-scale deformable attention in PyTorch (vs a naive bilinear loop), the pixel decoder's shapes."""
+
 import math
 
 import torch
@@ -37,11 +38,11 @@ def test_ms_deform_attn_sample_equals_naive_loop():
             for hi in range(nh):
                 ref = torch.zeros(dh, dtype=torch.float64)
                 for li, (h, w) in enumerate(shapes):
-                    img = value[bi, starts[li]: starts[li] + h * w, hi].T.reshape(dh, h, w)
+                    img = value[bi, starts[li] : starts[li] + h * w, hi].T.reshape(dh, h, w)
                     for pi in range(npts):
                         x, y = loc[bi, qi, hi, li, pi].tolist()
                         ref += float(attn[bi, qi, hi, li, pi]) * _bilinear_zero_pad(img, x, y)
-                assert torch.allclose(out[bi, qi, hi * dh: (hi + 1) * dh].double(), ref, atol=1e-5)
+                assert torch.allclose(out[bi, qi, hi * dh : (hi + 1) * dh].double(), ref, atol=1e-5)
 
 
 def test_ms_deform_attn_initial_pattern_and_gradients():
@@ -70,12 +71,24 @@ def test_position_embedding():
 
 
 def test_pixel_decoder_shapes():
-    shapes = {"res2": ShapeSpec(channels=8, stride=4), "res3": ShapeSpec(channels=16, stride=8),
-              "res4": ShapeSpec(channels=24, stride=16), "res5": ShapeSpec(channels=32, stride=32)}
+    shapes = {
+        "res2": ShapeSpec(channels=8, stride=4),
+        "res3": ShapeSpec(channels=16, stride=8),
+        "res4": ShapeSpec(channels=24, stride=16),
+        "res5": ShapeSpec(channels=32, stride=32),
+    }
     dec = MSDeformAttnPixelDecoder(
-        shapes, transformer_dropout=0.0, transformer_nheads=4, transformer_dim_feedforward=32,
-        transformer_enc_layers=1, conv_dim=32, mask_dim=16, norm="GN",
-        transformer_in_features=["res3", "res4", "res5"], common_stride=4)
+        shapes,
+        transformer_dropout=0.0,
+        transformer_nheads=4,
+        transformer_dim_feedforward=32,
+        transformer_enc_layers=1,
+        conv_dim=32,
+        mask_dim=16,
+        norm="GN",
+        transformer_in_features=["res3", "res4", "res5"],
+        common_stride=4,
+    )
     feats = {k: torch.randn(2, v.channels, 64 // v.stride, 96 // v.stride) for k, v in shapes.items()}
     mask_features, encoder_out, multi_scale = dec.forward_features(feats)
     assert mask_features.shape == (2, 16, 16, 24)

@@ -2,6 +2,7 @@
 (meta_arch.py), its fit (gmmseg/evaluation/temperature.py) and the command line
 (tools/fit_temperature.py), on hand-computed examples, synthetic data drawn at a known temperature
 and the demo Mask2Former (untrained: the command, not the numbers, is tested)."""
+
 import importlib.util
 import json
 import math
@@ -45,8 +46,10 @@ LN = math.log
 HAND_LOGITS = torch.tensor([[LN(4), 0.0, 0.0], [0.0, LN(2), LN(2)]])
 HAND_MASK_LOGITS = torch.tensor([[[50.0, 0.0, -LN(3)]], [[-50.0, 0.0, 50.0]]])  # (Q, H = 1, W = 3)
 HAND_LOG_LIK = torch.tensor([[-1.0, -3.0, 7.0], [-6.0, -4.0, 9.0]])
-HAND_SEMANTIC = {0.5: [[8 / 9, 1 / 2, 1 / 3], [1 / 18, 1 / 4, 11 / 24]],
-                 1.0: [[2 / 3, 13 / 30, 11 / 30], [1 / 6, 17 / 60, 53 / 120]]}
+HAND_SEMANTIC = {
+    0.5: [[8 / 9, 1 / 2, 1 / 3], [1 / 18, 1 / 4, 11 / 24]],
+    1.0: [[2 / 3, 13 / 30, 11 / 30], [1 / 6, 17 / 60, 53 / 120]],
+}
 HAND_ANOMALY = [1.0, 97 / 43, 313 / 97]  # whatever the temperature
 
 
@@ -63,10 +66,14 @@ def test_tempered_scores_and_untempered_anomaly_by_hand(temperature):
 
 
 def test_default_temperature_is_the_untempered_computation():
-    assert torch.equal(semantic_inference(HAND_LOGITS, HAND_MASK_LOGITS),
-                       semantic_inference(HAND_LOGITS, HAND_MASK_LOGITS, temperature=1.0))
-    assert torch.equal(_contract(HAND_LOGITS, HAND_MASK_LOGITS.sigmoid(), HAND_LOG_LIK),
-                       _contract(HAND_LOGITS, HAND_MASK_LOGITS.sigmoid(), HAND_LOG_LIK, temperature=1.0))
+    assert torch.equal(
+        semantic_inference(HAND_LOGITS, HAND_MASK_LOGITS),
+        semantic_inference(HAND_LOGITS, HAND_MASK_LOGITS, temperature=1.0),
+    )
+    assert torch.equal(
+        _contract(HAND_LOGITS, HAND_MASK_LOGITS.sigmoid(), HAND_LOG_LIK),
+        _contract(HAND_LOGITS, HAND_MASK_LOGITS.sigmoid(), HAND_LOG_LIK, temperature=1.0),
+    )
 
 
 # ----------------------------------------------------------------------------- (b) the model
@@ -103,8 +110,9 @@ def _untempered_reference(model, inputs):
         weights = torch.cat([prob[:, :-1], (best * objectness)[:, None], objectness[:, None]], dim=1)
         scores = torch.einsum("qc,qhw->chw", weights, masks[i].float().sigmoid())
         scores = sem_seg_postprocess(scores, size, x.get("height", size[0]), x.get("width", size[1]))
-        refs.append({"sem_seg": scores[:-2].clamp_min(1e-8).log(),
-                     "anomaly_score": -scores[-2] / scores[-1].clamp_min(1e-12)})
+        refs.append(
+            {"sem_seg": scores[:-2].clamp_min(1e-8).log(), "anomaly_score": -scores[-2] / scores[-1].clamp_min(1e-12)}
+        )
     return refs
 
 
@@ -140,8 +148,9 @@ def test_query_predictions_give_inference_scores_at_any_temperature(before_infer
             for part, out in zip(parts, outputs):
                 q, h, w = part["mask_probs"].shape
                 assert (h, w) == out["sem_seg"].shape[1:]
-                log_probs = pixel_class_log_probs(part["query_logits"][None].double(),
-                                                  part["mask_probs"].reshape(1, q, -1).double(), temperature)
+                log_probs = pixel_class_log_probs(
+                    part["query_logits"][None].double(), part["mask_probs"].reshape(1, q, -1).double(), temperature
+                )
                 expected = out["sem_seg"].double().log_softmax(0).reshape(NUM_CLASSES, -1).T
                 torch.testing.assert_close(log_probs[0], expected, rtol=0, atol=1e-4)
     model.train()
@@ -253,8 +262,10 @@ def tool_setup(tmp_path_factory):
     sizes = {"train": 4, "val": 1, "anomaly": 1}
     DatasetCatalog.register(DATASET, lambda: load_demo_split("train", root, sizes=sizes))
     MetadataCatalog.get(DATASET).set(stuff_classes=list(DEMO_CLASSES), ignore_label=255)
-    DatasetCatalog.register(UNLABELLED, lambda: [{k: v for k, v in d.items() if k != "sem_seg_file_name"}
-                                                 for d in DatasetCatalog.get(DATASET)])
+    DatasetCatalog.register(
+        UNLABELLED,
+        lambda: [{k: v for k, v in d.items() if k != "sem_seg_file_name"} for d in DatasetCatalog.get(DATASET)],
+    )
     cfg = get_cfg()
     add_gmmseg_config(cfg)
     cfg.merge_from_file(M2F_CONFIG)
@@ -262,7 +273,9 @@ def tool_setup(tmp_path_factory):
     torch.manual_seed(0)
     weights = tmp_path_factory.mktemp("temperature_run")
     DetectionCheckpointer(build_model(cfg), save_dir=str(weights)).save("model_final")
-    spec = importlib.util.spec_from_file_location("fit_temperature_tool", os.path.join(ROOT, "tools", "fit_temperature.py"))
+    spec = importlib.util.spec_from_file_location(
+        "fit_temperature_tool", os.path.join(ROOT, "tools", "fit_temperature.py")
+    )
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
     yield tool, str(weights / "model_final.pth")
@@ -274,8 +287,23 @@ def tool_setup(tmp_path_factory):
 def test_tool_fits_on_the_demo_model_and_writes_json(tool_setup, tmp_path, capsys):
     tool, weights = tool_setup
     out = tmp_path / "temperature.json"
-    fit = tool.main(["--config-file", M2F_CONFIG, "--dataset", DATASET, "--images", "3", "--pixels", "150",
-                     "--output", str(out), *OPTS, "MODEL.WEIGHTS", weights])
+    fit = tool.main(
+        [
+            "--config-file",
+            M2F_CONFIG,
+            "--dataset",
+            DATASET,
+            "--images",
+            "3",
+            "--pixels",
+            "150",
+            "--output",
+            str(out),
+            *OPTS,
+            "MODEL.WEIGHTS",
+            weights,
+        ]
+    )
     saved = json.loads(out.read_text())
     assert saved == fit
     assert 0.05 <= saved["temperature"] <= 20.0

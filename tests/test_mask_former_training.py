@@ -1,5 +1,6 @@
 """A short training of the Mask2Former GMM variant on demo data, with the project's Trainer (its
 EM hook runs flush()/em_update()), evaluated to an mIoU and to anomaly metrics of the GMM score."""
+
 import os
 
 import pytest
@@ -28,8 +29,12 @@ def demo_datasets(tmp_path_factory):
     root = str(tmp_path_factory.mktemp("datasets"))
     for split, name in NAMES.items():
         DatasetCatalog.register(name, lambda s=split: load_demo_split(s, root, 0, SIZES))
-        MetadataCatalog.get(name).set(stuff_classes=list(DEMO_CLASSES), ignore_label=255, evaluator_type="sem_seg",
-                                      has_anomaly_masks=split == "anomaly")
+        MetadataCatalog.get(name).set(
+            stuff_classes=list(DEMO_CLASSES),
+            ignore_label=255,
+            evaluator_type="sem_seg",
+            has_anomaly_masks=split == "anomaly",
+        )
     yield NAMES
     for name in NAMES.values():
         DatasetCatalog.remove(name)
@@ -40,13 +45,32 @@ def test_short_demo_training_of_gmm_variant_evaluates(demo_datasets, tmp_path):
     cfg = get_cfg()
     add_gmmseg_config(cfg)
     cfg.merge_from_file(CONFIG)
-    cfg.merge_from_list([
-        "DATASETS.TRAIN", (NAMES["train"],), "DATASETS.TEST", (NAMES["val"], NAMES["anomaly"]),
-        "INPUT.MIN_SIZE_TRAIN", (64,), "INPUT.MIN_SIZE_TEST", 64,
-        "SOLVER.IMS_PER_BATCH", 4, "SOLVER.MAX_ITER", 20, "SOLVER.STEPS", (18, 19),
-        "SOLVER.CHECKPOINT_PERIOD", 1000, "MODEL.GMM.UPDATE_INTERVAL", 5,
-        "TEST.OPEN_WORLD.PLOTS", False, "OUTPUT_DIR", str(tmp_path),
-    ])
+    cfg.merge_from_list(
+        [
+            "DATASETS.TRAIN",
+            (NAMES["train"],),
+            "DATASETS.TEST",
+            (NAMES["val"], NAMES["anomaly"]),
+            "INPUT.MIN_SIZE_TRAIN",
+            (64,),
+            "INPUT.MIN_SIZE_TEST",
+            64,
+            "SOLVER.IMS_PER_BATCH",
+            4,
+            "SOLVER.MAX_ITER",
+            20,
+            "SOLVER.STEPS",
+            (18, 19),
+            "SOLVER.CHECKPOINT_PERIOD",
+            1000,
+            "MODEL.GMM.UPDATE_INTERVAL",
+            5,
+            "TEST.OPEN_WORLD.PLOTS",
+            False,
+            "OUTPUT_DIR",
+            str(tmp_path),
+        ]
+    )
     torch.manual_seed(0)
     trainer = _Trainer(cfg)
     trainer.resume_or_load(resume=False)

@@ -1,5 +1,6 @@
 """The per-pixel model built from a config: training losses, inference outputs, sliding window,
 registry errors that list what is registered."""
+
 import math
 
 import pytest
@@ -23,8 +24,15 @@ def _cfg(predictor="gmm", **overrides):
 
 
 def _batch(n=2, h=64, w=96):
-    return [{"image": torch.randint(0, 255, (3, h, w)).float(), "sem_seg": torch.randint(0, 6, (h, w)),
-             "height": h, "width": w} for _ in range(n)]
+    return [
+        {
+            "image": torch.randint(0, 255, (3, h, w)).float(),
+            "sem_seg": torch.randint(0, 6, (h, w)),
+            "height": h,
+            "width": w,
+        }
+        for _ in range(n)
+    ]
 
 
 @pytest.mark.parametrize("predictor", ["gmm", "softmax"])
@@ -102,26 +110,43 @@ def test_all_void_batch_gives_finite_zero_loss_and_zero_gradients(predictor):
 
 def test_sliding_window_matches_whole_image_shape_and_is_close():
     model = build_model(_cfg()).eval()
-    slide = build_model(_cfg(**{"TEST.SLIDING_WINDOW.ENABLED": "True", "TEST.SLIDING_WINDOW.SIZE": "(64, 64)",
-                                "TEST.SLIDING_WINDOW.STRIDE": "(32, 32)"})).eval()
+    slide = build_model(
+        _cfg(
+            **{
+                "TEST.SLIDING_WINDOW.ENABLED": "True",
+                "TEST.SLIDING_WINDOW.SIZE": "(64, 64)",
+                "TEST.SLIDING_WINDOW.STRIDE": "(32, 32)",
+            }
+        )
+    ).eval()
     slide.load_state_dict(model.state_dict())
     batch = _batch(1, 64, 128)
     with torch.no_grad():
         a, b = model(batch)[0], slide(batch)[0]
     assert a["sem_seg"].shape == b["sem_seg"].shape and b["anomaly_score"].shape == (64, 128)
     # a window equal to the image is the whole-image inference
-    one = build_model(_cfg(**{"TEST.SLIDING_WINDOW.ENABLED": "True", "TEST.SLIDING_WINDOW.SIZE": "(64, 128)",
-                              "TEST.SLIDING_WINDOW.STRIDE": "(64, 128)"})).eval()
+    one = build_model(
+        _cfg(
+            **{
+                "TEST.SLIDING_WINDOW.ENABLED": "True",
+                "TEST.SLIDING_WINDOW.SIZE": "(64, 128)",
+                "TEST.SLIDING_WINDOW.STRIDE": "(64, 128)",
+            }
+        )
+    ).eval()
     one.load_state_dict(model.state_dict())
     with torch.no_grad():
         c = one(batch)[0]
     assert torch.allclose(a["sem_seg"], c["sem_seg"], atol=1e-4)
 
 
-@pytest.mark.parametrize("key,value,listed", [
-    ("MODEL.PREDICTOR.NAME", "nope", "softmax"),
-    ("MODEL.SEM_SEG_HEAD.DECODER", "nope", "FPNDecoder"),
-])
+@pytest.mark.parametrize(
+    "key,value,listed",
+    [
+        ("MODEL.PREDICTOR.NAME", "nope", "softmax"),
+        ("MODEL.SEM_SEG_HEAD.DECODER", "nope", "FPNDecoder"),
+    ],
+)
 def test_unknown_component_lists_registered(key, value, listed):
     with pytest.raises(KeyError, match=listed):
         build_model(_cfg(**{key: value}))
@@ -129,6 +154,7 @@ def test_unknown_component_lists_registered(key, value, listed):
 
 class _Passthrough(torch.nn.Module):
     """A decoder that hands the backbone's "x" on unchanged (stride 1)."""
+
     common_stride, out_channels = 1, 4
 
     def forward(self, features):
@@ -138,14 +164,17 @@ class _Passthrough(torch.nn.Module):
 def _hand_head(loss_normalization="all_pixels"):
     from gmmseg.gmm import GMMPredictor
     from gmmseg.modeling.sem_seg import PerPixelHead
-    predictor = GMMPredictor(4, 2, embed_dim=4, num_components=1, memory_size=10, memory_init="empty",
-                             projection=torch.nn.Identity())
+
+    predictor = GMMPredictor(
+        4, 2, embed_dim=4, num_components=1, memory_size=10, memory_init="empty", projection=torch.nn.Identity()
+    )
     with torch.no_grad():
         predictor.means[0, 0] = torch.tensor([0.5, -0.5, 0.5, -0.5])
         predictor.means[1, 0] = torch.tensor([0.5, 0.5, -0.5, -0.5])
         predictor.stds.fill_(1.0)
-    return PerPixelHead(decoder=_Passthrough(), predictor=predictor, num_classes=2,
-                        loss_normalization=loss_normalization)
+    return PerPixelHead(
+        decoder=_Passthrough(), predictor=predictor, num_classes=2, loss_normalization=loss_normalization
+    )
 
 
 def test_anomaly_map_is_minus_the_best_class_log_likelihood():
@@ -190,14 +219,20 @@ def test_channels_last_same_losses_gradients_and_outputs():
     ref = build_model(_cfg("softmax"))
     fast = build_model(_cfg("softmax", **{"MODEL.CHANNELS_LAST": "True"}))
     fast.load_state_dict(ref.state_dict())
+
     def first_conv(model):  # one whose layout is unambiguous (C_in > 1, k > 1)
-        return next(m for m in model.backbone.modules()
-                    if isinstance(m, torch.nn.Conv2d) and m.in_channels > 1 and m.kernel_size[0] > 1)
+        return next(
+            m
+            for m in model.backbone.modules()
+            if isinstance(m, torch.nn.Conv2d) and m.in_channels > 1 and m.kernel_size[0] > 1
+        )
 
     assert first_conv(fast).weight.is_contiguous(memory_format=torch.channels_last)
     assert not first_conv(ref).weight.is_contiguous(memory_format=torch.channels_last)
     seen = []
-    fast.backbone.register_forward_pre_hook(lambda m, a: seen.append(a[0].is_contiguous(memory_format=torch.channels_last)))
+    fast.backbone.register_forward_pre_hook(
+        lambda m, a: seen.append(a[0].is_contiguous(memory_format=torch.channels_last))
+    )
     batch = _batch()
     for model in (ref, fast):
         torch.manual_seed(1)  # the same dropout / sampling, if any

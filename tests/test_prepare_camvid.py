@@ -1,6 +1,7 @@
 """tools/prepare_camvid.py on a tiny synthetic copy of the SegNet release layout
 (train/ + trainannot/, val/ + valannot/, void = 11): the output is what camvid_* register and the
 mapper accepts, void becomes 255, reruns skip, bad inputs are named."""
+
 import importlib.util
 import os
 

@@ -1,5 +1,6 @@
 """tools/prepare_camvid_static.py and gmmseg.data.pasted_objects: the pasted pixels, the anomaly
 mask's three values, which COCO instances are used, determinism, and the registered dataset."""
+
 import importlib.util
 import json
 import os
@@ -15,7 +16,9 @@ GRAY, RED, BLUE = (100, 100, 100), (255, 0, 0), (0, 0, 255)
 
 
 def _tool():
-    spec = importlib.util.spec_from_file_location("prepare_camvid_static", os.path.join(ROOT, "tools", "prepare_camvid_static.py"))
+    spec = importlib.util.spec_from_file_location(
+        "prepare_camvid_static", os.path.join(ROOT, "tools", "prepare_camvid_static.py")
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -35,8 +38,9 @@ def test_hard_paste_replaces_exactly_the_mask_and_keeps_void():
     image = np.full((40, 60, 3), GRAY, np.uint8)
     known = np.zeros((40, 60), np.uint8)
     known[:5, :5] = 255
-    out, anomaly, where = paste_object(image, known, _red_square_on_blue(), np.random.default_rng(0),
-                                       position=(20, 30, 10, 10), feather_sigma=0)
+    out, anomaly, where = paste_object(
+        image, known, _red_square_on_blue(), np.random.default_rng(0), position=(20, 30, 10, 10), feather_sigma=0
+    )
     inside = np.zeros((40, 60), bool)
     inside[22:28, 32:38] = True
     assert (anomaly[inside] == 1).all() and (out[inside] == RED).all()
@@ -49,8 +53,9 @@ def test_hard_paste_replaces_exactly_the_mask_and_keeps_void():
 def test_feathered_paste_blends_object_colours_only_and_voids_the_soft_edge():
     image = np.full((40, 60, 3), GRAY, np.uint8)
     known = np.zeros((40, 60), np.uint8)
-    out, anomaly, _ = paste_object(image, known, _red_square_on_blue(), np.random.default_rng(0),
-                                   position=(20, 30, 10, 10), feather_sigma=1.5)
+    out, anomaly, _ = paste_object(
+        image, known, _red_square_on_blue(), np.random.default_rng(0), position=(20, 30, 10, 10), feather_sigma=1.5
+    )
     # the blur of a square at sigma 1.5: its 0.5 level is the square's edge, the alpha of its
     # corners is 0.25 (a quarter of the kernel), so the corners fall in the soft edge
     core = np.zeros((40, 60), bool)
@@ -61,7 +66,7 @@ def test_feathered_paste_blends_object_colours_only_and_voids_the_soft_edge():
     # blue never leaks in: every pixel lies between gray and red
     assert out[..., 2].max() <= 100 and out[..., 0].min() >= 100
     far = np.ones((40, 60), bool)
-    far[20 - 6:30 + 6, 30 - 6:40 + 6] = False  # beyond 3 sigma + 1 of the box: untouched
+    far[20 - 6 : 30 + 6, 30 - 6 : 40 + 6] = False  # beyond 3 sigma + 1 of the box: untouched
     assert (out[far] == GRAY).all() and (anomaly[far] == 0).all()
     assert ((anomaly == 1) <= (out[..., 0] > 177)).all()  # alpha >= 0.5: at least half red
 
@@ -81,18 +86,71 @@ def _coco_source(tmp_path):
         return [[x0, y0, x1, y0, x1, y1, x0, y1]]
 
     anns = [
-        {"id": 1, "image_id": 2, "category_id": 38, "segmentation": poly(10, 5, 30, 25), "area": 400, "bbox": [10, 5, 20, 20], "iscrowd": 0},
-        {"id": 2, "image_id": 2, "category_id": 1, "segmentation": poly(0, 0, 20, 20), "area": 400, "bbox": [0, 0, 20, 20], "iscrowd": 0},
-        {"id": 3, "image_id": 1, "category_id": 17, "segmentation": poly(0, 0, 5, 5), "area": 25, "bbox": [0, 0, 5, 5], "iscrowd": 0},
-        {"id": 4, "image_id": 1, "category_id": 38, "segmentation": {"counts": [0, 1200], "size": [30, 40]}, "area": 1200, "bbox": [0, 0, 40, 30], "iscrowd": 1},
+        {
+            "id": 1,
+            "image_id": 2,
+            "category_id": 38,
+            "segmentation": poly(10, 5, 30, 25),
+            "area": 400,
+            "bbox": [10, 5, 20, 20],
+            "iscrowd": 0,
+        },
+        {
+            "id": 2,
+            "image_id": 2,
+            "category_id": 1,
+            "segmentation": poly(0, 0, 20, 20),
+            "area": 400,
+            "bbox": [0, 0, 20, 20],
+            "iscrowd": 0,
+        },
+        {
+            "id": 3,
+            "image_id": 1,
+            "category_id": 17,
+            "segmentation": poly(0, 0, 5, 5),
+            "area": 25,
+            "bbox": [0, 0, 5, 5],
+            "iscrowd": 0,
+        },
+        {
+            "id": 4,
+            "image_id": 1,
+            "category_id": 38,
+            "segmentation": {"counts": [0, 1200], "size": [30, 40]},
+            "area": 1200,
+            "bbox": [0, 0, 40, 30],
+            "iscrowd": 1,
+        },
     ]
-    coco = {"images": [{"id": 1, "file_name": "a.jpg", "height": 30, "width": 40, "license": 4},
-                       {"id": 2, "file_name": "b.png", "height": 30, "width": 40, "license": 4}],
-            "annotations": anns,
-            "categories": [{"id": 1, "name": "person"}, {"id": 17, "name": "cat"}, {"id": 38, "name": "kite"}]
-                          + [{"id": 100 + i, "name": n} for i, n in enumerate(
-                              ("bicycle", "car", "motorcycle", "bus", "train", "truck", "boat", "traffic light",
-                               "fire hydrant", "stop sign", "parking meter", "bench", "potted plant"))]}
+    coco = {
+        "images": [
+            {"id": 1, "file_name": "a.jpg", "height": 30, "width": 40, "license": 4},
+            {"id": 2, "file_name": "b.png", "height": 30, "width": 40, "license": 4},
+        ],
+        "annotations": anns,
+        "categories": [{"id": 1, "name": "person"}, {"id": 17, "name": "cat"}, {"id": 38, "name": "kite"}]
+        + [
+            {"id": 100 + i, "name": n}
+            for i, n in enumerate(
+                (
+                    "bicycle",
+                    "car",
+                    "motorcycle",
+                    "bus",
+                    "train",
+                    "truck",
+                    "boat",
+                    "traffic light",
+                    "fire hydrant",
+                    "stop sign",
+                    "parking meter",
+                    "bench",
+                    "potted plant",
+                )
+            )
+        ],
+    }
     (src / "annotations" / "instances.json").write_text(json.dumps(coco))
     return src
 
@@ -139,7 +197,10 @@ def test_tool_writes_masks_manifest_deterministically_and_registers(tmp_path, mo
         covered = mask == 1
         assert (mask[:20][~covered[:20]] == 255).all()  # withheld classes and void stay void
         assert set(np.unique(mask[20:])) <= {0, 1, 255}
-        box = (slice(entry["top"], entry["top"] + entry["height"]), slice(entry["left"], entry["left"] + entry["width"]))
+        box = (
+            slice(entry["top"], entry["top"] + entry["height"]),
+            slice(entry["left"], entry["left"] + entry["width"]),
+        )
         outside = np.ones_like(covered)
         outside[box] = False
         assert not covered[outside].any()

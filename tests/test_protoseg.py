@@ -1,6 +1,7 @@
 """ProtoSegPredictor: shapes and losses, the within-class equipartition clustering, the momentum
 prototype update through the EM hook's interface, config building, and two ranks in step
 (threads with an in-process all_reduce: the collective's contract without spawning processes)."""
+
 import copy
 import hashlib
 import threading
@@ -55,8 +56,13 @@ def test_forward_backward_shapes_and_losses():
     (F.cross_entropy(out["logits"], labels, ignore_index=255) + sum(out["losses"].values())).backward()
     assert p.projection.weight.grad is not None and x.grad is not None
     assert {n for n, _ in p.named_parameters()} == {
-        "projection.weight", "projection.bias", "embed_norm.weight", "embed_norm.bias",
-        "class_norm.weight", "class_norm.bias"}  # prototypes are not learnable
+        "projection.weight",
+        "projection.bias",
+        "embed_norm.weight",
+        "embed_norm.bias",
+        "class_norm.weight",
+        "class_norm.bias",
+    }  # prototypes are not learnable
     assert not p.prototypes.requires_grad
     # the class score is the best cosine over the class's prototypes (unit vectors)
     e = p.embed(x.detach())
@@ -188,8 +194,16 @@ def _cfg(**protoseg):
 
 
 def test_built_from_config_and_driven_by_the_em_hook():
-    cfg = _cfg(NUM_PROTOTYPES=3, EMBED_DIM=8, MOMENTUM=0.5, TEMPERATURE=0.07, PPC_WEIGHT=0.02,
-               PPD_WEIGHT=0.003, UPDATE_CORRECT_ONLY=False, SEED=3)
+    cfg = _cfg(
+        NUM_PROTOTYPES=3,
+        EMBED_DIM=8,
+        MOMENTUM=0.5,
+        TEMPERATURE=0.07,
+        PPC_WEIGHT=0.02,
+        PPD_WEIGHT=0.003,
+        UPDATE_CORRECT_ONLY=False,
+        SEED=3,
+    )
     p = build_predictor(cfg, 16, 3)
     assert isinstance(p, ProtoSegPredictor) and isinstance(p, EMModule)
     assert p.prototypes.shape == (3, 3, 8)

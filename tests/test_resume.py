@@ -8,6 +8,7 @@ thread per process, batches in sampler order (all demo images have one aspect ra
 Run as a script, this file is the "killed" run: tools/train_net.py with one more hook that
 SIGKILLs the process after a given iteration (after that iteration's checkpoint was written).
 """
+
 import os
 import signal
 import subprocess
@@ -20,16 +21,39 @@ TRAIN_NET = os.path.join(ROOT, "tools", "train_net.py")
 CONFIG = os.path.join(ROOT, "configs", "demo", "fpn_r18_gmm.yaml")
 MAX_ITER, CHECKPOINT_PERIOD, KILL_AFTER = 10, 4, 5  # checkpoint after iteration 3 and 7; killed after 5
 TINY = [
-    "SOLVER.IMS_PER_BATCH", "2", "INPUT.MIN_SIZE_TRAIN", "(48,)", "SOLVER.MAX_ITER", str(MAX_ITER),
-    "SOLVER.WARMUP_ITERS", "2", "SOLVER.CHECKPOINT_PERIOD", str(CHECKPOINT_PERIOD),
-    "MODEL.GMM.MEMORY_SIZE", "40", "MODEL.GMM.UPDATE_INTERVAL", "3", "MODEL.GMM.PUSH_ROWS", "all",
-    "DATASETS.TEST", "()", "DATALOADER.NUM_WORKERS", "0", "SEED", "7",
+    "SOLVER.IMS_PER_BATCH",
+    "2",
+    "INPUT.MIN_SIZE_TRAIN",
+    "(48,)",
+    "SOLVER.MAX_ITER",
+    str(MAX_ITER),
+    "SOLVER.WARMUP_ITERS",
+    "2",
+    "SOLVER.CHECKPOINT_PERIOD",
+    str(CHECKPOINT_PERIOD),
+    "MODEL.GMM.MEMORY_SIZE",
+    "40",
+    "MODEL.GMM.UPDATE_INTERVAL",
+    "3",
+    "MODEL.GMM.PUSH_ROWS",
+    "all",
+    "DATASETS.TEST",
+    "()",
+    "DATALOADER.NUM_WORKERS",
+    "0",
+    "SEED",
+    "7",
 ]
 
 
 def _env(demo_datasets_root):
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", DETECTRON2_DATASETS=str(demo_datasets_root),
-               PYTHONWARNINGS="ignore")
+    env = dict(
+        os.environ,
+        OMP_NUM_THREADS="1",
+        MKL_NUM_THREADS="1",
+        DETECTRON2_DATASETS=str(demo_datasets_root),
+        PYTHONWARNINGS="ignore",
+    )
     env.pop("LOCAL_RANK", None)
     env.pop("WORLD_SIZE", None)
     return env
@@ -105,11 +129,18 @@ def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path, demo_datasets_ro
     model_ref, model_res = ref.pop("model"), res.pop("model")
     assert model_ref.keys() == model_res.keys()
     gmm_keys = [k for k in model_ref if ".predictor." in k and k.split(".")[-1] not in ("weight", "bias")]
-    assert {"sem_seg_head.predictor.means", "sem_seg_head.predictor.stds", "sem_seg_head.predictor.memory.bank",
-            "sem_seg_head.predictor.memory.ptr", "sem_seg_head.predictor.num_em_updates"} <= set(gmm_keys)
+    assert {
+        "sem_seg_head.predictor.means",
+        "sem_seg_head.predictor.stds",
+        "sem_seg_head.predictor.memory.bank",
+        "sem_seg_head.predictor.memory.ptr",
+        "sem_seg_head.predictor.num_em_updates",
+    } <= set(gmm_keys)
     different = [k for k in model_ref if not torch.equal(model_ref[k], model_res[k])]
     assert not different, f"tensors that differ after resume: {different}"
-    assert int(model_res["sem_seg_head.predictor.num_em_updates"]) == len(range(0, MAX_ITER, 3))  # M-steps at iterations 0, 3, 6, 9
+    assert int(model_res["sem_seg_head.predictor.num_em_updates"]) == len(
+        range(0, MAX_ITER, 3)
+    )  # M-steps at iterations 0, 3, 6, 9
     # the optimizer (momentum buffers), LR scheduler and the resume state match as well
     assert_same_trainer_state(ref["trainer"], res["trainer"])
 
@@ -149,7 +180,7 @@ def _killed_run(argv):
     """tools/train_net.py with a hook that SIGKILLs this process after iteration N."""
     n = int(argv[argv.index("--kill-after-iter") + 1])
     i = argv.index("--kill-after-iter")
-    argv = argv[:i] + argv[i + 2:]
+    argv = argv[:i] + argv[i + 2 :]
     sys.path.insert(0, os.path.join(ROOT, "tools"))
     import train_net
     from detectron2.engine import HookBase

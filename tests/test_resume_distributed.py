@@ -8,6 +8,7 @@ The processes are started as torchrun would (RANK / WORLD_SIZE / MASTER_* in the
 so that each is a `tests/test_resume.py --kill-after-iter N` process with the killing hook. Same
 deterministic settings as the single-process test (tests/test_resume.py).
 """
+
 import os
 import re
 import signal
@@ -24,11 +25,24 @@ KILLABLE = os.path.join(ROOT, "tests", "test_resume.py")
 def _start_ranks(args, out_dir, demo_datasets_root, kill_after=None):
     port, procs = free_port(), []
     for rank in range(2):
-        env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONWARNINGS="ignore",
-                   DETECTRON2_DATASETS=str(demo_datasets_root), RANK=str(rank), LOCAL_RANK=str(rank),
-                   WORLD_SIZE="2", LOCAL_WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-        cmd = [sys.executable, KILLABLE, "--kill-after-iter", str(kill_after)] if kill_after is not None else \
-            [sys.executable, TRAIN_NET]
+        env = dict(
+            os.environ,
+            OMP_NUM_THREADS="1",
+            MKL_NUM_THREADS="1",
+            PYTHONWARNINGS="ignore",
+            DETECTRON2_DATASETS=str(demo_datasets_root),
+            RANK=str(rank),
+            LOCAL_RANK=str(rank),
+            WORLD_SIZE="2",
+            LOCAL_WORLD_SIZE="2",
+            MASTER_ADDR="127.0.0.1",
+            MASTER_PORT=str(port),
+        )
+        cmd = (
+            [sys.executable, KILLABLE, "--kill-after-iter", str(kill_after)]
+            if kill_after is not None
+            else [sys.executable, TRAIN_NET]
+        )
         cmd += ["--config-file", CONFIG] + args + TINY + ["OUTPUT_DIR", str(out_dir)]
         log = open(f"{out_dir}.rank{rank}.stdout", "w")
         procs.append((subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT), log))
@@ -50,8 +64,11 @@ def _tail(out_dir):
 
 
 def _end_digest(out_dir):
-    found = re.findall(r"EM state at the end of training \(iteration \d+\): sha256 (\w+) \(incl\. memory bank\), "
-                       r"identical on all 2 ranks", (out_dir / "log.txt").read_text())
+    found = re.findall(
+        r"EM state at the end of training \(iteration \d+\): sha256 (\w+) \(incl\. memory bank\), "
+        r"identical on all 2 ranks",
+        (out_dir / "log.txt").read_text(),
+    )
     assert found, "no end-of-training EM digest in the log"
     return found[-1]
 

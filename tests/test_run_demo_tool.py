@@ -5,6 +5,7 @@ evaluators wrote (sem_seg_evaluation.pth, calibration_*.json, anomaly_*.json), t
 metrics.json and its checkpoints: a table row reading another metric, split, class or model
 column than it says fails here.
 """
+
 import contextlib
 import importlib.util
 import io
@@ -18,12 +19,28 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VAL, ANOM = "gmmseg_demo_val", "gmmseg_demo_anomaly"
 OPTS = [
-    "SOLVER.IMS_PER_BATCH", "2", "INPUT.MIN_SIZE_TRAIN", "(48,)", "INPUT.MIN_SIZE_TEST", "48",
+    "SOLVER.IMS_PER_BATCH",
+    "2",
+    "INPUT.MIN_SIZE_TRAIN",
+    "(48,)",
+    "INPUT.MIN_SIZE_TEST",
+    "48",
     # 21 iterations, a periodic checkpoint at the last one (model_0000020.pth, which
     # model_final.pth repeats)
-    "SOLVER.MAX_ITER", "21", "SOLVER.WARMUP_ITERS", "2", "SOLVER.CHECKPOINT_PERIOD", "21",
-    "MODEL.GMM.MEMORY_SIZE", "40", "MODEL.GMM.UPDATE_INTERVAL", "3", "MODEL.GMM.PUSH_ROWS", "all",
-    "TEST.OPEN_WORLD.PLOTS", "False",
+    "SOLVER.MAX_ITER",
+    "21",
+    "SOLVER.WARMUP_ITERS",
+    "2",
+    "SOLVER.CHECKPOINT_PERIOD",
+    "21",
+    "MODEL.GMM.MEMORY_SIZE",
+    "40",
+    "MODEL.GMM.UPDATE_INTERVAL",
+    "3",
+    "MODEL.GMM.PUSH_ROWS",
+    "all",
+    "TEST.OPEN_WORLD.PLOTS",
+    "False",
 ]
 METRICS = ("AUROC", "AP", "FPR95")
 
@@ -111,7 +128,7 @@ def test_summary_table_shows_the_evaluators_numbers(demo_run):
             expected.setdefault(name, {})[variant] = cell
     for name, cells in expected.items():
         assert rows[name] == cells, f"row {name!r}: table {rows[name]}, evaluator files {cells}"
-    assert list(rows)[:1 + len(DEMO_CLASSES)] == ["mIoU (val)"] + [f"  IoU {c}" for c in DEMO_CLASSES]
+    assert list(rows)[: 1 + len(DEMO_CLASSES)] == ["mIoU (val)"] + [f"  IoU {c}" for c in DEMO_CLASSES]
     assert set(rows) == set(expected) | {"train step / softmax's", "inference ms/image"}
 
     # the run is informative enough to catch a swapped column or a row reading another class
@@ -164,8 +181,9 @@ def test_fit_curve_rows_follow_the_checkpoints_of_the_gmm_run(demo_run):
     lines = fit_curve_table(curve).splitlines()
     assert lines[2].startswith("| 0 | ") and lines[3].startswith("| 21 | ")
     # values from the models themselves: unit stds at initialisation, the checkpoint's stds after
-    stds = torch.load(out / "gmm" / "model_0000020.pth", map_location="cpu",
-                      weights_only=True)["model"]["sem_seg_head.predictor.stds"]
+    stds = torch.load(out / "gmm" / "model_0000020.pth", map_location="cpu", weights_only=True)["model"][
+        "sem_seg_head.predictor.stds"
+    ]
     assert curve[0]["mean_std"] == pytest.approx(1.0, abs=1e-7)
     assert curve[1]["mean_std"] == pytest.approx(float(stds.mean()), rel=1e-6)
     assert curve[1]["mean_std"] < 0.9
@@ -185,9 +203,12 @@ def test_summary_table_of_a_hand_made_result(demo_run):
     def result(base):
         sem_seg = {"mIoU": base + 0.11, "IoU-a": base + 1.22, "IoU-b": base + 2.33}
         anomaly = {f"{s}_{m}": base + 10 * i + j + 0.44 for i, s in enumerate(scores) for j, m in enumerate(METRICS)}
-        return {VAL: {"sem_seg": sem_seg, "calibration": {"ECE": base + 0.5551}},
-                ANOM: {"anomaly": anomaly}, "train_step_ratio": base / 1000 + 0.1234,
-                "ms_per_image": base + 0.66}
+        return {
+            VAL: {"sem_seg": sem_seg, "calibration": {"ECE": base + 0.5551}},
+            ANOM: {"anomaly": anomaly},
+            "train_step_ratio": base / 1000 + 0.1234,
+            "ms_per_image": base + 0.66,
+        }
 
     res = {"softmax": result(100), "gmm": result(200)}
     for m in METRICS:

@@ -1,6 +1,7 @@
 """Fitted anomaly scores: standardised on known pixels (gmmseg/scores/table.py, scores/fit.py,
 tools/fit_scores.py); by hand, a fit that recovers known constants, the tool's refusals, and the
 model's and the exported file's fitted map."""
+
 import importlib.util
 import json
 import os
@@ -20,9 +21,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _stats(k=2):
-    return {"likelihood": {"mean": [10.0, 20.0], "std": [2.0, 5.0], "mean_all": 15.0, "std_all": 4.0},
-            "energy": {"mean": [0.0] * k, "std": [1.0] * k, "mean_all": -3.0, "std_all": 0.5},
-            "max_logit": {"mean": [-2.0, -1.0], "std": [1.0, 0.5], "mean_all": -1.5, "std_all": 1.0}}
+    return {
+        "likelihood": {"mean": [10.0, 20.0], "std": [2.0, 5.0], "mean_all": 15.0, "std_all": 4.0},
+        "energy": {"mean": [0.0] * k, "std": [1.0] * k, "mean_all": -3.0, "std_all": 0.5},
+        "max_logit": {"mean": [-2.0, -1.0], "std": [1.0, 0.5], "mean_all": -1.5, "std_all": 1.0},
+    }
 
 
 def test_fitted_scores_by_hand():
@@ -48,7 +51,7 @@ def test_known_pixel_statistics_recover_known_constants():
     predicted = torch.cat([torch.zeros(20000), torch.ones(20000)]).long()
     st = KnownPixelStatistics(3)
     for a in range(0, 40000, 7000):  # streamed in pieces
-        st.add({"likelihood": values[a:a + 7000]}, predicted[a:a + 7000])
+        st.add({"likelihood": values[a : a + 7000]}, predicted[a : a + 7000])
     r = st.result()["likelihood"]
     assert r["mean"][0] == pytest.approx(5, abs=0.05) and r["std"][0] == pytest.approx(2, rel=0.02)
     assert r["mean"][1] == pytest.approx(-1, abs=0.02) and r["std"][1] == pytest.approx(0.5, rel=0.02)
@@ -103,8 +106,23 @@ def fitted(tmp_path_factory):
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
     weights, out = str(run / "model_final.pth"), str(run / "fit.json")
-    fit = tool.main(["--config-file", CONFIG, "--dataset", DATASET, "--images", "3", "--pixels", "200",
-                     "--output", out, *OPTS, "MODEL.WEIGHTS", weights])
+    fit = tool.main(
+        [
+            "--config-file",
+            CONFIG,
+            "--dataset",
+            DATASET,
+            "--images",
+            "3",
+            "--pixels",
+            "200",
+            "--output",
+            out,
+            *OPTS,
+            "MODEL.WEIGHTS",
+            weights,
+        ]
+    )
     yield tool, weights, out, fit
     for name in (DATASET, ANOMALY):
         DatasetCatalog.remove(name)
@@ -117,8 +135,14 @@ def test_the_tool_fits_every_score_of_the_model(fitted):
     assert fit["images"] == 3 and fit["dataset"] == DATASET
     assert {"likelihood", "marginal", "msp", "entropy", "max_logit", "energy"} <= set(fit["scores"])
     assert sum(fit["scores"]["likelihood"]["count"]) == 3 * 200
-    assert fit["fitted_scores"] == ["likelihood_std", "max_logit_std", "likelihood_energy", "likelihood_entropy",
-                                    "likelihood_ratio", "background"]
+    assert fit["fitted_scores"] == [
+        "likelihood_std",
+        "max_logit_std",
+        "likelihood_energy",
+        "likelihood_entropy",
+        "likelihood_ratio",
+        "background",
+    ]
     bg = fit["background"]
     assert len(bg["weights"]) == 16 and len(bg["means"][0]) == 64 and bg["embeddings"] == 3 * 500
     assert sum(bg["weights"]) == pytest.approx(1.0)
@@ -129,16 +153,18 @@ def test_the_tool_refuses_anomaly_and_evaluation_sets(fitted):
     with pytest.raises(SystemExit, match=f"'{ANOMALY}' has anomaly masks"):
         tool.main(["--config-file", CONFIG, "--dataset", ANOMALY, "--output", out, *OPTS, "MODEL.WEIGHTS", weights])
     with pytest.raises(SystemExit, match="'gmmseg_demo_val' is in DATASETS.TEST"):
-        tool.main(["--config-file", CONFIG, "--dataset", "gmmseg_demo_val", "--output", out, *OPTS,
-                   "MODEL.WEIGHTS", weights])
+        tool.main(
+            ["--config-file", CONFIG, "--dataset", "gmmseg_demo_val", "--output", out, *OPTS, "MODEL.WEIGHTS", weights]
+        )
 
 
 def test_the_model_returns_the_fitted_scores_and_the_export_its_map(fitted, tmp_path):
     from gmmseg.engine.inference import build_inference_model
 
     _, weights, out, fit = fitted
-    cfg = demo_cfg("gmm", *OPTS, "MODEL.WEIGHTS", weights, "MODEL.ANOMALY_FIT", out,
-                   "MODEL.ANOMALY_SCORE", "likelihood_energy")
+    cfg = demo_cfg(
+        "gmm", *OPTS, "MODEL.WEIGHTS", weights, "MODEL.ANOMALY_FIT", out, "MODEL.ANOMALY_SCORE", "likelihood_energy"
+    )
     model = build_inference_model(cfg)
     image = torch.from_numpy(image_of((96, 128)))
     with torch.no_grad():
@@ -147,8 +173,9 @@ def test_the_model_returns_the_fitted_scores_and_the_export_its_map(fitted, tmp_
     assert {"likelihood_std", "likelihood_energy", "max_logit_std"} <= set(maps)
     s = fit["scores"]
     energy = -torch.logsumexp(res["sem_seg"], 0)
-    want = (maps["likelihood"] - s["likelihood"]["mean_all"]) / s["likelihood"]["std_all"] + \
-        (energy - s["energy"]["mean_all"]) / s["energy"]["std_all"]
+    want = (maps["likelihood"] - s["likelihood"]["mean_all"]) / s["likelihood"]["std_all"] + (
+        energy - s["energy"]["mean_all"]
+    ) / s["energy"]["std_all"]
     torch.testing.assert_close(res["anomaly_score"], want, rtol=1e-5, atol=1e-4)
     # the background density is attached: the likelihood ratio is -max_c log p(x|c) + log p_bg(x)
     assert "likelihood_ratio" in maps and model.sem_seg_head.predictor.background is not None
@@ -175,8 +202,9 @@ def test_background_density_is_sklearns_mixture():
     bg = BackgroundDensity(torch.tensor(gm.weights_), torch.tensor(gm.means_), torch.tensor(np.sqrt(gm.covariances_)))
     got = bg(torch.tensor(x, dtype=torch.float32))
     np.testing.assert_allclose(got.numpy(), gm.score_samples(x), rtol=1e-4, atol=1e-4)
-    assert BackgroundDensity.from_dict(bg.to_dict())(torch.zeros(1, 4)).item() == pytest.approx(bg(torch.zeros(1, 4)).item(),
-                                                                                               rel=1e-5)
+    assert BackgroundDensity.from_dict(bg.to_dict())(torch.zeros(1, 4)).item() == pytest.approx(
+        bg(torch.zeros(1, 4)).item(), rel=1e-5
+    )
     assert bg.state_dict() == {}  # never in a checkpoint: the fit file holds it
     with pytest.raises(ValueError, match="weights and stds must be > 0"):
         BackgroundDensity(torch.ones(1), torch.zeros(1, 2), torch.zeros(1, 2))
@@ -186,8 +214,9 @@ def test_likelihood_ratio_by_hand():
     from gmmseg.scores import compute_scores
 
     ll = torch.tensor([[30.0, 10.0], [25.0, 12.0]])
-    s = compute_scores({"log_likelihood": ll, "log_background": torch.tensor([28.0, 20.0])},
-                       ["likelihood_ratio", "background"])
+    s = compute_scores(
+        {"log_likelihood": ll, "log_background": torch.tensor([28.0, 20.0])}, ["likelihood_ratio", "background"]
+    )
     torch.testing.assert_close(s["likelihood_ratio"], torch.tensor([28.0 - 30.0, 20.0 - 12.0]))
     torch.testing.assert_close(s["background"], torch.tensor([-28.0, -20.0]))
 
@@ -196,8 +225,11 @@ def test_exported_likelihood_ratio_equals_eager(fitted, tmp_path):
     from gmmseg.engine.inference import build_inference_model
 
     _, weights, out, _ = fitted
-    model = build_inference_model(demo_cfg("gmm", *OPTS, "MODEL.WEIGHTS", weights, "MODEL.ANOMALY_FIT", out,
-                                           "MODEL.ANOMALY_SCORE", "likelihood_ratio"))
+    model = build_inference_model(
+        demo_cfg(
+            "gmm", *OPTS, "MODEL.WEIGHTS", weights, "MODEL.ANOMALY_FIT", out, "MODEL.ANOMALY_SCORE", "likelihood_ratio"
+        )
+    )
     prepare_for_export(model)
     image = torch.from_numpy(image_of((96, 128)))
     with torch.no_grad():

@@ -1,4 +1,5 @@
 """The anomaly score table (gmmseg/scores/table.py): each score against a hand-computed value."""
+
 import math
 
 import pytest
@@ -17,8 +18,9 @@ def test_softmax_family_by_hand():
     lse = [math.log(math.exp(2) + 1), math.log(2 * math.e)]
     p = math.exp(2) / (math.exp(2) + 1)
     torch.testing.assert_close(s["msp"], torch.tensor([lse[0] - 2, math.log(2.0)]))
-    torch.testing.assert_close(s["entropy"], torch.tensor([-(p * math.log(p) + (1 - p) * math.log(1 - p)),
-                                                           math.log(2.0)]))
+    torch.testing.assert_close(
+        s["entropy"], torch.tensor([-(p * math.log(p) + (1 - p) * math.log(1 - p)), math.log(2.0)])
+    )
     torch.testing.assert_close(s["max_logit"], torch.tensor([-2.0, -1.0]))
     torch.testing.assert_close(s["energy"], torch.tensor([-lse[0], -lse[1]]))
 
@@ -37,8 +39,13 @@ def test_density_scores_by_hand():
 def test_mask_classification_scores_by_hand():
     # pixel 1: no class claims it (scores 0) -> RbA 0; pixel 2: class 0 strongly (2.0), class 1 0.5
     mask_scores = torch.tensor([[0.0, 2.0], [0.0, 0.5]])
-    s = compute_scores({"mask_scores": mask_scores, "query_mass": torch.tensor([0.25, 0.9]),
-                        "query_likelihood": torch.tensor([40.0, 33.0])})
+    s = compute_scores(
+        {
+            "mask_scores": mask_scores,
+            "query_mass": torch.tensor([0.25, 0.9]),
+            "query_likelihood": torch.tensor([40.0, 33.0]),
+        }
+    )
     torch.testing.assert_close(s["rba"], torch.tensor([0.0, -(math.tanh(2.0) + math.tanh(0.5))]))
     torch.testing.assert_close(s["eam"], torch.tensor([0.75, 0.1]))
     torch.testing.assert_close(s["query_likelihood"], torch.tensor([-40.0, -33.0]))

@@ -6,6 +6,7 @@
 - `--register my_module.py`: the user's own DatasetCatalog code, imported in the process that trains.
 The network is shrunk on the command line (R-18, no pretrained weights, 64x80 images, 4 iterations).
 """
+
 import json
 import os
 import subprocess
@@ -25,13 +26,46 @@ CLASSES = ["ground", "wall", "lamp"]
 VOID = 9
 H, W = 64, 80
 TINY_CPU = [
-    "MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", "", "MODEL.RESNETS.DEPTH", "18", "MODEL.RESNETS.RES2_OUT_CHANNELS", "64",
-    "MODEL.FPN.OUT_CHANNELS", "32",
-    "MODEL.SEM_SEG_HEAD.CONVS_DIM", "32", "MODEL.GMM.MEMORY_SIZE", "20", "MODEL.GMM.UPDATE_INTERVAL", "2",
-    "INPUT.MIN_SIZE_TRAIN", f"({H},)", "INPUT.MAX_SIZE_TRAIN", "100", "INPUT.CROP.SIZE", "(64, 64)",
-    "INPUT.MIN_SIZE_TEST", f"{H}", "INPUT.MAX_SIZE_TEST", "100",
-    "SOLVER.IMS_PER_BATCH", "2", "SOLVER.MAX_ITER", "4", "SOLVER.WARMUP_ITERS", "1", "SOLVER.CHECKPOINT_PERIOD", "2",
-    "TEST.EVAL_PERIOD", "0", "DATALOADER.NUM_WORKERS", "0", "SEED", "2",
+    "MODEL.DEVICE",
+    "cpu",
+    "MODEL.WEIGHTS",
+    "",
+    "MODEL.RESNETS.DEPTH",
+    "18",
+    "MODEL.RESNETS.RES2_OUT_CHANNELS",
+    "64",
+    "MODEL.FPN.OUT_CHANNELS",
+    "32",
+    "MODEL.SEM_SEG_HEAD.CONVS_DIM",
+    "32",
+    "MODEL.GMM.MEMORY_SIZE",
+    "20",
+    "MODEL.GMM.UPDATE_INTERVAL",
+    "2",
+    "INPUT.MIN_SIZE_TRAIN",
+    f"({H},)",
+    "INPUT.MAX_SIZE_TRAIN",
+    "100",
+    "INPUT.CROP.SIZE",
+    "(64, 64)",
+    "INPUT.MIN_SIZE_TEST",
+    f"{H}",
+    "INPUT.MAX_SIZE_TEST",
+    "100",
+    "SOLVER.IMS_PER_BATCH",
+    "2",
+    "SOLVER.MAX_ITER",
+    "4",
+    "SOLVER.WARMUP_ITERS",
+    "1",
+    "SOLVER.CHECKPOINT_PERIOD",
+    "2",
+    "TEST.EVAL_PERIOD",
+    "0",
+    "DATALOADER.NUM_WORKERS",
+    "0",
+    "SEED",
+    "2",
 ]
 
 
@@ -41,7 +75,7 @@ def _write_split(folder, n, seed):
     os.makedirs(folder / "labels")
     for i in range(n):
         label = np.zeros((H, W), np.uint8)
-        label[H // 2:] = 1
+        label[H // 2 :] = 1
         label[5:15, 10:20] = 2
         label[:3] = VOID
         image = np.stack([label * 70 + 20] * 3, -1).astype(np.int16) + rng.integers(-10, 10, (H, W, 3))
@@ -62,8 +96,15 @@ def _run(argv, cwd):
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONWARNINGS="ignore")
     env.pop("LOCAL_RANK", None)
     env.pop("WORLD_SIZE", None)
-    proc = subprocess.run([sys.executable, TRAIN_NET] + argv, cwd=cwd, env=env, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, TRAIN_NET] + argv,
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout[-6000:]
     return proc.stdout
 
@@ -76,8 +117,14 @@ def _final_metrics(out):
 def test_folder_dataset_trains_and_evaluates_with_two_processes(user_root, tmp_path):
     out = tmp_path / "out"
     argv = ["--config-file", CONFIG, "--num-gpus", "2", "--dist-url", f"tcp://127.0.0.1:{free_port()}"]
-    argv += TINY_CPU + ["DATASETS.FOLDER.ROOT", str(user_root), "DATASETS.FOLDER.IGNORE_LABEL", str(VOID),
-                        "OUTPUT_DIR", str(out)]
+    argv += TINY_CPU + [
+        "DATASETS.FOLDER.ROOT",
+        str(user_root),
+        "DATASETS.FOLDER.IGNORE_LABEL",
+        str(VOID),
+        "OUTPUT_DIR",
+        str(out),
+    ]
     _run(argv, ROOT)
     log = (out / "log.txt").read_text()
     assert "World size: 2" in log
@@ -91,7 +138,7 @@ def test_folder_dataset_trains_and_evaluates_with_two_processes(user_root, tmp_p
     assert ckpt["model"]["sem_seg_head.predictor.means"].shape[0] == len(CLASSES)
 
 
-REGISTRATION_MODULE = '''
+REGISTRATION_MODULE = """
 import os
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
@@ -105,16 +152,29 @@ def _dicts(split):
 for split in ("train", "val"):
     DatasetCatalog.register("mine_" + split, lambda s=split: _dicts(s))
     MetadataCatalog.get("mine_" + split).set(stuff_classes=%r, ignore_label=255, label_remap={%d: 255})
-''' % (VOID, CLASSES, VOID)
+""" % (VOID, CLASSES, VOID)
 
 
 def test_register_module_adds_the_users_datasets(user_root, tmp_path):
     module = tmp_path / "my_datasets.py"
     module.write_text(REGISTRATION_MODULE)
     out = tmp_path / "out"
-    argv = ["--register", str(module), "--config-file", CONFIG] + TINY_CPU + [
-        "DATASETS.FOLDER.NAME", "", "MODEL.SEM_SEG_HEAD.NUM_CLASSES", str(len(CLASSES)),
-        "DATASETS.TRAIN", "('mine_train',)", "DATASETS.TEST", "('mine_val',)", "OUTPUT_DIR", str(out)]
+    argv = (
+        ["--register", str(module), "--config-file", CONFIG]
+        + TINY_CPU
+        + [
+            "DATASETS.FOLDER.NAME",
+            "",
+            "MODEL.SEM_SEG_HEAD.NUM_CLASSES",
+            str(len(CLASSES)),
+            "DATASETS.TRAIN",
+            "('mine_train',)",
+            "DATASETS.TEST",
+            "('mine_val',)",
+            "OUTPUT_DIR",
+            str(out),
+        ]
+    )
     os.environ["MY_DATA"] = str(user_root)
     try:
         _run(argv, ROOT)

@@ -1,6 +1,7 @@
 """Backbones of the model zoo: the timm adapter (names, channels, strides, NHWC outputs, dilation,
 weights from a local file), MiT-B0..B5 (table, shapes, checkpoint conversion) and the optimizer
 builder. Small timm variants stand in for the big ones (same code paths); nothing is downloaded."""
+
 import pytest
 import torch
 from detectron2.config import get_cfg
@@ -39,20 +40,28 @@ def test_feature_level_names():
 
 def test_timm_resnet_default_drops_stride_2():
     bb = TimmBackbone("resnet18")
-    _check_pyramid(bb, torch.randn(1, 3, 64, 64),
-                   {"res2": (64, 4), "res3": (128, 8), "res4": (256, 16), "res5": (512, 32)})
+    _check_pyramid(
+        bb, torch.randn(1, 3, 64, 64), {"res2": (64, 4), "res3": (128, 8), "res4": (256, 16), "res5": (512, 32)}
+    )
     assert bb.size_divisibility == 32
 
 
 def test_timm_dilated_resnet_keeps_level_names():
     bb = TimmBackbone("resnet18", out_indices=[1, 2, 3, 4], output_stride=8)
-    _check_pyramid(bb, torch.randn(1, 3, 64, 64),
-                   {"res2": (64, 4), "res3": (128, 8), "res4": (256, 8), "res5": (512, 8)})
+    _check_pyramid(
+        bb, torch.randn(1, 3, 64, 64), {"res2": (64, 4), "res3": (128, 8), "res4": (256, 8), "res5": (512, 8)}
+    )
 
 
 def test_timm_swin_nhwc_any_size_and_output_norm():
-    bb = TimmBackbone("swin_tiny_patch4_window7_224", out_indices=[0, 1, 2, 3], output_norm=True,
-                      img_size=512, strict_img_size=False, drop_path_rate=0.2)
+    bb = TimmBackbone(
+        "swin_tiny_patch4_window7_224",
+        out_indices=[0, 1, 2, 3],
+        output_norm=True,
+        img_size=512,
+        strict_img_size=False,
+        drop_path_rate=0.2,
+    )
     assert bb.channels_last
     x = torch.randn(2, 3, 64, 96)
     out = _check_pyramid(bb, x, {"res2": (96, 4), "res3": (192, 8), "res4": (384, 16), "res5": (768, 32)})
@@ -64,15 +73,15 @@ def test_timm_swin_nhwc_any_size_and_output_norm():
 
 def test_timm_hrnet_raw_branches():
     bb = TimmBackbone("hrnet_w18_small", out_indices=[1, 2, 3, 4], feature_location="")
-    _check_pyramid(bb, torch.randn(1, 3, 64, 64),
-                   {"res2": (16, 4), "res3": (32, 8), "res4": (64, 16), "res5": (128, 32)})
+    _check_pyramid(
+        bb, torch.randn(1, 3, 64, 64), {"res2": (16, 4), "res3": (32, 8), "res4": (64, 16), "res5": (128, 32)}
+    )
 
 
 @pytest.mark.parametrize("name,channels", [("convnext_atto", (40, 80, 160, 320)), ("pvt_v2_b0", (32, 64, 160, 256))])
 def test_timm_other_families(name, channels):
     bb = TimmBackbone(name)
-    _check_pyramid(bb, torch.randn(1, 3, 64, 64),
-                   {f"res{i + 2}": (c, 2 ** (i + 2)) for i, c in enumerate(channels)})
+    _check_pyramid(bb, torch.randn(1, 3, 64, 64), {f"res{i + 2}": (c, 2 ** (i + 2)) for i, c in enumerate(channels)})
 
 
 def test_timm_sync_bn_and_freeze():
@@ -105,7 +114,10 @@ def test_build_timm_backbone_from_config():
     cfg.MODEL.TIMM.KWARGS.output_stride = 16
     bb = BACKBONE_REGISTRY.get("build_timm_backbone")(cfg, ShapeSpec(channels=3))
     assert {k: (v.channels, v.stride) for k, v in bb.output_shape().items()} == {
-        "res3": (128, 8), "res4": (256, 16), "res5": (512, 16)}
+        "res3": (128, 8),
+        "res4": (256, 16),
+        "res5": (512, 16),
+    }
 
 
 # ---- MiT ---------------------------------------------------------------------------------------
@@ -117,8 +129,9 @@ def test_mit_table():
 
 def test_mit_b0_shapes_and_params():
     m = MixVisionTransformer(**MIT_SETTINGS["b0"])
-    _check_pyramid(m, torch.randn(2, 3, 64, 96),
-                   {"res2": (32, 4), "res3": (64, 8), "res4": (160, 16), "res5": (256, 32)})
+    _check_pyramid(
+        m, torch.randn(2, 3, 64, 96), {"res2": (32, 4), "res3": (64, 8), "res4": (160, 16), "res5": (256, 32)}
+    )
     # 3.3M parameters (encoder of SegFormer-B0, without the ImageNet classifier)
     assert abs(sum(p.numel() for p in m.parameters()) / 1e6 - 3.32) < 0.05
 
@@ -135,24 +148,32 @@ def _to_hugging_face(state_dict, dims):
     for key, v in state_dict.items():
         parts = key.split(".")
         if key.startswith("patch_embed"):
-            i = int(parts[0][len("patch_embed"):]) - 1
-            out[f"segformer.encoder.patch_embeddings.{i}.{'proj' if parts[1] == 'proj' else 'layer_norm'}.{parts[2]}"] = v
+            i = int(parts[0][len("patch_embed") :]) - 1
+            out[
+                f"segformer.encoder.patch_embeddings.{i}.{'proj' if parts[1] == 'proj' else 'layer_norm'}.{parts[2]}"
+            ] = v
         elif key.startswith("norm"):
             out[f"segformer.encoder.layer_norm.{int(parts[0][4:]) - 1}.{parts[1]}"] = v
         else:
-            i, j, rest = int(parts[0][len("block"):]) - 1, parts[1], ".".join(parts[2:])
+            i, j, rest = int(parts[0][len("block") :]) - 1, parts[1], ".".join(parts[2:])
             prefix = f"segformer.encoder.block.{i}.{j}."
             if rest.startswith("attn.kv."):
                 c = dims[i]
                 out[prefix + "attention.self.key." + parts[-1]] = v[:c]
                 out[prefix + "attention.self.value." + parts[-1]] = v[c:]
                 continue
-            for ours, hf in [("norm1.", "layer_norm_1."), ("norm2.", "layer_norm_2."), ("attn.q.", "attention.self.query."),
-                             ("attn.sr.", "attention.self.sr."), ("attn.norm.", "attention.self.layer_norm."),
-                             ("attn.proj.", "attention.output.dense."), ("mlp.fc1.", "mlp.dense1."),
-                             ("mlp.fc2.", "mlp.dense2.")]:
+            for ours, hf in [
+                ("norm1.", "layer_norm_1."),
+                ("norm2.", "layer_norm_2."),
+                ("attn.q.", "attention.self.query."),
+                ("attn.sr.", "attention.self.sr."),
+                ("attn.norm.", "attention.self.layer_norm."),
+                ("attn.proj.", "attention.output.dense."),
+                ("mlp.fc1.", "mlp.dense1."),
+                ("mlp.fc2.", "mlp.dense2."),
+            ]:
                 if rest.startswith(ours):
-                    rest = hf + rest[len(ours):]
+                    rest = hf + rest[len(ours) :]
                     break
             out[prefix + rest] = v
     out["classifier.weight"] = torch.zeros(1000, dims[-1])
@@ -166,8 +187,12 @@ def test_mit_checkpoint_layouts(tmp_path, layout):
     if layout == "release":
         ckpt = {**sd, "head.weight": torch.zeros(1000, 256), "head.bias": torch.zeros(1000)}
     elif layout == "segformer":
-        ckpt = {"state_dict": {**{"backbone." + k: v for k, v in sd.items()},
-                               "decode_head.linear_fuse.conv.weight": torch.zeros(1)}}
+        ckpt = {
+            "state_dict": {
+                **{"backbone." + k: v for k, v in sd.items()},
+                "decode_head.linear_fuse.conv.weight": torch.zeros(1),
+            }
+        }
     else:
         ckpt = _to_hugging_face(sd, MIT_SETTINGS["b0"]["embed_dims"])
     assert convert_mit_state_dict(ckpt).keys() >= sd.keys()

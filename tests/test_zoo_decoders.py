@@ -1,5 +1,6 @@
 """The model-zoo decoders, built with plain arguments: output shapes, strides, gradients, and the
 per-pixel head's auxiliary losses (OCR's coarse classifier, the auxiliary FCN head)."""
+
 import pytest
 import torch
 from detectron2.layers import ShapeSpec
@@ -15,18 +16,30 @@ from gmmseg.modeling.sem_seg import (
     UPerNetDecoder,
 )
 
-PYRAMID = {"res2": ShapeSpec(channels=8, stride=4), "res3": ShapeSpec(channels=16, stride=8),
-           "res4": ShapeSpec(channels=24, stride=16), "res5": ShapeSpec(channels=32, stride=32)}
+PYRAMID = {
+    "res2": ShapeSpec(channels=8, stride=4),
+    "res3": ShapeSpec(channels=16, stride=8),
+    "res4": ShapeSpec(channels=24, stride=16),
+    "res5": ShapeSpec(channels=32, stride=32),
+}
 
 
 def _features(shapes, size=64, batch=2):
-    return {k: torch.randn(batch, s.channels, size // s.stride, size // s.stride, requires_grad=True)
-            for k, s in shapes.items()}
+    return {
+        k: torch.randn(batch, s.channels, size // s.stride, size // s.stride, requires_grad=True)
+        for k, s in shapes.items()
+    }
 
 
 def test_registered():
-    for name in ("FCNDecoder", "OCRDecoder", "UPerNetDecoder", "SegFormerMLPDecoder",
-                 "FPNDecoder", "DeepLabV3PlusDecoder"):
+    for name in (
+        "FCNDecoder",
+        "OCRDecoder",
+        "UPerNetDecoder",
+        "SegFormerMLPDecoder",
+        "FPNDecoder",
+        "DeepLabV3PlusDecoder",
+    ):
         assert name in DECODER_REGISTRY
 
 
@@ -92,7 +105,6 @@ def test_segformer_mlp_shapes():
     assert all(f.grad is not None for f in feats.values())
 
 
-
 @pytest.mark.parametrize("norm", ["GN", ""])
 def test_segformer_mlp_equals_concat_then_fuse(norm):
     """The decoder sums per-stage composed convs after upsampling instead of concatenating (SegFormer's
@@ -115,9 +127,11 @@ def test_segformer_mlp_equals_concat_then_fuse(norm):
     for a, b in zip(grads, grads_ref):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
 
+
 def _head(decoder, aux_head=None, k=5):
-    return PerPixelHead(decoder=decoder, predictor=SoftmaxPredictor(decoder.out_channels, k), num_classes=k,
-                        aux_head=aux_head)
+    return PerPixelHead(
+        decoder=decoder, predictor=SoftmaxPredictor(decoder.out_channels, k), num_classes=k, aux_head=aux_head
+    )
 
 
 def _targets(k=5, size=64):

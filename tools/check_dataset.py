@@ -13,28 +13,39 @@ label map (and no label map lacks an image), image/label sizes agree, label ids 
 the ignore label. Prints per-class pixel frequencies and every problem with its file name.
 Exit code: 0 when every dataset is fine, 1 otherwise.
 """
+
 import argparse
 import os
 import sys
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", action="append", default=[],
-                        help="registered dataset name (repeat for several)")
-    parser.add_argument("--config-file", default=None, metavar="FILE",
-                        help="a training config: registers its DATASETS.FOLDER dataset and checks its "
-                             "DATASETS.TRAIN + TEST (unless --dataset is given)")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--dataset", action="append", default=[], help="registered dataset name (repeat for several)")
+    parser.add_argument(
+        "--config-file",
+        default=None,
+        metavar="FILE",
+        help="a training config: registers its DATASETS.FOLDER dataset and checks its "
+        "DATASETS.TRAIN + TEST (unless --dataset is given)",
+    )
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides of --config-file")
-    parser.add_argument("--root", default=None,
-                        help="datasets folder; sets DETECTRON2_DATASETS before the datasets are "
-                             "registered (default: the variable, else ./datasets)")
-    parser.add_argument("--expected-count", type=int, default=None,
-                        help="number of images the split must have (default: the official count "
-                             "for known splits; 0 disables the count check, e.g. for a subset)")
-    parser.add_argument("--max-images", type=int, default=None,
-                        help="check only the first N records")
+    parser.add_argument(
+        "--root",
+        default=None,
+        help="datasets folder; sets DETECTRON2_DATASETS before the datasets are "
+        "registered (default: the variable, else ./datasets)",
+    )
+    parser.add_argument(
+        "--expected-count",
+        type=int,
+        default=None,
+        help="number of images the split must have (default: the official count "
+        "for known splits; 0 disables the count check, e.g. for a subset)",
+    )
+    parser.add_argument("--max-images", type=int, default=None, help="check only the first N records")
     parser.add_argument("--workers", type=int, default=0, help="processes reading the files")
     parser.add_argument("--max-listed", type=int, default=50, help="problems printed per dataset")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -76,9 +87,13 @@ def main(argv=None) -> int:
         names = names or config_names
     all_ok = True
     for name in names:
-        report = check_sem_seg_dataset(name, expected_count=args.expected_count,
-                                       max_images=args.max_images, num_workers=args.workers,
-                                       progress=not args.no_progress and sys.stderr.isatty())
+        report = check_sem_seg_dataset(
+            name,
+            expected_count=args.expected_count,
+            max_images=args.max_images,
+            num_workers=args.workers,
+            progress=not args.no_progress and sys.stderr.isatty(),
+        )
         print(report.format(max_listed=args.max_listed))
         print()
         all_ok &= report.ok

@@ -18,6 +18,7 @@ For every input image one PNG <output>/<image stem>.png with three panels side b
   3. the confidence map: max_c softmax, in [0, 1].
 Heatmap colour ranges are per image (1st..99th percentile for the anomaly score).
 """
+
 import argparse
 import glob
 import logging
@@ -51,16 +52,29 @@ logger = logging.getLogger("gmmseg.demo")
 def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="GMMSeg demo: segmentation, anomaly and confidence maps")
     parser.add_argument("--config-file", metavar="FILE", help="path to a config file (or --exported)")
-    parser.add_argument("--register", action="append", default=[], metavar="MODULE",
-                        help="import MODULE (dotted name or .py file) first: your own dataset registrations, "
-                             "for the class names of DATASETS.TEST (repeatable)")
-    parser.add_argument("--exported", metavar="FILE",
-                        help="an exported model (.onnx: ONNX Runtime, .ts: TorchScript) instead of --config-file")
-    parser.add_argument("--input", nargs="+", required=True,
-                        help="image files, glob patterns (quote them) or folders of images")
+    parser.add_argument(
+        "--register",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import MODULE (dotted name or .py file) first: your own dataset registrations, "
+        "for the class names of DATASETS.TEST (repeatable)",
+    )
+    parser.add_argument(
+        "--exported",
+        metavar="FILE",
+        help="an exported model (.onnx: ONNX Runtime, .ts: TorchScript) instead of --config-file",
+    )
+    parser.add_argument(
+        "--input", nargs="+", required=True, help="image files, glob patterns (quote them) or folders of images"
+    )
     parser.add_argument("--output", required=True, help="folder for the output PNGs (created)")
-    parser.add_argument("--opts", default=[], nargs=argparse.REMAINDER,
-                        help="config overrides as KEY VALUE pairs, e.g. MODEL.WEIGHTS model_final.pth")
+    parser.add_argument(
+        "--opts",
+        default=[],
+        nargs=argparse.REMAINDER,
+        help="config overrides as KEY VALUE pairs, e.g. MODEL.WEIGHTS model_final.pth",
+    )
     return parser
 
 
@@ -125,8 +139,7 @@ def maps_from_predictions(pred: dict) -> dict:
         anomaly, is_gmm = pred["anomaly_score"].detach().to("cpu", torch.float32), True
     else:
         anomaly, is_gmm = -logits.amax(0), False
-    return {"labels": labels.numpy(), "anomaly": anomaly.numpy(), "confidence": confidence.numpy(),
-            "is_gmm": is_gmm}
+    return {"labels": labels.numpy(), "anomaly": anomaly.numpy(), "confidence": confidence.numpy(), "is_gmm": is_gmm}
 
 
 def render(image_rgb: np.ndarray, maps: dict, metadata: Metadata, path: str, title: str = "") -> str:
@@ -145,8 +158,11 @@ def render(image_rgb: np.ndarray, maps: dict, metadata: Metadata, path: str, tit
         axes.append(fig.add_axes(rect(x0, pw)))
         cbars.append(fig.add_axes(rect(x0 + pw + _CBAR_PAD, _CBAR_W)))
     cbars[0].set_axis_off()
-    overlay = Visualizer(image_rgb, metadata, instance_mode=ColorMode.IMAGE).draw_sem_seg(
-        maps["labels"], alpha=0.5).get_image()
+    overlay = (
+        Visualizer(image_rgb, metadata, instance_mode=ColorMode.IMAGE)
+        .draw_sem_seg(maps["labels"], alpha=0.5)
+        .get_image()
+    )
     axes[0].imshow(overlay, aspect="auto")
     axes[0].set_title("Segmentation\nargmax_c p(c|x)")
     anomaly = maps["anomaly"]

@@ -18,6 +18,7 @@ masks are refused, and nothing is tuned on anomalies. Evaluate, visualise or exp
     python tools/train_net.py --config-file ... --eval-only MODEL.WEIGHTS ... MODEL.ANOMALY_FIT fit.json
         [MODEL.ANOMALY_SCORE likelihood_energy]
 """
+
 import argparse
 import json
 import logging
@@ -43,18 +44,34 @@ logger = logging.getLogger("gmmseg.fit_scores")
 def get_parser():
     ap = argparse.ArgumentParser(description="Fit the known-pixel statistics of the fitted anomaly scores")
     ap.add_argument("--config-file", required=True, metavar="FILE")
-    ap.add_argument("--dataset", help="registered labelled training split (default: DATASETS.TRAIN[0]); not one of "
-                                      "DATASETS.TEST, and without anomaly masks")
+    ap.add_argument(
+        "--dataset",
+        help="registered labelled training split (default: DATASETS.TRAIN[0]); not one of "
+        "DATASETS.TEST, and without anomaly masks",
+    )
     ap.add_argument("--images", type=int, default=100, help="images drawn at random from the dataset (default 100)")
     ap.add_argument("--pixels", type=int, default=2000, help="labelled pixels drawn at random per image (default 2000)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the image and pixel draws (default 0)")
-    ap.add_argument("--embeddings", type=int, default=500,
-                    help="labelled feature-grid cells per image for the background density (default 500)")
-    ap.add_argument("--background-components", type=int, default=16,
-                    help="Gaussians of the background density (default 16; 0: no background density)")
+    ap.add_argument(
+        "--embeddings",
+        type=int,
+        default=500,
+        help="labelled feature-grid cells per image for the background density (default 500)",
+    )
+    ap.add_argument(
+        "--background-components",
+        type=int,
+        default=16,
+        help="Gaussians of the background density (default 16; 0: no background density)",
+    )
     ap.add_argument("--output", required=True, metavar="FILE", help="the JSON file MODEL.ANOMALY_FIT reads")
-    ap.add_argument("--register", action="append", default=[], metavar="MODULE",
-                    help="import MODULE (dotted name or .py file) first: your DatasetCatalog registrations")
+    ap.add_argument(
+        "--register",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import MODULE (dotted name or .py file) first: your DatasetCatalog registrations",
+    )
     ap.add_argument("opts", nargs=argparse.REMAINDER, help="config KEY VALUE pairs (MODEL.WEIGHTS: the model)")
     return ap
 
@@ -62,38 +79,50 @@ def get_parser():
 def check_dataset(cfg, dataset: str) -> Dict[str, str]:
     """{image file: label file} of a labelled split that is neither evaluated on nor an anomaly set."""
     if dataset in cfg.DATASETS.TEST:
-        raise SystemExit(f"fit_scores: dataset {dataset!r} is in DATASETS.TEST {list(cfg.DATASETS.TEST)}; fit on a "
-                         "training split, not on the split you evaluate on")
+        raise SystemExit(
+            f"fit_scores: dataset {dataset!r} is in DATASETS.TEST {list(cfg.DATASETS.TEST)}; fit on a "
+            "training split, not on the split you evaluate on"
+        )
     meta = MetadataCatalog.get(dataset)
     dicts = DatasetCatalog.get(dataset)
-    if meta.get("anomaly_eval", False) or meta.get("has_anomaly_masks", False) or \
-            any("anomaly_mask_file_name" in d for d in dicts):
-        raise SystemExit(f"fit_scores: dataset {dataset!r} has anomaly masks; the fitted scores are fitted on known "
-                         "pixels of a training split only (no anomaly may enter the fit)")
+    if (
+        meta.get("anomaly_eval", False)
+        or meta.get("has_anomaly_masks", False)
+        or any("anomaly_mask_file_name" in d for d in dicts)
+    ):
+        raise SystemExit(
+            f"fit_scores: dataset {dataset!r} has anomaly masks; the fitted scores are fitted on known "
+            "pixels of a training split only (no anomaly may enter the fit)"
+        )
     files = {d["file_name"]: d["sem_seg_file_name"] for d in dicts if "sem_seg_file_name" in d}
     if not files:
-        raise SystemExit(f"fit_scores: dataset {dataset!r} has no semantic ground truth ('sem_seg_file_name'); "
-                         "give a labelled one with --dataset")
+        raise SystemExit(
+            f"fit_scores: dataset {dataset!r} has no semantic ground truth ('sem_seg_file_name'); "
+            "give a labelled one with --dataset"
+        )
     return files
 
 
-def collect(model, cfg, dataset: str, label_files: Dict[str, str], num_images: int, pixels: int, seed: int,
-            embeddings: int = 0):
+def collect(
+    model, cfg, dataset: str, label_files: Dict[str, str], num_images: int, pixels: int, seed: int, embeddings: int = 0
+):
     """KnownPixelStatistics over `pixels` random labelled pixels of `num_images` random images, and
     (per-pixel GMM models, `embeddings` > 0) the embeddings (E, D) of `embeddings` random labelled
     feature-grid cells per image, else None."""
     dicts = [d for d in DatasetCatalog.get(dataset) if d["file_name"] in label_files]
     dicts = random.Random(seed).sample(dicts, min(num_images, len(dicts)))
-    loader = build_detection_test_loader(dataset=dicts, mapper=SemSegDatasetMapper(cfg, is_train=False),
-                                         num_workers=cfg.DATALOADER.NUM_WORKERS)
+    loader = build_detection_test_loader(
+        dataset=dicts, mapper=SemSegDatasetMapper(cfg, is_train=False), num_workers=cfg.DATALOADER.NUM_WORKERS
+    )
     load_label = make_sem_seg_loading_fn(dataset)
     ignore = MetadataCatalog.get(dataset).get("ignore_label", 255)
     gen = torch.Generator().manual_seed(seed)
     stats = KnownPixelStatistics(cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES)
     images = 0
     head = getattr(model, "sem_seg_head", None)
-    hooks = PredictorInputs(head) if embeddings > 0 and hasattr(getattr(head, "predictor", None), "background") \
-        else None
+    hooks = (
+        PredictorInputs(head) if embeddings > 0 and hasattr(getattr(head, "predictor", None), "background") else None
+    )
     kept = []
     with torch.no_grad():
         for batch in loader:
@@ -102,8 +131,10 @@ def collect(model, cfg, dataset: str, label_files: Dict[str, str], num_images: i
                 labels = torch.from_numpy(load_label(label_file, dtype=np.int64)).flatten()
                 scores = anomaly_scores(out)
                 if labels.numel() != out["sem_seg"][0].numel():
-                    raise ValueError(f"fit_scores: the prediction for {x['file_name']!r} is "
-                                     f"{tuple(out['sem_seg'].shape[1:])}, its label {label_file!r} is not")
+                    raise ValueError(
+                        f"fit_scores: the prediction for {x['file_name']!r} is "
+                        f"{tuple(out['sem_seg'].shape[1:])}, its label {label_file!r} is not"
+                    )
                 labelled = (labels != ignore).nonzero().squeeze(1)
                 pick = labelled[torch.randperm(labelled.numel(), generator=gen)[:pixels]]
                 if pick.numel() == 0:
@@ -126,12 +157,19 @@ def fit_background(e: torch.Tensor, components: int, seed: int) -> Dict:
     from sklearn.mixture import GaussianMixture
 
     if e.shape[0] < components:
-        raise SystemExit(f"fit_scores: {e.shape[0]} embeddings for {components} background components; "
-                         "use more --images or --embeddings, or fewer --background-components")
+        raise SystemExit(
+            f"fit_scores: {e.shape[0]} embeddings for {components} background components; "
+            "use more --images or --embeddings, or fewer --background-components"
+        )
     gm = GaussianMixture(components, covariance_type="diag", reg_covar=1e-4, max_iter=300, random_state=seed)
     gm.fit(e.double().numpy())
-    return {"weights": gm.weights_.tolist(), "means": gm.means_.tolist(), "stds": np.sqrt(gm.covariances_).tolist(),
-            "embeddings": int(e.shape[0]), "converged": bool(gm.converged_)}
+    return {
+        "weights": gm.weights_.tolist(),
+        "means": gm.means_.tolist(),
+        "stds": np.sqrt(gm.covariances_).tolist(),
+        "embeddings": int(e.shape[0]),
+        "converged": bool(gm.converged_),
+    }
 
 
 def main(argv=None) -> Dict:
@@ -147,21 +185,38 @@ def main(argv=None) -> Dict:
     dataset = args.dataset or cfg.DATASETS.TRAIN[0]
     label_files = check_dataset(cfg, dataset)
     model = build_inference_model(cfg)
-    stats, images, embeddings = collect(model, cfg, dataset, label_files, args.images, args.pixels, args.seed,
-                                        args.embeddings if args.background_components > 0 else 0)
+    stats, images, embeddings = collect(
+        model,
+        cfg,
+        dataset,
+        label_files,
+        args.images,
+        args.pixels,
+        args.seed,
+        args.embeddings if args.background_components > 0 else 0,
+    )
     result = stats.result()
-    fit = {"config_file": args.config_file, "weights": cfg.MODEL.WEIGHTS, "dataset": dataset, "images": images,
-           "pixels_per_image": args.pixels, "seed": args.seed, "scores": result,
-           "fitted_scores": [f.name for f in FITTED.values() if all(b in result for b in f.bases)]}
+    fit = {
+        "config_file": args.config_file,
+        "weights": cfg.MODEL.WEIGHTS,
+        "dataset": dataset,
+        "images": images,
+        "pixels_per_image": args.pixels,
+        "seed": args.seed,
+        "scores": result,
+        "fitted_scores": [f.name for f in FITTED.values() if all(b in result for b in f.bases)],
+    }
     if embeddings is not None:
         fit["background"] = fit_background(embeddings, args.background_components, args.seed)
         fit["fitted_scores"] += ["likelihood_ratio", "background"]
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     with open(args.output, "w") as f:
         json.dump(fit, f, indent=1)
-    print(f"known-pixel statistics of {len(result)} scores on {images} images of {dataset} -> {args.output}\n"
-          f"fitted scores it enables: {', '.join(fit['fitted_scores']) or 'none'}\n"
-          f"evaluate with: {FIT_KEY} {args.output}")
+    print(
+        f"known-pixel statistics of {len(result)} scores on {images} images of {dataset} -> {args.output}\n"
+        f"fitted scores it enables: {', '.join(fit['fitted_scores']) or 'none'}\n"
+        f"evaluate with: {FIT_KEY} {args.output}"
+    )
     return fit
 
 

@@ -18,6 +18,7 @@ The labels are the evaluators' ground truth: the dataset's label files, read wit
 the size of the prediction. A CLASS_TEMPERATURE already in the config is ignored here (T = 1 is
 "before"). --output writes the numbers as JSON.
 """
+
 import argparse
 import json
 import logging
@@ -42,15 +43,21 @@ logger = logging.getLogger("gmmseg.fit_temperature")
 def get_parser():
     ap = argparse.ArgumentParser(description="Fit Mask2Former's post-hoc class temperature (no retraining)")
     ap.add_argument("--config-file", required=True, metavar="FILE")
-    ap.add_argument("--dataset", help="registered dataset with semantic labels (default: DATASETS.TRAIN[0]); "
-                                      "not one of DATASETS.TEST")
+    ap.add_argument(
+        "--dataset",
+        help="registered dataset with semantic labels (default: DATASETS.TRAIN[0]); not one of DATASETS.TEST",
+    )
     ap.add_argument("--images", type=int, default=100, help="images drawn at random from the dataset (default 100)")
-    ap.add_argument("--pixels", type=int, default=2000,
-                    help="labelled pixels drawn at random per image (default 2000)")
+    ap.add_argument("--pixels", type=int, default=2000, help="labelled pixels drawn at random per image (default 2000)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the image and pixel draws (default 0)")
     ap.add_argument("--output", metavar="FILE", help="write the fit (temperature, NLL, ECE, ...) as JSON")
-    ap.add_argument("--register", action="append", default=[], metavar="MODULE",
-                    help="import MODULE (dotted name or .py file) first: your DatasetCatalog registrations")
+    ap.add_argument(
+        "--register",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import MODULE (dotted name or .py file) first: your DatasetCatalog registrations",
+    )
     ap.add_argument("opts", nargs=argparse.REMAINDER, help="config KEY VALUE pairs (MODEL.WEIGHTS: the model)")
     return ap
 
@@ -68,12 +75,19 @@ def main(argv=None) -> Dict:
     label_files = _label_files(cfg, dataset)
     model = build_inference_model(cfg)
     if not isinstance(model, MaskFormer):  # passed the name check: something registered under that name
-        raise SystemExit(f"fit_temperature: MODEL.META_ARCHITECTURE {cfg.MODEL.META_ARCHITECTURE!r} built a "
-                         f"{type(model).__name__}, not this project's MaskFormer")
+        raise SystemExit(
+            f"fit_temperature: MODEL.META_ARCHITECTURE {cfg.MODEL.META_ARCHITECTURE!r} built a "
+            f"{type(model).__name__}, not this project's MaskFormer"
+        )
     samples = collect_samples(model, cfg, dataset, label_files, args.images, args.pixels, args.seed)
     fit = fit_class_temperature(samples)
-    fit.update(dataset=dataset, weights=cfg.MODEL.WEIGHTS, config_file=args.config_file,
-               pixels_per_image=args.pixels, seed=args.seed)
+    fit.update(
+        dataset=dataset,
+        weights=cfg.MODEL.WEIGHTS,
+        config_file=args.config_file,
+        pixels_per_image=args.pixels,
+        seed=args.seed,
+    )
     print(format_report(fit))
     if args.output:
         os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
@@ -87,8 +101,10 @@ def _check_config(cfg) -> None:
     """Refuse what the fit cannot serve, before anything is built or loaded."""
     arch = cfg.MODEL.META_ARCHITECTURE
     if arch != "MaskFormer":
-        raise SystemExit(f"fit_temperature: MODEL.META_ARCHITECTURE is {arch!r}; {TEMPERATURE_KEY} is the "
-                         "query class temperature of Mask2Former (META_ARCHITECTURE 'MaskFormer')")
+        raise SystemExit(
+            f"fit_temperature: MODEL.META_ARCHITECTURE is {arch!r}; {TEMPERATURE_KEY} is the "
+            "query class temperature of Mask2Former (META_ARCHITECTURE 'MaskFormer')"
+        )
     weights = cfg.MODEL.WEIGHTS
     if not weights:
         raise SystemExit("fit_temperature: give the trained model as MODEL.WEIGHTS path/to/model_final.pth")
@@ -101,23 +117,29 @@ def _label_files(cfg, dataset: str) -> Dict[str, str]:
     dataset that has none, and the evaluation sets (a temperature fitted there would make the
     calibration measured there optimistic)."""
     if dataset in cfg.DATASETS.TEST:
-        raise SystemExit(f"fit_temperature: dataset {dataset!r} is in DATASETS.TEST {list(cfg.DATASETS.TEST)}; "
-                         "fit on a training (or held-out) split, not on the split you evaluate on")
+        raise SystemExit(
+            f"fit_temperature: dataset {dataset!r} is in DATASETS.TEST {list(cfg.DATASETS.TEST)}; "
+            "fit on a training (or held-out) split, not on the split you evaluate on"
+        )
     files = {d["file_name"]: d["sem_seg_file_name"] for d in DatasetCatalog.get(dataset) if "sem_seg_file_name" in d}
     if not files:
-        raise SystemExit(f"fit_temperature: dataset {dataset!r} has no semantic ground truth "
-                         "('sem_seg_file_name' in none of its dicts); give a labelled one with --dataset")
+        raise SystemExit(
+            f"fit_temperature: dataset {dataset!r} has no semantic ground truth "
+            "('sem_seg_file_name' in none of its dicts); give a labelled one with --dataset"
+        )
     return files
 
 
-def collect_samples(model: MaskFormer, cfg, dataset: str, label_files: Dict[str, str], num_images: int,
-                    pixels_per_image: int, seed: int) -> List:
+def collect_samples(
+    model: MaskFormer, cfg, dataset: str, label_files: Dict[str, str], num_images: int, pixels_per_image: int, seed: int
+) -> List:
     """Per image (query logits (Q, K+1), mask probabilities (Q, P), labels (P,)) at P random labelled
     pixels of the prediction, on the CPU. Images without a labelled pixel are skipped."""
     dicts = [d for d in DatasetCatalog.get(dataset) if d["file_name"] in label_files]
     dicts = random.Random(seed).sample(dicts, min(num_images, len(dicts)))  # spread over the split
-    loader = build_detection_test_loader(dataset=dicts, mapper=SemSegDatasetMapper(cfg, is_train=False),
-                                         num_workers=cfg.DATALOADER.NUM_WORKERS)
+    loader = build_detection_test_loader(
+        dataset=dicts, mapper=SemSegDatasetMapper(cfg, is_train=False), num_workers=cfg.DATALOADER.NUM_WORKERS
+    )
     load_label = make_sem_seg_loading_fn(dataset)
     ignore = MetadataCatalog.get(dataset).get("ignore_label", 255)  # as the evaluators
     pick_gen = torch.Generator().manual_seed(seed)
@@ -129,22 +151,31 @@ def collect_samples(model: MaskFormer, cfg, dataset: str, label_files: Dict[str,
                 labels = torch.from_numpy(load_label(label_file, dtype=np.int64))
                 probs = pred["mask_probs"]
                 if tuple(labels.shape) != tuple(probs.shape[1:]):
-                    raise ValueError(f"fit_temperature: the prediction for {x['file_name']!r} is "
-                                     f"{tuple(probs.shape[1:])}, its label {label_file!r} is {tuple(labels.shape)}")
+                    raise ValueError(
+                        f"fit_temperature: the prediction for {x['file_name']!r} is "
+                        f"{tuple(probs.shape[1:])}, its label {label_file!r} is {tuple(labels.shape)}"
+                    )
                 labelled = (labels != ignore).flatten().nonzero().squeeze(1)
                 pick = labelled[torch.randperm(labelled.numel(), generator=pick_gen)[:pixels_per_image]]
                 if pick.numel():
-                    samples.append((pred["query_logits"].cpu(), probs.flatten(1)[:, pick.to(probs.device)].cpu(),
-                                    labels.flatten()[pick]))
+                    samples.append(
+                        (
+                            pred["query_logits"].cpu(),
+                            probs.flatten(1)[:, pick.to(probs.device)].cpu(),
+                            labels.flatten()[pick],
+                        )
+                    )
     logger.info("%d of %d images with labelled pixels from %s", len(samples), len(dicts), dataset)
     return samples
 
 
 def format_report(fit: Dict) -> str:
     """The fit as a short table and the override line to paste."""
-    rows = [f"class temperature of {fit['weights']} on {fit['dataset']} "
-            f"({fit['images']} images, {fit['pixels']} labelled pixels):",
-            f"{'':8}{'T':>8}{'NLL':>9}{'ECE %':>8}{'pixel acc %':>13}"]
+    rows = [
+        f"class temperature of {fit['weights']} on {fit['dataset']} "
+        f"({fit['images']} images, {fit['pixels']} labelled pixels):",
+        f"{'':8}{'T':>8}{'NLL':>9}{'ECE %':>8}{'pixel acc %':>13}",
+    ]
     for name, t, key in (("before", 1.0, "before"), ("after", fit["temperature"], "after")):
         rows.append(f"{name:8}{t:8.3f}{fit['nll_' + key]:9.4f}{fit['ece_' + key]:8.2f}{fit['accuracy_' + key]:13.2f}")
     rows.append(f"evaluate with: {TEMPERATURE_KEY} {fit['temperature']:.4g}")

@@ -12,6 +12,7 @@ and writes ADEChallengeData2016/annotations_detectron2/{training,validation}/ADE
 label - 1 (so "other" 0 becomes 255), the layout detectron2's ade20k_sem_seg_{train,val} read.
 Idempotent (existing outputs kept unless --overwrite; atomic writes), progress bar, --workers.
 """
+
 import argparse
 import os
 import sys
@@ -43,25 +44,34 @@ def prepare_ade20k(ade_dir: str, workers: int = 0, overwrite: bool = False):
     for split in SPLITS:
         src_dir = os.path.join(ade_dir, "annotations", split)
         if not os.path.isdir(src_dir):
-            raise FileNotFoundError(f"{src_dir} does not exist: unzip ADEChallengeData2016.zip so that "
-                                    f"{ade_dir} holds images/ and annotations/ (see datasets/README.md)")
+            raise FileNotFoundError(
+                f"{src_dir} does not exist: unzip ADEChallengeData2016.zip so that "
+                f"{ade_dir} holds images/ and annotations/ (see datasets/README.md)"
+            )
         dst_dir = os.path.join(ade_dir, "annotations_detectron2", split)
         os.makedirs(dst_dir, exist_ok=True)
-        jobs = [(os.path.join(src_dir, f), os.path.join(dst_dir, f), overwrite)
-                for f in sorted(os.listdir(src_dir)) if f.endswith(".png")]
+        jobs = [
+            (os.path.join(src_dir, f), os.path.join(dst_dir, f), overwrite)
+            for f in sorted(os.listdir(src_dir))
+            if f.endswith(".png")
+        ]
         results += run_jobs(convert_one, jobs, workers, f"ade20k {split}")
     return results
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--ade", default=None, help="the ADEChallengeData2016 folder (default: "
-                        "$DETECTRON2_DATASETS/ADEChallengeData2016)")
+    parser.add_argument(
+        "--ade",
+        default=None,
+        help="the ADEChallengeData2016 folder (default: $DETECTRON2_DATASETS/ADEChallengeData2016)",
+    )
     parser.add_argument("--workers", type=int, default=0)
     parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args(argv)
     ade_dir = args.ade or os.path.join(
-        os.path.expanduser(os.environ.get("DETECTRON2_DATASETS", "datasets")), "ADEChallengeData2016")
+        os.path.expanduser(os.environ.get("DETECTRON2_DATASETS", "datasets")), "ADEChallengeData2016"
+    )
     try:
         results = prepare_ade20k(ade_dir, args.workers, args.overwrite)
     except FileNotFoundError as e:

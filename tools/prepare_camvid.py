@@ -20,6 +20,7 @@ above 11 stops with an error naming the file and the values. Idempotent (existin
 kept unless --overwrite; label maps are written under a temporary name and renamed), progress
 bar, --workers.
 """
+
 import argparse
 import os
 import shutil
@@ -48,11 +49,15 @@ def convert_one(job) -> str:
         return "skipped"
     raw = np.asarray(Image.open(annotation))
     if raw.ndim != 2 or raw.dtype != np.uint8:
-        raise ValueError(f"{annotation}: expected a single-channel uint8 SegNet annotation, got {raw.dtype} {raw.shape}")
+        raise ValueError(
+            f"{annotation}: expected a single-channel uint8 SegNet annotation, got {raw.dtype} {raw.shape}"
+        )
     present = np.flatnonzero(np.bincount(raw.ravel(), minlength=256))
     if present.max() > SEGNET_VOID:
-        raise ValueError(f"{annotation}: values {present[present > SEGNET_VOID].tolist()} are not SegNet CamVid ids "
-                         f"(0..10 classes, {SEGNET_VOID} void)")
+        raise ValueError(
+            f"{annotation}: values {present[present > SEGNET_VOID].tolist()} are not SegNet CamVid ids "
+            f"(0..10 classes, {SEGNET_VOID} void)"
+        )
     if os.path.lexists(image_dst):
         os.remove(image_dst)
     if copy:
@@ -68,24 +73,37 @@ def split_jobs(segnet_dir: str, output_dir: str, split: str, copy: bool, overwri
     image_dir, annot_dir = os.path.join(segnet_dir, split), os.path.join(segnet_dir, f"{split}annot")
     for folder in (image_dir, annot_dir):
         if not os.path.isdir(folder):
-            raise FileNotFoundError(f"{folder} does not exist: --segnet must be the SegNet tutorial's CamVid folder "
-                                    f"(train/, trainannot/, val/, valannot/, ...); leave out missing splits "
-                                    f"with --splits (see datasets/README.md)")
+            raise FileNotFoundError(
+                f"{folder} does not exist: --segnet must be the SegNet tutorial's CamVid folder "
+                f"(train/, trainannot/, val/, valannot/, ...); leave out missing splits "
+                f"with --splits (see datasets/README.md)"
+            )
     names = sorted(f for f in os.listdir(image_dir) if f.lower().endswith(".png"))
     if not names:
         raise FileNotFoundError(f"no .png image in {image_dir}")
     missing = [n for n in names if not os.path.isfile(os.path.join(annot_dir, n))]
     if missing:
-        raise FileNotFoundError(f"{len(missing)} image(s) of {image_dir} have no annotation in {annot_dir}, "
-                                f"e.g. {missing[:3]}")
+        raise FileNotFoundError(
+            f"{len(missing)} image(s) of {image_dir} have no annotation in {annot_dir}, e.g. {missing[:3]}"
+        )
     for sub in ("images", "labels"):
         os.makedirs(os.path.join(output_dir, split, sub), exist_ok=True)
-    return [(os.path.join(image_dir, n), os.path.join(annot_dir, n), os.path.join(output_dir, split, "images", n),
-             os.path.join(output_dir, split, "labels", n), copy, overwrite) for n in names]
+    return [
+        (
+            os.path.join(image_dir, n),
+            os.path.join(annot_dir, n),
+            os.path.join(output_dir, split, "images", n),
+            os.path.join(output_dir, split, "labels", n),
+            copy,
+            overwrite,
+        )
+        for n in names
+    ]
 
 
-def prepare_camvid(segnet_dir: str, output_dir: str, splits=SPLITS, workers: int = 0, copy: bool = False,
-                   overwrite: bool = False):
+def prepare_camvid(
+    segnet_dir: str, output_dir: str, splits=SPLITS, workers: int = 0, copy: bool = False, overwrite: bool = False
+):
     if os.path.realpath(segnet_dir) == os.path.realpath(output_dir):
         raise ValueError(f"--output {output_dir} is the SegNet folder itself; write the converted copy elsewhere")
     jobs = {split: split_jobs(segnet_dir, output_dir, split, copy, overwrite) for split in splits}  # check all first
@@ -97,7 +115,9 @@ def prepare_camvid(segnet_dir: str, output_dir: str, splits=SPLITS, workers: int
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--segnet", required=True, help="the SegNet tutorial's CamVid folder (train/, trainannot/, ...)")
+    parser.add_argument(
+        "--segnet", required=True, help="the SegNet tutorial's CamVid folder (train/, trainannot/, ...)"
+    )
     parser.add_argument("--output", default=None, help="default: $DETECTRON2_DATASETS/camvid (else ./datasets/camvid)")
     parser.add_argument("--splits", nargs="+", default=list(SPLITS), choices=list(SPLITS))
     parser.add_argument("--copy", action="store_true", help="copy the images instead of symlinking them")

@@ -28,6 +28,7 @@ existing outputs are replaced. Nothing of it is committed: the data stay where y
 every image through another camera, one drawn per image (exposure, white balance, blur,
 resolution: gmmseg/data/camera_shift.py), the labels unchanged, the cameras in its manifest.
 """
+
 import argparse
 import glob
 import json
@@ -49,8 +50,10 @@ def default_root() -> str:
 def find_annotations(source: str) -> str:
     found = sorted(glob.glob(os.path.join(source, "annotations", "*.json")))
     if len(found) != 1:
-        raise FileNotFoundError(f"--source {source!r}: expected one COCO json in {source}/annotations/, found "
-                                f"{[os.path.basename(f) for f in found] or 'none'}; name it with --annotations")
+        raise FileNotFoundError(
+            f"--source {source!r}: expected one COCO json in {source}/annotations/, found "
+            f"{[os.path.basename(f) for f in found] or 'none'}; name it with --annotations"
+        )
     return found[0]
 
 
@@ -89,8 +92,12 @@ def build(camvid_val: str, objects, output: str, seed: int):
         pasted, anomaly, placement = paste_object(image, known, objects[k], rng)
         Image.fromarray(pasted).save(os.path.join(output, "val", "images", stem + ".png"))
         save_png_atomic(anomaly, os.path.join(output, "val", "labels", stem + ".png"))
-        manifest[stem] = {"category": objects[k].category, **objects[k].source, **placement,
-                          "anomaly_pixels": int((anomaly == 1).sum())}
+        manifest[stem] = {
+            "category": objects[k].category,
+            **objects[k].source,
+            **placement,
+            "anomaly_pixels": int((anomaly == 1).sum()),
+        }
     return manifest
 
 
@@ -98,8 +105,9 @@ def build_camera_shift(static_root: str, output: str, seed: int):
     """camvid_static (val/images + val/labels) through another camera per image -> `output`; the manifest."""
     images = sorted(glob.glob(os.path.join(static_root, "val", "images", "*.png")))
     if not images:
-        raise FileNotFoundError(f"no images in {static_root}/val/images: write camvid_static first (this tool "
-                                "without --camera-shift)")
+        raise FileNotFoundError(
+            f"no images in {static_root}/val/images: write camvid_static first (this tool without --camera-shift)"
+        )
     rng = np.random.default_rng(seed)
     for sub in ("images", "labels"):
         os.makedirs(os.path.join(output, "val", sub), exist_ok=True)
@@ -127,8 +135,11 @@ def main(argv=None):
     ap.add_argument("--output", help="default: $DETECTRON2_DATASETS/camvid_static")
     ap.add_argument("--min-area", type=int, default=1000, help="smallest object mask used, in source pixels")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--camera-shift", action="store_true",
-                    help="write camvid_static_shift from an existing camvid_static (see the docstring)")
+    ap.add_argument(
+        "--camera-shift",
+        action="store_true",
+        help="write camvid_static_shift from an existing camvid_static (see the docstring)",
+    )
     args = ap.parse_args(argv)
     if args.camera_shift:
         static = args.output or os.path.join(default_root(), "camvid_static")
@@ -146,8 +157,11 @@ def main(argv=None):
     output = args.output or os.path.join(default_root(), "camvid_static")
     manifest = build(args.camvid or os.path.join(default_root(), "camvid", "val"), objects, output, args.seed)
     with open(os.path.join(output, "manifest.json"), "w") as f:
-        json.dump({"source": os.path.abspath(annotations), "seed": args.seed, "objects": len(objects),
-                   "images": manifest}, f, indent=1)
+        json.dump(
+            {"source": os.path.abspath(annotations), "seed": args.seed, "objects": len(objects), "images": manifest},
+            f,
+            indent=1,
+        )
     cats = sorted({m["category"] for m in manifest.values()})
     print(f"wrote {len(manifest)} images with {len(objects)} distinct objects ({', '.join(cats)}) to {output}")
 

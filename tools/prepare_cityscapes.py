@@ -17,6 +17,7 @@ By default each label map is drawn from its polygons with cityscapesscripts' `js
 Idempotent: existing outputs are kept unless --overwrite; each file is written to a temporary
 name and renamed, so an interrupted run leaves no truncated file behind.
 """
+
 import argparse
 import functools
 import glob
@@ -25,8 +26,10 @@ import sys
 
 from gmmseg.data.preparation import run_jobs, save_png_atomic
 
-_INSTALL_HINT = ("cityscapesscripts is not installed; it converts Cityscapes labels to train ids. "
-                 "Install it with:  pip install cityscapesscripts")
+_INSTALL_HINT = (
+    "cityscapesscripts is not installed; it converts Cityscapes labels to train ids. "
+    "Install it with:  pip install cityscapesscripts"
+)
 
 
 def require_cityscapesscripts():
@@ -90,9 +93,11 @@ def convert_one(job) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cityscapes", default=None,
-                        help="the cityscapes folder (default: $DETECTRON2_DATASETS/cityscapes, "
-                             "else ./datasets/cityscapes)")
+    parser.add_argument(
+        "--cityscapes",
+        default=None,
+        help="the cityscapes folder (default: $DETECTRON2_DATASETS/cityscapes, else ./datasets/cityscapes)",
+    )
     parser.add_argument("--splits", nargs="+", default=["train", "val", "test"])
     parser.add_argument("--source", choices=["polygons", "label-ids"], default="polygons")
     parser.add_argument("--workers", type=int, default=0, help="processes (0: this one)")
@@ -101,15 +106,18 @@ def main(argv=None) -> int:
 
     require_cityscapesscripts()
     root = args.cityscapes or os.path.join(
-        os.path.expanduser(os.environ.get("DETECTRON2_DATASETS", "datasets")), "cityscapes")
+        os.path.expanduser(os.environ.get("DETECTRON2_DATASETS", "datasets")), "cityscapes"
+    )
     files = find_annotations(root, args.splits, args.source)
     if not files:
         what = "*_gtFine_polygons.json" if args.source == "polygons" else "*_gtFine_labelIds.png"
-        print(f"error: no {what} under {os.path.join(root, 'gtFine', '{' + ','.join(args.splits) + '}', '<city>')}; "
-              "unpack gtFine_trainvaltest.zip there (see datasets/README.md)", file=sys.stderr)
+        print(
+            f"error: no {what} under {os.path.join(root, 'gtFine', '{' + ','.join(args.splits) + '}', '<city>')}; "
+            "unpack gtFine_trainvaltest.zip there (see datasets/README.md)",
+            file=sys.stderr,
+        )
         return 1
-    results = run_jobs(convert_one, [(f, args.source, args.overwrite) for f in files],
-                       args.workers, "labelTrainIds")
+    results = run_jobs(convert_one, [(f, args.source, args.overwrite) for f in files], args.workers, "labelTrainIds")
     written = results.count("written")
     print(f"{written} labelTrainIds written, {len(results) - written} already present, under {root}")
     return 0

@@ -18,6 +18,7 @@ Label encodings: stuffthingmaps pixel = COCO-Stuff id - 1 (255 unlabeled); 10k .
 255. In the JSON mode stuff regions are drawn first, then thing instances (largest first, so a
 small object on a large one stays visible); without --things-json only stuff is labelled.
 """
+
 import argparse
 import json
 import os
@@ -51,19 +52,30 @@ def convert_stuffthingmap(job) -> str:
     return "written"
 
 
-def prepare_164k_png(coco_dir: str, splits=SPLITS_164K, workers: int = 0, overwrite: bool = False,
-                     input_name: str = "stuffthingmaps", output_name: str = "stuffthingmaps_detectron2"):
+def prepare_164k_png(
+    coco_dir: str,
+    splits=SPLITS_164K,
+    workers: int = 0,
+    overwrite: bool = False,
+    input_name: str = "stuffthingmaps",
+    output_name: str = "stuffthingmaps_detectron2",
+):
     """coco/stuffthingmaps/<split>/*.png -> coco/stuffthingmaps_detectron2/<split>/*.png."""
     results = []
     for split in splits:
         src_dir = os.path.join(coco_dir, input_name, split)
         if not os.path.isdir(src_dir):
-            raise FileNotFoundError(f"{src_dir} does not exist: unzip stuffthingmaps_trainval2017.zip "
-                                    f"into {os.path.join(coco_dir, input_name)} (see datasets/README.md)")
+            raise FileNotFoundError(
+                f"{src_dir} does not exist: unzip stuffthingmaps_trainval2017.zip "
+                f"into {os.path.join(coco_dir, input_name)} (see datasets/README.md)"
+            )
         dst_dir = os.path.join(coco_dir, output_name, split)
         os.makedirs(dst_dir, exist_ok=True)
-        jobs = [(os.path.join(src_dir, f), os.path.join(dst_dir, f), overwrite)
-                for f in sorted(os.listdir(src_dir)) if f.endswith(".png")]
+        jobs = [
+            (os.path.join(src_dir, f), os.path.join(dst_dir, f), overwrite)
+            for f in sorted(os.listdir(src_dir))
+            if f.endswith(".png")
+        ]
         results += run_jobs(convert_stuffthingmap, jobs, workers, f"stuffthingmaps {split}")
     return results
 
@@ -104,8 +116,7 @@ def rasterize_one(job) -> str:
     info, stuff_anns, thing_anns, dst, overwrite = job
     if os.path.exists(dst) and not overwrite:
         return "skipped"
-    save_png_atomic(rasterize_annotations(int(info["height"]), int(info["width"]), stuff_anns,
-                                          thing_anns), dst)
+    save_png_atomic(rasterize_annotations(int(info["height"]), int(info["width"]), stuff_anns, thing_anns), dst)
     return "written"
 
 
@@ -118,8 +129,7 @@ def _annotations_by_image(json_file: str):
     return data["images"], by_image
 
 
-def prepare_164k_json(stuff_json: str, output_dir: str, things_json=None, workers: int = 0,
-                      overwrite: bool = False):
+def prepare_164k_json(stuff_json: str, output_dir: str, things_json=None, workers: int = 0, overwrite: bool = False):
     """Rasterise stuff_<split>.json (+ instances_<split>.json) into output_dir/<stem>.png."""
     images, stuff = _annotations_by_image(stuff_json)
     things = _annotations_by_image(things_json)[1] if things_json else {}
@@ -127,8 +137,15 @@ def prepare_164k_json(stuff_json: str, output_dir: str, things_json=None, worker
     jobs = []
     for info in images:
         stem = os.path.splitext(os.path.basename(info["file_name"]))[0]
-        jobs.append((info, stuff.get(info["id"], []), things.get(info["id"], []),
-                     os.path.join(output_dir, stem + ".png"), overwrite))
+        jobs.append(
+            (
+                info,
+                stuff.get(info["id"], []),
+                things.get(info["id"], []),
+                os.path.join(output_dir, stem + ".png"),
+                overwrite,
+            )
+        )
     return run_jobs(rasterize_one, jobs, workers, f"rasterise {os.path.basename(stuff_json)}")
 
 
@@ -157,8 +174,7 @@ def convert_10k_one(job) -> str:
     return "written"
 
 
-def prepare_10k(source_dir: str, output_dir=None, workers: int = 0, copy: bool = False,
-                overwrite: bool = False):
+def prepare_10k(source_dir: str, output_dir=None, workers: int = 0, copy: bool = False, overwrite: bool = False):
     """cocostuff-10k-v1.1 (images/, annotations/*.mat, imageLists/{train,test}.txt) ->
     output_dir/{images_detectron2,annotations_detectron2}/{train,test}/ (default: in place)."""
     output_dir = output_dir or source_dir
@@ -166,8 +182,9 @@ def prepare_10k(source_dir: str, output_dir=None, workers: int = 0, copy: bool =
     for split in SPLITS_10K:
         list_file = os.path.join(source_dir, "imageLists", f"{split}.txt")
         if not os.path.isfile(list_file):
-            raise FileNotFoundError(f"{list_file} does not exist: unzip cocostuff-10k-v1.1.zip into "
-                                    f"{source_dir} (see datasets/README.md)")
+            raise FileNotFoundError(
+                f"{list_file} does not exist: unzip cocostuff-10k-v1.1.zip into {source_dir} (see datasets/README.md)"
+            )
         with open(list_file) as f:
             names = [line.strip() for line in f if line.strip()]
         for sub in ("images_detectron2", "annotations_detectron2"):
@@ -192,13 +209,14 @@ def main(argv=None) -> int:
     p.add_argument("--coco", default=None, help="coco folder (default $DETECTRON2_DATASETS/coco)")
     p.add_argument("--split", default="val2017", choices=list(SPLITS_164K))
     p.add_argument("--stuff-json", default=None, help="default <coco>/annotations/stuff_<split>.json")
-    p.add_argument("--things-json", default=None,
-                   help="default <coco>/annotations/instances_<split>.json if it exists; 'none' "
-                        "to label stuff only")
+    p.add_argument(
+        "--things-json",
+        default=None,
+        help="default <coco>/annotations/instances_<split>.json if it exists; 'none' to label stuff only",
+    )
 
     p = sub.add_parser("10k", parents=[common], help="cocostuff-10k .mat files -> 171-class maps")
-    p.add_argument("--source", default=None,
-                   help="unzipped cocostuff-10k-v1.1 (default <coco>/coco_stuff_10k)")
+    p.add_argument("--source", default=None, help="unzipped cocostuff-10k-v1.1 (default <coco>/coco_stuff_10k)")
     p.add_argument("--coco", default=None, help="coco folder (default $DETECTRON2_DATASETS/coco)")
     p.add_argument("--copy", action="store_true", help="copy images instead of symlinking them")
     args = parser.parse_args(argv)
@@ -222,8 +240,9 @@ def main(argv=None) -> int:
             results = prepare_164k_json(stuff_json, where, things_json, args.workers, args.overwrite)
         else:
             source = args.source or os.path.join(coco_dir, "coco_stuff_10k")
-            results = prepare_10k(source, os.path.join(coco_dir, "coco_stuff_10k"), args.workers,
-                                  args.copy, args.overwrite)
+            results = prepare_10k(
+                source, os.path.join(coco_dir, "coco_stuff_10k"), args.workers, args.copy, args.overwrite
+            )
             where = os.path.join(coco_dir, "coco_stuff_10k")
     except FileNotFoundError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -12,6 +12,7 @@ network and the refitted means / stds, which `tools/train_net.py --eval-only MOD
 evaluates like any other; it is an inference checkpoint (no memory bank, no optimizer state).
 Prints the mean own-class log-likelihood per round (it rises and levels off when EM has converged).
 """
+
 import argparse
 import json
 import logging
@@ -60,20 +61,32 @@ def main(argv=None):
         raise SystemExit(f"refit_gmm: --output {args.output!r} would overwrite the trained model; choose another file")
     dataset = args.dataset or cfg.DATASETS.TRAIN[0]
     model = build_inference_model(cfg)  # no memory bank: the refit needs none
-    info = refit_model(model, Trainer.build_test_loader(cfg, dataset), cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE,
-                       rounds=args.rounds, variance_floor=args.variance_floor,
-                       pixels_per_image=args.pixels_per_image, rows_per_class=args.rows_per_class, seed=cfg.SEED)
+    info = refit_model(
+        model,
+        Trainer.build_test_loader(cfg, dataset),
+        cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE,
+        rounds=args.rounds,
+        variance_floor=args.variance_floor,
+        pixels_per_image=args.pixels_per_image,
+        rows_per_class=args.rows_per_class,
+        seed=cfg.SEED,
+    )
     ll = info["own_class_ll"]
     logger.info("refit on %s: rows per class %s", dataset, info["rows_per_class"])
-    logger.info("mean log p(x|y) of the rows: trained %.2f, then per round %s", ll[0],
-                " ".join(f"{v:.2f}" for v in ll[1:]))
-    info.update(dataset=dataset, rounds=args.rounds, source=cfg.MODEL.WEIGHTS,
-                variance_floor=args.variance_floor if args.variance_floor is not None else cfg.MODEL.GMM.VARIANCE_FLOOR)
+    logger.info(
+        "mean log p(x|y) of the rows: trained %.2f, then per round %s", ll[0], " ".join(f"{v:.2f}" for v in ll[1:])
+    )
+    info.update(
+        dataset=dataset,
+        rounds=args.rounds,
+        source=cfg.MODEL.WEIGHTS,
+        variance_floor=args.variance_floor if args.variance_floor is not None else cfg.MODEL.GMM.VARIANCE_FLOOR,
+    )
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     # a plain file in detectron2's layout; not Checkpointer.save, which would re-point the folder's
     # last_checkpoint (and so a later --resume of the run) at it
     torch.save({"model": model.state_dict(), "refit": info}, args.output)
-    with open(args.output[:-len(".pth")] + ".json", "w") as f:
+    with open(args.output[: -len(".pth")] + ".json", "w") as f:
         json.dump(info, f, indent=1)
     logger.info("wrote %s (and its .json)", args.output)
     return info

@@ -13,6 +13,7 @@ then evaluated here from its final checkpoint on the val split and on the anomal
 model trains, one line every few seconds shows its iteration, loss and ETA (from the run's
 metrics.json, which detectron2 appends every 20 iterations); the total time is printed at the end.
 """
+
 import argparse
 import datetime
 import json
@@ -52,10 +53,12 @@ def progress_line(variant, record, max_iter, elapsed_s):
     it = record.get("iteration", -1) + 1
     loss = record.get("total_loss")
     eta = record.get("eta_seconds")
-    return (f"[demo] {variant}: iter {it}/{max_iter}"
-            + (f"  loss {loss:.3f}" if loss is not None else "")
-            + (f"  eta {datetime.timedelta(seconds=int(eta))}" if eta is not None else "")
-            + f"  ({elapsed_s:.0f} s)")
+    return (
+        f"[demo] {variant}: iter {it}/{max_iter}"
+        + (f"  loss {loss:.3f}" if loss is not None else "")
+        + (f"  eta {datetime.timedelta(seconds=int(eta))}" if eta is not None else "")
+        + f"  ({elapsed_s:.0f} s)"
+    )
 
 
 def max_iterations(config, extra_opts):
@@ -65,8 +68,17 @@ def max_iterations(config, extra_opts):
 
 
 def train(variant, config, out_dir, extra_opts):
-    cmd = [sys.executable, os.path.join(ROOT, "tools", "train_net.py"), "--config-file", os.path.join(ROOT, config),
-           "OUTPUT_DIR", out_dir, "DATASETS.TEST", "()", *extra_opts]  # evaluated below, once
+    cmd = [
+        sys.executable,
+        os.path.join(ROOT, "tools", "train_net.py"),
+        "--config-file",
+        os.path.join(ROOT, config),
+        "OUTPUT_DIR",
+        out_dir,
+        "DATASETS.TEST",
+        "()",
+        *extra_opts,
+    ]  # evaluated below, once
     print(f"[demo] training {variant}: {' '.join(cmd[1:])}", flush=True)
     max_iter = max_iterations(config, extra_opts)
     t0 = time.time()
@@ -121,11 +133,23 @@ def training_stepper(config, out_dir, scratch_dir, extra_opts):
     from gmmseg import load_config
     from gmmseg.engine.stepping import training_stepper as stepper
 
-    cfg = load_config(os.path.join(ROOT, config), [
-        *extra_opts, "OUTPUT_DIR", scratch_dir, "DATASETS.TEST", "()", "MODEL.WEIGHTS",
-        os.path.join(out_dir, "model_final.pth"),
-        # no checkpoint, and an LR schedule that the timed steps cannot run past (any run length)
-        "SOLVER.CHECKPOINT_PERIOD", "1000000", "SOLVER.MAX_ITER", "1000000"])
+    cfg = load_config(
+        os.path.join(ROOT, config),
+        [
+            *extra_opts,
+            "OUTPUT_DIR",
+            scratch_dir,
+            "DATASETS.TEST",
+            "()",
+            "MODEL.WEIGHTS",
+            os.path.join(out_dir, "model_final.pth"),
+            # no checkpoint, and an LR schedule that the timed steps cannot run past (any run length)
+            "SOLVER.CHECKPOINT_PERIOD",
+            "1000000",
+            "SOLVER.MAX_ITER",
+            "1000000",
+        ],
+    )
     cfg.freeze()
     return stepper(cfg)
 
@@ -134,11 +158,16 @@ def train_step_speed(out_root, extra_opts):
     """{variant: median seconds per training step, measured in this process} and the ratio
     gmm / softmax (see the module docstring)."""
     with tempfile.TemporaryDirectory() as scratch:
-        steppers = {v: training_stepper(c, os.path.join(out_root, v), os.path.join(scratch, v), extra_opts)
-                    for v, c in VARIANTS.items()}
+        steppers = {
+            v: training_stepper(c, os.path.join(out_root, v), os.path.join(scratch, v), extra_opts)
+            for v, c in VARIANTS.items()
+        }
         times = alternating_step_times(steppers, SPEED_ROUNDS, SPEED_STEPS_PER_ROUND, SPEED_WARMUP)
-    return {"median_s": {v: statistics.median(t) for v, t in times.items()},
-            "steps": SPEED_ROUNDS * SPEED_STEPS_PER_ROUND, "gmm_over_softmax": median_ratio(times)}
+    return {
+        "median_s": {v: statistics.median(t) for v, t in times.items()},
+        "steps": SPEED_ROUNDS * SPEED_STEPS_PER_ROUND,
+        "gmm_over_softmax": median_ratio(times),
+    }
 
 
 def evaluate(config, out_dir, datasets, extra_opts):
@@ -226,19 +255,25 @@ def main():
     from gmmseg.analysis.gmm_fit import fit_curve_table
 
     t0 = time.time()
-    print(f"[demo] preparing the demo data under {os.environ.get('DETECTRON2_DATASETS', 'datasets')} "
-          "(generated on first use)", flush=True)
+    print(
+        f"[demo] preparing the demo data under {os.environ.get('DETECTRON2_DATASETS', 'datasets')} "
+        "(generated on first use)",
+        flush=True,
+    )
     for split in ("gmmseg_demo_train", "gmmseg_demo_val", "gmmseg_demo_anomaly"):
         DatasetCatalog.get(split)  # generates the data on first use
-    print(f"[demo] demo data ready under {os.environ.get('DETECTRON2_DATASETS', 'datasets')} ({time.time() - t0:.0f} s)")
+    print(
+        f"[demo] demo data ready under {os.environ.get('DETECTRON2_DATASETS', 'datasets')} ({time.time() - t0:.0f} s)"
+    )
     res = {}
     for variant, config in VARIANTS.items():
         out_dir = os.path.join(out_root, variant)
         if not (args.reuse and os.path.exists(os.path.join(out_dir, "model_final.pth"))):
             train(variant, config, out_dir, args.opts)
         t_eval = time.time()
-        print(f"[demo] evaluating {variant} on gmmseg_demo_val and gmmseg_demo_anomaly, then timing inference",
-              flush=True)
+        print(
+            f"[demo] evaluating {variant} on gmmseg_demo_val and gmmseg_demo_anomaly, then timing inference", flush=True
+        )
         res[variant] = evaluate(config, out_dir, ["gmmseg_demo_val", "gmmseg_demo_anomaly"], args.opts)
         print(f"[demo] {variant} evaluated in {time.time() - t_eval:.0f} s", flush=True)
     print("[demo] timing training steps of both models in this process (alternating rounds)", flush=True)
@@ -249,8 +284,10 @@ def main():
     text = summary_table(res, names)
     print("[demo] measuring the GMM's held-out likelihood at each checkpoint", flush=True)
     res["gmm_fit_curve"] = gmm_fit(os.path.join(out_root, "gmm"), args.opts)
-    text += ("\n\nDoes the GMM fit the features? Held-out log-likelihoods (nats, means over pixels) at the "
-             "checkpoints of the gmm run:\n" + fit_curve_table(res["gmm_fit_curve"]))
+    text += (
+        "\n\nDoes the GMM fit the features? Held-out log-likelihoods (nats, means over pixels) at the "
+        "checkpoints of the gmm run:\n" + fit_curve_table(res["gmm_fit_curve"])
+    )
     print("\n" + text + "\n")
     with open(os.path.join(out_root, "summary.txt"), "w") as f:
         f.write(text + "\n")

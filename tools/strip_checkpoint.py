@@ -10,6 +10,7 @@ inference reads only the means and stds. The copy loads with `--eval-only MODEL.
 and `tools/demo.py` (their models are built without a bank, MODEL.GMM.MEMORY_LAYOUT "none"); it
 cannot resume training. The input is memory-mapped: only what is kept is read.
 """
+
 import argparse
 import os
 
@@ -25,8 +26,10 @@ def main(argv=None):
     if os.path.abspath(out) == os.path.abspath(args.input):
         raise SystemExit(f"strip_checkpoint: the output {out!r} would overwrite the input")
     r = strip_for_inference(args.input, out)
-    print(f"{args.input}: {r['src_bytes'] / 1e6:,.1f} MB -> {out}: {r['dst_bytes'] / 1e6:,.1f} MB "
-          f"({len(r['dropped'])} memory entries, optimizer and resume state left out)")
+    print(
+        f"{args.input}: {r['src_bytes'] / 1e6:,.1f} MB -> {out}: {r['dst_bytes'] / 1e6:,.1f} MB "
+        f"({len(r['dropped'])} memory entries, optimizer and resume state left out)"
+    )
     return r
 
 

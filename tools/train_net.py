@@ -18,6 +18,7 @@ All of detectron2's default_argument_parser options apply, plus --register; trai
 pairs override the config. The distributed backend follows MODEL.DEVICE (GLOO for "cpu", NCCL
 for "cuda"; gmmseg/engine/launch.py). See docs/DISTRIBUTED.md.
 """
+
 import logging
 import os
 import sys
@@ -37,9 +38,14 @@ from gmmseg.engine.launch import launch, main_from_torchrun
 
 def argument_parser():
     parser = default_argument_parser()
-    parser.add_argument("--register", action="append", default=[], metavar="MODULE",
-                        help="import MODULE (dotted name or .py file) in every process before the datasets are "
-                             "used: your own DatasetCatalog registrations (repeatable)")
+    parser.add_argument(
+        "--register",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import MODULE (dotted name or .py file) in every process before the datasets are "
+        "used: your own DatasetCatalog registrations (repeatable)",
+    )
     return parser
 
 
@@ -73,8 +79,10 @@ def main(args):
         verify_results(cfg, res)
         if comm.is_main_process():
             # DefaultTrainer.test drops the dataset level when there is one dataset: put it back
-            path = write_results(res if len(cfg.DATASETS.TEST) != 1 else {cfg.DATASETS.TEST[0]: res},
-                                 os.path.join(cfg.OUTPUT_DIR, "inference", "results.json"))
+            path = write_results(
+                res if len(cfg.DATASETS.TEST) != 1 else {cfg.DATASETS.TEST[0]: res},
+                os.path.join(cfg.OUTPUT_DIR, "inference", "results.json"),
+            )
             logging.getLogger("gmmseg").info("Results written to %s", path)
         return res
     trainer = Trainer(cfg)
@@ -96,10 +104,18 @@ def cli(argv=None):
         if args.num_gpus != 1 or args.num_machines != 1:
             logging.getLogger(__name__).warning(
                 "Started by torchrun: --num-gpus/--num-machines/--machine-rank are ignored; "
-                "torchrun's --nnodes/--nproc_per_node decide the processes")
+                "torchrun's --nnodes/--nproc_per_node decide the processes"
+            )
         return main_from_torchrun(main, args, device)
-    return launch(main, (args,), device=device, processes_per_machine=args.num_gpus,
-                  num_machines=args.num_machines, machine_rank=args.machine_rank, dist_url=args.dist_url)
+    return launch(
+        main,
+        (args,),
+        device=device,
+        processes_per_machine=args.num_gpus,
+        num_machines=args.num_machines,
+        machine_rank=args.machine_rank,
+        dist_url=args.dist_url,
+    )
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ Per-pixel models (any decoder) run on any H x W. Mask2Former traces for one size
 runs on images of the sample's size (after the test-time resize; by default that of a 360 x 480
 image) and refuses others (docs/MASK2FORMER.md, "Export").
 """
+
 import argparse
 import logging
 import os
@@ -39,21 +40,43 @@ logger = logging.getLogger("gmmseg.export")
 def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Export a GMMSeg / softmax model by tracing")
     parser.add_argument("--config-file", required=True, metavar="FILE", help="path to the model's config file")
-    parser.add_argument("--register", action="append", default=[], metavar="MODULE",
-                        help="import MODULE (dotted name or .py file) first: your own dataset registrations, "
-                             "for the class names stored in the file (repeatable)")
+    parser.add_argument(
+        "--register",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import MODULE (dotted name or .py file) first: your own dataset registrations, "
+        "for the class names stored in the file (repeatable)",
+    )
     parser.add_argument("--format", choices=sorted(FORMATS), default="onnx")
-    parser.add_argument("--export-method", choices=["tracing"], default="tracing",
-                        help="tracing (detectron2's TracingAdapter); the only method for these models")
+    parser.add_argument(
+        "--export-method",
+        choices=["tracing"],
+        default="tracing",
+        help="tracing (detectron2's TracingAdapter); the only method for these models",
+    )
     parser.add_argument("--output", required=True, help="folder for model.onnx / model.ts (created)")
-    parser.add_argument("--sample-image", default=None,
-                        help="image to trace with and to check the export on (resized as at test time); "
-                             "default: a random image of --sample-size")
-    parser.add_argument("--sample-size", type=int, nargs=2, default=None, metavar=("H", "W"),
-                        help="size of the random sample image, as the model sees it (default: a 360 x 480 "
-                             "image after the config's test-time resize, e.g. 96 x 128 for the demo configs)")
-    parser.add_argument("opts", default=[], nargs=argparse.REMAINDER,
-                        help="config overrides as KEY VALUE pairs, e.g. MODEL.WEIGHTS model_final.pth")
+    parser.add_argument(
+        "--sample-image",
+        default=None,
+        help="image to trace with and to check the export on (resized as at test time); "
+        "default: a random image of --sample-size",
+    )
+    parser.add_argument(
+        "--sample-size",
+        type=int,
+        nargs=2,
+        default=None,
+        metavar=("H", "W"),
+        help="size of the random sample image, as the model sees it (default: a 360 x 480 "
+        "image after the config's test-time resize, e.g. 96 x 128 for the demo configs)",
+    )
+    parser.add_argument(
+        "opts",
+        default=[],
+        nargs=argparse.REMAINDER,
+        help="config overrides as KEY VALUE pairs, e.g. MODEL.WEIGHTS model_final.pth",
+    )
     return parser
 
 
@@ -97,20 +120,27 @@ def main(args) -> str:
     image = sample_image(args, cfg)
     eager = eager_outputs(model, image)  # the trained model as it is, before prepare_for_export
     sizes = prepare_for_export(model)
-    metadata = export_metadata(cfg, cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES, config_file=args.config_file,
-                               weights=cfg.MODEL.WEIGHTS)
+    metadata = export_metadata(
+        cfg, cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES, config_file=args.config_file, weights=cfg.MODEL.WEIGHTS
+    )
     path = os.path.join(args.output, "model" + FORMATS[args.format])
     export_model(model, torch.from_numpy(image), args.format, path, metadata)
-    mib = 2 ** 20
-    logger.info(f"wrote {path}: {os.path.getsize(path) / mib:.1f} MiB (model state {sizes['before'] / mib:.1f} MiB "
-                f"before, {sizes['after'] / mib:.1f} MiB without the training-only tensors)")
+    mib = 2**20
+    logger.info(
+        f"wrote {path}: {os.path.getsize(path) / mib:.1f} MiB (model state {sizes['before'] / mib:.1f} MiB "
+        f"before, {sizes['after'] / mib:.1f} MiB without the training-only tensors)"
+    )
     exported = ExportedSegmenter(path)
     if exported.metadata["input_size"]:
-        logger.warning(f"{path} runs on {image.shape[1]}x{image.shape[2]} inputs only (after the test-time resize): "
-                       "this model traces for one size")
+        logger.warning(
+            f"{path} runs on {image.shape[1]}x{image.shape[2]} inputs only (after the test-time resize): "
+            "this model traces for one size"
+        )
     check = compare(eager, exported.run(image))
-    logger.info(f"exported vs eager on a {image.shape[1]}x{image.shape[2]} image: "
-                + ", ".join(f"{k} {v:.3g}" for k, v in check.items()))
+    logger.info(
+        f"exported vs eager on a {image.shape[1]}x{image.shape[2]} image: "
+        + ", ".join(f"{k} {v:.3g}" for k, v in check.items())
+    )
     return path
 
 

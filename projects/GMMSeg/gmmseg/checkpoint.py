@@ -22,6 +22,7 @@ with an error that names the config key(s) and both values, e.g.
 "MODEL.GMM.NUM_COMPONENTS: checkpoint 5, config 3", and the tensors concerned (which key fixes
 which dimension: modeling/predictors.py DIMENSION_KEYS).
 """
+
 import io
 import logging
 import os
@@ -58,9 +59,11 @@ def _torch_load_weights_only(path_or_file, name: str, mmap: bool = False):
     try:
         return torch.load(path_or_file, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as e:  # pickle with objects, truncated file, not a torch file
-        raise ValueError(f"Checkpoint {name!r} cannot be read with torch.load(weights_only=True) "
-                         f"(tensors and plain containers only; nothing in it is executed): "
-                         f"{type(e).__name__}: {e}") from e
+        raise ValueError(
+            f"Checkpoint {name!r} cannot be read with torch.load(weights_only=True) "
+            f"(tensors and plain containers only; nothing in it is executed): "
+            f"{type(e).__name__}: {e}"
+        ) from e
 
 
 class _NumpyOnlyUnpickler(pickle.Unpickler):
@@ -68,9 +71,12 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
 
     _ALLOWED = {
         ("collections", "OrderedDict"),
-        ("numpy", "ndarray"), ("numpy", "dtype"),
-        ("numpy.core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "scalar"),
-        ("numpy._core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "scalar"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "scalar"),
     }
 
     def find_class(self, module, name):
@@ -85,8 +91,9 @@ def safe_pickle_load(f, name: str = "<file>"):
     try:
         return _NumpyOnlyUnpickler(f, encoding="latin1").load()
     except Exception as e:
-        raise ValueError(f"{name!r} is not a plain weights pickle (NumPy arrays and containers "
-                         f"only): {type(e).__name__}: {e}") from e
+        raise ValueError(
+            f"{name!r} is not a plain weights pickle (NumPy arrays and containers only): {type(e).__name__}: {e}"
+        ) from e
 
 
 def load_state_dict_safely(path: str) -> dict:
@@ -99,8 +106,9 @@ def load_state_dict_safely(path: str) -> dict:
 
 
 # ----------------------------------------------------------------------------- fit to the config
-def _explain(keys: Tuple[Optional[str], ...], ckpt_shape: Tuple[int, ...],
-             model_shape: Tuple[int, ...]) -> List[Tuple[str, str, str]]:
+def _explain(
+    keys: Tuple[Optional[str], ...], ckpt_shape: Tuple[int, ...], model_shape: Tuple[int, ...]
+) -> List[Tuple[str, str, str]]:
     """[(config key, checkpoint value, config value)] for each dimension that differs and that a
     config key fixes (`keys`, one per dimension; None: no key)."""
     if len(ckpt_shape) != len(model_shape):
@@ -129,13 +137,19 @@ def check_state_dict_matches_model(state: Dict[str, torch.Tensor], model: torch.
         why = _explain(setting_keys.get(key, ()), a, b)
         for name, va, vb in why:
             reasons.setdefault(name, (va, vb))
-        problems.append(f"  {key}: checkpoint {a} vs model {b}"
-                        + (" (" + "; ".join(f"{n}: checkpoint {va}, config {vb}" for n, va, vb in why) + ")" if why else ""))
+        problems.append(
+            f"  {key}: checkpoint {a} vs model {b}"
+            + (" (" + "; ".join(f"{n}: checkpoint {va}, config {vb}" for n, va, vb in why) + ")" if why else "")
+        )
     if problems:
         head = "; ".join(f"{n}: checkpoint {va}, config {vb}" for n, (va, vb) in reasons.items())
-        raise ValueError(f"Checkpoint {source} does not match the model built from the config"
-                         + (f" ({head})" if head else "") + ". Tensors that differ:\n" + "\n".join(problems)
-                         + "\nSet the config to the checkpoint's values, or load another checkpoint.")
+        raise ValueError(
+            f"Checkpoint {source} does not match the model built from the config"
+            + (f" ({head})" if head else "")
+            + ". Tensors that differ:\n"
+            + "\n".join(problems)
+            + "\nSet the config to the checkpoint's values, or load another checkpoint."
+        )
 
 
 # ----------------------------------------------------------------------------- the checkpointer
@@ -194,7 +208,11 @@ class GMMSegCheckpointer(DetectionCheckpointer):
 
     def _load_model(self, checkpoint):
         if not checkpoint.get("matching_heuristics", False):
-            src = self._parsed_url_during_load.geturl() if getattr(self, "_parsed_url_during_load", None) else "checkpoint"
+            src = (
+                self._parsed_url_during_load.geturl()
+                if getattr(self, "_parsed_url_during_load", None)
+                else "checkpoint"
+            )
             check_state_dict_matches_model(checkpoint["model"], self.model, src)
         return super()._load_model(checkpoint)
 
@@ -225,5 +243,8 @@ def strip_for_inference(src: str, dst: str) -> dict:
         out["iteration"] = ckpt["iteration"]
     with PathManager.open(dst, "wb") as f:
         torch.save(out, f)
-    return {"src_bytes": os.path.getsize(local), "dst_bytes": os.path.getsize(PathManager.get_local_path(dst)),
-            "dropped": dropped}
+    return {
+        "src_bytes": os.path.getsize(local),
+        "dst_bytes": os.path.getsize(PathManager.get_local_path(dst)),
+        "dropped": dropped,
+    }

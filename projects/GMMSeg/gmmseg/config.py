@@ -9,6 +9,7 @@ here; four groups live beside the only code that reads them and are added from h
 MODEL.MASK_FORMER.* names (modeling/mask_former/config.py) and the model zoo's decoders and
 backbones (zoo_config.py). Every adder can run twice.
 """
+
 from detectron2.config import CfgNode as CN
 from detectron2.projects.deeplab import add_deeplab_config
 
@@ -178,8 +179,11 @@ def add_gmmseg_config(cfg):
     # (gmmseg/evaluation/components.py); 0 = no component metrics
     cfg.TEST.OPEN_WORLD.COMPONENT_MAX_MB = 512
     cfg.TEST.OPEN_WORLD.PLOTS = True  # write ROC / PR / reliability PNGs
-    cfg.register_renamed_key("MODEL.GMM.PUSH_CORRECT_ONLY", "MODEL.GMM.PUSH_ROWS",
-                             message="PUSH_CORRECT_ONLY True is PUSH_ROWS 'correct', False is PUSH_ROWS 'all'")
+    cfg.register_renamed_key(
+        "MODEL.GMM.PUSH_CORRECT_ONLY",
+        "MODEL.GMM.PUSH_ROWS",
+        message="PUSH_CORRECT_ONLY True is PUSH_ROWS 'correct', False is PUSH_ROWS 'all'",
+    )
     return cfg
 
 

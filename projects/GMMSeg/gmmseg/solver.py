@@ -17,6 +17,7 @@ The GMM's means and stds are buffers, never optimised. Use it from a DefaultTrai
     def build_optimizer(cls, cfg, model):
         return gmmseg.solver.build_optimizer(cfg, model)
 """
+
 import itertools
 
 import torch
@@ -26,8 +27,15 @@ from torch import nn
 __all__ = ["build_optimizer", "EMBEDDING_PARAM_NAMES"]
 
 # parameter names (the last component) treated as embeddings: SOLVER.WEIGHT_DECAY_EMBED
-EMBEDDING_PARAM_NAMES = ("absolute_pos_embed", "pos_embed", "relative_position_bias_table",
-                         "relative_position_bias", "cls_token", "query_embed", "level_embed")
+EMBEDDING_PARAM_NAMES = (
+    "absolute_pos_embed",
+    "pos_embed",
+    "relative_position_bias_table",
+    "relative_position_bias",
+    "cls_token",
+    "query_embed",
+    "level_embed",
+)
 
 
 def _embedding_weights_apart(groups, weight_decay_embed: float):
@@ -47,10 +55,12 @@ def _embedding_weights_apart(groups, weight_decay_embed: float):
 def _with_full_model_clipping(optimizer_cls, clip_value: float, norm_type: float):
     """A subclass of `optimizer_cls` that clips the global gradient norm of all its parameters
     before each step (detectron2's clipping is per parameter)."""
+
     class FullModelGradientClip(optimizer_cls):
         def step(self, closure=None):
-            torch.nn.utils.clip_grad_norm_(itertools.chain(*[g["params"] for g in self.param_groups]),
-                                           clip_value, norm_type)
+            torch.nn.utils.clip_grad_norm_(
+                itertools.chain(*[g["params"] for g in self.param_groups]), clip_value, norm_type
+            )
             return super().step(closure=closure)
 
     FullModelGradientClip.__name__ = optimizer_cls.__name__ + "FullModelGradientClip"
@@ -74,7 +84,8 @@ def build_optimizer(cfg, model: torch.nn.Module) -> torch.optim.Optimizer:
             bias_lr_factor=s.BIAS_LR_FACTOR,
             weight_decay_bias=s.WEIGHT_DECAY_BIAS,
             lr_factor_func=(lambda n: multiplier if n.startswith(("backbone.", "module.backbone.")) else 1.0)
-            if multiplier != 1.0 else None,
+            if multiplier != 1.0
+            else None,
             overrides={k: {"weight_decay": s.WEIGHT_DECAY_EMBED} for k in EMBEDDING_PARAM_NAMES},
         )
         params = _embedding_weights_apart(params, s.WEIGHT_DECAY_EMBED)
@@ -92,5 +103,6 @@ def build_optimizer(cfg, model: torch.nn.Module) -> torch.optim.Optimizer:
         cls = _with_full_model_clipping(cls, clip.CLIP_VALUE, clip.NORM_TYPE)
         return cls(params, lr=s.BASE_LR, weight_decay=s.WEIGHT_DECAY, foreach=True, **kwargs)
     # foreach: multi-tensor updates (torch otherwise picks the per-tensor loop on CPU)
-    return maybe_add_gradient_clipping(cfg, cls(params, lr=s.BASE_LR, weight_decay=s.WEIGHT_DECAY,
-                                                foreach=True, **kwargs))
+    return maybe_add_gradient_clipping(
+        cfg, cls(params, lr=s.BASE_LR, weight_decay=s.WEIGHT_DECAY, foreach=True, **kwargs)
+    )

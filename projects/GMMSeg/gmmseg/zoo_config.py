@@ -4,6 +4,7 @@ Called by add_gmmseg_config. Every key is documented where it is added; defaults
 behaviour the per-pixel head had before these keys existed (no auxiliary head, no dropout,
 detectron2's SGD), so older configs keep their meaning. docs/MODEL_ZOO.md lists the recipes.
 """
+
 from detectron2.config import CfgNode as CN
 
 __all__ = ["add_model_zoo_config", "set_default"]

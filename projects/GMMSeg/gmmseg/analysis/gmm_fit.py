@@ -7,6 +7,7 @@ of the same images. Measured along a run (one checkpoint after another, benchmar
 and `make demo`), a GMM that fits the features makes the known-pixel likelihood rise from its
 value at initialisation while the anomaly pixels stay below the known ones.
 """
+
 import glob
 import os
 import re
@@ -17,8 +18,14 @@ from ..data.mapper import build_sem_seg_test_loader
 from ..gmm import GMMPredictor
 from .head_hooks import PredictorInputs, batch_anomaly_mask, labels_to_grid
 
-__all__ = ["heldout_log_likelihoods", "known_pixel_sums", "anomaly_pixel_sums", "fit_curve", "fit_curve_table",
-           "run_checkpoints"]
+__all__ = [
+    "heldout_log_likelihoods",
+    "known_pixel_sums",
+    "anomaly_pixel_sums",
+    "fit_curve",
+    "fit_curve_table",
+    "run_checkpoints",
+]
 
 
 def _mean(total, n):
@@ -35,8 +42,9 @@ def known_pixel_sums(ll, labels, ignore_value=255):
     own = ll.gather(-1, torch.where(valid, y, 0)[..., None])[..., 0].double()
     best = ll.amax(-1).double()
     zero = own.new_zeros(())
-    return torch.stack([torch.where(valid, own, zero).sum(), torch.where(valid, best, zero).sum(),
-                        valid.sum().double()])
+    return torch.stack(
+        [torch.where(valid, own, zero).sum(), torch.where(valid, best, zero).sum(), valid.sum().double()]
+    )
 
 
 def anomaly_pixel_sums(ll, mask):
@@ -64,7 +72,9 @@ def heldout_log_likelihoods(model, known_loader, ignore_value=255, anomaly_loade
     """
     head = model.sem_seg_head
     if not isinstance(getattr(head, "predictor", None), GMMPredictor):
-        raise TypeError(f"heldout_log_likelihoods needs a per-pixel model with a GMM predictor, got {type(model).__name__}")
+        raise TypeError(
+            f"heldout_log_likelihoods needs a per-pixel model with a GMM predictor, got {type(model).__name__}"
+        )
     cap, stride = PredictorInputs(head), head.common_stride
     try:
         sums = 0  # [own-class ll, best-class ll, pixels] of the known pixels, on the model's device
@@ -73,8 +83,11 @@ def heldout_log_likelihoods(model, known_loader, ignore_value=255, anomaly_loade
             y = labels_to_grid(batch[0]["sem_seg"], cap.shape, stride, ignore_value)
             sums = sums + known_pixel_sums(cap.grid(), y, ignore_value)
         own, best, n = sums.tolist() if torch.is_tensor(sums) else (0.0, 0.0, 0)
-        out = {"known_own_class_ll": _mean(own, n), "known_best_class_ll": _mean(best, n),
-               "mean_std": float(head.predictor.current_stds().mean())}
+        out = {
+            "known_own_class_ll": _mean(own, n),
+            "known_best_class_ll": _mean(best, n),
+            "mean_std": float(head.predictor.current_stds().mean()),
+        }
         if anomaly_loader is not None:
             sums = 0  # [ll of anomaly pixels, their number, ll of known pixels, their number]
             for batch in anomaly_loader:
@@ -130,9 +143,14 @@ def fit_curve(cfg, run, known, anomaly=None, build_model=None, build_test_loader
             GMMSegCheckpointer(model).load(path)
         model.eval()
         r = {"iteration": it, "checkpoint": os.path.basename(path) if path else "(initialisation)"}
-        r.update(heldout_log_likelihoods(
-            model, build_test_loader(cfg, known), cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE,
-            build_test_loader(cfg, anomaly) if anomaly else None))
+        r.update(
+            heldout_log_likelihoods(
+                model,
+                build_test_loader(cfg, known),
+                cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE,
+                build_test_loader(cfg, anomaly) if anomaly else None,
+            )
+        )
         results.append(r)
     return results
 
@@ -142,8 +160,11 @@ def fit_curve_table(results) -> str:
     head = ["iteration", "known: log p(x|y)", "known: max_c log p(x|c)", "anomaly: max_c log p(x|c)", "mean std"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in results:
-        cells = [r["iteration"], r["known_own_class_ll"], r["known_best_class_ll"],
-                 r.get("anomaly_best_class_ll", float("nan"))]
+        cells = [
+            r["iteration"],
+            r["known_own_class_ll"],
+            r["known_best_class_ll"],
+            r.get("anomaly_best_class_ll", float("nan")),
+        ]
         lines.append("| " + " | ".join([str(cells[0])] + [f"{v:.1f}" for v in cells[1:]]) + f" | {r['mean_std']:.3f} |")
     return "\n".join(lines)
-

@@ -6,6 +6,7 @@ grid with their classes; then at most `rows_per_class` rows of each class. `refi
 them to gmm.refit_gmm (EM without momentum, from the trained means). The result is the same
 network with converged Gaussians (tools/refit_gmm.py saves it as a checkpoint).
 """
+
 import torch
 
 from ..gmm import GMMPredictor
@@ -18,14 +19,17 @@ __all__ = ["collect_class_embeddings", "refit_model"]
 def _gmm_head(model):
     head = getattr(model, "sem_seg_head", None)
     if not isinstance(getattr(head, "predictor", None), GMMPredictor):
-        raise TypeError(f"refitting needs a per-pixel model with a GMM predictor "
-                        f"(MODEL.SEM_SEG_HEAD.NAME PerPixelHead, MODEL.PREDICTOR.NAME gmm), got {type(model).__name__}")
+        raise TypeError(
+            f"refitting needs a per-pixel model with a GMM predictor "
+            f"(MODEL.SEM_SEG_HEAD.NAME PerPixelHead, MODEL.PREDICTOR.NAME gmm), got {type(model).__name__}"
+        )
     return head
 
 
 @torch.no_grad()
-def collect_class_embeddings(model, loader, ignore_value: int = 255, pixels_per_image: int = 2000,
-                             rows_per_class: int = 50000, seed: int = 0):
+def collect_class_embeddings(
+    model, loader, ignore_value: int = 255, pixels_per_image: int = 2000, rows_per_class: int = 50000, seed: int = 0
+):
     """model: per-pixel GMM model in eval mode; loader: detectron2 test loader (batch 1) of a
     dataset with "sem_seg" labels. Returns (e (N, D) float32 embeddings, y (N,) classes)."""
     head = _gmm_head(model)
@@ -35,8 +39,10 @@ def collect_class_embeddings(model, loader, ignore_value: int = 255, pixels_per_
     try:
         for batch in loader:
             if len(batch) != 1 or "sem_seg" not in batch[0]:
-                raise ValueError("collect_class_embeddings needs a loader of batch 1 with 'sem_seg' labels "
-                                 f"(image {batch[0].get('file_name', '?')!r} has none)")
+                raise ValueError(
+                    "collect_class_embeddings needs a loader of batch 1 with 'sem_seg' labels "
+                    f"(image {batch[0].get('file_name', '?')!r} has none)"
+                )
             model(batch)
             y = labels_to_grid(batch[0]["sem_seg"], hooks.shape, stride, ignore_value).reshape(-1)
             labelled = (y != ignore_value).nonzero().squeeze(1)
@@ -56,13 +62,20 @@ def collect_class_embeddings(model, loader, ignore_value: int = 255, pixels_per_
     return e[keep], y[keep]
 
 
-def refit_model(model, loader, ignore_value: int = 255, rounds: int = 10, variance_floor: float = None,
-                pixels_per_image: int = 2000, rows_per_class: int = 50000, seed: int = 0):
+def refit_model(
+    model,
+    loader,
+    ignore_value: int = 255,
+    rounds: int = 10,
+    variance_floor: float = None,
+    pixels_per_image: int = 2000,
+    rows_per_class: int = 50000,
+    seed: int = 0,
+):
     """Collect embeddings (collect_class_embeddings) and refit the model's GMM in place.
     Returns {"rows_per_class": {class: rows}, "own_class_ll": [mean log p(x|y) per round]}."""
     e, y = collect_class_embeddings(model, loader, ignore_value, pixels_per_image, rows_per_class, seed)
     predictor = _gmm_head(model).predictor
-    history = refit_gmm(predictor, e.to(predictor.means.device), y.to(predictor.means.device), rounds,
-                        variance_floor)
+    history = refit_gmm(predictor, e.to(predictor.means.device), y.to(predictor.means.device), rounds, variance_floor)
     counts = torch.bincount(y, minlength=predictor.num_classes)
     return {"rows_per_class": {int(c): int(n) for c, n in enumerate(counts)}, "own_class_ll": history}

@@ -14,6 +14,7 @@ Higher = more anomalous for all. Also where the anomalies land: the classes the 
 for anomaly pixels, and their best-class log-likelihood against known pixels predicted as the
 same class.
 """
+
 from collections import Counter, OrderedDict
 
 import numpy as np
@@ -74,10 +75,12 @@ def score_study(model, loader, class_names=None) -> dict:
         report[name] = {k: 100 * float(met[k]) for k in ("AUROC", "AP", "FPR95")}
     names = class_names or [str(c) for c in range(int(pred.max()) + 1)]
     landing = Counter(pred[y].tolist())
-    report["anomalies_predicted_as"] = {names[c]: round(100 * n / max(y.sum(), 1), 1)
-                                        for c, n in landing.most_common()}
+    report["anomalies_predicted_as"] = {names[c]: round(100 * n / max(y.sum(), 1), 1) for c, n in landing.most_common()}
     report["best_class_ll"] = {
-        names[c]: {"anomaly": float(best_ll[y & (pred == c)].mean()),
-                   "known": float(best_ll[~y & (pred == c)].mean()) if (~y & (pred == c)).any() else None}
-        for c, _ in landing.most_common(4)}
+        names[c]: {
+            "anomaly": float(best_ll[y & (pred == c)].mean()),
+            "known": float(best_ll[~y & (pred == c)].mean()) if (~y & (pred == c)).any() else None,
+        }
+        for c, _ in landing.most_common(4)
+    }
     return report

@@ -1,4 +1,5 @@
 """Reading a per-pixel head's internals during inference: forward hooks and the feature grid."""
+
 import torch
 import torch.nn.functional as F
 
@@ -12,8 +13,10 @@ class PredictorInputs:
 
     def __init__(self, head):
         self.x, self.shape, self.output = None, None, None
-        self._handles = [head.predictor.register_forward_hook(self._predictor),
-                         head.decoder.register_forward_hook(self._decoder)]
+        self._handles = [
+            head.predictor.register_forward_hook(self._predictor),
+            head.decoder.register_forward_hook(self._decoder),
+        ]
 
     def _predictor(self, module, inputs, output):
         self.x = inputs[0].detach()
@@ -45,6 +48,8 @@ def batch_anomaly_mask(inputs: dict) -> torch.Tensor:
     """The (H, W) anomaly mask (1 anomaly, 0 known, 255 void) at the size of the model's input,
     as the test loader's mapper puts it in each batch (data/mapper.py)."""
     if "anomaly_mask" not in inputs:
-        raise KeyError(f"{inputs.get('file_name', 'an input')}: the batch has no 'anomaly_mask' (use the test "
-                       f"loader of a dataset whose dicts have 'anomaly_mask_file_name', data/mapper.py)")
+        raise KeyError(
+            f"{inputs.get('file_name', 'an input')}: the batch has no 'anomaly_mask' (use the test "
+            f"loader of a dataset whose dicts have 'anomaly_mask_file_name', data/mapper.py)"
+        )
     return inputs["anomaly_mask"]

@@ -1,6 +1,7 @@
 """Datasets (built-in demo data, CamVid), the checked semantic-segmentation mapper and the
 class-balanced sampler. Importing this package registers the datasets (lazily: nothing is read or
 generated until DatasetCatalog.get is called; DETECTRON2_DATASETS is read at that time)."""
+
 from . import builtin, coco_stuff  # noqa: F401  (ADE20K / Cityscapes check, COCO-Stuff registration)
 from .anomaly_datasets import register_anomaly_datasets
 from .augmentation import build_sem_seg_augmentation

@@ -55,6 +55,7 @@ camvid_static_val  (CamVid val, 101 images, one real object of a non-road class 
 Registration is lazy (nothing is read until DatasetCatalog.get(name)); the root is read from
 the environment at that moment. Missing data raises FileNotFoundError naming the expected layout.
 """
+
 import json
 import logging
 import os
@@ -113,18 +114,22 @@ ANOMALY_MASK_CONVENTIONS: Dict[str, np.ndarray] = {
 def load_anomaly_mask(path: str, convention: str = "ours") -> np.ndarray:
     """Read an anomaly label file and convert it: (H, W) uint8, 1 anomaly, 0 known, 255 void."""
     if convention not in ANOMALY_MASK_CONVENTIONS:
-        raise KeyError(f"unknown anomaly mask convention {convention!r} for {path!r}; "
-                       f"known: {sorted(ANOMALY_MASK_CONVENTIONS)}")
+        raise KeyError(
+            f"unknown anomaly mask convention {convention!r} for {path!r}; known: {sorted(ANOMALY_MASK_CONVENTIONS)}"
+        )
     with Image.open(path) as im:
         raw = np.asarray(im)
     if raw.ndim != 2 or raw.dtype != np.uint8:
-        raise ValueError(f"anomaly label file {path!r}: expected a single-channel 8-bit image, "
-                         f"got shape {raw.shape} dtype {raw.dtype}")
+        raise ValueError(
+            f"anomaly label file {path!r}: expected a single-channel 8-bit image, "
+            f"got shape {raw.shape} dtype {raw.dtype}"
+        )
     mask = ANOMALY_MASK_CONVENTIONS[convention][raw]
     if (mask == _INVALID).any():
         bad = np.unique(raw[mask == _INVALID]).tolist()
-        raise ValueError(f"anomaly label file {path!r} has value(s) {bad} that the {convention!r} "
-                         f"convention does not define")
+        raise ValueError(
+            f"anomaly label file {path!r} has value(s) {bad} that the {convention!r} convention does not define"
+        )
     return mask.astype(np.uint8)
 
 
@@ -145,17 +150,25 @@ LAYOUT_SMIYC = """  <root>/{track_dir}/images/<frame>.{ext}
 
 def _not_found(dataset: str, what: str, layout: str, root: str) -> FileNotFoundError:
     env = os.environ.get("DETECTRON2_DATASETS")
-    where = f"DETECTRON2_DATASETS={env!r}" if env is not None else \
-        "DETECTRON2_DATASETS is not set, so <root> is ./datasets"
+    where = (
+        f"DETECTRON2_DATASETS={env!r}" if env is not None else "DETECTRON2_DATASETS is not set, so <root> is ./datasets"
+    )
     return FileNotFoundError(
         f"Dataset '{dataset}': {what}. Expected layout (<root> = {os.path.abspath(root)!r}; {where}):\n"
-        f"{layout}\nSee docs/DATASETS_ANOMALY.md.")
+        f"{layout}\nSee docs/DATASETS_ANOMALY.md."
+    )
 
 
 def _record(image: str, mask: str, convention: str, image_id: str) -> dict:
     h, w = read_image_size(image)
-    return {"file_name": image, "height": h, "width": w, "image_id": image_id,
-            "anomaly_mask_file_name": mask, "anomaly_mask_convention": convention}
+    return {
+        "file_name": image,
+        "height": h,
+        "width": w,
+        "image_id": image_id,
+        "anomaly_mask_file_name": mask,
+        "anomaly_mask_convention": convention,
+    }
 
 
 def _label_files(folder: str, suffix: str) -> List[str]:
@@ -179,20 +192,24 @@ def load_fishyscapes_lost_and_found(root: Optional[str] = None) -> List[dict]:
     for label in labels:
         m = _FS_NAME.match(label)
         if m is None:
-            raise ValueError(f"Dataset '{name}': unexpected label file name {label!r} "
-                             "(expected NNNN_<laf_id>_labels.png)")
+            raise ValueError(
+                f"Dataset '{name}': unexpected label file name {label!r} (expected NNNN_<laf_id>_labels.png)"
+            )
         laf_id = m.group(2)
         scene = "_".join(laf_id.split("_")[:-2])
-        candidates = [os.path.join(image_dir, split, scene, f"{laf_id}_leftImg8bit.png")
-                      for split in ("train", "test")]
+        candidates = [os.path.join(image_dir, split, scene, f"{laf_id}_leftImg8bit.png") for split in ("train", "test")]
         image = next((c for c in candidates if os.path.isfile(c)), None)
         if image is None:
             missing.append(candidates[0])
             continue
         records.append(_record(image, os.path.join(label_dir, label), "fishyscapes", m.group(1)))
     if missing:
-        raise _not_found(name, f"{len(missing)} Lost and Found image(s) missing, e.g. {missing[0]!r} "
-                               "(or the same under test/)", LAYOUT_FS_LAF, root)
+        raise _not_found(
+            name,
+            f"{len(missing)} Lost and Found image(s) missing, e.g. {missing[0]!r} (or the same under test/)",
+            LAYOUT_FS_LAF,
+            root,
+        )
     return records
 
 
@@ -209,8 +226,9 @@ def load_fishyscapes_static(root: Optional[str] = None) -> List[dict]:
     for label in labels:
         m = _FS_NAME.match(label)
         if m is None:
-            raise ValueError(f"Dataset '{name}': unexpected label file name {label!r} "
-                             "(expected NNNN_<cityscapes_id>_labels.png)")
+            raise ValueError(
+                f"Dataset '{name}': unexpected label file name {label!r} (expected NNNN_<cityscapes_id>_labels.png)"
+            )
         fs_id, cs_id = m.group(1), m.group(2)
         image = os.path.join(composed_dir, f"{fs_id}_{cs_id}.png")
         if not os.path.isfile(image):
@@ -224,8 +242,10 @@ def load_fishyscapes_static(root: Optional[str] = None) -> List[dict]:
             with np.load(overlay_path) as npz:
                 overlay = npz["rgb"].astype(np.int32)
             if overlay.shape != base.shape:
-                raise ValueError(f"Dataset '{name}': overlay {overlay_path!r} has shape "
-                                 f"{overlay.shape}, image {base_path!r} has {base.shape}")
+                raise ValueError(
+                    f"Dataset '{name}': overlay {overlay_path!r} has shape "
+                    f"{overlay.shape}, image {base_path!r} has {base.shape}"
+                )
             save_png_atomic(np.clip(base + overlay, 0, 255).astype(np.uint8), image)
         records.append(_record(image, os.path.join(release, label), "fishyscapes", fs_id))
     return records
@@ -246,8 +266,7 @@ def load_road_anomaly(root: Optional[str] = None) -> List[dict]:
         mask = os.path.join(base, "frames", os.path.splitext(frame)[0] + ".labels", "labels_semantic.png")
         for path in (image, mask):
             if not os.path.isfile(path):
-                raise _not_found(name, f"missing {path!r} (listed in frame_list.json)",
-                                 LAYOUT_ROAD_ANOMALY, root)
+                raise _not_found(name, f"missing {path!r} (listed in frame_list.json)", LAYOUT_ROAD_ANOMALY, root)
         records.append(_record(image, mask, "road_anomaly", os.path.splitext(frame)[0]))
     if not records:
         raise _not_found(name, f"{list_file!r} lists no frame", LAYOUT_ROAD_ANOMALY, root)
@@ -278,28 +297,36 @@ def load_smiyc(name: str, root: Optional[str] = None) -> List[dict]:
         candidates = [os.path.join(base, "images", frame + e) for e in _IMAGE_EXTS]
         image = next((c for c in candidates if os.path.isfile(c)), None)
         if image is None:
-            raise _not_found(name, f"no image for label {label!r} in {os.path.join(base, 'images')!r}",
-                             layout, root)
+            raise _not_found(name, f"no image for label {label!r} in {os.path.join(base, 'images')!r}", layout, root)
         records.append(_record(image, os.path.join(label_dir, label), "smiyc", frame))
     return records
 
 
-def load_camvid_static(root: Optional[str] = None, name: str = "camvid_static_val",
-                       folder: str = "camvid_static") -> List[dict]:
+def load_camvid_static(
+    root: Optional[str] = None, name: str = "camvid_static_val", folder: str = "camvid_static"
+) -> List[dict]:
     """CamVid val with pasted objects (tools/prepare_camvid_static.py), labels in our convention;
     `folder` "camvid_static_shift": the same through another camera (--camera-shift)."""
     root = datasets_root(root)
     base = os.path.join(root, folder, "val")
     labels = _label_files(os.path.join(base, "labels"), ".png")
     if not labels:
-        raise _not_found(name, f"no *.png in {os.path.join(base, 'labels')!r}",
-                         LAYOUT_CAMVID_STATIC.replace("camvid_static/", folder + "/"), root)
+        raise _not_found(
+            name,
+            f"no *.png in {os.path.join(base, 'labels')!r}",
+            LAYOUT_CAMVID_STATIC.replace("camvid_static/", folder + "/"),
+            root,
+        )
     records = []
     for label in labels:
         image = os.path.join(base, "images", label)
         if not os.path.isfile(image):
-            raise _not_found(name, f"no image {image!r} for label {label!r}",
-                             LAYOUT_CAMVID_STATIC.replace("camvid_static/", folder + "/"), root)
+            raise _not_found(
+                name,
+                f"no image {image!r} for label {label!r}",
+                LAYOUT_CAMVID_STATIC.replace("camvid_static/", folder + "/"),
+                root,
+            )
         records.append(_record(image, os.path.join(base, "labels", label), "ours", label[:-4]))
     return records
 
@@ -312,12 +339,19 @@ ANOMALY_DATASETS: Dict[str, Callable[[Optional[str]], List[dict]]] = {
     "smiyc_road_anomaly21_val": lambda root=None: load_smiyc("smiyc_road_anomaly21_val", root),
     "smiyc_road_obstacle21_val": lambda root=None: load_smiyc("smiyc_road_obstacle21_val", root),
     "camvid_static_val": load_camvid_static,
-    "camvid_static_shift_val": lambda root=None: load_camvid_static(root, "camvid_static_shift_val",
-                                                                    "camvid_static_shift"),
+    "camvid_static_shift_val": lambda root=None: load_camvid_static(
+        root, "camvid_static_shift_val", "camvid_static_shift"
+    ),
 }
-_CONVENTION = {"fishyscapes_lost_and_found_val": "fishyscapes", "fishyscapes_static_val": "fishyscapes",
-               "road_anomaly": "road_anomaly", "smiyc_road_anomaly21_val": "smiyc",
-               "smiyc_road_obstacle21_val": "smiyc", "camvid_static_val": "ours", "camvid_static_shift_val": "ours"}
+_CONVENTION = {
+    "fishyscapes_lost_and_found_val": "fishyscapes",
+    "fishyscapes_static_val": "fishyscapes",
+    "road_anomaly": "road_anomaly",
+    "smiyc_road_anomaly21_val": "smiyc",
+    "smiyc_road_obstacle21_val": "smiyc",
+    "camvid_static_val": "ours",
+    "camvid_static_shift_val": "ours",
+}
 
 
 def register_anomaly_datasets(root: Optional[str] = None) -> List[str]:
@@ -333,9 +367,13 @@ def register_anomaly_datasets(root: Optional[str] = None) -> List[str]:
             DatasetCatalog.remove(name)
             MetadataCatalog.remove(name)
         DatasetCatalog.register(name, lambda loader=loader: loader(root))
-        MetadataCatalog.get(name).set(anomaly_eval=True, has_anomaly_masks=True, ignore_label=VOID,
-                                      evaluator_type="anomaly",
-                                      anomaly_mask_convention=_CONVENTION[name])
+        MetadataCatalog.get(name).set(
+            anomaly_eval=True,
+            has_anomaly_masks=True,
+            ignore_label=VOID,
+            evaluator_type="anomaly",
+            anomaly_mask_convention=_CONVENTION[name],
+        )
     return list(ANOMALY_DATASETS)
 
 

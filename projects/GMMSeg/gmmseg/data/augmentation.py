@@ -29,6 +29,7 @@ Use from a dataset mapper:
     transforms = augs(aug_input)                       # sem_seg (H, W) integer/float array
     image, sem_seg = aug_input.image, aug_input.sem_seg
 """
+
 from typing import List, Optional, Sequence, Tuple
 
 import cv2
@@ -97,8 +98,9 @@ class RatioRangeResize(T.Augmentation):
     side <= r*S (orientation-free, so portrait images behave like landscape ones).
     """
 
-    def __init__(self, base_scale: Sequence[int] = (2048, 512),
-                 ratio_range: Sequence[float] = (0.5, 2.0), interp=Image.BILINEAR):
+    def __init__(
+        self, base_scale: Sequence[int] = (2048, 512), ratio_range: Sequence[float] = (0.5, 2.0), interp=Image.BILINEAR
+    ):
         super().__init__()
         base_scale = tuple(int(v) for v in _pair(base_scale, "base_scale"))
         ratio_range = tuple(float(v) for v in _pair(ratio_range, "ratio_range"))
@@ -124,9 +126,15 @@ class PhotometricTransform(Transform):
     an uint8 image stays uint8, any other dtype is returned as float32.
     """
 
-    def __init__(self, brightness: Optional[float], contrast: Optional[float],
-                 saturation: Optional[float], hue: Optional[int], contrast_first: bool,
-                 image_format: str = "RGB"):
+    def __init__(
+        self,
+        brightness: Optional[float],
+        contrast: Optional[float],
+        saturation: Optional[float],
+        hue: Optional[int],
+        contrast_first: bool,
+        image_format: str = "RGB",
+    ):
         super().__init__()
         if image_format not in ("RGB", "BGR"):
             raise ValueError(f"PhotometricTransform needs an RGB or BGR image, got format {image_format!r}")
@@ -149,8 +157,11 @@ class PhotometricTransform(Transform):
         return out
 
     def _apply_hsv(self, img: np.ndarray) -> np.ndarray:
-        to_hsv, from_hsv = ((cv2.COLOR_RGB2HSV, cv2.COLOR_HSV2RGB) if self.image_format == "RGB"
-                            else (cv2.COLOR_BGR2HSV, cv2.COLOR_HSV2BGR))
+        to_hsv, from_hsv = (
+            (cv2.COLOR_RGB2HSV, cv2.COLOR_HSV2RGB)
+            if self.image_format == "RGB"
+            else (cv2.COLOR_BGR2HSV, cv2.COLOR_HSV2BGR)
+        )
         hsv = cv2.cvtColor(np.round(img).astype(np.uint8), to_hsv).astype(np.int32)
         if self.saturation is not None:
             hsv[..., 1] = np.clip(np.round(hsv[..., 1] * self.saturation), 0, 255)
@@ -176,18 +187,26 @@ class PhotometricDistortion(T.Augmentation):
     run is reproducible, and applied by a PhotometricTransform.
     """
 
-    def __init__(self, brightness_delta: float = 32.0,
-                 contrast_range: Sequence[float] = (0.5, 1.5),
-                 saturation_range: Sequence[float] = (0.5, 1.5),
-                 hue_delta: int = 18, image_format: str = "RGB"):
+    def __init__(
+        self,
+        brightness_delta: float = 32.0,
+        contrast_range: Sequence[float] = (0.5, 1.5),
+        saturation_range: Sequence[float] = (0.5, 1.5),
+        hue_delta: int = 18,
+        image_format: str = "RGB",
+    ):
         super().__init__()
         if image_format not in ("RGB", "BGR"):
-            raise ValueError(
-                f"photometric distortion needs INPUT.FORMAT 'RGB' or 'BGR', got {image_format!r}")
-        self._init(dict(brightness_delta=float(brightness_delta),
-                        contrast_range=_pair(contrast_range, "contrast_range"),
-                        saturation_range=_pair(saturation_range, "saturation_range"),
-                        hue_delta=int(hue_delta), image_format=image_format))
+            raise ValueError(f"photometric distortion needs INPUT.FORMAT 'RGB' or 'BGR', got {image_format!r}")
+        self._init(
+            dict(
+                brightness_delta=float(brightness_delta),
+                contrast_range=_pair(contrast_range, "contrast_range"),
+                saturation_range=_pair(saturation_range, "saturation_range"),
+                hue_delta=int(hue_delta),
+                image_format=image_format,
+            )
+        )
 
     def get_transform(self, image):
         def maybe(sample):
@@ -200,8 +219,7 @@ class PhotometricDistortion(T.Augmentation):
         hue = maybe(lambda: int(np.random.randint(-self.hue_delta, self.hue_delta + 1)))
         if brightness is None and contrast is None and saturation is None and hue is None:
             return NoOpTransform()
-        return PhotometricTransform(brightness, contrast, saturation, hue, contrast_first,
-                                    self.image_format)
+        return PhotometricTransform(brightness, contrast, saturation, hue, contrast_first, self.image_format)
 
 
 class PadToSize(T.Augmentation):
@@ -221,8 +239,9 @@ class PadToSize(T.Augmentation):
         pad_h, pad_w = max(self.size[0] - h, 0), max(self.size[1] - w, 0)
         if pad_h == 0 and pad_w == 0:
             return NoOpTransform()
-        return PadTransform(0, 0, pad_w, pad_h, orig_w=w, orig_h=h,
-                            pad_value=self.pad_value, seg_pad_value=self.seg_pad_value)
+        return PadTransform(
+            0, 0, pad_w, pad_h, orig_w=w, orig_h=h, pad_value=self.pad_value, seg_pad_value=self.seg_pad_value
+        )
 
 
 def build_sem_seg_augmentation(cfg, is_train: bool) -> List[T.Augmentation]:
@@ -249,11 +268,11 @@ def build_sem_seg_augmentation(cfg, is_train: bool) -> List[T.Augmentation]:
     if aug_cfg.RESIZE == "ratio_range":
         augs.append(RatioRangeResize(aug_cfg.BASE_SCALE, aug_cfg.RATIO_RANGE))
     elif aug_cfg.RESIZE == "shortest_edge":
-        augs.append(T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MAX_SIZE_TRAIN,
-                                         cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING))
+        augs.append(
+            T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MAX_SIZE_TRAIN, cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING)
+        )
     elif aug_cfg.RESIZE != "none":
-        raise ValueError(f"INPUT.AUG.RESIZE must be 'ratio_range', 'shortest_edge' or 'none', "
-                         f"got {aug_cfg.RESIZE!r}")
+        raise ValueError(f"INPUT.AUG.RESIZE must be 'ratio_range', 'shortest_edge' or 'none', got {aug_cfg.RESIZE!r}")
 
     crop = cfg.INPUT.CROP
     if crop.ENABLED:
@@ -261,14 +280,21 @@ def build_sem_seg_augmentation(cfg, is_train: bool) -> List[T.Augmentation]:
         augs.append(T.RandomCrop_CategoryAreaConstraint(crop.TYPE, crop.SIZE, max_area, ignore))
 
     if cfg.INPUT.RANDOM_FLIP != "none":
-        augs.append(T.RandomFlip(horizontal=cfg.INPUT.RANDOM_FLIP == "horizontal",
-                                 vertical=cfg.INPUT.RANDOM_FLIP == "vertical"))
+        augs.append(
+            T.RandomFlip(horizontal=cfg.INPUT.RANDOM_FLIP == "horizontal", vertical=cfg.INPUT.RANDOM_FLIP == "vertical")
+        )
 
     photo = aug_cfg.PHOTOMETRIC
     if photo.ENABLED:
-        augs.append(PhotometricDistortion(photo.BRIGHTNESS_DELTA, photo.CONTRAST_RANGE,
-                                          photo.SATURATION_RANGE, photo.HUE_DELTA,
-                                          image_format=cfg.INPUT.FORMAT))
+        augs.append(
+            PhotometricDistortion(
+                photo.BRIGHTNESS_DELTA,
+                photo.CONTRAST_RANGE,
+                photo.SATURATION_RANGE,
+                photo.HUE_DELTA,
+                image_format=cfg.INPUT.FORMAT,
+            )
+        )
 
     if crop.ENABLED and crop.TYPE == "absolute" and aug_cfg.PAD_TO_CROP:
         augs.append(PadToSize(crop.SIZE, pad_value=aug_cfg.IMAGE_PAD_VALUE, seg_pad_value=ignore))

@@ -23,6 +23,7 @@ only offers `register_ade20k(root)` / `register_cityscapes(root)` to register th
 again under another root (tests, or a root chosen after import), and registers a name itself
 only if detectron2 did not (a detectron2 build without its builtin registrations).
 """
+
 import logging
 from typing import List, Optional
 
@@ -43,7 +44,8 @@ ADE20K_SEM_SEG_NAMES = ("ade20k_sem_seg_train", "ade20k_sem_seg_val")
 CITYSCAPES_SEM_SEG_NAMES = tuple(f"cityscapes_fine_sem_seg_{s}" for s in ("train", "val", "test"))
 # detectron2's register_all_cityscapes also registers the instance-segmentation twins
 _CITYSCAPES_ALL_NAMES = CITYSCAPES_SEM_SEG_NAMES + tuple(
-    f"cityscapes_fine_instance_seg_{s}" for s in ("train", "val", "test"))
+    f"cityscapes_fine_instance_seg_{s}" for s in ("train", "val", "test")
+)
 
 
 def _unregister(names) -> None:

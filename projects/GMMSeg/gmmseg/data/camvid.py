@@ -23,6 +23,7 @@ here in anomaly_datasets.ANOMALY_MASK_CONVENTIONS: raw 9, 10 -> 1 (anomaly), 0..
 Registration is lazy: folders are listed when DatasetCatalog.get(name) is called, and a missing or
 empty split raises FileNotFoundError naming the expected layout and DETECTRON2_DATASETS.
 """
+
 import os
 from typing import List, Optional
 
@@ -42,11 +43,33 @@ __all__ = [
     "register_camvid",
 ]
 
-CAMVID_CLASSES = ("sky", "building", "pole", "road", "sidewalk", "tree", "sign", "fence", "car",
-                  "pedestrian", "bicyclist")
+CAMVID_CLASSES = (
+    "sky",
+    "building",
+    "pole",
+    "road",
+    "sidewalk",
+    "tree",
+    "sign",
+    "fence",
+    "car",
+    "pedestrian",
+    "bicyclist",
+)
 # The colours of the SegNet CamVid release, by class.
-CAMVID_COLORS = [(128, 128, 128), (128, 0, 0), (192, 192, 128), (128, 64, 128), (60, 40, 222),
-                 (128, 128, 0), (192, 128, 128), (64, 64, 128), (64, 0, 128), (64, 64, 0), (0, 128, 192)]
+CAMVID_COLORS = [
+    (128, 128, 128),
+    (128, 0, 0),
+    (192, 192, 128),
+    (128, 64, 128),
+    (60, 40, 222),
+    (128, 128, 0),
+    (192, 128, 128),
+    (64, 64, 128),
+    (64, 0, 128),
+    (64, 64, 0),
+    (0, 128, 192),
+]
 CAMVID_UNKNOWN_IDS = (9, 10)  # pedestrian, bicyclist: withheld in the open-set variant
 CAMVID_OPENSET_CLASSES = CAMVID_CLASSES[:9]
 CAMVID_OPENSET_LABEL_REMAP = {i: 255 for i in CAMVID_UNKNOWN_IDS}
@@ -54,8 +77,10 @@ CAMVID_ANOMALY_CONVENTION = "camvid_openset"
 CAMVID_SPLITS = ("train", "val", "test")
 IGNORE = 255
 
-_LAYOUT = ("  $DETECTRON2_DATASETS/camvid/{train,val,test}/images/<name>.jpg\n"
-           "  $DETECTRON2_DATASETS/camvid/{train,val,test}/labels/<name>.png  (uint8 ids 0..10, 255 void)")
+_LAYOUT = (
+    "  $DETECTRON2_DATASETS/camvid/{train,val,test}/images/<name>.jpg\n"
+    "  $DETECTRON2_DATASETS/camvid/{train,val,test}/labels/<name>.png  (uint8 ids 0..10, 255 void)"
+)
 
 
 def _anomaly_lut():
@@ -65,7 +90,9 @@ def _anomaly_lut():
     lut[IGNORE] = 255
     return lut
 
+
 ANOMALY_MASK_CONVENTIONS.setdefault(CAMVID_ANOMALY_CONVENTION, _anomaly_lut())
+
 
 def load_camvid_split(split: str, root: Optional[str] = None, openset: bool = False) -> List[dict]:
     """Dataset dicts of one CamVid split: file_name, sem_seg_file_name, height, width, image_id;
@@ -75,14 +102,24 @@ def load_camvid_split(split: str, root: Optional[str] = None, openset: bool = Fa
         raise KeyError(f"unknown CamVid split {split!r}; the splits are {CAMVID_SPLITS}")
     base = os.path.join(datasets_root(root), "camvid", split)
     name = f"camvid_{'openset_' if openset else ''}{split}"
-    pairs = list_image_label_pairs(os.path.join(base, "images"), os.path.join(base, "labels"),
-                                   image_exts=(".jpg", ".jpeg", ".png"), dataset_name=name, layout=_LAYOUT,
-                                   note=root_note(root))
+    pairs = list_image_label_pairs(
+        os.path.join(base, "images"),
+        os.path.join(base, "labels"),
+        image_exts=(".jpg", ".jpeg", ".png"),
+        dataset_name=name,
+        layout=_LAYOUT,
+        note=root_note(root),
+    )
     dicts = []
     for image, label in pairs:
         h, w = read_image_size(image)
-        d = {"file_name": image, "sem_seg_file_name": label, "height": h, "width": w,
-             "image_id": os.path.splitext(os.path.basename(image))[0]}
+        d = {
+            "file_name": image,
+            "sem_seg_file_name": label,
+            "height": h,
+            "width": w,
+            "image_id": os.path.splitext(os.path.basename(image))[0],
+        }
         if openset:
             d["label_remap"] = dict(CAMVID_OPENSET_LABEL_REMAP)
             if split != "train":
@@ -90,6 +127,7 @@ def load_camvid_split(split: str, root: Optional[str] = None, openset: bool = Fa
                 d["anomaly_mask_convention"] = CAMVID_ANOMALY_CONVENTION
         dicts.append(d)
     return dicts
+
 
 def register_camvid(root: Optional[str] = None) -> List[str]:
     """Register camvid_{train,val,test} and camvid_openset_{train,val,test}. Lazy; calling it
@@ -104,14 +142,21 @@ def register_camvid(root: Optional[str] = None) -> List[str]:
                 DatasetCatalog.remove(name)
                 MetadataCatalog.remove(name)
             DatasetCatalog.register(name, lambda s=split, o=openset: load_camvid_split(s, root, o))
-            meta = dict(stuff_classes=list(CAMVID_CLASSES), stuff_colors=[list(c) for c in CAMVID_COLORS],
-                        ignore_label=IGNORE, evaluator_type="sem_seg")
+            meta = dict(
+                stuff_classes=list(CAMVID_CLASSES),
+                stuff_colors=[list(c) for c in CAMVID_COLORS],
+                ignore_label=IGNORE,
+                evaluator_type="sem_seg",
+            )
             if openset:
-                meta.update(stuff_classes=list(CAMVID_OPENSET_CLASSES), stuff_colors=meta["stuff_colors"][:9],
-                            label_remap=dict(CAMVID_OPENSET_LABEL_REMAP),
-                            unknown_classes=[CAMVID_CLASSES[i] for i in CAMVID_UNKNOWN_IDS],
-                            has_anomaly_masks=(split != "train"),
-                            anomaly_mask_convention=CAMVID_ANOMALY_CONVENTION)
+                meta.update(
+                    stuff_classes=list(CAMVID_OPENSET_CLASSES),
+                    stuff_colors=meta["stuff_colors"][:9],
+                    label_remap=dict(CAMVID_OPENSET_LABEL_REMAP),
+                    unknown_classes=[CAMVID_CLASSES[i] for i in CAMVID_UNKNOWN_IDS],
+                    has_anomaly_masks=(split != "train"),
+                    anomaly_mask_convention=CAMVID_ANOMALY_CONVENTION,
+                )
             MetadataCatalog.get(name).set(**meta)
             names.append(name)
     return names

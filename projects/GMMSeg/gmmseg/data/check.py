@@ -11,6 +11,7 @@ different numbers of files, and pairs the sorted lists by position when they hol
 
 The command-line front end is tools/check_dataset.py.
 """
+
 import os
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
@@ -88,9 +89,11 @@ class DatasetCheckReport:
         """A human-readable report: counts, per-class frequencies, then every problem."""
         lines = []
         expected = "" if not self.expected_count else f" (expected {self.expected_count})"
-        lines.append(f"Dataset '{self.name}': {self.num_records} records{expected}, "
-                     f"{self.num_classes} classes, ignore label {self.ignore_label}; "
-                     f"{self.num_checked} checked.")
+        lines.append(
+            f"Dataset '{self.name}': {self.num_records} records{expected}, "
+            f"{self.num_classes} classes, ignore label {self.ignore_label}; "
+            f"{self.num_checked} checked."
+        )
         total = int(self.pixel_counts.sum()) + self.ignore_pixels
         if total > 0 and self.num_classes:
             lines.append("Per-class pixel frequency (of all label pixels) and images containing it:")
@@ -98,14 +101,14 @@ class DatasetCheckReport:
             width = max(len(n) for n in names)
             lines.append(f"  {'id':>4}  {'class':<{width}}  {'pixels':>9}  {'images':>8}")
             for k, name in enumerate(names):
-                lines.append(f"  {k:4d}  {name:<{width}}  {100.0 * self.pixel_counts[k] / total:8.4f}%"
-                             f"  {int(self.image_counts[k]):8d}")
+                lines.append(
+                    f"  {k:4d}  {name:<{width}}  {100.0 * self.pixel_counts[k] / total:8.4f}%"
+                    f"  {int(self.image_counts[k]):8d}"
+                )
             lines.append(f"  ignore ({self.ignore_label}): {100.0 * self.ignore_pixels / total:.4f}%")
-            unseen = [f"{k} {self.class_names[k]}" for k in range(self.num_classes)
-                      if self.pixel_counts[k] == 0]
+            unseen = [f"{k} {self.class_names[k]}" for k in range(self.num_classes) if self.pixel_counts[k] == 0]
             if unseen:
-                lines.append(f"Classes never seen ({len(unseen)}; normal for a small subset): "
-                             + "; ".join(unseen))
+                lines.append(f"Classes never seen ({len(unseen)}; normal for a small subset): " + "; ".join(unseen))
         if self.ok:
             lines.append("OK: no problem found.")
         else:
@@ -117,8 +120,7 @@ class DatasetCheckReport:
             for p in self.problems[:max_listed]:
                 lines.append(f"  {p}")
             if len(self.problems) > max_listed:
-                lines.append(f"  ... and {len(self.problems) - max_listed} more "
-                             "(raise --max-listed to see them)")
+                lines.append(f"  ... and {len(self.problems) - max_listed} more (raise --max-listed to see them)")
         return "\n".join(lines)
 
 
@@ -151,8 +153,7 @@ def check_record(record: dict, num_classes: int, ignore_label: int = 255) -> dic
         problems.append(Problem("missing_label", str(image_file), "record has no sem_seg_file_name"))
         return empty
     if not os.path.isfile(label_file):
-        problems.append(Problem("missing_label", label_file,
-                                f"label map of {image_file} does not exist"))
+        problems.append(Problem("missing_label", label_file, f"label map of {image_file} does not exist"))
         return empty
 
     image_size = None
@@ -169,21 +170,35 @@ def check_record(record: dict, num_classes: int, ignore_label: int = 255) -> dic
         problems.append(Problem("unreadable", label_file, f"cannot read label map: {e}"))
         return empty
     if mode not in _SINGLE_CHANNEL_MODES or label.ndim != 2:
-        problems.append(Problem("label_channels", label_file,
-                                f"label map has mode {mode!r} / shape {label.shape}; expected one "
-                                "channel of class ids (a colour-coded map must be converted first)"))
+        problems.append(
+            Problem(
+                "label_channels",
+                label_file,
+                f"label map has mode {mode!r} / shape {label.shape}; expected one "
+                "channel of class ids (a colour-coded map must be converted first)",
+            )
+        )
         return empty
 
     label_size = tuple(label.shape)
     if image_size is not None and image_size != label_size:
-        problems.append(Problem("size_mismatch", label_file,
-                                f"label map is {label_size[0]}x{label_size[1]} (HxW) but image "
-                                f"{image_file} is {image_size[0]}x{image_size[1]}"))
+        problems.append(
+            Problem(
+                "size_mismatch",
+                label_file,
+                f"label map is {label_size[0]}x{label_size[1]} (HxW) but image "
+                f"{image_file} is {image_size[0]}x{image_size[1]}",
+            )
+        )
     stated = (record.get("height"), record.get("width"))
     if image_size is not None and None not in stated and tuple(stated) != image_size:
-        problems.append(Problem("size_mismatch", image_file,
-                                f"record says {stated[0]}x{stated[1]} (HxW) but the image is "
-                                f"{image_size[0]}x{image_size[1]}"))
+        problems.append(
+            Problem(
+                "size_mismatch",
+                image_file,
+                f"record says {stated[0]}x{stated[1]} (HxW) but the image is {image_size[0]}x{image_size[1]}",
+            )
+        )
 
     flat = label.reshape(-1)
     if flat.dtype.kind in "ub":
@@ -200,10 +215,15 @@ def check_record(record: dict, num_classes: int, ignore_label: int = 255) -> dic
     bad = (values != ignore_label) & ((values < 0) | (values >= num_classes))
     if bad.any():
         after = " after the dataset's label_remap" if remap else ""
-        problems.append(Problem("bad_label", label_file,
-                                f"label ids{after} {_format_values(values[bad])} outside [0, {num_classes}) "
-                                f"and not the ignore label {ignore_label} "
-                                f"({int(counts[bad].sum())} pixels)"))
+        problems.append(
+            Problem(
+                "bad_label",
+                label_file,
+                f"label ids{after} {_format_values(values[bad])} outside [0, {num_classes}) "
+                f"and not the ignore label {ignore_label} "
+                f"({int(counts[bad].sum())} pixels)",
+            )
+        )
     return {"problems": problems, "values": values, "counts": counts.astype(np.int64)}
 
 
@@ -213,8 +233,9 @@ def _check_record_star(args):
 
 def _list_stems(folder: str, exts: Sequence[str]) -> Dict[str, str]:
     exts = tuple(e.lower() for e in exts)
-    return {os.path.splitext(f)[0]: os.path.join(folder, f)
-            for f in sorted(os.listdir(folder)) if f.lower().endswith(exts)}
+    return {
+        os.path.splitext(f)[0]: os.path.join(folder, f) for f in sorted(os.listdir(folder)) if f.lower().endswith(exts)
+    }
 
 
 def _unmatched_files(image_root: str, label_root: str, label_ext: str = ".png") -> List[Problem]:
@@ -228,16 +249,19 @@ def _unmatched_files(image_root: str, label_root: str, label_ext: str = ".png") 
     images = _list_stems(image_root, _IMAGE_EXTS)
     labels = _list_stems(label_root, (label_ext,))
     for stem in sorted(set(images) - set(labels)):
-        problems.append(Problem("missing_label", images[stem],
-                                f"image has no label map {stem}{label_ext} in {label_root}"))
+        problems.append(
+            Problem("missing_label", images[stem], f"image has no label map {stem}{label_ext} in {label_root}")
+        )
     for stem in sorted(set(labels) - set(images)):
-        problems.append(Problem("orphan_label", labels[stem],
-                                f"label map has no image with the same name in {image_root}"))
+        problems.append(
+            Problem("orphan_label", labels[stem], f"label map has no image with the same name in {image_root}")
+        )
     return problems
 
 
 def _mispaired(records, image_root: str, label_root: str) -> List[Problem]:
     """Records whose image and label map do not have the same path stem under their roots."""
+
     def stem(path, root):
         return os.path.splitext(os.path.normpath(os.path.relpath(path, root)))[0]
 
@@ -245,8 +269,7 @@ def _mispaired(records, image_root: str, label_root: str) -> List[Problem]:
     for r in records:
         image, label = r.get("file_name"), r.get("sem_seg_file_name")
         if image and label and stem(image, image_root) != stem(label, label_root):
-            problems.append(Problem("mispaired", image, f"paired with the label map {label}, "
-                                    "which has another name"))
+            problems.append(Problem("mispaired", image, f"paired with the label map {label}, which has another name"))
     return problems
 
 
@@ -260,9 +283,13 @@ def _progress(iterable: Iterable, total: int, enabled: bool, desc: str):
     return tqdm(iterable, total=total, desc=desc, unit="img")
 
 
-def check_sem_seg_dataset(name: str, expected_count: Optional[int] = None,
-                          max_images: Optional[int] = None, num_workers: int = 0,
-                          progress: bool = False) -> DatasetCheckReport:
+def check_sem_seg_dataset(
+    name: str,
+    expected_count: Optional[int] = None,
+    max_images: Optional[int] = None,
+    num_workers: int = 0,
+    progress: bool = False,
+) -> DatasetCheckReport:
     """Check a registered semantic-segmentation dataset; never raises for a data problem.
 
     Args:
@@ -279,14 +306,20 @@ def check_sem_seg_dataset(name: str, expected_count: Optional[int] = None,
     report = DatasetCheckReport(name=name)
     if name not in DatasetCatalog.list():
         known = sorted(n for n in DatasetCatalog.list() if "sem_seg" in n or "stuff" in n)
-        report.problems.append(Problem("load", name, "no such dataset in DatasetCatalog; "
-                                       f"semantic-segmentation names include: {', '.join(known)}"))
+        report.problems.append(
+            Problem(
+                "load",
+                name,
+                f"no such dataset in DatasetCatalog; semantic-segmentation names include: {', '.join(known)}",
+            )
+        )
         return report
     meta = MetadataCatalog.get(name)
     classes = meta.get("stuff_classes", None)
     if not classes:
-        report.problems.append(Problem("load", name, "metadata has no stuff_classes, so the "
-                                       "number of classes K is unknown"))
+        report.problems.append(
+            Problem("load", name, "metadata has no stuff_classes, so the number of classes K is unknown")
+        )
         return report
     report.class_names = list(classes)
     report.ignore_label = int(meta.get("ignore_label", 255))
@@ -309,9 +342,15 @@ def check_sem_seg_dataset(name: str, expected_count: Optional[int] = None,
         expected_count = meta.get("expected_count", None) or EXPECTED_COUNTS.get(name)
     report.expected_count = expected_count or None
     if expected_count and len(records) != expected_count:
-        report.problems.append(Problem("count", name, f"{len(records)} records, the official "
-                                       f"split has {expected_count} (pass --expected-count 0 to "
-                                       "check a subset)"))
+        report.problems.append(
+            Problem(
+                "count",
+                name,
+                f"{len(records)} records, the official "
+                f"split has {expected_count} (pass --expected-count 0 to "
+                "check a subset)",
+            )
+        )
 
     if image_root and label_root:  # load_sem_seg pairs sorted lists by position when their
         report.problems.extend(_mispaired(records, image_root, label_root))  # lengths agree
@@ -323,8 +362,9 @@ def check_sem_seg_dataset(name: str, expected_count: Optional[int] = None,
         import multiprocessing as mp
 
         with mp.get_context().Pool(num_workers) as pool:
-            results = list(_progress(pool.imap(_check_record_star, jobs, chunksize=8),
-                                     len(jobs), progress, f"checking {name}"))
+            results = list(
+                _progress(pool.imap(_check_record_star, jobs, chunksize=8), len(jobs), progress, f"checking {name}")
+            )
     else:
         results = [check_record(*j) for j in _progress(jobs, len(jobs), progress, f"checking {name}")]
 

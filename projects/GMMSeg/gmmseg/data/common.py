@@ -4,6 +4,7 @@ A split is a folder of images and a parallel folder of label maps with the same 
 A missing or empty split stops with a FileNotFoundError that names the folder, the expected
 layout and the DETECTRON2_DATASETS variable, never with an empty dataset.
 """
+
 import os
 from typing import List, Optional, Sequence, Tuple
 
@@ -30,14 +31,17 @@ def root_note(root: Optional[str] = None) -> str:
         return f"the datasets root {root!r} was given explicitly (DETECTRON2_DATASETS is not used)"
     value = os.environ.get("DETECTRON2_DATASETS")
     if value is None:
-        return ("DETECTRON2_DATASETS is not set, so the datasets root is ./datasets relative to the "
-                f"current directory ({os.path.abspath('datasets')!r}); set DETECTRON2_DATASETS to "
-                "the folder that contains the dataset")
+        return (
+            "DETECTRON2_DATASETS is not set, so the datasets root is ./datasets relative to the "
+            f"current directory ({os.path.abspath('datasets')!r}); set DETECTRON2_DATASETS to "
+            "the folder that contains the dataset"
+        )
     return f"DETECTRON2_DATASETS={value!r}; set it to the folder that contains the dataset"
 
 
-def _missing_split_error(what: str, folder: str, dataset_name: str, layout: str,
-                         note: Optional[str]) -> FileNotFoundError:
+def _missing_split_error(
+    what: str, folder: str, dataset_name: str, layout: str, note: Optional[str]
+) -> FileNotFoundError:
     return FileNotFoundError(
         f"Dataset '{dataset_name}': {what} {os.path.abspath(folder)!r}. Expected layout:\n"
         f"{layout}\n({note or root_note()}.)"
@@ -66,8 +70,7 @@ def list_image_label_pairs(
         raise _missing_split_error("no image folder", image_dir, dataset_name, layout, note)
     images = sorted(f for f in os.listdir(image_dir) if f.lower().endswith(exts))
     if not images:
-        raise _missing_split_error(
-            f"no image ({'/'.join(exts)}) in", image_dir, dataset_name, layout, note)
+        raise _missing_split_error(f"no image ({'/'.join(exts)}) in", image_dir, dataset_name, layout, note)
     if not os.path.isdir(label_dir):
         raise _missing_split_error("no label folder", label_dir, dataset_name, layout, note)
     pairs, missing = [], []
@@ -81,7 +84,8 @@ def list_image_label_pairs(
         more = f" and {len(missing) - _MAX_NAMED} more" if len(missing) > _MAX_NAMED else ""
         raise FileNotFoundError(
             f"Dataset '{dataset_name}': {len(missing)} image(s) in {image_dir!r} have no label map: "
-            f"{shown}{more}. Expected layout:\n{layout}")
+            f"{shown}{more}. Expected layout:\n{layout}"
+        )
     return pairs
 
 

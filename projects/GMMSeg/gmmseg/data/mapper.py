@@ -16,6 +16,7 @@ Augmentations come from gmmseg.data.augmentation.build_sem_seg_augmentation(cfg,
 The label-loading functions are public so evaluators and the class-balanced sampler read labels
 the same way (`make_sem_seg_loading_fn` is the `sem_seg_loading_fn` for SemSegEvaluator).
 """
+
 import copy
 import logging
 from typing import Callable, Mapping, Optional, Sequence, Union
@@ -76,7 +77,8 @@ def read_label_map(file_name: str) -> np.ndarray:
     if arr is None:
         raise ValueError(
             f"label map {file_name!r} has PIL mode {mode!r}; expected a single-channel image of "
-            f"class ids (mode L, P or I), not a colour-coded label")
+            f"class ids (mode L, P or I), not a colour-coded label"
+        )
     if arr.dtype == bool:
         arr = arr.astype(np.uint8)
     return arr
@@ -89,9 +91,13 @@ def _present_values(label: np.ndarray) -> np.ndarray:
     return np.unique(label)
 
 
-def remap_and_check_labels(label: np.ndarray, num_classes: int, ignore_label: int = 255,
-                           remap: Optional[Mapping[int, int]] = None,
-                           file_name: str = "<array>") -> np.ndarray:
+def remap_and_check_labels(
+    label: np.ndarray,
+    num_classes: int,
+    ignore_label: int = 255,
+    remap: Optional[Mapping[int, int]] = None,
+    file_name: str = "<array>",
+) -> np.ndarray:
     """Apply `remap` ({raw id: new id}, other ids unchanged), then check every value is a class id
     in [0, num_classes) or `ignore_label`. Returns uint8 when the values fit, else int64.
 
@@ -108,7 +114,8 @@ def remap_and_check_labels(label: np.ndarray, num_classes: int, ignore_label: in
             f"label file {file_name!r} contains value(s) {present[bad].tolist()}{after} that are "
             f"neither a class id in [0, {num_classes}) nor the ignore value {ignore_label}. Check that "
             f"MODEL.SEM_SEG_HEAD.NUM_CLASSES / IGNORE_VALUE match the dataset, and that labels hold "
-            f"train ids (not raw dataset ids or colours).")
+            f"train ids (not raw dataset ids or colours)."
+        )
     if remap and not np.array_equal(mapped, present):
         if label.dtype == np.uint8:
             lut = np.arange(256, dtype=np.int64)
@@ -121,8 +128,9 @@ def remap_and_check_labels(label: np.ndarray, num_classes: int, ignore_label: in
     return label.astype(np.int64, copy=False)
 
 
-def load_sem_seg_label(dataset_dict: dict, num_classes: int, ignore_label: int = 255,
-                       label_remap: Optional[Mapping[int, int]] = None) -> np.ndarray:
+def load_sem_seg_label(
+    dataset_dict: dict, num_classes: int, ignore_label: int = 255, label_remap: Optional[Mapping[int, int]] = None
+) -> np.ndarray:
     """Read dataset_dict["sem_seg_file_name"], remap (the dict's own "label_remap" wins over
     `label_remap`) and validate. Returns (H, W) uint8 (or int64 for very large ids)."""
     file_name = dataset_dict["sem_seg_file_name"]
@@ -176,11 +184,17 @@ class SemSegDatasetMapper(DatasetMapper):
     """
 
     @configurable
-    def __init__(self, is_train: bool = True, *,
-                 augmentations: Sequence[Union[T.Augmentation, T.Transform]],
-                 image_format: str, num_classes: int, ignore_label: int = 255,
-                 label_remap: Optional[Mapping[int, int]] = None,
-                 load_anomaly_mask: Optional[bool] = None):
+    def __init__(
+        self,
+        is_train: bool = True,
+        *,
+        augmentations: Sequence[Union[T.Augmentation, T.Transform]],
+        image_format: str,
+        num_classes: int,
+        ignore_label: int = 255,
+        label_remap: Optional[Mapping[int, int]] = None,
+        load_anomaly_mask: Optional[bool] = None,
+    ):
         """
         Args:
             augmentations: applied to image, label and anomaly mask alike.
@@ -205,7 +219,8 @@ class SemSegDatasetMapper(DatasetMapper):
                 raise ValueError(
                     f"MODEL.SEM_SEG_HEAD.NUM_CLASSES = {num_classes} but dataset '{name}' has "
                     f"{len(classes)} classes ({list(classes)}); set MODEL.SEM_SEG_HEAD.NUM_CLASSES "
-                    f"to {len(classes)}")
+                    f"to {len(classes)}"
+                )
         return {
             "is_train": is_train,
             "augmentations": build_sem_seg_augmentation(cfg, is_train),
@@ -218,7 +233,8 @@ class SemSegDatasetMapper(DatasetMapper):
         if other.shape[:2] != image.shape[:2]:
             raise ValueError(
                 f"{what} {file_name!r} has size {other.shape[1]}x{other.shape[0]} (WxH) but its image "
-                f"{image_name!r} is {image.shape[1]}x{image.shape[0]}")
+                f"{image_name!r} is {image.shape[1]}x{image.shape[0]}"
+            )
 
     def __call__(self, dataset_dict: dict) -> dict:
         dataset_dict = copy.deepcopy(dataset_dict)
@@ -235,8 +251,7 @@ class SemSegDatasetMapper(DatasetMapper):
             sem_seg = remap_and_check_labels(raw_label, self.num_classes, self.ignore_label, remap, label_name)
         anomaly = anomaly_mask_of(dataset_dict) if self.load_anomaly_mask else None
         if anomaly is not None:
-            self._check_same_size(image, anomaly, "anomaly mask", dataset_dict["anomaly_mask_file_name"],
-                                  image_name)
+            self._check_same_size(image, anomaly, "anomaly mask", dataset_dict["anomaly_mask_file_name"], image_name)
         dataset_dict.pop("sem_seg_file_name", None)
 
         aug_input = T.AugInput(image, sem_seg=sem_seg)
@@ -255,4 +270,5 @@ class SemSegDatasetMapper(DatasetMapper):
 def build_sem_seg_test_loader(cfg, dataset_name):
     """detectron2's test loader (batch 1) with SemSegDatasetMapper: the Trainer's test loader."""
     from detectron2.data import build_detection_test_loader
+
     return build_detection_test_loader(cfg, dataset_name, mapper=SemSegDatasetMapper(cfg, is_train=False))

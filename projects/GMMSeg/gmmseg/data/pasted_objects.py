@@ -9,6 +9,7 @@ scenes: objects stand on the ground), and alpha-blends it with its mask blurred 
 void): 1 where the blended alpha >= 0.5, 255 on the rest of the soft edge (alpha in (0, 0.5)),
 and elsewhere the image's own known / void pixels.
 """
+
 import contextlib
 import io
 from dataclasses import dataclass
@@ -21,23 +22,38 @@ __all__ = ["PastedObject", "ROAD_SCENE_CATEGORIES", "coco_objects", "paste_objec
 
 # COCO categories that are (or look like) classes of road scenes such as CamVid's (pedestrians,
 # cyclists, vehicles, street furniture, plants): never pasted, they would not be anomalies.
-ROAD_SCENE_CATEGORIES = ("person", "bicycle", "car", "motorcycle", "bus", "train", "truck", "boat",
-                         "traffic light", "fire hydrant", "stop sign", "parking meter", "bench",
-                         "potted plant")
+ROAD_SCENE_CATEGORIES = (
+    "person",
+    "bicycle",
+    "car",
+    "motorcycle",
+    "bus",
+    "train",
+    "truck",
+    "boat",
+    "traffic light",
+    "fire hydrant",
+    "stop sign",
+    "parking meter",
+    "bench",
+    "potted plant",
+)
 
 
 @dataclass
 class PastedObject:
     """An object cut out of its source image: `rgb` (h, w, 3) uint8 and `mask` (h, w) bool, with
     where it came from (for the manifest and the attribution)."""
+
     rgb: np.ndarray
     mask: np.ndarray
     category: str
     source: Dict
 
 
-def coco_objects(annotation_json: str, images_dir: str, *, min_area: int = 1000,
-                 exclude: Sequence[str] = ROAD_SCENE_CATEGORIES) -> List[PastedObject]:
+def coco_objects(
+    annotation_json: str, images_dir: str, *, min_area: int = 1000, exclude: Sequence[str] = ROAD_SCENE_CATEGORIES
+) -> List[PastedObject]:
     """The instances of a COCO-format annotation file that can be pasted: not crowd, mask area
     >= `min_area` pixels, category not in `exclude`; each cut to its mask's bounding box."""
     from PIL import Image
@@ -61,19 +77,35 @@ def coco_objects(annotation_json: str, images_dir: str, *, min_area: int = 1000,
         with Image.open(path) as im:
             rgb = np.asarray(im.convert("RGB"))
         if rgb.shape[:2] != mask.shape:
-            raise ValueError(f"{path}: image is {rgb.shape[1]}x{rgb.shape[0]}, its annotation {ann['id']} in "
-                             f"{annotation_json} is {mask.shape[1]}x{mask.shape[0]}")
+            raise ValueError(
+                f"{path}: image is {rgb.shape[1]}x{rgb.shape[0]}, its annotation {ann['id']} in "
+                f"{annotation_json} is {mask.shape[1]}x{mask.shape[0]}"
+            )
         ys, xs = np.nonzero(mask)
         box = (slice(ys.min(), ys.max() + 1), slice(xs.min(), xs.max() + 1))
-        source = {"image_id": ann["image_id"], "annotation_id": ann["id"], "file_name": info["file_name"],
-                  "license": info.get("license"), "url": info.get("flickr_url") or info.get("coco_url")}
+        source = {
+            "image_id": ann["image_id"],
+            "annotation_id": ann["id"],
+            "file_name": info["file_name"],
+            "license": info.get("license"),
+            "url": info.get("flickr_url") or info.get("coco_url"),
+        }
         objects.append(PastedObject(rgb[box].copy(), mask[box].copy(), names[ann["category_id"]], source))
     return objects
 
 
-def paste_object(image: np.ndarray, known: np.ndarray, obj: PastedObject, rng: np.random.Generator, *,
-                 height_range=(0.15, 0.4), bottom_range=(0.55, 0.95), max_width: float = 0.6,
-                 feather_sigma: float = 1.5, position: Optional[tuple] = None):
+def paste_object(
+    image: np.ndarray,
+    known: np.ndarray,
+    obj: PastedObject,
+    rng: np.random.Generator,
+    *,
+    height_range=(0.15, 0.4),
+    bottom_range=(0.55, 0.95),
+    max_width: float = 0.6,
+    feather_sigma: float = 1.5,
+    position: Optional[tuple] = None,
+):
     """Paste `obj` into `image` (H, W, 3) uint8. `known` (H, W) uint8: 0 known pixel, 255 void.
 
     The object's height is `height_range` x H (its width then follows its aspect ratio, at most
@@ -96,12 +128,12 @@ def paste_object(image: np.ndarray, known: np.ndarray, obj: PastedObject, rng: n
     # the feathered edge: the mask blurred, on a canvas with room for the blur outside the box
     pad = int(np.ceil(3 * feather_sigma)) if feather_sigma > 0 else 0
     canvas = np.zeros((h_img + 2 * pad, w_img + 2 * pad), np.float32)
-    canvas[top + pad: top + pad + height, left + pad: left + pad + width] = hard
+    canvas[top + pad : top + pad + height, left + pad : left + pad + width] = hard
     if feather_sigma > 0:
         canvas = cv2.GaussianBlur(canvas, (2 * pad + 1, 2 * pad + 1), feather_sigma)
-    alpha = canvas[pad: pad + h_img, pad: pad + w_img]
+    alpha = canvas[pad : pad + h_img, pad : pad + w_img]
     layer = np.zeros_like(image, dtype=np.float32)
-    layer[top: top + height, left: left + width] = rgb
+    layer[top : top + height, left : left + width] = rgb
     # outside the box the layer is 0 but so is the object mask, whose blur can reach there only
     # through pixels next to the object: fill them with the nearest object colours
     if feather_sigma > 0:
@@ -122,7 +154,7 @@ def _extend_colours(layer, hard, top, left, pad):
     y0, x0 = max(top - pad, 0), max(left - pad, 0)
     y1, x1 = min(top + height + pad, h_img), min(left + width + pad, w_img)
     region_mask = np.zeros((y1 - y0, x1 - x0), bool)
-    region_mask[top - y0: top - y0 + height, left - x0: left - x0 + width] = hard
+    region_mask[top - y0 : top - y0 + height, left - x0 : left - x0 + width] = hard
     if not region_mask.any():
         return layer
     from scipy import ndimage

@@ -1,6 +1,7 @@
 """Shared by the dataset preparation tools (tools/prepare_*.py): a progress-bar job runner with
 optional worker processes, and label maps written so that a file is either absent or complete
 (an interrupted preparation never leaves a truncated PNG that a later run would skip)."""
+
 import os
 import tempfile
 

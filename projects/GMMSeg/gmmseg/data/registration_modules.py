@@ -6,6 +6,7 @@ MetadataCatalog.get(name).set(...) when imported. train_net imports it in every 
 before launch). MODULE is a dotted module name importable from the working directory or
 PYTHONPATH (`my_project.datasets`), or the path of a .py file (`path/to/my_datasets.py`).
 """
+
 import importlib
 import importlib.util
 import os
@@ -48,7 +49,9 @@ def import_registration_modules(specs: Iterable[str]) -> List[object]:
             modules.append(importlib.import_module(spec))
         except ModuleNotFoundError as e:
             if e.name and spec.startswith(e.name):
-                raise ImportError(f"--register {spec!r}: no module named {e.name!r} on the Python path (the working "
-                                  f"directory {os.getcwd()!r} and PYTHONPATH); give a module name or a .py file") from e
+                raise ImportError(
+                    f"--register {spec!r}: no module named {e.name!r} on the Python path (the working "
+                    f"directory {os.getcwd()!r} and PYTHONPATH); give a module name or a .py file"
+                ) from e
             raise
     return modules

@@ -11,6 +11,7 @@ value, label remaps, minimum pixel count), so a changed dataset is indexed again
 Select it with DATALOADER.SAMPLER_TRAIN = "ClassBalancedSampler"; the Trainer's
 build_train_loader calls build_class_balanced_sampler(cfg, dataset_dicts).
 """
+
 import hashlib
 import itertools
 import json
@@ -38,8 +39,9 @@ logger = logging.getLogger(__name__)
 _CACHE_VERSION = 1
 
 
-def compute_class_image_index(dataset_dicts: Sequence[dict], num_classes: int, ignore_label: int = 255,
-                              min_pixels: int = 1) -> List[List[int]]:
+def compute_class_image_index(
+    dataset_dicts: Sequence[dict], num_classes: int, ignore_label: int = 255, min_pixels: int = 1
+) -> List[List[int]]:
     """class c -> sorted indices of the dicts whose label map has >= `min_pixels` pixels of c."""
     index: List[List[int]] = [[] for _ in range(num_classes)]
     for i, d in enumerate(dataset_dicts):
@@ -66,9 +68,16 @@ def _default_cache_dir(dataset_dicts: Sequence[dict]) -> str:
     return os.path.dirname(os.path.commonpath(sorted(label_dirs)))
 
 
-def class_image_index(dataset_dicts: Sequence[dict], num_classes: int, *, ignore_label: int = 255,
-                      min_pixels: int = 1, dataset_name: str = "dataset", cache_dir: Optional[str] = None,
-                      use_cache: bool = True) -> List[List[int]]:
+def class_image_index(
+    dataset_dicts: Sequence[dict],
+    num_classes: int,
+    *,
+    ignore_label: int = 255,
+    min_pixels: int = 1,
+    dataset_name: str = "dataset",
+    cache_dir: Optional[str] = None,
+    use_cache: bool = True,
+) -> List[List[int]]:
     """compute_class_image_index, cached in `cache_dir` (default: next to the label folders).
 
     An unwritable cache folder only costs a warning (the index is then recomputed next time).
@@ -90,9 +99,15 @@ def class_image_index(dataset_dicts: Sequence[dict], num_classes: int, *, ignore
     except (OSError, ValueError, KeyError, TypeError):
         pass
     index = compute_class_image_index(dataset_dicts, num_classes, ignore_label, min_pixels)
-    payload = {"key": key, "dataset": dataset_name, "num_images": len(dataset_dicts),
-               "num_classes": num_classes, "ignore_label": ignore_label, "min_pixels": min_pixels,
-               "class_to_images": index}
+    payload = {
+        "key": key,
+        "dataset": dataset_name,
+        "num_images": len(dataset_dicts),
+        "num_classes": num_classes,
+        "ignore_label": ignore_label,
+        "min_pixels": min_pixels,
+        "class_to_images": index,
+    }
     try:  # atomic: several ranks may write the same file at once
         fd, tmp = tempfile.mkstemp(prefix=".class_index-", suffix=".tmp", dir=cache_dir)
         with os.fdopen(fd, "w") as f:
@@ -100,8 +115,7 @@ def class_image_index(dataset_dicts: Sequence[dict], num_classes: int, *, ignore
         os.replace(tmp, path)
         logger.info("Class-balanced index of '%s' written to %s", dataset_name, path)
     except OSError as e:
-        logger.warning("Could not cache the class-balanced index at %s (%s); it will be recomputed "
-                       "next time", path, e)
+        logger.warning("Could not cache the class-balanced index at %s (%s); it will be recomputed next time", path, e)
     return index
 
 
@@ -111,8 +125,7 @@ class ClassBalancedSampler(Sampler):
     stream from the shared seed and rank r keeps elements r, r + world_size, ... (so each rank
     sees a different stream and together they follow the global one)."""
 
-    def __init__(self, class_to_images: Sequence[Sequence[int]], *, seed: Optional[int] = None,
-                 chunk_size: int = 1024):
+    def __init__(self, class_to_images: Sequence[Sequence[int]], *, seed: Optional[int] = None, chunk_size: int = 1024):
         """
         Args:
             class_to_images: for every class, the indices of the images that contain it; classes
@@ -156,11 +169,15 @@ def build_class_balanced_sampler(cfg, dataset_dicts: Sequence[dict]) -> ClassBal
     use_cache = bool(opts.CACHE) if opts is not None else True
     num_classes = cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES
     index = class_image_index(
-        dataset_dicts, num_classes, ignore_label=cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE,
-        min_pixels=min_pixels, dataset_name="+".join(cfg.DATASETS.TRAIN), use_cache=use_cache)
+        dataset_dicts,
+        num_classes,
+        ignore_label=cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE,
+        min_pixels=min_pixels,
+        dataset_name="+".join(cfg.DATASETS.TRAIN),
+        use_cache=use_cache,
+    )
     empty = [c for c, v in enumerate(index) if not v]
     logger.info("Class-balanced sampling: images per class %s", [len(v) for v in index])
     if empty:
-        logger.warning("Class-balanced sampling: classes %s appear in no training image and are never "
-                       "picked", empty)
+        logger.warning("Class-balanced sampling: classes %s appear in no training image and are never picked", empty)
     return ClassBalancedSampler(index)

@@ -5,6 +5,7 @@ size is not a known multiple of the output size: UPerNet's pyramid pooling, scal
 Bin i of n inputs pooled to o outputs covers [floor(i n / o), ceil((i + 1) n / o)), as torch's
 adaptive pooling: the same average, summed in another order.
 """
+
 import torch
 from torch import nn
 

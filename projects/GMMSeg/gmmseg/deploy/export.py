@@ -14,6 +14,7 @@ tracing records, with the image's height and width as dynamic axes. A model that
 input size only (Mask2Former, see prepare.py) gets fixed axes and the metadata "input_size"
 [H, W]; the runtime then refuses other sizes.
 """
+
 import os
 import warnings
 from typing import List, Tuple
@@ -70,8 +71,16 @@ def export_onnx(adapter: TracingAdapter, path: str, metadata: dict, names: List[
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         warnings.simplefilter("ignore", DeprecationWarning)  # dynamo=False is torch's TorchScript exporter
-        torch.onnx.export(adapter, adapter.flattened_inputs, path, dynamo=False, opset_version=opset,
-                          input_names=["image"], output_names=names, dynamic_axes=dynamic_axes)
+        torch.onnx.export(
+            adapter,
+            adapter.flattened_inputs,
+            path,
+            dynamo=False,
+            opset_version=opset,
+            input_names=["image"],
+            output_names=names,
+            dynamic_axes=dynamic_axes,
+        )
     proto = onnx.load(path)
     entry = proto.metadata_props.add()
     entry.key, entry.value = METADATA_KEY, dumps(metadata)

@@ -25,6 +25,7 @@ LayerNorm mathematically): the class scores are large (tens of nats) and close t
 and ONNX Runtime's LayerNormalization computes the variance as E[x^2] - E[x]^2, which cancels to
 zero or below there (NaN logits, measured on the demo model); centred, both runtimes agree to 1e-5.
 """
+
 from collections import OrderedDict
 
 import torch
@@ -54,8 +55,7 @@ def fold_batch_norm(linear: nn.Linear, norm: nn.Module) -> nn.Linear:
     if not _foldable(norm):
         raise TypeError(f"fold_batch_norm needs a batch norm with running statistics, got {type(norm).__name__}")
     if norm.num_features != linear.out_features:
-        raise ValueError(f"the norm has {norm.num_features} features, the linear layer {linear.out_features} "
-                         "outputs")
+        raise ValueError(f"the norm has {norm.num_features} features, the linear layer {linear.out_features} outputs")
     with torch.no_grad():
         var, mean = norm.running_var.double(), norm.running_mean.double()
         gamma = norm.weight.double() if norm.weight is not None else torch.ones_like(var)
@@ -94,17 +94,25 @@ class GMMClassifier(nn.Module):
     column k*M + m is component m of class k); stored as the (2D, M*K) component-major matrix and
     its bias row."""
 
-    def __init__(self, projection: nn.Module, embed_norm: nn.LayerNorm, class_norm: nn.LayerNorm,
-                 weights: torch.Tensor, num_classes: int, num_components: int):
+    def __init__(
+        self,
+        projection: nn.Module,
+        embed_norm: nn.LayerNorm,
+        class_norm: nn.LayerNorm,
+        weights: torch.Tensor,
+        num_classes: int,
+        num_components: int,
+    ):
         super().__init__()
         d = (weights.shape[0] - 1) // 2
         if weights.dim() != 2 or weights.shape != (2 * d + 1, num_classes * num_components):
-            raise ValueError(f"weights must be (2D+1, K*M) = (2D+1, {num_classes * num_components}), "
-                             f"got {tuple(weights.shape)}")
+            raise ValueError(
+                f"weights must be (2D+1, K*M) = (2D+1, {num_classes * num_components}), got {tuple(weights.shape)}"
+            )
         self.projection, self.embed_norm, self.class_norm = projection, embed_norm, class_norm
         component_major = weights.float().reshape(2 * d + 1, num_classes, num_components).transpose(1, 2)
         component_major = component_major.reshape(2 * d + 1, num_components * num_classes)
-        self.register_buffer("weights", component_major[:2 * d].contiguous())
+        self.register_buffer("weights", component_major[: 2 * d].contiguous())
         self.register_buffer("bias", component_major[2 * d].contiguous())
         self.num_classes, self.num_components, self.embed_dim = num_classes, num_components, d
         self.background = None  # gmm/background.py: adds "log_background" to the output
@@ -115,18 +123,18 @@ class GMMClassifier(nn.Module):
         too, unless its batch norm is folded into a new linear layer: fold_projection)."""
         k, m, d = predictor.means.shape
         with torch.no_grad():
-            weights = likelihood_weights(predictor.means.reshape(k * m, d),
-                                         predictor.current_stds().reshape(k * m, d))
-        out = cls(fold_projection(predictor.projection), predictor.embed_norm, predictor.class_norm,
-                  weights, k, m)
+            weights = likelihood_weights(predictor.means.reshape(k * m, d), predictor.current_stds().reshape(k * m, d))
+        out = cls(fold_projection(predictor.projection), predictor.embed_norm, predictor.class_norm, weights, k, m)
         out.background = predictor.background  # the fitted background density, if any (shared)
         return out
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor = None):
         """x: (N, C_in) -> {"logits": (N, K), "log_likelihood": (N, K)}; labels must be None."""
         if labels is not None:
-            raise RuntimeError("GMMClassifier is the inference-only (exported) form of a GMMPredictor: "
-                               "it cannot train; train the model that holds the GMMPredictor")
+            raise RuntimeError(
+                "GMMClassifier is the inference-only (exported) form of a GMMPredictor: "
+                "it cannot train; train the model that holds the GMMPredictor"
+            )
         e = self.embed_norm(self.projection(x))
         e = e / torch.linalg.vector_norm(e, dim=-1, keepdim=True).clamp_min(_NORM_EPS)
         log_lik = torch.addmm(self.bias, torch.cat([e * e, e], dim=1), self.weights)

@@ -4,11 +4,19 @@ checkpoint: input format and test-time resize, output names, class names and col
 Stored as one JSON string: in an ONNX file as the metadata property "gmmseg", in a TorchScript
 file as the extra file "gmmseg.json".
 """
+
 import json
 from typing import List, Optional
 
-__all__ = ["METADATA_KEY", "TORCHSCRIPT_EXTRA_FILE", "FORMAT_VERSION", "export_metadata", "class_names_and_colors",
-           "dumps", "loads"]
+__all__ = [
+    "METADATA_KEY",
+    "TORCHSCRIPT_EXTRA_FILE",
+    "FORMAT_VERSION",
+    "export_metadata",
+    "class_names_and_colors",
+    "dumps",
+    "loads",
+]
 
 METADATA_KEY = "gmmseg"
 TORCHSCRIPT_EXTRA_FILE = "gmmseg.json"
@@ -62,6 +70,8 @@ def loads(text: Optional[str], path: str) -> dict:
     if missing:
         raise ValueError(f"{path}: GMMSeg metadata lacks {missing}")
     if metadata["format_version"] != FORMAT_VERSION:
-        raise ValueError(f"{path}: GMMSeg metadata format_version {metadata['format_version']}, this code reads "
-                         f"{FORMAT_VERSION}; export the model again")
+        raise ValueError(
+            f"{path}: GMMSeg metadata format_version {metadata['format_version']}, this code reads "
+            f"{FORMAT_VERSION}; export the model again"
+        )
     return metadata

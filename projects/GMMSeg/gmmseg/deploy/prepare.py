@@ -12,6 +12,7 @@ Mask2Former traces for one input size only: its multi-scale deformable attention
 computes the level shapes, reference points and split sizes with Python integers, which tracing
 records as constants (docs/MASK2FORMER.md, "Export").
 """
+
 from typing import Dict
 
 from torch import nn
@@ -60,19 +61,24 @@ def prepare_for_export(model: nn.Module) -> Dict[str, int]:
     a predictor other than softmax / gmm.
     """
     if not isinstance(model, (PerPixelSegmentor, MaskFormer)):
-        raise TypeError(f"MODEL.META_ARCHITECTURE {type(model).__name__}: export supports PerPixelSegmentor (any "
-                        "decoder of configs/, softmax or gmm predictor) and MaskFormer")
+        raise TypeError(
+            f"MODEL.META_ARCHITECTURE {type(model).__name__}: export supports PerPixelSegmentor (any "
+            "decoder of configs/, softmax or gmm predictor) and MaskFormer"
+        )
     if getattr(model, "sliding_window", None) is not None:
-        raise ValueError("TEST.SLIDING_WINDOW.ENABLED is True but the exported model runs one forward on the whole "
-                         "image it is given: add `TEST.SLIDING_WINDOW.ENABLED False` to export it (and feed it "
-                         f"windows of TEST.SLIDING_WINDOW.SIZE {list(model.sliding_window[0])} yourself if the "
-                         "images are larger than the training crops)")
+        raise ValueError(
+            "TEST.SLIDING_WINDOW.ENABLED is True but the exported model runs one forward on the whole "
+            "image it is given: add `TEST.SLIDING_WINDOW.ENABLED False` to export it (and feed it "
+            f"windows of TEST.SLIDING_WINDOW.SIZE {list(model.sliding_window[0])} yourself if the "
+            "images are larger than the training crops)"
+        )
     before = state_bytes(model)
     _replace_modules(model)
     learners = [type(m).__name__ for m in em_modules(model)]  # what GMMClassifier did not replace
     if learners:
-        raise ValueError(f"MODEL.PREDICTOR.NAME: export supports 'softmax' and 'gmm', this model's predictor is "
-                         f"{learners[0]}")
+        raise ValueError(
+            f"MODEL.PREDICTOR.NAME: export supports 'softmax' and 'gmm', this model's predictor is {learners[0]}"
+        )
     if isinstance(model, PerPixelSegmentor):
         model.sem_seg_head.aux_head = None
     else:

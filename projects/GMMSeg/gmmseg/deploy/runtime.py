@@ -12,6 +12,7 @@ to the image's size (bilinear, half-pixel centres, as detectron2's sem_seg_postp
 Its code uses numpy, Pillow and onnxruntime (ONNX) or torch (TorchScript), not detectron2 (the
 gmmseg package around it does import detectron2).
 """
+
 import os
 from typing import Dict, Optional, Tuple
 
@@ -21,6 +22,7 @@ from PIL import Image
 from .metadata import METADATA_KEY, TORCHSCRIPT_EXTRA_FILE, loads
 
 __all__ = ["ExportedSegmenter", "resized_shape", "preprocess", "resize_outputs"]
+
 
 def resized_shape(height: int, width: int, short_edge: int, max_size: int) -> Tuple[int, int]:
     """(h, w) after scaling the shorter edge to `short_edge` and then, if the longer edge exceeds
@@ -121,9 +123,11 @@ class ExportedSegmenter:
         """The exported network alone: (3, h, w) float32 input -> its outputs at (h, w)."""
         fixed = self.metadata.get("input_size")
         if fixed and list(image_chw.shape[1:]) != list(fixed):
-            raise ValueError(f"{self.path} was exported for inputs of {fixed[0]}x{fixed[1]} only (a model that traces "
-                             f"for one size, e.g. Mask2Former), got {image_chw.shape[1]}x{image_chw.shape[2]} after the "
-                             "test-time resize: export it again with --sample-size H W of your images")
+            raise ValueError(
+                f"{self.path} was exported for inputs of {fixed[0]}x{fixed[1]} only (a model that traces "
+                f"for one size, e.g. Mask2Former), got {image_chw.shape[1]}x{image_chw.shape[2]} after the "
+                "test-time resize: export it again with --sample-size H W of your images"
+            )
         if self.backend == "onnxruntime":
             values = self.session.run(self.outputs, {"image": image_chw})
         else:

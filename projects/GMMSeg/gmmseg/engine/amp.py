@@ -16,6 +16,7 @@ and the GMM's projection run in the chosen precision.
 
 The scaler's state is checkpointed under "grad_scaler", as AMPTrainer does.
 """
+
 import time
 
 import torch
@@ -37,11 +38,12 @@ def amp_dtype(cfg) -> torch.dtype:
 class MixedPrecisionTrainer(SimpleTrainer):
     """SimpleTrainer whose forward runs under torch.autocast(device_type, precision)."""
 
-    def __init__(self, model, data_loader, optimizer, precision: torch.dtype = torch.bfloat16,
-                 device_type: str = None):
+    def __init__(self, model, data_loader, optimizer, precision: torch.dtype = torch.bfloat16, device_type: str = None):
         super().__init__(model, data_loader, optimizer)
         if precision not in AMP_PRECISIONS.values():
-            raise ValueError(f"MixedPrecisionTrainer: precision must be torch.float16 or torch.bfloat16, got {precision}")
+            raise ValueError(
+                f"MixedPrecisionTrainer: precision must be torch.float16 or torch.bfloat16, got {precision}"
+            )
         self.precision = precision
         self.device_type = device_type or next(model.parameters()).device.type
         self.grad_scaler = torch.amp.GradScaler(self.device_type, enabled=precision == torch.float16)

@@ -1,5 +1,6 @@
 """EMHook: runs the EM of every generative predictor in the model, outside back-propagation,
 and checks that every rank holds the same EM state."""
+
 import hashlib
 import logging
 
@@ -10,8 +11,14 @@ from detectron2.utils import comm
 from ..gmm import em_modules
 from ..gmm.coverage import coverage_warnings
 
-__all__ = ["EMHook", "em_modules", "em_state_digest", "verify_em_state_across_ranks", "warn_never_updated",
-           "warn_locked_out"]
+__all__ = [
+    "EMHook",
+    "em_modules",
+    "em_state_digest",
+    "verify_em_state_across_ranks",
+    "warn_never_updated",
+    "warn_locked_out",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -22,7 +29,7 @@ def _tensor_chunks(t: torch.Tensor, chunk_bytes: int = 1 << 26):
     flat = t.detach().contiguous().reshape(-1)
     step = max(1, chunk_bytes // max(flat.element_size(), 1))
     for i in range(0, flat.numel(), step):
-        yield flat[i:i + step].cpu().view(torch.uint8).numpy()
+        yield flat[i : i + step].cpu().view(torch.uint8).numpy()
 
 
 def em_state_digest(modules, include_bank: bool = True) -> str:
@@ -53,11 +60,18 @@ def verify_em_state_across_ranks(modules, include_bank: bool = True, when: str =
     digests = comm.all_gather(digest) if world > 1 else [digest]
     if len(set(digests)) != 1:
         raise RuntimeError(
-            f"EM state differs across ranks {when}: " + ", ".join(f"rank {r}: {d[:16]}" for r, d in enumerate(digests))
-            + ". Every rank must run the same flush()/em_update() calls on the same gathered rows.")
+            f"EM state differs across ranks {when}: "
+            + ", ".join(f"rank {r}: {d[:16]}" for r, d in enumerate(digests))
+            + ". Every rank must run the same flush()/em_update() calls on the same gathered rows."
+        )
     what = "incl. memory bank" if include_bank else "without the memory bank"
-    logger.info("EM state %s: sha256 %s (%s)%s", when, digest[:16], what,
-                f", identical on all {world} ranks" if world > 1 else "")
+    logger.info(
+        "EM state %s: sha256 %s (%s)%s",
+        when,
+        digest[:16],
+        what,
+        f", identical on all {world} ranks" if world > 1 else "",
+    )
     return digest
 
 
@@ -74,7 +88,12 @@ def warn_never_updated(modules, it: int) -> list:
                 "Gaussians are still random). With MODEL.GMM.MEMORY_INIT 'empty' and PUSH_ROWS 'correct' a "
                 "class the head never classifies correctly never receives data; MODEL.GMM.PUSH_ROWS "
                 "'correct_first' or 'all' lets it in (docs/GMM_SETTINGS.md). Classes absent from the "
-                "training data are expected here.", i, it, int(m.num_em_updates), never)
+                "training data are expected here.",
+                i,
+                it,
+                int(m.num_em_updates),
+                never,
+            )
     return found
 
 
@@ -92,19 +111,28 @@ def warn_locked_out(modules, it: int, previous=None, class_names=None) -> list:
         before = previous[i] if previous is not None and i < len(previous) else None
         problems = coverage_warnings(cov, cov.since(before))
         if problems:
-            name = (lambda c: f"{c} ({class_names[c]})") if class_names and len(class_names) >= len(cov.labelled) \
-                else str
+            name = (
+                (lambda c: f"{c} ({class_names[c]})") if class_names and len(class_names) >= len(cov.labelled) else str
+            )
             if getattr(m, "push_rows", None) == "correct":
-                hint = ("A class the head never classifies correctly gets no real memory rows with MODEL.GMM.PUSH_ROWS "
-                        "'correct' (the release), and its Gaussians stay fitted to the random initial rows: it can "
-                        "stay locked out for good. MODEL.GMM.PUSH_ROWS 'correct_first' gives every labelled class rows")
+                hint = (
+                    "A class the head never classifies correctly gets no real memory rows with MODEL.GMM.PUSH_ROWS "
+                    "'correct' (the release), and its Gaussians stay fitted to the random initial rows: it can "
+                    "stay locked out for good. MODEL.GMM.PUSH_ROWS 'correct_first' gives every labelled class rows"
+                )
             else:
-                hint = ("Every labelled class receives memory rows with this MODEL.GMM.PUSH_ROWS; early in training "
-                        "a class can still be learning. If a warning repeats at later checkpoints the class is not "
-                        "being learnt")
-            logger.warning("EM module %d after iteration %d: classes the GMM is not learning:\n%s\n%s "
-                           "(docs/GMM_SETTINGS.md).", i, it,
-                           "\n".join(f"  class {name(c)}: {why}" for c, why in problems), hint)
+                hint = (
+                    "Every labelled class receives memory rows with this MODEL.GMM.PUSH_ROWS; early in training "
+                    "a class can still be learning. If a warning repeats at later checkpoints the class is not "
+                    "being learnt"
+                )
+            logger.warning(
+                "EM module %d after iteration %d: classes the GMM is not learning:\n%s\n%s (docs/GMM_SETTINGS.md).",
+                i,
+                it,
+                "\n".join(f"  class {name(c)}: {why}" for c, why in problems),
+                hint,
+            )
     return now
 
 
@@ -130,8 +158,15 @@ class EMHook(HookBase):
     the end, a warning names the classes the EM is not learning (warn_locked_out, warn_never_updated).
     """
 
-    def __init__(self, period: int, verify_period: int = 0, verify_at_end: bool = True, start: int = 0,
-                 early_check: int = 0, class_names=None):
+    def __init__(
+        self,
+        period: int,
+        verify_period: int = 0,
+        verify_at_end: bool = True,
+        start: int = 0,
+        early_check: int = 0,
+        class_names=None,
+    ):
         if period < 1:
             raise ValueError(f"MODEL.GMM.UPDATE_INTERVAL must be >= 1, got {period}")
         if start < 0:
@@ -176,5 +211,6 @@ class EMHook(HookBase):
         if self._modules and finished:
             self._check_coverage(self.trainer.iter - 1)
         if self._modules and self.verify_at_end and finished:
-            verify_em_state_across_ranks(self._modules, include_bank=True,
-                                         when=f"at the end of training (iteration {self.trainer.iter - 1})")
+            verify_em_state_across_ranks(
+                self._modules, include_bank=True, when=f"at the end of training (iteration {self.trainer.iter - 1})"
+            )

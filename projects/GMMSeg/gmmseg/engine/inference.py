@@ -9,6 +9,7 @@
   (evaluation itself is `train_net --eval-only`, i.e. DefaultTrainer.test with the project's
   evaluators).
 """
+
 import json
 import logging
 import os
@@ -23,7 +24,9 @@ __all__ = ["inference_setup", "build_inference_model", "write_results"]
 logger = logging.getLogger(__name__)
 
 
-def inference_setup(config_file: str, opts: Sequence[str] = (), register: Sequence[str] = (), device: Optional[str] = None):
+def inference_setup(
+    config_file: str, opts: Sequence[str] = (), register: Sequence[str] = (), device: Optional[str] = None
+):
     """The frozen config of an inference tool: the --register modules imported (your dataset
     registrations), `config_file` and the KEY VALUE `opts` merged, a DATASETS.FOLDER dataset
     registered (its class names; NUM_CLASSES 0 -> their count), MODEL.DEVICE set if given."""

@@ -14,6 +14,7 @@ machine, stops before anything is spawned with a message naming MODEL.DEVICE and
 Two ways in: `launch()` (spawns the processes of one machine, as detectron2's launch does) and
 `main_from_torchrun()` (the processes were started by torchrun; environment-variable init).
 """
+
 import logging
 import os
 import socket
@@ -43,8 +44,9 @@ def backend_for_device(device: str) -> str:
     """The torch.distributed backend for MODEL.DEVICE: "gloo" for CPU, "nccl" for CUDA."""
     kind = _device_type(device)
     if kind not in _BACKENDS:
-        raise ValueError(f"MODEL.DEVICE {device!r}: several processes can train on 'cpu' (GLOO) or "
-                         f"'cuda' (NCCL), not on {kind!r}")
+        raise ValueError(
+            f"MODEL.DEVICE {device!r}: several processes can train on 'cpu' (GLOO) or 'cuda' (NCCL), not on {kind!r}"
+        )
     return _BACKENDS[kind]
 
 
@@ -55,13 +57,15 @@ def check_device(device: str, processes_per_machine: int) -> None:
     if not torch.cuda.is_available():
         raise RuntimeError(
             f"MODEL.DEVICE is {device!r} but no GPU is visible (torch.cuda.is_available() is False). "
-            f"Train on the CPU with the override MODEL.DEVICE cpu, or check CUDA_VISIBLE_DEVICES and the driver.")
+            f"Train on the CPU with the override MODEL.DEVICE cpu, or check CUDA_VISIBLE_DEVICES and the driver."
+        )
     visible = torch.cuda.device_count()
     if processes_per_machine > visible:
         raise RuntimeError(
             f"--num-gpus {processes_per_machine} with MODEL.DEVICE {device!r}: one GPU per process is "
             f"needed but this machine has {visible} visible GPU(s). Use --num-gpus {visible}, or "
-            f"MODEL.DEVICE cpu to run {processes_per_machine} CPU processes (GLOO).")
+            f"MODEL.DEVICE cpu to run {processes_per_machine} CPU processes (GLOO)."
+        )
 
 
 def _free_local_url() -> str:
@@ -70,15 +74,24 @@ def _free_local_url() -> str:
         return f"tcp://127.0.0.1:{s.getsockname()[1]}"
 
 
-def _join_group(backend: str, init_method: str, world_size: int, rank: int, processes_per_machine: int,
-                local_rank: int, timeout: timedelta) -> None:
+def _join_group(
+    backend: str,
+    init_method: str,
+    world_size: int,
+    rank: int,
+    processes_per_machine: int,
+    local_rank: int,
+    timeout: timedelta,
+) -> None:
     """init_process_group + detectron2's per-machine group (+ this process's GPU for NCCL)."""
     try:
-        dist.init_process_group(backend=backend, init_method=init_method, world_size=world_size, rank=rank,
-                                timeout=timeout)
+        dist.init_process_group(
+            backend=backend, init_method=init_method, world_size=world_size, rank=rank, timeout=timeout
+        )
     except Exception:
-        logger.error("could not join the process group at %s (backend %s, rank %d of %d)",
-                     init_method, backend, rank, world_size)
+        logger.error(
+            "could not join the process group at %s (backend %s, rank %d of %d)", init_method, backend, rank, world_size
+        )
         raise
     comm.create_local_process_group(processes_per_machine)
     if backend == "nccl":
@@ -86,8 +99,9 @@ def _join_group(backend: str, init_method: str, world_size: int, rank: int, proc
     comm.synchronize()  # every rank has joined before training starts
 
 
-def _spawned_worker(local_rank, main_func, args, backend, dist_url, world_size, processes_per_machine,
-                    machine_rank, timeout):
+def _spawned_worker(
+    local_rank, main_func, args, backend, dist_url, world_size, processes_per_machine, machine_rank, timeout
+):
     rank = machine_rank * processes_per_machine + local_rank
     _join_group(backend, dist_url, world_size, rank, processes_per_machine, local_rank, timeout)
     try:
@@ -96,8 +110,17 @@ def _spawned_worker(local_rank, main_func, args, backend, dist_url, world_size, 
         dist.destroy_process_group()
 
 
-def launch(main_func, args=(), *, device: str, processes_per_machine: int = 1, num_machines: int = 1,
-           machine_rank: int = 0, dist_url: str = "auto", timeout: timedelta = DEFAULT_TIMEOUT):
+def launch(
+    main_func,
+    args=(),
+    *,
+    device: str,
+    processes_per_machine: int = 1,
+    num_machines: int = 1,
+    machine_rank: int = 0,
+    dist_url: str = "auto",
+    timeout: timedelta = DEFAULT_TIMEOUT,
+):
     """Run main_func(*args) in processes_per_machine processes on this machine (one process:
     in this one, without a process group), with the backend of `device` (MODEL.DEVICE).
 
@@ -113,8 +136,11 @@ def launch(main_func, args=(), *, device: str, processes_per_machine: int = 1, n
             raise ValueError("--dist-url auto only works on one machine; give machine 0's tcp://HOST:PORT")
         dist_url = _free_local_url()
     mp.start_processes(
-        _spawned_worker, nprocs=processes_per_machine, daemon=False,
-        args=(main_func, args, backend, dist_url, world_size, processes_per_machine, machine_rank, timeout))
+        _spawned_worker,
+        nprocs=processes_per_machine,
+        daemon=False,
+        args=(main_func, args, backend, dist_url, world_size, processes_per_machine, machine_rank, timeout),
+    )
 
 
 def main_from_torchrun(main_fn, args, device: str, timeout_minutes: int = 30):
@@ -122,8 +148,15 @@ def main_from_torchrun(main_fn, args, device: str, timeout_minutes: int = 30):
     LOCAL_WORLD_SIZE / MASTER_* variables with the backend of `device`, then run main_fn(args)."""
     local_world_size = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ["WORLD_SIZE"]))
     check_device(device, local_world_size)
-    _join_group(backend_for_device(device), "env://", int(os.environ["WORLD_SIZE"]), int(os.environ["RANK"]),
-                local_world_size, int(os.environ["LOCAL_RANK"]), timedelta(minutes=timeout_minutes))
+    _join_group(
+        backend_for_device(device),
+        "env://",
+        int(os.environ["WORLD_SIZE"]),
+        int(os.environ["RANK"]),
+        local_world_size,
+        int(os.environ["LOCAL_RANK"]),
+        timedelta(minutes=timeout_minutes),
+    )
     try:
         return main_fn(args)
     finally:

@@ -20,6 +20,7 @@ batches are formed in sampler order (all images of a batch in one aspect-ratio g
 crops, or DATALOADER.ASPECT_RATIO_GROUPING False). With loader workers the resumed run sees the
 right images but their augmentations come from the workers' own generators.
 """
+
 import itertools
 import logging
 import random
@@ -30,8 +31,14 @@ from detectron2.engine import HookBase
 from detectron2.utils import comm
 from torch.utils.data import Sampler
 
-__all__ = ["ResumableSampler", "IterationSeedHook", "iteration_seed", "seed_everything", "shared_run_seed",
-           "consumed_per_rank"]
+__all__ = [
+    "ResumableSampler",
+    "IterationSeedHook",
+    "iteration_seed",
+    "seed_everything",
+    "shared_run_seed",
+    "consumed_per_rank",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -98,4 +105,3 @@ def shared_run_seed(cfg_seed: int) -> int:
 def consumed_per_rank(start_iter: int, total_batch_size: int, world_size: int) -> int:
     """Images of this rank's stream used by iterations 0 .. start_iter - 1."""
     return int(start_iter) * (int(total_batch_size) // int(world_size))
-

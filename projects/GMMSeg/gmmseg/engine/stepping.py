@@ -1,5 +1,6 @@
 """Step a Trainer by hand, one training iteration per call: for timing a training step in the
 same process as another (benchmarks/bench_train_step.py, the demo's speed row)."""
+
 from detectron2.engine import hooks as d2_hooks
 from detectron2.utils.events import EventStorage
 

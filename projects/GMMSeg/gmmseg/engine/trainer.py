@@ -17,6 +17,7 @@ Differences from DefaultTrainer, each for a reason:
   (evaluation/sem_seg.py), + the open-world evaluators when they are available;
 - LR schedules from detectron2.projects.deeplab (WarmupPolyLR) as well as detectron2's own.
 """
+
 import logging
 import os
 import weakref
@@ -46,8 +47,11 @@ __all__ = ["Trainer", "create_ddp_model", "memory_buffer_names"]
 
 def memory_buffer_names(model):
     """Fully qualified names of every GMM memory buffer (bank, pointers, statistics) of `model`."""
-    return [f"{name}.{buffer}" if name else buffer
-            for name, module in named_em_modules(model) for buffer in module.memory_buffer_names()]
+    return [
+        f"{name}.{buffer}" if name else buffer
+        for name, module in named_em_modules(model)
+        for buffer in module.memory_buffer_names()
+    ]
 
 
 def create_ddp_model(model, **kwargs):
@@ -99,11 +103,15 @@ class Trainer(DefaultTrainer):
         super().resume_or_load(resume=resume)
         if self._resumable_sampler is not None:
             self._resumable_sampler.start = consumed_per_rank(
-                self.start_iter, self.cfg.SOLVER.IMS_PER_BATCH, comm.get_world_size())
+                self.start_iter, self.cfg.SOLVER.IMS_PER_BATCH, comm.get_world_size()
+            )
             if self.start_iter > 0:
                 logging.getLogger(__name__).info(
-                    "Resuming at iteration %d: the sampler skips the first %d images of this rank's stream "
-                    "(seed %s)", self.start_iter, self._resumable_sampler.start, self._resumable_sampler.seed)
+                    "Resuming at iteration %d: the sampler skips the first %d images of this rank's stream (seed %s)",
+                    self.start_iter,
+                    self._resumable_sampler.start,
+                    self._resumable_sampler.seed,
+                )
 
     def state_dict(self):
         ret = super().state_dict()
@@ -131,18 +139,27 @@ class Trainer(DefaultTrainer):
             logging.getLogger(__name__).warning(
                 "Resuming with SOLVER.IMS_PER_BATCH=%s, the checkpoint was trained with %s: the data stream "
                 "is continued at iteration * batch size, not where the first run stopped",
-                self.cfg.SOLVER.IMS_PER_BATCH, saved.get("ims_per_batch"))
+                self.cfg.SOLVER.IMS_PER_BATCH,
+                saved.get("ims_per_batch"),
+            )
 
     def build_hooks(self):
         hooks = super().build_hooks()
         # keep the newest SOLVER.CHECKPOINT_MAX_TO_KEEP periodic checkpoints (each holds the GMM bank: GBs)
         keep = self.cfg.SOLVER.CHECKPOINT_MAX_TO_KEEP
         if keep < 0:
-            raise ValueError(f"SOLVER.CHECKPOINT_MAX_TO_KEEP is {keep}; give the number of periodic checkpoints "
-                             f"to keep (0 keeps all)")
-        hooks = [d2_hooks.PeriodicCheckpointer(self.checkpointer, self.cfg.SOLVER.CHECKPOINT_PERIOD,
-                                               max_to_keep=keep or None)
-                 if isinstance(h, d2_hooks.PeriodicCheckpointer) else h for h in hooks]
+            raise ValueError(
+                f"SOLVER.CHECKPOINT_MAX_TO_KEEP is {keep}; give the number of periodic checkpoints "
+                f"to keep (0 keeps all)"
+            )
+        hooks = [
+            d2_hooks.PeriodicCheckpointer(
+                self.checkpointer, self.cfg.SOLVER.CHECKPOINT_PERIOD, max_to_keep=keep or None
+            )
+            if isinstance(h, d2_hooks.PeriodicCheckpointer)
+            else h
+            for h in hooks
+        ]
         if not any(isinstance(h, d2_hooks.PeriodicCheckpointer) for h in hooks):
             # detectron2 gives the checkpointer hook to rank 0 only; saving a sharded GMM memory is a
             # collective (every rank sends its shard), so the other ranks take part too: they
@@ -157,8 +174,16 @@ class Trainer(DefaultTrainer):
         classes = MetadataCatalog.get(names[0]).get("stuff_classes") if names else None
         # the first coverage check after a tenth of the schedule (at most 1,000 iterations)
         early = min(max(self.cfg.SOLVER.MAX_ITER // 10, 1), 1000)
-        hooks.insert(at, EMHook(self.cfg.MODEL.GMM.UPDATE_INTERVAL, verify_period=self.cfg.SOLVER.CHECKPOINT_PERIOD,
-                                start=self.cfg.MODEL.GMM.UPDATE_START, early_check=early, class_names=classes))
+        hooks.insert(
+            at,
+            EMHook(
+                self.cfg.MODEL.GMM.UPDATE_INTERVAL,
+                verify_period=self.cfg.SOLVER.CHECKPOINT_PERIOD,
+                start=self.cfg.MODEL.GMM.UPDATE_START,
+                early_check=early,
+                class_names=classes,
+            ),
+        )
         # first of all: seed the generators for this iteration, before its data are loaded
         hooks.insert(0, IterationSeedHook(self._run_seed))
         g = self.cfg.MODEL.GMM
@@ -166,7 +191,9 @@ class Trainer(DefaultTrainer):
             logging.getLogger(__name__).warning(
                 "MODEL.GMM.EM_LOOPS > 1 keeps the rows of the current EM window outside the checkpoint: "
                 "a run resumed from a checkpoint between M-steps is not exact. Make SOLVER.CHECKPOINT_PERIOD "
-                "a multiple of MODEL.GMM.UPDATE_INTERVAL (%d).", g.UPDATE_INTERVAL)
+                "a multiple of MODEL.GMM.UPDATE_INTERVAL (%d).",
+                g.UPDATE_INTERVAL,
+            )
         return hooks
 
     @classmethod
@@ -178,8 +205,9 @@ class Trainer(DefaultTrainer):
         if cfg.DATALOADER.SAMPLER_TRAIN == "ClassBalancedSampler":
             # detectron2's loader does not know this sampler by name: pass it explicitly
             dicts = get_detection_dataset_dicts(cfg.DATASETS.TRAIN, filter_empty=False)
-            kwargs = _train_loader_from_config(cfg, mapper, dataset=dicts,
-                                               sampler=build_class_balanced_sampler(cfg, dicts))
+            kwargs = _train_loader_from_config(
+                cfg, mapper, dataset=dicts, sampler=build_class_balanced_sampler(cfg, dicts)
+            )
         else:
             kwargs = _train_loader_from_config(cfg, mapper)
         sampler = kwargs["sampler"]
@@ -213,12 +241,18 @@ class Trainer(DefaultTrainer):
         # benchmarks have none. The loading fn applies a dataset's label remapping (CamVid open set).
         has_labels = bool(first) and "sem_seg_file_name" in first[0]
         if has_labels and meta.get("evaluator_type", "sem_seg") in ("sem_seg", "cityscapes_sem_seg"):
-            evaluators.append(CheckedSemSegEvaluator(dataset_name, distributed=True, output_dir=output_folder,
-                                              sem_seg_loading_fn=make_sem_seg_loading_fn(dataset_name)))
+            evaluators.append(
+                CheckedSemSegEvaluator(
+                    dataset_name,
+                    distributed=True,
+                    output_dir=output_folder,
+                    sem_seg_loading_fn=make_sem_seg_loading_fn(dataset_name),
+                )
+            )
         evaluators.extend(build_open_world_evaluators(cfg, dataset_name, output_folder))
         if not evaluators:
-            raise ValueError(f"No evaluator applies to dataset {dataset_name!r}: it has neither semantic "
-                             f"labels (sem_seg_file_name) nor anomaly masks")
+            raise ValueError(
+                f"No evaluator applies to dataset {dataset_name!r}: it has neither semantic "
+                f"labels (sem_seg_file_name) nor anomaly masks"
+            )
         return DatasetEvaluators(evaluators)
-
-

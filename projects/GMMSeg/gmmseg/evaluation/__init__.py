@@ -2,6 +2,7 @@
 softmax baselines) and calibration (ECE, reliability diagrams), in detectron2's DatasetEvaluator
 protocol, plus the plots and the fit of Mask2Former's post-hoc class temperature (temperature.py).
 Importing it also registers the anomaly benchmarks (gmmseg.data.anomaly_datasets)."""
+
 from .anomaly import SCORE_LABELS, AnomalyEvaluator, anomaly_scores
 from .build import build_open_world_evaluators, model_display_name
 from .calibration import CalibrationEvaluator

@@ -23,6 +23,7 @@ resolution, e.g. CamVid's 101 val images of 360 x 480 take 367 MB); beyond it th
 subsampled by 2 per axis as often as needed (reported as "component_stride").
 component_max_bytes = 0 turns the component metrics off.
 """
+
 import json
 import logging
 import os
@@ -62,8 +63,9 @@ def anomaly_scores(output: dict) -> "OrderedDict[str, torch.Tensor]":
     for name, score in output.get("anomaly_scores", {}).items():
         score = score.detach().to("cpu", torch.float32)
         if score.shape != logits.shape[1:]:
-            raise ValueError(f"anomaly score {name!r} {tuple(score.shape)} and 'sem_seg' "
-                             f"{tuple(logits.shape)} disagree in size")
+            raise ValueError(
+                f"anomaly score {name!r} {tuple(score.shape)} and 'sem_seg' {tuple(logits.shape)} disagree in size"
+            )
         scores[name] = score
     scores.update(compute_scores({"logits": logits}, ["msp", "entropy", "max_logit", "energy"]))
     return scores
@@ -90,10 +92,18 @@ class AnomalyEvaluator(DatasetEvaluator):
       <prefix>_roc.png, <prefix>_pr.png   all scores on one figure each (if plots=True)
     """
 
-    def __init__(self, dataset_name: str, output_dir: Optional[str] = None, distributed: bool = True,
-                 max_bins: int = 2 ** 20, *, model_name: Optional[str] = None,
-                 plots: bool = True, max_curve_points: int = 2000,
-                 component_max_bytes: int = 2 ** 29):
+    def __init__(
+        self,
+        dataset_name: str,
+        output_dir: Optional[str] = None,
+        distributed: bool = True,
+        max_bins: int = 2**20,
+        *,
+        model_name: Optional[str] = None,
+        plots: bool = True,
+        max_curve_points: int = 2000,
+        component_max_bytes: int = 2**29,
+    ):
         """
         Args:
             dataset_name: a registered dataset whose dicts have "anomaly_mask_file_name".
@@ -120,11 +130,9 @@ class AnomalyEvaluator(DatasetEvaluator):
         self._gt = {}
         for d in DatasetCatalog.get(dataset_name):
             if "anomaly_mask_file_name" in d:
-                self._gt[d["file_name"]] = (d["anomaly_mask_file_name"],
-                                            d.get("anomaly_mask_convention", "ours"))
+                self._gt[d["file_name"]] = (d["anomaly_mask_file_name"], d.get("anomaly_mask_convention", "ours"))
         if not self._gt:
-            raise ValueError(f"AnomalyEvaluator: no dict of dataset '{dataset_name}' has "
-                             "'anomaly_mask_file_name'")
+            raise ValueError(f"AnomalyEvaluator: no dict of dataset '{dataset_name}' has 'anomaly_mask_file_name'")
         self.reset()
 
     def reset(self):
@@ -137,18 +145,23 @@ class AnomalyEvaluator(DatasetEvaluator):
             try:
                 mask_file, convention = self._gt[inp["file_name"]]
             except KeyError:
-                raise KeyError(f"AnomalyEvaluator({self._dataset_name}): no anomaly mask for input "
-                               f"{inp['file_name']!r}") from None
+                raise KeyError(
+                    f"AnomalyEvaluator({self._dataset_name}): no anomaly mask for input {inp['file_name']!r}"
+                ) from None
             mask = load_anomaly_mask(mask_file, convention)
             scores = anomaly_scores(out)
             shape = tuple(next(iter(scores.values())).shape)
             if shape != mask.shape:
-                raise ValueError(f"AnomalyEvaluator: prediction for {inp['file_name']!r} is {shape}, "
-                                 f"its anomaly mask {mask_file!r} is {mask.shape}; the model must "
-                                 "return outputs at the original image size")
+                raise ValueError(
+                    f"AnomalyEvaluator: prediction for {inp['file_name']!r} is {shape}, "
+                    f"its anomaly mask {mask_file!r} is {mask.shape}; the model must "
+                    "return outputs at the original image size"
+                )
             if self._hists and list(scores) != list(self._hists):
-                raise ValueError(f"AnomalyEvaluator: scores {list(scores)} for {inp['file_name']!r} "
-                                 f"differ from the previous images' {list(self._hists)}")
+                raise ValueError(
+                    f"AnomalyEvaluator: scores {list(scores)} for {inp['file_name']!r} "
+                    f"differ from the previous images' {list(self._hists)}"
+                )
             valid = mask != 255
             is_anomaly = mask[valid] == 1
             valid_t = torch.from_numpy(valid)
@@ -189,8 +202,11 @@ class AnomalyEvaluator(DatasetEvaluator):
         for name, hist in hists.items():
             edges, pos, neg = hist.counts()
             m = binary_ranking_metrics(pos, neg, ascending=True)
-            report[name] = {"description": SCORE_LABELS.get(name, name), "num_bins": hist.num_bins,
-                            "relative_bin_width": hist.relative_bin_width}
+            report[name] = {
+                "description": SCORE_LABELS.get(name, name),
+                "num_bins": hist.num_bins,
+                "relative_bin_width": hist.relative_bin_width,
+            }
             for key in _METRICS:
                 results[f"{name}_{key}"] = 100.0 * m[key]
                 report[name][key] = 100.0 * m[key]
@@ -206,14 +222,20 @@ class AnomalyEvaluator(DatasetEvaluator):
                 report[name]["components"] = {
                     "threshold": float(_score_in_native_units(name, np.array([threshold]))[0]),
                     "pixel_F1_at_threshold": 100.0 * pixel_f1,
-                    "F1": [100.0 * f for f in c["F1"]], "sIoU_PPV_thresholds": c["thresholds"],
-                    "TP": c["TP"], "FN": c["FN"], "FP": c["FP"],
+                    "F1": [100.0 * f for f in c["F1"]],
+                    "sIoU_PPV_thresholds": c["thresholds"],
+                    "TP": c["TP"],
+                    "FN": c["FN"],
+                    "FP": c["FP"],
                     "num_gt_components": c["num_gt_components"],
-                    "num_pred_components": c["num_pred_components"], "stride": c["stride"]}
+                    "num_pred_components": c["num_pred_components"],
+                    "stride": c["stride"],
+                }
         if num_pos == 0 or num_neg == 0:
             self._logger.warning(
                 f"AnomalyEvaluator({self._dataset_name}): {num_pos} anomalous and {num_neg} known "
-                "pixels; AUROC/AP/FPR95 need both and are reported as NaN")
+                "pixels; AUROC/AP/FPR95 need both and are reported as NaN"
+            )
         self._logger.info(self._table(report))
         if self._output_dir and comm.is_main_process():
             self._save(report, curves, num_images, num_pos, num_neg)
@@ -223,24 +245,35 @@ class AnomalyEvaluator(DatasetEvaluator):
         c = ranking_curves(_score_in_native_units(name, edges.astype(np.float64)), pos, neg)
         roc = decimate_curve(c["fpr"], c["tpr"], self._max_curve_points)
         pr = decimate_curve(c["recall"], c["precision"], self._max_curve_points)
-        return {"fpr": c["fpr"][roc], "tpr": c["tpr"][roc], "roc_thresholds": c["roc_thresholds"][roc],
-                "precision": c["precision"][pr], "recall": c["recall"][pr],
-                "pr_thresholds": c["pr_thresholds"][pr]}
+        return {
+            "fpr": c["fpr"][roc],
+            "tpr": c["tpr"][roc],
+            "roc_thresholds": c["roc_thresholds"][roc],
+            "precision": c["precision"][pr],
+            "recall": c["recall"][pr],
+            "pr_thresholds": c["pr_thresholds"][pr],
+        }
 
     def _table(self, report) -> str:
         comp = all("components" in r for r in report.values())
-        lines = [f"Anomaly segmentation on {self._dataset_name} ({self._model_name}), percent:",
-                 f"{'score':<10} {'AUROC':>8} {'AP':>8} {'FPR95':>8}"
-                 + (f" {'sIoU':>8} {'PPV':>8} {'meanF1':>8}" if comp else "")
-                 + "   max streaming error (AUROC/AP/FPR95)"]
+        lines = [
+            f"Anomaly segmentation on {self._dataset_name} ({self._model_name}), percent:",
+            f"{'score':<10} {'AUROC':>8} {'AP':>8} {'FPR95':>8}"
+            + (f" {'sIoU':>8} {'PPV':>8} {'meanF1':>8}" if comp else "")
+            + "   max streaming error (AUROC/AP/FPR95)",
+        ]
         for name, r in report.items():
-            lines.append(f"{name:<10} {r['AUROC']:8.2f} {r['AP']:8.2f} {r['FPR95']:8.2f}"
-                         + (f" {r['sIoU']:8.2f} {r['PPV']:8.2f} {r['meanF1']:8.2f}" if comp else "")
-                         + f"   {r['AUROC_max_error']:.1e} / {r['AP_max_error']:.1e} / {r['FPR95_max_error']:.1e}")
+            lines.append(
+                f"{name:<10} {r['AUROC']:8.2f} {r['AP']:8.2f} {r['FPR95']:8.2f}"
+                + (f" {r['sIoU']:8.2f} {r['PPV']:8.2f} {r['meanF1']:8.2f}" if comp else "")
+                + f"   {r['AUROC_max_error']:.1e} / {r['AP_max_error']:.1e} / {r['FPR95_max_error']:.1e}"
+            )
         if comp:
             stride = next(iter(report.values()))["components"]["stride"]
-            lines.append("component metrics (SegmentMeIfYouCan) at each score's best pixel-F1 threshold"
-                         + (f", maps subsampled by {stride} (memory bound)" if stride > 1 else ""))
+            lines.append(
+                "component metrics (SegmentMeIfYouCan) at each score's best pixel-F1 threshold"
+                + (f", maps subsampled by {stride} (memory bound)" if stride > 1 else "")
+            )
         return "\n".join(lines)
 
     def _save(self, report, curves, num_images, num_pos, num_neg) -> None:
@@ -249,28 +282,40 @@ class AnomalyEvaluator(DatasetEvaluator):
         os.makedirs(self._output_dir, exist_ok=True)
         prefix = os.path.join(self._output_dir, f"anomaly_{self._dataset_name}")
         files = {"json": prefix + ".json", "curves": prefix + "_curves.npz"}
-        np.savez_compressed(files["curves"], **{f"{name}/{k}": v for name, c in curves.items()
-                                                for k, v in c.items()})
+        np.savez_compressed(files["curves"], **{f"{name}/{k}": v for name, c in curves.items() for k, v in c.items()})
         if self._plots:
             title = f"{self._model_name} on {self._dataset_name}"
-            roc = {SCORE_LABELS.get(n, n): dict(curves[n], AUROC=report[n]["AUROC"], FPR95=report[n]["FPR95"])
-                   for n in curves}
+            roc = {
+                SCORE_LABELS.get(n, n): dict(curves[n], AUROC=report[n]["AUROC"], FPR95=report[n]["FPR95"])
+                for n in curves
+            }
             pr = {SCORE_LABELS.get(n, n): dict(curves[n], AP=report[n]["AP"]) for n in curves}
             files["roc_png"] = plot_roc_curves(roc, prefix + "_roc.png", f"ROC: {title}")
-            files["pr_png"] = plot_pr_curves(pr, prefix + "_pr.png", f"Precision-recall: {title}",
-                                             positive_rate=num_pos / max(num_pos + num_neg, 1))
+            files["pr_png"] = plot_pr_curves(
+                pr, prefix + "_pr.png", f"Precision-recall: {title}", positive_rate=num_pos / max(num_pos + num_neg, 1)
+            )
         payload = {
-            "dataset": self._dataset_name, "model": self._model_name, "num_images": num_images,
-            "num_anomalous_pixels": num_pos, "num_known_pixels": num_neg, "units": "percent",
-            "method": ("streaming histogram over order-preserving float32 keys, exact until more "
-                       f"than {self._max_bins} bins are occupied, then coarsened; *_max_error are "
-                       "rigorous bounds on |binned - exact| (gmmseg.evaluation.metrics)"),
-            "component_method": ("SegmentMeIfYouCan sIoU (mean over ground-truth components), PPV (mean "
-                                 "over predicted components), mean F1 over sIoU/PPV thresholds "
-                                 "0.25..0.75; 8-connected components of score >= the best pixel-F1 "
-                                 "threshold, void excluded (gmmseg.evaluation.components)"
-                                 if self._component_max_bytes else "off"),
-            "scores": report, "files": {k: os.path.basename(v) for k, v in files.items()},
+            "dataset": self._dataset_name,
+            "model": self._model_name,
+            "num_images": num_images,
+            "num_anomalous_pixels": num_pos,
+            "num_known_pixels": num_neg,
+            "units": "percent",
+            "method": (
+                "streaming histogram over order-preserving float32 keys, exact until more "
+                f"than {self._max_bins} bins are occupied, then coarsened; *_max_error are "
+                "rigorous bounds on |binned - exact| (gmmseg.evaluation.metrics)"
+            ),
+            "component_method": (
+                "SegmentMeIfYouCan sIoU (mean over ground-truth components), PPV (mean "
+                "over predicted components), mean F1 over sIoU/PPV thresholds "
+                "0.25..0.75; 8-connected components of score >= the best pixel-F1 "
+                "threshold, void excluded (gmmseg.evaluation.components)"
+                if self._component_max_bytes
+                else "off"
+            ),
+            "scores": report,
+            "files": {k: os.path.basename(v) for k, v in files.items()},
         }
         with open(files["json"], "w") as f:
             json.dump(payload, f, indent=2, allow_nan=True)

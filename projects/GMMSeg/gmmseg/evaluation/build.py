@@ -1,4 +1,5 @@
 """build_open_world_evaluators: the calibration / anomaly evaluators that apply to a dataset."""
+
 import logging
 from typing import List, Optional
 
@@ -32,8 +33,9 @@ def _has_anomaly_masks(dataset_name: str, first: Optional[dict]) -> bool:
     return first is not None and "anomaly_mask_file_name" in first
 
 
-def build_open_world_evaluators(cfg, dataset_name: str, output_dir: Optional[str] = None,
-                                distributed: bool = True) -> List[DatasetEvaluator]:
+def build_open_world_evaluators(
+    cfg, dataset_name: str, output_dir: Optional[str] = None, distributed: bool = True
+) -> List[DatasetEvaluator]:
     """Evaluators for `dataset_name` beyond mIoU:
 
     * CalibrationEvaluator when the dataset's dicts have "sem_seg_file_name";
@@ -50,13 +52,27 @@ def build_open_world_evaluators(cfg, dataset_name: str, output_dir: Optional[str
     model_name = model_display_name(cfg)
     evaluators: List[DatasetEvaluator] = []
     if first is not None and "sem_seg_file_name" in first:
-        evaluators.append(CalibrationEvaluator(dataset_name, output_dir, num_bins=ow.CALIBRATION_BINS,
-                                               distributed=distributed, model_name=model_name,
-                                               plots=ow.PLOTS))
+        evaluators.append(
+            CalibrationEvaluator(
+                dataset_name,
+                output_dir,
+                num_bins=ow.CALIBRATION_BINS,
+                distributed=distributed,
+                model_name=model_name,
+                plots=ow.PLOTS,
+            )
+        )
     if _has_anomaly_masks(dataset_name, first):
-        evaluators.append(AnomalyEvaluator(dataset_name, output_dir, distributed=distributed,
-                                           max_bins=ow.ANOMALY_MAX_BINS,
-                                           component_max_bytes=int(ow.COMPONENT_MAX_MB * 2 ** 20),
-                                           model_name=model_name, plots=ow.PLOTS))
+        evaluators.append(
+            AnomalyEvaluator(
+                dataset_name,
+                output_dir,
+                distributed=distributed,
+                max_bins=ow.ANOMALY_MAX_BINS,
+                component_max_bytes=int(ow.COMPONENT_MAX_MB * 2**20),
+                model_name=model_name,
+                plots=ow.PLOTS,
+            )
+        )
     logger.info(f"open-world evaluators for {dataset_name}: {[type(e).__name__ for e in evaluators]}")
     return evaluators

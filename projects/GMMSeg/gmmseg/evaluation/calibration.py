@@ -5,6 +5,7 @@ dataset dict, matched by "file_name"; void = the metadata's ignore_label, defaul
 Streaming: only the per-bin sums (count, sum of confidences, number correct) are kept, so memory
 does not grow with the dataset and processes merge exactly by addition.
 """
+
 import json
 import logging
 import os
@@ -33,9 +34,16 @@ class CalibrationEvaluator(DatasetEvaluator):
     edges, count, accuracy and mean confidence) and calibration_<dataset_name>_reliability.png.
     """
 
-    def __init__(self, dataset_name: str, output_dir: Optional[str] = None,
-                 num_bins: int = CALIBRATION_BINS,
-                 distributed: bool = True, *, model_name: Optional[str] = None, plots: bool = True):
+    def __init__(
+        self,
+        dataset_name: str,
+        output_dir: Optional[str] = None,
+        num_bins: int = CALIBRATION_BINS,
+        distributed: bool = True,
+        *,
+        model_name: Optional[str] = None,
+        plots: bool = True,
+    ):
         self._logger = logging.getLogger(__name__)
         if num_bins < 1:
             raise ValueError(f"num_bins must be >= 1, got {num_bins}")
@@ -45,11 +53,11 @@ class CalibrationEvaluator(DatasetEvaluator):
         self._distributed = distributed
         self._model_name = model_name or "model"
         self._plots = plots
-        self._gt = {d["file_name"]: d["sem_seg_file_name"] for d in DatasetCatalog.get(dataset_name)
-                    if "sem_seg_file_name" in d}
+        self._gt = {
+            d["file_name"]: d["sem_seg_file_name"] for d in DatasetCatalog.get(dataset_name) if "sem_seg_file_name" in d
+        }
         if not self._gt:
-            raise ValueError(f"CalibrationEvaluator: no dict of dataset '{dataset_name}' has "
-                             "'sem_seg_file_name'")
+            raise ValueError(f"CalibrationEvaluator: no dict of dataset '{dataset_name}' has 'sem_seg_file_name'")
         self._ignore_label = getattr(MetadataCatalog.get(dataset_name), "ignore_label", 255)
         # the dataset's own label reading, with its remapping (e.g. camvid_openset_*) and checks
         self._load_label = make_sem_seg_loading_fn(dataset_name)
@@ -66,20 +74,25 @@ class CalibrationEvaluator(DatasetEvaluator):
             try:
                 gt_file = self._gt[inp["file_name"]]
             except KeyError:
-                raise KeyError(f"CalibrationEvaluator({self._dataset_name}): no semantic label for "
-                               f"input {inp['file_name']!r}") from None
+                raise KeyError(
+                    f"CalibrationEvaluator({self._dataset_name}): no semantic label for input {inp['file_name']!r}"
+                ) from None
             gt = self._load_label(gt_file, dtype=np.int64)
             logits = out["sem_seg"].detach().to("cpu", torch.float32)
             k = logits.shape[0]
             if tuple(logits.shape[1:]) != gt.shape:
-                raise ValueError(f"CalibrationEvaluator: prediction for {inp['file_name']!r} is "
-                                 f"{tuple(logits.shape[1:])}, its label {gt_file!r} is {gt.shape}")
+                raise ValueError(
+                    f"CalibrationEvaluator: prediction for {inp['file_name']!r} is "
+                    f"{tuple(logits.shape[1:])}, its label {gt_file!r} is {gt.shape}"
+                )
             valid = gt != self._ignore_label
             bad = valid & ((gt < 0) | (gt >= k))
             if bad.any():
-                raise ValueError(f"CalibrationEvaluator: label {gt_file!r} has value(s) "
-                                 f"{np.unique(gt[bad]).tolist()} outside [0, {k}) and not the "
-                                 f"ignore label {self._ignore_label}")
+                raise ValueError(
+                    f"CalibrationEvaluator: label {gt_file!r} has value(s) "
+                    f"{np.unique(gt[bad]).tolist()} outside [0, {k}) and not the "
+                    f"ignore label {self._ignore_label}"
+                )
             prob = torch.softmax(logits, 0)
             conf, pred = prob.max(0)
             valid_t = torch.from_numpy(valid)
@@ -109,7 +122,8 @@ class CalibrationEvaluator(DatasetEvaluator):
         self._logger.info(
             f"Calibration on {self._dataset_name} ({self._model_name}, {self._num_bins} bins, "
             f"{e['num_pixels']} pixels): ECE {results['ECE']:.2f}%, MCE {results['MCE']:.2f}%, "
-            f"accuracy {results['accuracy']:.2f}%, mean confidence {results['confidence']:.2f}%")
+            f"accuracy {results['accuracy']:.2f}%, mean confidence {results['confidence']:.2f}%"
+        )
         if self._output_dir and comm.is_main_process():
             self._save(results, e, num_images)
         return OrderedDict(calibration=results)
@@ -123,18 +137,35 @@ class CalibrationEvaluator(DatasetEvaluator):
         def listed(a):
             return [None if not np.isfinite(v) else float(v) for v in np.asarray(a, dtype=float)]
 
-        bins = {"edges": np.linspace(0, 1, self._num_bins + 1).tolist(),
-                "bin_count": [int(c) for c in e["bin_count"]],
-                "bin_accuracy": listed(e["bin_accuracy"]), "bin_confidence": listed(e["bin_confidence"])}
+        bins = {
+            "edges": np.linspace(0, 1, self._num_bins + 1).tolist(),
+            "bin_count": [int(c) for c in e["bin_count"]],
+            "bin_accuracy": listed(e["bin_accuracy"]),
+            "bin_confidence": listed(e["bin_confidence"]),
+        }
         files = {"json": prefix + ".json"}
         if self._plots:
             files["reliability_png"] = plot_reliability_diagram(
-                {"bin_accuracy": e["bin_accuracy"], "bin_confidence": e["bin_confidence"],
-                 "bin_count": e["bin_count"], "ECE": results["ECE"]}, prefix + "_reliability.png",
-                f"Reliability: {self._model_name} on {self._dataset_name}")
-        payload = dict(dataset=self._dataset_name, model=self._model_name, num_images=num_images,
-                       num_pixels=e["num_pixels"], num_bins=self._num_bins, units="percent",
-                       confidence_definition="max_c softmax(sem_seg logits)_c", **results, bins=bins,
-                       files={k: os.path.basename(v) for k, v in files.items()})
+                {
+                    "bin_accuracy": e["bin_accuracy"],
+                    "bin_confidence": e["bin_confidence"],
+                    "bin_count": e["bin_count"],
+                    "ECE": results["ECE"],
+                },
+                prefix + "_reliability.png",
+                f"Reliability: {self._model_name} on {self._dataset_name}",
+            )
+        payload = dict(
+            dataset=self._dataset_name,
+            model=self._model_name,
+            num_images=num_images,
+            num_pixels=e["num_pixels"],
+            num_bins=self._num_bins,
+            units="percent",
+            confidence_definition="max_c softmax(sem_seg logits)_c",
+            **results,
+            bins=bins,
+            files={k: os.path.basename(v) for k, v in files.items()},
+        )
         with open(files["json"], "w") as f:
             json.dump(payload, f, indent=2)

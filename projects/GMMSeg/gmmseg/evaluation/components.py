@@ -40,6 +40,7 @@ row and column, nearest pixel) as often as needed; the stride used is reported. 
 depends only on the data, not on the order of the images or how they are split across processes
 (subsampling composes: a[::2][::2] = a[::4]); stride 1 is exact.
 """
+
 from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
@@ -72,8 +73,9 @@ def _label(mask: np.ndarray, min_size: int = 0) -> Tuple[np.ndarray, int]:
     return labels, n
 
 
-def component_scores(anomaly_mask: np.ndarray, predicted: np.ndarray, min_pred_size: int = 0,
-                     min_gt_size: int = 0) -> Tuple[np.ndarray, np.ndarray]:
+def component_scores(
+    anomaly_mask: np.ndarray, predicted: np.ndarray, min_pred_size: int = 0, min_gt_size: int = 0
+) -> Tuple[np.ndarray, np.ndarray]:
     """sIoU of each ground-truth component and PPV of each predicted component of one image.
 
     anomaly_mask: (H, W) 1 anomaly, 0 known, 255 void; predicted: (H, W) bool, the binarised
@@ -108,8 +110,9 @@ def component_scores(anomaly_mask: np.ndarray, predicted: np.ndarray, min_pred_s
     return siou.astype(np.float64), ppv.astype(np.float64)
 
 
-def component_metrics(siou: Sequence[np.ndarray], ppv: Sequence[np.ndarray],
-                      thresholds: Sequence[float] = F1_THRESHOLDS) -> Dict[str, object]:
+def component_metrics(
+    siou: Sequence[np.ndarray], ppv: Sequence[np.ndarray], thresholds: Sequence[float] = F1_THRESHOLDS
+) -> Dict[str, object]:
     """Dataset-level metrics (fractions) from the per-image outputs of `component_scores`.
 
     Returns sIoU, PPV (means over components), meanF1, F1 (per threshold, a list), the component
@@ -122,10 +125,18 @@ def component_metrics(siou: Sequence[np.ndarray], ppv: Sequence[np.ndarray],
     fn = [int(s.size - x) for x in tp]
     fp = [int((v <= t).sum()) for t in thresholds]
     f1 = [2 * a / (2 * a + b + c) if (2 * a + b + c) else nan for a, b, c in zip(tp, fn, fp)]
-    return {"sIoU": float(s.mean()) if s.size else nan, "PPV": float(v.mean()) if v.size else nan,
-            "meanF1": float(np.mean(f1)) if s.size + v.size else nan,
-            "F1": f1, "thresholds": list(thresholds), "TP": tp, "FN": fn, "FP": fp,
-            "num_gt_components": int(s.size), "num_pred_components": int(v.size)}
+    return {
+        "sIoU": float(s.mean()) if s.size else nan,
+        "PPV": float(v.mean()) if v.size else nan,
+        "meanF1": float(np.mean(f1)) if s.size + v.size else nan,
+        "F1": f1,
+        "thresholds": list(thresholds),
+        "TP": tp,
+        "FN": fn,
+        "FP": fp,
+        "num_gt_components": int(s.size),
+        "num_pred_components": int(v.size),
+    }
 
 
 def best_f1_threshold(edges: np.ndarray, pos: np.ndarray, neg: np.ndarray) -> Tuple[float, float]:
@@ -155,7 +166,7 @@ class ComponentStore:
     all maps are subsampled by 2 per axis, as often as needed (`stride`, see the module doc).
     """
 
-    def __init__(self, max_bytes: int = 2 ** 29):
+    def __init__(self, max_bytes: int = 2**29):
         if max_bytes <= 0:
             raise ValueError(f"max_bytes must be > 0, got {max_bytes}")
         self.max_bytes = int(max_bytes)
@@ -171,8 +182,10 @@ class ComponentStore:
     @staticmethod
     def _subsample(entry, factor: int):
         mask, scores = entry
-        return (np.ascontiguousarray(mask[::factor, ::factor]),
-                {k: np.ascontiguousarray(v[::factor, ::factor]) for k, v in scores.items()})
+        return (
+            np.ascontiguousarray(mask[::factor, ::factor]),
+            {k: np.ascontiguousarray(v[::factor, ::factor]) for k, v in scores.items()},
+        )
 
     def add(self, mask: np.ndarray, scores: Dict[str, np.ndarray]) -> None:
         entry = (np.asarray(mask, np.uint8), {k: np.asarray(v, np.float32) for k, v in scores.items()})
@@ -198,13 +211,12 @@ class ComponentStore:
         self.nbytes = sum(self._bytes(e) for e in self.images)
         self.stride *= factor
 
-    def metrics(self, name: str, threshold: float, min_pred_size: int = 0,
-                min_gt_size: int = 0) -> Dict[str, object]:
+    def metrics(self, name: str, threshold: float, min_pred_size: int = 0, min_gt_size: int = 0) -> Dict[str, object]:
         """component_metrics of score `name` binarised at score >= threshold, over all images.
 
         Minimum sizes are in full-resolution pixels (divided by stride^2 on subsampled maps).
         """
-        area = self.stride ** 2
+        area = self.stride**2
         pred_min, gt_min = -(-min_pred_size // area), -(-min_gt_size // area)
         siou, ppv = [], []
         for mask, scores in self.images:

@@ -50,6 +50,7 @@ confidences and the number of correct pixels. ECE = sum_b n_b / N * |acc_b - con
 The number of bins B defaults to `CALIBRATION_BINS` (15, the paper's), the one definition that
 CalibrationEvaluator and the config key TEST.OPEN_WORLD.CALIBRATION_BINS default to.
 """
+
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
@@ -110,7 +111,7 @@ class ScoreHistogram:
     `counts()` -> (lower bin edges (B,) float32 ascending, positives (B,) int64, negatives (B,)).
     """
 
-    def __init__(self, max_bins: int = 2 ** 20, compact_every: Optional[int] = None):
+    def __init__(self, max_bins: int = 2**20, compact_every: Optional[int] = None):
         if max_bins < 16:
             raise ValueError(f"max_bins must be >= 16, got {max_bins}")
         self.max_bins = int(max_bins)
@@ -203,8 +204,9 @@ def _descending(pos: np.ndarray, neg: np.ndarray, ascending: bool) -> Tuple[np.n
     return pos, neg
 
 
-def binary_ranking_metrics(pos: np.ndarray, neg: np.ndarray, ascending: bool = True,
-                           recall_level: float = 0.95) -> Dict[str, float]:
+def binary_ranking_metrics(
+    pos: np.ndarray, neg: np.ndarray, ascending: bool = True, recall_level: float = 0.95
+) -> Dict[str, float]:
     """AUROC, AP and FPR at `recall_level` TPR (fractions in [0, 1]) from per-bin counts.
 
     pos, neg: (B,) counts of anomalous / known pixels per score bin, bins sorted by score
@@ -218,8 +220,7 @@ def binary_ranking_metrics(pos: np.ndarray, neg: np.ndarray, ascending: bool = T
     out = {"num_positive": P, "num_negative": N}
     if P == 0 or N == 0:
         nan = float("nan")
-        out.update(AUROC=nan, AP=nan, FPR95=nan, AUROC_max_error=nan, AP_max_error=nan,
-                   FPR95_max_error=nan)
+        out.update(AUROC=nan, AP=nan, FPR95=nan, AUROC_max_error=nan, AP_max_error=nan, FPR95_max_error=nan)
         return out
     tp = np.cumsum(p)  # anomalous pixels with a score in this bin or above
     fp = np.cumsum(n)
@@ -245,8 +246,7 @@ def binary_ranking_metrics(pos: np.ndarray, neg: np.ndarray, ascending: bool = T
     crossing = int(np.argmax(reached))  # tp[-1] = P, so some bin reaches any level <= 1
     fpr95 = float(fp[crossing] / N)
     fpr_err = float(n[crossing] / N)
-    out.update(AUROC=auroc, AP=ap, FPR95=fpr95, AUROC_max_error=auroc_err, AP_max_error=ap_err,
-               FPR95_max_error=fpr_err)
+    out.update(AUROC=auroc, AP=ap, FPR95=fpr95, AUROC_max_error=auroc_err, AP_max_error=ap_err, FPR95_max_error=fpr_err)
     return out
 
 
@@ -282,8 +282,14 @@ def ranking_curves(edges: np.ndarray, pos: np.ndarray, neg: np.ndarray) -> Dict[
     keep = (tp + fp) > 0
     precision = np.where(keep, tp / np.maximum(tp + fp, 1), 1.0)
     recall = tp / P
-    return {"fpr": fpr, "tpr": tpr, "roc_thresholds": roc_thr,
-            "precision": precision[keep], "recall": recall[keep], "pr_thresholds": thr[keep]}
+    return {
+        "fpr": fpr,
+        "tpr": tpr,
+        "roc_thresholds": roc_thr,
+        "precision": precision[keep],
+        "recall": recall[keep],
+        "pr_thresholds": thr[keep],
+    }
 
 
 def decimate_curve(x: np.ndarray, y: np.ndarray, max_points: int = 2000) -> np.ndarray:
@@ -300,8 +306,9 @@ def decimate_curve(x: np.ndarray, y: np.ndarray, max_points: int = 2000) -> np.n
     return np.unique(np.r_[0, np.clip(idx, 0, x.size - 1), x.size - 1])
 
 
-def calibration_bin_sums(confidence: np.ndarray, correct: np.ndarray,
-                         num_bins: int = CALIBRATION_BINS) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+def calibration_bin_sums(
+    confidence: np.ndarray, correct: np.ndarray, num_bins: int = CALIBRATION_BINS
+) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per equal-width confidence bin: (count (B,) int64, sum of confidence (B,), correct (B,) int64).
 
     Bin i covers (i/B, (i+1)/B]; a confidence of exactly 0 goes to bin 0.
@@ -317,8 +324,7 @@ def calibration_bin_sums(confidence: np.ndarray, correct: np.ndarray,
     return count, conf_sum, correct_sum
 
 
-def expected_calibration_error(count: np.ndarray, conf_sum: np.ndarray,
-                               correct_sum: np.ndarray) -> Dict[str, object]:
+def expected_calibration_error(count: np.ndarray, conf_sum: np.ndarray, correct_sum: np.ndarray) -> Dict[str, object]:
     """ECE and MCE (fractions) plus per-bin accuracy / mean confidence (NaN for empty bins)."""
     count = np.asarray(count, dtype=np.int64)
     total = int(count.sum())
@@ -334,5 +340,13 @@ def expected_calibration_error(count: np.ndarray, conf_sum: np.ndarray,
         mce = float(gaps[filled].max())
         accuracy = float(np.sum(correct_sum) / total)
         mean_conf = float(np.sum(conf_sum) / total)
-    return {"ECE": ece, "MCE": mce, "accuracy": accuracy, "confidence": mean_conf,
-            "num_pixels": total, "bin_accuracy": acc, "bin_confidence": conf, "bin_count": count}
+    return {
+        "ECE": ece,
+        "MCE": mce,
+        "accuracy": accuracy,
+        "confidence": mean_conf,
+        "num_pixels": total,
+        "bin_accuracy": acc,
+        "bin_confidence": conf,
+        "bin_count": count,
+    }

@@ -6,6 +6,7 @@ IoUs that is easy to miss, and for a GMM it is the signature of a class locked o
 it after detectron2's evaluation and names such classes in the log (the results stay detectron2's:
 a dict of floats, as its EvalHook requires).
 """
+
 import logging
 
 import numpy as np
@@ -37,6 +38,9 @@ class CheckedSemSegEvaluator(SemSegEvaluator):
             logger.warning(
                 "%s: the model predicts no pixel of %s although the set labels %s pixels of them (IoU 0). "
                 "For a GMM model this is the signature of a class locked out of the EM: see the training "
-                "log's coverage warnings and MODEL.GMM.PUSH_ROWS (docs/GMM_SETTINGS.md).", self._dataset_name,
-                ", ".join(names), ", ".join(str(int(self._conf_matrix[:-1, c].sum())) for c in never))
+                "log's coverage warnings and MODEL.GMM.PUSH_ROWS (docs/GMM_SETTINGS.md).",
+                self._dataset_name,
+                ", ".join(names),
+                ", ".join(str(int(self._conf_matrix[:-1, c].sum())) for c in never),
+            )
         return results

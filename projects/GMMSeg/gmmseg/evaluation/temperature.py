@@ -16,6 +16,7 @@ confidence, gmmseg/evaluation/metrics.py).
 The samples come from tools/fit_temperature.py (MaskFormer.query_predictions on the training
 split); this module is plain tensors in, numbers out.
 """
+
 import math
 from typing import Dict, Sequence, Tuple
 
@@ -35,8 +36,11 @@ DEFAULT_TEMPERATURE_BOUNDS = (0.05, 20.0)
 Sample = Tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
-def fit_class_temperature(samples: Sequence[Sample], bounds: Tuple[float, float] = DEFAULT_TEMPERATURE_BOUNDS,
-                          num_bins: int = CALIBRATION_BINS) -> Dict[str, float]:
+def fit_class_temperature(
+    samples: Sequence[Sample],
+    bounds: Tuple[float, float] = DEFAULT_TEMPERATURE_BOUNDS,
+    num_bins: int = CALIBRATION_BINS,
+) -> Dict[str, float]:
     """The temperature of the query class logits that minimises the pixels' mean NLL.
 
     samples: per image (query logits (Q, K+1), mask probabilities at its sampled pixels (Q, P),
@@ -55,8 +59,7 @@ def fit_class_temperature(samples: Sequence[Sample], bounds: Tuple[float, float]
     def nll(log_t: float) -> float:
         return _mean_nll(pixel_class_log_probs(logits, masks, math.exp(log_t)), labels, valid)
 
-    search = minimize_scalar(nll, bounds=(math.log(low), math.log(high)), method="bounded",
-                             options={"xatol": 1e-4})
+    search = minimize_scalar(nll, bounds=(math.log(low), math.log(high)), method="bounded", options={"xatol": 1e-4})
     temperature, nll_after = math.exp(float(search.x)), float(search.fun)
     nll_before = nll(0.0)
     if low <= 1.0 <= high and nll_before <= nll_after:
@@ -137,15 +140,21 @@ def _stack_samples(samples: Sequence[Sample]):
 def _check_sample(i, logits, masks, labels, num_classes):
     """Shapes and label range of sample i; returns K (every sample must have the same)."""
     if logits.dim() != 2 or masks.dim() != 2 or labels.dim() != 1:
-        raise ValueError(f"sample {i}: expected query logits (Q, K+1), masks (Q, P), labels (P,); got shapes "
-                         f"{tuple(logits.shape)}, {tuple(masks.shape)}, {tuple(labels.shape)}")
+        raise ValueError(
+            f"sample {i}: expected query logits (Q, K+1), masks (Q, P), labels (P,); got shapes "
+            f"{tuple(logits.shape)}, {tuple(masks.shape)}, {tuple(labels.shape)}"
+        )
     if masks.shape != (logits.shape[0], labels.shape[0]):
-        raise ValueError(f"sample {i}: masks {tuple(masks.shape)} do not match {logits.shape[0]} queries x "
-                         f"{labels.shape[0]} labelled pixels")
+        raise ValueError(
+            f"sample {i}: masks {tuple(masks.shape)} do not match {logits.shape[0]} queries x "
+            f"{labels.shape[0]} labelled pixels"
+        )
     k = logits.shape[1] - 1
     if num_classes is not None and k != num_classes:
         raise ValueError(f"sample {i}: {k} classes (+ no object), the first sample has {num_classes}")
     if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= k):
-        raise ValueError(f"sample {i}: labels must be class ids in 0..{k - 1} (ignored pixels left out), got "
-                         f"{int(labels.min())}..{int(labels.max())}")
+        raise ValueError(
+            f"sample {i}: labels must be class ids in 0..{k - 1} (ignored pixels left out), got "
+            f"{int(labels.min())}..{int(labels.max())}"
+        )
     return k

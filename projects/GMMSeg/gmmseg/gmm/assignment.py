@@ -70,7 +70,9 @@ def sinkhorn_assign(
     return log_q
 
 
-def vanilla_assign(log_likelihood: torch.Tensor, classes: torch.Tensor = None, num_classes: int = 0, **_) -> torch.Tensor:
+def vanilla_assign(
+    log_likelihood: torch.Tensor, classes: torch.Tensor = None, num_classes: int = 0, **_
+) -> torch.Tensor:
     """Plain EM responsibilities (uniform mixing weights): log softmax over the components.
 
     Same signature as sinkhorn_assign; returns log responsibilities (N, M).

@@ -7,6 +7,7 @@ that the background follows the several clusters of the known embeddings). Fitte
 embeddings of labelled training pixels (tools/fit_scores.py, with scikit-learn's GaussianMixture);
 never trained, never in a checkpoint (its buffers are not persistent): the fit file holds it.
 """
+
 from typing import Dict
 
 import torch
@@ -23,8 +24,10 @@ class BackgroundDensity(nn.Module):
         weights, means, stds = (torch.as_tensor(t, dtype=torch.float32) for t in (weights, means, stds))
         b = weights.numel()
         if means.shape != stds.shape or means.dim() != 2 or means.shape[0] != b:
-            raise ValueError(f"background density: weights ({b},), means and stds (B, D) expected, got "
-                             f"{tuple(weights.shape)}, {tuple(means.shape)}, {tuple(stds.shape)}")
+            raise ValueError(
+                f"background density: weights ({b},), means and stds (B, D) expected, got "
+                f"{tuple(weights.shape)}, {tuple(means.shape)}, {tuple(stds.shape)}"
+            )
         if not bool((weights > 0).all()) or not bool((stds > 0).all()):
             raise ValueError("background density: weights and stds must be > 0")
         self.register_buffer("log_weights", (weights / weights.sum()).log(), persistent=False)

@@ -8,6 +8,7 @@ pedestrian at 0 IoU, docs/GMM_SETTINGS.md). Two counters of GMMPredictor show it
 `training_pixels`); this module turns them into per-class figures and warnings, for the training
 hook and for benchmarks/gmm_state_report.py (which reads them from a checkpoint).
 """
+
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
@@ -25,6 +26,7 @@ MIN_RECALL = 0.01
 class ClassCoverage:
     """Per class (K,): real rows in its memory (pushed, not the initialisation; summed over its
     components) and their capacity; labelled, correctly classified and predicted training pixels."""
+
     real_rows: torch.Tensor
     capacity: int
     labelled: torch.Tensor
@@ -35,12 +37,18 @@ class ClassCoverage:
         """The pixel counts since `earlier` (the memory rows as they are now)."""
         if earlier is None:
             return self
-        return ClassCoverage(self.real_rows, self.capacity, self.labelled - earlier.labelled,
-                             self.correct - earlier.correct, self.predicted - earlier.predicted)
+        return ClassCoverage(
+            self.real_rows,
+            self.capacity,
+            self.labelled - earlier.labelled,
+            self.correct - earlier.correct,
+            self.predicted - earlier.predicted,
+        )
 
 
-def class_coverage(rows_pushed: torch.Tensor, training_pixels: torch.Tensor, num_components: int,
-                   memory_size: int) -> ClassCoverage:
+def class_coverage(
+    rows_pushed: torch.Tensor, training_pixels: torch.Tensor, num_components: int, memory_size: int
+) -> ClassCoverage:
     """rows_pushed (K * M,) rows ever pushed per (class, component); training_pixels (3, K)
     labelled / correct / predicted pixels. A ring of `memory_size` rows holds min(pushed, size) real
     ones (memory_size 0, batch statistics only: the rows pushed count)."""
@@ -50,9 +58,12 @@ def class_coverage(rows_pushed: torch.Tensor, training_pixels: torch.Tensor, num
     return ClassCoverage(real.sum(1), memory_size * num_components, pixels[0], pixels[1], pixels[2])
 
 
-def coverage_warnings(cov: ClassCoverage, window: Optional[ClassCoverage] = None,
-                      min_share: float = MIN_REAL_ROW_SHARE, min_recall: float = MIN_RECALL
-                      ) -> List[Tuple[int, str]]:
+def coverage_warnings(
+    cov: ClassCoverage,
+    window: Optional[ClassCoverage] = None,
+    min_share: float = MIN_REAL_ROW_SHARE,
+    min_recall: float = MIN_RECALL,
+) -> List[Tuple[int, str]]:
     """[(class, reason)] for each class labelled in the training data that holds (nearly) no real
     memory rows (fewer than `min_share` x the median over labelled classes), or that the head
     (nearly) never classified correctly (recall < `min_recall`) in `window` (default: all of
@@ -65,12 +76,20 @@ def coverage_warnings(cov: ClassCoverage, window: Optional[ClassCoverage] = None
         for c in labelled.nonzero().flatten().tolist():
             real = int(cov.real_rows[c])
             if real < min_share * median or (real == 0 and median > 0):
-                what = (f"{real} of its {cov.capacity} memory rows are real (median class: {median:.0f})"
-                        if cov.capacity else f"{real} rows pushed (median class: {median:.0f})")
+                what = (
+                    f"{real} of its {cov.capacity} memory rows are real (median class: {median:.0f})"
+                    if cov.capacity
+                    else f"{real} rows pushed (median class: {median:.0f})"
+                )
                 out.append((c, f"(nearly) no real rows: {what}"))
     for c in (window.labelled > 0).nonzero().flatten().tolist():
         recall = float(window.correct[c]) / float(window.labelled[c])
         if recall < min_recall:
-            out.append((c, f"(nearly) never predicted: recall {100 * recall:.2f} % of {int(window.labelled[c])} "
-                           f"labelled training pixels, predicted {int(window.predicted[c])} times"))
+            out.append(
+                (
+                    c,
+                    f"(nearly) never predicted: recall {100 * recall:.2f} % of {int(window.labelled[c])} "
+                    f"labelled training pixels, predicted {int(window.predicted[c])} times",
+                )
+            )
     return sorted(out)

@@ -3,6 +3,7 @@ sum over ranks of a sharded memory's statistics.
 
 Uses torch.distributed directly (no detectron2); every function is a no-op in a single process.
 """
+
 import torch
 import torch.distributed as dist
 

@@ -24,6 +24,7 @@ A head with a feature memory keeps it in the submodule `memory` (memory.py, shar
 inference_memory.py for a head built for inference); the memory's buffers are its EM state that is
 never broadcast and is checkpointed in the full layout.
 """
+
 from typing import Dict, List, Optional, Tuple
 
 import torch
@@ -43,8 +44,9 @@ class EMModule(nn.Module):
     # anomaly score table (gmmseg/scores): GMM log-likelihoods, or ProtoSeg's "similarity"
     class_score_ingredient = "log_likelihood"
 
-    def __init__(self, in_channels: int, num_classes: int, embed_dim: int, ignore_value: int,
-                 projection: nn.Module = None):
+    def __init__(
+        self, in_channels: int, num_classes: int, embed_dim: int, ignore_value: int, projection: nn.Module = None
+    ):
         super().__init__()
         self.num_classes, self.embed_dim, self.ignore_value = num_classes, embed_dim, ignore_value
         # (N, C_in) -> (N, D); the release's 1x1 conv + SyncBN + ReLU is built by the detectron2 glue
@@ -163,8 +165,12 @@ class EMModule(nn.Module):
         """{tensor name: the name of each dimension} ("classes", "components", "groups" = classes x
         components, "embed_dim", "memory_size"; None: not a size the head's settings fix), so that a
         checkpoint of another shape can be explained by the setting that differs."""
-        dims = {"class_norm.weight": ("classes",), "class_norm.bias": ("classes",),
-                "embed_norm.weight": ("embed_dim",), "embed_norm.bias": ("embed_dim",)}
+        dims = {
+            "class_norm.weight": ("classes",),
+            "class_norm.bias": ("classes",),
+            "embed_norm.weight": ("embed_dim",),
+            "embed_norm.bias": ("embed_dim",),
+        }
         # the projection's output features: the first dimension of its tensors of that size
         for name, t in list(self.projection.named_parameters()) + list(self.projection.named_buffers()):
             if t.dim() >= 1 and t.shape[0] == self.embed_dim:

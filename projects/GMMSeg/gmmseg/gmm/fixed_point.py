@@ -15,6 +15,7 @@ Range: a group of `capacity` rows sums at most capacity * max|x|^2 * 2^32, which
 2^62; `value_bound(capacity)` is the largest |x| allowed (183 for 32,000 rows; the GMM's
 embeddings are unit vectors).
 """
+
 import math
 
 import torch
@@ -22,7 +23,7 @@ import torch
 __all__ = ["FRACTION_BITS", "to_fixed_point", "from_fixed_point", "value_bound", "group_sums"]
 
 FRACTION_BITS = 32
-_SCALE = float(2 ** FRACTION_BITS)
+_SCALE = float(2**FRACTION_BITS)
 _LIMIT_BITS = 62  # headroom below int64's 63 bits
 
 

@@ -7,6 +7,7 @@ nothing, and loading a checkpoint skips the memory's entries without reading the
 memory-mapped checkpoint the bank's pages are then never touched). Pushing or asking for
 statistics is an error.
 """
+
 from torch import nn
 
 __all__ = ["InferenceMemory"]
@@ -20,9 +21,11 @@ class InferenceMemory(nn.Module):
         self.num_groups, self.capacity, self.dim = num_groups, capacity, dim
 
     def _refuse(self, *args, **kwargs):
-        raise RuntimeError("This GMM was built for inference (MODEL.GMM.MEMORY_LAYOUT 'none'): it has no "
-                           "memory bank to push to or to read statistics from. Train with MEMORY_LAYOUT "
-                           "'auto', 'sharded' or 'replicated'.")
+        raise RuntimeError(
+            "This GMM was built for inference (MODEL.GMM.MEMORY_LAYOUT 'none'): it has no "
+            "memory bank to push to or to read statistics from. Train with MEMORY_LAYOUT "
+            "'auto', 'sharded' or 'replicated'."
+        )
 
     push = statistics = local_statistics = check_trainable = _refuse
 
@@ -45,8 +48,9 @@ class InferenceMemory(nn.Module):
     def release_checkpoint(self):
         pass
 
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
-                              unexpected_keys, error_msgs):
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+    ):
         pass  # the memory's entries (memory.MEMORY_STATE_NAMES) are skipped: neither copied nor read
 
     def extra_repr(self):

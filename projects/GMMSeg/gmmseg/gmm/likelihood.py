@@ -8,6 +8,7 @@ For an embedding x (D,) and a Gaussian with mean mu and per-dimension std s:
 so the whole N x G table (G = classes * components) is two GEMMs of (N, D) by (D, G) plus a
 constant row; nothing of size N x G x D is ever built. Everything runs in float32, also under autocast.
 """
+
 import math
 
 import torch
@@ -23,11 +24,7 @@ def likelihood_weights(means: torch.Tensor, stds: torch.Tensor) -> torch.Tensor:
     means = means.float()
     inv_var = stds.float().pow(-2)
     d = means.shape[-1]
-    const = (
-        -0.5 * d * math.log(2 * math.pi)
-        - stds.float().log().sum(-1)
-        - 0.5 * (means.pow(2) * inv_var).sum(-1)
-    )
+    const = -0.5 * d * math.log(2 * math.pi) - stds.float().log().sum(-1) - 0.5 * (means.pow(2) * inv_var).sum(-1)
     return torch.cat([-0.5 * inv_var, means * inv_var, const[:, None]], dim=1).t().contiguous()
 
 
@@ -42,7 +39,7 @@ def gaussian_log_likelihood(x: torch.Tensor, means: torch.Tensor, stds: torch.Te
         d = x.shape[-1]
         # const + x @ (mu s^-2) + x^2 @ (-1/2 s^-2): two GEMMs accumulating into one output
         # (about 2x faster than one GEMM on the concatenation [x^2, x], which must be written out)
-        out = torch.addmm(weights[2 * d], x, weights[d: 2 * d])
+        out = torch.addmm(weights[2 * d], x, weights[d : 2 * d])
         return out.addmm_(x * x, weights[:d]) if not out.requires_grad else out + (x * x) @ weights[:d]
 
 

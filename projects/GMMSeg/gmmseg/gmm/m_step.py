@@ -1,4 +1,5 @@
 """The release's M-step: a Gaussian's mean and std from the sufficient statistics of its rows."""
+
 import torch
 import torch.nn.functional as F
 

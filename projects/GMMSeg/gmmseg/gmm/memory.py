@@ -15,6 +15,7 @@ Checkpoints always hold the full layout: `bank` (G, capacity, D), `ptr`, `filled
 statistics of the whole bank. Loading takes the slots this memory holds from the full bank and
 recomputes their statistics (exact), so a checkpoint loads into any layout and any W.
 """
+
 import functools
 import math
 
@@ -28,9 +29,14 @@ __all__ = ["FeatureMemory", "MEMORY_STATE_NAMES", "MEMORY_ENTRY_DIMS"]
 # the entries of a memory in a checkpoint (full layout, whatever the layout that saved it)
 MEMORY_STATE_NAMES = ("bank", "ptr", "filled", "stat_count", "stat_sum", "stat_sumsq")
 # the meaning of each dimension of those entries (G = classes x components groups)
-MEMORY_ENTRY_DIMS = {"bank": ("groups", "memory_size", "embed_dim"), "ptr": ("groups",), "filled": ("groups",),
-                     "stat_count": ("groups",), "stat_sum": ("groups", "embed_dim"),
-                     "stat_sumsq": ("groups", "embed_dim")}
+MEMORY_ENTRY_DIMS = {
+    "bank": ("groups", "memory_size", "embed_dim"),
+    "ptr": ("groups",),
+    "filled": ("groups",),
+    "stat_count": ("groups",),
+    "stat_sum": ("groups", "embed_dim"),
+    "stat_sumsq": ("groups", "embed_dim"),
+}
 
 
 class FeatureMemory(nn.Module):
@@ -48,8 +54,16 @@ class FeatureMemory(nn.Module):
 
     layout = "replicated"
 
-    def __init__(self, num_groups: int, capacity: int, dim: int, init: str = "empty",
-                 dtype: torch.dtype = torch.float32, seed: int = 0, device=None):
+    def __init__(
+        self,
+        num_groups: int,
+        capacity: int,
+        dim: int,
+        init: str = "empty",
+        dtype: torch.dtype = torch.float32,
+        seed: int = 0,
+        device=None,
+    ):
         super().__init__()
         if init not in ("random", "empty"):
             raise ValueError(f"FeatureMemory init must be 'random' or 'empty', got {init!r}")
@@ -75,14 +89,18 @@ class FeatureMemory(nn.Module):
     def held_slots(self, device=None) -> torch.Tensor:
         """Global ring slots held by this memory, in local column order: (columns held,) long, on
         `device` (default: the bank's)."""
-        return torch.arange(self.shard_rank, max(self.capacity, self.shard_rank), self.num_shards,
-                            device=self.bank.device if device is None else device)
+        return torch.arange(
+            self.shard_rank,
+            max(self.capacity, self.shard_rank),
+            self.num_shards,
+            device=self.bank.device if device is None else device,
+        )
 
     def _store_full_slice(self, a: int, b: int, full: torch.Tensor):
         """Keep the held slots of full-layout entries `full` (b - a, capacity, D) of groups a..b-1
         (picked where `full` is, then copied to the bank's device)."""
         held = self.held_slots(full.device)
-        self.bank[a:b, :held.numel()].copy_(full[:, held].to(self.bank))
+        self.bank[a:b, : held.numel()].copy_(full[:, held].to(self.bank))
 
     # Work in slices of groups of about this many elements: a bank of ADE20K defaults holds
     # 1.5e9 (6 GB in float32); whole-bank temporaries (noise, float64 copies) would need ~40 GB.
@@ -117,7 +135,7 @@ class FeatureMemory(nn.Module):
         out = [torch.zeros_like(t) for t in self.local_statistics()]
         for a, b in self._group_slices():
             valid = held[None] < self.filled[a:b, None]  # (b - a, columns held)
-            data = self.bank[a:b, :held.numel()].double()
+            data = self.bank[a:b, : held.numel()].double()
             out[0][a:b] = valid.sum(1)
             out[1][a:b] = (to_fixed_point(data) * valid[..., None]).sum(1)
             out[2][a:b] = (to_fixed_point(data.pow_(2)) * valid[..., None]).sum(1)
@@ -168,12 +186,16 @@ class FeatureMemory(nn.Module):
     def _check_range(self, x):
         bound = value_bound(self.capacity if self.capacity > 0 else 1 << 20)
         if x.numel() and float(x.abs().max()) > bound:
-            raise ValueError(f"FeatureMemory.push: a value of magnitude {float(x.abs().max()):.3g} exceeds "
-                             f"{bound:.3g}, the range of the exact fixed-point statistics for capacity "
-                             f"{self.capacity} (gmm/fixed_point.py); the GMM pushes unit vectors")
+            raise ValueError(
+                f"FeatureMemory.push: a value of magnitude {float(x.abs().max()):.3g} exceeds "
+                f"{bound:.3g}, the range of the exact fixed-point statistics for capacity "
+                f"{self.capacity} (gmm/fixed_point.py); the GMM pushes unit vectors"
+            )
         if self.capacity == 0 and int(self.stat_count.max()) > (1 << 20):
-            raise ValueError("FeatureMemory with capacity 0: more than 2^20 rows in a group since the last "
-                             "reset_batch_statistics(); reset it at every M-step")
+            raise ValueError(
+                "FeatureMemory with capacity 0: more than 2^20 rows in a group since the last "
+                "reset_batch_statistics(); reset it at every M-step"
+            )
 
     def _add_stats(self, groups, xd, sign: int):
         self.stat_count.index_add_(0, groups, torch.full_like(groups, sign))
@@ -232,11 +254,18 @@ class FeatureMemory(nn.Module):
     def checkpoint_shapes(self):
         """{name: shape} of this memory's checkpoint entries (the full layout)."""
         g, d = self.num_groups, self.dim
-        return {"bank": (g, self.capacity, d), "ptr": (g,), "filled": (g,), "stat_count": (g,),
-                "stat_sum": (g, d), "stat_sumsq": (g, d)}
+        return {
+            "bank": (g, self.capacity, d),
+            "ptr": (g,),
+            "filled": (g,),
+            "stat_count": (g,),
+            "stat_sum": (g, d),
+            "stat_sumsq": (g, d),
+        }
 
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
-                              unexpected_keys, error_msgs):
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+    ):
         """Load a full-layout memory (saved by any layout, any W, any bank precision): the held
         slots of its bank, its ring pointers, and the statistics recomputed from the held entries
         (exact: they equal the running ones). A bank of capacity 0 has no entries: its batch
@@ -247,9 +276,12 @@ class FeatureMemory(nn.Module):
             missing_keys.extend(missing)
             return
         shapes = self.checkpoint_shapes()
-        wrong = [f"size mismatch for {names[n]}: copying a param with shape {tuple(state_dict[names[n]].shape)} "
-                 f"from checkpoint, the shape in current model is {shapes[n]}."
-                 for n in MEMORY_STATE_NAMES if tuple(state_dict[names[n]].shape) != shapes[n]]
+        wrong = [
+            f"size mismatch for {names[n]}: copying a param with shape {tuple(state_dict[names[n]].shape)} "
+            f"from checkpoint, the shape in current model is {shapes[n]}."
+            for n in MEMORY_STATE_NAMES
+            if tuple(state_dict[names[n]].shape) != shapes[n]
+        ]
         if wrong:
             error_msgs.extend(wrong)
             return
@@ -259,8 +291,11 @@ class FeatureMemory(nn.Module):
             if self.capacity == 0:
                 for n in ("stat_count", "stat_sum", "stat_sumsq"):
                     saved = state_dict[names[n]]
-                    fixed = saved if not saved.is_floating_point() else (
-                        saved.round().long() if n == "stat_count" else to_fixed_point(saved.double()))
+                    fixed = (
+                        saved
+                        if not saved.is_floating_point()
+                        else (saved.round().long() if n == "stat_count" else to_fixed_point(saved.double()))
+                    )
                     getattr(self, n).copy_(fixed)
                 return
             bank = state_dict[names["bank"]]
@@ -278,5 +313,7 @@ class FeatureMemory(nn.Module):
 
     def extra_repr(self):
         shard = f", shard {self.shard_rank} of {self.num_shards}" if self.num_shards > 1 else ""
-        return (f"groups={self.num_groups}, capacity={self.capacity}, dim={self.dim}, init={self.init}, "
-                f"dtype={self.bank.dtype}, layout={self.layout}{shard}")
+        return (
+            f"groups={self.num_groups}, capacity={self.capacity}, dim={self.dim}, init={self.init}, "
+            f"dtype={self.bank.dtype}, layout={self.layout}{shard}"
+        )

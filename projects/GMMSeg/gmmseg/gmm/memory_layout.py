@@ -8,6 +8,7 @@
   else "replicated".
 A memory of capacity 0 (the batch-only ablation) has no rows to spread: it is always replicated.
 """
+
 import torch
 
 from .distributed import world_size
@@ -23,15 +24,25 @@ MEMORY_LAYOUTS = ("auto", "replicated", "sharded", "none")
 def resolve_memory_layout(layout: str) -> str:
     """The layout this process uses: "auto" resolved by the number of training processes."""
     if layout not in MEMORY_LAYOUTS:
-        raise ValueError(f"memory layout (MODEL.GMM.MEMORY_LAYOUT) must be one of {list(MEMORY_LAYOUTS)}, "
-                         f"got {layout!r}")
+        raise ValueError(
+            f"memory layout (MODEL.GMM.MEMORY_LAYOUT) must be one of {list(MEMORY_LAYOUTS)}, got {layout!r}"
+        )
     if layout == "auto":
         return "sharded" if world_size() > 1 else "replicated"
     return layout
 
 
-def build_memory(layout: str, num_groups: int, capacity: int, dim: int, *, init: str = "random",
-                 dtype: torch.dtype = torch.float32, seed: int = 0, device=None):
+def build_memory(
+    layout: str,
+    num_groups: int,
+    capacity: int,
+    dim: int,
+    *,
+    init: str = "random",
+    dtype: torch.dtype = torch.float32,
+    seed: int = 0,
+    device=None,
+):
     """The feature memory of `num_groups` rings of `capacity` rows of size `dim` in `layout`."""
     layout = resolve_memory_layout(layout)
     if layout == "none":

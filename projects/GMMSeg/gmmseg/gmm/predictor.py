@@ -53,6 +53,7 @@ Ablation switches (paper Tables 4 and 5a; defaults = the release, whose path the
 - `learn_by_gradient` (discriminative GMMSeg): means and stds are nn.Parameters trained by the
   losses' gradients; no memory, `flush()` / `em_update()` do nothing.
 """
+
 import logging
 
 import torch
@@ -116,12 +117,16 @@ class GMMPredictor(EMModule):
         if em_algorithm not in ASSIGNERS:
             raise ValueError(f"em_algorithm must be one of {sorted(ASSIGNERS)}, got {em_algorithm!r}")
         if update_components not in ("present_classes", "received_rows"):
-            raise ValueError(f"update_components must be 'present_classes' or 'received_rows', got {update_components!r}")
+            raise ValueError(
+                f"update_components must be 'present_classes' or 'received_rows', got {update_components!r}"
+            )
         resolve_memory_layout(memory_layout)  # a bad value fails before anything is built
         ids = num_classes * num_components * (2 if push_rows == "correct_first" else 1)
         if ids > _MAX_GROUPS:
-            raise ValueError(f"num_classes * num_components (x 2 with push_rows 'correct_first') must be <= 2^24 "
-                             f"(group ids travel as float32), got {num_classes} * {num_components}")
+            raise ValueError(
+                f"num_classes * num_components (x 2 with push_rows 'correct_first') must be <= 2^24 "
+                f"(group ids travel as float32), got {num_classes} * {num_components}"
+            )
         if em_loops < 1:
             raise ValueError(f"em_loops must be >= 1, got {em_loops}")
         super().__init__(in_channels, num_classes, embed_dim, ignore_value, projection)
@@ -150,8 +155,16 @@ class GMMPredictor(EMModule):
         self.register_buffer("num_em_updates", torch.zeros((), dtype=torch.long))
         self.register_buffer("rows_pushed", torch.zeros(num_classes * num_components, dtype=torch.long))
         self.register_buffer("training_pixels", torch.zeros(3, num_classes, dtype=torch.long))
-        self.memory = build_memory(memory_layout, num_classes * num_components, memory_size, embed_dim,
-                                   init=memory_init, dtype=memory_dtype, seed=seed + 1, device=memory_device)
+        self.memory = build_memory(
+            memory_layout,
+            num_classes * num_components,
+            memory_size,
+            embed_dim,
+            init=memory_init,
+            dtype=memory_dtype,
+            seed=seed + 1,
+            device=memory_device,
+        )
         self._pending = []  # candidate rows [group, e_1..e_D] set aside by forward, selected by flush()
         # classes in this rank's labels since the last flush(); the last entry: a labelled forward ran
         self._present = torch.zeros(num_classes + 1, dtype=torch.bool)
@@ -212,14 +225,18 @@ class GMMPredictor(EMModule):
     def _set_aside(self, e, y, assignment, logits):
         keep = torch.isfinite(e).all(1)
         if not bool(keep.all()):
-            logger.warning("GMMPredictor: %d non-finite embeddings dropped from the EM memory",
-                           int((~keep).sum()))
+            logger.warning("GMMPredictor: %d non-finite embeddings dropped from the EM memory", int((~keep).sum()))
         groups = y * self.num_components + assignment
         k = self.num_classes
         predicted = logits.argmax(1)
         correct = predicted == y
-        pixels = torch.stack([torch.bincount(y, minlength=k), torch.bincount(y[correct], minlength=k),
-                              torch.bincount(predicted, minlength=k)])
+        pixels = torch.stack(
+            [
+                torch.bincount(y, minlength=k),
+                torch.bincount(y[correct], minlength=k),
+                torch.bincount(predicted, minlength=k),
+            ]
+        )
         self._pixels = self._pixels.to(pixels.device) + pixels
         if self.push_rows == "correct":
             keep &= correct
@@ -255,9 +272,10 @@ class GMMPredictor(EMModule):
         self._present = torch.zeros_like(self._present)
         self._pixels = torch.zeros_like(self._pixels)
         stacked = all_gather_stacked(torch.cat([counts, pixels, present]))  # (W, ids + 3K + K + 1)
-        counts_per_rank, present = stacked[:, :ids], stacked[:, ids + pixels.numel():].bool().any(0)
-        self.training_pixels += stacked[:, ids:ids + pixels.numel()].sum(0).view_as(self.training_pixels).to(
-            self.training_pixels.device)
+        counts_per_rank, present = stacked[:, :ids], stacked[:, ids + pixels.numel() :].bool().any(0)
+        self.training_pixels += (
+            stacked[:, ids : ids + pixels.numel()].sum(0).view_as(self.training_pixels).to(self.training_pixels.device)
+        )
         if present[-1]:  # a flush with no forward since the previous one keeps what that one saw
             self._present_gathered = present[:-1]
         r = rank()
@@ -316,8 +334,9 @@ class GMMPredictor(EMModule):
         new_mean, new_std = gaussian_m_step(count[upd], s1[upd], s2[upd], self.variance_floor)
         finite = torch.isfinite(new_mean).all(1) & torch.isfinite(new_std).all(1)
         if not bool(finite.all()):
-            logger.warning("GMMPredictor: M-step skipped for %d components with non-finite statistics",
-                           int((~finite).sum()))
+            logger.warning(
+                "GMMPredictor: M-step skipped for %d components with non-finite statistics", int((~finite).sum())
+            )
         idx = upd.nonzero().squeeze(1)[finite]
         new_mean, new_std = new_mean[finite].float(), new_std[finite].float()
         mm = torch.full((idx.numel(), 1), self.mean_momentum, device=idx.device)
@@ -359,8 +378,7 @@ class GMMPredictor(EMModule):
             upd[groups] = True
             self._m_step(c, t1, t2, upd & (c > 0))
             own = self.component_log_likelihood(e).gather(1, y.view(-1, 1, 1).expand(-1, 1, m)).squeeze(1)
-            plan = ASSIGNERS[self.em_algorithm](own, y, k, num_iters=self.sinkhorn_iters,
-                                                epsilon=self.sinkhorn_epsilon)
+            plan = ASSIGNERS[self.em_algorithm](own, y, k, num_iters=self.sinkhorn_iters, epsilon=self.sinkhorn_epsilon)
             groups = y * m + plan.argmax(1)
         self._push(groups, e)
 
@@ -375,8 +393,9 @@ class GMMPredictor(EMModule):
         if self.learn_by_gradient:
             return None
         memory = self.feature_memory()
-        return class_coverage(self.rows_pushed, self.training_pixels, self.num_components,
-                              getattr(memory, "capacity", 0))
+        return class_coverage(
+            self.rows_pushed, self.training_pixels, self.num_components, getattr(memory, "capacity", 0)
+        )
 
     def never_updated_classes(self):
         """Classes none of whose components has taken part in an M-step: their Gaussians are
@@ -393,15 +412,23 @@ class GMMPredictor(EMModule):
     def tensor_dims(self):
         dims = super().tensor_dims()
         kmd = ("classes", "components", "embed_dim")
-        dims.update({"means": kmd, "stds": kmd, "std_param": kmd, "rows_pushed": ("groups",),
-                     "training_pixels": (None, "classes"),
-                     "updates_per_component": ("groups",), "received_data": ("groups",)})
+        dims.update(
+            {
+                "means": kmd,
+                "stds": kmd,
+                "std_param": kmd,
+                "rows_pushed": ("groups",),
+                "training_pixels": (None, "classes"),
+                "updates_per_component": ("groups",),
+                "received_data": ("groups",),
+            }
+        )
         return dims
 
     def extra_repr(self):
-        return (f"classes={self.num_classes}, components={self.num_components}, dim={self.embed_dim}, "
-                f"em={self.em_algorithm}, momentum={self.mean_momentum}, update={self.update_components}"
-                + (f", em_loops={self.em_loops}" if self.em_loops > 1 else "")
-                + (", learn_by_gradient=True" if self.learn_by_gradient else ""))
-
-
+        return (
+            f"classes={self.num_classes}, components={self.num_components}, dim={self.embed_dim}, "
+            f"em={self.em_algorithm}, momentum={self.mean_momentum}, update={self.update_components}"
+            + (f", em_loops={self.em_loops}" if self.em_loops > 1 else "")
+            + (", learn_by_gradient=True" if self.learn_by_gradient else "")
+        )

@@ -34,6 +34,7 @@ iterations; ranks' sums are all-reduced before one update instead of averaging t
 rank updated; `sinkhorn_assign` divides each class's similarities by their max |value| (<= 1)
 before the temperature epsilon, so the effective epsilon is <= epsilon.
 """
+
 import logging
 
 import torch
@@ -104,8 +105,7 @@ class ProtoSegPredictor(EMModule):
         """Within-class equipartition clustering: sims (N, K, P), classes y (N,) -> prototype (N,)."""
         p = self.num_prototypes
         own = sims.detach().gather(1, y.view(-1, 1, 1).expand(-1, 1, p)).squeeze(1)  # (N, P)
-        plan = sinkhorn_assign(own, y, self.num_classes, num_iters=self.sinkhorn_iters,
-                               epsilon=self.sinkhorn_epsilon)
+        plan = sinkhorn_assign(own, y, self.num_classes, num_iters=self.sinkhorn_iters, epsilon=self.sinkhorn_epsilon)
         return plan.argmax(1)
 
     def learn(self, e, sims, logits, labels):
@@ -126,8 +126,9 @@ class ProtoSegPredictor(EMModule):
                 losses["loss_ppd"] = self.ppd_weight * (1 - own).pow(2).mean()
         else:  # keep the graph connected so DDP sees every parameter used
             zero = sims.sum() * 0.0
-            losses.update({name: zero for name, w in (("loss_ppc", self.ppc_weight),
-                                                      ("loss_ppd", self.ppd_weight)) if w > 0})
+            losses.update(
+                {name: zero for name, w in (("loss_ppc", self.ppc_weight), ("loss_ppd", self.ppd_weight)) if w > 0}
+            )
         self._accumulate(e[valid].detach(), y, target, logits[valid].detach())
         return losses
 
@@ -135,8 +136,9 @@ class ProtoSegPredictor(EMModule):
     def _accumulate(self, e, y, groups, logits):
         keep = torch.isfinite(e).all(1)
         if not bool(keep.all()):
-            logger.warning("ProtoSegPredictor: %d non-finite embeddings left out of the prototype update",
-                           int((~keep).sum()))
+            logger.warning(
+                "ProtoSegPredictor: %d non-finite embeddings left out of the prototype update", int((~keep).sum())
+            )
         if self.update_correct_only:
             keep &= logits.argmax(1) == y
         rows = torch.cat([torch.ones_like(e[keep, :1]), e[keep]], dim=1).double()
@@ -178,10 +180,17 @@ class ProtoSegPredictor(EMModule):
 
     def tensor_dims(self):
         dims = super().tensor_dims()
-        dims.update({"prototypes": ("classes", "components", "embed_dim"),
-                     "sum_embeddings": ("groups", "embed_dim"), "count_embeddings": ("groups",)})
+        dims.update(
+            {
+                "prototypes": ("classes", "components", "embed_dim"),
+                "sum_embeddings": ("groups", "embed_dim"),
+                "count_embeddings": ("groups",),
+            }
+        )
         return dims
 
     def extra_repr(self):
-        return (f"classes={self.num_classes}, prototypes={self.num_prototypes}, dim={self.embed_dim}, "
-                f"momentum={self.momentum}, temperature={self.temperature}")
+        return (
+            f"classes={self.num_classes}, prototypes={self.num_prototypes}, dim={self.embed_dim}, "
+            f"momentum={self.momentum}, temperature={self.temperature}"
+        )

@@ -8,6 +8,7 @@ momentum, for a number of rounds, starting from the predictor's current means. T
 touched: only `means` and `stds` change, so closed-set logits (through the class LayerNorm) and
 anomaly scores are those of the same features under converged Gaussians.
 """
+
 import torch
 
 from .assignment import ASSIGNERS
@@ -21,14 +22,15 @@ def _own_class_scores(predictor, e, y, chunk):
     m = predictor.num_components
     out = []
     for a in range(0, len(e), chunk):
-        comp = predictor.component_log_likelihood(e[a:a + chunk])  # (n, K, M)
-        out.append(comp.gather(1, y[a:a + chunk].view(-1, 1, 1).expand(-1, 1, m)).squeeze(1))
+        comp = predictor.component_log_likelihood(e[a : a + chunk])  # (n, K, M)
+        out.append(comp.gather(1, y[a : a + chunk].view(-1, 1, 1).expand(-1, 1, m)).squeeze(1))
     return torch.cat(out)
 
 
 @torch.no_grad()
-def refit_gmm(predictor, e: torch.Tensor, y: torch.Tensor, rounds: int = 10, variance_floor: float = None,
-              chunk: int = 65536):
+def refit_gmm(
+    predictor, e: torch.Tensor, y: torch.Tensor, rounds: int = 10, variance_floor: float = None, chunk: int = 65536
+):
     """Set `predictor.means` / `predictor.stds` by `rounds` hard-assignment EM rounds on rows e
     (N, D) (embeddings, i.e. `predictor.embed` outputs) of classes y (N,), from the current means.
 
@@ -41,8 +43,10 @@ def refit_gmm(predictor, e: torch.Tensor, y: torch.Tensor, rounds: int = 10, var
     if predictor.learn_by_gradient:
         raise ValueError("refit_gmm: this predictor learns its Gaussians by gradient (no EM to run)")
     if e.ndim != 2 or e.shape[1] != predictor.embed_dim or y.shape != e.shape[:1]:
-        raise ValueError(f"refit_gmm: expected rows (N, {predictor.embed_dim}) and classes (N,), "
-                         f"got {tuple(e.shape)} and {tuple(y.shape)}")
+        raise ValueError(
+            f"refit_gmm: expected rows (N, {predictor.embed_dim}) and classes (N,), "
+            f"got {tuple(e.shape)} and {tuple(y.shape)}"
+        )
     k, m, d = predictor.means.shape
     if y.numel() and (int(y.min()) < 0 or int(y.max()) >= k):
         raise ValueError(f"refit_gmm: class ids must be in 0..{k - 1}, got {int(y.min())}..{int(y.max())}")
@@ -52,11 +56,13 @@ def refit_gmm(predictor, e: torch.Tensor, y: torch.Tensor, rounds: int = 10, var
     own = _own_class_scores(predictor, e, y, chunk)
     history = [float(own.amax(1).mean())]
     for _ in range(rounds):
-        plan = ASSIGNERS[predictor.em_algorithm](own, y, k, num_iters=predictor.sinkhorn_iters,
-                                                 epsilon=predictor.sinkhorn_epsilon)
+        plan = ASSIGNERS[predictor.em_algorithm](
+            own, y, k, num_iters=predictor.sinkhorn_iters, epsilon=predictor.sinkhorn_epsilon
+        )
         groups = y * m + plan.argmax(1)
         count = torch.zeros(k * m, dtype=torch.float64, device=e.device).index_add_(
-            0, groups, torch.ones_like(groups, dtype=torch.float64))
+            0, groups, torch.ones_like(groups, dtype=torch.float64)
+        )
         s1 = torch.zeros(k * m, d, dtype=torch.float64, device=e.device).index_add_(0, groups, ed)
         s2 = torch.zeros(k * m, d, dtype=torch.float64, device=e.device).index_add_(0, groups, ed * ed)
         fed = count > 0

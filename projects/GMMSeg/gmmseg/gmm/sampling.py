@@ -13,6 +13,7 @@ in total, whatever the number of ranks.
 k may also differ per group (a (G,) tensor of quotas): the "correct_first" push rule
 (predictor.py) selects a group's misclassified rows with the quota its correct rows left over.
 """
+
 from typing import Optional, Union
 
 import torch
@@ -37,8 +38,13 @@ def _quota(per_group: Quota, like: torch.Tensor) -> torch.Tensor:
     return torch.as_tensor(per_group, dtype=torch.long, device=like.device).clamp_min(0)
 
 
-def release_selection(groups: torch.Tensor, num_groups: int, per_group: Quota,
-                      offsets: Optional[torch.Tensor] = None, totals: Optional[torch.Tensor] = None) -> torch.Tensor:
+def release_selection(
+    groups: torch.Tensor,
+    num_groups: int,
+    per_group: Quota,
+    offsets: Optional[torch.Tensor] = None,
+    totals: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
     """Indices of the rows of `groups` that the release's selection keeps.
 
     groups: (N,) long in [0, num_groups), this rank's rows in their order.

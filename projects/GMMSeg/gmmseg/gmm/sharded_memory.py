@@ -19,6 +19,7 @@ slice, and the statistics' totals; `model.state_dict()` then contains them until
 a state dict (its shard alone is no checkpoint). Loading takes this rank's slots from the full
 bank: a checkpoint saved by any number of ranks loads into any other (re-sharding).
 """
+
 import hashlib
 
 import torch
@@ -39,16 +40,27 @@ class ShardedFeatureMemory(FeatureMemory):
 
     layout = "sharded"
 
-    def __init__(self, num_groups: int, capacity: int, dim: int, init: str = "empty",
-                 dtype: torch.dtype = torch.float32, seed: int = 0, shard_rank: int = None, num_shards: int = None,
-                 device=None):
+    def __init__(
+        self,
+        num_groups: int,
+        capacity: int,
+        dim: int,
+        init: str = "empty",
+        dtype: torch.dtype = torch.float32,
+        seed: int = 0,
+        shard_rank: int = None,
+        num_shards: int = None,
+        device=None,
+    ):
         self.num_shards = world_size() if num_shards is None else int(num_shards)
         self.shard_rank = rank() if shard_rank is None else int(shard_rank)
         if not 0 <= self.shard_rank < self.num_shards:
             raise ValueError(f"ShardedFeatureMemory: shard_rank {self.shard_rank} not in 0..{self.num_shards - 1}")
         if capacity <= 0:
-            raise ValueError("ShardedFeatureMemory needs a bank (MODEL.GMM.MEMORY_SIZE > 0); a memory of "
-                             "capacity 0 holds no rows to spread, use the replicated FeatureMemory")
+            raise ValueError(
+                "ShardedFeatureMemory needs a bank (MODEL.GMM.MEMORY_SIZE > 0); a memory of "
+                "capacity 0 holds no rows to spread, use the replicated FeatureMemory"
+            )
         super().__init__(num_groups, capacity, dim, init=init, dtype=dtype, seed=seed, device=device)
         self._checkpoint_state = None
 
@@ -58,14 +70,17 @@ class ShardedFeatureMemory(FeatureMemory):
         count, s1, s2 = self.local_statistics()
         if self.num_shards == 1:
             return super()._reduced(groups)
-        idx = (torch.arange(self.num_groups, device=count.device) if groups is None
-               else groups.to(count.device).nonzero().squeeze(1))
+        idx = (
+            torch.arange(self.num_groups, device=count.device)
+            if groups is None
+            else groups.to(count.device).nonzero().squeeze(1)
+        )
         packed = torch.cat([count[idx, None], s1[idx], s2[idx]], dim=1)
         if packed.numel():
             packed = all_reduce_sum(packed)
         d = self.dim
         total = (torch.zeros_like(count), torch.zeros_like(s1), torch.zeros_like(s2))
-        total[0][idx], total[1][idx], total[2][idx] = packed[:, 0], packed[:, 1:1 + d], packed[:, 1 + d:]
+        total[0][idx], total[1][idx], total[2][idx] = packed[:, 0], packed[:, 1 : 1 + d], packed[:, 1 + d :]
         return total
 
     def replicated_state(self, include_bank: bool = True):
@@ -74,13 +89,20 @@ class ShardedFeatureMemory(FeatureMemory):
         fingerprints the whole bank, for comparing runs), after checking that this shard's running
         statistics equal those of its rows (RuntimeError otherwise)."""
         count, s1, s2 = self._reduced(None)
-        out = [("filled", self.filled), ("ptr", self.ptr), ("total_count", count), ("total_sum", s1),
-               ("total_sumsq", s2)]
+        out = [
+            ("filled", self.filled),
+            ("ptr", self.ptr),
+            ("total_count", count),
+            ("total_sum", s1),
+            ("total_sumsq", s2),
+        ]
         if include_bank:
             for running, exact in zip(self.local_statistics(), self.statistics_from_bank()):
                 if not torch.equal(running, exact):
-                    raise RuntimeError(f"ShardedFeatureMemory, rank {self.shard_rank}: the running statistics "
-                                       f"differ from those of the rows the shard holds")
+                    raise RuntimeError(
+                        f"ShardedFeatureMemory, rank {self.shard_rank}: the running statistics "
+                        f"differ from those of the rows the shard holds"
+                    )
             h = hashlib.sha256()
             for a, b in self._group_slices():  # never the whole shard on the host at once
                 h.update(self.bank[a:b].detach().contiguous().reshape(-1).view(torch.uint8).cpu().numpy())
@@ -106,10 +128,14 @@ class ShardedFeatureMemory(FeatureMemory):
             if me == dst:
                 for r, piece in enumerate(parts):
                     held = torch.arange(r, max(self.capacity, r), self.num_shards)
-                    full[a:b, held] = piece[:, :held.numel()].cpu()
+                    full[a:b, held] = piece[:, : held.numel()].cpu()
         if me == dst:
-            self._checkpoint_state = {"bank": full, "stat_count": count.cpu(), "stat_sum": s1.cpu(),
-                                      "stat_sumsq": s2.cpu()}
+            self._checkpoint_state = {
+                "bank": full,
+                "stat_count": count.cpu(),
+                "stat_sum": s1.cpu(),
+                "stat_sumsq": s2.cpu(),
+            }
 
     def release_checkpoint(self):
         self._checkpoint_state = None
@@ -118,8 +144,12 @@ class ShardedFeatureMemory(FeatureMemory):
         super()._save_to_state_dict(destination, prefix, keep_vars)  # ptr, filled (the persistent buffers)
         state = self._checkpoint_state
         if state is None and self.num_shards == 1:  # one shard is the whole memory
-            state = {"bank": self.bank, "stat_count": self.stat_count, "stat_sum": self.stat_sum,
-                     "stat_sumsq": self.stat_sumsq}
+            state = {
+                "bank": self.bank,
+                "stat_count": self.stat_count,
+                "stat_sum": self.stat_sum,
+                "stat_sumsq": self.stat_sumsq,
+            }
         if state is not None:
             for name, value in state.items():
                 destination[prefix + name] = value if keep_vars else value.detach()

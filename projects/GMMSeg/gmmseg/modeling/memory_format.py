@@ -1,6 +1,7 @@
 """MODEL.CHANNELS_LAST: the network's 4-D weights and the backbone's input in channels-last
 (NHWC) memory layout. The same computation up to float rounding; oneDNN's CPU convolutions (and
 cuDNN's under mixed precision) run faster on it (docs/BENCHMARKS.md has the measured ratio)."""
+
 import torch
 from torch import nn
 

@@ -10,6 +10,7 @@ The config keys of each predictor live here: the builders read them, and DIMENSI
 key fixes each dimension of each predictor's tensors (what a checkpoint of another shape is
 explained by, checkpoint.py).
 """
+
 from collections import OrderedDict
 from typing import Dict, Optional, Tuple
 
@@ -21,8 +22,14 @@ from torch import nn
 from ..gmm import GMMPredictor
 from ..gmm.protoseg import ProtoSegPredictor
 
-__all__ = ["PREDICTOR_REGISTRY", "build_predictor", "SoftmaxPredictor", "ProtoSegPredictor", "DIMENSION_KEYS",
-           "tensor_setting_keys"]
+__all__ = [
+    "PREDICTOR_REGISTRY",
+    "build_predictor",
+    "SoftmaxPredictor",
+    "ProtoSegPredictor",
+    "DIMENSION_KEYS",
+    "tensor_setting_keys",
+]
 
 PREDICTOR_REGISTRY = Registry("PREDICTOR")
 PREDICTOR_REGISTRY.__doc__ = """
@@ -92,16 +99,30 @@ def gmm(cfg, in_channels, num_classes):
     if g.MEMORY_DTYPE not in _DTYPES:
         raise ValueError(f"MODEL.GMM.MEMORY_DTYPE must be one of {sorted(_DTYPES)}, got {g.MEMORY_DTYPE!r}")
     return GMMPredictor(
-        in_channels, num_classes,
-        embed_dim=g.EMBED_DIM, num_components=g.NUM_COMPONENTS, memory_size=g.MEMORY_SIZE,
-        pushes_per_step=g.PUSHES_PER_STEP, push_rows=g.PUSH_ROWS,
-        memory_init=g.MEMORY_INIT, memory_dtype=_DTYPES[g.MEMORY_DTYPE],
-        mean_momentum=g.MEAN_MOMENTUM, std_momentum=g.STD_MOMENTUM, momentum_warmup=g.MOMENTUM_WARMUP,
-        variance_floor=g.VARIANCE_FLOOR, em_algorithm=g.EM_ALGORITHM, sinkhorn_iters=g.SINKHORN_ITERS,
-        sinkhorn_epsilon=g.SINKHORN_EPSILON, aux_loss_weight=g.AUX_LOSS_WEIGHT,
-        ignore_value=cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE, seed=g.SEED,
-        em_loops=g.EM_LOOPS, learn_by_gradient=g.DISCRIMINATIVE, update_components=g.UPDATE_COMPONENTS,
-        nll_loss_weight=g.NLL_LOSS_WEIGHT, memory_layout=g.MEMORY_LAYOUT,
+        in_channels,
+        num_classes,
+        embed_dim=g.EMBED_DIM,
+        num_components=g.NUM_COMPONENTS,
+        memory_size=g.MEMORY_SIZE,
+        pushes_per_step=g.PUSHES_PER_STEP,
+        push_rows=g.PUSH_ROWS,
+        memory_init=g.MEMORY_INIT,
+        memory_dtype=_DTYPES[g.MEMORY_DTYPE],
+        mean_momentum=g.MEAN_MOMENTUM,
+        std_momentum=g.STD_MOMENTUM,
+        momentum_warmup=g.MOMENTUM_WARMUP,
+        variance_floor=g.VARIANCE_FLOOR,
+        em_algorithm=g.EM_ALGORITHM,
+        sinkhorn_iters=g.SINKHORN_ITERS,
+        sinkhorn_epsilon=g.SINKHORN_EPSILON,
+        aux_loss_weight=g.AUX_LOSS_WEIGHT,
+        ignore_value=cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE,
+        seed=g.SEED,
+        em_loops=g.EM_LOOPS,
+        learn_by_gradient=g.DISCRIMINATIVE,
+        update_components=g.UPDATE_COMPONENTS,
+        nll_loss_weight=g.NLL_LOSS_WEIGHT,
+        memory_layout=g.MEMORY_LAYOUT,
         projection=build_gmm_projection(g.PROJECTION, g.PROJECTION_NORM, in_channels, g.EMBED_DIM),
         memory_device=memory_device(cfg.MODEL.DEVICE),
     )
@@ -125,24 +146,38 @@ def protoseg(cfg, in_channels, num_classes):
     """
     p = cfg.MODEL.PROTOSEG
     return ProtoSegPredictor(
-        in_channels, num_classes,
-        embed_dim=p.EMBED_DIM, num_prototypes=p.NUM_PROTOTYPES, momentum=p.MOMENTUM,
-        temperature=p.TEMPERATURE, ppc_weight=p.PPC_WEIGHT, ppd_weight=p.PPD_WEIGHT,
-        sinkhorn_iters=p.SINKHORN_ITERS, sinkhorn_epsilon=p.SINKHORN_EPSILON,
+        in_channels,
+        num_classes,
+        embed_dim=p.EMBED_DIM,
+        num_prototypes=p.NUM_PROTOTYPES,
+        momentum=p.MOMENTUM,
+        temperature=p.TEMPERATURE,
+        ppc_weight=p.PPC_WEIGHT,
+        ppd_weight=p.PPD_WEIGHT,
+        sinkhorn_iters=p.SINKHORN_ITERS,
+        sinkhorn_epsilon=p.SINKHORN_EPSILON,
         update_correct_only=p.UPDATE_CORRECT_ONLY,
-        ignore_value=cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE, seed=p.SEED,
+        ignore_value=cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE,
+        seed=p.SEED,
     )
 
 
 _CLASSES = "MODEL.SEM_SEG_HEAD.NUM_CLASSES"
 # the config key that fixes each named dimension (EMModule.tensor_dims) of each predictor's tensors
 DIMENSION_KEYS = {
-    GMMPredictor: {"classes": _CLASSES, "components": "MODEL.GMM.NUM_COMPONENTS",
-                   "groups": f"{_CLASSES} x MODEL.GMM.NUM_COMPONENTS", "embed_dim": "MODEL.GMM.EMBED_DIM",
-                   "memory_size": "MODEL.GMM.MEMORY_SIZE"},
-    ProtoSegPredictor: {"classes": _CLASSES, "components": "MODEL.PROTOSEG.NUM_PROTOTYPES",
-                        "groups": f"{_CLASSES} x MODEL.PROTOSEG.NUM_PROTOTYPES",
-                        "embed_dim": "MODEL.PROTOSEG.EMBED_DIM"},
+    GMMPredictor: {
+        "classes": _CLASSES,
+        "components": "MODEL.GMM.NUM_COMPONENTS",
+        "groups": f"{_CLASSES} x MODEL.GMM.NUM_COMPONENTS",
+        "embed_dim": "MODEL.GMM.EMBED_DIM",
+        "memory_size": "MODEL.GMM.MEMORY_SIZE",
+    },
+    ProtoSegPredictor: {
+        "classes": _CLASSES,
+        "components": "MODEL.PROTOSEG.NUM_PROTOTYPES",
+        "groups": f"{_CLASSES} x MODEL.PROTOSEG.NUM_PROTOTYPES",
+        "embed_dim": "MODEL.PROTOSEG.EMBED_DIM",
+    },
     SoftmaxPredictor: {"classes": _CLASSES},
 }
 

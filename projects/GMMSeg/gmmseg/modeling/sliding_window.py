@@ -8,6 +8,7 @@ window is processed as one smaller window). Every pixel is covered at least once
 Config keys (gmmseg.config.add_gmmseg_config): TEST.SLIDING_WINDOW.ENABLED,
 .SIZE (height, width) and .STRIDE (height, width).
 """
+
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -34,8 +35,9 @@ def _starts(length: int, window: int, stride: int) -> List[int]:
     return [min(i * stride, length - window) for i in range(count)]
 
 
-def sliding_window_positions(height: int, width: int, window: Union[int, Sequence[int]],
-                             stride: Union[int, Sequence[int]]) -> List[Tuple[int, int, int, int]]:
+def sliding_window_positions(
+    height: int, width: int, window: Union[int, Sequence[int]], stride: Union[int, Sequence[int]]
+) -> List[Tuple[int, int, int, int]]:
     """The windows of an image, as (y0, y1, x0, x1) half-open boxes, row by row.
 
     window, stride: int or (height, width). A stride larger than the window is rejected (it would
@@ -60,8 +62,9 @@ def _split_output(out: ModelOutput) -> Tuple[torch.Tensor, Optional[torch.Tensor
         return out["logits"], out.get("anomaly")
     if isinstance(out, (tuple, list)) and len(out) == 2:
         return out[0], out[1]
-    raise TypeError("model_fn must return logits, (logits, anomaly) or {'logits', 'anomaly'}; "
-                    f"got {type(out).__name__}")
+    raise TypeError(
+        f"model_fn must return logits, (logits, anomaly) or {{'logits', 'anomaly'}}; got {type(out).__name__}"
+    )
 
 
 @torch.no_grad()
@@ -104,19 +107,23 @@ def sliding_window_inference(
 
     step = max(1, int(windows_per_batch))
     for start in range(0, len(boxes), step):
-        group = boxes[start:start + step]
+        group = boxes[start : start + step]
         # all windows have the same size: `window`, clipped to the image along an axis where
         # the image is smaller (and then there is a single start along that axis)
         crops = torch.cat([image[:, :, y0:y1, x0:x1] for (y0, y1, x0, x1) in group], dim=0)
         logits, anomaly = _split_output(model_fn(crops))
         h, w = crops.shape[-2:]
         if logits.shape != (crops.shape[0], num_classes, h, w):
-            raise ValueError(f"model_fn returned logits of shape {tuple(logits.shape)} for crops "
-                             f"{tuple(crops.shape)}; expected ({crops.shape[0]}, {num_classes}, {h}, {w})")
+            raise ValueError(
+                f"model_fn returned logits of shape {tuple(logits.shape)} for crops "
+                f"{tuple(crops.shape)}; expected ({crops.shape[0]}, {num_classes}, {h}, {w})"
+            )
         if anomaly is not None:
             if anomaly.shape[0] != crops.shape[0] or anomaly.shape[-2:] != (h, w) or anomaly.dim() not in (3, 4):
-                raise ValueError(f"model_fn returned an anomaly map of shape {tuple(anomaly.shape)}; "
-                                 f"expected ({crops.shape[0]}, {h}, {w}) or ({crops.shape[0]}, S, {h}, {w})")
+                raise ValueError(
+                    f"model_fn returned an anomaly map of shape {tuple(anomaly.shape)}; "
+                    f"expected ({crops.shape[0]}, {h}, {w}) or ({crops.shape[0]}, S, {h}, {w})"
+                )
             if anomaly_sum is None:
                 if start > 0:
                     raise ValueError("model_fn returned an anomaly map for some windows only")

@@ -6,6 +6,7 @@ sum of squares (float64) of every score, per predicted class and over all pixels
 the format `table.fitted_scores` and MODEL.ANOMALY_FIT read. A class never predicted on the sampled
 pixels gets the statistics of all pixels (so every predicted class has a finite standardisation).
 """
+
 import json
 import math
 from typing import Dict
@@ -41,13 +42,19 @@ class KnownPixelStatistics:
             if n == 0:
                 continue
             mean_all = float(s1.sum()) / n
-            std_all = max(math.sqrt(max(float(s2.sum()) / n - mean_all ** 2, 0.0)), _MIN_STD)
+            std_all = max(math.sqrt(max(float(s2.sum()) / n - mean_all**2, 0.0)), _MIN_STD)
             seen = count > 0
             mean = torch.where(seen, s1 / count.clamp_min(1), torch.tensor(mean_all, dtype=torch.float64))
-            var = torch.where(seen, s2 / count.clamp_min(1) - mean ** 2, torch.tensor(std_all ** 2, dtype=torch.float64))
+            var = torch.where(seen, s2 / count.clamp_min(1) - mean**2, torch.tensor(std_all**2, dtype=torch.float64))
             std = var.clamp_min(0).sqrt().clamp_min(_MIN_STD)
-            out[name] = {"mean": mean.tolist(), "std": std.tolist(), "count": count.long().tolist(),
-                         "mean_all": mean_all, "std_all": std_all, "count_all": int(n)}
+            out[name] = {
+                "mean": mean.tolist(),
+                "std": std.tolist(),
+                "count": count.long().tolist(),
+                "mean_all": mean_all,
+                "std_all": std_all,
+                "count_all": int(n),
+            }
         return out
 
 
@@ -67,6 +74,8 @@ def load_fit(path: str, num_classes: int) -> Dict[str, Dict]:
         raise ValueError(f"{FIT_KEY} {path!r} has no 'scores' entry: not a file of tools/fit_scores.py")
     for name, s in stats.items():
         if len(s.get("mean", [])) != num_classes:
-            raise ValueError(f"{FIT_KEY} {path!r}: score {name!r} was fitted for {len(s.get('mean', []))} classes, "
-                             f"the model has {num_classes}")
+            raise ValueError(
+                f"{FIT_KEY} {path!r}: score {name!r} was fitted for {len(s.get('mean', []))} classes, "
+                f"the model has {num_classes}"
+            )
     return {"scores": stats, "background": data.get("background")}

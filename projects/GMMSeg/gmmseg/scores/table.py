@@ -21,6 +21,7 @@ any resolution (the feature grid inside a model, the image in the evaluator):
 A model provides the ingredients it has; a score is available when all it needs is there.
 Adding a score is one `register_score` here and its value test (tests/test_scores_table.py).
 """
+
 import math
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -28,14 +29,36 @@ from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 import torch
 
-__all__ = ["INGREDIENTS", "SCORES", "AnomalyScore", "register_score", "available_scores", "compute_scores",
-           "score_labels", "DEFAULT_MAPS", "default_map", "check_score_name", "SCORE_KEY", "FITTED",
-           "FittedScore", "register_fitted_score", "fitted_scores"]
+__all__ = [
+    "INGREDIENTS",
+    "SCORES",
+    "AnomalyScore",
+    "register_score",
+    "available_scores",
+    "compute_scores",
+    "score_labels",
+    "DEFAULT_MAPS",
+    "default_map",
+    "check_score_name",
+    "SCORE_KEY",
+    "FITTED",
+    "FittedScore",
+    "register_fitted_score",
+    "fitted_scores",
+]
 
 SCORE_KEY = "MODEL.ANOMALY_SCORE"  # the config key that names a model's anomaly map
 
-INGREDIENTS = ("logits", "log_likelihood", "log_marginal", "log_background", "similarity", "mask_scores",
-               "query_mass", "query_likelihood")
+INGREDIENTS = (
+    "logits",
+    "log_likelihood",
+    "log_marginal",
+    "log_background",
+    "similarity",
+    "mask_scores",
+    "query_mass",
+    "query_likelihood",
+)
 
 
 @dataclass(frozen=True)
@@ -60,6 +83,7 @@ def register_score(name: str, label: str, *needs: str):
             raise ValueError(f"anomaly score {name!r} is registered twice")
         SCORES[name] = AnomalyScore(name, label, tuple(needs), fn)
         return fn
+
     return add
 
 
@@ -69,8 +93,9 @@ def available_scores(ingredients: Iterable[str]) -> List[str]:
     return [s.name for s in SCORES.values() if set(s.needs) <= have]
 
 
-def compute_scores(ingredients: Dict[str, torch.Tensor], names: Optional[Iterable[str]] = None
-                   ) -> "OrderedDict[str, torch.Tensor]":
+def compute_scores(
+    ingredients: Dict[str, torch.Tensor], names: Optional[Iterable[str]] = None
+) -> "OrderedDict[str, torch.Tensor]":
     """{name: score map} of `names` (default: every available score, in table order) from
     {ingredient: tensor}. An unknown name or a missing ingredient raises ValueError naming it."""
     names = available_scores(ingredients) if names is None else list(names)
@@ -81,8 +106,10 @@ def compute_scores(ingredients: Dict[str, torch.Tensor], names: Optional[Iterabl
         score = SCORES[name]
         missing = [n for n in score.needs if n not in ingredients]
         if missing:
-            raise ValueError(f"anomaly score {name!r} needs {missing}, which this model does not provide "
-                             f"(it provides {sorted(ingredients)}; available: {available_scores(ingredients)})")
+            raise ValueError(
+                f"anomaly score {name!r} needs {missing}, which this model does not provide "
+                f"(it provides {sorted(ingredients)}; available: {available_scores(ingredients)})"
+            )
         out[name] = score.fn(**{n: ingredients[n].float() for n in score.needs})
     return out
 
@@ -126,16 +153,14 @@ def _marginal(log_marginal):
     return -log_marginal
 
 
-@register_score("likelihood_ratio", "GMM: -max_c log p(x|c) + log p_background(x)", "log_likelihood",
-                "log_background")
+@register_score("likelihood_ratio", "GMM: -max_c log p(x|c) + log p_background(x)", "log_likelihood", "log_background")
 def _likelihood_ratio(log_likelihood, log_background):
     # how much less likely under its best class than under the known data as a whole: a shift that
     # lowers every density (a new camera) lowers both terms
     return log_background - log_likelihood.amax(0)
 
 
-@register_score("background", "-log p_background(x): the class-agnostic mixture of known embeddings",
-                "log_background")
+@register_score("background", "-log p_background(x): the class-agnostic mixture of known embeddings", "log_background")
 def _background(log_background):
     return -log_background
 
@@ -182,8 +207,10 @@ def default_map(ingredients: Iterable[str], configured: str = "") -> Optional[st
     if configured:
         missing = [n for n in SCORES[check_score_name(configured)].needs if n not in set(ingredients)]
         if missing:
-            raise ValueError(f"{SCORE_KEY} is {configured!r}, which needs {missing}; this model provides "
-                             f"{sorted(ingredients)} (available: {available_scores(ingredients)})")
+            raise ValueError(
+                f"{SCORE_KEY} is {configured!r}, which needs {missing}; this model provides "
+                f"{sorted(ingredients)} (available: {available_scores(ingredients)})"
+            )
         return configured
     have = available_scores(ingredients)
     return next((n for n in DEFAULT_MAPS if n in have), None)
@@ -192,8 +219,10 @@ def default_map(ingredients: Iterable[str], configured: str = "") -> Optional[st
 def check_score_name(name: str) -> str:
     """`name` if the table has it ("" too: the model's default), else ValueError naming SCORE_KEY."""
     if name and name not in SCORES and name not in FITTED:
-        raise ValueError(f"{SCORE_KEY} is {name!r}; the anomaly scores are {list(SCORES) + list(FITTED)} (or '' "
-                         f"for the model's default)")
+        raise ValueError(
+            f"{SCORE_KEY} is {name!r}; the anomaly scores are {list(SCORES) + list(FITTED)} (or '' "
+            f"for the model's default)"
+        )
     return name
 
 
@@ -224,17 +253,16 @@ def register_fitted_score(name: str, label: str, *bases: str, per_class: bool = 
     FITTED[name] = FittedScore(name, label, tuple(bases), per_class)
 
 
-register_fitted_score("likelihood_std", "GMM likelihood standardised per predicted class", "likelihood",
-                      per_class=True)
-register_fitted_score("max_logit_std", "SML: max logit standardised per predicted class", "max_logit",
-                      per_class=True)
+register_fitted_score("likelihood_std", "GMM likelihood standardised per predicted class", "likelihood", per_class=True)
+register_fitted_score("max_logit_std", "SML: max logit standardised per predicted class", "max_logit", per_class=True)
 register_fitted_score("likelihood_energy", "z(GMM likelihood) + z(energy)", "likelihood", "energy")
 register_fitted_score("likelihood_entropy", "z(GMM likelihood) + z(entropy)", "likelihood", "entropy")
 register_fitted_score("query_likelihood_energy", "z(query GMM) + z(energy)", "query_likelihood", "energy")
 
 
-def fitted_scores(maps: Dict[str, torch.Tensor], logits: Optional[torch.Tensor], stats: Dict,
-                  names: Optional[Iterable[str]] = None) -> "OrderedDict[str, torch.Tensor]":
+def fitted_scores(
+    maps: Dict[str, torch.Tensor], logits: Optional[torch.Tensor], stats: Dict, names: Optional[Iterable[str]] = None
+) -> "OrderedDict[str, torch.Tensor]":
     """{name: map} of the fitted scores `names` (default: every one whose bases `stats` holds).
 
     maps: {score name: (...) map} (a base missing here but in the softmax family is computed from
@@ -249,8 +277,10 @@ def fitted_scores(maps: Dict[str, torch.Tensor], logits: Optional[torch.Tensor],
         spec = FITTED[name]
         missing = [b for b in spec.bases if b not in stats]
         if missing:
-            raise ValueError(f"fitted score {name!r} needs the known-pixel statistics of {missing} "
-                             f"(MODEL.ANOMALY_FIT holds {sorted(stats)}): run tools/fit_scores.py")
+            raise ValueError(
+                f"fitted score {name!r} needs the known-pixel statistics of {missing} "
+                f"(MODEL.ANOMALY_FIT holds {sorted(stats)}): run tools/fit_scores.py"
+            )
         total = None
         for base in spec.bases:
             value = maps[base] if base in maps else compute_scores({"logits": logits}, [base])[base]

@@ -19,6 +19,7 @@ split depends only on (seed, split, i), so a larger split extends a smaller one.
 
 Generate from the command line with `python -m gmmseg.data.demo [--root R] [--seed S]`.
 """
+
 from .files import DEMO_DEFAULT_SIZES, DEMO_DIRNAME, generate_demo_dataset
 from .registration import load_demo_split, register_demo_datasets
 from .scene import APPEARANCES, DEMO_CLASSES, DEMO_COLORS, DEMO_SPLITS, render_scene

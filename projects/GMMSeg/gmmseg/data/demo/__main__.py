@@ -1,4 +1,5 @@
 """`python -m gmmseg.data.demo [--root R] [--seed S]`: generate the demo dataset."""
+
 import argparse
 import time
 

@@ -9,6 +9,7 @@ Generation goes to a hidden temporary folder that is renamed into place when com
 interrupted run is never mistaken for a complete dataset. Image i of a split depends only on
 (seed, split, i) (scene.py), so a larger split extends a smaller one.
 """
+
 import json
 import logging
 import os
@@ -44,8 +45,14 @@ def _sizes(sizes: Optional[Mapping[str, int]]) -> Dict[str, int]:
 
 
 def _spec(seed: int, sizes: Mapping[str, int]) -> dict:
-    return {"version": GENERATOR_VERSION, "seed": int(seed), "sizes": dict(sizes),
-            "height": HEIGHT, "width": WIDTH, "classes": list(DEMO_CLASSES)}
+    return {
+        "version": GENERATOR_VERSION,
+        "seed": int(seed),
+        "sizes": dict(sizes),
+        "height": HEIGHT,
+        "width": WIDTH,
+        "classes": list(DEMO_CLASSES),
+    }
 
 
 def _read_marker(folder: str) -> Optional[dict]:
@@ -81,7 +88,7 @@ def _remove_stale_tmp(parent: str, min_age_s: float = 600.0) -> None:
             continue
         path = os.path.join(parent, name)
         try:
-            pid = int(name[len(_TMP_PREFIX):].split("-")[0])
+            pid = int(name[len(_TMP_PREFIX) :].split("-")[0])
             if now - os.stat(path).st_mtime < min_age_s:
                 continue
             os.kill(pid, 0)
@@ -91,8 +98,7 @@ def _remove_stale_tmp(parent: str, min_age_s: float = 600.0) -> None:
             pass
 
 
-def generate_demo_dataset(root: Optional[str] = None, seed: int = 0,
-                          sizes: Optional[Mapping[str, int]] = None) -> str:
+def generate_demo_dataset(root: Optional[str] = None, seed: int = 0, sizes: Optional[Mapping[str, int]] = None) -> str:
     """Write the demo dataset under `<root>/gmmseg_demo` unless an identical one is there.
 
     `sizes` overrides the number of images per split (default DEMO_DEFAULT_SIZES). A folder made
@@ -112,7 +118,8 @@ def generate_demo_dataset(root: Optional[str] = None, seed: int = 0,
         if marker is None:
             raise FileExistsError(
                 f"{final!r} exists but has no {_MARKER}: it was not written (completely) by the demo "
-                f"generator. Delete it to let the generator write the demo dataset there.")
+                f"generator. Delete it to let the generator write the demo dataset there."
+            )
         logger.warning("Demo dataset at %s was made with %s; regenerating with %s", final, marker, spec)
     os.makedirs(parent, exist_ok=True)
     _remove_stale_tmp(parent)

@@ -10,13 +10,24 @@ The anomaly split renders scenes like the val split and pastes 1-3 objects whose
 training image has (saturated magenta / lime / cyan checkerboards and stripes in geometric
 shapes). Their pixels are 255 in the semantic label and 1 in the anomaly mask.
 """
+
 from typing import Dict
 
 import cv2
 import numpy as np
 
-__all__ = ["DEMO_CLASSES", "DEMO_COLORS", "DEMO_SPLITS", "APPEARANCES", "GENERATOR_VERSION", "HEIGHT", "WIDTH",
-           "IGNORE", "render_scene", "scene_rng"]
+__all__ = [
+    "DEMO_CLASSES",
+    "DEMO_COLORS",
+    "DEMO_SPLITS",
+    "APPEARANCES",
+    "GENERATOR_VERSION",
+    "HEIGHT",
+    "WIDTH",
+    "IGNORE",
+    "render_scene",
+    "scene_rng",
+]
 
 DEMO_CLASSES = ("sky", "road", "building", "tree", "car", "person")
 DEMO_COLORS = [(70, 130, 180), (128, 64, 128), (70, 70, 70), (107, 142, 35), (0, 0, 142), (220, 20, 60)]
@@ -29,19 +40,39 @@ _SPLIT_CODE = {"train": 1, "val": 2, "anomaly": 3}
 GENERATOR_VERSION = 2
 
 # Finer than classes: which appearance drew each pixel (used by tests and analysis).
-APPEARANCES = ("sky", "road", "building_brick", "building_glass", "tree", "car", "person",
-               "anomaly", "void")
+APPEARANCES = ("sky", "road", "building_brick", "building_glass", "tree", "car", "person", "anomaly", "void")
 A_SKY, A_ROAD, A_BRICK, A_GLASS, A_TREE, A_CAR, A_PERSON, A_ANOMALY, A_VOID = range(9)
-APPEARANCE_TO_CLASS = np.array([SKY, ROAD, BUILDING, BUILDING, TREE, CAR, PERSON, IGNORE, IGNORE],
-                               np.uint8)
+APPEARANCE_TO_CLASS = np.array([SKY, ROAD, BUILDING, BUILDING, TREE, CAR, PERSON, IGNORE, IGNORE], np.uint8)
 
 _YY, _XX = np.mgrid[0:HEIGHT, 0:WIDTH].astype(np.float32)
 
 # Object palettes. None contains the anomaly colours (saturated magenta, lime, cyan).
-_CAR_COLORS = np.array([(225, 225, 222), (168, 172, 178), (35, 36, 42), (140, 22, 28),
-                        (32, 44, 100), (218, 186, 40), (90, 96, 60), (120, 70, 30)], np.float32)
-_SHIRT_COLORS = np.array([(200, 40, 40), (40, 70, 160), (235, 235, 230), (30, 30, 30),
-                          (230, 150, 30), (60, 120, 70), (150, 110, 80), (110, 60, 120)], np.float32)
+_CAR_COLORS = np.array(
+    [
+        (225, 225, 222),
+        (168, 172, 178),
+        (35, 36, 42),
+        (140, 22, 28),
+        (32, 44, 100),
+        (218, 186, 40),
+        (90, 96, 60),
+        (120, 70, 30),
+    ],
+    np.float32,
+)
+_SHIRT_COLORS = np.array(
+    [
+        (200, 40, 40),
+        (40, 70, 160),
+        (235, 235, 230),
+        (30, 30, 30),
+        (230, 150, 30),
+        (60, 120, 70),
+        (150, 110, 80),
+        (110, 60, 120),
+    ],
+    np.float32,
+)
 _SKIN_COLORS = np.array([(232, 192, 162), (196, 142, 102), (120, 80, 58)], np.float32)
 _ANOMALY_COLORS = np.array([(255, 0, 255), (0, 255, 0), (0, 255, 255), (255, 0, 160)], np.float32)
 
@@ -140,7 +171,7 @@ def _buildings(rng, img, label, app, horizon: int) -> None:
             tex = (_brick if appearance == A_BRICK else _glass)(rng, bottom - top, w)
             tex *= rng.uniform(0.8, 1.15)  # per-building exposure
             x0, x1 = max(x, 0), min(x + w, WIDTH)
-            img[top:bottom, x0:x1] = tex[:, x0 - x:x1 - x]
+            img[top:bottom, x0:x1] = tex[:, x0 - x : x1 - x]
             label[top:bottom, x0:x1] = BUILDING
             app[top:bottom, x0:x1] = appearance
         x += w + int(rng.integers(0, 10))
@@ -154,8 +185,12 @@ def _trees(rng, img, label, app, horizon: int) -> None:
         trunk = _rect_mask(base_y - r * 1.6, base_y, cx - rng.uniform(1, 2), cx + rng.uniform(1, 2.5))
         crown = np.zeros((HEIGHT, WIDTH), bool)
         for _ in range(int(rng.integers(2, 4))):
-            crown |= _ellipse_mask(base_y - r * 1.6 - rng.uniform(0, r * 0.6), cx + rng.uniform(-r, r) * 0.5,
-                                   r * rng.uniform(0.6, 1.0), r * rng.uniform(0.6, 1.0))
+            crown |= _ellipse_mask(
+                base_y - r * 1.6 - rng.uniform(0, r * 0.6),
+                cx + rng.uniform(-r, r) * 0.5,
+                r * rng.uniform(0.6, 1.0),
+                r * rng.uniform(0.6, 1.0),
+            )
         leaf = np.array([rng.uniform(35, 75), rng.uniform(95, 145), rng.uniform(25, 60)], np.float32)
         speckle = rng.random((HEIGHT, WIDTH), dtype=np.float32)
         crown_tex = leaf * (0.55 + 0.7 * speckle)[..., None]
@@ -177,10 +212,10 @@ def _car(rng, img, label, app, horizon: int, yb: float) -> None:
     shade = (1.15 - 0.35 * np.clip((_YY - (yb - h)) / h, 0, 1))[..., None]
     body = _rect_mask(body_top, yb - h * 0.12, x0, x0 + w)
     cabin = _rect_mask(yb - h, body_top + 1, x0 + w * 0.2, x0 + w * 0.8)
-    window = _rect_mask(yb - h * 0.9, body_top, x0 + w * 0.26, x0 + w * 0.74) & \
-        (np.abs(_XX - (x0 + w * 0.5)) > 0.7)
-    wheels = _ellipse_mask(yb - h * 0.12, x0 + w * 0.22, h * 0.17, w * 0.09) | \
-        _ellipse_mask(yb - h * 0.12, x0 + w * 0.78, h * 0.17, w * 0.09)
+    window = _rect_mask(yb - h * 0.9, body_top, x0 + w * 0.26, x0 + w * 0.74) & (np.abs(_XX - (x0 + w * 0.5)) > 0.7)
+    wheels = _ellipse_mask(yb - h * 0.12, x0 + w * 0.22, h * 0.17, w * 0.09) | _ellipse_mask(
+        yb - h * 0.12, x0 + w * 0.78, h * 0.17, w * 0.09
+    )
     _paint(img, label, app, body | cabin, color * shade, CAR, A_CAR)
     _paint(img, label, app, window, np.array([48, 58, 72], np.float32) * rng.uniform(0.8, 1.2), CAR, A_CAR)
     _paint(img, label, app, wheels, np.array([22, 22, 24], np.float32), CAR, A_CAR)

@@ -14,6 +14,7 @@ pairs the two lists with zip (a short file maps silently) and by default reshape
 element counts agree. So the count and every shape are checked here first, with an error that
 names the file and the first entry that does not fit; timm's function then does the renaming.
 """
+
 import logging
 import re
 from typing import Dict, Mapping
@@ -30,8 +31,9 @@ logger = logging.getLogger(__name__)
 _TIMM_LITE_NAME = re.compile(r"tf_efficientnet_lite\d")
 
 
-def convert_efficientnet_lite_state_dict(state_dict: Mapping[str, torch.Tensor], model: nn.Module,
-                                         source: str) -> Dict[str, torch.Tensor]:
+def convert_efficientnet_lite_state_dict(
+    state_dict: Mapping[str, torch.Tensor], model: nn.Module, source: str
+) -> Dict[str, torch.Tensor]:
     """The file's entries under the names of `model`'s state dict, matched by position.
 
     Args:
@@ -46,18 +48,24 @@ def convert_efficientnet_lite_state_dict(state_dict: Mapping[str, torch.Tensor],
         whose shapes differ (file key and shape, timm key and shape).
     """
     if not isinstance(state_dict, Mapping) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
-        raise ValueError(f"EfficientNet-Lite weights {source}: expected a state dict {{name: tensor}}, "
-                         f"got {type(state_dict).__name__}")
+        raise ValueError(
+            f"EfficientNet-Lite weights {source}: expected a state dict {{name: tensor}}, "
+            f"got {type(state_dict).__name__}"
+        )
     target = model.state_dict()
     model_name = getattr(model, "default_cfg", {}).get("architecture", type(model).__name__)
     if len(state_dict) != len(target):
-        raise ValueError(f"EfficientNet-Lite weights {source}: {len(state_dict)} tensors, but timm's {model_name} "
-                         f"has {len(target)} (a truncated file, or another Lite variant than the model?)")
+        raise ValueError(
+            f"EfficientNet-Lite weights {source}: {len(state_dict)} tensors, but timm's {model_name} "
+            f"has {len(target)} (a truncated file, or another Lite variant than the model?)"
+        )
     for index, ((file_key, file_value), (timm_key, timm_value)) in enumerate(zip(state_dict.items(), target.items())):
         if file_value.shape != timm_value.shape:
-            raise ValueError(f"EfficientNet-Lite weights {source}: entry #{index} {file_key!r} has shape "
-                             f"{tuple(file_value.shape)}, but timm's {model_name} has {timm_key!r} of shape "
-                             f"{tuple(timm_value.shape)} there (another Lite variant than the model?)")
+            raise ValueError(
+                f"EfficientNet-Lite weights {source}: entry #{index} {file_key!r} has shape "
+                f"{tuple(file_value.shape)}, but timm's {model_name} has {timm_key!r} of shape "
+                f"{tuple(timm_value.shape)} there (another Lite variant than the model?)"
+            )
     return remap_state_dict(state_dict, model, allow_reshape=False)
 
 
@@ -71,8 +79,10 @@ def load_efficientnet_lite_weights(body: nn.Module, model_name: str, path: str, 
         path: the weights file (see resolve_weights_file for package names).
     """
     if not _TIMM_LITE_NAME.fullmatch(model_name):
-        raise ValueError(f"EfficientNet-Lite weights {path} need timm model tf_efficientnet_lite<N> (TF 'same' "
-                         f"padding, BatchNorm eps 1e-3), not MODEL.TIMM.NAME={model_name!r}")
+        raise ValueError(
+            f"EfficientNet-Lite weights {path} need timm model tf_efficientnet_lite<N> (TF 'same' "
+            f"padding, BatchNorm eps 1e-3), not MODEL.TIMM.NAME={model_name!r}"
+        )
     try:
         state_dict = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # not a torch file, truncated bytes, pickled objects
@@ -82,9 +92,17 @@ def load_efficientnet_lite_weights(body: nn.Module, model_name: str, path: str, 
     own = body.state_dict()
     missing = [k for k in own if k not in converted]
     if missing:
-        raise ValueError(f"EfficientNet-Lite weights {path}: the backbone's {missing[:5]} are not among the "
-                         f"names of timm's {model_name}")
+        raise ValueError(
+            f"EfficientNet-Lite weights {path}: the backbone's {missing[:5]} are not among the "
+            f"names of timm's {model_name}"
+        )
     body.load_state_dict({k: converted[k] for k in own})
     unused = [k for k in converted if k not in own]
-    logger.info("Loaded EfficientNet-Lite weights %s into %s (%d tensors; not used by the backbone: %d, e.g. %s)",
-                path, model_name, len(own), len(unused), unused[:3])
+    logger.info(
+        "Loaded EfficientNet-Lite weights %s into %s (%d tensors; not used by the backbone: %d, e.g. %s)",
+        path,
+        model_name,
+        len(own),
+        len(unused),
+        unused[:3],
+    )

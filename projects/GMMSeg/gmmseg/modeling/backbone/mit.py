@@ -18,6 +18,7 @@ as they are; Hugging Face "nvidia/mit-b*" checkpoints are converted by `convert_
 Unlike timm's PVTv2 (same family), MiT uses mlp ratio 4 in every stage of every variant
 (PVTv2-B0..B4 use 8, 8, 4, 4) and its own checkpoint layout; see docs/MODEL_ZOO.md.
 """
+
 import logging
 import os
 import re
@@ -30,8 +31,13 @@ from timm.layers import DropPath
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["MIT_SETTINGS", "MixVisionTransformer", "build_mit_backbone", "convert_mit_state_dict",
-           "load_mit_checkpoint"]
+__all__ = [
+    "MIT_SETTINGS",
+    "MixVisionTransformer",
+    "build_mit_backbone",
+    "convert_mit_state_dict",
+    "load_mit_checkpoint",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -132,10 +138,18 @@ class MixBlock(nn.Module):
 class MixVisionTransformer(Backbone):
     """features: {"res2".."res5": (B, C_i, H / 2^(i), W / 2^(i))}, the stages' normalised outputs."""
 
-    def __init__(self, *, embed_dims: Sequence[int] = (32, 64, 160, 256), depths: Sequence[int] = (2, 2, 2, 2),
-                 num_heads: Sequence[int] = (1, 2, 5, 8), sr_ratios: Sequence[int] = (8, 4, 2, 1),
-                 mlp_ratio: float = 4.0, drop_path_rate: float = 0.1, in_chans: int = 3,
-                 out_features: Sequence[str] = ("res2", "res3", "res4", "res5")):
+    def __init__(
+        self,
+        *,
+        embed_dims: Sequence[int] = (32, 64, 160, 256),
+        depths: Sequence[int] = (2, 2, 2, 2),
+        num_heads: Sequence[int] = (1, 2, 5, 8),
+        sr_ratios: Sequence[int] = (8, 4, 2, 1),
+        mlp_ratio: float = 4.0,
+        drop_path_rate: float = 0.1,
+        in_chans: int = 3,
+        out_features: Sequence[str] = ("res2", "res3", "res4", "res5"),
+    ):
         super().__init__()
         names = [f"res{i + 2}" for i in range(4)]
         unknown = [f for f in out_features if f not in names]
@@ -148,9 +162,14 @@ class MixVisionTransformer(Backbone):
         for i in range(num_stages):
             patch, stride = (7, 4) if i == 0 else (3, 2)
             setattr(self, f"patch_embed{i + 1}", OverlapPatchEmbed(c_in, embed_dims[i], patch, stride))
-            setattr(self, f"block{i + 1}", nn.ModuleList(
-                MixBlock(embed_dims[i], num_heads[i], sr_ratios[i], mlp_ratio, rates[start + j])
-                for j in range(depths[i])))
+            setattr(
+                self,
+                f"block{i + 1}",
+                nn.ModuleList(
+                    MixBlock(embed_dims[i], num_heads[i], sr_ratios[i], mlp_ratio, rates[start + j])
+                    for j in range(depths[i])
+                ),
+            )
             setattr(self, f"norm{i + 1}", nn.LayerNorm(embed_dims[i], eps=1e-6))
             start, c_in = start + depths[i], embed_dims[i]
         self.num_stages = num_stages
@@ -190,16 +209,24 @@ class MixVisionTransformer(Backbone):
         return out
 
     def output_shape(self) -> Dict[str, ShapeSpec]:
-        return {n: ShapeSpec(channels=self._out_feature_channels[n], stride=self._out_feature_strides[n])
-                for n in self._out_features}
+        return {
+            n: ShapeSpec(channels=self._out_feature_channels[n], stride=self._out_feature_strides[n])
+            for n in self._out_features
+        }
 
 
 # ---- checkpoints -------------------------------------------------------------------------------
 _HF_BLOCK_PARTS = {  # Hugging Face SegformerModel names inside a block -> SegFormer release names
-    "layer_norm_1.": "norm1.", "layer_norm_2.": "norm2.",
-    "attention.self.query.": "attn.q.", "attention.self.key.": "attn.k.", "attention.self.value.": "attn.v.",
-    "attention.self.sr.": "attn.sr.", "attention.self.layer_norm.": "attn.norm.",
-    "attention.output.dense.": "attn.proj.", "mlp.dense1.": "mlp.fc1.", "mlp.dense2.": "mlp.fc2.",
+    "layer_norm_1.": "norm1.",
+    "layer_norm_2.": "norm2.",
+    "attention.self.query.": "attn.q.",
+    "attention.self.key.": "attn.k.",
+    "attention.self.value.": "attn.v.",
+    "attention.self.sr.": "attn.sr.",
+    "attention.self.layer_norm.": "attn.norm.",
+    "attention.output.dense.": "attn.proj.",
+    "mlp.dense1.": "mlp.fc1.",
+    "mlp.dense2.": "mlp.fc2.",
 }
 
 
@@ -217,7 +244,7 @@ def _release_name(key: str) -> str:
         rest = m[3]
         for hf, ours in _HF_BLOCK_PARTS.items():
             if rest.startswith(hf):
-                rest = ours + rest[len(hf):]
+                rest = ours + rest[len(hf) :]
                 break
         return f"block{int(m[1]) + 1}.{m[2]}.{rest}"
     return key
@@ -238,7 +265,7 @@ def convert_mit_state_dict(state_dict: Dict[str, torch.Tensor]) -> Dict[str, tor
     for key, value in state_dict.items():
         for prefix in ("module.", "backbone.", "segformer.encoder.", "encoder."):
             if key.startswith(prefix):
-                key = key[len(prefix):]
+                key = key[len(prefix) :]
         if key.startswith(("head.", "decode_head.", "auxiliary_head.", "classifier.", "segformer.")):
             continue
         key = _release_name(key)
@@ -249,8 +276,9 @@ def convert_mit_state_dict(state_dict: Dict[str, torch.Tensor]) -> Dict[str, tor
             out[key] = value
     for (block, kind), parts in kv_parts.items():
         if set(parts) != {"k", "v"}:
-            raise KeyError(f"MiT checkpoint: {block} has only the {sorted(parts)} part of the attention "
-                           f"key/value {kind}")
+            raise KeyError(
+                f"MiT checkpoint: {block} has only the {sorted(parts)} part of the attention key/value {kind}"
+            )
         out[f"{block}.attn.kv.{kind}"] = torch.cat([parts["k"], parts["v"]], dim=0)
     return out
 
@@ -268,12 +296,15 @@ def load_mit_checkpoint(model: MixVisionTransformer, path: str) -> None:
         state_dict = torch.load(path, map_location="cpu", weights_only=True)
     state_dict = convert_mit_state_dict(state_dict)
     own = model.state_dict()
-    wrong = {k: (tuple(v.shape), tuple(own[k].shape)) for k, v in state_dict.items()
-             if k in own and v.shape != own[k].shape}
+    wrong = {
+        k: (tuple(v.shape), tuple(own[k].shape)) for k, v in state_dict.items() if k in own and v.shape != own[k].shape
+    }
     missing = sorted(set(own) - set(state_dict))
     if wrong or missing:
-        raise ValueError(f"MiT checkpoint {path} does not fit this variant: missing {missing[:8]}"
-                         f"{' ...' if len(missing) > 8 else ''}; shape mismatches (file, model) {dict(list(wrong.items())[:8])}")
+        raise ValueError(
+            f"MiT checkpoint {path} does not fit this variant: missing {missing[:8]}"
+            f"{' ...' if len(missing) > 8 else ''}; shape mismatches (file, model) {dict(list(wrong.items())[:8])}"
+        )
     unexpected = sorted(set(state_dict) - set(own))
     if unexpected:
         logger.warning("MiT checkpoint %s: %d unused entries, e.g. %s", path, len(unexpected), unexpected[:5])
@@ -288,8 +319,12 @@ def build_mit_backbone(cfg, input_shape: ShapeSpec) -> MixVisionTransformer:
     variant = m.VARIANT.lower()
     if variant not in MIT_SETTINGS:
         raise ValueError(f"MODEL.MIT.VARIANT={m.VARIANT!r}; expected one of {sorted(MIT_SETTINGS)}")
-    model = MixVisionTransformer(**MIT_SETTINGS[variant], drop_path_rate=m.DROP_PATH_RATE,
-                                 in_chans=input_shape.channels, out_features=list(m.OUT_FEATURES))
+    model = MixVisionTransformer(
+        **MIT_SETTINGS[variant],
+        drop_path_rate=m.DROP_PATH_RATE,
+        in_chans=input_shape.channels,
+        out_features=list(m.OUT_FEATURES),
+    )
     if m.PRETRAINED_FILE:
         load_mit_checkpoint(model, m.PRETRAINED_FILE)
     else:

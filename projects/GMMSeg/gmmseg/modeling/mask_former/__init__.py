@@ -6,6 +6,7 @@ META_ARCHITECTURE "MaskFormer", SEM_SEG_HEAD "MaskFormerHead", PIXEL_DECODER_NAM
 "MSDeformAttnPixelDecoder", TRANSFORMER_DECODER_NAME "MultiScaleMaskedTransformerDecoder".
 Importing the official `mask2former` package in the same process would clash with these names.
 """
+
 from .config import add_maskformer2_config
 from .criterion import SetCriterion
 from .head import MaskFormerHead
@@ -15,7 +16,16 @@ from .pixel_decoder import MSDeformAttn, MSDeformAttnPixelDecoder, ms_deform_att
 from .transformer_decoder import TRANSFORMER_DECODER_REGISTRY, MultiScaleMaskedTransformerDecoder
 
 __all__ = [
-    "add_maskformer2_config", "MaskFormer", "MaskFormerHead", "MSDeformAttnPixelDecoder", "MSDeformAttn",
-    "ms_deform_attn_sample", "MultiScaleMaskedTransformerDecoder", "TRANSFORMER_DECODER_REGISTRY",
-    "HungarianMatcher", "SetCriterion", "semantic_inference", "query_anomaly_score",
+    "add_maskformer2_config",
+    "MaskFormer",
+    "MaskFormerHead",
+    "MSDeformAttnPixelDecoder",
+    "MSDeformAttn",
+    "ms_deform_attn_sample",
+    "MultiScaleMaskedTransformerDecoder",
+    "TRANSFORMER_DECODER_REGISTRY",
+    "HungarianMatcher",
+    "SetCriterion",
+    "semantic_inference",
+    "query_anomaly_score",
 ]

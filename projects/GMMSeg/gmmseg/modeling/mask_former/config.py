@@ -13,6 +13,7 @@ yaml files merge into a config that has them. Differences, each on purpose:
 - MODEL.MASK_FORMER.TEST.CLASS_TEMPERATURE is new: a post-hoc temperature of the query class
   logits at inference, 1.0 (off) by default, so the release's behaviour is the default.
 """
+
 from detectron2.config import CfgNode as CN
 
 from ...zoo_config import set_default

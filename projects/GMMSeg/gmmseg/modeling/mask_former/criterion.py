@@ -9,6 +9,7 @@ For the final prediction and, with deep supervision, every earlier one (each mat
 Earlier predictions' losses carry the suffix _i (i = 0 for the learnable queries). The weights
 (CLASS_WEIGHT, MASK_WEIGHT, DICE_WEIGHT) are applied by the meta-architecture via weight_dict.
 """
+
 from typing import Dict, List, Tuple
 
 import torch
@@ -37,9 +38,17 @@ def _uncertainty(logits: torch.Tensor) -> torch.Tensor:
 
 
 class SetCriterion(nn.Module):
-    def __init__(self, num_classes: int, matcher: nn.Module, weight_dict: Dict[str, float], eos_coef: float,
-                 losses=("labels", "masks"), num_points: int = 112 * 112, oversample_ratio: float = 3.0,
-                 importance_sample_ratio: float = 0.75):
+    def __init__(
+        self,
+        num_classes: int,
+        matcher: nn.Module,
+        weight_dict: Dict[str, float],
+        eos_coef: float,
+        losses=("labels", "masks"),
+        num_points: int = 112 * 112,
+        oversample_ratio: float = 3.0,
+        importance_sample_ratio: float = 0.75,
+    ):
         super().__init__()
         unknown = set(losses) - {"labels", "masks"}
         if unknown:
@@ -47,7 +56,10 @@ class SetCriterion(nn.Module):
         self.num_classes, self.matcher, self.weight_dict, self.eos_coef = num_classes, matcher, weight_dict, eos_coef
         self.losses = tuple(losses)
         self.num_points, self.oversample_ratio, self.importance_sample_ratio = (
-            num_points, oversample_ratio, importance_sample_ratio)
+            num_points,
+            oversample_ratio,
+            importance_sample_ratio,
+        )
         empty_weight = torch.ones(num_classes + 1)
         empty_weight[-1] = eos_coef
         self.register_buffer("empty_weight", empty_weight)  # in the official checkpoints too
@@ -78,7 +90,8 @@ class SetCriterion(nn.Module):
         tgt_masks = tgt_masks[:, None].to(src_masks)  # (N, 1, H, W)
         with torch.no_grad():
             coords = get_uncertain_point_coords_with_randomness(
-                src_masks, _uncertainty, self.num_points, self.oversample_ratio, self.importance_sample_ratio)
+                src_masks, _uncertainty, self.num_points, self.oversample_ratio, self.importance_sample_ratio
+            )
             point_labels = point_sample(tgt_masks, coords, align_corners=False)[:, 0]
         point_logits = point_sample(src_masks, coords, align_corners=False)[:, 0]
         return {
@@ -89,7 +102,9 @@ class SetCriterion(nn.Module):
     def _losses(self, outputs, targets, indices, num_masks):
         out = {}
         for name in self.losses:
-            out.update((self.loss_labels if name == "labels" else self.loss_masks)(outputs, targets, indices, num_masks))
+            out.update(
+                (self.loss_labels if name == "labels" else self.loss_masks)(outputs, targets, indices, num_masks)
+            )
         return out
 
     # ------------------------------------------------------------------ forward
@@ -115,6 +130,8 @@ class SetCriterion(nn.Module):
         return losses, indices
 
     def extra_repr(self):
-        return (f"num_classes={self.num_classes}, eos_coef={self.eos_coef}, losses={self.losses}, "
-                f"num_points={self.num_points}, oversample_ratio={self.oversample_ratio}, "
-                f"importance_sample_ratio={self.importance_sample_ratio}")
+        return (
+            f"num_classes={self.num_classes}, eos_coef={self.eos_coef}, losses={self.losses}, "
+            f"num_points={self.num_points}, oversample_ratio={self.oversample_ratio}, "
+            f"importance_sample_ratio={self.importance_sample_ratio}"
+        )

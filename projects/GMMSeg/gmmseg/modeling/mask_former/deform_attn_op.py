@@ -13,6 +13,7 @@ process and kind.
 NOT RUN YET: no machine with the extension and a GPU was available when it was written;
 tests/test_deform_attn_op.py compares both paths there and is skipped without them.
 """
+
 import importlib
 import logging
 
@@ -42,8 +43,12 @@ def compiled_op():
 def uses_compiled_op(value: torch.Tensor) -> bool:
     """True when `deform_attn` runs the compiled op for this value tensor (never while tracing for
     export: an exported model holds the PyTorch path, which needs no extension)."""
-    return (value.is_cuda and value.dtype in (torch.float32, torch.float64) and not torch.jit.is_tracing()
-            and compiled_op() is not None)
+    return (
+        value.is_cuda
+        and value.dtype in (torch.float32, torch.float64)
+        and not torch.jit.is_tracing()
+        and compiled_op() is not None
+    )
 
 
 def _log_once(kind: str, message: str):
@@ -63,7 +68,8 @@ class _CompiledDeformAttn(torch.autograd.Function):
     def backward(ctx, grad_output):
         value, shapes, level_start, locations, weights = ctx.saved_tensors
         grad_value, grad_locations, grad_weights = compiled_op().ms_deform_attn_backward(
-            value, shapes, level_start, locations, weights, grad_output.contiguous(), _IM2COL_STEP)
+            value, shapes, level_start, locations, weights, grad_output.contiguous(), _IM2COL_STEP
+        )
         return grad_value, None, None, grad_locations, grad_weights
 
 
@@ -71,12 +77,18 @@ def deform_attn(value, spatial_shapes, sampling_locations, attention_weights, py
     """Multi-scale deformable attention with the arguments of pixel_decoder.ms_deform_attn_sample
     (`pytorch_path`, called when the compiled op is not used); returns (B, Lq, nH * Dh)."""
     if not uses_compiled_op(value):
-        why = ("not installed" if compiled_op() is None else
-               "tracing" if torch.jit.is_tracing() else f"values on {value.device.type}, {value.dtype}")
+        why = (
+            "not installed"
+            if compiled_op() is None
+            else "tracing"
+            if torch.jit.is_tracing()
+            else f"values on {value.device.type}, {value.dtype}"
+        )
         _log_once("pytorch", f"Multi-scale deformable attention: PyTorch grid_sample path ({_MODULE} {why})")
         return pytorch_path(value, spatial_shapes, sampling_locations, attention_weights)
     _log_once("compiled", f"Multi-scale deformable attention: the compiled {_MODULE} op")
     shapes = torch.as_tensor(spatial_shapes, dtype=torch.long, device=value.device)
     level_start = torch.cat([shapes.new_zeros(1), (shapes[:, 0] * shapes[:, 1]).cumsum(0)[:-1]])
-    return _CompiledDeformAttn.apply(value.contiguous(), shapes, level_start,
-                                     sampling_locations.contiguous(), attention_weights.contiguous())
+    return _CompiledDeformAttn.apply(
+        value.contiguous(), shapes, level_start, sampling_locations.contiguous(), attention_weights.contiguous()
+    )

@@ -1,5 +1,6 @@
 """MaskFormerHead: the pixel decoder followed by the transformer decoder (named `predictor`, as in
 the official release, whose checkpoints keep these two names)."""
+
 from typing import Dict
 
 from detectron2.config import configurable
@@ -20,8 +21,15 @@ class MaskFormerHead(nn.Module):
     _version = 2
 
     @configurable
-    def __init__(self, *, num_classes: int, pixel_decoder: nn.Module, transformer_predictor: nn.Module,
-                 ignore_value: int = 255, loss_weight: float = 1.0):
+    def __init__(
+        self,
+        *,
+        num_classes: int,
+        pixel_decoder: nn.Module,
+        transformer_predictor: nn.Module,
+        ignore_value: int = 255,
+        loss_weight: float = 1.0,
+    ):
         super().__init__()
         self.num_classes, self.ignore_value, self.loss_weight = num_classes, ignore_value, loss_weight
         self.common_stride = 4
@@ -32,8 +40,10 @@ class MaskFormerHead(nn.Module):
     def from_config(cls, cfg, input_shape: Dict[str, ShapeSpec]):
         feature = cfg.MODEL.MASK_FORMER.TRANSFORMER_IN_FEATURE
         if feature != "multi_scale_pixel_decoder":
-            raise ValueError(f"MODEL.MASK_FORMER.TRANSFORMER_IN_FEATURE={feature!r}: this project implements "
-                             f"Mask2Former only, which needs 'multi_scale_pixel_decoder'")
+            raise ValueError(
+                f"MODEL.MASK_FORMER.TRANSFORMER_IN_FEATURE={feature!r}: this project implements "
+                f"Mask2Former only, which needs 'multi_scale_pixel_decoder'"
+            )
         h = cfg.MODEL.SEM_SEG_HEAD
         input_shape = {k: v for k, v in input_shape.items() if k in h.IN_FEATURES}
         return {

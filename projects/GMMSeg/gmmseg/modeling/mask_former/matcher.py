@@ -6,6 +6,7 @@ with p_q the softmax of the query's class logits (linear or GMM head alike) and 
 evaluated at num_points random points shared by all pairs of an image (PointRend's point_sample),
 or at every pixel of the predicted-mask grid when num_points <= 0. Solved per image with scipy.
 """
+
 from typing import Dict, List, Tuple
 
 import torch
@@ -48,14 +49,25 @@ class HungarianMatcher(nn.Module):
         cost_class = -logits.softmax(-1)[:, tgt_labels]
         if point_coords is None:
             out = pred_masks.flatten(1)
-            tgt = F.interpolate(tgt_masks[:, None], size=pred_masks.shape[-2:], mode="bilinear",
-                                align_corners=False)[:, 0].flatten(1) if t else tgt_masks.new_zeros((0, out.shape[1]))
+            tgt = (
+                F.interpolate(tgt_masks[:, None], size=pred_masks.shape[-2:], mode="bilinear", align_corners=False)[
+                    :, 0
+                ].flatten(1)
+                if t
+                else tgt_masks.new_zeros((0, out.shape[1]))
+            )
         else:
             out = point_sample(pred_masks[:, None], point_coords.expand(q, -1, -1), align_corners=False)[:, 0]
-            tgt = (point_sample(tgt_masks[:, None], point_coords.expand(t, -1, -1), align_corners=False)[:, 0]
-                   if t else tgt_masks.new_zeros((0, out.shape[1])))
-        return (self.cost_mask * pairwise_sigmoid_ce(out, tgt) + self.cost_class * cost_class
-                + self.cost_dice * pairwise_dice(out, tgt))
+            tgt = (
+                point_sample(tgt_masks[:, None], point_coords.expand(t, -1, -1), align_corners=False)[:, 0]
+                if t
+                else tgt_masks.new_zeros((0, out.shape[1]))
+            )
+        return (
+            self.cost_mask * pairwise_sigmoid_ce(out, tgt)
+            + self.cost_class * cost_class
+            + self.cost_dice * pairwise_dice(out, tgt)
+        )
 
     @torch.no_grad()
     def forward(self, outputs: Dict, targets: List[Dict]) -> List[Tuple[torch.Tensor, torch.Tensor]]:
@@ -76,5 +88,7 @@ class HungarianMatcher(nn.Module):
         return indices
 
     def extra_repr(self):
-        return (f"cost_class={self.cost_class}, cost_mask={self.cost_mask}, cost_dice={self.cost_dice}, "
-                f"num_points={self.num_points}")
+        return (
+            f"cost_class={self.cost_class}, cost_mask={self.cost_mask}, cost_dice={self.cost_dice}, "
+            f"num_points={self.num_points}"
+        )

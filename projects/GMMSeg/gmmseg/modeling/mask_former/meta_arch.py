@@ -22,6 +22,7 @@ With MODEL.MASK_FORMER.TEST.CLASS_TEMPERATURE T != 1, p_q = softmax(query logits
 "sem_seg" and hence "rba" (post-hoc temperature scaling, fitted by tools/fit_temperature.py);
 "eam" and "query_likelihood" are untempered. Training never reads T.
 """
+
 import math
 from typing import Dict, List, Tuple
 
@@ -41,8 +42,7 @@ from ..memory_format import use_channels_last
 from .criterion import SetCriterion
 from .matcher import HungarianMatcher
 
-__all__ = ["MaskFormer", "semantic_inference", "query_anomaly_score", "check_class_temperature",
-           "TEMPERATURE_KEY"]
+__all__ = ["MaskFormer", "semantic_inference", "query_anomaly_score", "check_class_temperature", "TEMPERATURE_KEY"]
 
 _LOG_EPS = 1e-8
 TEMPERATURE_KEY = "MODEL.MASK_FORMER.TEST.CLASS_TEMPERATURE"
@@ -161,26 +161,38 @@ class MaskFormer(nn.Module):
         class_temperature = check_class_temperature(mf.TEST.CLASS_TEMPERATURE)  # before anything is built
         for key in ("INSTANCE_ON", "PANOPTIC_ON"):
             if mf.TEST[key]:
-                raise ValueError(f"MODEL.MASK_FORMER.TEST.{key}=True: this project implements semantic "
-                                 f"inference only (SEMANTIC_ON)")
+                raise ValueError(
+                    f"MODEL.MASK_FORMER.TEST.{key}=True: this project implements semantic inference only (SEMANTIC_ON)"
+                )
         sliding = cfg.TEST.get("SLIDING_WINDOW", None)
         if sliding is not None and sliding.ENABLED:
-            raise ValueError("TEST.SLIDING_WINDOW.ENABLED=True: MaskFormer infers on the whole image (as the "
-                             "release); sliding-window inference is implemented for the per-pixel heads only")
+            raise ValueError(
+                "TEST.SLIDING_WINDOW.ENABLED=True: MaskFormer infers on the whole image (as the "
+                "release); sliding-window inference is implemented for the per-pixel heads only"
+            )
         if not mf.TEST.SEMANTIC_ON:
             raise ValueError("MODEL.MASK_FORMER.TEST.SEMANTIC_ON must be True (the only inference implemented)")
         backbone = build_backbone(cfg)
         sem_seg_head = build_sem_seg_head(cfg, backbone.output_shape())
-        matcher = HungarianMatcher(cost_class=mf.CLASS_WEIGHT, cost_mask=mf.MASK_WEIGHT, cost_dice=mf.DICE_WEIGHT,
-                                   num_points=mf.TRAIN_NUM_POINTS)
+        matcher = HungarianMatcher(
+            cost_class=mf.CLASS_WEIGHT,
+            cost_mask=mf.MASK_WEIGHT,
+            cost_dice=mf.DICE_WEIGHT,
+            num_points=mf.TRAIN_NUM_POINTS,
+        )
         weight_dict = {"loss_ce": mf.CLASS_WEIGHT, "loss_mask": mf.MASK_WEIGHT, "loss_dice": mf.DICE_WEIGHT}
         if mf.DEEP_SUPERVISION:
             base = dict(weight_dict)
             for i in range(mf.DEC_LAYERS - 1):
                 weight_dict.update({f"{k}_{i}": v for k, v in base.items()})
         criterion = SetCriterion(
-            sem_seg_head.num_classes, matcher=matcher, weight_dict=weight_dict, eos_coef=mf.NO_OBJECT_WEIGHT,
-            losses=("labels", "masks"), num_points=mf.TRAIN_NUM_POINTS, oversample_ratio=mf.OVERSAMPLE_RATIO,
+            sem_seg_head.num_classes,
+            matcher=matcher,
+            weight_dict=weight_dict,
+            eos_coef=mf.NO_OBJECT_WEIGHT,
+            losses=("labels", "masks"),
+            num_points=mf.TRAIN_NUM_POINTS,
+            oversample_ratio=mf.OVERSAMPLE_RATIO,
             importance_sample_ratio=mf.IMPORTANCE_SAMPLE_RATIO,
         )
         return {
@@ -197,7 +209,8 @@ class MaskFormer(nn.Module):
             "class_temperature": class_temperature,
             "anomaly_score": cfg.MODEL.ANOMALY_SCORE,
             "anomaly_fit": load_fit(cfg.MODEL.ANOMALY_FIT, cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES)
-            if cfg.MODEL.ANOMALY_FIT else None,
+            if cfg.MODEL.ANOMALY_FIT
+            else None,
         }
 
     @property
@@ -220,8 +233,9 @@ class MaskFormer(nn.Module):
     def preprocess_images(self, batched_inputs: List[Dict]) -> ImageList:
         """The images normalised and padded to the size divisibility, as one batch."""
         images = [(x["image"].to(self.device) - self.pixel_mean) / self.pixel_std for x in batched_inputs]
-        return ImageList.from_tensors(images, self.size_divisibility,
-                                      padding_constraints=getattr(self.backbone, "padding_constraints", None))
+        return ImageList.from_tensors(
+            images, self.size_divisibility, padding_constraints=getattr(self.backbone, "padding_constraints", None)
+        )
 
     def losses(self, outputs: Dict, targets: List[Dict]) -> Dict[str, torch.Tensor]:
         raw, indices = self.criterion(outputs, targets)
@@ -261,13 +275,16 @@ class MaskFormer(nn.Module):
                 labels = labels[labels != self.ignore_value].long()
                 masks = sem_seg[None] == labels[:, None, None]
             else:
-                raise KeyError("MaskFormer training needs 'sem_seg' (or 'instances') in every input dict; "
-                               f"got keys {sorted(x)}")
+                raise KeyError(
+                    f"MaskFormer training needs 'sem_seg' (or 'instances') in every input dict; got keys {sorted(x)}"
+                )
             bad = (labels < 0) | (labels >= k)
             if bad.any():
-                raise ValueError(f"MaskFormer: ground-truth class {int(labels[bad][0])} outside 0..{k - 1} "
-                                 f"(MODEL.SEM_SEG_HEAD.NUM_CLASSES={k}) and not the ignore value {self.ignore_value}"
-                                 + (f" in {x['file_name']!r}" if "file_name" in x else ""))
+                raise ValueError(
+                    f"MaskFormer: ground-truth class {int(labels[bad][0])} outside 0..{k - 1} "
+                    f"(MODEL.SEM_SEG_HEAD.NUM_CLASSES={k}) and not the ignore value {self.ignore_value}"
+                    + (f" in {x['file_name']!r}" if "file_name" in x else "")
+                )
             padded = torch.zeros((labels.numel(), h_pad, w_pad), dtype=torch.bool, device=self.device)
             padded[:, : masks.shape[1], : masks.shape[2]] = masks
             targets.append({"labels": labels, "masks": padded})
@@ -312,8 +329,7 @@ class MaskFormer(nn.Module):
     @staticmethod
     def _masks_at_input_size(outputs: Dict, images: ImageList) -> torch.Tensor:
         """The mask logits upsampled to the padded input (B, Q, H_pad, W_pad), as the release."""
-        return F.interpolate(outputs["pred_masks"], size=images.tensor.shape[-2:], mode="bilinear",
-                             align_corners=False)
+        return F.interpolate(outputs["pred_masks"], size=images.tensor.shape[-2:], mode="bilinear", align_corners=False)
 
     def inference(self, outputs: Dict, batched_inputs: List[Dict], images: ImageList) -> List[Dict]:
         mask_pred = self._masks_at_input_size(outputs, images)
@@ -329,8 +345,13 @@ class MaskFormer(nn.Module):
             anomaly_map = default_map(kinds, self.configured_map)
             names = self._score_names(has_lik, anomaly_map)
             with_mass, with_lik = "eam" in names, "query_likelihood" in names
-            scores = _contract(cls, masks.float().sigmoid(), log_lik[i] if with_lik else None,
-                               self.class_temperature, query_mass=with_mass)
+            scores = _contract(
+                cls,
+                masks.float().sigmoid(),
+                log_lik[i] if with_lik else None,
+                self.class_temperature,
+                query_mass=with_mass,
+            )
             if not self.sem_seg_postprocess_before_inference:
                 scores = sem_seg_postprocess(scores, image_size, height, width)
             k = cls.shape[-1] - 1

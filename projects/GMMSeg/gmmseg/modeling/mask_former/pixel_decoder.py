@@ -9,6 +9,7 @@ checkpoints are interchangeable. Module and parameter names follow the official 
 (`input_proj`, `transformer.encoder.layers.*`, `transformer.level_embed`, `mask_features`,
 `adapter_1`, `layer_1`).
 """
+
 import math
 from typing import Dict, List, Sequence, Tuple
 
@@ -26,8 +27,12 @@ from .position_encoding import PositionEmbeddingSine
 __all__ = ["MSDeformAttn", "ms_deform_attn_sample", "MSDeformAttnPixelDecoder", "build_pixel_decoder"]
 
 
-def ms_deform_attn_sample(value: torch.Tensor, spatial_shapes: Sequence[Tuple[int, int]],
-                          sampling_locations: torch.Tensor, attention_weights: torch.Tensor) -> torch.Tensor:
+def ms_deform_attn_sample(
+    value: torch.Tensor,
+    spatial_shapes: Sequence[Tuple[int, int]],
+    sampling_locations: torch.Tensor,
+    attention_weights: torch.Tensor,
+) -> torch.Tensor:
     """The core of multi-scale deformable attention, in PyTorch.
 
     value: (B, S, nH, Dh), the L levels flattened and concatenated, S = sum_l H_l * W_l;
@@ -92,8 +97,10 @@ class MSDeformAttn(nn.Module):
         b, lq, _ = query.shape
         s = value_input.shape[1]
         if s != sum(h * w for h, w in spatial_shapes):
-            raise ValueError(f"MSDeformAttn: value has {s} positions, spatial_shapes {list(spatial_shapes)} "
-                             f"sum to {sum(h * w for h, w in spatial_shapes)}")
+            raise ValueError(
+                f"MSDeformAttn: value has {s} positions, spatial_shapes {list(spatial_shapes)} "
+                f"sum to {sum(h * w for h, w in spatial_shapes)}"
+            )
         value = self.value_proj(value_input)
         if padding_mask is not None:
             value = value.masked_fill(padding_mask[..., None], 0.0)
@@ -156,14 +163,26 @@ class MSDeformAttnTransformerEncoder(nn.Module):
 class MSDeformAttnTransformerEncoderOnly(nn.Module):
     """Flattens L feature maps, adds the positional + level embeddings, runs the encoder."""
 
-    def __init__(self, d_model=256, nhead=8, num_encoder_layers=6, dim_feedforward=1024, dropout=0.1,
-                 num_feature_levels=4, enc_n_points=4):
+    def __init__(
+        self,
+        d_model=256,
+        nhead=8,
+        num_encoder_layers=6,
+        dim_feedforward=1024,
+        dropout=0.1,
+        num_feature_levels=4,
+        enc_n_points=4,
+    ):
         super().__init__()
         self.d_model = d_model
-        self.encoder = MSDeformAttnTransformerEncoder([
-            MSDeformAttnTransformerEncoderLayer(d_model, dim_feedforward, dropout, num_feature_levels, nhead, enc_n_points)
-            for _ in range(num_encoder_layers)
-        ])
+        self.encoder = MSDeformAttnTransformerEncoder(
+            [
+                MSDeformAttnTransformerEncoderLayer(
+                    d_model, dim_feedforward, dropout, num_feature_levels, nhead, enc_n_points
+                )
+                for _ in range(num_encoder_layers)
+            ]
+        )
         self.level_embed = nn.Parameter(torch.empty(num_feature_levels, d_model))
         for p in self.parameters():
             if p.dim() > 1:
@@ -177,8 +196,9 @@ class MSDeformAttnTransformerEncoderOnly(nn.Module):
         """srcs, pos_embeds: L tensors (B, C, H_l, W_l). Returns ((B, S, C), [(H_l, W_l)])."""
         shapes = [(int(s.shape[2]), int(s.shape[3])) for s in srcs]
         src = torch.cat([s.flatten(2).transpose(1, 2) for s in srcs], 1)
-        pos = torch.cat([p.flatten(2).transpose(1, 2) + self.level_embed[lvl].view(1, 1, -1)
-                         for lvl, p in enumerate(pos_embeds)], 1)
+        pos = torch.cat(
+            [p.flatten(2).transpose(1, 2) + self.level_embed[lvl].view(1, 1, -1) for lvl, p in enumerate(pos_embeds)], 1
+        )
         return self.encoder(src, pos, shapes), shapes
 
 
@@ -206,8 +226,10 @@ class MSDeformAttnPixelDecoder(nn.Module):
         super().__init__()
         missing = [f for f in transformer_in_features if f not in input_shape]
         if missing:
-            raise ValueError(f"MSDeformAttnPixelDecoder: DEFORMABLE_TRANSFORMER_ENCODER_IN_FEATURES {missing} are "
-                             f"not among the decoder's input features {sorted(input_shape)}")
+            raise ValueError(
+                f"MSDeformAttnPixelDecoder: DEFORMABLE_TRANSFORMER_ENCODER_IN_FEATURES {missing} are "
+                f"not among the decoder's input features {sorted(input_shape)}"
+            )
         by_stride = sorted(input_shape.items(), key=lambda kv: kv[1].stride)
         self.in_features = [k for k, _ in by_stride]  # high to low resolution
         enc = [(k, v) for k, v in by_stride if k in transformer_in_features]
@@ -223,9 +245,13 @@ class MSDeformAttnPixelDecoder(nn.Module):
             nn.init.xavier_uniform_(proj[0].weight, gain=1)
             nn.init.zeros_(proj[0].bias)
         self.transformer = MSDeformAttnTransformerEncoderOnly(
-            d_model=conv_dim, nhead=transformer_nheads, num_encoder_layers=transformer_enc_layers,
-            dim_feedforward=transformer_dim_feedforward, dropout=transformer_dropout,
-            num_feature_levels=self.transformer_num_feature_levels, enc_n_points=transformer_n_points,
+            d_model=conv_dim,
+            nhead=transformer_nheads,
+            num_encoder_layers=transformer_enc_layers,
+            dim_feedforward=transformer_dim_feedforward,
+            dropout=transformer_dropout,
+            num_feature_levels=self.transformer_num_feature_levels,
+            enc_n_points=transformer_n_points,
         )
         self.pe_layer = PositionEmbeddingSine(conv_dim // 2)
         self.mask_dim = mask_dim
@@ -236,15 +262,25 @@ class MSDeformAttnPixelDecoder(nn.Module):
         # FPN levels between the finest encoder level and the mask-feature stride
         self.num_fpn_levels = max(0, int(round(math.log2(min(self.transformer_feature_strides) / common_stride))))
         if self.transformer_num_feature_levels + self.num_fpn_levels < self.maskformer_num_feature_levels:
-            raise ValueError("MSDeformAttnPixelDecoder: the encoder and FPN levels give fewer than the 3 scales "
-                             "the transformer decoder attends to; add encoder in-features")
+            raise ValueError(
+                "MSDeformAttnPixelDecoder: the encoder and FPN levels give fewer than the 3 scales "
+                "the transformer decoder attends to; add encoder in-features"
+            )
         use_bias = norm == ""
         lateral, output = [], []
         for idx, name in enumerate(self.in_features[: self.num_fpn_levels]):
-            lateral_conv = Conv2d(input_shape[name].channels, conv_dim, kernel_size=1, bias=use_bias,
-                                  norm=get_norm(norm, conv_dim))
-            output_conv = Conv2d(conv_dim, conv_dim, kernel_size=3, padding=1, bias=use_bias,
-                                 norm=get_norm(norm, conv_dim), activation=F.relu)
+            lateral_conv = Conv2d(
+                input_shape[name].channels, conv_dim, kernel_size=1, bias=use_bias, norm=get_norm(norm, conv_dim)
+            )
+            output_conv = Conv2d(
+                conv_dim,
+                conv_dim,
+                kernel_size=3,
+                padding=1,
+                bias=use_bias,
+                norm=get_norm(norm, conv_dim),
+                activation=F.relu,
+            )
             weight_init.c2_xavier_fill(lateral_conv)
             weight_init.c2_xavier_fill(output_conv)
             self.add_module(f"adapter_{idx + 1}", lateral_conv)  # the release's names
@@ -285,8 +321,10 @@ class MSDeformAttnPixelDecoder(nn.Module):
             pos.append(self.pe_layer(x))
         y, shapes = self.transformer(srcs, pos)
         b = y.shape[0]
-        outs = [z.transpose(1, 2).reshape(b, -1, h, w)
-                for z, (h, w) in zip(y.split([h * w for h, w in shapes], dim=1), shapes)]
+        outs = [
+            z.transpose(1, 2).reshape(b, -1, h, w)
+            for z, (h, w) in zip(y.split([h * w for h, w in shapes], dim=1), shapes)
+        ]
         for idx, name in enumerate(reversed(self.in_features[: self.num_fpn_levels])):
             lateral = self.lateral_convs[idx](features[name])
             top_down = F.interpolate(outs[-1], size=lateral.shape[-2:], mode="bilinear", align_corners=False)
@@ -302,10 +340,13 @@ def build_pixel_decoder(cfg, input_shape: Dict[str, ShapeSpec]) -> nn.Module:
     """The pixel decoder named by MODEL.SEM_SEG_HEAD.PIXEL_DECODER_NAME (SEM_SEG_HEADS_REGISTRY)."""
     name = cfg.MODEL.SEM_SEG_HEAD.PIXEL_DECODER_NAME
     if name not in SEM_SEG_HEADS_REGISTRY:
-        raise KeyError(f"MODEL.SEM_SEG_HEAD.PIXEL_DECODER_NAME={name!r} is not registered; this project "
-                       f"implements 'MSDeformAttnPixelDecoder'")
+        raise KeyError(
+            f"MODEL.SEM_SEG_HEAD.PIXEL_DECODER_NAME={name!r} is not registered; this project "
+            f"implements 'MSDeformAttnPixelDecoder'"
+        )
     model = SEM_SEG_HEADS_REGISTRY.get(name)(cfg, input_shape)
     if not callable(getattr(model, "forward_features", None)):
-        raise ValueError(f"MODEL.SEM_SEG_HEAD.PIXEL_DECODER_NAME={name!r} has no forward_features(); "
-                         f"use 'MSDeformAttnPixelDecoder'")
+        raise ValueError(
+            f"MODEL.SEM_SEG_HEAD.PIXEL_DECODER_NAME={name!r} has no forward_features(); use 'MSDeformAttnPixelDecoder'"
+        )
     return model

@@ -1,4 +1,5 @@
 """Sine positional encoding of a feature map (the DETR / Mask2Former variant, normalised)."""
+
 import math
 
 import torch

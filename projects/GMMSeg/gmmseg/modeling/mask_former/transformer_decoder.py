@@ -12,6 +12,7 @@ Module and parameter names follow the official release (transformer_{self,cross}
 transformer_ffn_layers, decoder_norm, query_feat, query_embed, level_embed, input_proj,
 class_embed, mask_embed), so its checkpoints load; see `_remap_linear_class_embed`.
 """
+
 import logging
 from typing import Dict, List, Optional
 
@@ -74,8 +75,9 @@ class CrossAttentionLayer(nn.Module):
 
     def forward(self, tgt, memory, attn_mask, pos, query_pos):
         x = self.norm(tgt) if self.normalize_before else tgt
-        out = self.multihead_attn(query=x + query_pos, key=memory + pos, value=memory, attn_mask=attn_mask,
-                                  need_weights=False)[0]
+        out = self.multihead_attn(
+            query=x + query_pos, key=memory + pos, value=memory, attn_mask=attn_mask, need_weights=False
+        )[0]
         tgt = tgt + self.dropout(out)
         return tgt if self.normalize_before else self.norm(tgt)
 
@@ -148,11 +150,14 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
         self.pe_layer = PositionEmbeddingSine(hidden_dim // 2)
         self.num_heads, self.num_layers = nheads, dec_layers
         self.transformer_self_attention_layers = nn.ModuleList(
-            SelfAttentionLayer(hidden_dim, nheads, 0.0, pre_norm) for _ in range(dec_layers))
+            SelfAttentionLayer(hidden_dim, nheads, 0.0, pre_norm) for _ in range(dec_layers)
+        )
         self.transformer_cross_attention_layers = nn.ModuleList(
-            CrossAttentionLayer(hidden_dim, nheads, 0.0, pre_norm) for _ in range(dec_layers))
+            CrossAttentionLayer(hidden_dim, nheads, 0.0, pre_norm) for _ in range(dec_layers)
+        )
         self.transformer_ffn_layers = nn.ModuleList(
-            FFNLayer(hidden_dim, dim_feedforward, 0.0, pre_norm) for _ in range(dec_layers))
+            FFNLayer(hidden_dim, dim_feedforward, 0.0, pre_norm) for _ in range(dec_layers)
+        )
         self.decoder_norm = nn.LayerNorm(hidden_dim)
         self.num_queries = num_queries
         self.query_feat = nn.Embedding(num_queries, hidden_dim)  # learnable query features
@@ -206,7 +211,9 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
 
     def forward(self, x: List[torch.Tensor], mask_features: torch.Tensor, mask=None) -> Dict:
         if len(x) != self.num_feature_levels:
-            raise ValueError(f"MultiScaleMaskedTransformerDecoder expects {self.num_feature_levels} feature maps, got {len(x)}")
+            raise ValueError(
+                f"MultiScaleMaskedTransformerDecoder expects {self.num_feature_levels} feature maps, got {len(x)}"
+            )
         srcs, poss, sizes = [], [], []
         for i, feat in enumerate(x):
             sizes.append(tuple(feat.shape[-2:]))
@@ -222,7 +229,8 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
             level = i % self.num_feature_levels
             attn_mask = predictions[-1]["attn_mask"]
             output = self.transformer_cross_attention_layers[i](
-                output, srcs[level], attn_mask=attn_mask, pos=poss[level], query_pos=query_pos)
+                output, srcs[level], attn_mask=attn_mask, pos=poss[level], query_pos=query_pos
+            )
             output = self.transformer_self_attention_layers[i](output, query_pos=query_pos)
             output = self.transformer_ffn_layers[i](output)
             last = i == self.num_layers - 1
@@ -265,6 +273,8 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
 def build_transformer_decoder(cfg, in_channels: int) -> nn.Module:
     name = cfg.MODEL.MASK_FORMER.TRANSFORMER_DECODER_NAME
     if name not in TRANSFORMER_DECODER_REGISTRY:
-        raise KeyError(f"MODEL.MASK_FORMER.TRANSFORMER_DECODER_NAME={name!r} is not registered; registered: "
-                       f"{sorted(k for k, _ in TRANSFORMER_DECODER_REGISTRY)}")
+        raise KeyError(
+            f"MODEL.MASK_FORMER.TRANSFORMER_DECODER_NAME={name!r} is not registered; registered: "
+            f"{sorted(k for k, _ in TRANSFORMER_DECODER_REGISTRY)}"
+        )
     return TRANSFORMER_DECODER_REGISTRY.get(name)(cfg, in_channels)

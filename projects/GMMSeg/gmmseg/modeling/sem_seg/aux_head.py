@@ -6,6 +6,7 @@ Used in training only: PerPixelHead adds LOSS_WEIGHT * cross-entropy(logits upsa
 labels) as "loss_aux". It always has a linear (softmax) classifier, whatever the main predictor,
 and plays no part at inference. Selected by MODEL.SEM_SEG_HEAD.AUX_HEAD.IN_FEATURE != "".
 """
+
 from typing import Dict, Optional
 
 from detectron2.layers import Conv2d, ShapeSpec
@@ -17,13 +18,28 @@ __all__ = ["AuxiliaryFCNHead", "build_auxiliary_head"]
 
 
 class AuxiliaryFCNHead(nn.Module):
-    def __init__(self, in_feature: str, in_channels: int, stride: int, *, num_classes: int,
-                 conv_dims: int = 256, num_convs: int = 1, norm: str = "", dropout: float = 0.1,
-                 loss_weight: float = 0.4):
+    def __init__(
+        self,
+        in_feature: str,
+        in_channels: int,
+        stride: int,
+        *,
+        num_classes: int,
+        conv_dims: int = 256,
+        num_convs: int = 1,
+        norm: str = "",
+        dropout: float = 0.1,
+        loss_weight: float = 0.4,
+    ):
         super().__init__()
-        self.body = FCNDecoder({in_feature: ShapeSpec(channels=in_channels, stride=stride)},
-                               conv_dims=conv_dims, num_convs=num_convs, concat_input=False,
-                               norm=norm, dropout=dropout)
+        self.body = FCNDecoder(
+            {in_feature: ShapeSpec(channels=in_channels, stride=stride)},
+            conv_dims=conv_dims,
+            num_convs=num_convs,
+            concat_input=False,
+            norm=norm,
+            dropout=dropout,
+        )
         self.classifier = Conv2d(conv_dims, num_classes, 1)
         nn.init.normal_(self.classifier.weight, std=0.01)
         nn.init.zeros_(self.classifier.bias)
@@ -41,9 +57,19 @@ def build_auxiliary_head(cfg, input_shape: Dict[str, ShapeSpec]) -> Optional[Aux
     if not a.IN_FEATURE:
         return None
     if a.IN_FEATURE not in input_shape:
-        raise KeyError(f"MODEL.SEM_SEG_HEAD.AUX_HEAD.IN_FEATURE={a.IN_FEATURE!r} is not an output of the "
-                       f"backbone, which has {sorted(input_shape)}")
+        raise KeyError(
+            f"MODEL.SEM_SEG_HEAD.AUX_HEAD.IN_FEATURE={a.IN_FEATURE!r} is not an output of the "
+            f"backbone, which has {sorted(input_shape)}"
+        )
     shape = input_shape[a.IN_FEATURE]
-    return AuxiliaryFCNHead(a.IN_FEATURE, shape.channels, shape.stride, num_classes=h.NUM_CLASSES,
-                            conv_dims=a.CONVS_DIM, num_convs=a.NUM_CONVS, norm=h.NORM, dropout=a.DROPOUT,
-                            loss_weight=a.LOSS_WEIGHT)
+    return AuxiliaryFCNHead(
+        a.IN_FEATURE,
+        shape.channels,
+        shape.stride,
+        num_classes=h.NUM_CLASSES,
+        conv_dims=a.CONVS_DIM,
+        num_convs=a.NUM_CONVS,
+        norm=h.NORM,
+        dropout=a.DROPOUT,
+        loss_weight=a.LOSS_WEIGHT,
+    )

@@ -6,6 +6,7 @@ selected by MODEL.SEM_SEG_HEAD.DECODER, and built detectron2-style: `@configurab
 as cls(cfg, input_shape) or with plain arguments. Where detectron2 has the decoder, it is reused
 with its class predictor removed.
 """
+
 from typing import Dict
 
 from detectron2.config import configurable
@@ -29,8 +30,9 @@ def select_features(cfg, input_shape: Dict[str, ShapeSpec], names=None) -> Dict[
     names = list(cfg.MODEL.SEM_SEG_HEAD.IN_FEATURES if names is None else names)
     missing = [f for f in names if f not in input_shape]
     if missing:
-        raise KeyError(f"MODEL.SEM_SEG_HEAD.IN_FEATURES names {missing}, but the backbone "
-                       f"outputs only {sorted(input_shape)}")
+        raise KeyError(
+            f"MODEL.SEM_SEG_HEAD.IN_FEATURES names {missing}, but the backbone outputs only {sorted(input_shape)}"
+        )
     return {k: input_shape[k] for k in names}
 
 
@@ -41,16 +43,21 @@ class FPNDecoder(nn.Module):
     @configurable
     def __init__(self, input_shape: Dict[str, ShapeSpec], *, conv_dims: int, common_stride: int, norm: str = ""):
         super().__init__()
-        self.body = SemSegFPNHead(input_shape, num_classes=1, conv_dims=conv_dims,
-                                  common_stride=common_stride, norm=norm)
+        self.body = SemSegFPNHead(
+            input_shape, num_classes=1, conv_dims=conv_dims, common_stride=common_stride, norm=norm
+        )
         self.body.predictor = nn.Identity()
         self.out_channels, self.common_stride = conv_dims, common_stride
 
     @classmethod
     def from_config(cls, cfg, input_shape):
         h = cfg.MODEL.SEM_SEG_HEAD
-        return {"input_shape": select_features(cfg, input_shape), "conv_dims": h.CONVS_DIM,
-                "common_stride": h.COMMON_STRIDE, "norm": h.NORM}
+        return {
+            "input_shape": select_features(cfg, input_shape),
+            "conv_dims": h.CONVS_DIM,
+            "common_stride": h.COMMON_STRIDE,
+            "norm": h.NORM,
+        }
 
     def forward(self, features):
         return self.body.layers(features)
@@ -72,15 +79,17 @@ class DeepLabV3PlusDecoder(nn.Module):
         h = cfg.MODEL.SEM_SEG_HEAD
         shapes = select_features(cfg, input_shape)
         return {
-            "input_shape": shapes, "project_channels": list(h.PROJECT_CHANNELS),
-            "aspp_dilations": list(h.ASPP_DILATIONS), "aspp_dropout": h.ASPP_DROPOUT,
-            "decoder_channels": [h.CONVS_DIM] * len(shapes), "common_stride": h.COMMON_STRIDE,
+            "input_shape": shapes,
+            "project_channels": list(h.PROJECT_CHANNELS),
+            "aspp_dilations": list(h.ASPP_DILATIONS),
+            "aspp_dropout": h.ASPP_DROPOUT,
+            "decoder_channels": [h.CONVS_DIM] * len(shapes),
+            "common_stride": h.COMMON_STRIDE,
             "loss_type": "cross_entropy",
             "norm": h.NORM,
             # ASPP image pooling: a fixed (crop / stride) kernel as detectron2's DeepLab, or global
             # average pooling (MODEL.SEM_SEG_HEAD.ASPP_GLOBAL_POOLING, any test size)
-            "train_size": (cfg.INPUT.CROP.SIZE if cfg.INPUT.CROP.ENABLED and not h.ASPP_GLOBAL_POOLING
-                           else None),
+            "train_size": (cfg.INPUT.CROP.SIZE if cfg.INPUT.CROP.ENABLED and not h.ASPP_GLOBAL_POOLING else None),
             "use_depthwise_separable_conv": h.USE_DEPTHWISE_SEPARABLE_CONV,
         }
 
@@ -92,6 +101,8 @@ def build_decoder(cfg, input_shape: Dict[str, ShapeSpec]) -> nn.Module:
     """Build the decoder named by cfg.MODEL.SEM_SEG_HEAD.DECODER."""
     name = cfg.MODEL.SEM_SEG_HEAD.DECODER
     if name not in DECODER_REGISTRY:
-        raise KeyError(f"MODEL.SEM_SEG_HEAD.DECODER={name!r} is not registered; registered decoders: "
-                       f"{sorted(k for k, _ in DECODER_REGISTRY)}")
+        raise KeyError(
+            f"MODEL.SEM_SEG_HEAD.DECODER={name!r} is not registered; registered decoders: "
+            f"{sorted(k for k, _ in DECODER_REGISTRY)}"
+        )
     return DECODER_REGISTRY.get(name)(cfg, input_shape)

@@ -1,4 +1,5 @@
 """PerPixelHead: a decoder followed by a predictor applied to every pixel of its feature map."""
+
 from typing import Dict
 
 import torch
@@ -36,15 +37,26 @@ class PerPixelHead(nn.Module):
     """
 
     @configurable
-    def __init__(self, *, decoder: nn.Module, predictor: nn.Module, num_classes: int,
-                 ignore_value: int = 255, loss_weight: float = 1.0, aux_head: nn.Module = None,
-                 loss_normalization: str = "all_pixels", anomaly_score: str = ""):
+    def __init__(
+        self,
+        *,
+        decoder: nn.Module,
+        predictor: nn.Module,
+        num_classes: int,
+        ignore_value: int = 255,
+        loss_weight: float = 1.0,
+        aux_head: nn.Module = None,
+        loss_normalization: str = "all_pixels",
+        anomaly_score: str = "",
+    ):
         super().__init__()
         self.configured_map = check_score_name(anomaly_score)
         self.anomaly_score_names, self.anomaly_map = [], None  # set by the first inference
         if loss_normalization not in ("all_pixels", "labelled_pixels"):
-            raise ValueError("MODEL.SEM_SEG_HEAD.LOSS_NORMALIZATION must be 'all_pixels' or 'labelled_pixels', "
-                             f"got {loss_normalization!r}")
+            raise ValueError(
+                "MODEL.SEM_SEG_HEAD.LOSS_NORMALIZATION must be 'all_pixels' or 'labelled_pixels', "
+                f"got {loss_normalization!r}"
+            )
         self.loss_normalization = loss_normalization
         self.decoder, self.predictor, self.aux_head = decoder, predictor, aux_head
         self.num_classes, self.ignore_value, self.loss_weight = num_classes, ignore_value, loss_weight
@@ -57,7 +69,9 @@ class PerPixelHead(nn.Module):
         return {
             "decoder": decoder,
             "predictor": build_predictor(cfg, decoder.out_channels, h.NUM_CLASSES),
-            "num_classes": h.NUM_CLASSES, "ignore_value": h.IGNORE_VALUE, "loss_weight": h.LOSS_WEIGHT,
+            "num_classes": h.NUM_CLASSES,
+            "ignore_value": h.IGNORE_VALUE,
+            "loss_weight": h.LOSS_WEIGHT,
             "aux_head": build_auxiliary_head(cfg, input_shape),
             "loss_normalization": h.LOSS_NORMALIZATION,
             "anomaly_score": cfg.MODEL.ANOMALY_SCORE,
@@ -109,8 +123,9 @@ class PerPixelHead(nn.Module):
         if self.aux_head is not None:
             aux_logits = {**aux_logits, "aux": self.aux_head(features)}
             weights["aux"] = self.aux_head.loss_weight
-        return {f"loss_{name}": weights[name] * self._cross_entropy(logits, targets)
-                for name, logits in aux_logits.items()}
+        return {
+            f"loss_{name}": weights[name] * self._cross_entropy(logits, targets) for name, logits in aux_logits.items()
+        }
 
     def _cross_entropy(self, logits, targets):
         """Cross-entropy at label resolution, summed over the labelled pixels and divided by the

@@ -1,4 +1,5 @@
 """Small building blocks shared by the decoders of the model zoo."""
+
 from typing import List
 
 import fvcore.nn.weight_init as weight_init
@@ -10,11 +11,20 @@ from torch.nn import functional as F
 __all__ = ["conv_norm_relu", "resize_concat", "output_dropout"]
 
 
-def conv_norm_relu(in_channels: int, out_channels: int, kernel_size: int = 1, *, norm: str = "",
-                   dilation: int = 1) -> Conv2d:
+def conv_norm_relu(
+    in_channels: int, out_channels: int, kernel_size: int = 1, *, norm: str = "", dilation: int = 1
+) -> Conv2d:
     """A "same"-padded conv -> norm -> ReLU (detectron2 Conv2d; no bias when normalised)."""
-    conv = Conv2d(in_channels, out_channels, kernel_size, padding=dilation * (kernel_size // 2),
-                  dilation=dilation, bias=not norm, norm=get_norm(norm, out_channels), activation=F.relu)
+    conv = Conv2d(
+        in_channels,
+        out_channels,
+        kernel_size,
+        padding=dilation * (kernel_size // 2),
+        dilation=dilation,
+        bias=not norm,
+        norm=get_norm(norm, out_channels),
+        activation=F.relu,
+    )
     weight_init.c2_xavier_fill(conv)
     return conv
 
@@ -22,8 +32,7 @@ def conv_norm_relu(in_channels: int, out_channels: int, kernel_size: int = 1, *,
 def resize_concat(features: List[torch.Tensor]) -> torch.Tensor:
     """Bilinearly resize every map (B, C_i, h_i, w_i) to the first one's size; concat channels."""
     size = features[0].shape[-2:]
-    resized = [features[0]] + [F.interpolate(f, size=size, mode="bilinear", align_corners=False)
-                               for f in features[1:]]
+    resized = [features[0]] + [F.interpolate(f, size=size, mode="bilinear", align_corners=False) for f in features[1:]]
     return torch.cat(resized, dim=1)
 
 

@@ -1,5 +1,6 @@
 """PerPixelSegmentor: detectron2's SemanticSegmentor that also returns the anomaly score maps and
 can infer by sliding window (TEST.SLIDING_WINDOW.*, for Cityscapes-size images)."""
+
 from collections import OrderedDict
 
 import torch
@@ -27,6 +28,7 @@ class PerPixelSegmentor(SemanticSegmentor):
     default), all resized to the requested output size. With `score_family` False (export) only
     "anomaly_score" is returned.
     """
+
     score_family = True
 
     @configurable
@@ -74,12 +76,14 @@ class PerPixelSegmentor(SemanticSegmentor):
         outputs = []
         if self.sliding_window is not None:
             for x, inp in zip(images, batched_inputs):
-                res = sliding_window_inference(self._infer_window, x[None], *self.sliding_window,
-                                               num_classes=self.sem_seg_head.num_classes)
+                res = sliding_window_inference(
+                    self._infer_window, x[None], *self.sliding_window, num_classes=self.sem_seg_head.num_classes
+                )
                 outputs.append(self._postprocess(res["logits"][0], res.get("anomaly"), x.shape[-2:], inp))
             return outputs
-        images = ImageList.from_tensors(images, self.backbone.size_divisibility,
-                                        padding_constraints=self.backbone.padding_constraints)
+        images = ImageList.from_tensors(
+            images, self.backbone.size_divisibility, padding_constraints=self.backbone.padding_constraints
+        )
         results = self._infer(images.tensor)
         for i, (inp, size) in enumerate(zip(batched_inputs, images.image_sizes)):
             score = results["anomaly_scores"][i] if "anomaly_scores" in results else None

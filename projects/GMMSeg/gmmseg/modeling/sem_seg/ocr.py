@@ -17,6 +17,7 @@ loss_ocr_aux = weight * cross-entropy(coarse upsampled to the labels) in trainin
 the coarse logits at inference. The coarse classifier is always a linear (softmax) one, whatever
 the predictor of the main output.
 """
+
 from typing import Dict
 
 import torch
@@ -37,10 +38,12 @@ class ObjectContextBlock(nn.Module):
     def __init__(self, channels: int, key_channels: int, *, norm: str = "", scale: float = 1.0):
         super().__init__()
         self.scale = scale
-        self.query = nn.Sequential(conv_norm_relu(channels, key_channels, norm=norm),
-                                   conv_norm_relu(key_channels, key_channels, norm=norm))
-        self.key = nn.Sequential(conv_norm_relu(channels, key_channels, norm=norm),
-                                 conv_norm_relu(key_channels, key_channels, norm=norm))
+        self.query = nn.Sequential(
+            conv_norm_relu(channels, key_channels, norm=norm), conv_norm_relu(key_channels, key_channels, norm=norm)
+        )
+        self.key = nn.Sequential(
+            conv_norm_relu(channels, key_channels, norm=norm), conv_norm_relu(key_channels, key_channels, norm=norm)
+        )
         self.value = conv_norm_relu(channels, key_channels, norm=norm)
         self.up = conv_norm_relu(key_channels, channels, norm=norm)
         self.fuse = conv_norm_relu(2 * channels, channels, norm=norm)
@@ -64,9 +67,19 @@ class OCRDecoder(nn.Module):
     """OCR head over one or several inputs (HRNetV2: all four branches, resized and concatenated)."""
 
     @configurable
-    def __init__(self, input_shape: Dict[str, ShapeSpec], *, num_classes: int, conv_dims: int,
-                 key_channels: int = 256, aux_conv_dims: int = 0, aux_loss_weight: float = 0.4,
-                 scale: float = 1.0, norm: str = "", dropout: float = 0.0):
+    def __init__(
+        self,
+        input_shape: Dict[str, ShapeSpec],
+        *,
+        num_classes: int,
+        conv_dims: int,
+        key_channels: int = 256,
+        aux_conv_dims: int = 0,
+        aux_loss_weight: float = 0.4,
+        scale: float = 1.0,
+        norm: str = "",
+        dropout: float = 0.0,
+    ):
         """
         Args:
             input_shape: the input features; all are resized to the first one (the finest).
@@ -80,8 +93,9 @@ class OCRDecoder(nn.Module):
         self.in_features = list(input_shape)
         in_channels = sum(s.channels for s in input_shape.values())
         aux_conv_dims = aux_conv_dims or in_channels
-        self.coarse = nn.Sequential(conv_norm_relu(in_channels, aux_conv_dims, norm=norm),
-                                    Conv2d(aux_conv_dims, num_classes, 1))
+        self.coarse = nn.Sequential(
+            conv_norm_relu(in_channels, aux_conv_dims, norm=norm), Conv2d(aux_conv_dims, num_classes, 1)
+        )
         nn.init.normal_(self.coarse[1].weight, std=0.01)
         nn.init.zeros_(self.coarse[1].bias)
         self.bottleneck = conv_norm_relu(in_channels, conv_dims, 3, norm=norm)
@@ -94,10 +108,17 @@ class OCRDecoder(nn.Module):
     @classmethod
     def from_config(cls, cfg, input_shape):
         h = cfg.MODEL.SEM_SEG_HEAD
-        return {"input_shape": select_features(cfg, input_shape), "num_classes": h.NUM_CLASSES,
-                "conv_dims": h.CONVS_DIM, "key_channels": h.OCR.KEY_CHANNELS,
-                "aux_conv_dims": h.OCR.AUX_CONVS_DIM, "aux_loss_weight": h.OCR.AUX_LOSS_WEIGHT,
-                "scale": h.OCR.SCALE, "norm": h.NORM, "dropout": h.DECODER_DROPOUT}
+        return {
+            "input_shape": select_features(cfg, input_shape),
+            "num_classes": h.NUM_CLASSES,
+            "conv_dims": h.CONVS_DIM,
+            "key_channels": h.OCR.KEY_CHANNELS,
+            "aux_conv_dims": h.OCR.AUX_CONVS_DIM,
+            "aux_loss_weight": h.OCR.AUX_LOSS_WEIGHT,
+            "scale": h.OCR.SCALE,
+            "norm": h.NORM,
+            "dropout": h.DECODER_DROPOUT,
+        }
 
     def forward(self, features):
         """-> (out (B, C, h, w), {"ocr_aux": coarse logits (B, K, h, w)})."""

@@ -8,6 +8,7 @@ The per-stage linear layers have a bias and no norm/activation, as in the SegFor
 (MMSegmentation's port uses conv-norm-ReLU there instead). C = CONVS_DIM: 256 for MiT-B0/B1,
 768 for MiT-B2..B5 in the paper.
 """
+
 from typing import Dict
 
 import torch
@@ -27,8 +28,7 @@ class SegFormerMLPDecoder(nn.Module):
     """Per-stage linear embeddings, upsampled to the finest stride, concatenated and fused."""
 
     @configurable
-    def __init__(self, input_shape: Dict[str, ShapeSpec], *, conv_dims: int, norm: str = "",
-                 dropout: float = 0.0):
+    def __init__(self, input_shape: Dict[str, ShapeSpec], *, conv_dims: int, norm: str = "", dropout: float = 0.0):
         super().__init__()
         shapes = sorted(input_shape.items(), key=lambda kv: kv[1].stride)
         self.in_features = [name for name, _ in shapes]
@@ -43,8 +43,12 @@ class SegFormerMLPDecoder(nn.Module):
     @classmethod
     def from_config(cls, cfg, input_shape):
         h = cfg.MODEL.SEM_SEG_HEAD
-        return {"input_shape": select_features(cfg, input_shape), "conv_dims": h.CONVS_DIM,
-                "norm": h.NORM, "dropout": h.DECODER_DROPOUT}
+        return {
+            "input_shape": select_features(cfg, input_shape),
+            "conv_dims": h.CONVS_DIM,
+            "norm": h.NORM,
+            "dropout": h.DECODER_DROPOUT,
+        }
 
     def forward(self, features):
         # fuse(concat_i up(L_i x_i)) computed as sum_i up(F_i L_i x_i): bilinear resizing acts on each
@@ -69,7 +73,6 @@ class SegFormerMLPDecoder(nn.Module):
             out = fuse.activation(out)
         return self.dropout(out)
 
-
     def forward_concat(self, features):
         """The decoder as SegFormer writes it (concat, then the fuse conv at the finest stride): what
         `forward` computes, in the slower order; the reference of the tests and of
@@ -77,6 +80,5 @@ class SegFormerMLPDecoder(nn.Module):
         xs = [features[f] for f in self.in_features]
         size = xs[0].shape[-2:]
         embeds = [layer(x) for layer, x in zip(self.linear, xs)]
-        embeds = [embeds[0]] + [F.interpolate(e, size=size, mode="bilinear", align_corners=False)
-                                for e in embeds[1:]]
+        embeds = [embeds[0]] + [F.interpolate(e, size=size, mode="bilinear", align_corners=False) for e in embeds[1:]]
         return self.dropout(self.fuse(torch.cat(embeds[::-1], dim=1)))

@@ -10,6 +10,7 @@
 Every conv is conv-norm-ReLU with C = CONVS_DIM channels. With BatchNorm, the 1x1 pooled branch
 needs more than one image per batch in training (as any PPM).
 """
+
 from typing import Dict, Sequence
 
 import torch
@@ -35,7 +36,8 @@ class PyramidPooling(nn.Module):
         super().__init__()
         self.branches = nn.ModuleList(
             nn.Sequential(nn.AdaptiveAvgPool2d(s), conv_norm_relu(in_channels, channels, norm=norm))
-            for s in pool_scales)
+            for s in pool_scales
+        )
         self.bottleneck = conv_norm_relu(in_channels + len(pool_scales) * channels, channels, 3, norm=norm)
 
     def forward(self, x):
@@ -48,8 +50,15 @@ class UPerNetDecoder(nn.Module):
     """PPM + FPN over several backbone features; the output is at the finest input's stride."""
 
     @configurable
-    def __init__(self, input_shape: Dict[str, ShapeSpec], *, conv_dims: int,
-                 pool_scales: Sequence[int] = (1, 2, 3, 6), norm: str = "", dropout: float = 0.0):
+    def __init__(
+        self,
+        input_shape: Dict[str, ShapeSpec],
+        *,
+        conv_dims: int,
+        pool_scales: Sequence[int] = (1, 2, 3, 6),
+        norm: str = "",
+        dropout: float = 0.0,
+    ):
         super().__init__()
         shapes = sorted(input_shape.items(), key=lambda kv: kv[1].stride)
         if len(shapes) < 2:
@@ -66,8 +75,13 @@ class UPerNetDecoder(nn.Module):
     @classmethod
     def from_config(cls, cfg, input_shape):
         h = cfg.MODEL.SEM_SEG_HEAD
-        return {"input_shape": select_features(cfg, input_shape), "conv_dims": h.CONVS_DIM,
-                "pool_scales": list(h.UPERNET.POOL_SCALES), "norm": h.NORM, "dropout": h.DECODER_DROPOUT}
+        return {
+            "input_shape": select_features(cfg, input_shape),
+            "conv_dims": h.CONVS_DIM,
+            "pool_scales": list(h.UPERNET.POOL_SCALES),
+            "norm": h.NORM,
+            "dropout": h.DECODER_DROPOUT,
+        }
 
     def forward(self, features):
         xs = [features[f] for f in self.in_features]

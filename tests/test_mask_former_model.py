@@ -159,6 +159,53 @@ def test_query_anomaly_score_is_the_claimed_queries_density():
     assert torch.allclose(score[0, 2:], torch.tensor(20.0), atol=1e-3)
 
 
+def test_likelihood_weighted_rba_by_hand():
+    # q0 (class 0, likely: score 28 below the known pixels' mean 30) claims the left half; q1 (class 1
+    # with the same posterior, unlikely: score 40, 5 std above) the right half. Unweighted RbA
+    # cannot tell them apart; weighted by lambda_q the unlikely query's pixels are claimed by nothing.
+    from gmmseg.modeling.mask_former.meta_arch import _contract, _ingredients
+    from gmmseg.scores import compute_scores, query_likelihood_weights
+
+    mask_cls = torch.tensor([[4.0, 0.0, 0.0], [0.0, 4.0, 0.0]])
+    log_lik = torch.tensor([[-28.0, -35.0, 9.0], [-50.0, -40.0, 9.0]])  # "no object" is not evidence
+    stats = {"query_likelihood": {"mean_all": 30.0, "std_all": 2.0}}
+    lam = query_likelihood_weights(log_lik[:, :-1].amax(-1), stats)
+    want_lam = [0.5 * (1 + math.erf(1.0 / math.sqrt(2))), 0.5 * (1 + math.erf(-5.0 / math.sqrt(2)))]
+    torch.testing.assert_close(lam, torch.tensor(want_lam), atol=1e-6, rtol=1e-5)
+    masks = torch.full((2, 1, 4), -30.0)
+    masks[0, :, :2] = 30.0
+    masks[1, :, 2:] = 30.0
+    ing = _ingredients(_contract(mask_cls, masks.sigmoid(), query_mass=True, query_weights=lam), 2, False, True, True)
+    s = compute_scores(ing, ["rba", "rba_likelihood"])
+    p = mask_cls.softmax(-1)
+    want_left = -(math.tanh(p[0, 0] * lam[0]) + math.tanh(p[0, 1] * lam[0]))
+    want_right = -(math.tanh(p[1, 0] * lam[1]) + math.tanh(p[1, 1] * lam[1]))
+    torch.testing.assert_close(
+        s["rba_likelihood"][0], torch.tensor([want_left] * 2 + [want_right] * 2), atol=1e-5, rtol=0
+    )
+    assert float(s["rba"][0, 0]) == pytest.approx(float(s["rba"][0, 3]), abs=1e-6)  # RbA: a tie
+    assert float(s["rba_likelihood"][0, 3]) > -1e-5 > float(s["rba_likelihood"][0, 0])  # weighted: right anomalous
+
+
+def test_model_gives_the_weighted_rba_with_a_fit_only():
+    model = _model("gmm").eval()
+    image = torch.rand(3, 48, 64) * 255
+    with torch.no_grad():
+        plain = model([{"image": image}])[0]
+    assert "rba_likelihood" not in plain["anomaly_scores"]  # no MODEL.ANOMALY_FIT: no weights
+    ql = plain["anomaly_scores"]["query_likelihood"]
+    model.anomaly_fit = {"query_likelihood": {"mean_all": float(ql.mean()), "std_all": float(ql.std()) + 1e-3}}
+    with torch.no_grad():
+        out = model([{"image": image}])[0]
+    assert list(out["anomaly_scores"]) == ["rba", "eam", "query_likelihood", "rba_likelihood"]
+    # every lambda_q <= 1: the weighted RbA claims less, so it is never below RbA
+    assert (out["anomaly_scores"]["rba_likelihood"] >= out["anomaly_scores"]["rba"] - 1e-5).all()
+    model.configured_map, model.score_family = "rba_likelihood", False
+    with torch.no_grad():
+        only = model([{"image": image}])[0]
+    torch.testing.assert_close(only["anomaly_score"], out["anomaly_scores"]["rba_likelihood"])
+
+
 def test_official_checkpoint_names_load_into_softmax_variant():
     model = _model("softmax")
     mine = model.state_dict()

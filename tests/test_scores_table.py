@@ -49,6 +49,10 @@ def test_mask_classification_scores_by_hand():
     torch.testing.assert_close(s["rba"], torch.tensor([0.0, -(math.tanh(2.0) + math.tanh(0.5))]))
     torch.testing.assert_close(s["eam"], torch.tensor([0.75, 0.1]))
     torch.testing.assert_close(s["query_likelihood"], torch.tensor([-40.0, -33.0]))
+    # the likelihood-weighted RbA reads its own ingredient: sum_q p_q(k) m_q lambda_q
+    weighted = torch.tensor([[0.0, 0.3], [0.0, 0.1]])
+    s = compute_scores({"weighted_mask_scores": weighted}, ["rba_likelihood"])
+    torch.testing.assert_close(s["rba_likelihood"], torch.tensor([0.0, -(math.tanh(0.3) + math.tanh(0.1))]))
 
 
 def test_availability_and_errors_name_the_score_and_ingredient():

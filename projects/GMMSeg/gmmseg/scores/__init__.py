@@ -14,6 +14,7 @@ from .table import (
     compute_scores,
     default_map,
     fitted_scores,
+    query_likelihood_weights,
     register_fitted_score,
     register_score,
     score_labels,
@@ -34,5 +35,6 @@ __all__ = [
     "FITTED",
     "FittedScore",
     "fitted_scores",
+    "query_likelihood_weights",
     "register_fitted_score",
 ]

@@ -17,6 +17,10 @@ any resolution (the feature grid inside a model, the image in the evaluator):
     query_mass        (...)     mask classification: sum_q m_q(x) max_k p_q(k)
     query_likelihood  (...)     Mask2Former with a GMM class head: sum_q w_q(x) max_k log p(e_q | k)
                                 / sum_q w_q(x), w_q(x) = m_q(x) (1 - p_q(no object))
+    weighted_mask_scores (K, ...) Mask2Former with a GMM class head and MODEL.ANOMALY_FIT:
+                                sum_q p_q(k) m_q(x) lambda_q, lambda_q = the share of known pixels
+                                whose query likelihood is below the query's own
+                                (`query_likelihood_weights`)
 
 A model provides the ingredients it has; a score is available when all it needs is there.
 Adding a score is one `register_score` here and its value test (tests/test_scores_table.py).
@@ -45,6 +49,7 @@ __all__ = [
     "FittedScore",
     "register_fitted_score",
     "fitted_scores",
+    "query_likelihood_weights",
 ]
 
 SCORE_KEY = "MODEL.ANOMALY_SCORE"  # the config key that names a model's anomaly map
@@ -58,6 +63,7 @@ INGREDIENTS = (
     "mask_scores",
     "query_mass",
     "query_likelihood",
+    "weighted_mask_scores",
 )
 
 
@@ -188,6 +194,17 @@ def _query_likelihood(query_likelihood):
     return -query_likelihood
 
 
+@register_score(
+    "rba_likelihood",
+    "RbA, queries weighted by their likelihood: -sum_k tanh(sum_q p_q(k) m_q lambda_q)",
+    "weighted_mask_scores",
+)
+def _rba_likelihood(weighted_mask_scores):
+    # RbA of the queries as the density sees them: a query as unlikely as the least likely known
+    # pixels claims nothing (lambda_q -> 0), so no class claims the pixels it covers
+    return -torch.tanh(weighted_mask_scores).sum(0)
+
+
 def log_marginal(component_log_likelihood: torch.Tensor) -> torch.Tensor:
     """(N, K, M) component log-likelihoods -> (N,) log of the equal-weight mixture marginal."""
     n, k, m = component_log_likelihood.shape
@@ -258,6 +275,17 @@ register_fitted_score("max_logit_std", "SML: max logit standardised per predicte
 register_fitted_score("likelihood_energy", "z(GMM likelihood) + z(energy)", "likelihood", "energy")
 register_fitted_score("likelihood_entropy", "z(GMM likelihood) + z(entropy)", "likelihood", "entropy")
 register_fitted_score("query_likelihood_energy", "z(query GMM) + z(energy)", "query_likelihood", "energy")
+
+
+def query_likelihood_weights(best_log_likelihood: torch.Tensor, stats: Dict) -> torch.Tensor:
+    """(Q,) best known-class log-likelihood of each query -> (Q,) weights lambda_q in (0, 1): the
+    share of known pixels whose "query_likelihood" score is at least the query's own, under a
+    normal fit of that score on known pixels (`stats`: its entry of MODEL.ANOMALY_FIT). A query as
+    likely as the median known pixel weighs 1/2, a far less likely one ~0."""
+    s = stats["query_likelihood"]
+    mean, std = float(s["mean_all"]), float(s["std_all"])
+    # the score of a query is -log-likelihood; P(known score >= the query's) = Phi((mean - score) / std)
+    return torch.special.ndtr((mean + best_log_likelihood.float()) / std)
 
 
 def fitted_scores(

@@ -36,7 +36,14 @@ from torch import nn
 from torch.nn import functional as F
 
 from ...gmm import EMModule
-from ...scores import FITTED, check_score_name, compute_scores, default_map, fitted_scores
+from ...scores import (
+    FITTED,
+    check_score_name,
+    compute_scores,
+    default_map,
+    fitted_scores,
+    query_likelihood_weights,
+)
 from ...scores.fit import load_fit
 from ..memory_format import use_channels_last
 from .criterion import SetCriterion
@@ -77,10 +84,18 @@ def query_anomaly_score(mask_cls: torch.Tensor, log_likelihood: torch.Tensor, ma
     return _split(_contract(mask_cls, mask_pred.float().sigmoid(), log_likelihood), True)[1]
 
 
-def _contract(mask_cls, mask_prob, log_likelihood=None, temperature: float = 1.0, query_mass: bool = False):
+def _contract(
+    mask_cls,
+    mask_prob,
+    log_likelihood=None,
+    temperature: float = 1.0,
+    query_mass: bool = False,
+    query_weights=None,
+):
     """(K, H, W) semantic scores, or with log-likelihoods (K + 2, H, W): the semantic scores plus the
-    anomaly score's numerator and denominator; with `query_mass` one more channel last,
-    sum_q m_q max_{k < K} p_q(k) (untempered). One (Q, K[+2][+1])^T x (Q, H*W) contraction, so
+    anomaly score's numerator and denominator; with `query_mass` one more channel,
+    sum_q m_q max_{k < K} p_q(k) (untempered); with `query_weights` (Q,) K more channels last,
+    sum_q p_q(k) m_q lambda_q (untempered). One (Q, K[+2][+1])^T x (Q, H*W) contraction, so
     mask_prob (the large operand) is read once, and the caller resizes all channels in one interpolation.
 
     `temperature` divides the query logits before the softmax of the semantic scores only; at 1
@@ -97,10 +112,12 @@ def _contract(mask_cls, mask_prob, log_likelihood=None, temperature: float = 1.0
         weights = torch.cat([weights, (best * objectness)[:, None], objectness[:, None]], dim=1)
     if query_mass:
         weights = torch.cat([weights, prob[:, :-1].amax(-1)[:, None]], dim=1)
+    if query_weights is not None:
+        weights = torch.cat([weights, prob[:, :-1] * query_weights.float()[:, None]], dim=1)
     return torch.einsum("qc,qhw->chw", weights, mask_prob)
 
 
-def _ingredients(scores, num_classes: int, with_likelihood: bool, with_mass: bool):
+def _ingredients(scores, num_classes: int, with_likelihood: bool, with_mass: bool, with_weights: bool = False):
     """The output of _contract (possibly resized) -> {ingredient: map} of the score table."""
     out = {"mask_scores": scores[:num_classes]}
     rest = scores[num_classes:]
@@ -109,6 +126,9 @@ def _ingredients(scores, num_classes: int, with_likelihood: bool, with_mass: boo
         rest = rest[2:]
     if with_mass:
         out["query_mass"] = rest[0]
+        rest = rest[1:]
+    if with_weights:
+        out["weighted_mask_scores"] = rest[:num_classes]
     return out
 
 
@@ -321,10 +341,15 @@ class MaskFormer(nn.Module):
         """The table's scores (not fitted) to compute: every mask-classification score (`score_family`),
         else what the anomaly map needs (itself, or the bases of a fitted map)."""
         if self.score_family:
-            return ["rba", "eam"] + (["query_likelihood"] if has_likelihood else [])
+            weighted = ["rba_likelihood"] if self._can_weigh_queries(has_likelihood) else []
+            return ["rba", "eam"] + (["query_likelihood"] + weighted if has_likelihood else [])
         if anomaly_map is None:
             return []
         return list(FITTED[anomaly_map].bases) if anomaly_map in FITTED else [anomaly_map]
+
+    def _can_weigh_queries(self, has_likelihood: bool) -> bool:
+        """ "rba_likelihood" needs the GMM head and the known-pixel fit of "query_likelihood"."""
+        return has_likelihood and "query_likelihood" in self.anomaly_fit
 
     @staticmethod
     def _masks_at_input_size(outputs: Dict, images: ImageList) -> torch.Tensor:
@@ -342,20 +367,26 @@ class MaskFormer(nn.Module):
                 masks = sem_seg_postprocess(masks, image_size, height, width)
             has_lik = log_lik is not None
             kinds = ["logits", "mask_scores", "query_mass"] + (["query_likelihood"] if has_lik else [])
+            kinds += ["weighted_mask_scores"] if self._can_weigh_queries(has_lik) else []
             anomaly_map = default_map(kinds, self.configured_map)
             names = self._score_names(has_lik, anomaly_map)
             with_mass, with_lik = "eam" in names, "query_likelihood" in names
+            with_weights = "rba_likelihood" in names
+            weights = None
+            if with_weights:  # lambda_q from each query's best known-class log-likelihood
+                weights = query_likelihood_weights(log_lik[i].float()[:, :-1].amax(-1), self.anomaly_fit)
             scores = _contract(
                 cls,
                 masks.float().sigmoid(),
                 log_lik[i] if with_lik else None,
                 self.class_temperature,
                 query_mass=with_mass,
+                query_weights=weights,
             )
             if not self.sem_seg_postprocess_before_inference:
                 scores = sem_seg_postprocess(scores, image_size, height, width)
             k = cls.shape[-1] - 1
-            ingredients = _ingredients(scores, k, with_lik, with_mass)
+            ingredients = _ingredients(scores, k, with_lik, with_mass, with_weights)
             # resized as scores (as the release), then logged: argmax = the release's prediction
             out = {"sem_seg": scores[:k].clamp_min(_LOG_EPS).log()}
             ingredients["logits"] = out["sem_seg"]

@@ -284,7 +284,9 @@ def scaling(p):
 
 
 def train_step(p):
-    root = os.path.expanduser(os.environ.get("DETECTRON2_DATASETS", "datasets"))
+    from gmmseg.data.common import datasets_root
+
+    root = datasets_root()
     if not os.path.isdir(os.path.join(root, "camvid", "train")):
         return (
             f"Skipped: no CamVid in {os.path.join(root, 'camvid')} (set DETECTRON2_DATASETS; tools/prepare_camvid.py)."

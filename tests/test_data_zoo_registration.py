@@ -166,5 +166,11 @@ def test_cityscapes_builtin_registration(fake_root):
     meta = MetadataCatalog.get("cityscapes_fine_sem_seg_train")
     assert len(meta.stuff_classes) == 19 and meta.ignore_label == 255
     assert meta.evaluator_type == "cityscapes_sem_seg"
-    assert builtin.missing_builtin_sem_seg_datasets() == []
-    assert builtin.ensure_builtin_sem_seg_datasets() == []  # nothing added when all are there
+    assert builtin.register_builtin_sem_seg(str(fake_root)) == [
+        "ade20k_sem_seg_train",
+        "ade20k_sem_seg_val",
+        "cityscapes_fine_sem_seg_train",
+        "cityscapes_fine_sem_seg_val",
+        "cityscapes_fine_sem_seg_test",
+    ]
+    assert DatasetCatalog.get("cityscapes_fine_sem_seg_train") == records  # registered again, same records

@@ -1,5 +1,7 @@
-"""Anomaly benchmark registrations on tiny fakes of each release layout, and the evaluator choice."""
+"""Anomaly benchmark registrations on tiny fakes of each release layout, the Fishyscapes Static
+preparation, and the evaluator choice."""
 
+import importlib.util
 import json
 import os
 
@@ -10,6 +12,15 @@ from PIL import Image
 from gmmseg.data import anomaly_datasets as ad
 
 H, W = 8, 16
+TOOLS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools")
+
+
+def _prepare_fs_static_tool():
+    path = os.path.join(TOOLS, "prepare_fishyscapes_static.py")
+    spec = importlib.util.spec_from_file_location("_prepare_fishyscapes_static", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _png(path, array):
@@ -84,6 +95,7 @@ def test_all_layouts_register_and_convert(fake_root):
 
     make_fs_lost_and_found(fake_root)
     cs_ids, overlays = make_fs_static(fake_root)
+    assert _prepare_fs_static_tool().main([]) == 0  # composes the Fishyscapes Static images
     make_road_anomaly(fake_root)
     make_smiyc(fake_root, "dataset_AnomalyTrack", "jpg", ["validation0000", "validation0001"])
     make_smiyc(fake_root, "dataset_ObstacleTrack", "webp", ["validation_1", "validation_2"])
@@ -114,8 +126,45 @@ def test_all_layouts_register_and_convert(fake_root):
         np.testing.assert_array_equal(
             np.asarray(Image.open(d["file_name"])), np.clip(base + overlay, 0, 255).astype(np.uint8)
         )
-    assert DatasetCatalog.get("fishyscapes_static_val")[0]["file_name"] == static[0]["file_name"]  # cached
     assert DatasetCatalog.get("smiyc_road_obstacle21_val")[0]["file_name"].endswith(".webp")
+
+
+def test_fishyscapes_static_loading_reads_only_and_names_the_preparation(fake_root):
+    from detectron2.data import DatasetCatalog
+
+    cs_ids, overlays = make_fs_static(fake_root)
+    composed = os.path.join(fake_root, "fishyscapes", "fs_val_v3_images")
+    with pytest.raises(FileNotFoundError) as info:
+        DatasetCatalog.get("fishyscapes_static_val")
+    msg = str(info.value)
+    assert os.path.join(composed, f"0000_{cs_ids[0]}.png") in msg
+    assert "python tools/prepare_fishyscapes_static.py" in msg
+    assert not os.path.exists(composed)  # loading wrote nothing
+
+    tool = _prepare_fs_static_tool()
+    assert tool.main(["--root", fake_root]) == 0
+    image = os.path.join(composed, f"0001_{cs_ids[1]}.png")
+    base = np.asarray(
+        Image.open(f"{fake_root}/cityscapes/leftImg8bit/val/munster/{cs_ids[1]}_leftImg8bit.png"), np.int64
+    )
+    np.testing.assert_array_equal(np.asarray(Image.open(image)), np.clip(base + overlays[1], 0, 255).astype(np.uint8))
+    mtime = os.path.getmtime(image)
+    assert tool.prepare_fishyscapes_static(fake_root) == ["skipped", "skipped"]  # idempotent
+    assert os.path.getmtime(image) == mtime
+    records = DatasetCatalog.get("fishyscapes_static_val")
+    assert [r["file_name"] for r in records] == sorted(os.path.join(composed, f) for f in os.listdir(composed))
+    assert [r["image_id"] for r in records] == ["0000", "0001"]
+
+
+def test_fishyscapes_static_preparation_names_a_missing_input(fake_root):
+    cs_ids, _ = make_fs_static(fake_root)
+    missing = f"{fake_root}/cityscapes/leftImg8bit/val/munster/{cs_ids[1]}_leftImg8bit.png"
+    os.remove(missing)
+    tool = _prepare_fs_static_tool()
+    with pytest.raises(FileNotFoundError, match=f"missing '{missing}'"):
+        tool.prepare_fishyscapes_static(fake_root)
+    assert not os.path.exists(os.path.join(fake_root, "fishyscapes", "fs_val_v3_images"))  # nothing half-written
+    assert tool.main([]) == 1
 
 
 @pytest.mark.parametrize(

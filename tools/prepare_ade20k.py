@@ -18,25 +18,18 @@ import os
 import sys
 
 import numpy as np
-from PIL import Image
 
-from gmmseg.data.preparation import run_jobs, save_png_atomic
+from gmmseg.data.preparation import (
+    add_preparation_arguments,
+    dataset_folder,
+    remap_label_file,
+    run_jobs,
+    run_preparation,
+)
 
 SPLITS = ("training", "validation")
 # uint8 arithmetic: 0 - 1 wraps to 255 (ignore), k -> k - 1 otherwise
 _LUT = ((np.arange(256, dtype=np.int64) - 1) % 256).astype(np.uint8)
-
-
-def convert_one(job) -> str:
-    """(input png, output png, overwrite) -> "written" | "skipped"."""
-    src, dst, overwrite = job
-    if os.path.exists(dst) and not overwrite:
-        return "skipped"
-    raw = np.asarray(Image.open(src))
-    if raw.ndim != 2 or raw.dtype != np.uint8:
-        raise ValueError(f"{src}: expected a single-channel uint8 annotation, got {raw.dtype} {raw.shape}")
-    save_png_atomic(_LUT[raw], dst)
-    return "written"
 
 
 def prepare_ade20k(ade_dir: str, workers: int = 0, overwrite: bool = False):
@@ -51,11 +44,11 @@ def prepare_ade20k(ade_dir: str, workers: int = 0, overwrite: bool = False):
         dst_dir = os.path.join(ade_dir, "annotations_detectron2", split)
         os.makedirs(dst_dir, exist_ok=True)
         jobs = [
-            (os.path.join(src_dir, f), os.path.join(dst_dir, f), overwrite)
+            (os.path.join(src_dir, f), os.path.join(dst_dir, f), _LUT, overwrite, "ADE20K annotation")
             for f in sorted(os.listdir(src_dir))
             if f.endswith(".png")
         ]
-        results += run_jobs(convert_one, jobs, workers, f"ade20k {split}")
+        results += run_jobs(remap_label_file, jobs, workers, f"ade20k {split}")
     return results
 
 
@@ -66,20 +59,10 @@ def main(argv=None) -> int:
         default=None,
         help="the ADEChallengeData2016 folder (default: $DETECTRON2_DATASETS/ADEChallengeData2016)",
     )
-    parser.add_argument("--workers", type=int, default=0)
-    parser.add_argument("--overwrite", action="store_true")
+    add_preparation_arguments(parser)
     args = parser.parse_args(argv)
-    ade_dir = args.ade or os.path.join(
-        os.path.expanduser(os.environ.get("DETECTRON2_DATASETS", "datasets")), "ADEChallengeData2016"
-    )
-    try:
-        results = prepare_ade20k(ade_dir, args.workers, args.overwrite)
-    except FileNotFoundError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    written = results.count("written")
-    print(f"{written} label maps written, {len(results) - written} already present, under {ade_dir}")
-    return 0
+    ade_dir = dataset_folder("ADEChallengeData2016", args.ade)
+    return run_preparation(lambda: prepare_ade20k(ade_dir, args.workers, args.overwrite), "label maps", ade_dir)
 
 
 if __name__ == "__main__":

@@ -27,9 +27,15 @@ import shutil
 import sys
 
 import numpy as np
-from PIL import Image
 
-from gmmseg.data.preparation import run_jobs, save_png_atomic
+from gmmseg.data.preparation import (
+    add_preparation_arguments,
+    dataset_folder,
+    read_label_map,
+    run_jobs,
+    run_preparation,
+    save_png_atomic,
+)
 
 SPLITS = ("train", "val", "test")
 SEGNET_VOID = 11
@@ -38,20 +44,12 @@ _LUT = np.arange(256, dtype=np.uint8)
 _LUT[SEGNET_VOID] = IGNORE
 
 
-def default_output_dir() -> str:
-    return os.path.join(os.path.expanduser(os.environ.get("DETECTRON2_DATASETS", "datasets")), "camvid")
-
-
 def convert_one(job) -> str:
     """(image, annotation, output image, output label, copy, overwrite) -> "written" | "skipped"."""
     image, annotation, image_dst, label_dst, copy, overwrite = job
     if os.path.exists(label_dst) and os.path.lexists(image_dst) and not overwrite:
         return "skipped"
-    raw = np.asarray(Image.open(annotation))
-    if raw.ndim != 2 or raw.dtype != np.uint8:
-        raise ValueError(
-            f"{annotation}: expected a single-channel uint8 SegNet annotation, got {raw.dtype} {raw.shape}"
-        )
+    raw = read_label_map(annotation, "SegNet annotation")
     present = np.flatnonzero(np.bincount(raw.ravel(), minlength=256))
     if present.max() > SEGNET_VOID:
         raise ValueError(
@@ -121,18 +119,14 @@ def main(argv=None) -> int:
     parser.add_argument("--output", default=None, help="default: $DETECTRON2_DATASETS/camvid (else ./datasets/camvid)")
     parser.add_argument("--splits", nargs="+", default=list(SPLITS), choices=list(SPLITS))
     parser.add_argument("--copy", action="store_true", help="copy the images instead of symlinking them")
-    parser.add_argument("--workers", type=int, default=0, help="processes (0: this one)")
-    parser.add_argument("--overwrite", action="store_true", help="rewrite existing outputs")
+    add_preparation_arguments(parser)
     args = parser.parse_args(argv)
-    output_dir = args.output or default_output_dir()
-    try:
-        results = prepare_camvid(args.segnet, output_dir, args.splits, args.workers, args.copy, args.overwrite)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    written = results.count("written")
-    print(f"{written} image/label pairs written, {len(results) - written} already present, under {output_dir}")
-    return 0
+    output_dir = dataset_folder("camvid", args.output)
+    return run_preparation(
+        lambda: prepare_camvid(args.segnet, output_dir, args.splits, args.workers, args.copy, args.overwrite),
+        "image/label pairs",
+        output_dir,
+    )
 
 
 if __name__ == "__main__":

@@ -40,11 +40,7 @@ from PIL import Image
 from gmmseg.data.camera_shift import camera_shift
 from gmmseg.data.camvid import CAMVID_UNKNOWN_IDS, IGNORE
 from gmmseg.data.pasted_objects import coco_objects, iter_assignments, paste_object
-from gmmseg.data.preparation import save_png_atomic
-
-
-def default_root() -> str:
-    return os.path.expanduser(os.environ.get("DETECTRON2_DATASETS", "datasets"))
+from gmmseg.data.preparation import dataset_folder, save_png_atomic
 
 
 def find_annotations(source: str) -> str:
@@ -142,7 +138,7 @@ def main(argv=None):
     )
     args = ap.parse_args(argv)
     if args.camera_shift:
-        static = args.output or os.path.join(default_root(), "camvid_static")
+        static = dataset_folder("camvid_static", args.output)
         output = static.rstrip("/") + "_shift"
         manifest = build_camera_shift(static, output, args.seed)
         with open(os.path.join(output, "manifest.json"), "w") as f:
@@ -154,8 +150,8 @@ def main(argv=None):
     annotations = args.annotations or find_annotations(args.source)
     images = args.images or os.path.join(args.source, "images")
     objects = coco_objects(annotations, images, min_area=args.min_area)
-    output = args.output or os.path.join(default_root(), "camvid_static")
-    manifest = build(args.camvid or os.path.join(default_root(), "camvid", "val"), objects, output, args.seed)
+    output = dataset_folder("camvid_static", args.output)
+    manifest = build(args.camvid or os.path.join(dataset_folder("camvid"), "val"), objects, output, args.seed)
     with open(os.path.join(output, "manifest.json"), "w") as f:
         json.dump(
             {"source": os.path.abspath(annotations), "seed": args.seed, "objects": len(objects), "images": manifest},

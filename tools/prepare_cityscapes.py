@@ -24,7 +24,14 @@ import glob
 import os
 import sys
 
-from gmmseg.data.preparation import run_jobs, save_png_atomic
+from gmmseg.data.preparation import (
+    add_preparation_arguments,
+    dataset_folder,
+    read_label_map,
+    run_jobs,
+    run_preparation,
+    save_png_atomic,
+)
 
 _INSTALL_HINT = (
     "cityscapesscripts is not installed; it converts Cityscapes labels to train ids. "
@@ -83,12 +90,23 @@ def convert_one(job) -> str:
         annotation.fromJsonFile(input_file)
         save_png_atomic(createLabelImage(annotation, "trainIds"), out)
     else:
-        import numpy as np
-        from PIL import Image
-
-        ids = np.asarray(Image.open(input_file))
-        save_png_atomic(_label_id_lut()[ids], out)
+        save_png_atomic(_label_id_lut()[read_label_map(input_file, "Cityscapes labelIds map")], out)
     return "written"
+
+
+def prepare_cityscapes(
+    cityscapes_dir: str, splits, source: str = "polygons", workers: int = 0, overwrite: bool = False
+):
+    """Write the labelTrainIds of every gtFine annotation of `splits`; none found stops with the
+    folder searched."""
+    files = find_annotations(cityscapes_dir, splits, source)
+    if not files:
+        what = "*_gtFine_polygons.json" if source == "polygons" else "*_gtFine_labelIds.png"
+        where = os.path.join(cityscapes_dir, "gtFine", "{" + ",".join(splits) + "}", "<city>")
+        raise FileNotFoundError(
+            f"no {what} under {where}; unpack gtFine_trainvaltest.zip there (see datasets/README.md)"
+        )
+    return run_jobs(convert_one, [(f, source, overwrite) for f in files], workers, "labelTrainIds")
 
 
 def main(argv=None) -> int:
@@ -100,27 +118,16 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--splits", nargs="+", default=["train", "val", "test"])
     parser.add_argument("--source", choices=["polygons", "label-ids"], default="polygons")
-    parser.add_argument("--workers", type=int, default=0, help="processes (0: this one)")
-    parser.add_argument("--overwrite", action="store_true", help="rewrite existing outputs")
+    add_preparation_arguments(parser)
     args = parser.parse_args(argv)
 
     require_cityscapesscripts()
-    root = args.cityscapes or os.path.join(
-        os.path.expanduser(os.environ.get("DETECTRON2_DATASETS", "datasets")), "cityscapes"
+    root = dataset_folder("cityscapes", args.cityscapes)
+    return run_preparation(
+        lambda: prepare_cityscapes(root, args.splits, args.source, args.workers, args.overwrite),
+        "labelTrainIds",
+        root,
     )
-    files = find_annotations(root, args.splits, args.source)
-    if not files:
-        what = "*_gtFine_polygons.json" if args.source == "polygons" else "*_gtFine_labelIds.png"
-        print(
-            f"error: no {what} under {os.path.join(root, 'gtFine', '{' + ','.join(args.splits) + '}', '<city>')}; "
-            "unpack gtFine_trainvaltest.zip there (see datasets/README.md)",
-            file=sys.stderr,
-        )
-        return 1
-    results = run_jobs(convert_one, [(f, args.source, args.overwrite) for f in files], args.workers, "labelTrainIds")
-    written = results.count("written")
-    print(f"{written} labelTrainIds written, {len(results) - written} already present, under {root}")
-    return 0
 
 
 if __name__ == "__main__":

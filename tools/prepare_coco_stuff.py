@@ -27,29 +27,19 @@ import sys
 from collections import defaultdict
 
 import numpy as np
-from PIL import Image
 
 from gmmseg.data.coco_stuff import COCO_ID_TO_TRAIN_ID, IGNORE_LABEL, coco_id_lut
-from gmmseg.data.preparation import run_jobs, save_png_atomic
+from gmmseg.data.preparation import (
+    add_preparation_arguments,
+    dataset_folder,
+    remap_label_file,
+    run_jobs,
+    run_preparation,
+    save_png_atomic,
+)
 
 SPLITS_164K = ("train2017", "val2017")
 SPLITS_10K = ("train", "test")
-
-
-def default_coco_dir() -> str:
-    return os.path.join(os.path.expanduser(os.environ.get("DETECTRON2_DATASETS", "datasets")), "coco")
-
-
-def convert_stuffthingmap(job) -> str:
-    """(input png, output png, overwrite) -> "written" | "skipped"."""
-    src, dst, overwrite = job
-    if os.path.exists(dst) and not overwrite:
-        return "skipped"
-    raw = np.asarray(Image.open(src))
-    if raw.ndim != 2 or raw.dtype != np.uint8:
-        raise ValueError(f"{src}: expected a single-channel uint8 stuffthingmap, got {raw.dtype} {raw.shape}")
-    save_png_atomic(coco_id_lut("stuffthingmaps")[raw], dst)
-    return "written"
 
 
 def prepare_164k_png(
@@ -71,12 +61,13 @@ def prepare_164k_png(
             )
         dst_dir = os.path.join(coco_dir, output_name, split)
         os.makedirs(dst_dir, exist_ok=True)
+        lut = coco_id_lut("stuffthingmaps")
         jobs = [
-            (os.path.join(src_dir, f), os.path.join(dst_dir, f), overwrite)
+            (os.path.join(src_dir, f), os.path.join(dst_dir, f), lut, overwrite, "stuffthingmap")
             for f in sorted(os.listdir(src_dir))
             if f.endswith(".png")
         ]
-        results += run_jobs(convert_stuffthingmap, jobs, workers, f"stuffthingmaps {split}")
+        results += run_jobs(remap_label_file, jobs, workers, f"stuffthingmaps {split}")
     return results
 
 
@@ -198,8 +189,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="mode", required=True)
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--workers", type=int, default=0, help="processes (0: this one)")
-    common.add_argument("--overwrite", action="store_true", help="rewrite existing outputs")
+    add_preparation_arguments(common)
 
     p = sub.add_parser("164k", parents=[common], help="stuffthingmaps PNGs -> 171-class maps")
     p.add_argument("--coco", default=None, help="coco folder (default $DETECTRON2_DATASETS/coco)")
@@ -221,35 +211,31 @@ def main(argv=None) -> int:
     p.add_argument("--copy", action="store_true", help="copy images instead of symlinking them")
     args = parser.parse_args(argv)
 
-    coco_dir = args.coco or default_coco_dir()
-    try:
-        if args.mode == "164k":
-            results = prepare_164k_png(coco_dir, args.splits, args.workers, args.overwrite)
-            where = os.path.join(coco_dir, "stuffthingmaps_detectron2")
-        elif args.mode == "164k-json":
-            stuff_json = args.stuff_json or os.path.join(coco_dir, "annotations", f"stuff_{args.split}.json")
-            things_json = args.things_json
-            if things_json is None:
-                candidate = os.path.join(coco_dir, "annotations", f"instances_{args.split}.json")
-                things_json = candidate if os.path.isfile(candidate) else None
-            elif things_json.lower() == "none":
-                things_json = None
-            if things_json is None:
-                print("warning: no instances JSON, thing classes are left unlabeled (255)", file=sys.stderr)
-            where = os.path.join(coco_dir, "stuffthingmaps_detectron2", args.split)
-            results = prepare_164k_json(stuff_json, where, things_json, args.workers, args.overwrite)
-        else:
-            source = args.source or os.path.join(coco_dir, "coco_stuff_10k")
-            results = prepare_10k(
-                source, os.path.join(coco_dir, "coco_stuff_10k"), args.workers, args.copy, args.overwrite
-            )
-            where = os.path.join(coco_dir, "coco_stuff_10k")
-    except FileNotFoundError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    written = results.count("written")
-    print(f"{written} label maps written, {len(results) - written} already present, under {where}")
-    return 0
+    coco_dir = dataset_folder("coco", args.coco)
+    if args.mode == "164k":
+        where = os.path.join(coco_dir, "stuffthingmaps_detectron2")
+        return run_preparation(
+            lambda: prepare_164k_png(coco_dir, args.splits, args.workers, args.overwrite), "label maps", where
+        )
+    if args.mode == "164k-json":
+        stuff_json = args.stuff_json or os.path.join(coco_dir, "annotations", f"stuff_{args.split}.json")
+        things_json = args.things_json
+        if things_json is None:
+            candidate = os.path.join(coco_dir, "annotations", f"instances_{args.split}.json")
+            things_json = candidate if os.path.isfile(candidate) else None
+        elif things_json.lower() == "none":
+            things_json = None
+        if things_json is None:
+            print("warning: no instances JSON, thing classes are left unlabeled (255)", file=sys.stderr)
+        where = os.path.join(coco_dir, "stuffthingmaps_detectron2", args.split)
+        return run_preparation(
+            lambda: prepare_164k_json(stuff_json, where, things_json, args.workers, args.overwrite), "label maps", where
+        )
+    source = args.source or os.path.join(coco_dir, "coco_stuff_10k")
+    where = os.path.join(coco_dir, "coco_stuff_10k")
+    return run_preparation(
+        lambda: prepare_10k(source, where, args.workers, args.copy, args.overwrite), "label maps", where
+    )
 
 
 if __name__ == "__main__":

@@ -253,18 +253,13 @@ def main():
 
     import gmmseg  # noqa: F401  (registers the demo datasets)
     from gmmseg.analysis.gmm_fit import fit_curve_table
+    from gmmseg.data.common import datasets_root
 
     t0 = time.time()
-    print(
-        f"[demo] preparing the demo data under {os.environ.get('DETECTRON2_DATASETS', 'datasets')} "
-        "(generated on first use)",
-        flush=True,
-    )
+    print(f"[demo] preparing the demo data under {datasets_root()} (generated on first use)", flush=True)
     for split in ("gmmseg_demo_train", "gmmseg_demo_val", "gmmseg_demo_anomaly"):
         DatasetCatalog.get(split)  # generates the data on first use
-    print(
-        f"[demo] demo data ready under {os.environ.get('DETECTRON2_DATASETS', 'datasets')} ({time.time() - t0:.0f} s)"
-    )
+    print(f"[demo] demo data ready under {datasets_root()} ({time.time() - t0:.0f} s)")
     res = {}
     for variant, config in VARIANTS.items():
         out_dir = os.path.join(out_root, variant)

@@ -24,9 +24,10 @@ fishyscapes_static_val  (Fishyscapes Static validation, v3.0.0, 30 images)
     fishyscapes/fs_val_v3/NNNN_<cityscapes_id>_rgb.npz      key "rgb": (1024, 2048, 3) int overlay
         the Fishyscapes release fs_val_v3.zip, unzipped
     cityscapes/leftImg8bit/val/<city>/<cityscapes_id>_leftImg8bit.png   (Cityscapes release)
-    The image is clip(cityscapes image + overlay, 0, 255), as the release's own loader builds it.
-    It is composed once, on first load, into fishyscapes/fs_val_v3_images/NNNN_<cityscapes_id>.png
-    (atomic writes, so concurrent processes are safe).
+    fishyscapes/fs_val_v3_images/NNNN_<cityscapes_id>.png    the image the loader reads
+    The image is clip(cityscapes image + overlay, 0, 255), as the release's own loader builds it;
+    tools/prepare_fishyscapes_static.py composes them once (loading never writes: a missing
+    composed image stops with an error naming it and that command).
 
 road_anomaly  (Road Anomaly, Lis et al. ICCV 2019, 60 images)
     RoadAnomaly_jpg/frame_list.json                        list of image file names
@@ -54,19 +55,21 @@ camvid_static_val  (CamVid val, 101 images, one real object of a non-road class 
 
 Registration is lazy (nothing is read until DatasetCatalog.get(name)); the root is read from
 the environment at that moment. Missing data raises FileNotFoundError naming the expected layout.
+Loading only reads; gmmseg.data.register_all_datasets registers these names once, at import.
 """
 
 import json
 import logging
 import os
 import re
-from typing import Callable, Dict, List, Optional
+from functools import partial
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 from PIL import Image
 
-from .common import datasets_root, read_image_size
-from .preparation import save_png_atomic
+from .catalog import register_dataset
+from .common import datasets_root, read_image_size, root_note
 
 __all__ = [
     "ANOMALY_MASK_CONVENTIONS",
@@ -74,6 +77,8 @@ __all__ = [
     "load_anomaly_mask",
     "load_fishyscapes_lost_and_found",
     "load_fishyscapes_static",
+    "fishyscapes_static_files",
+    "FS_STATIC_PREPARE_COMMAND",
     "load_road_anomaly",
     "load_smiyc",
     "load_camvid_static",
@@ -138,7 +143,8 @@ def load_anomaly_mask(path: str, convention: str = "ours") -> np.ndarray:
 LAYOUT_FS_LAF = """  <root>/fishyscapes/fishyscapes_lostandfound/NNNN_<laf_id>_labels.png   (fishyscapes_lostandfound.zip)
   <root>/lost_and_found/leftImg8bit/{train,test}/<scene>/<laf_id>_leftImg8bit.png   (Lost and Found leftImg8bit.zip)"""
 LAYOUT_FS_STATIC = """  <root>/fishyscapes/fs_val_v3/NNNN_<cityscapes_id>_labels.png and NNNN_<cityscapes_id>_rgb.npz   (fs_val_v3.zip)
-  <root>/cityscapes/leftImg8bit/val/<city>/<cityscapes_id>_leftImg8bit.png   (Cityscapes)"""
+  <root>/cityscapes/leftImg8bit/val/<city>/<cityscapes_id>_leftImg8bit.png   (Cityscapes)
+  <root>/fishyscapes/fs_val_v3_images/NNNN_<cityscapes_id>.png   (written by tools/prepare_fishyscapes_static.py)"""
 LAYOUT_ROAD_ANOMALY = """  <root>/RoadAnomaly_jpg/frame_list.json
   <root>/RoadAnomaly_jpg/frames/<name>.jpg
   <root>/RoadAnomaly_jpg/frames/<name>.labels/labels_semantic.png"""
@@ -148,14 +154,11 @@ LAYOUT_SMIYC = """  <root>/{track_dir}/images/<frame>.{ext}
   <root>/{track_dir}/labels_masks/<frame>_labels_semantic.png"""
 
 
-def _not_found(dataset: str, what: str, layout: str, root: str) -> FileNotFoundError:
-    env = os.environ.get("DETECTRON2_DATASETS")
-    where = (
-        f"DETECTRON2_DATASETS={env!r}" if env is not None else "DETECTRON2_DATASETS is not set, so <root> is ./datasets"
-    )
+def _not_found(dataset: str, what: str, layout: str, root: Optional[str]) -> FileNotFoundError:
+    """root: the loader's argument (None: $DETECTRON2_DATASETS), named as root_note says."""
     return FileNotFoundError(
-        f"Dataset '{dataset}': {what}. Expected layout (<root> = {os.path.abspath(root)!r}; {where}):\n"
-        f"{layout}\nSee docs/DATASETS_ANOMALY.md."
+        f"Dataset '{dataset}': {what}. Expected layout (<root> = {os.path.abspath(datasets_root(root))!r}; "
+        f"{root_note(root)}):\n{layout}\nSee docs/DATASETS_ANOMALY.md."
     )
 
 
@@ -182,9 +185,9 @@ _FS_NAME = re.compile(r"^(\d+)_(.+)_labels\.png$")
 
 def load_fishyscapes_lost_and_found(root: Optional[str] = None) -> List[dict]:
     """Fishyscapes Lost & Found validation (see the module docstring for the layout)."""
-    name, root = "fishyscapes_lost_and_found_val", datasets_root(root)
-    label_dir = os.path.join(root, "fishyscapes", "fishyscapes_lostandfound")
-    image_dir = os.path.join(root, "lost_and_found", "leftImg8bit")
+    name, folder = "fishyscapes_lost_and_found_val", datasets_root(root)
+    label_dir = os.path.join(folder, "fishyscapes", "fishyscapes_lostandfound")
+    image_dir = os.path.join(folder, "lost_and_found", "leftImg8bit")
     labels = _label_files(label_dir, "_labels.png")
     if not labels:
         raise _not_found(name, f"no *_labels.png in {label_dir!r}", LAYOUT_FS_LAF, root)
@@ -213,16 +216,22 @@ def load_fishyscapes_lost_and_found(root: Optional[str] = None) -> List[dict]:
     return records
 
 
-def load_fishyscapes_static(root: Optional[str] = None) -> List[dict]:
-    """Fishyscapes Static validation v3 (see the module docstring; composes images on first load)."""
-    name, root = "fishyscapes_static_val", datasets_root(root)
-    release = os.path.join(root, "fishyscapes", "fs_val_v3")
-    composed_dir = release + "_images"
-    city_dir = os.path.join(root, "cityscapes", "leftImg8bit", "val")
+#: the command that composes the Fishyscapes Static images (named in the loader's error)
+FS_STATIC_PREPARE_COMMAND = "python tools/prepare_fishyscapes_static.py"
+
+
+def fishyscapes_static_files(root: Optional[str] = None) -> List[Dict[str, str]]:
+    """The files of each Fishyscapes Static validation image, from the release's label files:
+    id (NNNN), label, overlay (the release's *_rgb.npz), base (the Cityscapes image) and image
+    (the composed image tools/prepare_fishyscapes_static.py writes). Only lists; reads no image.
+    """
+    name, folder = "fishyscapes_static_val", datasets_root(root)
+    release = os.path.join(folder, "fishyscapes", "fs_val_v3")
+    city_dir = os.path.join(folder, "cityscapes", "leftImg8bit", "val")
     labels = _label_files(release, "_labels.png")
     if not labels:
         raise _not_found(name, f"no *_labels.png in {release!r}", LAYOUT_FS_STATIC, root)
-    records = []
+    files = []
     for label in labels:
         m = _FS_NAME.match(label)
         if m is None:
@@ -230,31 +239,37 @@ def load_fishyscapes_static(root: Optional[str] = None) -> List[dict]:
                 f"Dataset '{name}': unexpected label file name {label!r} (expected NNNN_<cityscapes_id>_labels.png)"
             )
         fs_id, cs_id = m.group(1), m.group(2)
-        image = os.path.join(composed_dir, f"{fs_id}_{cs_id}.png")
-        if not os.path.isfile(image):
-            overlay_path = os.path.join(release, f"{fs_id}_{cs_id}_rgb.npz")
-            base_path = os.path.join(city_dir, cs_id.split("_")[0], f"{cs_id}_leftImg8bit.png")
-            for path in (overlay_path, base_path):
-                if not os.path.isfile(path):
-                    raise _not_found(name, f"missing {path!r}", LAYOUT_FS_STATIC, root)
-            with Image.open(base_path) as im:
-                base = np.asarray(im.convert("RGB"), dtype=np.int32)
-            with np.load(overlay_path) as npz:
-                overlay = npz["rgb"].astype(np.int32)
-            if overlay.shape != base.shape:
-                raise ValueError(
-                    f"Dataset '{name}': overlay {overlay_path!r} has shape "
-                    f"{overlay.shape}, image {base_path!r} has {base.shape}"
-                )
-            save_png_atomic(np.clip(base + overlay, 0, 255).astype(np.uint8), image)
-        records.append(_record(image, os.path.join(release, label), "fishyscapes", fs_id))
+        files.append(
+            {
+                "id": fs_id,
+                "label": os.path.join(release, label),
+                "overlay": os.path.join(release, f"{fs_id}_{cs_id}_rgb.npz"),
+                "base": os.path.join(city_dir, cs_id.split("_")[0], f"{cs_id}_leftImg8bit.png"),
+                "image": os.path.join(release + "_images", f"{fs_id}_{cs_id}.png"),
+            }
+        )
+    return files
+
+
+def load_fishyscapes_static(root: Optional[str] = None) -> List[dict]:
+    """Fishyscapes Static validation v3 (see the module docstring); reads the composed images,
+    which tools/prepare_fishyscapes_static.py writes once."""
+    records = []
+    for f in fishyscapes_static_files(root):
+        if not os.path.isfile(f["image"]):
+            raise FileNotFoundError(
+                f"Dataset 'fishyscapes_static_val': the composed image {f['image']!r} does not exist; "
+                f"write the composed images once with `{FS_STATIC_PREPARE_COMMAND}` (same datasets root; "
+                f"{root_note(root)}). See docs/DATASETS_ANOMALY.md."
+            )
+        records.append(_record(f["image"], f["label"], "fishyscapes", f["id"]))
     return records
 
 
 def load_road_anomaly(root: Optional[str] = None) -> List[dict]:
     """Road Anomaly (see the module docstring for the layout)."""
-    name, root = "road_anomaly", datasets_root(root)
-    base = os.path.join(root, "RoadAnomaly_jpg")
+    name = "road_anomaly"
+    base = os.path.join(datasets_root(root), "RoadAnomaly_jpg")
     list_file = os.path.join(base, "frame_list.json")
     if not os.path.isfile(list_file):
         raise _not_found(name, f"no {list_file!r}", LAYOUT_ROAD_ANOMALY, root)
@@ -283,9 +298,8 @@ _IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp")
 def load_smiyc(name: str, root: Optional[str] = None) -> List[dict]:
     """A SegmentMeIfYouCan track's frames that have labels (the validation frames)."""
     track_dir, ext = _SMIYC_TRACKS[name]
-    root = datasets_root(root)
     layout = LAYOUT_SMIYC.format(track_dir=track_dir, ext=ext)
-    base = os.path.join(root, track_dir)
+    base = os.path.join(datasets_root(root), track_dir)
     label_dir = os.path.join(base, "labels_masks")
     suffix = "_labels_semantic.png"
     labels = _label_files(label_dir, suffix)
@@ -307,8 +321,7 @@ def load_camvid_static(
 ) -> List[dict]:
     """CamVid val with pasted objects (tools/prepare_camvid_static.py), labels in our convention;
     `folder` "camvid_static_shift": the same through another camera (--camera-shift)."""
-    root = datasets_root(root)
-    base = os.path.join(root, folder, "val")
+    base = os.path.join(datasets_root(root), folder, "val")
     labels = _label_files(os.path.join(base, "labels"), ".png")
     if not labels:
         raise _not_found(
@@ -331,27 +344,21 @@ def load_camvid_static(
     return records
 
 
-#: dataset name -> loader(root=None) -> list of dataset dicts
-ANOMALY_DATASETS: Dict[str, Callable[[Optional[str]], List[dict]]] = {
-    "fishyscapes_lost_and_found_val": load_fishyscapes_lost_and_found,
-    "fishyscapes_static_val": load_fishyscapes_static,
-    "road_anomaly": load_road_anomaly,
-    "smiyc_road_anomaly21_val": lambda root=None: load_smiyc("smiyc_road_anomaly21_val", root),
-    "smiyc_road_obstacle21_val": lambda root=None: load_smiyc("smiyc_road_obstacle21_val", root),
-    "camvid_static_val": load_camvid_static,
-    "camvid_static_shift_val": lambda root=None: load_camvid_static(
-        root, "camvid_static_shift_val", "camvid_static_shift"
+#: dataset name -> (loader(root=None) -> list of dataset dicts, anomaly_mask_convention)
+_BENCHMARKS: Dict[str, Tuple[Callable[[Optional[str]], List[dict]], str]] = {
+    "fishyscapes_lost_and_found_val": (load_fishyscapes_lost_and_found, "fishyscapes"),
+    "fishyscapes_static_val": (load_fishyscapes_static, "fishyscapes"),
+    "road_anomaly": (load_road_anomaly, "road_anomaly"),
+    "smiyc_road_anomaly21_val": (partial(load_smiyc, "smiyc_road_anomaly21_val"), "smiyc"),
+    "smiyc_road_obstacle21_val": (partial(load_smiyc, "smiyc_road_obstacle21_val"), "smiyc"),
+    "camvid_static_val": (load_camvid_static, "ours"),
+    "camvid_static_shift_val": (
+        partial(load_camvid_static, name="camvid_static_shift_val", folder="camvid_static_shift"),
+        "ours",
     ),
 }
-_CONVENTION = {
-    "fishyscapes_lost_and_found_val": "fishyscapes",
-    "fishyscapes_static_val": "fishyscapes",
-    "road_anomaly": "road_anomaly",
-    "smiyc_road_anomaly21_val": "smiyc",
-    "smiyc_road_obstacle21_val": "smiyc",
-    "camvid_static_val": "ours",
-    "camvid_static_shift_val": "ours",
-}
+#: dataset name -> loader(root=None) -> list of dataset dicts
+ANOMALY_DATASETS: Dict[str, Callable[[Optional[str]], List[dict]]] = {n: load for n, (load, _) in _BENCHMARKS.items()}
 
 
 def register_anomaly_datasets(root: Optional[str] = None) -> List[str]:
@@ -360,21 +367,13 @@ def register_anomaly_datasets(root: Optional[str] = None) -> List[str]:
     Metadata: anomaly_eval=True (read by gmmseg.evaluation.build_open_world_evaluators),
     ignore_label=255, anomaly_mask_convention. Re-registering replaces the previous entry.
     """
-    from detectron2.data import DatasetCatalog, MetadataCatalog
-
-    for name, loader in ANOMALY_DATASETS.items():
-        if name in DatasetCatalog.list():
-            DatasetCatalog.remove(name)
-            MetadataCatalog.remove(name)
-        DatasetCatalog.register(name, lambda loader=loader: loader(root))
-        MetadataCatalog.get(name).set(
+    for name, (loader, convention) in _BENCHMARKS.items():
+        meta = dict(
             anomaly_eval=True,
             has_anomaly_masks=True,
             ignore_label=VOID,
             evaluator_type="anomaly",
-            anomaly_mask_convention=_CONVENTION[name],
+            anomaly_mask_convention=convention,
         )
-    return list(ANOMALY_DATASETS)
-
-
-register_anomaly_datasets()
+        register_dataset(name, partial(loader, root), meta)
+    return list(_BENCHMARKS)

@@ -1,4 +1,4 @@
-"""ADE20K and Cityscapes: detectron2's own registrations, checked and re-rootable.
+"""ADE20K and Cityscapes: detectron2's own registrations, re-rootable.
 
 Importing `detectron2.data` registers, with the root $DETECTRON2_DATASETS (else ./datasets):
 
@@ -19,14 +19,16 @@ evaluator_type "cityscapes_sem_seg" (CityscapesSemSegEvaluator, which needs city
 SemSegEvaluator gives the same 19-class mIoU from the labelTrainIds maps.
 
 Nothing is missing from detectron2 for these two datasets, so this module adds no dataset; it
-only offers `register_ade20k(root)` / `register_cityscapes(root)` to register the same names
-again under another root (tests, or a root chosen after import), and registers a name itself
-only if detectron2 did not (a detectron2 build without its builtin registrations).
+offers `register_ade20k(root)` / `register_cityscapes(root)` to register the same names again
+under a root (tests, or a root chosen after import), and `register_builtin_sem_seg(root)`, which
+gmmseg.data.register_all_datasets calls, so that these names take their root from the same
+lookup as every other dataset of the project (and exist in a detectron2 build without its
+builtin registrations). It also declares the official split sizes for the dataset check.
 """
 
-import logging
 from typing import List, Optional
 
+from .catalog import declare_official_sizes, unregister_datasets
 from .common import datasets_root
 
 __all__ = [
@@ -34,11 +36,9 @@ __all__ = [
     "CITYSCAPES_SEM_SEG_NAMES",
     "register_ade20k",
     "register_cityscapes",
-    "missing_builtin_sem_seg_datasets",
-    "ensure_builtin_sem_seg_datasets",
+    "register_builtin_sem_seg",
+    "ADE20K_CITYSCAPES_SPLIT_SIZES",
 ]
-
-logger = logging.getLogger(__name__)
 
 ADE20K_SEM_SEG_NAMES = ("ade20k_sem_seg_train", "ade20k_sem_seg_val")
 CITYSCAPES_SEM_SEG_NAMES = tuple(f"cityscapes_fine_sem_seg_{s}" for s in ("train", "val", "test"))
@@ -46,14 +46,14 @@ CITYSCAPES_SEM_SEG_NAMES = tuple(f"cityscapes_fine_sem_seg_{s}" for s in ("train
 _CITYSCAPES_ALL_NAMES = CITYSCAPES_SEM_SEG_NAMES + tuple(
     f"cityscapes_fine_instance_seg_{s}" for s in ("train", "val", "test")
 )
-
-
-def _unregister(names) -> None:
-    from detectron2.data import DatasetCatalog, MetadataCatalog
-
-    for name in names:
-        DatasetCatalog.pop(name, None)
-        MetadataCatalog.pop(name, None)
+#: images of each official split
+ADE20K_CITYSCAPES_SPLIT_SIZES = {
+    "ade20k_sem_seg_train": 20210,
+    "ade20k_sem_seg_val": 2000,
+    "cityscapes_fine_sem_seg_train": 2975,
+    "cityscapes_fine_sem_seg_val": 500,
+    "cityscapes_fine_sem_seg_test": 1525,
+}
 
 
 def register_ade20k(root: Optional[str] = None) -> List[str]:
@@ -64,7 +64,7 @@ def register_ade20k(root: Optional[str] = None) -> List[str]:
     """
     from detectron2.data.datasets.builtin import register_all_ade20k
 
-    _unregister(ADE20K_SEM_SEG_NAMES)
+    unregister_datasets(ADE20K_SEM_SEG_NAMES)
     register_all_ade20k(datasets_root(root))
     return list(ADE20K_SEM_SEG_NAMES)
 
@@ -77,31 +77,14 @@ def register_cityscapes(root: Optional[str] = None) -> List[str]:
     """
     from detectron2.data.datasets.builtin import register_all_cityscapes
 
-    _unregister(_CITYSCAPES_ALL_NAMES)
+    unregister_datasets(_CITYSCAPES_ALL_NAMES)
     register_all_cityscapes(datasets_root(root))
     return list(CITYSCAPES_SEM_SEG_NAMES)
 
 
-def missing_builtin_sem_seg_datasets() -> List[str]:
-    """The ADE20K / Cityscapes semantic-segmentation names not in DatasetCatalog."""
-    from detectron2.data import DatasetCatalog
-
-    registered = set(DatasetCatalog.list())
-    return [n for n in ADE20K_SEM_SEG_NAMES + CITYSCAPES_SEM_SEG_NAMES if n not in registered]
-
-
-def ensure_builtin_sem_seg_datasets(root: Optional[str] = None) -> List[str]:
-    """Register ADE20K / Cityscapes only where detectron2 has not; returns what was added."""
-    missing = missing_builtin_sem_seg_datasets()
-    added = []
-    if any(n in ADE20K_SEM_SEG_NAMES for n in missing):
-        added += register_ade20k(root)
-    if any(n in CITYSCAPES_SEM_SEG_NAMES for n in missing):
-        added += register_cityscapes(root)
-    if added:
-        logger.info("registered detectron2's builtin datasets missing from this build: %s", added)
-    return added
-
-
-# Importing the module fills in whatever this detectron2 build did not register.
-ensure_builtin_sem_seg_datasets()
+def register_builtin_sem_seg(root: Optional[str] = None) -> List[str]:
+    """ADE20K and Cityscapes registered (again) with detectron2's loaders under `root` (None:
+    $DETECTRON2_DATASETS, else ./datasets, read now), their official sizes declared. Returns the
+    semantic-segmentation names."""
+    declare_official_sizes(ADE20K_CITYSCAPES_SPLIT_SIZES)
+    return register_ade20k(root) + register_cityscapes(root)

@@ -25,11 +25,13 @@ empty split raises FileNotFoundError naming the expected layout and DETECTRON2_D
 """
 
 import os
+from functools import partial
 from typing import List, Optional
 
 import numpy as np
 
 from .anomaly_datasets import ANOMALY_MASK_CONVENTIONS
+from .catalog import register_dataset
 from .common import datasets_root, list_image_label_pairs, read_image_size, root_note
 
 __all__ = [
@@ -39,6 +41,7 @@ __all__ = [
     "CAMVID_UNKNOWN_IDS",
     "CAMVID_OPENSET_LABEL_REMAP",
     "CAMVID_ANOMALY_CONVENTION",
+    "CAMVID_SPLIT_SIZES",
     "load_camvid_split",
     "register_camvid",
 ]
@@ -75,6 +78,7 @@ CAMVID_OPENSET_CLASSES = CAMVID_CLASSES[:9]
 CAMVID_OPENSET_LABEL_REMAP = {i: 255 for i in CAMVID_UNKNOWN_IDS}
 CAMVID_ANOMALY_CONVENTION = "camvid_openset"
 CAMVID_SPLITS = ("train", "val", "test")
+CAMVID_SPLIT_SIZES = {"train": 367, "val": 101, "test": 233}  # images of the SegNet release
 IGNORE = 255
 
 _LAYOUT = (
@@ -132,16 +136,9 @@ def load_camvid_split(split: str, root: Optional[str] = None, openset: bool = Fa
 def register_camvid(root: Optional[str] = None) -> List[str]:
     """Register camvid_{train,val,test} and camvid_openset_{train,val,test}. Lazy; calling it
     again (e.g. with another root) replaces the previous registration. Returns the names."""
-    from detectron2.data import DatasetCatalog, MetadataCatalog
-
     names = []
     for openset in (False, True):
         for split in CAMVID_SPLITS:
-            name = f"camvid_{'openset_' if openset else ''}{split}"
-            if name in DatasetCatalog.list():
-                DatasetCatalog.remove(name)
-                MetadataCatalog.remove(name)
-            DatasetCatalog.register(name, lambda s=split, o=openset: load_camvid_split(s, root, o))
             meta = dict(
                 stuff_classes=list(CAMVID_CLASSES),
                 stuff_colors=[list(c) for c in CAMVID_COLORS],
@@ -157,6 +154,7 @@ def register_camvid(root: Optional[str] = None) -> List[str]:
                     has_anomaly_masks=(split != "train"),
                     anomaly_mask_convention=CAMVID_ANOMALY_CONVENTION,
                 )
-            MetadataCatalog.get(name).set(**meta)
-            names.append(name)
+            name = f"camvid_{'openset_' if openset else ''}{split}"
+            load = partial(load_camvid_split, split, root, openset)
+            names.append(register_dataset(name, load, meta, official_size=CAMVID_SPLIT_SIZES[split]))
     return names

@@ -3,7 +3,8 @@
 `check_sem_seg_dataset(name)` loads the dataset dicts and, for every record, checks that the
 image and its label map exist and can be read, that they have the same size (and the size the
 record states, if any), that the label map has one channel and only ids in [0, K) or the ignore
-label; it also compares the number of records with the official count of the split and, when
+label; it also compares the number of records with the official count of the split (declared
+where the dataset is registered: catalog.official_size) and, when
 the metadata names an image folder and a label folder (`image_root` / `sem_seg_root`), finds
 images without a label map, label maps without an image and records pairing files of different
 names (detectron2's `load_sem_seg` silently keeps the intersection when the two folders hold
@@ -19,26 +20,9 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 from PIL import Image
 
-__all__ = ["EXPECTED_COUNTS", "Problem", "DatasetCheckReport", "check_record", "check_sem_seg_dataset"]
+from .catalog import official_size, semantic_segmentation_datasets
 
-#: Official number of images per split (the check compares the record count with it).
-EXPECTED_COUNTS: Dict[str, int] = {
-    "ade20k_sem_seg_train": 20210,
-    "ade20k_sem_seg_val": 2000,
-    "cityscapes_fine_sem_seg_train": 2975,
-    "cityscapes_fine_sem_seg_val": 500,
-    "cityscapes_fine_sem_seg_test": 1525,
-    "coco_stuff_164k_sem_seg_train": 118287,
-    "coco_stuff_164k_sem_seg_val": 5000,
-    "coco_stuff_10k_sem_seg_train": 9000,
-    "coco_stuff_10k_sem_seg_test": 1000,
-    "camvid_train": 367,
-    "camvid_val": 101,
-    "camvid_test": 233,
-    "camvid_openset_train": 367,
-    "camvid_openset_val": 101,
-    "camvid_openset_test": 233,
-}
+__all__ = ["Problem", "DatasetCheckReport", "check_record", "check_sem_seg_dataset"]
 
 _IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 _EXIF_ORIENTATION = 0x0112
@@ -296,7 +280,8 @@ def check_sem_seg_dataset(
         name: a name in detectron2's DatasetCatalog whose metadata has `stuff_classes`
             (K = its length) and optionally `ignore_label` (default 255).
         expected_count: the number of records the split must have; None: the metadata's
-            `expected_count`, else EXPECTED_COUNTS[name], else no count check; 0: no check.
+            `expected_count`, else the official size declared at registration
+            (catalog.official_size), else no count check; 0: no check.
         max_images: check only the first n records (the count check still sees all of them).
         num_workers: > 0 reads the files in that many processes.
         progress: show a progress bar (tqdm).
@@ -305,12 +290,12 @@ def check_sem_seg_dataset(
 
     report = DatasetCheckReport(name=name)
     if name not in DatasetCatalog.list():
-        known = sorted(n for n in DatasetCatalog.list() if "sem_seg" in n or "stuff" in n)
+        known = semantic_segmentation_datasets()
         report.problems.append(
             Problem(
                 "load",
                 name,
-                f"no such dataset in DatasetCatalog; semantic-segmentation names include: {', '.join(known)}",
+                f"no such dataset in DatasetCatalog; the semantic-segmentation names are: {', '.join(known)}",
             )
         )
         return report
@@ -339,7 +324,7 @@ def check_sem_seg_dataset(
     report.num_records = len(records)
 
     if expected_count is None:
-        expected_count = meta.get("expected_count", None) or EXPECTED_COUNTS.get(name)
+        expected_count = meta.get("expected_count", None) or official_size(name)
     report.expected_count = expected_count or None
     if expected_count and len(records) != expected_count:
         report.problems.append(

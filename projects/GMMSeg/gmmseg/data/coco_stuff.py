@@ -27,10 +27,12 @@ These are the layouts of MaskFormer / Mask2Former, so a tree prepared for them w
 
 import colorsys
 import os
+from functools import partial
 from typing import Dict, List, Optional
 
 import numpy as np
 
+from .catalog import register_dataset
 from .common import datasets_root, list_image_label_pairs, read_image_size
 
 __all__ = [
@@ -42,6 +44,7 @@ __all__ = [
     "COCO_ID_TO_TRAIN_ID",
     "STUFFTHINGMAPS_TO_TRAIN_ID",
     "COCO_STUFF_SPLITS",
+    "COCO_STUFF_SPLIT_SIZES",
     "IGNORE_LABEL",
     "coco_id_lut",
     "load_coco_stuff_split",
@@ -292,6 +295,14 @@ COCO_STUFF_SPLITS = {
     ),
 }
 
+#: images of each official split
+COCO_STUFF_SPLIT_SIZES = {
+    "coco_stuff_164k_sem_seg_train": 118287,
+    "coco_stuff_164k_sem_seg_val": 5000,
+    "coco_stuff_10k_sem_seg_train": 9000,
+    "coco_stuff_10k_sem_seg_test": 1000,
+}
+
 _LAYOUT = """\
   <root>/coco/{train2017,val2017}/*.jpg
   <root>/coco/stuffthingmaps_detectron2/{train2017,val2017}/*.png   (COCO-Stuff-164k)
@@ -321,14 +332,6 @@ def load_coco_stuff_split(name: str, image_dir: str, label_dir: str, read_sizes:
     return dicts
 
 
-def _unregister(name: str) -> None:
-    """Forget a dataset name in both catalogs (so that it can be registered again)."""
-    from detectron2.data import DatasetCatalog, MetadataCatalog
-
-    DatasetCatalog.pop(name, None)
-    MetadataCatalog.pop(name, None)
-
-
 def register_coco_stuff(root: Optional[str] = None) -> List[str]:
     """Register the four COCO-Stuff splits (see COCO_STUFF_SPLITS) under `root`.
 
@@ -336,15 +339,11 @@ def register_coco_stuff(root: Optional[str] = None) -> List[str]:
     Lazy: no file is read until DatasetCatalog.get(name). Calling it again replaces the previous
     registration (e.g. with another root). Returns the registered names.
     """
-    from detectron2.data import DatasetCatalog, MetadataCatalog
-
     root = datasets_root(root)
     names = []
     for name, (image_rel, label_rel) in COCO_STUFF_SPLITS.items():
         image_dir, label_dir = os.path.join(root, image_rel), os.path.join(root, label_rel)
-        _unregister(name)
-        DatasetCatalog.register(name, lambda n=name, i=image_dir, lab=label_dir: load_coco_stuff_split(n, i, lab))
-        MetadataCatalog.get(name).set(
+        meta = dict(
             stuff_classes=list(COCO_STUFF_CLASSES),
             stuff_colors=[list(c) for c in COCO_STUFF_COLORS],
             stuff_dataset_id_to_contiguous_id=dict(COCO_ID_TO_TRAIN_ID),
@@ -353,9 +352,6 @@ def register_coco_stuff(root: Optional[str] = None) -> List[str]:
             evaluator_type="sem_seg",
             ignore_label=IGNORE_LABEL,
         )
-        names.append(name)
+        load = partial(load_coco_stuff_split, name, image_dir, label_dir)
+        names.append(register_dataset(name, load, meta, official_size=COCO_STUFF_SPLIT_SIZES[name]))
     return names
-
-
-# Importing the module registers the splits under $DETECTRON2_DATASETS (detectron2's convention).
-register_coco_stuff()

@@ -18,10 +18,12 @@ lazy (at DatasetCatalog.get); a missing folder or label stops with an error nami
 """
 
 import os
+from functools import partial
 from typing import List, Sequence
 
 from detectron2.config import CfgNode as CN
 
+from .catalog import register_dataset
 from .common import list_image_label_pairs, read_image_size
 
 __all__ = ["add_folder_dataset_config", "read_class_names", "register_folder_dataset", "setup_folder_dataset"]
@@ -95,8 +97,6 @@ def register_folder_dataset(
 ) -> List[str]:
     """Register "<name>_<split>" for every split of `root` (layout in the module docstring).
     Registering the same names again replaces them. Returns the registered names."""
-    from detectron2.data import DatasetCatalog, MetadataCatalog
-
     classes = [str(c) for c in classes]
     if len(set(classes)) != len(classes):
         raise ValueError(f"dataset '{name}': the class names are not unique: {classes}")
@@ -111,18 +111,12 @@ def register_folder_dataset(
     names = []
     for split in splits:
         split_name = f"{name}_{split}"
-        if split_name in DatasetCatalog.list():
-            DatasetCatalog.remove(split_name)
-            MetadataCatalog.remove(split_name)
         split_dir = os.path.join(root, split)
-        DatasetCatalog.register(
-            split_name, lambda n=split_name, d=split_dir: _load_split(n, d, tuple(image_extensions), label_remap)
-        )
         meta = dict(stuff_classes=list(classes), ignore_label=IGNORE, evaluator_type="sem_seg", dataset_root=root)
         if label_remap:
             meta["label_remap"] = dict(label_remap)  # read by the evaluator's label loading
-        MetadataCatalog.get(split_name).set(**meta)
-        names.append(split_name)
+        load = partial(_load_split, split_name, split_dir, tuple(image_extensions), label_remap)
+        names.append(register_dataset(split_name, load, meta))
     return names
 
 

@@ -1,8 +1,10 @@
 """gmmseg_demo_{train,val,anomaly} in detectron2's catalogs (generated on first use)."""
 
 import os
+from functools import partial
 from typing import List, Mapping, Optional
 
+from ..catalog import register_dataset
 from ..common import list_image_label_pairs, root_note
 from .files import generate_demo_dataset
 from .scene import DEMO_CLASSES, DEMO_COLORS, DEMO_SPLITS, HEIGHT, IGNORE, WIDTH
@@ -62,21 +64,14 @@ def register_demo_datasets(
     again (e.g. with the seed of cfg.INPUT.DEMO.SEED) replaces the previous registration.
     Returns the registered names.
     """
-    from detectron2.data import DatasetCatalog, MetadataCatalog
-
     names = []
     for split in DEMO_SPLITS:
-        name = f"gmmseg_demo_{split}"
-        if name in DatasetCatalog.list():
-            DatasetCatalog.remove(name)
-            MetadataCatalog.remove(name)
-        DatasetCatalog.register(name, lambda s=split: load_demo_split(s, root, seed, sizes))
-        MetadataCatalog.get(name).set(
+        meta = dict(
             stuff_classes=list(DEMO_CLASSES),
             stuff_colors=[list(c) for c in DEMO_COLORS],
             ignore_label=IGNORE,
             evaluator_type="sem_seg",
             has_anomaly_masks=(split == "anomaly"),
         )
-        names.append(name)
+        names.append(register_dataset(f"gmmseg_demo_{split}", partial(load_demo_split, split, root, seed, sizes), meta))
     return names

@@ -28,10 +28,9 @@ import tempfile
 import time
 
 import torch
+from common import machine, table
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import machine, table  # noqa: E402
 
 RELEASE = ["MODEL.GMM.MEMORY_SIZE", "32000", "DATALOADER.SAMPLER_TRAIN", "ClassBalancedSampler"]
 VARIANTS = {

@@ -18,15 +18,13 @@ import argparse
 import functools
 import os
 import statistics
-import sys
 import tempfile
 import time
 
 import torch
+from common import table
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import table  # noqa: E402
 
 CONFIGS = {p: os.path.join(ROOT, "configs", "camvid", f"segformer_lite0_{p}.yaml") for p in ("softmax", "gmm")}
 RELEASE = ["MODEL.GMM.MEMORY_SIZE", "32000", "DATALOADER.SAMPLER_TRAIN", "ClassBalancedSampler"]

@@ -6,12 +6,12 @@ config key and both values, for --eval-only, MODEL.WEIGHTS and --resume alike.""
 import os
 import pickle
 import shutil
-import sys
 
 import numpy as np
 import pytest
 import torch
 from _common import assert_plain
+from _scripts import load_script
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(ROOT, "configs", "demo", "fpn_r18_gmm.yaml")
@@ -38,12 +38,7 @@ TINY = [
 
 
 def _train_net():
-    sys.path.insert(0, os.path.join(ROOT, "tools"))
-    try:
-        import train_net
-    finally:
-        sys.path.pop(0)
-    return train_net
+    return load_script("tools/train_net.py")
 
 
 def _run(argv):

@@ -1,16 +1,11 @@
-"""benchmarks/demo_spread.py: reading the table `make demo` prints and its spread over runs, on
+"""gmmseg.studies.demo_spread (studies/demo_spread.py): reading the table `make demo` prints and its spread over runs, on
 hand-written tables whose statistics are computed here."""
 
-import os
 import statistics
-import sys
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
-
-import demo_spread  # noqa: E402
+from gmmseg.studies import demo_spread
 
 TABLE = """metric                 | softmax | gmm
 -----------------------+---------+-----

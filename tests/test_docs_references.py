@@ -1,7 +1,8 @@
-"""The docs name only things that exist: in README.md, docs/*.md and datasets/README.md,
+"""The docs name only things that exist: in README.md, docs/*.md and the READMEs of datasets/,
+benchmarks/ and studies/,
 
 - every config file `configs/....yaml`,
-- every script `tools/....py` / `benchmarks/....py` (as in `python tools/train_net.py`),
+- every script `tools/....py` / `benchmarks/....py` / `studies/....py` (as in `python tools/train_net.py`),
 - every project source file `gmmseg/....py` and test file `tests/....py`,
 - every Markdown file named or linked (`docs/DISTRIBUTED.md`, `(RESULTS.md#...)`), relative to the
   repository or to the document's folder,
@@ -27,14 +28,14 @@ from detectron2.config import get_cfg
 from gmmseg import add_gmmseg_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DOCS = ["README.md", "datasets/README.md"] + sorted(
+DOCS = ["README.md", "datasets/README.md", "benchmarks/README.md", "studies/README.md"] + sorted(
     os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, "docs", "*.md"))
 )
 
 _PATH_CHARS = r"[\w*<>{},.-]"
 FILE_PATTERNS = {
     "config": re.compile(rf"(?<![\w/.-])(configs/(?:{_PATH_CHARS}+/)*{_PATH_CHARS}+\.yaml)"),
-    "script": re.compile(rf"(?<![\w/.-])((?:tools|benchmarks)/(?:{_PATH_CHARS}+/)*{_PATH_CHARS}+\.py)"),
+    "script": re.compile(rf"(?<![\w/.-])((?:tools|benchmarks|studies)/(?:{_PATH_CHARS}+/)*{_PATH_CHARS}+\.py)"),
     "source": re.compile(rf"(?<![\w.-])((?:projects/GMMSeg/)?gmmseg/(?:{_PATH_CHARS}+/)*{_PATH_CHARS}+\.py)"),
     "test": re.compile(rf"(?<![\w/.-])(tests/{_PATH_CHARS}+\.py)"),
     "document": re.compile(r"(?<![\w/.-])((?:[\w.-]+/)*[\w-]+\.md)(?![\w])"),
@@ -162,6 +163,8 @@ def test_the_checker_catches_what_it_should(full_config):
     assert _key_exists(full_config, "MODEL.GMM.MEMORY_DTYPE") and _key_exists(full_config, "MODEL.GMM")
     assert not _key_exists(full_config, "MODEL.GMM.NO_SUCH_KEY")
     assert _file_exists("tools/prepare_<dataset>.py", "script") and not _file_exists("tools/nope.py", "script")
+    assert FILE_PATTERNS["script"].findall("`python studies/seed_study.py --seeds 1`") == ["studies/seed_study.py"]
+    assert not _file_exists("benchmarks/seed_study.py", "script")  # moved to studies/
     assert _file_exists("DISTRIBUTED.md", "document", "docs/MODEL_ZOO.md") and not _file_exists("METHOD.md", "document")
     assert bare_override_keys("MEAN_MOMENTUM 0.99 PUSH_CORRECT_ONLY False") == ["MEAN_MOMENTUM", "PUSH_CORRECT_ONLY"]
     assert bare_override_keys("MODEL.GMM.MEAN_MOMENTUM 0.99") == [] and bare_override_keys("SEED 3") == ["SEED"]

@@ -177,9 +177,10 @@ def test_the_checkpoint_holds_a_trained_gmm(train_then_eval_only):
 def _eval_only(argv):
     i = argv.index("--dump-results")
     dump, argv = argv[i + 1], argv[:i] + argv[i + 2 :]
-    sys.path.insert(0, os.path.join(ROOT, "tools"))
-    import train_net
+    from _scripts import load_script
     from detectron2.engine import default_argument_parser
+
+    train_net = load_script("tools/train_net.py")
 
     args = default_argument_parser().parse_args(argv)
     assert args.eval_only and args.num_gpus == 1

@@ -1,5 +1,5 @@
 """gmmseg.analysis.gmm_fit (the held-out likelihood code of `make demo` and
-benchmarks/gmm_fit_curve.py) on a hand-built example whose expected numbers are computed here from
+studies/gmm_fit_curve.py) on a hand-built example whose expected numbers are computed here from
 the Gaussian formula
 
     log N(x; mu, diag s^2) = -D/2 log(2 pi) - sum_d log s_d - 1/2 sum_d ((x_d - mu_d) / s_d)^2

@@ -1,4 +1,4 @@
-"""gmmseg.analysis.gmm_scores.gmm_score_candidates (benchmarks/gmm_score_study.py) on the
+"""gmmseg.analysis.gmm_scores.gmm_score_candidates (studies/gmm_score_study.py) on the
 hand-set GMM of test_gmm_fit (K = 2, M = 2, D = 3), every candidate from the formulas in plain
 Python: component log-likelihoods l_cm = log N(x; mu_cm, diag s_cm^2)."""
 

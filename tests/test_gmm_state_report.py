@@ -1,16 +1,11 @@
-"""benchmarks/gmm_state_report.py: the EM facts read from a checkpoint, on a hand-made state
-whose fill, updates and gain are counted here."""
-
-import os
-import sys
+"""studies/gmm_state_report.py (gmmseg.analysis.em_state): the EM facts read from a checkpoint,
+on a hand-made state whose fill, updates and gain are counted here."""
 
 import pytest
 import torch
+from _scripts import load_script
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
-
-import gmm_state_report  # noqa: E402
+gmm_state_report = load_script("studies/gmm_state_report.py")
 
 
 def _state(prefix="head."):

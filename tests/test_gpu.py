@@ -8,17 +8,14 @@ checkpoint gather (tests/_gmm_two_ranks.py, run with GLOO by tests/test_gmm_shar
 """
 
 import os
-import sys
 
 import pytest
 import torch
+from _scripts import load_script
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
-import gpu_check  # noqa: E402
-from model_timing import head_cfg, measure_models, random_batch  # noqa: E402
-
-sys.path.pop(0)
+gpu_check = load_script("benchmarks/gpu_check.py")
+model_timing = load_script("benchmarks/model_timing.py")
+head_cfg, measure_models, random_batch = model_timing.head_cfg, model_timing.measure_models, model_timing.random_batch
 
 pytestmark = pytest.mark.gpu
 DEVICE = "cpu" if os.environ.get("GMMSEG_GPU_TESTS_ON_CPU") == "1" else "cuda"

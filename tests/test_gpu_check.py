@@ -6,15 +6,14 @@ import os
 import sys
 
 import pytest
+from _scripts import load_script
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
-import gpu_camvid  # noqa: E402
-import gpu_check  # noqa: E402
-import gpu_speed  # noqa: E402
-from model_timing import Measurement  # noqa: E402
-
-sys.path.pop(0)
+model_timing = load_script("benchmarks/model_timing.py")  # before gpu_speed, which imports it
+gpu_speed = load_script("benchmarks/gpu_speed.py")
+gpu_camvid = load_script("benchmarks/gpu_camvid.py")
+gpu_check = load_script("benchmarks/gpu_check.py")
+Measurement = model_timing.Measurement
 
 
 @pytest.mark.parametrize(
@@ -175,8 +174,8 @@ def test_a_crashing_or_hanging_stage_costs_one_fail_row(tmp_path):
     ok = [
         sys.executable,
         "-c",
-        f"import sys; sys.path.insert(0, {os.path.join(ROOT, 'benchmarks')!r}); "
-        f"import gpu_check; gpu_check.Results({str(tmp_path)!r}).add(('nccl', 'PASS', '0.1', 'fine'))",
+        f"import runpy; gpu_check = runpy.run_path({os.path.join(ROOT, 'benchmarks', 'gpu_check.py')!r}); "
+        f"gpu_check['Results']({str(tmp_path)!r}).add(('nccl', 'PASS', '0.1', 'fine'))",
     ]
     assert gpu_check.run_stage_process("nccl", ok, results, 60) == 0
     rows = results.rows()

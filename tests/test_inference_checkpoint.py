@@ -12,6 +12,7 @@
 import os
 
 import torch
+from _scripts import load_script
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(ROOT, "configs", "demo", "fpn_r18_gmm.yaml")
@@ -101,14 +102,12 @@ def test_inference_model_neither_allocates_nor_reads_the_bank(tmp_path):
 
 
 def test_strip_checkpoint_keeps_what_inference_needs(tmp_path, capsys):
-    import sys
 
     from gmmseg import inference_config
     from gmmseg.checkpoint import GMMSegCheckpointer
     from gmmseg.engine import Trainer
 
-    sys.path.insert(0, os.path.join(ROOT, "tools"))
-    import strip_checkpoint
+    strip_checkpoint = load_script("tools/strip_checkpoint.py")
 
     path = _checkpoint(tmp_path)
     r = strip_checkpoint.main([str(path)])

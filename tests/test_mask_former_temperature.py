@@ -1,5 +1,5 @@
 """Mask2Former's post-hoc class temperature: MODEL.MASK_FORMER.TEST.CLASS_TEMPERATURE at inference
-(meta_arch.py), its fit (gmmseg/evaluation/temperature.py) and the command line
+(meta_arch.py), its fit (gmmseg/analysis/temperature.py) and the command line
 (tools/fit_temperature.py), on hand-computed examples, synthetic data drawn at a known temperature
 and the demo Mask2Former (untrained: the command, not the numbers, is tested)."""
 
@@ -20,7 +20,8 @@ from detectron2.modeling.postprocessing import sem_seg_postprocess
 from torch.nn import functional as F
 
 from gmmseg import add_gmmseg_config
-from gmmseg.evaluation.temperature import fit_class_temperature, pixel_class_log_probs
+from gmmseg.analysis.temperature import fit_class_temperature, pixel_class_log_probs
+from gmmseg.evaluation.metrics import CALIBRATION_BINS, calibration_bin_sums, expected_calibration_error
 from gmmseg.modeling.mask_former import query_anomaly_score, semantic_inference
 from gmmseg.modeling.mask_former.meta_arch import _contract, _split
 
@@ -233,6 +234,29 @@ def test_fit_pads_images_of_different_sizes_without_changing_the_nll():
     assert fit["nll_after"] == pytest.approx(total / fit["pixels"], rel=1e-9)
 
 
+# Two pixels, each owned by one query (mask probability 1, the other 0), "no object" ~ 0:
+#   pixel A: q0 (0.61, 0.39), label 0 -> confidence 0.61, correct
+#   pixel B: q1 (0.31, 0.69), label 0 -> confidence 0.69, wrong
+# ECE at T = 1: with 15 bins (edges k / 15) 0.61 and 0.69 fall in different bins:
+#   1/2 |0.61 - 1| + 1/2 |0.69 - 0| = 0.54 -> 54 %; with 10 bins both in (0.6, 0.7]: |0.65 - 0.5| = 15 %.
+ECE_LOGITS = torch.tensor([[LN(0.61), LN(0.39), -40.0], [LN(0.31), LN(0.69), -40.0]])
+ECE_SAMPLE = (ECE_LOGITS, torch.eye(2), torch.tensor([0, 0]))
+
+
+def test_ece_uses_the_evaluators_bins_by_default():
+    """The fit's ECE is the evaluators' (CalibrationEvaluator's default, CALIBRATION_BINS): a fit
+    that kept its own bin count would report another figure for the same pixels."""
+    expected = expected_calibration_error(
+        *calibration_bin_sums(np.array([0.61, 0.69]), np.array([1, 0]), CALIBRATION_BINS)
+    )
+    fit = fit_class_temperature([ECE_SAMPLE])
+    assert fit["ece_before"] == pytest.approx(100 * expected["ECE"], abs=1e-6)
+    assert fit["accuracy_before"] == pytest.approx(50.0)
+    # by hand, at the bin counts named
+    assert fit_class_temperature([ECE_SAMPLE], num_bins=15)["ece_before"] == pytest.approx(54.0, abs=1e-6)
+    assert fit_class_temperature([ECE_SAMPLE], num_bins=10)["ece_before"] == pytest.approx(15.0, abs=1e-6)
+
+
 def test_fit_refuses_bad_samples_with_what_is_wrong():
     logits, masks, labels = _drawn_at(1.0, images=1)[0]
     with pytest.raises(ValueError, match=r"labels must be class ids in 0..2"):
@@ -311,6 +335,28 @@ def test_tool_fits_on_the_demo_model_and_writes_json(tool_setup, tmp_path, capsy
     assert saved["images"] == 3 and saved["pixels"] == 3 * 150 and saved["dataset"] == DATASET
     printed = capsys.readouterr().out
     assert f"{KEY} {saved['temperature']:.4g}" in printed and "ECE" in printed
+
+
+def test_tool_reports_ece_over_the_configs_calibration_bins(tool_setup):
+    """TEST.OPEN_WORLD.CALIBRATION_BINS, the key the evaluators read, sets the tool's ECE bins too."""
+    tool, weights = tool_setup
+    argv = ["--config-file", M2F_CONFIG, "--dataset", DATASET, "--images", "2", "--pixels", "100", *OPTS]
+    # 1000 bins: about one pixel per bin, a figure no other bin count gives on these pixels
+    fit = tool.main(argv + ["TEST.OPEN_WORLD.CALIBRATION_BINS", "1000", "MODEL.WEIGHTS", weights])
+    assert fit["calibration_bins"] == 1000
+    cfg = get_cfg()
+    add_gmmseg_config(cfg)
+    cfg.merge_from_file(M2F_CONFIG)
+    cfg.merge_from_list(OPTS + ["MODEL.WEIGHTS", weights])
+    from gmmseg.engine.inference import build_inference_model
+
+    model = build_inference_model(cfg)
+    label_files = {d["file_name"]: d["sem_seg_file_name"] for d in DatasetCatalog.get(DATASET)}
+    samples = tool.collect_samples(model, cfg, DATASET, label_files, 2, 100, 0)
+    by_config, by_default = fit_class_temperature(samples, num_bins=1000), fit_class_temperature(samples)
+    assert fit["ece_before"] == pytest.approx(by_config["ece_before"], rel=1e-9)
+    assert fit["ece_after"] == pytest.approx(by_config["ece_after"], rel=1e-9)
+    assert by_default["ece_before"] != pytest.approx(by_config["ece_before"], rel=1e-3)  # the check can fail
 
 
 def test_tool_refuses_what_it_cannot_fit(tool_setup):

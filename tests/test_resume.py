@@ -181,8 +181,7 @@ def _killed_run(argv):
     n = int(argv[argv.index("--kill-after-iter") + 1])
     i = argv.index("--kill-after-iter")
     argv = argv[:i] + argv[i + 2 :]
-    sys.path.insert(0, os.path.join(ROOT, "tools"))
-    import train_net
+    from _scripts import load_script
     from detectron2.engine import HookBase
 
     from gmmseg.engine import Trainer
@@ -194,7 +193,7 @@ def _killed_run(argv):
 
     build_hooks = Trainer.build_hooks
     Trainer.build_hooks = lambda self: build_hooks(self) + [_Kill()]
-    train_net.cli(argv)
+    load_script("tools/train_net.py").cli(argv)
 
 
 if __name__ == "__main__":

@@ -19,20 +19,25 @@ masks are refused, and nothing is tuned on anomalies. Evaluate, visualise or exp
         [MODEL.ANOMALY_SCORE likelihood_energy]
 """
 
-import argparse
 import json
 import logging
 import os
-import random
 from typing import Dict
 
 import numpy as np
 import torch
-from detectron2.data import DatasetCatalog, MetadataCatalog, build_detection_test_loader
+from detectron2.data import MetadataCatalog
 from detectron2.utils.logger import setup_logger
 
+from gmmseg.analysis.fit_inputs import (
+    check_sample_counts,
+    fit_argument_parser,
+    fit_split,
+    labelled_pixels,
+    sampled_images,
+)
 from gmmseg.analysis.head_hooks import PredictorInputs, labels_to_grid
-from gmmseg.data.mapper import SemSegDatasetMapper, make_sem_seg_loading_fn
+from gmmseg.data.mapper import make_sem_seg_loading_fn
 from gmmseg.engine.inference import build_inference_model, inference_setup
 from gmmseg.evaluation.anomaly import anomaly_scores
 from gmmseg.scores import FITTED
@@ -42,16 +47,13 @@ logger = logging.getLogger("gmmseg.fit_scores")
 
 
 def get_parser():
-    ap = argparse.ArgumentParser(description="Fit the known-pixel statistics of the fitted anomaly scores")
-    ap.add_argument("--config-file", required=True, metavar="FILE")
-    ap.add_argument(
-        "--dataset",
-        help="registered labelled training split (default: DATASETS.TRAIN[0]); not one of "
+    ap = fit_argument_parser(
+        "Fit the known-pixel statistics of the fitted anomaly scores",
+        dataset_help="registered labelled training split (default: DATASETS.TRAIN[0]); not one of "
         "DATASETS.TEST, and without anomaly masks",
+        output_help="the JSON file MODEL.ANOMALY_FIT reads",
+        output_required=True,
     )
-    ap.add_argument("--images", type=int, default=100, help="images drawn at random from the dataset (default 100)")
-    ap.add_argument("--pixels", type=int, default=2000, help="labelled pixels drawn at random per image (default 2000)")
-    ap.add_argument("--seed", type=int, default=0, help="seed of the image and pixel draws (default 0)")
     ap.add_argument(
         "--embeddings",
         type=int,
@@ -64,43 +66,7 @@ def get_parser():
         default=16,
         help="Gaussians of the background density (default 16; 0: no background density)",
     )
-    ap.add_argument("--output", required=True, metavar="FILE", help="the JSON file MODEL.ANOMALY_FIT reads")
-    ap.add_argument(
-        "--register",
-        action="append",
-        default=[],
-        metavar="MODULE",
-        help="import MODULE (dotted name or .py file) first: your DatasetCatalog registrations",
-    )
-    ap.add_argument("opts", nargs=argparse.REMAINDER, help="config KEY VALUE pairs (MODEL.WEIGHTS: the model)")
     return ap
-
-
-def check_dataset(cfg, dataset: str) -> Dict[str, str]:
-    """{image file: label file} of a labelled split that is neither evaluated on nor an anomaly set."""
-    if dataset in cfg.DATASETS.TEST:
-        raise SystemExit(
-            f"fit_scores: dataset {dataset!r} is in DATASETS.TEST {list(cfg.DATASETS.TEST)}; fit on a "
-            "training split, not on the split you evaluate on"
-        )
-    meta = MetadataCatalog.get(dataset)
-    dicts = DatasetCatalog.get(dataset)
-    if (
-        meta.get("anomaly_eval", False)
-        or meta.get("has_anomaly_masks", False)
-        or any("anomaly_mask_file_name" in d for d in dicts)
-    ):
-        raise SystemExit(
-            f"fit_scores: dataset {dataset!r} has anomaly masks; the fitted scores are fitted on known "
-            "pixels of a training split only (no anomaly may enter the fit)"
-        )
-    files = {d["file_name"]: d["sem_seg_file_name"] for d in dicts if "sem_seg_file_name" in d}
-    if not files:
-        raise SystemExit(
-            f"fit_scores: dataset {dataset!r} has no semantic ground truth ('sem_seg_file_name'); "
-            "give a labelled one with --dataset"
-        )
-    return files
 
 
 def collect(
@@ -109,11 +75,7 @@ def collect(
     """KnownPixelStatistics over `pixels` random labelled pixels of `num_images` random images, and
     (per-pixel GMM models, `embeddings` > 0) the embeddings (E, D) of `embeddings` random labelled
     feature-grid cells per image, else None."""
-    dicts = [d for d in DatasetCatalog.get(dataset) if d["file_name"] in label_files]
-    dicts = random.Random(seed).sample(dicts, min(num_images, len(dicts)))
-    loader = build_detection_test_loader(
-        dataset=dicts, mapper=SemSegDatasetMapper(cfg, is_train=False), num_workers=cfg.DATALOADER.NUM_WORKERS
-    )
+    loader, _ = sampled_images(cfg, dataset, label_files, num_images, seed)
     load_label = make_sem_seg_loading_fn(dataset)
     ignore = MetadataCatalog.get(dataset).get("ignore_label", 255)
     gen = torch.Generator().manual_seed(seed)
@@ -135,8 +97,7 @@ def collect(
                         f"fit_scores: the prediction for {x['file_name']!r} is "
                         f"{tuple(out['sem_seg'].shape[1:])}, its label {label_file!r} is not"
                     )
-                labelled = (labels != ignore).nonzero().squeeze(1)
-                pick = labelled[torch.randperm(labelled.numel(), generator=gen)[:pixels]]
+                pick = labelled_pixels(labels, ignore, pixels, gen)
                 if pick.numel() == 0:
                     continue
                 predicted = out["sem_seg"].flatten(1)[:, pick].argmax(0).cpu()
@@ -175,15 +136,11 @@ def fit_background(e: torch.Tensor, components: int, seed: int) -> Dict:
 def main(argv=None) -> Dict:
     args = get_parser().parse_args(argv)
     setup_logger(name="gmmseg")
-    if args.images < 1 or args.pixels < 1:
-        raise SystemExit(f"fit_scores: --images and --pixels must be >= 1, got {args.images} and {args.pixels}")
+    check_sample_counts("fit_scores", args.images, args.pixels)
     cfg = inference_setup(args.config_file, list(args.opts) + [FIT_KEY, ""], args.register)
     if not cfg.MODEL.WEIGHTS:
         raise SystemExit("fit_scores: give the trained model as MODEL.WEIGHTS path/to/model_final.pth")
-    if not args.dataset and not cfg.DATASETS.TRAIN:
-        raise SystemExit("fit_scores: DATASETS.TRAIN is empty; name a labelled training split with --dataset")
-    dataset = args.dataset or cfg.DATASETS.TRAIN[0]
-    label_files = check_dataset(cfg, dataset)
+    dataset, label_files = fit_split(cfg, args.dataset, "fit_scores", refuse_anomaly_masks=True)
     model = build_inference_model(cfg)
     stats, images, embeddings = collect(
         model,

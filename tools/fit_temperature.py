@@ -9,8 +9,9 @@ Runs the model (eval mode, test-time images) over --images images drawn at rando
 dataset (default: the config's first training set; the evaluation sets are refused, so that the
 evaluated calibration is not fitted on), keeps --pixels random labelled pixels per image, and finds
 the temperature T of the query class logits that minimises their negative log-likelihood under
-inference's per-pixel scores (gmmseg/evaluation/temperature.py). Prints NLL, ECE and pixel accuracy
-at T = 1 and at the fitted T, and the override to evaluate with:
+inference's per-pixel scores (gmmseg/analysis/temperature.py). Prints NLL, ECE (with the
+evaluators' bins, TEST.OPEN_WORLD.CALIBRATION_BINS) and pixel accuracy at T = 1 and at the fitted T,
+and the override to evaluate with:
 
     python tools/train_net.py --config-file ... --eval-only MODEL.WEIGHTS ... MODEL.MASK_FORMER.TEST.CLASS_TEMPERATURE <T>
 
@@ -19,21 +20,26 @@ the size of the prediction. A CLASS_TEMPERATURE already in the config is ignored
 "before"). --output writes the numbers as JSON.
 """
 
-import argparse
 import json
 import logging
 import os
-import random
 from typing import Dict, List
 
 import numpy as np
 import torch
-from detectron2.data import DatasetCatalog, MetadataCatalog, build_detection_test_loader
+from detectron2.data import MetadataCatalog
 from detectron2.utils.logger import setup_logger
 
-from gmmseg.data.mapper import SemSegDatasetMapper, make_sem_seg_loading_fn
+from gmmseg.analysis.fit_inputs import (
+    check_sample_counts,
+    fit_argument_parser,
+    fit_split,
+    labelled_pixels,
+    sampled_images,
+)
+from gmmseg.analysis.temperature import fit_class_temperature
+from gmmseg.data.mapper import make_sem_seg_loading_fn
 from gmmseg.engine.inference import build_inference_model, inference_setup
-from gmmseg.evaluation.temperature import fit_class_temperature
 from gmmseg.modeling.mask_former import MaskFormer
 from gmmseg.modeling.mask_former.meta_arch import TEMPERATURE_KEY
 
@@ -41,38 +47,21 @@ logger = logging.getLogger("gmmseg.fit_temperature")
 
 
 def get_parser():
-    ap = argparse.ArgumentParser(description="Fit Mask2Former's post-hoc class temperature (no retraining)")
-    ap.add_argument("--config-file", required=True, metavar="FILE")
-    ap.add_argument(
-        "--dataset",
-        help="registered dataset with semantic labels (default: DATASETS.TRAIN[0]); not one of DATASETS.TEST",
+    return fit_argument_parser(
+        "Fit Mask2Former's post-hoc class temperature (no retraining)",
+        dataset_help="registered dataset with semantic labels (default: DATASETS.TRAIN[0]); not one of DATASETS.TEST",
+        output_help="write the fit (temperature, NLL, ECE, ...) as JSON",
+        output_required=False,
     )
-    ap.add_argument("--images", type=int, default=100, help="images drawn at random from the dataset (default 100)")
-    ap.add_argument("--pixels", type=int, default=2000, help="labelled pixels drawn at random per image (default 2000)")
-    ap.add_argument("--seed", type=int, default=0, help="seed of the image and pixel draws (default 0)")
-    ap.add_argument("--output", metavar="FILE", help="write the fit (temperature, NLL, ECE, ...) as JSON")
-    ap.add_argument(
-        "--register",
-        action="append",
-        default=[],
-        metavar="MODULE",
-        help="import MODULE (dotted name or .py file) first: your DatasetCatalog registrations",
-    )
-    ap.add_argument("opts", nargs=argparse.REMAINDER, help="config KEY VALUE pairs (MODEL.WEIGHTS: the model)")
-    return ap
 
 
 def main(argv=None) -> Dict:
     args = get_parser().parse_args(argv)
     setup_logger(name="gmmseg")
-    if args.images < 1 or args.pixels < 1:
-        raise SystemExit(f"fit_temperature: --images and --pixels must be >= 1, got {args.images} and {args.pixels}")
+    check_sample_counts("fit_temperature", args.images, args.pixels)
     cfg = inference_setup(args.config_file, args.opts, args.register)
     _check_config(cfg)
-    if not args.dataset and not cfg.DATASETS.TRAIN:
-        raise SystemExit("fit_temperature: DATASETS.TRAIN is empty; name a labelled dataset with --dataset")
-    dataset = args.dataset or cfg.DATASETS.TRAIN[0]
-    label_files = _label_files(cfg, dataset)
+    dataset, label_files = fit_split(cfg, args.dataset, "fit_temperature")
     model = build_inference_model(cfg)
     if not isinstance(model, MaskFormer):  # passed the name check: something registered under that name
         raise SystemExit(
@@ -80,8 +69,10 @@ def main(argv=None) -> Dict:
             f"{type(model).__name__}, not this project's MaskFormer"
         )
     samples = collect_samples(model, cfg, dataset, label_files, args.images, args.pixels, args.seed)
-    fit = fit_class_temperature(samples)
+    bins = cfg.TEST.OPEN_WORLD.CALIBRATION_BINS  # the ECE of the evaluators (CalibrationEvaluator)
+    fit = fit_class_temperature(samples, num_bins=bins)
     fit.update(
+        calibration_bins=bins,
         dataset=dataset,
         weights=cfg.MODEL.WEIGHTS,
         config_file=args.config_file,
@@ -112,34 +103,12 @@ def _check_config(cfg) -> None:
         raise SystemExit(f"fit_temperature: MODEL.WEIGHTS {weights!r} is not a file")
 
 
-def _label_files(cfg, dataset: str) -> Dict[str, str]:
-    """{image file: its semantic label file} of `dataset`: the evaluators' ground truth. Refuses a
-    dataset that has none, and the evaluation sets (a temperature fitted there would make the
-    calibration measured there optimistic)."""
-    if dataset in cfg.DATASETS.TEST:
-        raise SystemExit(
-            f"fit_temperature: dataset {dataset!r} is in DATASETS.TEST {list(cfg.DATASETS.TEST)}; "
-            "fit on a training (or held-out) split, not on the split you evaluate on"
-        )
-    files = {d["file_name"]: d["sem_seg_file_name"] for d in DatasetCatalog.get(dataset) if "sem_seg_file_name" in d}
-    if not files:
-        raise SystemExit(
-            f"fit_temperature: dataset {dataset!r} has no semantic ground truth "
-            "('sem_seg_file_name' in none of its dicts); give a labelled one with --dataset"
-        )
-    return files
-
-
 def collect_samples(
     model: MaskFormer, cfg, dataset: str, label_files: Dict[str, str], num_images: int, pixels_per_image: int, seed: int
 ) -> List:
     """Per image (query logits (Q, K+1), mask probabilities (Q, P), labels (P,)) at P random labelled
     pixels of the prediction, on the CPU. Images without a labelled pixel are skipped."""
-    dicts = [d for d in DatasetCatalog.get(dataset) if d["file_name"] in label_files]
-    dicts = random.Random(seed).sample(dicts, min(num_images, len(dicts)))  # spread over the split
-    loader = build_detection_test_loader(
-        dataset=dicts, mapper=SemSegDatasetMapper(cfg, is_train=False), num_workers=cfg.DATALOADER.NUM_WORKERS
-    )
+    loader, dicts = sampled_images(cfg, dataset, label_files, num_images, seed)
     load_label = make_sem_seg_loading_fn(dataset)
     ignore = MetadataCatalog.get(dataset).get("ignore_label", 255)  # as the evaluators
     pick_gen = torch.Generator().manual_seed(seed)
@@ -155,8 +124,7 @@ def collect_samples(
                         f"fit_temperature: the prediction for {x['file_name']!r} is "
                         f"{tuple(probs.shape[1:])}, its label {label_file!r} is {tuple(labels.shape)}"
                     )
-                labelled = (labels != ignore).flatten().nonzero().squeeze(1)
-                pick = labelled[torch.randperm(labelled.numel(), generator=pick_gen)[:pixels_per_image]]
+                pick = labelled_pixels(labels.flatten(), ignore, pixels_per_image, pick_gen)
                 if pick.numel():
                     samples.append(
                         (
@@ -173,7 +141,7 @@ def format_report(fit: Dict) -> str:
     """The fit as a short table and the override line to paste."""
     rows = [
         f"class temperature of {fit['weights']} on {fit['dataset']} "
-        f"({fit['images']} images, {fit['pixels']} labelled pixels):",
+        f"({fit['images']} images, {fit['pixels']} labelled pixels; ECE over {fit['calibration_bins']} bins):",
         f"{'':8}{'T':>8}{'NLL':>9}{'ECE %':>8}{'pixel acc %':>13}",
     ]
     for name, t, key in (("before", 1.0, "before"), ("after", fit["temperature"], "after")):

@@ -1,6 +1,12 @@
-"""Offline studies of a trained per-pixel GMM model, apart from the evaluators (evaluation/):
-the held-out fit of the Gaussians along a run (gmm_fit), candidate anomaly scores computed from
-the same GMM (gmm_scores), refitting the Gaussians after training (gmm_refit), and the forward
-hooks they read a head's internals with (head_hooks). Used by tools/refit_gmm.py, tools/run_demo.py
-and the studies under benchmarks/; they read the anomaly masks the test loader already puts in
-each batch ("anomaly_mask", data/mapper.py)."""
+"""Offline studies and fits of a trained model, apart from the evaluators (evaluation/): what the
+model computes is read in this process (forward hooks, its checkpoint), nothing is trained.
+
+Studies: the held-out fit of the Gaussians along a run (gmm_fit), candidate anomaly scores from the
+same GMM (gmm_scores), what EM did, read from a checkpoint (em_state), and the forward hooks they
+read a head's internals with (head_hooks). Offline fits, constants fitted after training on known
+pixels of a training split: refitting the Gaussians (gmm_refit, tools/refit_gmm.py), Mask2Former's
+class temperature (temperature, tools/fit_temperature.py), and the command line, split and pixel
+sampling the fit tools share (fit_inputs; tools/fit_scores.py fits the anomaly scores' constants,
+whose format lives with the scores in scores/fit.py). Used by tools/ and the scripts under
+studies/; they read the anomaly masks the test loader already puts in each batch ("anomaly_mask",
+data/mapper.py)."""

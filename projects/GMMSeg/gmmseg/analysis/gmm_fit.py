@@ -3,7 +3,7 @@
 On held-out images with labels: the mean log-likelihood of known pixels under their own class,
 log p(x | y) (max over the class's components, as the model scores), and under the best class;
 on an anomaly split, the best-class log-likelihood of the anomaly pixels and of the known pixels
-of the same images. Measured along a run (one checkpoint after another, benchmarks/gmm_fit_curve.py
+of the same images. Measured along a run (one checkpoint after another, studies/gmm_fit_curve.py
 and `make demo`), a GMM that fits the features makes the known-pixel likelihood rise from its
 value at initialisation while the anomaly pixels stay below the known ones.
 """

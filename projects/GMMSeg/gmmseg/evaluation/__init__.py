@@ -1,6 +1,7 @@
 """Open-world evaluation: anomaly segmentation (AUROC / AP / FPR95 of the GMM score and the
 softmax baselines) and calibration (ECE, reliability diagrams), in detectron2's DatasetEvaluator
-protocol, plus the plots and the fit of Mask2Former's post-hoc class temperature (temperature.py).
+protocol, plus the plots. (Offline fits of a trained model, such as Mask2Former's class
+temperature, are analysis/.)
 Importing it also registers the anomaly benchmarks (gmmseg.data.anomaly_datasets)."""
 
 from .anomaly import SCORE_LABELS, AnomalyEvaluator, anomaly_scores
@@ -22,7 +23,6 @@ from .plots import (
     plot_roc_curves,
 )
 from .sem_seg import CheckedSemSegEvaluator, never_predicted_classes
-from .temperature import fit_class_temperature
 
 __all__ = [
     "AnomalyEvaluator",
@@ -38,7 +38,6 @@ __all__ = [
     "exact_ranking_metrics",
     "calibration_bin_sums",
     "expected_calibration_error",
-    "fit_class_temperature",
     "plot_roc_curves",
     "plot_pr_curves",
     "plot_reliability_diagram",

@@ -6,7 +6,7 @@ receives a real row; the M-steps still "update" it, from the random rows, so its
 broad and its logits low, and the head keeps not predicting it (all-class CamVid: bicyclist and
 pedestrian at 0 IoU, docs/GMM_SETTINGS.md). Two counters of GMMPredictor show it (`rows_pushed`,
 `training_pixels`); this module turns them into per-class figures and warnings, for the training
-hook and for benchmarks/gmm_state_report.py (which reads them from a checkpoint).
+hook and for studies/gmm_state_report.py (which reads them from a checkpoint).
 """
 
 from dataclasses import dataclass

@@ -49,9 +49,17 @@ from ..memory_format import use_channels_last
 from .criterion import SetCriterion
 from .matcher import HungarianMatcher
 
-__all__ = ["MaskFormer", "semantic_inference", "query_anomaly_score", "check_class_temperature", "TEMPERATURE_KEY"]
+__all__ = [
+    "MaskFormer",
+    "semantic_inference",
+    "query_anomaly_score",
+    "check_class_temperature",
+    "TEMPERATURE_KEY",
+    "SCORE_FLOOR",
+]
 
-_LOG_EPS = 1e-8
+#: inference clamps the per-pixel class scores sum_q p_q(c) m_q(x) at this before their log (sem_seg)
+SCORE_FLOOR = 1e-8
 TEMPERATURE_KEY = "MODEL.MASK_FORMER.TEST.CLASS_TEMPERATURE"
 
 
@@ -388,7 +396,7 @@ class MaskFormer(nn.Module):
             k = cls.shape[-1] - 1
             ingredients = _ingredients(scores, k, with_lik, with_mass, with_weights)
             # resized as scores (as the release), then logged: argmax = the release's prediction
-            out = {"sem_seg": scores[:k].clamp_min(_LOG_EPS).log()}
+            out = {"sem_seg": scores[:k].clamp_min(SCORE_FLOOR).log()}
             ingredients["logits"] = out["sem_seg"]
             family = compute_scores(ingredients, names)
             if self.anomaly_fit and (self.score_family or anomaly_map in FITTED):

@@ -10,8 +10,9 @@ ranking of the queries untouched, no retraining.
 Unlike temperature scaling of a per-pixel softmax, T can change the prediction itself: the
 scores mix several queries, and sharpening or flattening each query's class distribution moves
 their mixture. So the fit reports the pixel accuracy before and after as well as the NLL and the
-expected calibration error (the project's ECE: 15 equal-width bins of the max-probability
-confidence, gmmseg/evaluation/metrics.py).
+expected calibration error (the project's ECE, gmmseg/evaluation/metrics.py: equal-width bins of
+the max-probability confidence, by default its CALIBRATION_BINS; tools/fit_temperature.py passes
+the config's TEST.OPEN_WORLD.CALIBRATION_BINS, as the evaluators use).
 
 The samples come from tools/fit_temperature.py (MaskFormer.query_predictions on the training
 split); this module is plain tensors in, numbers out.
@@ -24,8 +25,8 @@ import numpy as np
 import torch
 from scipy.optimize import minimize_scalar
 
-from ..modeling.mask_former.meta_arch import _LOG_EPS as SCORE_FLOOR  # inference clamps s_c at this before the log
-from .metrics import CALIBRATION_BINS, calibration_bin_sums, expected_calibration_error
+from ..evaluation.metrics import CALIBRATION_BINS, calibration_bin_sums, expected_calibration_error
+from ..modeling.mask_former.meta_arch import SCORE_FLOOR
 
 __all__ = ["fit_class_temperature", "pixel_class_log_probs", "DEFAULT_TEMPERATURE_BOUNDS"]
 

@@ -2,7 +2,7 @@
 """Which function of a trained GMM detects anomalies best? Candidates from one forward pass of a
 finished run (gmmseg.analysis.gmm_scores), no retraining.
 
-    python benchmarks/gmm_score_study.py --config-file configs/camvid/segformer_lite0_openset_gmm.yaml \
+    python studies/gmm_score_study.py --config-file configs/camvid/segformer_lite0_openset_gmm.yaml \
         --run output/study/gmm/seed1 [--run ...] --dataset camvid_openset_val [KEY VALUE ...]
 
 Each run's model_final.pth is evaluated; prints mean +- std over the runs and writes
@@ -13,7 +13,6 @@ import argparse
 import json
 import os
 
-import numpy as np
 import torch
 
 
@@ -36,6 +35,7 @@ def main():
     from gmmseg.analysis.gmm_scores import score_study
     from gmmseg.engine import Trainer
     from gmmseg.engine.inference import build_inference_model
+    from gmmseg.studies.tables import score_table
 
     reports = {}
     for run in args.run:
@@ -49,18 +49,11 @@ def main():
         names = MetadataCatalog.get(args.dataset).stuff_classes
         reports[run] = score_study(model, Trainer.build_test_loader(cfg, args.dataset), names)
         print(run, json.dumps({k: v for k, v in reports[run].items() if k.startswith(("anomalies", "best"))}))
-    first = next(iter(reports.values()))
-    candidates = [k for k, v in first.items() if isinstance(v, dict) and "AUROC" in v]
-    print("| score | AUROC | AP | FPR95 |\n|---|---|---|---|")
-    for c in candidates:
-        cells = []
-        for m in ("AUROC", "AP", "FPR95"):
-            v = np.array([r[c][m] for r in reports.values()])
-            cells.append(f"{v.mean():.1f} +- {v.std(ddof=1) if len(v) > 1 else 0.0:.1f}")
-        print(f"| {c} | " + " | ".join(cells) + " |")
+    print(score_table(reports))
     name = "score_study.json" if args.variance_floor is None else f"score_study_floor{args.variance_floor:g}.json"
     out = os.path.join(os.path.dirname(os.path.abspath(args.run[0])), name)
-    json.dump(reports, open(out, "w"), indent=1)
+    with open(out, "w") as f:
+        json.dump(reports, f, indent=1)
 
 
 if __name__ == "__main__":

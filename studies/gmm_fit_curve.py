@@ -7,7 +7,7 @@ the class's components, as the model scores), the same under the best class, and
 split, the best-class log-likelihood of the anomaly pixels. Also the mean GMM std. A GMM that
 fits the features makes the first rise during training while the anomaly pixels stay behind.
 
-    python benchmarks/gmm_fit_curve.py --config-file configs/demo/fpn_r18_gmm.yaml \
+    python studies/gmm_fit_curve.py --config-file configs/demo/fpn_r18_gmm.yaml \
         --run output/study_demo_a/release_bootstrap --known gmmseg_demo_val --anomaly gmmseg_demo_anomaly
 
 Prints a Markdown table and writes <run>/fit_curve.json (gmmseg.analysis.gmm_fit does the work).

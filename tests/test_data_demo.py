@@ -14,7 +14,7 @@ from gmmseg.data import demo
 from gmmseg.data.demo import files, scene
 from gmmseg.data.mapper import SemSegDatasetMapper
 
-SIZES = {"train": 6, "val": 3, "anomaly": 5}
+SIZES = {"train": 6, "val": 3, "anomaly": 5, "near": 4}
 
 
 @pytest.fixture(scope="module")
@@ -48,17 +48,17 @@ def _read(path, flags=cv2.IMREAD_UNCHANGED):
 
 def test_same_seed_same_bytes_and_split_prefix_stable(demo_root, tmp_path):
     a = _files(os.path.join(demo_root, "gmmseg_demo"))
-    assert len(a) == 2 * sum(SIZES.values()) + SIZES["anomaly"] + 1  # + anomaly masks + marker
+    assert len(a) == 2 * sum(SIZES.values()) + SIZES["anomaly"] + SIZES["near"] + 1  # + anomaly masks + marker
     demo.generate_demo_dataset(str(tmp_path / "b"), seed=0, sizes=SIZES)
     assert _files(str(tmp_path / "b" / "gmmseg_demo")) == a
     # image i depends on (seed, split, i) only: a smaller split is a prefix of a larger one
-    demo.generate_demo_dataset(str(tmp_path / "c"), seed=0, sizes={"train": 2, "val": 1, "anomaly": 1})
+    demo.generate_demo_dataset(str(tmp_path / "c"), seed=0, sizes={"train": 2, "val": 1, "anomaly": 1, "near": 1})
     c = _files(str(tmp_path / "c" / "gmmseg_demo"))
     for name, data in c.items():
         if name != "generation.json":
             assert a[name] == data, name
     # another seed gives other images
-    demo.generate_demo_dataset(str(tmp_path / "d"), seed=1, sizes={"train": 2, "val": 1, "anomaly": 1})
+    demo.generate_demo_dataset(str(tmp_path / "d"), seed=1, sizes={"train": 2, "val": 1, "anomaly": 1, "near": 1})
     d = _files(str(tmp_path / "d" / "gmmseg_demo"))
     assert d["train/images/0000.png"] != a["train/images/0000.png"]
 
@@ -94,8 +94,11 @@ def test_anomaly_masks_consistent_with_labels(demo_root):
 
 
 @functools.lru_cache(maxsize=None)
-def _scenes(split, n, anomalies=False):
-    return [scene.render_scene(scene.scene_rng(0, split, i), with_anomalies=anomalies) for i in range(n)]
+def _scenes(split, n, anomalies=False, near=False):
+    return [
+        scene.render_scene(scene.scene_rng(0, split, i), with_anomalies=anomalies, near_anomalies=near)
+        for i in range(n)
+    ]
 
 
 def test_building_has_two_clearly_different_appearances():
@@ -131,6 +134,30 @@ def test_anomaly_appearance_is_never_seen_in_training():
     assert novel.mean() > 0.6, novel.mean()
 
 
+def test_near_anomalies_are_an_unseen_category_in_the_street_s_colours():
+    # near split: animals, labelled void and marked 1 in the anomaly mask, never in training; their
+    # colours lie among the known pixels' (each fur pixel has a close training pixel in RGB), the
+    # far split's do not
+    near = _scenes("near", 8, near=True)
+    for s in near:
+        animal = s["appearance"] == scene.A_ANIMAL
+        assert animal.sum() > 30
+        assert np.array_equal(s["anomaly_mask"] == 1, animal)
+        assert (s["label"][animal] == scene.IGNORE).all()
+    train = _scenes("train", 24)
+    assert not any((s["appearance"] == scene.A_ANIMAL).any() for s in train)
+    known = np.concatenate([s["image"][s["label"] != scene.IGNORE] for s in train])[::97].astype(float)
+    far = _scenes("anomaly", 8, anomalies=True)
+
+    def median_distance_to_known(pixels):
+        pixels = pixels[:: max(1, len(pixels) // 800)].astype(float)
+        return np.median(np.sqrt(((pixels[:, None] - known[None]) ** 2).sum(-1)).min(1))
+
+    fur = np.concatenate([s["image"][s["appearance"] == scene.A_ANIMAL] for s in near])
+    pasted = np.concatenate([s["image"][s["appearance"] == scene.A_ANOMALY] for s in far])
+    assert median_distance_to_known(fur) < 12 < 40 < median_distance_to_known(pasted)
+
+
 def test_scenes_vary(demo_root):
     scenes = _scenes("train", 24)[:12]
     means = np.array([s["image"].reshape(-1, 3).mean(0) for s in scenes])
@@ -141,13 +168,13 @@ def test_scenes_vary(demo_root):
 
 def test_registration_dicts_and_metadata(demo_root, restore_registration):
     names = demo.register_demo_datasets(root=demo_root, seed=0, sizes=SIZES)
-    assert names == ["gmmseg_demo_train", "gmmseg_demo_val", "gmmseg_demo_anomaly"]
+    assert names == ["gmmseg_demo_train", "gmmseg_demo_val", "gmmseg_demo_anomaly", "gmmseg_demo_near"]
     for name, split in zip(names, demo.DEMO_SPLITS):
         dicts = DatasetCatalog.get(name)
         assert len(dicts) == SIZES[split]
         d = dicts[0]
         keys = {"file_name", "sem_seg_file_name", "height", "width", "image_id"}
-        keys |= {"anomaly_mask_file_name"} if split == "anomaly" else set()
+        keys |= {"anomaly_mask_file_name"} if split in ("anomaly", "near") else set()
         assert set(d) == keys
         assert (d["height"], d["width"]) == (96, 128)
         assert os.path.isfile(d["file_name"]) and os.path.isfile(d["sem_seg_file_name"])
@@ -158,7 +185,7 @@ def test_registration_dicts_and_metadata(demo_root, restore_registration):
 
 
 def test_loader_generates_lazily_under_detectron2_datasets(tmp_path, monkeypatch, restore_registration):
-    demo.register_demo_datasets(sizes={"train": 2, "val": 1, "anomaly": 1})  # root from the env, later
+    demo.register_demo_datasets(sizes={"train": 2, "val": 1, "anomaly": 1, "near": 1})  # root from the env, later
     monkeypatch.setenv("DETECTRON2_DATASETS", str(tmp_path))
     assert not (tmp_path / "gmmseg_demo").exists()
     dicts = DatasetCatalog.get("gmmseg_demo_val")
@@ -176,7 +203,7 @@ def test_interrupted_generation_leaves_nothing_that_looks_complete(tmp_path, mon
 
     monkeypatch.setattr(files, "_write_split", dies_in_val)
     with pytest.raises(KeyboardInterrupt):
-        demo.generate_demo_dataset(str(tmp_path), sizes={"train": 2, "val": 1, "anomaly": 1})
+        demo.generate_demo_dataset(str(tmp_path), sizes={"train": 2, "val": 1, "anomaly": 1, "near": 1})
     assert os.listdir(tmp_path) == []  # no final folder, temporary folder removed
     # a temporary folder of a process that died (no cleanup) is removed by the next generation
     stale = tmp_path / ".gmmseg_demo.tmp-999999999-abc"
@@ -185,12 +212,12 @@ def test_interrupted_generation_leaves_nothing_that_looks_complete(tmp_path, mon
     recent = tmp_path / ".gmmseg_demo.tmp-999999998-abc"  # maybe another machine's: kept
     recent.mkdir()
     monkeypatch.setattr(files, "_write_split", real)
-    demo.generate_demo_dataset(str(tmp_path), sizes={"train": 2, "val": 1, "anomaly": 1})
+    demo.generate_demo_dataset(str(tmp_path), sizes={"train": 2, "val": 1, "anomaly": 1, "near": 1})
     assert sorted(os.listdir(tmp_path)) == [recent.name, "gmmseg_demo"]
 
 
 def test_existing_folder_rules(tmp_path):
-    small = {"train": 1, "val": 1, "anomaly": 1}
+    small = {"train": 1, "val": 1, "anomaly": 1, "near": 1}
     (tmp_path / "gmmseg_demo").mkdir()
     with pytest.raises(FileExistsError, match="generation.json"):
         demo.generate_demo_dataset(str(tmp_path), sizes=small)

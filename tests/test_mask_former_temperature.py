@@ -283,7 +283,7 @@ def tool_setup(tmp_path_factory):
     from gmmseg.data.demo import DEMO_CLASSES, load_demo_split
 
     root = str(tmp_path_factory.mktemp("temperature_data"))
-    sizes = {"train": 4, "val": 1, "anomaly": 1}
+    sizes = {"train": 4, "val": 1, "anomaly": 1, "near": 1}
     DatasetCatalog.register(DATASET, lambda: load_demo_split("train", root, sizes=sizes))
     MetadataCatalog.get(DATASET).set(stuff_classes=list(DEMO_CLASSES), ignore_label=255)
     DatasetCatalog.register(

@@ -14,7 +14,7 @@ from gmmseg.engine import Trainer
 from gmmseg.solver import build_optimizer
 
 CONFIG = os.path.join(os.path.dirname(__file__), "..", "configs", "demo", "mask2former_r18_gmm.yaml")
-SIZES = {"train": 32, "val": 6, "anomaly": 4}
+SIZES = {"train": 32, "val": 6, "anomaly": 4, "near": 1}
 NAMES = {split: f"test_m2f_demo_{split}" for split in SIZES}
 
 

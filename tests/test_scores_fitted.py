@@ -94,7 +94,7 @@ def fitted(tmp_path_factory):
     from gmmseg.data.demo import DEMO_CLASSES, load_demo_split
 
     root = str(tmp_path_factory.mktemp("fit_scores_data"))
-    sizes = {"train": 3, "val": 1, "anomaly": 1}
+    sizes = {"train": 3, "val": 1, "anomaly": 1, "near": 1}
     DatasetCatalog.register(DATASET, lambda: load_demo_split("train", root, sizes=sizes))
     DatasetCatalog.register(ANOMALY, lambda: load_demo_split("anomaly", root, sizes=sizes))
     for name in (DATASET, ANOMALY):

@@ -22,12 +22,13 @@ Generate from the command line with `python -m gmmseg.data.demo [--root R] [--se
 
 from .files import DEMO_DEFAULT_SIZES, DEMO_DIRNAME, generate_demo_dataset
 from .registration import load_demo_split, register_demo_datasets
-from .scene import APPEARANCES, DEMO_CLASSES, DEMO_COLORS, DEMO_SPLITS, render_scene
+from .scene import ANOMALY_SPLITS, APPEARANCES, DEMO_CLASSES, DEMO_COLORS, DEMO_SPLITS, render_scene
 
 __all__ = [
     "DEMO_CLASSES",
     "DEMO_COLORS",
     "DEMO_SPLITS",
+    "ANOMALY_SPLITS",
     "DEMO_DEFAULT_SIZES",
     "DEMO_DIRNAME",
     "APPEARANCES",

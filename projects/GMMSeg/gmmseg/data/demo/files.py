@@ -1,8 +1,8 @@
 """The demo dataset on disk: written once under `<root>/gmmseg_demo/`, complete or not at all.
 
-    {train,val,anomaly}/images/NNNN.png     96 x 128 RGB
-    {train,val,anomaly}/labels/NNNN.png     uint8 class ids, 255 = void
-    anomaly/anomaly_masks/NNNN.png          1 = anomaly, 0 = known class, 255 = void
+    {train,val,anomaly,near}/images/NNNN.png  96 x 128 RGB
+    {train,val,anomaly,near}/labels/NNNN.png  uint8 class ids, 255 = void
+    {anomaly,near}/anomaly_masks/NNNN.png     1 = anomaly (far / near), 0 = known class, 255 = void
     generation.json                         seed, sizes and generator version
 
 Generation goes to a hidden temporary folder that is renamed into place when complete, so an
@@ -21,13 +21,13 @@ from typing import Dict, Mapping, Optional
 import cv2
 
 from ..common import datasets_root
-from .scene import DEMO_CLASSES, DEMO_SPLITS, GENERATOR_VERSION, HEIGHT, WIDTH, render_scene, scene_rng
+from .scene import ANOMALY_SPLITS, DEMO_CLASSES, DEMO_SPLITS, GENERATOR_VERSION, HEIGHT, WIDTH, render_scene, scene_rng
 
 __all__ = ["DEMO_DEFAULT_SIZES", "DEMO_DIRNAME", "generate_demo_dataset"]
 
 logger = logging.getLogger(__name__)
 
-DEMO_DEFAULT_SIZES = {"train": 300, "val": 60, "anomaly": 60}
+DEMO_DEFAULT_SIZES = {"train": 300, "val": 60, "anomaly": 60, "near": 60}
 DEMO_DIRNAME = "gmmseg_demo"
 _MARKER = "generation.json"
 _TMP_PREFIX = f".{DEMO_DIRNAME}.tmp-"
@@ -64,15 +64,17 @@ def _read_marker(folder: str) -> Optional[dict]:
 
 
 def _write_split(folder: str, split: str, seed: int, count: int) -> None:
-    sub = ["images", "labels"] + (["anomaly_masks"] if split == "anomaly" else [])
+    sub = ["images", "labels"] + (["anomaly_masks"] if split in ANOMALY_SPLITS else [])
     for s in sub:
         os.makedirs(os.path.join(folder, split, s))
     for i in range(count):
-        scene = render_scene(scene_rng(seed, split, i), with_anomalies=(split == "anomaly"))
+        scene = render_scene(
+            scene_rng(seed, split, i), with_anomalies=split == "anomaly", near_anomalies=split == "near"
+        )
         name = f"{i:04d}.png"
         ok = cv2.imwrite(os.path.join(folder, split, "images", name), scene["image"][:, :, ::-1])
         ok &= cv2.imwrite(os.path.join(folder, split, "labels", name), scene["label"])
-        if split == "anomaly":
+        if split in ANOMALY_SPLITS:
             ok &= cv2.imwrite(os.path.join(folder, split, "anomaly_masks", name), scene["anomaly_mask"])
         if not ok:
             raise OSError(f"could not write demo image {name} under {folder!r}")

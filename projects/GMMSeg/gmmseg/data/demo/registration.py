@@ -1,4 +1,4 @@
-"""gmmseg_demo_{train,val,anomaly} in detectron2's catalogs (generated on first use)."""
+"""gmmseg_demo_{train,val,anomaly,near} in detectron2's catalogs (generated on first use)."""
 
 import os
 from functools import partial
@@ -7,14 +7,14 @@ from typing import List, Mapping, Optional
 from ..catalog import register_dataset
 from ..common import list_image_label_pairs, root_note
 from .files import generate_demo_dataset
-from .scene import DEMO_CLASSES, DEMO_COLORS, DEMO_SPLITS, HEIGHT, IGNORE, WIDTH
+from .scene import ANOMALY_SPLITS, DEMO_CLASSES, DEMO_COLORS, DEMO_SPLITS, HEIGHT, IGNORE, WIDTH
 
 __all__ = ["load_demo_split", "register_demo_datasets"]
 
 _LAYOUT = (
-    "  $DETECTRON2_DATASETS/gmmseg_demo/{train,val,anomaly}/images/NNNN.png\n"
-    "  $DETECTRON2_DATASETS/gmmseg_demo/{train,val,anomaly}/labels/NNNN.png\n"
-    "  $DETECTRON2_DATASETS/gmmseg_demo/anomaly/anomaly_masks/NNNN.png\n"
+    "  $DETECTRON2_DATASETS/gmmseg_demo/{train,val,anomaly,near}/images/NNNN.png\n"
+    "  $DETECTRON2_DATASETS/gmmseg_demo/{train,val,anomaly,near}/labels/NNNN.png\n"
+    "  $DETECTRON2_DATASETS/gmmseg_demo/{anomaly,near}/anomaly_masks/NNNN.png\n"
     "  (written by gmmseg.data.demo.generate_demo_dataset)"
 )
 
@@ -24,8 +24,8 @@ def load_demo_split(
 ) -> List[dict]:
     """Dataset dicts of a demo split, generating the dataset first if needed.
 
-    Each dict: file_name, sem_seg_file_name, height, width, image_id; the anomaly split adds
-    anomaly_mask_file_name.
+    Each dict: file_name, sem_seg_file_name, height, width, image_id; the anomaly splits (far
+    "anomaly", near "near") add anomaly_mask_file_name.
     """
     if split not in DEMO_SPLITS:
         raise KeyError(f"unknown demo split {split!r}; the splits are {DEMO_SPLITS}")
@@ -49,7 +49,7 @@ def load_demo_split(
             "width": WIDTH,
             "image_id": f"{split}_{stem}",
         }
-        if split == "anomaly":
+        if split in ANOMALY_SPLITS:
             d["anomaly_mask_file_name"] = os.path.join(base, "anomaly_masks", stem + ".png")
         dicts.append(d)
     return dicts
@@ -58,7 +58,7 @@ def load_demo_split(
 def register_demo_datasets(
     root: Optional[str] = None, seed: int = 0, sizes: Optional[Mapping[str, int]] = None
 ) -> List[str]:
-    """Register gmmseg_demo_{train,val,anomaly} in DatasetCatalog / MetadataCatalog.
+    """Register gmmseg_demo_{train,val,anomaly,near} in DatasetCatalog / MetadataCatalog.
 
     Lazy: nothing is generated or read until DatasetCatalog.get(name) is called. Calling it
     again (e.g. with the seed of cfg.INPUT.DEMO.SEED) replaces the previous registration.
@@ -71,7 +71,7 @@ def register_demo_datasets(
             stuff_colors=[list(c) for c in DEMO_COLORS],
             ignore_label=IGNORE,
             evaluator_type="sem_seg",
-            has_anomaly_masks=(split == "anomaly"),
+            has_anomaly_masks=split in ANOMALY_SPLITS,
         )
         names.append(register_dataset(f"gmmseg_demo_{split}", partial(load_demo_split, split, root, seed, sizes), meta))
     return names

@@ -6,9 +6,13 @@ with a frame grid), so one Gaussian per class cannot model it. Every image also 
 lighting (gain, colour cast, left-right gradient), sensor noise and blur; some show the ego
 vehicle's bonnet at the bottom, which is labelled void (255).
 
-The anomaly split renders scenes like the val split and pastes 1-3 objects whose appearance no
-training image has (saturated magenta / lime / cyan checkerboards and stripes in geometric
-shapes). Their pixels are 255 in the semantic label and 1 in the anomaly mask.
+Two anomaly splits render scenes like the val split with objects of a category no training image
+has; their pixels are 255 in the semantic label and 1 in the anomaly mask:
+- "anomaly" (far): 1-3 geometric objects in never-seen saturated colours (magenta / lime / cyan
+  checkerboards and stripes), pasted over the scene;
+- "near": 1-2 animals (a four-legged body, head and tail in natural fur colours: brown, tan, grey,
+  black, with a soft fur texture), standing on the road among the cars and people and occluded by
+  them like any object: a new category whose colours and scale are those of the known street.
 """
 
 from typing import Dict
@@ -20,6 +24,7 @@ __all__ = [
     "DEMO_CLASSES",
     "DEMO_COLORS",
     "DEMO_SPLITS",
+    "ANOMALY_SPLITS",
     "APPEARANCES",
     "GENERATOR_VERSION",
     "HEIGHT",
@@ -34,15 +39,16 @@ DEMO_COLORS = [(70, 130, 180), (128, 64, 128), (70, 70, 70), (107, 142, 35), (0,
 SKY, ROAD, BUILDING, TREE, CAR, PERSON = range(6)
 IGNORE = 255
 HEIGHT, WIDTH = 96, 128
-DEMO_SPLITS = ("train", "val", "anomaly")
-_SPLIT_CODE = {"train": 1, "val": 2, "anomaly": 3}
+DEMO_SPLITS = ("train", "val", "anomaly", "near")
+ANOMALY_SPLITS = ("anomaly", "near")  # the splits with anomaly masks: far and near anomalies
+_SPLIT_CODE = {"train": 1, "val": 2, "anomaly": 3, "near": 4}
 # Bump when the renderer changes: an existing folder from another version is regenerated.
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 
 # Finer than classes: which appearance drew each pixel (used by tests and analysis).
-APPEARANCES = ("sky", "road", "building_brick", "building_glass", "tree", "car", "person", "anomaly", "void")
-A_SKY, A_ROAD, A_BRICK, A_GLASS, A_TREE, A_CAR, A_PERSON, A_ANOMALY, A_VOID = range(9)
-APPEARANCE_TO_CLASS = np.array([SKY, ROAD, BUILDING, BUILDING, TREE, CAR, PERSON, IGNORE, IGNORE], np.uint8)
+APPEARANCES = ("sky", "road", "building_brick", "building_glass", "tree", "car", "person", "anomaly", "void", "animal")
+A_SKY, A_ROAD, A_BRICK, A_GLASS, A_TREE, A_CAR, A_PERSON, A_ANOMALY, A_VOID, A_ANIMAL = range(10)
+APPEARANCE_TO_CLASS = np.array([SKY, ROAD, BUILDING, BUILDING, TREE, CAR, PERSON, IGNORE, IGNORE, IGNORE], np.uint8)
 
 _YY, _XX = np.mgrid[0:HEIGHT, 0:WIDTH].astype(np.float32)
 
@@ -74,6 +80,8 @@ _SHIRT_COLORS = np.array(
     np.float32,
 )
 _SKIN_COLORS = np.array([(232, 192, 162), (196, 142, 102), (120, 80, 58)], np.float32)
+# fur of the near split's animals: natural colours, none of them the anomaly palette's
+_FUR_COLORS = np.array([(120, 78, 40), (176, 132, 84), (150, 146, 140), (34, 30, 28), (200, 170, 120)], np.float32)
 _ANOMALY_COLORS = np.array([(255, 0, 255), (0, 255, 0), (0, 255, 255), (255, 0, 160)], np.float32)
 
 
@@ -267,6 +275,32 @@ def _anomaly(rng, img, label, app, horizon: int) -> None:
     _paint(img, label, app, mask, tex, IGNORE, A_ANOMALY)
 
 
+def _animal(rng, img, label, app, horizon: int, yb: float) -> None:
+    """A four-legged animal standing at y = yb: body, legs, head, ears and tail in one fur colour
+    with a soft texture (the near split's unseen category)."""
+    s = _depth_scale(yb, horizon)
+    h = 12 + 26 * s  # shoulder height
+    w = h * rng.uniform(1.3, 1.8)  # body length
+    x0 = rng.uniform(-w * 0.2, WIDTH - w * 0.8)
+    facing = 1 if rng.random() < 0.5 else -1
+    body_cy, body_ry = yb - h * 0.62, h * 0.24
+    body = _ellipse_mask(body_cy, x0 + w / 2, body_ry, w / 2)
+    leg_w = max(w * 0.07, 1.0)
+    legs = np.zeros_like(body)
+    for f in (0.14, 0.3, 0.7, 0.86):
+        legs |= _rect_mask(body_cy, yb, x0 + w * f - leg_w / 2, x0 + w * f + leg_w / 2)
+    hx = x0 + w / 2 + facing * w * 0.55
+    head = _ellipse_mask(body_cy - h * 0.28, hx, h * 0.16, h * 0.2)
+    ear = _ellipse_mask(body_cy - h * 0.45, hx - facing * h * 0.06, h * 0.08, h * 0.05)
+    tx = x0 + w / 2 - facing * w * 0.5
+    tail = _rect_mask(
+        body_cy - h * 0.32, body_cy - h * 0.05, min(tx, tx - facing * h * 0.12), max(tx, tx - facing * h * 0.12)
+    )
+    fur = _FUR_COLORS[rng.integers(len(_FUR_COLORS))] * rng.uniform(0.85, 1.1)
+    texture = (0.8 + 0.4 * _smooth_noise(rng, 24, 32))[..., None]
+    _paint(img, label, app, body | legs | head | ear | tail, fur * texture, IGNORE, A_ANIMAL)
+
+
 def _bonnet(rng, img, label, app) -> None:
     """The ego vehicle's bonnet at the bottom edge: void."""
     depth = rng.uniform(4, 9)
@@ -288,12 +322,15 @@ def _photometric(rng, img: np.ndarray) -> np.ndarray:
     return np.clip(np.round(out), 0, 255).astype(np.uint8)
 
 
-def render_scene(rng: np.random.Generator, with_anomalies: bool = False) -> Dict[str, np.ndarray]:
-    """Draw one scene.
+def render_scene(
+    rng: np.random.Generator, with_anomalies: bool = False, near_anomalies: bool = False
+) -> Dict[str, np.ndarray]:
+    """Draw one scene: with_anomalies, far ones pasted over it ("anomaly" split); near_anomalies,
+    1-2 animals among its objects ("near" split).
 
     Returns "image" (96, 128, 3) uint8 RGB, "label" (96, 128) uint8 class ids / 255,
-    "appearance" (96, 128) uint8 indices into APPEARANCES, and with anomalies "anomaly_mask"
-    (96, 128) uint8 (1 anomaly, 0 known, 255 void).
+    "appearance" (96, 128) uint8 indices into APPEARANCES, and with either kind of anomalies
+    "anomaly_mask" (96, 128) uint8 (1 anomaly, 0 known, 255 void).
     """
     img = np.zeros((HEIGHT, WIDTH, 3), np.float32)
     label = np.zeros((HEIGHT, WIDTH), np.uint8)
@@ -306,6 +343,10 @@ def render_scene(rng: np.random.Generator, with_anomalies: bool = False) -> Dict
     # Cars and people sorted far to near so nearer ones occlude farther ones.
     objects = [(_car, rng.uniform(horizon + 6, HEIGHT + 4)) for _ in range(rng.integers(0, 4))]
     objects += [(_person, rng.uniform(horizon + 4, HEIGHT + 2)) for _ in range(rng.integers(1, 5))]
+    if near_anomalies:  # in the lower part of the image, where they are large enough to see
+        objects += [
+            (_animal, rng.uniform(horizon + (HEIGHT - horizon) * 0.4, HEIGHT)) for _ in range(rng.integers(1, 3))
+        ]
     for draw, y_bottom in sorted(objects, key=lambda o: o[1]):
         draw(rng, img, label, app, horizon, y_bottom)
     if with_anomalies:
@@ -314,8 +355,8 @@ def render_scene(rng: np.random.Generator, with_anomalies: bool = False) -> Dict
     if rng.random() < 0.35:
         _bonnet(rng, img, label, app)
     out = {"image": _photometric(rng, img), "label": label, "appearance": app}
-    if with_anomalies:
-        mask = np.where(app == A_ANOMALY, 1, 0).astype(np.uint8)
+    if with_anomalies or near_anomalies:
+        mask = np.where((app == A_ANOMALY) | (app == A_ANIMAL), 1, 0).astype(np.uint8)
         mask[app == A_VOID] = IGNORE
         out["anomaly_mask"] = mask
     return out

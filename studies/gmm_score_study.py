@@ -34,7 +34,7 @@ def main():
     from gmmseg import load_config
     from gmmseg.analysis.gmm_scores import score_study
     from gmmseg.engine import Trainer
-    from gmmseg.engine.inference import build_inference_model
+    from gmmseg.inference import build_inference_model
     from gmmseg.studies.tables import score_table
 
     reports = {}

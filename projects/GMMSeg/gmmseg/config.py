@@ -19,7 +19,7 @@ from .evaluation.metrics import CALIBRATION_BINS
 from .modeling.mask_former.config import add_maskformer2_config
 from .zoo_config import add_model_zoo_config
 
-__all__ = ["add_gmmseg_config", "inference_config", "load_config"]
+__all__ = ["add_gmmseg_config", "load_config"]
 
 
 def add_gmmseg_config(cfg):
@@ -185,18 +185,6 @@ def add_gmmseg_config(cfg):
         message="PUSH_CORRECT_ONLY True is PUSH_ROWS 'correct', False is PUSH_ROWS 'all'",
     )
     return cfg
-
-
-def inference_config(cfg):
-    """A copy of `cfg` whose GMM is built without its memory bank (MODEL.GMM.MEMORY_LAYOUT
-    "none"): for evaluation and the inference tools, which read only means and stds. Loading a
-    checkpoint into such a model skips the bank without reading it."""
-    out = cfg.clone()
-    out.defrost()
-    out.MODEL.GMM.MEMORY_LAYOUT = "none"
-    if cfg.is_frozen():
-        out.freeze()
-    return out
 
 
 def load_config(config_file: str, opts=()):

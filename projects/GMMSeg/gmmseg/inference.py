@@ -1,6 +1,6 @@
 """The one way to get a model for inference: its config, the model, and the model on one image.
 
-Every tool, study, export and test that runs a trained model goes through here (evaluation:
+Every tool, study and export that runs a trained model goes through here (evaluation:
 gmmseg/engine/evaluate.py, on a model built here):
 
 - `inference_setup(config_file, opts, register, device)`: the frozen config of a tool (dataset

@@ -1,19 +1,19 @@
 """Every config key this project adds to detectron2's, with its default and what it means.
 
 One entry, `add_gmmseg_config(cfg)` (detectron2's convention for a project; `load_config` calls
-it), adds the groups below in this order; each group is one function of this file, except the two
-data groups, which live beside the only code that reads them:
+it), adds the groups below in this order; each group is one function of this file:
 
  1. the classifier: MODEL.PREDICTOR, MODEL.ANOMALY_SCORE / ANOMALY_FIT, MODEL.GMM, MODEL.PROTOSEG
  2. the per-pixel head: MODEL.SEM_SEG_HEAD.DECODER / LOSS_NORMALIZATION, MODEL.CHANNELS_LAST, then
     detectron2.projects.deeplab's keys (DeepLabV3+ decoder, poly LR, INPUT.CROP.SINGLE_CATEGORY_MAX_AREA)
- 3. training augmentation: INPUT.AUG (gmmseg/data/augmentation.py; after 2, whose crop key it uses)
+ 3. training augmentation: INPUT.AUG (read by gmmseg/data/augmentation.py; after 2, whose crop
+    key its recipes use)
  4. the model zoo: the FCN / OCR / UPerNet / SegFormer decoders, the auxiliary FCN head,
     MODEL.TIMM, MODEL.MIT, the optimizer (SOLVER.OPTIMIZER, BACKBONE_MULTIPLIER, ...)
  5. Mask2Former: MODEL.MASK_FORMER and its MODEL.SEM_SEG_HEAD / INPUT keys, under the official
     release's names (its `add_maskformer2_config`), so that its yaml files merge
  6. training: checkpoints kept, the AMP precision, the demo data's seed, the class-balanced sampler
- 7. your data as a folder: DATASETS.FOLDER (gmmseg/data/folder_dataset.py)
+ 7. your data as a folder: DATASETS.FOLDER (read by gmmseg/data/folder_dataset.py)
  8. inference and evaluation: TEST.SLIDING_WINDOW, TEST.OPEN_WORLD
 and registers the renamed keys (yacs: an old name in a yaml file stops with the new one).
 
@@ -23,9 +23,6 @@ keys twice does nothing.
 
 from detectron2.config import CfgNode as CN
 from detectron2.projects.deeplab import add_deeplab_config
-
-from .data.augmentation import add_augmentation_config
-from .data.folder_dataset import add_folder_dataset_config
 
 __all__ = ["CALIBRATION_BINS", "add_gmmseg_config", "load_config"]
 
@@ -41,11 +38,11 @@ def add_gmmseg_config(cfg):
         return cfg
     _add_classifier_keys(cfg)  # 1
     _add_per_pixel_head_keys(cfg)  # 2
-    add_augmentation_config(cfg)  # 3
+    _add_augmentation_keys(cfg)  # 3
     _add_model_zoo_keys(cfg)  # 4
     _add_mask_former_keys(cfg)  # 5
     _add_training_keys(cfg)  # 6
-    add_folder_dataset_config(cfg)  # 7
+    _add_folder_dataset_keys(cfg)  # 7
     _add_test_keys(cfg)  # 8
     cfg.register_renamed_key(
         "MODEL.GMM.PUSH_CORRECT_ONLY",
@@ -172,6 +169,38 @@ def _add_per_pixel_head_keys(cfg):
     cfg.MODEL.CHANNELS_LAST = False
     # DeepLabV3+ decoder keys, LR poly schedule and crop keys: detectron2.projects.deeplab's own
     add_deeplab_config(cfg)
+
+
+# ----------------------------------------------------------------------------- 3. training augmentation
+def _add_augmentation_keys(cfg):
+    """INPUT.AUG.*: the training augmentation of gmmseg/data/augmentation.py.
+
+    Defaults reproduce detectron2's own DatasetMapper (shortest-edge resize, no photometric
+    distortion), so existing configs behave as before; the paper's recipe is set per config:
+
+        INPUT.AUG.RESIZE: "ratio_range"   INPUT.AUG.BASE_SCALE: (2048, 512)
+        INPUT.CROP: {ENABLED: True, TYPE: "absolute", SIZE: (512, 512),
+                     SINGLE_CATEGORY_MAX_AREA: 0.75}
+        INPUT.AUG.PHOTOMETRIC.ENABLED: True
+    """
+    cfg.INPUT.AUG = CN()
+    # "shortest_edge" (detectron2 ResizeShortestEdge from INPUT.MIN_SIZE_TRAIN / MAX_SIZE_TRAIN /
+    # MIN_SIZE_TRAIN_SAMPLING), "ratio_range" (BASE_SCALE x U(RATIO_RANGE), keep ratio) or "none"
+    cfg.INPUT.AUG.RESIZE = "shortest_edge"
+    # (long side, short side) before the random ratio: (2048, 512) ADE20K / COCO-Stuff,
+    # (2048, 1024) Cityscapes; the image is scaled to fit inside it, aspect ratio kept
+    cfg.INPUT.AUG.BASE_SCALE = (2048, 512)
+    cfg.INPUT.AUG.RATIO_RANGE = (0.5, 2.0)
+    # pad (bottom/right) to INPUT.CROP.SIZE when the crop is "absolute" and the image smaller;
+    # the label is padded with MODEL.SEM_SEG_HEAD.IGNORE_VALUE
+    cfg.INPUT.AUG.PAD_TO_CROP = True
+    cfg.INPUT.AUG.IMAGE_PAD_VALUE = 128.0  # ~ the pixel mean, so padding is ~0 after normalising
+    cfg.INPUT.AUG.PHOTOMETRIC = CN()
+    cfg.INPUT.AUG.PHOTOMETRIC.ENABLED = False
+    cfg.INPUT.AUG.PHOTOMETRIC.BRIGHTNESS_DELTA = 32.0  # add U(-d, d) to every channel
+    cfg.INPUT.AUG.PHOTOMETRIC.CONTRAST_RANGE = (0.5, 1.5)  # multiply by U(lo, hi)
+    cfg.INPUT.AUG.PHOTOMETRIC.SATURATION_RANGE = (0.5, 1.5)  # multiply HSV saturation by U(lo, hi)
+    cfg.INPUT.AUG.PHOTOMETRIC.HUE_DELTA = 18  # shift OpenCV hue (0..179) by randint[-d, d]
 
 
 # ----------------------------------------------------------------------------- 4. the model zoo
@@ -357,6 +386,19 @@ def _add_training_keys(cfg):
     cfg.DATALOADER.CLASS_BALANCED = CN()
     cfg.DATALOADER.CLASS_BALANCED.MIN_PIXELS = 1
     cfg.DATALOADER.CLASS_BALANCED.CACHE = True
+
+
+# ----------------------------------------------------------------------------- 7. your data as a folder
+def _add_folder_dataset_keys(cfg):
+    """DATASETS.FOLDER.*: one folder-layout dataset (gmmseg/data/folder_dataset.py, registered by
+    the tools in every process); NAME "" (the default) declares none."""
+    cfg.DATASETS.FOLDER = CN()
+    cfg.DATASETS.FOLDER.NAME = ""  # registers "<NAME>_<split>" for every split below
+    cfg.DATASETS.FOLDER.ROOT = ""  # absolute, or relative to the working directory
+    cfg.DATASETS.FOLDER.SPLITS = ("train", "val")
+    cfg.DATASETS.FOLDER.CLASSES = ()  # class names in id order; empty: read <ROOT>/classes.txt
+    cfg.DATASETS.FOLDER.IGNORE_LABEL = 255  # the void value of the label maps as stored
+    cfg.DATASETS.FOLDER.IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 
 
 # ----------------------------------------------------------------------------- 8. inference and evaluation

@@ -81,7 +81,7 @@ def _allocated(device):
 
 def bank_bytes(model):
     """Bytes of the memory banks of the model's EM modules (0 for a model without one)."""
-    banks = [getattr(getattr(m, "memory", None), "bank", None) for m in em_modules(model)]
+    banks = [getattr(m.feature_memory(), "bank", None) for m in em_modules(model)]
     return sum(b.numel() * b.element_size() for b in banks if b is not None)
 
 

@@ -17,8 +17,8 @@ import argparse
 import json
 import os
 
-from gmmseg import load_config
 from gmmseg.analysis.gmm_fit import fit_curve, fit_curve_table
+from gmmseg.inference import inference_setup
 
 
 def main():
@@ -34,7 +34,7 @@ def main():
     ap.add_argument("--anomaly", default=None, help="dataset with anomaly masks (optional)")
     ap.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides the run was trained with")
     args = ap.parse_args()
-    cfg = load_config(args.config, args.opts)
+    cfg = inference_setup(args.config, args.opts)
     if cfg.MODEL.PREDICTOR.NAME != "gmm":
         raise SystemExit(f"{args.config}: MODEL.PREDICTOR.NAME is {cfg.MODEL.PREDICTOR.NAME!r}; this measures a GMM")
     results = fit_curve(cfg, args.run, args.known, args.anomaly)

@@ -31,23 +31,23 @@ def main():
 
     from detectron2.data import MetadataCatalog
 
-    from gmmseg import load_config
     from gmmseg.analysis.gmm_scores import score_study
-    from gmmseg.engine import Trainer
-    from gmmseg.engine.inference import build_inference_model
+    from gmmseg.analysis.head_hooks import gmm_head
+    from gmmseg.data.mapper import build_sem_seg_test_loader
+    from gmmseg.inference import build_inference_model, inference_setup
     from gmmseg.studies.tables import score_table
 
     reports = {}
     for run in args.run:
         # the run's weights replace the ImageNet ones: do not load those first
-        cfg = load_config(args.config, args.opts + ["MODEL.TIMM.EFFICIENTNET_LITE_WEIGHTS", ""])
+        cfg = inference_setup(args.config, args.opts + ["MODEL.TIMM.EFFICIENTNET_LITE_WEIGHTS", ""])
         model = build_inference_model(cfg, os.path.join(run, "model_final.pth"))  # no memory bank
         if args.variance_floor is not None:
-            p = model.sem_seg_head.predictor
+            p = gmm_head(model, "gmm_score_study --variance-floor").predictor
             with torch.no_grad():
                 p.stds.copy_((p.stds.double() ** 2 - p.variance_floor + args.variance_floor).clamp_min(0).sqrt())
         names = MetadataCatalog.get(args.dataset).stuff_classes
-        reports[run] = score_study(model, Trainer.build_test_loader(cfg, args.dataset), names)
+        reports[run] = score_study(model, build_sem_seg_test_loader(cfg, args.dataset), names)
         print(run, json.dumps({k: v for k, v in reports[run].items() if k.startswith(("anomalies", "best"))}))
     print(score_table(reports))
     name = "score_study.json" if args.variance_floor is None else f"score_study_floor{args.variance_floor:g}.json"

@@ -268,12 +268,13 @@ def test_run_checkpoints_without_checkpoints_names_the_folder(tmp_path):
         run_checkpoints(str(tmp_path))
 
 
-def test_fit_curve_evaluates_every_checkpoint_from_its_own_weights(tmp_path):
-    """fit_curve loads each checkpoint into a freshly built model (the initial one for iteration 0)
-    and labels the rows; with the tiny model and two hand-made checkpoints (stds x 1 and x 2) the
-    rows carry the numbers of the formula for each."""
+def test_fit_curve_evaluates_every_checkpoint_from_its_own_weights(tmp_path, monkeypatch):
+    """fit_curve loads each checkpoint, through build_inference_model, into a freshly built model
+    (the initial one for iteration 0) and labels the rows; with the tiny model and two hand-made
+    checkpoints (stds x 1 and x 2) the rows carry the numbers of the formula for each."""
     from detectron2.config import get_cfg
 
+    import gmmseg.inference
     from gmmseg import add_gmmseg_config
 
     base = _tiny_model()
@@ -283,29 +284,25 @@ def test_fit_curve_evaluates_every_checkpoint_from_its_own_weights(tmp_path):
     doubled["sem_seg_head.predictor.stds"] = state["sem_seg_head.predictor.stds"] * 2
     torch.save({"model": doubled, "iteration": 19}, tmp_path / "model_0000019.pth")
 
-    class _FakeTrainer:
-        @staticmethod
-        def build_model(cfg):
-            m = _tiny_model()
-            with torch.no_grad():  # "as initialised": unit stds
-                m.sem_seg_head.predictor.stds.fill_(1.0)
-            return m
+    built = []
 
-        @staticmethod
-        def build_test_loader(cfg, name):
-            assert name == "known_split"
-            return _known_loader()
+    def build_model(cfg):  # detectron2's build_model, as build_inference_model calls it
+        built.append(cfg.MODEL.GMM.MEMORY_LAYOUT)
+        m = _tiny_model().train()  # the builder must put it in eval mode
+        with torch.no_grad():  # "as initialised": unit stds
+            m.sem_seg_head.predictor.stds.fill_(1.0)
+        return m
 
+    def build_test_loader(cfg, name):
+        assert name == "known_split"
+        return _known_loader()
+
+    monkeypatch.setattr(gmmseg.inference, "build_model", build_model)
     cfg = get_cfg()
     add_gmmseg_config(cfg)
     cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE = IGN
-    rows = gmm_fit.fit_curve(
-        cfg,
-        str(tmp_path),
-        "known_split",
-        build_model=_FakeTrainer.build_model,
-        build_test_loader=_FakeTrainer.build_test_loader,
-    )
+    rows = gmm_fit.fit_curve(cfg, str(tmp_path), "known_split", build_test_loader=build_test_loader)
+    assert built == ["none"] * 3  # one inference model (no memory bank) per checkpoint
     assert [(r["iteration"], r["checkpoint"]) for r in rows] == [
         (0, "(initialisation)"),
         (10, "model_0000009.pth"),

@@ -348,7 +348,7 @@ def test_tool_reports_ece_over_the_configs_calibration_bins(tool_setup):
     add_gmmseg_config(cfg)
     cfg.merge_from_file(M2F_CONFIG)
     cfg.merge_from_list(OPTS + ["MODEL.WEIGHTS", weights])
-    from gmmseg.engine.inference import build_inference_model
+    from gmmseg.inference import build_inference_model
 
     model = build_inference_model(cfg)
     label_files = {d["file_name"]: d["sem_seg_file_name"] for d in DatasetCatalog.get(DATASET)}

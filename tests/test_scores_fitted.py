@@ -159,7 +159,7 @@ def test_the_tool_refuses_anomaly_and_evaluation_sets(fitted):
 
 
 def test_the_model_returns_the_fitted_scores_and_the_export_its_map(fitted, tmp_path):
-    from gmmseg.engine.inference import build_inference_model
+    from gmmseg.inference import build_inference_model
 
     _, weights, out, fit = fitted
     cfg = demo_cfg(
@@ -222,7 +222,7 @@ def test_likelihood_ratio_by_hand():
 
 
 def test_exported_likelihood_ratio_equals_eager(fitted, tmp_path):
-    from gmmseg.engine.inference import build_inference_model
+    from gmmseg.inference import build_inference_model
 
     _, weights, out, _ = fitted
     model = build_inference_model(

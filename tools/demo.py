@@ -36,13 +36,11 @@ import tqdm  # noqa: E402
 from detectron2.data import MetadataCatalog  # noqa: E402
 from detectron2.data.catalog import Metadata  # noqa: E402
 from detectron2.data.detection_utils import read_image  # noqa: E402
-from detectron2.engine import DefaultPredictor  # noqa: E402
 from detectron2.utils.logger import setup_logger  # noqa: E402
 from detectron2.utils.visualizer import ColorMode, Visualizer  # noqa: E402
 
-from gmmseg import inference_config  # noqa: E402  (importing gmmseg registers its components)
-from gmmseg.checkpoint import GMMSegCheckpointer  # noqa: E402
-from gmmseg.engine.inference import inference_setup  # noqa: E402
+# importing gmmseg registers its components
+from gmmseg.inference import ImageSegmenter, inference_setup  # noqa: E402
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 DPI = 100
@@ -201,16 +199,10 @@ def exported_predictor(path: str):
 
 
 def config_predictor(args):
-    """(DefaultPredictor with the checked checkpoint of --opts MODEL.WEIGHTS, cfg)."""
+    """(the inference model of the config with the checked checkpoint of --opts MODEL.WEIGHTS, on
+    one BGR image: gmmseg.inference.ImageSegmenter, cfg)."""
     cfg = setup_cfg(args)
-    weights = cfg.MODEL.WEIGHTS
-    cfg = inference_config(cfg)  # no memory bank: the checkpoint's is never read
-    cfg.defrost()
-    cfg.MODEL.WEIGHTS = ""  # DefaultPredictor's own loader would skip mismatched tensors silently
-    cfg.freeze()
-    predictor = DefaultPredictor(cfg)
-    GMMSegCheckpointer(predictor.model).load(weights)  # safe, checked against the config
-    return predictor, cfg
+    return ImageSegmenter(cfg), cfg
 
 
 def main(args) -> List[str]:

@@ -38,8 +38,8 @@ from gmmseg.analysis.fit_inputs import (
 )
 from gmmseg.analysis.head_hooks import PredictorInputs, labels_to_grid
 from gmmseg.data.mapper import make_sem_seg_loading_fn
-from gmmseg.engine.inference import build_inference_model, inference_setup
 from gmmseg.evaluation.anomaly import anomaly_scores
+from gmmseg.inference import build_inference_model, inference_setup
 from gmmseg.scores import FITTED
 from gmmseg.scores.fit import FIT_KEY, KnownPixelStatistics
 

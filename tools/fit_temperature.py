@@ -39,7 +39,7 @@ from gmmseg.analysis.fit_inputs import (
 )
 from gmmseg.analysis.temperature import fit_class_temperature
 from gmmseg.data.mapper import make_sem_seg_loading_fn
-from gmmseg.engine.inference import build_inference_model, inference_setup
+from gmmseg.inference import build_inference_model, inference_setup
 from gmmseg.modeling.mask_former import MaskFormer
 from gmmseg.modeling.mask_former.meta_arch import TEMPERATURE_KEY
 

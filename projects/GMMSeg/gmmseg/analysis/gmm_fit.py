@@ -15,8 +15,8 @@ import re
 import torch
 
 from ..data.mapper import build_sem_seg_test_loader
-from ..gmm import GMMPredictor
-from .head_hooks import PredictorInputs, batch_anomaly_mask, labels_to_grid
+from ..inference import build_inference_model
+from .head_hooks import PredictorInputs, batch_anomaly_mask, gmm_head, labels_to_grid
 
 __all__ = [
     "heldout_log_likelihoods",
@@ -70,11 +70,7 @@ def heldout_log_likelihoods(model, known_loader, ignore_value=255, anomaly_loade
     Returns {"known_own_class_ll", "known_best_class_ll", "mean_std"} and, with an anomaly split,
     {"anomaly_best_class_ll", "anomaly_split_known_best_class_ll"}: means over pixels, in nats.
     """
-    head = model.sem_seg_head
-    if not isinstance(getattr(head, "predictor", None), GMMPredictor):
-        raise TypeError(
-            f"heldout_log_likelihoods needs a per-pixel model with a GMM predictor, got {type(model).__name__}"
-        )
+    head = gmm_head(model, "heldout_log_likelihoods")
     cap, stride = PredictorInputs(head), head.common_stride
     try:
         sums = 0  # [own-class ll, best-class ll, pixels] of the known pixels, on the model's device
@@ -124,24 +120,15 @@ def run_checkpoints(run):
     return [(0, None)] + found  # 0: the model as initialised, before any training
 
 
-def fit_curve(cfg, run, known, anomaly=None, build_model=None, build_test_loader=build_sem_seg_test_loader):
+def fit_curve(cfg, run, known, anomaly=None, build_test_loader=build_sem_seg_test_loader):
     """heldout_log_likelihoods for every checkpoint of `run` (see run_checkpoints), as a list of
-    dicts with "iteration" and "checkpoint" added. build_model / build_test_loader: how the model
-    and the loaders are made (default: detectron2's build_model and the Trainer's test loader);
-    the models are built for inference (means and stds, no memory bank)."""
-    from detectron2.modeling import build_model as d2_build_model
-
-    from ..checkpoint import GMMSegCheckpointer
-    from ..config import inference_config
-
-    build_model = build_model or d2_build_model
+    dicts with "iteration" and "checkpoint" added. Each model is built by build_inference_model
+    (means and stds, no memory bank); iteration 0 is the model as built from cfg.SEED, before any
+    weights are loaded. build_test_loader: how the loaders are made (default: the Trainer's)."""
     results = []
     for it, path in run_checkpoints(run):
         torch.manual_seed(cfg.SEED)  # the initial model of the run
-        model = build_model(inference_config(cfg))  # means and stds, no memory bank
-        if path:
-            GMMSegCheckpointer(model).load(path)
-        model.eval()
+        model = build_inference_model(cfg, path or "")
         r = {"iteration": it, "checkpoint": os.path.basename(path) if path else "(initialisation)"}
         r.update(
             heldout_log_likelihoods(

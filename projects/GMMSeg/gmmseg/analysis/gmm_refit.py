@@ -9,21 +9,10 @@ network with converged Gaussians (tools/refit_gmm.py saves it as a checkpoint).
 
 import torch
 
-from ..gmm import GMMPredictor
 from ..gmm.refit import refit_gmm
-from .head_hooks import PredictorInputs, labels_to_grid
+from .head_hooks import PredictorInputs, gmm_head, labels_to_grid
 
 __all__ = ["collect_class_embeddings", "refit_model"]
-
-
-def _gmm_head(model):
-    head = getattr(model, "sem_seg_head", None)
-    if not isinstance(getattr(head, "predictor", None), GMMPredictor):
-        raise TypeError(
-            f"refitting needs a per-pixel model with a GMM predictor "
-            f"(MODEL.SEM_SEG_HEAD.NAME PerPixelHead, MODEL.PREDICTOR.NAME gmm), got {type(model).__name__}"
-        )
-    return head
 
 
 @torch.no_grad()
@@ -32,7 +21,7 @@ def collect_class_embeddings(
 ):
     """model: per-pixel GMM model in eval mode; loader: detectron2 test loader (batch 1) of a
     dataset with "sem_seg" labels. Returns (e (N, D) float32 embeddings, y (N,) classes)."""
-    head = _gmm_head(model)
+    head = gmm_head(model, "refitting")
     hooks, stride = PredictorInputs(head), head.common_stride
     gen = torch.Generator().manual_seed(seed)
     es, ys = [], []
@@ -75,7 +64,7 @@ def refit_model(
     """Collect embeddings (collect_class_embeddings) and refit the model's GMM in place.
     Returns {"rows_per_class": {class: rows}, "own_class_ll": [mean log p(x|y) per round]}."""
     e, y = collect_class_embeddings(model, loader, ignore_value, pixels_per_image, rows_per_class, seed)
-    predictor = _gmm_head(model).predictor
+    predictor = gmm_head(model, "refitting").predictor
     history = refit_gmm(predictor, e.to(predictor.means.device), y.to(predictor.means.device), rounds, variance_floor)
     counts = torch.bincount(y, minlength=predictor.num_classes)
     return {"rows_per_class": {int(c): int(n) for c, n in enumerate(counts)}, "own_class_ll": history}

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from ..evaluation.metrics import exact_ranking_metrics
-from .head_hooks import PredictorInputs, batch_anomaly_mask, labels_to_grid
+from .head_hooks import PredictorInputs, batch_anomaly_mask, gmm_head, labels_to_grid
 
 __all__ = ["gmm_score_candidates", "score_study"]
 
@@ -53,7 +53,7 @@ def score_study(model, loader, class_names=None) -> dict:
     """AUROC / AP / FPR95 (%) of every candidate on an anomaly dataset, and where the anomaly
     pixels land. model: a per-pixel GMM model in eval mode; loader: the dataset's test loader
     (batch 1, whose batches hold "anomaly_mask")."""
-    head = model.sem_seg_head
+    head = gmm_head(model, "score_study")
     hooks, stride = PredictorInputs(head), head.common_stride
     scores, labels = {}, []
     try:

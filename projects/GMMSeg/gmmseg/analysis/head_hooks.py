@@ -1,9 +1,26 @@
-"""Reading a per-pixel head's internals during inference: forward hooks and the feature grid."""
+"""Reading a per-pixel head's internals during inference: the head itself, forward hooks and the
+feature grid."""
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ["PredictorInputs", "labels_to_grid", "batch_anomaly_mask"]
+from ..gmm import GMMPredictor
+
+__all__ = ["gmm_head", "PredictorInputs", "labels_to_grid", "batch_anomaly_mask"]
+
+
+def gmm_head(model, study: str):
+    """The per-pixel head of `model` whose classifier is a GMMPredictor (`head.predictor`), for
+    `study` (named in the error): the one way the studies reach a model's GMM. TypeError for any
+    other model (a softmax twin, ProtoSeg, Mask2Former)."""
+    head = getattr(model, "sem_seg_head", None)
+    if not isinstance(getattr(head, "predictor", None), GMMPredictor):
+        raise TypeError(
+            f"{study} needs a per-pixel model with a GMM predictor (MODEL.SEM_SEG_HEAD.NAME PerPixelHead, "
+            f"MODEL.PREDICTOR.NAME gmm), got {type(model).__name__} with "
+            f"{type(getattr(head, 'predictor', None)).__name__ if head is not None else 'no sem_seg_head'}"
+        )
+    return head
 
 
 class PredictorInputs:

@@ -34,50 +34,17 @@ from typing import List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
-from detectron2.config import CfgNode as CN
 from detectron2.data import transforms as T
 from fvcore.transforms.transform import NoOpTransform, PadTransform, Transform
 from PIL import Image
 
 __all__ = [
-    "add_augmentation_config",
     "build_sem_seg_augmentation",
     "RatioRangeResize",
     "PhotometricDistortion",
     "PhotometricTransform",
     "PadToSize",
 ]
-
-
-def add_augmentation_config(cfg) -> None:
-    """Add the INPUT.AUG.* keys (training augmentation).
-
-    Defaults reproduce detectron2's own DatasetMapper (shortest-edge resize, no photometric
-    distortion), so existing configs behave as before; the paper's recipe is set per config:
-
-        INPUT.AUG.RESIZE: "ratio_range"   INPUT.AUG.BASE_SCALE: (2048, 512)
-        INPUT.CROP: {ENABLED: True, TYPE: "absolute", SIZE: (512, 512),
-                     SINGLE_CATEGORY_MAX_AREA: 0.75}
-        INPUT.AUG.PHOTOMETRIC.ENABLED: True
-    """
-    cfg.INPUT.AUG = CN()
-    # "shortest_edge" (detectron2 ResizeShortestEdge from INPUT.MIN_SIZE_TRAIN / MAX_SIZE_TRAIN /
-    # MIN_SIZE_TRAIN_SAMPLING), "ratio_range" (BASE_SCALE x U(RATIO_RANGE), keep ratio) or "none"
-    cfg.INPUT.AUG.RESIZE = "shortest_edge"
-    # (long side, short side) before the random ratio: (2048, 512) ADE20K / COCO-Stuff,
-    # (2048, 1024) Cityscapes; the image is scaled to fit inside it, aspect ratio kept
-    cfg.INPUT.AUG.BASE_SCALE = (2048, 512)
-    cfg.INPUT.AUG.RATIO_RANGE = (0.5, 2.0)
-    # pad (bottom/right) to INPUT.CROP.SIZE when the crop is "absolute" and the image smaller;
-    # the label is padded with MODEL.SEM_SEG_HEAD.IGNORE_VALUE
-    cfg.INPUT.AUG.PAD_TO_CROP = True
-    cfg.INPUT.AUG.IMAGE_PAD_VALUE = 128.0  # ~ the pixel mean, so padding is ~0 after normalising
-    cfg.INPUT.AUG.PHOTOMETRIC = CN()
-    cfg.INPUT.AUG.PHOTOMETRIC.ENABLED = False
-    cfg.INPUT.AUG.PHOTOMETRIC.BRIGHTNESS_DELTA = 32.0  # add U(-d, d) to every channel
-    cfg.INPUT.AUG.PHOTOMETRIC.CONTRAST_RANGE = (0.5, 1.5)  # multiply by U(lo, hi)
-    cfg.INPUT.AUG.PHOTOMETRIC.SATURATION_RANGE = (0.5, 1.5)  # multiply HSV saturation by U(lo, hi)
-    cfg.INPUT.AUG.PHOTOMETRIC.HUE_DELTA = 18  # shift OpenCV hue (0..179) by randint[-d, d]
 
 
 def _pair(value, what: str) -> Tuple:
@@ -248,7 +215,7 @@ def build_sem_seg_augmentation(cfg, is_train: bool) -> List[T.Augmentation]:
     """The augmentations of a semantic-segmentation sample, from the config.
 
     Args:
-        cfg: a config with the keys of `add_augmentation_config` (add_gmmseg_config adds them)
+        cfg: a config with the INPUT.AUG keys (add_gmmseg_config adds them, gmmseg/config.py)
             and detectron2's INPUT.* / MODEL.SEM_SEG_HEAD.IGNORE_VALUE.
         is_train: the training pipeline (resize, crop, flip, photometric, pad) or the inference
             one (shortest-edge resize by INPUT.MIN_SIZE_TEST / MAX_SIZE_TEST, or nothing).

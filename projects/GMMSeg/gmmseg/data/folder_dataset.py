@@ -21,29 +21,16 @@ import os
 from functools import partial
 from typing import List, Sequence
 
-from detectron2.config import CfgNode as CN
-
 from .catalog import register_dataset
 from .common import list_image_label_pairs, read_image_size
 
-__all__ = ["add_folder_dataset_config", "read_class_names", "register_folder_dataset", "setup_folder_dataset"]
+__all__ = ["read_class_names", "register_folder_dataset", "setup_folder_dataset"]
 
 IGNORE = 255  # the ignore value after reading (MODEL.SEM_SEG_HEAD.IGNORE_VALUE)
 _LAYOUT = (
     "  <ROOT>/<split>/images/<name>.jpg|.jpeg|.png\n"
     "  <ROOT>/<split>/labels/<name>.png   (class ids 0..K-1, DATASETS.FOLDER.IGNORE_LABEL = void)"
 )
-
-
-def add_folder_dataset_config(cfg) -> None:
-    """DATASETS.FOLDER.*: one folder-layout dataset; NAME "" (the default) declares none."""
-    cfg.DATASETS.FOLDER = CN()
-    cfg.DATASETS.FOLDER.NAME = ""  # registers "<NAME>_<split>" for every split below
-    cfg.DATASETS.FOLDER.ROOT = ""  # absolute, or relative to the working directory
-    cfg.DATASETS.FOLDER.SPLITS = ("train", "val")
-    cfg.DATASETS.FOLDER.CLASSES = ()  # class names in id order; empty: read <ROOT>/classes.txt
-    cfg.DATASETS.FOLDER.IGNORE_LABEL = 255  # the void value of the label maps as stored
-    cfg.DATASETS.FOLDER.IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 
 
 def read_class_names(root: str) -> List[str]:

@@ -47,13 +47,15 @@ Calibration
 `calibration_bin_sums` / `expected_calibration_error`: equal-width confidence bins over [0, 1]
 (bin i = (i/B, (i+1)/B], confidence 0 goes to bin 0), per bin the pixel count, the sum of
 confidences and the number of correct pixels. ECE = sum_b n_b / N * |acc_b - conf_b|.
-The number of bins B defaults to `CALIBRATION_BINS` (15, the paper's), the one definition that
-CalibrationEvaluator and the config key TEST.OPEN_WORLD.CALIBRATION_BINS default to.
+The number of bins B defaults to `CALIBRATION_BINS` (15, the paper's), defined once in
+gmmseg/config.py with the key TEST.OPEN_WORLD.CALIBRATION_BINS whose default it is.
 """
 
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
+
+from ..config import CALIBRATION_BINS
 
 __all__ = [
     "ScoreHistogram",
@@ -70,9 +72,6 @@ __all__ = [
 
 _SIGN = np.uint32(0x80000000)
 _MANTISSA_BITS = 23
-
-#: equal-width confidence bins of the ECE (the paper's 15); every default of the bin count reads it
-CALIBRATION_BINS = 15
 
 
 def float_to_ordered_key(x: np.ndarray) -> np.ndarray:

@@ -172,7 +172,7 @@ def _plain(value):
 
 @BACKBONE_REGISTRY.register()
 def build_timm_backbone(cfg, input_shape: ShapeSpec) -> TimmBackbone:
-    """A TimmBackbone configured by cfg.MODEL.TIMM (see gmmseg/zoo_config.py)."""
+    """A TimmBackbone configured by cfg.MODEL.TIMM (its keys: gmmseg/config.py)."""
     t = cfg.MODEL.TIMM
     return TimmBackbone(
         t.NAME,

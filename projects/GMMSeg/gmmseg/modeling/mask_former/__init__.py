@@ -5,9 +5,9 @@ Registered names (as the official release, so its yaml files and checkpoints app
 META_ARCHITECTURE "MaskFormer", SEM_SEG_HEAD "MaskFormerHead", PIXEL_DECODER_NAME
 "MSDeformAttnPixelDecoder", TRANSFORMER_DECODER_NAME "MultiScaleMaskedTransformerDecoder".
 Importing the official `mask2former` package in the same process would clash with these names.
+Its config keys (MODEL.MASK_FORMER.*, official names and defaults) are added by gmmseg/config.py.
 """
 
-from .config import add_maskformer2_config
 from .criterion import SetCriterion
 from .head import MaskFormerHead
 from .matcher import HungarianMatcher
@@ -16,7 +16,6 @@ from .pixel_decoder import MSDeformAttn, MSDeformAttnPixelDecoder, ms_deform_att
 from .transformer_decoder import TRANSFORMER_DECODER_REGISTRY, MultiScaleMaskedTransformerDecoder
 
 __all__ = [
-    "add_maskformer2_config",
     "MaskFormer",
     "MaskFormerHead",
     "MSDeformAttnPixelDecoder",

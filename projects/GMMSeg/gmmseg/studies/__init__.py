@@ -11,6 +11,7 @@ writes command lines and reads the JSON files the tools write. Reading a trained
     tables        the metrics kept from a run's results and the Markdown tables over seeds
     curves        learning curves: periodic checkpoints evaluated as they appear (curve_study)
     curve_report  the curves' JSON, Markdown tables and plots
+    score_family  every score of every model on several anomaly sets, and the GMM-vs-twin verdict
     refit         trained vs refitted Gaussians of finished runs (refit_study)
     demo_spread   how much `make demo`'s table moves over seeds x thread counts
 """

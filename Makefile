@@ -84,7 +84,7 @@ PYTHON311 = $(call find_python,3.11)
 # A quick subset for CI: numpy-heavy data / evaluation code, the GMM core, one training run, the bundle.
 QUICK311 ?= tests/test_bundle.py tests/test_gmm_likelihood.py tests/test_gmm_fit.py tests/test_data_mapper.py \
 	tests/test_data_zoo_augmentation.py tests/test_eval_anomaly.py tests/test_eval_calibration.py \
-	tests/test_eval_components.py tests/test_scores_fitted.py tests/test_user_data.py
+	tests/test_eval_components.py tests/test_eval_never_predicted.py tests/test_scores_fitted.py tests/test_user_data.py
 
 $(VENV311)/.installed: requirements.txt setup.py tools/make_bundle.py tools/make_detectron2_wheel.py
 	@if [ -z "$(PYTHON311)" ]; then echo "error: make venv311 needs Python 3.11 (python3.11 on PATH, or in pyenv)"; exit 1; fi

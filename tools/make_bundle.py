@@ -11,7 +11,7 @@ then, on the target, with the folder copied there (no network needed):
 
 What goes in: the project's own wheel (`gmmseg`), detectron2's Python code as a pure wheel
 (tools/make_detectron2_wheel.py: no `_C`, any Python), and every requirement of requirements.txt
-but torch, torchvision and ruff (the formatter), with numpy uncapped, resolved with all their
+but torch, torchvision and ruff (the formatter), with numpy and OpenCV uncapped, resolved with all their
 dependencies for the target by pip. Left out: torch, torchvision and whatever the target already
 has. `--have FILE` says what that is: the target's `python -m pip list --format=freeze` (lines
 `name==version`; a bare `name` means "some version") or `-` for nothing but torch; without
@@ -48,6 +48,9 @@ DETECTRON2_REQUIREMENT = "sal-detectron2==0.7.2"
 # Never bundled: the user's own (their CUDA build decides), and the dev-only formatter.
 USERS_OWN = ("torch", "torchvision")
 NOT_FOR_RUNNING = ("ruff",)
+# Caps of requirements.txt for `make venv` only: the PyPI detectron2 wheel requires numpy<2, and
+# OpenCV 5 is built for numpy 2. Without that wheel both run with numpy 2 (make test311).
+UNCAPPED = {"numpy": "<2", "opencv-python-headless": "<5"}
 # Published as source only; each is pure Python and is built into a py3-none-any wheel here.
 SOURCE_ONLY = ("fvcore==0.1.5.post20221221", "iopath==0.1.10", "antlr4-python3-runtime==4.9.3")
 _TARGET = re.compile(r"^cp3(\d+)-((?:many)?linux\w*|macosx\w*|win\w*)$")
@@ -62,7 +65,7 @@ def canonical(name: str) -> str:
 
 def bundle_requirements(text: str) -> list:
     """requirements.txt's lines for a Python that has its own torch: no torch, torchvision or ruff,
-    numpy without the `<2` cap (that cap is the PyPI detectron2 wheel's, which is not used here)."""
+    and without the caps that only the `make venv` environment needs (UNCAPPED)."""
     from packaging.requirements import Requirement
 
     out = []
@@ -74,8 +77,8 @@ def bundle_requirements(text: str) -> list:
         name = canonical(req.name)
         if name in USERS_OWN or name in NOT_FOR_RUNNING:
             continue
-        if name == "numpy":
-            req.specifier = type(req.specifier)(",".join(str(s) for s in req.specifier if str(s) != "<2"))
+        if name in UNCAPPED:
+            req.specifier = type(req.specifier)(",".join(str(s) for s in req.specifier if str(s) != UNCAPPED[name]))
         out.append(str(req))
     return out
 

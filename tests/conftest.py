@@ -16,6 +16,7 @@ GPU_TESTS_ON_CPU = os.environ.get("GMMSEG_GPU_TESTS_ON_CPU") == "1"
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "gpu: needs a CUDA device; skipped without one (tests/test_gpu.py)")
+    config.addinivalue_line("markers", "slow: takes over a minute (`-m 'not slow'` leaves these out)")
 
 
 def pytest_collection_modifyitems(config, items):

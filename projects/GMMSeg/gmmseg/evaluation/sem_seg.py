@@ -5,12 +5,19 @@ IoUs that is easy to miss, and for a GMM it is the signature of a class locked o
 (docs/GMM_SETTINGS.md). The confusion matrix already holds what is needed: this evaluator reads
 it after detectron2's evaluation and names such classes in the log (the results stay detectron2's:
 a dict of floats, as its EvalHook requires).
+
+Label maps are read with the project's loader unless another is given (`make_sem_seg_loading_fn`:
+the dataset's label_remap, values checked against its classes). detectron2's default reader calls
+`np.array(image, copy=False, dtype=int)`, which numpy 2 refuses ("Unable to avoid copy"), since a
+PNG's uint8 values always have to be copied into int.
 """
 
 import logging
 
 import numpy as np
 from detectron2.evaluation import SemSegEvaluator
+
+from ..data.mapper import make_sem_seg_loading_fn
 
 __all__ = ["CheckedSemSegEvaluator", "never_predicted_classes"]
 
@@ -26,7 +33,13 @@ def never_predicted_classes(conf_matrix: np.ndarray) -> list:
 
 
 class CheckedSemSegEvaluator(SemSegEvaluator):
-    """SemSegEvaluator that warns about classes labelled in the set but never predicted."""
+    """SemSegEvaluator that warns about classes labelled in the set but never predicted, reading
+    label maps with `make_sem_seg_loading_fn(dataset_name)` unless `sem_seg_loading_fn` is given."""
+
+    def __init__(self, dataset_name, *args, sem_seg_loading_fn=None, **kwargs):
+        if sem_seg_loading_fn is None:
+            sem_seg_loading_fn = make_sem_seg_loading_fn(dataset_name)
+        super().__init__(dataset_name, *args, sem_seg_loading_fn=sem_seg_loading_fn, **kwargs)
 
     def evaluate(self):
         results = super().evaluate()

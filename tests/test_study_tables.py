@@ -1,6 +1,8 @@
 """gmmseg.studies.tables (studies/seed_study.py and the other studies): the metrics it keeps from
 a run's results and its tables, on results written here."""
 
+import numpy as np
+
 from gmmseg.studies import tables
 
 
@@ -58,3 +60,15 @@ def test_settings_table_one_row_per_variant_nan_where_missing():
     }
     row = tables.settings_table(results, closed="val", anomaly="anomaly").splitlines()[2]
     assert row == "| release |  | 61.2 | 3.46 | 90.0 | nan | nan | nan | nan | 70.0 | nan |"
+
+
+def test_score_centring_by_hand():
+    from _scripts import load_script
+
+    centred = load_script("studies/score_centring_study.py").centred
+    m = np.array([1.0, 2.0, 3.0, 10.0])
+    np.testing.assert_allclose(centred(m, "raw"), m)
+    np.testing.assert_allclose(centred(m, "median"), m - 2.5)
+    np.testing.assert_allclose(centred(m, "mean"), m - 4.0)
+    # MAD: |m - 2.5| = 1.5, 0.5, 0.5, 7.5 -> median 1.0
+    np.testing.assert_allclose(centred(m, "robust"), (m - 2.5) / (1.0 + 1e-6))

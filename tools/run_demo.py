@@ -16,7 +16,8 @@ appends every 20 iterations); the total time is printed at the end.
 
 Pictures: <output>/figures/{far,near}_<n>.png, a few anomaly images each: the image, the ground
 truth, the GMM's anomaly map and the twin's best score (by AUROC on that split), each score on one
-colour scale for every image of the split (gmmseg/evaluation/anomaly_figures.py).
+colour scale for every image of the split: from the median to the 99th percentile of the score on
+the known pixels of the split's first RANGE_IMAGES images (gmmseg/evaluation/anomaly_figures.py).
 
 Training speed is one ratio, the GMM's training step time over its twin's, of the medians of
 steps timed here in one process, the two models' steps alternating in rounds (both built from
@@ -44,6 +45,7 @@ ANOMALY_SPLITS = {"far": "gmmseg_demo_anomaly", "near": "gmmseg_demo_near"}  # r
 TABLE_METRICS = ("AUROC", "FPR95")  # one anomaly table each (AP: in summary.json)
 FIT_IMAGES, FIT_PIXELS = 100, 1000  # the fitted scores' statistics: training images, pixels per image
 FIGURES_PER_SPLIT, IMAGES_PER_FIGURE = 2, 4  # the pictures: the first 8 images of each anomaly split
+RANGE_IMAGES = 50  # a score's colour range: percentiles of its known pixels on the split's first 50 images
 
 
 PROGRESS_EVERY_S = 5.0  # at most one progress line per model this often
@@ -265,14 +267,18 @@ def figure_score(model, anomaly):
     return name or best_score(anomaly)[0]
 
 
-def score_maps(cfg, model, dataset, name):
-    """[(H, W) float32 map of score `name`] of every image of `dataset`, at the image's size."""
-    from gmmseg.data.mapper import build_sem_seg_test_loader
+def score_maps(cfg, model, dataset, name, count=RANGE_IMAGES):
+    """[(H, W) float32 map of score `name`] of the first `count` images of `dataset`, at the image's size."""
+    from detectron2.data import DatasetCatalog, build_detection_test_loader
+
+    from gmmseg.data.mapper import SemSegDatasetMapper
     from gmmseg.evaluation.anomaly import anomaly_scores
 
+    dicts = DatasetCatalog.get(dataset)[:count]
+    loader = build_detection_test_loader(dataset=dicts, mapper=SemSegDatasetMapper(cfg, is_train=False), num_workers=0)
     maps = []
     with torch.no_grad():
-        for batch in build_sem_seg_test_loader(cfg, dataset):
+        for batch in loader:
             maps += [anomaly_scores(out)[name].numpy() for out in model(batch)]
     return maps
 
@@ -280,8 +286,9 @@ def score_maps(cfg, model, dataset, name):
 def write_figures(out_root, figure_maps, res):
     """FIGURES_PER_SPLIT PNGs per anomaly split under out_root/figures/ (<split>_<n>.png), each of
     IMAGES_PER_FIGURE images: image, ground truth, then each model's figure score, every score on
-    the colour range of its known pixels over the whole split. figure_maps: {variant: {split:
-    (score, [maps])}}. Returns the paths."""
+    the colour range of its known pixels over the split's first images (all those it has maps
+    of). figure_maps: {variant: {split: (score, [maps of the split's first images])}}. Returns the
+    paths."""
     from detectron2.data import DatasetCatalog
 
     from gmmseg.data.mapper import anomaly_mask_of, read_image_checked
@@ -292,15 +299,17 @@ def write_figures(out_root, figure_maps, res):
     paths = []
     for split, dataset in ANOMALY_SPLITS.items():
         dicts = DatasetCatalog.get(dataset)
-        masks = [anomaly_mask_of(d) for d in dicts]
+        shown = min(len(figure_maps[v][split][1]) for v in ("gmm", "softmax"))  # images with maps of both
+        masks = [anomaly_mask_of(d) for d in dicts[:shown]]
         panels = []
         for variant in ("gmm", "softmax"):
             name, maps = figure_maps[variant][split]
+            maps = maps[:shown]
             auroc = res[variant][dataset]["anomaly"][f"{name}_AUROC"]
             title = f"{variant}: {labels[name]}\n({name}, AUROC {auroc:.1f})"
             panels.append((title, maps, known_pixel_range(maps, masks)))
         for n in range(FIGURES_PER_SPLIT):
-            pick = range(n * IMAGES_PER_FIGURE, min((n + 1) * IMAGES_PER_FIGURE, len(dicts)))
+            pick = range(n * IMAGES_PER_FIGURE, min((n + 1) * IMAGES_PER_FIGURE, shown))
             if not pick:
                 break
             path = os.path.join(out_root, "figures", f"{split}_{n + 1}.png")
@@ -310,8 +319,8 @@ def write_figures(out_root, figure_maps, res):
                 [masks[i] for i in pick],
                 [ScorePanel(t, [maps[i] for i in pick], r) for t, maps, r in panels],
                 row_names=[os.path.basename(dicts[i]["file_name"]) for i in pick],
-                title=f"{split} anomalies ({dataset}); colours: each score from the median to the 99th "
-                "percentile of its values on the split's known pixels",
+                title=f"{split} anomalies ({dataset}); each score coloured from the median to the 99th "
+                f"percentile of its known pixels (first {len(masks)} images)",
             )
             paths.append(path)
     return paths

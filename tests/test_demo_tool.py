@@ -59,6 +59,7 @@ def test_softmax_model_panel_and_generic_class_names(tmp_path):
     logits = torch.randn(3, 40, 60)
     maps = demo.maps_from_predictions({"sem_seg": logits})
     assert maps["is_gmm"] is False
+    assert maps["anomaly_label"] == "max logit: -max_c logit"  # the score table's label of the map shown
     np.testing.assert_allclose(maps["anomaly"], -logits.amax(0).numpy())
     np.testing.assert_allclose(maps["confidence"], torch.softmax(logits, 0).amax(0).numpy(), rtol=1e-6)
     cfg = get_cfg()
@@ -69,6 +70,23 @@ def test_softmax_model_panel_and_generic_class_names(tmp_path):
     path = demo.render(image, maps, meta, str(tmp_path / "x.png"), title="x")
     with Image.open(path) as im:
         assert (im.size[1], im.size[0]) == demo.figure_size_px(40, 60)
+
+
+def test_the_heat_map_is_titled_with_the_score_table_label_of_the_models_map():
+    """The map's name is the entry of "anomaly_scores" that is (or equals) "anomaly_score": a GMM's
+    default, or the score MODEL.ANOMALY_SCORE names; an exported model's output names none."""
+    demo = _load_demo()
+    logits = torch.randn(3, 4, 5)
+    likelihood, energy = torch.randn(4, 5), -torch.logsumexp(logits, 0)
+    named = {"likelihood": likelihood, "energy": energy, "msp": torch.randn(4, 5)}
+    pred = {"sem_seg": logits, "anomaly_scores": named, "anomaly_score": likelihood}
+    assert demo.maps_from_predictions(pred)["anomaly_label"] == "GMM: -max_c log p(x|c)"
+    pred["anomaly_score"] = energy.clone()  # equal values, another tensor
+    maps = demo.maps_from_predictions(pred)
+    assert maps["anomaly_label"] == "energy: -logsumexp_c logit" and maps["is_gmm"] is True
+    np.testing.assert_allclose(maps["anomaly"], energy.numpy())
+    exported = demo.maps_from_predictions({"sem_seg": logits, "anomaly_score": energy})
+    assert exported["anomaly_label"] == "the exported model's anomaly map"
 
 
 def test_expand_inputs(tmp_path):

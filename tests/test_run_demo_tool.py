@@ -1,9 +1,10 @@
 """tools/run_demo.py (`make demo`) end to end on a very short schedule: both models trained by
-train_net (21 iterations, small images, through the tool's KEY VALUE overrides), evaluated, the
-GMM's fit curve measured, and the summary table checked value by value against the files the
+train_net (21 iterations, small images, through the tool's KEY VALUE overrides), their scores
+fitted on the training split, evaluated on val, far and near anomalies, the anomaly maps drawn,
+the GMM's fit curve measured, and the summary tables checked value by value against the files the
 evaluators wrote (sem_seg_evaluation.pth, calibration_*.json, anomaly_*.json), the run's
-metrics.json and its checkpoints: a table row reading another metric, split, class or model
-column than it says fails here.
+metrics.json and its checkpoints: a table row or column reading another metric, split, class,
+score or model than it says fails here.
 """
 
 import contextlib
@@ -13,11 +14,14 @@ import json
 import os
 import sys
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-VAL, ANOM = "gmmseg_demo_val", "gmmseg_demo_anomaly"
+VAL = "gmmseg_demo_val"
+SPLITS = {"far": "gmmseg_demo_anomaly", "near": "gmmseg_demo_near"}
 OPTS = [
     "SOLVER.IMS_PER_BATCH",
     "2",
@@ -43,6 +47,8 @@ OPTS = [
     "False",
 ]
 METRICS = ("AUROC", "AP", "FPR95")
+TABLE_METRICS = ("AUROC", "FPR95")
+INFERNO_LOW, INFERNO_HIGH = (0, 0, 4), (252, 255, 164)  # the first and last colours of the figures' colour map
 
 
 def _load_tool():
@@ -65,76 +71,169 @@ def demo_run(tmp_path_factory, demo_datasets_root):
         with contextlib.redirect_stdout(printed):
             tool.main()
     (out / "printed.txt").write_text(printed.getvalue())
-    table, _, fit = (out / "summary.txt").read_text().partition("\n\nDoes the GMM fit the features?")
+    tables, _, fit = (out / "summary.txt").read_text().partition("\n\nDoes the GMM fit the features?")
     with open(out / "summary.json") as f:
         summary = json.load(f)
-    return tool, out, table, fit, summary
+    return tool, out, tables, fit, summary
 
 
-def _parse_table(text):
+def _parse_table(text, corner="metric"):
     lines = text.strip("\n").splitlines()
     header = [c.strip() for c in lines[0].split(" | ")]
-    assert header == ["metric", "softmax", "gmm"]
+    assert header[0] == corner
     assert set(lines[1]) <= {"-", "+"}
     rows = {}
     for line in lines[2:]:
         cells = [c.rstrip() for c in line.split(" | ")]  # the class rows are indented: keep it
-        assert len(cells) == 3, line
-        rows[cells[0]] = {"softmax": cells[1], "gmm": cells[2]}
+        assert len(cells) == len(header), line
+        rows[cells[0]] = dict(zip(header[1:], cells[1:]))
     return rows
+
+
+def _blocks(tables):
+    """The summary's parts before the fit curve: the segmentation table, one anomaly table per
+    metric of TABLE_METRICS, the best-score lines."""
+    blocks = tables.split("\n\n")
+    assert len(blocks) == 2 + len(TABLE_METRICS), blocks
+    return blocks
 
 
 def _files(out, variant):
     """The metrics the evaluators wrote for one model (the tool's evaluate, not train_net: the
-    tool trains with DATASETS.TEST ())."""
+    tool trains with DATASETS.TEST ()): sem_seg, calibration, {split: anomaly file}."""
     inf = out / variant / "inference"
     # detectron2's SemSegEvaluator file holds NumPy scalars: not weights_only; written by this test's run
     sem_seg = torch.load(inf / VAL / "sem_seg_evaluation.pth", weights_only=False)  # {"mIoU": ..., "IoU-sky": ...}
     sem_seg = {k: float(v) for k, v in sem_seg.items()}
     with open(inf / VAL / f"calibration_{VAL}.json") as f:
         calibration = json.load(f)
-    with open(inf / ANOM / f"anomaly_{ANOM}.json") as f:
-        anomaly = json.load(f)
+    anomaly = {}
+    for split, ds in SPLITS.items():
+        with open(inf / ds / f"anomaly_{ds}.json") as f:
+            anomaly[split] = json.load(f)
     return sem_seg, calibration, anomaly
 
 
 def _scores(out):
     """The anomaly scores the evaluator computed (the GMM model's file: all of them, the model's own
-    scores first: "likelihood", "marginal")."""
-    scores = list(_files(out, "gmm")[2]["scores"])
+    scores first: "likelihood", "marginal"; the fitted ones with them)."""
+    scores = list(_files(out, "gmm")[2]["far"]["scores"])
     assert scores[:2] == ["likelihood", "marginal"] and {"msp", "entropy", "max_logit"} <= set(scores)
+    assert {"likelihood_std", "max_logit_std", "likelihood_energy"} <= set(scores)  # fitted on the training split
     return scores
 
 
-def test_summary_table_shows_the_evaluators_numbers(demo_run):
+def test_summary_tables_show_the_evaluators_numbers(demo_run):
     from gmmseg.data.demo import DEMO_CLASSES
+    from gmmseg.scores import score_labels
 
-    _, out, table, _, _ = demo_run
-    rows = _parse_table(table)
+    _, out, tables, _, _ = demo_run
+    blocks = _blocks(tables)
+    rows = _parse_table(blocks[0])
     scores = _scores(out)
     expected = {}  # row name -> {variant: cell}, built from the files, independently of the tool
+    anomaly_expected = {m: {} for m in TABLE_METRICS}  # metric -> score -> {"<split>: <variant>": cell}
     for variant in ("softmax", "gmm"):
         sem_seg, calibration, anomaly = _files(out, variant)
-        assert calibration["dataset"] == VAL and anomaly["dataset"] == ANOM
-        assert anomaly["model"].startswith("GMMSeg" if variant == "gmm" else "Softmax")
+        assert calibration["dataset"] == VAL
         cells = {"mIoU (val)": f"{sem_seg['mIoU']:.1f}", "ECE % (val, 15 bins)": f"{calibration['ECE']:.2f}"}
         for c in DEMO_CLASSES:
             cells[f"  IoU {c}"] = f"{sem_seg[f'IoU-{c}']:.1f}"
-        for s in scores:  # every score the evaluator computed has its rows
-            for m in METRICS:
-                v = anomaly["scores"].get(s, {}).get(m)
-                cells[f"{m} {s} (anomaly)"] = "-" if v is None else f"{v:.1f}"
         for name, cell in cells.items():
             expected.setdefault(name, {})[variant] = cell
+        for split, ds in SPLITS.items():
+            assert anomaly[split]["dataset"] == ds
+            assert anomaly[split]["model"].startswith("GMMSeg" if variant == "gmm" else "Softmax")
+            for s in scores:  # every score the evaluator computed has its row
+                for m in TABLE_METRICS:
+                    v = anomaly[split]["scores"].get(s, {}).get(m)
+                    anomaly_expected[m].setdefault(s, {})[f"{split}: {variant}"] = "-" if v is None else f"{v:.1f}"
     for name, cells in expected.items():
         assert rows[name] == cells, f"row {name!r}: table {rows[name]}, evaluator files {cells}"
     assert list(rows)[: 1 + len(DEMO_CLASSES)] == ["mIoU (val)"] + [f"  IoU {c}" for c in DEMO_CLASSES]
     assert set(rows) == set(expected) | {"train step / softmax's", "inference ms/image"}
+    for m, block in zip(TABLE_METRICS, blocks[1:]):
+        table = _parse_table(block, corner=f"{m} %")
+        assert table == anomaly_expected[m], m
+        assert list(table) == [s for s in score_labels() if s in table]  # the score table's order
 
     # the run is informative enough to catch a swapped column or a row reading another class
     assert rows["mIoU (val)"]["softmax"] != rows["mIoU (val)"]["gmm"]
     assert len({rows[f"  IoU {c}"]["gmm"] for c in DEMO_CLASSES}) >= 3
-    assert rows["AUROC likelihood (anomaly)"]["softmax"] == "-" and rows["AUROC likelihood (anomaly)"]["gmm"] != "-"
+    auroc = _parse_table(blocks[1], corner="AUROC %")
+    assert auroc["likelihood"]["far: softmax"] == "-" and auroc["likelihood"]["far: gmm"] != "-"
+    assert auroc["msp"]["far: gmm"] != auroc["msp"]["near: gmm"]
+
+
+def test_best_lines_name_each_models_best_auroc(demo_run):
+    _, out, tables, _, _ = demo_run
+    lines = _blocks(tables)[-1].splitlines()
+    assert lines[0] == "Best AUROC of each model (of the scores above):"
+    for line, (split, ds) in zip(lines[1:], SPLITS.items()):
+        best = {}
+        for variant in ("softmax", "gmm"):
+            scores = _files(out, variant)[2][split]["scores"]
+            name = max(scores, key=lambda s: scores[s]["AUROC"])
+            best[variant] = (name, scores[name]["AUROC"])
+        lead = max(best, key=lambda v: best[v][1])
+        gap = best[lead][1] - min(b[1] for b in best.values())
+        want = f"  {split} ({ds}): softmax {best['softmax'][0]} {best['softmax'][1]:.1f}, "
+        want += f"gmm {best['gmm'][0]} {best['gmm'][1]:.1f}  -> {lead} leads by {gap:.1f}"
+        assert line == want
+
+
+def test_score_fits_read_the_training_split(demo_run):
+    _, out, _, _, _ = demo_run
+    for variant in ("softmax", "gmm"):
+        with open(out / variant / "score_fit.json") as f:
+            fit = json.load(f)
+        assert fit["dataset"] == "gmmseg_demo_train" and fit["weights"].endswith(f"{variant}/model_final.pth")
+        assert "max_logit_std" in fit["fitted_scores"]
+
+
+def test_figures_of_both_anomaly_splits(demo_run):
+    tool, out, _, _, _ = demo_run
+    names = sorted(p.name for p in (out / "figures").iterdir())
+    assert names == [f"{s}_{n}.png" for s in ("far", "near") for n in range(1, tool.FIGURES_PER_SPLIT + 1)]
+    printed = (out / "printed.txt").read_text()
+    assert "[demo] anomaly maps: figures/far_1.png, figures/far_2.png, figures/near_1.png" in printed
+
+
+def test_figures_pair_each_image_with_its_own_maps(demo_run, tmp_path):
+    """write_figures on maps made here: the GMM column gets each image's anomaly mask as its score
+    (known pixels 0: the range's low end, anomalies far above its high end), the twin's column the
+    negated mask; an anomaly pixel of every image shown must then be bright in the GMM column and
+    dark in the twin's, in the right row of the right figure."""
+    from detectron2.data import DatasetCatalog
+    from scipy import ndimage
+
+    from gmmseg.data.mapper import anomaly_mask_of
+    from gmmseg.evaluation import anomaly_figures as af
+
+    tool = demo_run[0]
+    figure_maps, res, masks = {"gmm": {}, "softmax": {}}, {"gmm": {}, "softmax": {}}, {}
+    for split, ds in SPLITS.items():
+        masks[split] = [anomaly_mask_of(d) for d in DatasetCatalog.get(ds)]
+        gmm_maps = [(m == 1).astype(np.float32) * 10 for m in masks[split]]
+        figure_maps["gmm"][split] = ("likelihood", gmm_maps)
+        figure_maps["softmax"][split] = ("energy", [-x for x in gmm_maps])
+        for v, name in (("gmm", "likelihood"), ("softmax", "energy")):
+            res[v][ds] = {"anomaly": {f"{name}_AUROC": 50.0}}
+    paths = tool.write_figures(str(tmp_path), figure_maps, res)
+    assert [os.path.basename(p) for p in paths] == ["far_1.png", "far_2.png", "near_1.png", "near_2.png"]
+    per = tool.IMAGES_PER_FIGURE
+    for path in paths:
+        split, n = os.path.basename(path)[:-4].split("_")
+        with Image.open(path) as im:
+            png = np.asarray(im.convert("RGB")).astype(int)
+        for row in range(per):
+            mask = masks[split][(int(n) - 1) * per + row]
+            layout = af.figure_layout(*mask.shape, rows=per, columns=4)
+            ys, xs = np.nonzero(ndimage.binary_erosion(mask == 1, iterations=2))  # away from the edges
+            y, x = ys[len(ys) // 2] * af.SCALE + 1, xs[len(xs) // 2] * af.SCALE + 1
+            for column, colour in ((2, INFERNO_HIGH), (3, INFERNO_LOW)):
+                oy, ox = layout["origin"][row][column]
+                assert np.abs(png[oy + y, ox + x] - colour).max() <= 2, (path, row, column)
 
 
 def test_summary_json_holds_the_evaluators_numbers_unrounded(demo_run):
@@ -144,17 +243,19 @@ def test_summary_json_holds_the_evaluators_numbers_unrounded(demo_run):
         res = summary[variant]
         assert res[VAL]["sem_seg"] == pytest.approx(sem_seg, rel=1e-12)
         assert res[VAL]["calibration"]["ECE"] == pytest.approx(calibration["ECE"], rel=1e-12)
-        for s in _scores(out):
-            for m in METRICS:
-                if s in anomaly["scores"]:
-                    assert res[ANOM]["anomaly"][f"{s}_{m}"] == pytest.approx(anomaly["scores"][s][m], rel=1e-12)
-                else:
-                    assert f"{s}_{m}" not in res[ANOM]["anomaly"]
+        for split, ds in SPLITS.items():
+            for s in _scores(out):
+                for m in METRICS:
+                    if s in anomaly[split]["scores"]:
+                        want = anomaly[split]["scores"][s][m]
+                        assert res[ds]["anomaly"][f"{s}_{m}"] == pytest.approx(want, rel=1e-12)
+                    else:
+                        assert f"{s}_{m}" not in res[ds]["anomaly"]
 
 
 def test_speed_rows(demo_run):
-    tool, out, table, _, summary = demo_run
-    rows = _parse_table(table)
+    tool, out, tables, _, summary = demo_run
+    rows = _parse_table(_blocks(tables)[0])
     # training speed: the ratio of the medians of steps timed in the tool's own process
     speed = summary["train_speed"]
     assert speed["steps"] == tool.SPEED_ROUNDS * tool.SPEED_STEPS_PER_ROUND
@@ -193,39 +294,65 @@ def test_fit_curve_rows_follow_the_checkpoints_of_the_gmm_run(demo_run):
     assert curve[1]["known_own_class_ll"] > curve[0]["known_own_class_ll"]
 
 
-def test_summary_table_of_a_hand_made_result(demo_run):
-    """summary_table on results written here: every row reads its own number (distinct values, so
-    a row reading a neighbour's key shows), missing entries are '-'."""
+def test_summary_tables_of_a_hand_made_result(demo_run):
+    """summary_table, anomaly_table and best_lines on results written here: every cell reads its
+    own number (distinct values, so a cell reading a neighbour's key shows), missing entries are '-'."""
     tool, out = demo_run[:2]
     classes = ["a", "b"]
     scores = _scores(out)
 
     def result(base):
         sem_seg = {"mIoU": base + 0.11, "IoU-a": base + 1.22, "IoU-b": base + 2.33}
-        anomaly = {f"{s}_{m}": base + 10 * i + j + 0.44 for i, s in enumerate(scores) for j, m in enumerate(METRICS)}
-        return {
+        r = {
             VAL: {"sem_seg": sem_seg, "calibration": {"ECE": base + 0.5551}},
-            ANOM: {"anomaly": anomaly},
             "train_step_ratio": base / 1000 + 0.1234,
             "ms_per_image": base + 0.66,
         }
+        for k, ds in enumerate(SPLITS.values()):
+            r[ds] = {
+                "anomaly": {
+                    f"{s}_{m}": base + 1000 * k + 10 * i + j + 0.44
+                    for i, s in enumerate(scores)
+                    for j, m in enumerate(METRICS)
+                }
+            }
+        return r
 
     res = {"softmax": result(100), "gmm": result(200)}
-    for m in METRICS:
-        del res["softmax"][ANOM]["anomaly"][f"likelihood_{m}"]
+    for ds in SPLITS.values():
+        for m in METRICS:
+            del res["softmax"][ds]["anomaly"][f"likelihood_{m}"]
     rows = _parse_table(tool.summary_table(res, classes))
     assert rows["mIoU (val)"] == {"softmax": "100.1", "gmm": "200.1"}
     assert rows["  IoU a"] == {"softmax": "101.2", "gmm": "201.2"}
     assert rows["  IoU b"] == {"softmax": "102.3", "gmm": "202.3"}
     assert rows["ECE % (val, 15 bins)"] == {"softmax": "100.56", "gmm": "200.56"}  # 100.5551 -> 2 digits
-    for i, s in enumerate(scores):
-        for j, m in enumerate(METRICS):
-            want = {v: f"{base + 10 * i + j + 0.44:.1f}" for v, base in (("softmax", 100), ("gmm", 200))}
-            if s == "likelihood":
-                want["softmax"] = "-"
-            assert rows[f"{m} {s} (anomaly)"] == want
     assert rows["train step / softmax's"] == {"softmax": "0.22", "gmm": "0.32"}
     assert rows["inference ms/image"] == {"softmax": "100.7", "gmm": "200.7"}
+    for j, m in enumerate(METRICS):
+        if m not in TABLE_METRICS:
+            continue
+        table = _parse_table(tool.anomaly_table(res, m), corner=f"{m} %")
+        for i, s in enumerate(scores):
+            want = {
+                f"{split}: {v}": f"{base + 1000 * k + 10 * i + j + 0.44:.1f}"
+                for k, split in enumerate(SPLITS)
+                for v, base in (("softmax", 100), ("gmm", 200))
+            }
+            if s == "likelihood":
+                want["far: softmax"] = want["near: softmax"] = "-"
+            assert table[s] == want, (m, s)
+    # the last score has the highest value of each model on each split; gmm leads by 100
+    last = scores[-1]
+    top = {
+        k: {v: base + 1000 * k + 10 * (len(scores) - 1) + 0.44 for v, base in (("softmax", 100), ("gmm", 200))}
+        for k in range(2)
+    }
+    assert tool.best_lines(res).splitlines()[1:] == [
+        f"  {split} ({ds}): softmax {last} {top[k]['softmax']:.1f}, gmm {last} {top[k]['gmm']:.1f}  -> gmm leads by 100.0"
+        for k, (split, ds) in enumerate(SPLITS.items())
+    ]
+    assert tool.best_score({"a_AUROC": 70.0, "b_AUROC": 90.0, "b_FPR95": 5.0, "c_AUROC": 80.0}) == ("b", 90.0)
 
 
 def test_progress_while_training_and_total_time(demo_run):

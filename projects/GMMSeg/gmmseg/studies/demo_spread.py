@@ -1,6 +1,7 @@
-"""How much every figure of `make demo`'s table moves between runs (studies/demo_spread.py):
+"""How much every figure of `make demo`'s tables moves between runs (studies/demo_spread.py):
 tools/run_demo.py once per (seed, thread count), each in its own folder, then per table row and
-model the values, mean, sample std and range over the runs."""
+column (a model, or a split and a model) the values, mean, sample std and range over the runs, and
+the widest AUROC range (the issue-33 target: every AUROC within 3 points)."""
 
 import os
 import statistics
@@ -8,7 +9,7 @@ from typing import Dict, List, Optional, Sequence
 
 from .processes import run_logged, tool_command
 
-__all__ = ["run_dir", "run_demo", "read_table", "spread", "markdown"]
+__all__ = ["run_dir", "run_demo", "read_table", "spread", "widest_range", "markdown"]
 
 
 def run_dir(output: str, seed: int, threads: int) -> str:
@@ -33,15 +34,24 @@ def run_demo(output: str, seed: int, threads: int, opts: Sequence[str]) -> str:
     return out
 
 
+def _is_table(block: List[str]) -> bool:
+    return len(block) >= 2 and " | " in block[0] and set(block[1]) <= {"-", "+"}
+
+
 def read_table(path: str) -> Dict[str, Dict[str, Optional[float]]]:
-    """{row name: {model: float or None ("-")}} from the first table of a run_demo summary.txt."""
+    """{row: {column: float or None ("-")}} of every table a run_demo summary.txt prints (aligned
+    text, " | " between cells, a rule of "-" and "+" under the header). The rows of the first table
+    ("metric | softmax | gmm") keep their names; those of the others are named "<corner> <row>",
+    e.g. "AUROC % likelihood" with the columns "far: gmm", ... Markdown tables and text are skipped."""
     with open(path) as f:
-        lines = f.read().split("\n\n")[0].splitlines()
-    models = [c.strip() for c in lines[0].split("|")[1:]]
+        blocks = [b.splitlines() for b in f.read().split("\n\n")]
     table = {}
-    for line in lines[2:]:
-        cells = [c.strip() for c in line.split("|")]
-        table[cells[0]] = {m: (None if v == "-" else float(v)) for m, v in zip(models, cells[1:])}
+    for block in filter(_is_table, blocks):
+        header = [c.strip() for c in block[0].split(" | ")]
+        for line in block[2:]:
+            cells = [c.strip() for c in line.split(" | ")]
+            row = cells[0] if header[0] == "metric" else f"{header[0]} {cells[0]}"
+            table[row] = {c: (None if v == "-" else float(v)) for c, v in zip(header[1:], cells[1:])}
     return table
 
 
@@ -65,15 +75,43 @@ def spread(tables: List[Dict]) -> Dict:
     return out
 
 
+def widest_range(result: Dict, contains: str = "AUROC") -> Optional[tuple]:
+    """(max - min, row, column) of the (row, column) whose values spread widest, among the rows
+    whose name contains `contains`; None when there is none."""
+    ranges = [
+        (s["max"] - s["min"], row, column)
+        for row, by_column in result.items()
+        if contains in row
+        for column, s in by_column.items()
+    ]
+    return max(ranges) if ranges else None
+
+
 def markdown(result: Dict, runs: Sequence[str]) -> str:
-    """The spread as Markdown: the runs, then one row per table row, "mean +- std [min, max]" per model."""
-    models = list(next(iter(result.values())))
-    head = "| metric | " + " | ".join(f"{m}: mean +- std [min, max]" for m in models) + " |"
-    lines = [f"Runs: {', '.join(runs)}", "", head, "|---" * (len(models) + 1) + "|"]
-    for row, by_model in result.items():
-        cells = [
-            f"{s['mean']:.2f} +- {s['std']:.2f} [{s['min']:.2f}, {s['max']:.2f}]" if (s := by_model.get(m)) else "-"
-            for m in models
-        ]
-        lines.append(f"| {row} | " + " | ".join(cells) + " |")
+    """The spread as Markdown: the runs, the widest AUROC range, then the rows, "mean +- std [min,
+    max]" per column ("-": no value in any run). Rows are grouped into one table per set of columns
+    (a row starts a new table when it shares no column with the rows before it)."""
+    groups = []  # [columns in order of appearance, rows]
+    for row, by_column in result.items():
+        if not by_column:
+            continue
+        if not groups or not set(by_column) & set(groups[-1][0]):
+            groups.append([[], []])
+        groups[-1][0] += [c for c in by_column if c not in groups[-1][0]]
+        groups[-1][1].append(row)
+    lines = [f"Runs: {', '.join(runs)}"]
+    widest = widest_range(result)
+    if widest is not None:
+        lines.append(f"Widest AUROC range: {widest[0]:.2f} points ({widest[1]}, {widest[2]})")
+    for columns, rows in groups:
+        lines += ["", "| metric | " + " | ".join(f"{c}: mean +- std [min, max]" for c in columns) + " |"]
+        lines.append("|---" * (len(columns) + 1) + "|")
+        for row in rows:
+            cells = [
+                f"{s['mean']:.2f} +- {s['std']:.2f} [{s['min']:.2f}, {s['max']:.2f}]"
+                if (s := result[row].get(c))
+                else "-"
+                for c in columns
+            ]
+            lines.append(f"| {row} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

@@ -27,7 +27,7 @@ __all__ = ["DEMO_DEFAULT_SIZES", "DEMO_DIRNAME", "generate_demo_dataset"]
 
 logger = logging.getLogger(__name__)
 
-DEMO_DEFAULT_SIZES = {"train": 300, "val": 60, "anomaly": 60, "near": 60}
+DEMO_DEFAULT_SIZES = {"train": 300, "val": 60, "anomaly": 200, "near": 200}
 DEMO_DIRNAME = "gmmseg_demo"
 _MARKER = "generation.json"
 _TMP_PREFIX = f".{DEMO_DIRNAME}.tmp-"

@@ -67,13 +67,20 @@ def labels_for(kind, num_images, h, w, num_classes, gen):
     yy, xx = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
     for _ in range(num_images):
         cells = 60
-        cy, cx = torch.randint(0, h, (cells,), generator=gen), torch.randint(0, w, (cells,), generator=gen)
+        cy, cx = (
+            torch.randint(0, h, (cells,), generator=gen),
+            torch.randint(0, w, (cells,), generator=gen),
+        )
         d = (yy[None] - cy[:, None, None]) ** 2 + (xx[None] - cx[:, None, None]) ** 2
         cell = d.argmin(0)
         if kind == "all":
             cls = torch.arange(cells) % num_classes
         else:
-            p = torch.tensor(CITYSCAPES_FREQ[:num_classes]) if num_classes <= 19 else torch.ones(num_classes)
+            p = (
+                torch.tensor(CITYSCAPES_FREQ[:num_classes])
+                if num_classes <= 19
+                else torch.ones(num_classes)
+            )
             cls = torch.multinomial(p, cells, replacement=True, generator=gen)
         lab = cls[cell]
         if kind != "all":
@@ -111,7 +118,9 @@ def release_gather(e, labels, qs):
 
 def _worker(rank, world, port, args, results):
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
+    )
     from gmmseg.gmm import GMMPredictor
 
     h, w = args.height // args.stride, args.width // args.stride
@@ -162,10 +171,24 @@ def _worker(rank, world, port, args, results):
     dist.destroy_process_group()
 
 
-KINDS = (("all", "every class in every image (upper bound)"), ("typical", "Cityscapes class frequencies, 10 % void"))
+KINDS = (
+    ("all", "every class in every image (upper bound)"),
+    ("typical", "Cityscapes class frequencies, 10 % void"),
+)
 
 
-def run(world_size=2, images=2, height=512, width=1024, stride=4, dim=64, classes=19, components=5, pushes=20, iters=3):
+def run(
+    world_size=2,
+    images=2,
+    height=512,
+    width=1024,
+    stride=4,
+    dim=64,
+    classes=19,
+    components=5,
+    pushes=20,
+    iters=3,
+):
     """Spawn the ranks and return, per label kind, the largest figures over ranks:
     {kind: {"ours": bytes, "theirs": bytes, "rows": rows set aside, "t_ours": ms, "t_theirs": ms}},
     plus "release_formula" and "bound_formula" (bytes)."""
@@ -182,7 +205,12 @@ def run(world_size=2, images=2, height=512, width=1024, stride=4, dim=64, classe
     )
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     results = mp.Manager().dict()
-    mp.start_processes(_worker, args=(world_size, _free_port(), args, results), nprocs=world_size, start_method="spawn")
+    mp.start_processes(
+        _worker,
+        args=(world_size, _free_port(), args, results),
+        nprocs=world_size,
+        start_method="spawn",
+    )
     out = {
         kind: {
             key: max(results[r][kind][key] for r in range(world_size))
@@ -197,7 +225,9 @@ def run(world_size=2, images=2, height=512, width=1024, stride=4, dim=64, classe
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--world-size", type=int, default=2)
     ap.add_argument("--images", type=int, default=2, help="images per rank")
     ap.add_argument("--height", type=int, default=512)

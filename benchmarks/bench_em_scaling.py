@@ -74,7 +74,9 @@ def bank_bytes(classes, components, world, rank, layout):
 
     with torch.device("meta"):
         if layout == "sharded":
-            mem = ShardedFeatureMemory(classes * components, L, D, init="empty", shard_rank=rank, num_shards=world)
+            mem = ShardedFeatureMemory(
+                classes * components, L, D, init="empty", shard_rank=rank, num_shards=world
+            )
         else:
             mem = FeatureMemory(classes * components, L, D, init="empty")
     sizes = {n: b.numel() * b.element_size() for n, b in mem.named_buffers()}
@@ -89,7 +91,9 @@ def _every_class_labels(n, classes, gen):
 def _worker(rank, world, port, setting, iters, results):
     torch.set_num_threads(1)
     if world > 1:
-        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+        dist.init_process_group(
+            "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
+        )
     from gmmseg.gmm import GMMPredictor
 
     s = SETTINGS[setting]
@@ -145,7 +149,10 @@ def measure(worlds=(1, 2, 4), settings=tuple(SETTINGS), iters=INTERVAL):
                 _worker(0, 1, 0, setting, iters, results)
             else:
                 mp.start_processes(
-                    _worker, args=(w, _free_port(), setting, iters, results), nprocs=w, start_method="spawn"
+                    _worker,
+                    args=(w, _free_port(), setting, iters, results),
+                    nprocs=w,
+                    start_method="spawn",
                 )
     torch.set_num_threads(threads)
     out = {}
@@ -157,7 +164,10 @@ def measure(worlds=(1, 2, 4), settings=tuple(SETTINGS), iters=INTERVAL):
                 "release": max(r["release"] for r in per_rank),
                 "ours": top["ours"],
                 "ours_total": sum(top["ours"].values()),
-                "bank": {lay: max((r["bank"][lay] for r in per_rank), key=sum) for lay in ("replicated", "sharded")},
+                "bank": {
+                    lay: max((r["bank"][lay] for r in per_rank), key=sum)
+                    for lay in ("replicated", "sharded")
+                },
             }
     return out
 
@@ -188,7 +198,11 @@ def formula(setting, world):
 
 
 def _fmt(b):
-    return f"{b / 2**30:.2f} GiB" if b >= 2**30 else (f"{b / 2**20:.1f} MiB" if b >= 2**20 else f"{b / 2**10:.0f} KiB")
+    return (
+        f"{b / 2**30:.2f} GiB"
+        if b >= 2**30
+        else (f"{b / 2**20:.1f} MiB" if b >= 2**20 else f"{b / 2**10:.0f} KiB")
+    )
 
 
 def tables(res, worlds, formula_worlds=(8, 64)):
@@ -227,7 +241,9 @@ def tables(res, worlds, formula_worlds=(8, 64)):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--worlds", type=int, nargs="+", default=[1, 2, 4])
     args = ap.parse_args()
     print(tables(measure(tuple(args.worlds)), args.worlds))

@@ -36,7 +36,13 @@ from model_timing import head_cfg
 from torch import nn
 from torch.nn import functional as F
 
-from gmmseg.deploy import ExportedSegmenter, export_metadata, export_model, prepare_for_export, state_bytes
+from gmmseg.deploy import (
+    ExportedSegmenter,
+    export_metadata,
+    export_model,
+    prepare_for_export,
+    state_bytes,
+)
 
 CLASSES, DEPTH = 19, 18
 RUNTIMES = ("eager", "torchscript", "onnxruntime")
@@ -50,7 +56,11 @@ class _StandInBackbone(nn.Module):
     def __init__(self, channels: int, stride: int, size_divisibility: int, padding_constraints):
         super().__init__()
         self.conv = nn.Conv2d(3, channels, 1)
-        self.stride, self.size_divisibility, self.padding_constraints = stride, size_divisibility, padding_constraints
+        self.stride, self.size_divisibility, self.padding_constraints = (
+            stride,
+            size_divisibility,
+            padding_constraints,
+        )
 
     def forward(self, images):
         return {"stand_in": self.conv(F.avg_pool2d(images, self.stride))}
@@ -107,8 +117,15 @@ def runners(predictor, image, folder, threads, head_alone=False):
         with torch.no_grad():
             return {k: v.numpy() for k, v in eager([{"image": tensor}])[0].items()}
 
-    fns = {"eager": run_eager, "torchscript": lambda: ts.run(image), "onnxruntime": lambda: ort.run(image)}
-    return fns, {"eager state": state_bytes(eager), **{fmt: os.path.getsize(p) for fmt, p in files.items()}}
+    fns = {
+        "eager": run_eager,
+        "torchscript": lambda: ts.run(image),
+        "onnxruntime": lambda: ort.run(image),
+    }
+    return fns, {
+        "eager state": state_bytes(eager),
+        **{fmt: os.path.getsize(p) for fmt, p in files.items()},
+    }
 
 
 def _alternate(fns, rounds, warmup, now):
@@ -131,7 +148,10 @@ def head_delta(image, folder, threads, rounds, warmup, now):
         model_fns, _ = runners(predictor, image, folder, threads, head_alone=True)
         fns.update({(predictor, r): fn for r, fn in model_fns.items()})
     times, _ = _alternate(fns, rounds, warmup, now)
-    return {r: statistics.median(g - s for s, g in zip(times["softmax", r], times["gmm", r])) for r in RUNTIMES}
+    return {
+        r: statistics.median(g - s for s, g in zip(times["softmax", r], times["gmm", r]))
+        for r in RUNTIMES
+    }
 
 
 def run(size=(360, 480), warmup=2, iters=10, threads=None, clock="wall", head_iters=0):
@@ -148,12 +168,17 @@ def run(size=(360, 480), warmup=2, iters=10, threads=None, clock="wall", head_it
         fns, sizes = {}, {}
         for predictor in ("softmax", "gmm"):
             fns[predictor], sizes[predictor] = runners(predictor, image, folder, threads)
-        times, outputs = _alternate({(p, r): fns[p][r] for p in fns for r in RUNTIMES}, iters, warmup, now)
+        times, outputs = _alternate(
+            {(p, r): fns[p][r] for p in fns for r in RUNTIMES}, iters, warmup, now
+        )
         for p in fns:
             ref = outputs[p, "eager"]
             results[p] = {
                 "ms": {r: statistics.median(times[p, r]) for r in RUNTIMES},
-                "diff": {r: {k: float(np.abs(outputs[p, r][k] - ref[k]).max()) for k in ref} for r in RUNTIMES[1:]},
+                "diff": {
+                    r: {k: float(np.abs(outputs[p, r][k] - ref[k]).max()) for k in ref}
+                    for r in RUNTIMES[1:]
+                },
                 "mib": {fmt: b / 2**20 for fmt, b in sizes[p].items()},
             }
         if head_iters > 0:
@@ -193,8 +218,14 @@ def rows_for(results):
     rows[-1][1:4] = [f"{gmm[r] / soft[r]:.3f}x" for r in RUNTIMES]
     if "head delta" in results:
         delta, ratios = results["head delta"], gmm_ratios(results)
-        rows.append(["gmm - softmax, head alone (ms)"] + [f"{delta[r]:.2f}" for r in RUNTIMES] + [""] * 5)
-        rows.append(["1 + (gmm - softmax, head alone) / softmax"] + [f"{ratios[r]:.3f}x" for r in RUNTIMES] + [""] * 5)
+        rows.append(
+            ["gmm - softmax, head alone (ms)"] + [f"{delta[r]:.2f}" for r in RUNTIMES] + [""] * 5
+        )
+        rows.append(
+            ["1 + (gmm - softmax, head alone) / softmax"]
+            + [f"{ratios[r]:.3f}x" for r in RUNTIMES]
+            + [""] * 5
+        )
     return rows
 
 
@@ -212,10 +243,17 @@ HEADERS = [
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--size", type=int, nargs=2, default=[360, 480])
     ap.add_argument("--iters", type=int, default=10)
-    ap.add_argument("--threads", type=int, default=None, help="torch and ONNX Runtime threads (default: torch's)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch and ONNX Runtime threads (default: torch's)",
+    )
     ap.add_argument(
         "--clock",
         choices=sorted(CLOCKS),

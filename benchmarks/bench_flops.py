@@ -60,7 +60,8 @@ def count(predictor, size=(512, 1024), num_classes=19, decoder="FPNDecoder", dep
         warnings.simplefilter("ignore")  # tracer warnings
         ops = fca.by_module_and_operator()
     flops = {
-        part: (sum(ops[mod].values()) - ops[mod].get("addmm_", 0), sum(ops[mod].values())) for part, mod, _ in PARTS
+        part: (sum(ops[mod].values()) - ops[mod].get("addmm_", 0), sum(ops[mod].values()))
+        for part, mod, _ in PARTS
     }
     return flops, fca.unsupported_ops()
 
@@ -73,7 +74,14 @@ def compare(size=(512, 1024), num_classes=19, decoder="FPNDecoder", depth=18):
     for part, _, what in PARTS:
         s, (g, g_all) = res["softmax"][0][part][1], res["gmm"][0][part]
         rows.append(
-            [what, f"{s / 1e9:.3f}", f"{g / 1e9:.3f}", f"{g / s:.3f}x", f"{g_all / 1e9:.3f}", f"{g_all / s:.3f}x"]
+            [
+                what,
+                f"{s / 1e9:.3f}",
+                f"{g / 1e9:.3f}",
+                f"{g / s:.3f}x",
+                f"{g_all / 1e9:.3f}",
+                f"{g_all / s:.3f}x",
+            ]
         )
     return rows, {p: uncounted_ops(*r) for p, r in res.items()}
 
@@ -101,7 +109,9 @@ HEADERS = [
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--size", type=int, nargs=2, default=[512, 1024])
     ap.add_argument("--classes", type=int, default=19)
     ap.add_argument("--decoder", default="FPNDecoder")

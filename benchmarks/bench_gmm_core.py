@@ -43,7 +43,9 @@ def measure(k, n=32768, m=5, d=64, repeats=5, capacity=32000, pushes=20):
     w1, w2 = torch.randn(d, g), torch.randn(d, g)
     r["loglik"] = timeit(lambda: gaussian_log_likelihood(x, means, stds), repeats)
     r["bare"] = timeit(lambda: (x @ w1, x @ w2), repeats)
-    r["naive"] = timeit(lambda: broadcast_log_likelihood(x, means, stds), max(1, repeats // 2), warmup=1)
+    r["naive"] = timeit(
+        lambda: broadcast_log_likelihood(x, means, stds), max(1, repeats // 2), warmup=1
+    )
 
     cls = torch.randint(0, k, (n,))
     own = torch.randn(n, m) * 10 - 100
@@ -134,7 +136,9 @@ def rows_for(k, r, m=5, pushes=20):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--n", type=int, default=32768)
     ap.add_argument("--classes", type=int, nargs="+", default=[19, 150])
     ap.add_argument("--components", type=int, default=5)

@@ -24,7 +24,9 @@ def time_decoder(decoder, batch, num_classes, depth, warmup=2, iters=5, opts=())
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--size", type=int, nargs=2, default=[256, 512])
     ap.add_argument("--batch", type=int, default=2)
     ap.add_argument("--classes", type=int, default=19)
@@ -33,7 +35,9 @@ def main():
     ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args()
     h, w = args.size
-    print(f"# Heads: R-{args.depth}, batch {args.batch} of {h}x{w}, K={args.classes}; {machine()}\n")
+    print(
+        f"# Heads: R-{args.depth}, batch {args.batch} of {h}x{w}, K={args.classes}; {machine()}\n"
+    )
     batch = random_batch(args.batch, h, w, args.classes)
     rows = []
     for dec in args.decoders:

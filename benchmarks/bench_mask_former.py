@@ -41,15 +41,30 @@ def synthetic_batch(n, size, num_classes, seed=0):
     h, w = size
     batch = []
     for _ in range(n):
-        label = torch.full((h, w), int(torch.randint(0, num_classes, (1,), generator=g)), dtype=torch.long)
+        label = torch.full(
+            (h, w), int(torch.randint(0, num_classes, (1,), generator=g)), dtype=torch.long
+        )
         for _ in range(4):
-            y, x = int(torch.randint(0, h // 2, (1,), generator=g)), int(torch.randint(0, w // 2, (1,), generator=g))
-            label[y : y + h // 3, x : x + w // 3] = int(torch.randint(0, num_classes, (1,), generator=g))
+            y, x = (
+                int(torch.randint(0, h // 2, (1,), generator=g)),
+                int(torch.randint(0, w // 2, (1,), generator=g)),
+            )
+            label[y : y + h // 3, x : x + w // 3] = int(
+                torch.randint(0, num_classes, (1,), generator=g)
+            )
         batch.append({"image": torch.rand(3, h, w, generator=g) * 255, "sem_seg": label})
     return batch
 
 
-def run(softmax_config=DEFAULT_SOFTMAX, gmm_config=DEFAULT_GMM, batch=8, size=(96, 128), warmup=2, iters=5, opts=()):
+def run(
+    softmax_config=DEFAULT_SOFTMAX,
+    gmm_config=DEFAULT_GMM,
+    batch=8,
+    size=(96, 128),
+    warmup=2,
+    iters=5,
+    opts=(),
+):
     """{"softmax": (train s, inference s), "gmm": (...)}: medians on one synthetic batch."""
     cfgs = {"softmax": load_cfg(softmax_config, opts), "gmm": load_cfg(gmm_config, opts)}
     data = synthetic_batch(batch, size, cfgs["softmax"].MODEL.SEM_SEG_HEAD.NUM_CLASSES)
@@ -57,7 +72,9 @@ def run(softmax_config=DEFAULT_SOFTMAX, gmm_config=DEFAULT_GMM, batch=8, size=(9
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--softmax-config", default=DEFAULT_SOFTMAX)
     p.add_argument("--gmm-config", default=DEFAULT_GMM)
     p.add_argument("--batch", type=int, default=8)
@@ -69,7 +86,15 @@ def main(argv=None):
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    results = run(args.softmax_config, args.gmm_config, args.batch, args.size, args.warmup, args.iters, args.opts)
+    results = run(
+        args.softmax_config,
+        args.gmm_config,
+        args.batch,
+        args.size,
+        args.warmup,
+        args.iters,
+        args.opts,
+    )
     (ts, is_), (tg, ig) = results["softmax"], results["gmm"]
     device = load_cfg(args.gmm_config, args.opts).MODEL.DEVICE
     print(

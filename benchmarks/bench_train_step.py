@@ -98,10 +98,19 @@ def measure(config, opts, rounds, per_round, warmup):
 
 def summary(times):
     med = {v: statistics.median(t) for v, t in times.items()}
-    return {v: {"median_s": med[v], "ratio_to_before": med[v] / med["before"], "n": len(times[v])} for v in med}
+    return {
+        v: {"median_s": med[v], "ratio_to_before": med[v] / med["before"], "n": len(times[v])}
+        for v in med
+    }
 
 
-HEADERS = ["variant", "2 threads alone: s/it", "ratio", "1 thread, 2 runs side by side: s/it (each)", "ratio"]
+HEADERS = [
+    "variant",
+    "2 threads alone: s/it",
+    "ratio",
+    "1 thread, 2 runs side by side: s/it (each)",
+    "ratio",
+]
 
 
 def rows_for(alone, pair):
@@ -134,15 +143,26 @@ def run_json(*args):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--config-file", default=os.path.join(ROOT, "configs/camvid/segformer_lite0_openset_gmm.yaml"))
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--config-file",
+        default=os.path.join(ROOT, "configs/camvid/segformer_lite0_openset_gmm.yaml"),
+    )
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=4)
-    ap.add_argument("--per-round", type=int, default=10, help="iterations of a variant per round (2 M-steps)")
+    ap.add_argument(
+        "--per-round", type=int, default=10, help="iterations of a variant per round (2 M-steps)"
+    )
     ap.add_argument("--warmup", type=int, default=5)
-    ap.add_argument("--side-by-side", action="store_true", help="run two copies of this measurement at once")
+    ap.add_argument(
+        "--side-by-side", action="store_true", help="run two copies of this measurement at once"
+    )
     ap.add_argument("--json", help="write the summary here")
-    ap.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides (default: the release mode)")
+    ap.add_argument(
+        "opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides (default: the release mode)"
+    )
     args = ap.parse_args()
     opts = args.opts or RELEASE
     if args.side_by_side:
@@ -162,11 +182,16 @@ def main():
                 str(args.warmup),
             ]
             procs = [
-                subprocess.Popen(cmd + ["--json", os.path.join(tmp, f"{i}.json"), *opts], stdout=subprocess.DEVNULL)
+                subprocess.Popen(
+                    cmd + ["--json", os.path.join(tmp, f"{i}.json"), *opts],
+                    stdout=subprocess.DEVNULL,
+                )
                 for i in range(2)
             ]
             if any(p.wait() for p in procs):
-                raise SystemExit("a side-by-side copy failed (run it without --side-by-side to see why)")
+                raise SystemExit(
+                    "a side-by-side copy failed (run it without --side-by-side to see why)"
+                )
             results = [json.load(open(os.path.join(tmp, f"{i}.json"))) for i in range(2)]
         rows = [
             [
@@ -182,7 +207,9 @@ def main():
     else:
         torch.set_num_threads(args.threads)
         result = summary(measure(args.config_file, opts, args.rounds, args.per_round, args.warmup))
-        rows = [[v, f"{r['median_s']:.3f}", f"{r['ratio_to_before']:.2f}x"] for v, r in result.items()]
+        rows = [
+            [v, f"{r['median_s']:.3f}", f"{r['ratio_to_before']:.2f}x"] for v, r in result.items()
+        ]
         headers = ["variant", "s/it (median)", "ratio to before"]
     if args.json:
         json.dump(result, open(args.json, "w"), indent=1)

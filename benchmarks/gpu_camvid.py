@@ -32,10 +32,15 @@ import time
 import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIGS = {p: os.path.join(ROOT, "configs", "camvid", f"segformer_lite0_openset_{p}.yaml") for p in ("softmax", "gmm")}
+CONFIGS = {
+    p: os.path.join(ROOT, "configs", "camvid", f"segformer_lite0_openset_{p}.yaml")
+    for p in ("softmax", "gmm")
+}
 EVAL_DATASET = "camvid_openset_val"
 MIN_ITERS = 10  # fewer than this: the run is skipped (no time), not made
-EVAL_RESERVE_S = 45.0  # the first run's evaluation, before one was measured (101 images of 480 x 360)
+EVAL_RESERVE_S = (
+    45.0  # the first run's evaluation, before one was measured (101 images of 480 x 360)
+)
 WEIGHTS_KEY = "MODEL.TIMM.EFFICIENTNET_LITE_WEIGHTS"
 
 
@@ -70,7 +75,9 @@ def missing_weights(cfg):
     try:
         resolve_weights_file(spec, WEIGHTS_KEY)
     except (ImportError, OSError, ValueError) as e:
-        return f"the pretrained backbone weights are not installed: {e} (nothing is downloaded here)"
+        return (
+            f"the pretrained backbone weights are not installed: {e} (nothing is downloaded here)"
+        )
     return None
 
 
@@ -156,7 +163,9 @@ def probe(cfg, warmup=3, iters=10):
 def iterations_that_fit(seconds, s_per_iter, max_iter):
     """How many iterations of `s_per_iter` fit in `seconds`, at most `max_iter` (0 if none)."""
     if s_per_iter <= 0:
-        raise ValueError(f"iterations_that_fit: seconds per iteration must be > 0, got {s_per_iter}")
+        raise ValueError(
+            f"iterations_that_fit: seconds per iteration must be > 0, got {s_per_iter}"
+        )
     return max(0, min(int(max_iter), int(seconds // s_per_iter)))
 
 
@@ -183,7 +192,9 @@ def summarize(results):
     anomaly = results.get("anomaly", {})
     scores = [k[: -len("_AUROC")] for k in anomaly if k.endswith("_AUROC")]
     nan = float("nan")
-    pairs = ", ".join(f"{s} {anomaly[s + '_AUROC']:.1f} / {anomaly.get(s + '_FPR95', nan):.1f}" for s in scores)
+    pairs = ", ".join(
+        f"{s} {anomaly[s + '_AUROC']:.1f} / {anomaly.get(s + '_FPR95', nan):.1f}" for s in scores
+    )
     return f"mIoU {miou:.1f}; AUROC / FPR95: {pairs or 'no anomaly scores reported'}"
 
 
@@ -244,7 +255,14 @@ def run_one(
 
 
 def camvid_rows(
-    device, seconds_left, iters=None, eval_images=0, workers=None, probe_iters=(3, 10), opts=(), out_root=None
+    device,
+    seconds_left,
+    iters=None,
+    eval_images=0,
+    workers=None,
+    probe_iters=(3, 10),
+    opts=(),
+    out_root=None,
 ):
     """[(name, "PASS" / "FAIL" / "SKIP", seconds, detail)]: the softmax run and the GMM run, or
     one SKIP row naming what is missing."""
@@ -263,7 +281,16 @@ def camvid_rows(
         t0 = time.perf_counter()
         try:
             row, eval_s = run_one(
-                predictor, device, share, reserve, iters, eval_images, workers, probe_iters, opts, out_root
+                predictor,
+                device,
+                share,
+                reserve,
+                iters,
+                eval_images,
+                workers,
+                probe_iters,
+                opts,
+                out_root,
             )
         except Exception as e:  # a failed run is a result; the other one still runs
             row, eval_s = (

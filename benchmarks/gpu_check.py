@@ -88,7 +88,11 @@ def driver_version():
         )
     except (OSError, subprocess.TimeoutExpired) as e:
         return f"unknown ({type(e).__name__})"
-    return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else "unknown"
+    return (
+        out.stdout.strip().splitlines()[0]
+        if out.returncode == 0 and out.stdout.strip()
+        else "unknown"
+    )
 
 
 def versions():
@@ -140,7 +144,8 @@ def check_fit_devices(device):
     from gmmseg.analysis.gmm_fit import anomaly_pixel_sums, known_pixel_sums
 
     ll = torch.tensor(
-        [[[-1.0, -2.0, -3.0], [-4.0, -0.5, -6.0]], [[-7.0, -8.0, -0.25], [-1.5, -9.0, -2.5]]], device=device
+        [[[-1.0, -2.0, -3.0], [-4.0, -0.5, -6.0]], [[-7.0, -8.0, -0.25], [-1.5, -9.0, -2.5]]],
+        device=device,
     )
     known = known_pixel_sums(ll, torch.tensor([[1, 1], [255, 2]]), 255)
     anomaly = anomaly_pixel_sums(ll, torch.tensor([[1, 0], [255, 1]]))
@@ -170,7 +175,10 @@ def _em_loops_means(device, perm):
         .train()
     )
     g = torch.Generator().manual_seed(3)
-    x, y = torch.randn(perm.numel(), 8, generator=g), torch.randint(0, 3, (perm.numel(),), generator=g)
+    x, y = (
+        torch.randn(perm.numel(), 8, generator=g),
+        torch.randint(0, 3, (perm.numel(),), generator=g),
+    )
     p(x.to(device), y.to(device))
     p.flush()
     p._window = [torch.cat(p._window)[perm.to(device)]]
@@ -194,11 +202,14 @@ def check_order_free(device):
     same_as_cpu = all(torch.equal(x.cpu(), y) for x, y in zip(a, cpu))
     rows = 4000
     em_same = torch.equal(
-        _em_loops_means(device, torch.arange(rows)), _em_loops_means(device, torch.randperm(rows, generator=g))
+        _em_loops_means(device, torch.arange(rows)),
+        _em_loops_means(device, torch.randperm(rows, generator=g)),
     )
     # the control: float index_add_ in another order (on a GPU: the atomics' order) differs
     fsum = torch.zeros(k, m, device=device, dtype=v.dtype)
-    float_same = torch.equal(fsum.clone().index_add_(0, seg, v), fsum.clone().index_add_(0, seg[perm], v[perm]))
+    float_same = torch.equal(
+        fsum.clone().index_add_(0, seg, v), fsum.clone().index_add_(0, seg[perm], v[perm])
+    )
     ok = same_lse and same_sums and same_as_cpu and em_same
     return ok, (
         f"logsumexp {same_lse}, group sums {same_sums} (= CPU {same_as_cpu}), em_loops=3 update {em_same}; "
@@ -263,7 +274,9 @@ def _batch(n=2, h=64, w=96):
     for _ in range(n):
         labels = torch.zeros(h, w, dtype=torch.long)
         labels[:, w // 3 :] = 1 + torch.arange(h)[:, None] % 3
-        image = (labels.float()[None].expand(3, -1, -1) * 50 + 20 * torch.rand(3, h, w, generator=g)).to(torch.uint8)
+        image = (
+            labels.float()[None].expand(3, -1, -1) * 50 + 20 * torch.rand(3, h, w, generator=g)
+        ).to(torch.uint8)
         out.append({"image": image, "sem_seg": labels, "height": h, "width": w})
     return out
 
@@ -304,7 +317,9 @@ def _step(model, device, precision, repeats=0, batch=None):
         gmm.em_update()
         out["update"] = torch.cat([p.detach().flatten() for p in model.parameters()]) - before
         out["means"], out["stds"] = gmm.means.clone(), gmm.stds.clone()
-        out["skipped"] = precision == torch.float16 and not out["update"].any()  # inf gradients at the scaler's scale
+        out["skipped"] = (
+            precision == torch.float16 and not out["update"].any()
+        )  # inf gradients at the scaler's scale
         out["scale"] = trainer.grad_scaler.get_scale() if precision == torch.float16 else None
         out["ms"] = float("nan")
         if repeats:
@@ -330,7 +345,11 @@ def _skipped_step(step, step32):
 def _compare(step32, step):
     """(relative loss difference, update cosine, max |means difference|) of two _step results."""
     rel_loss = abs(step["loss"] - step32["loss"]) / abs(step32["loss"])
-    cos = float(torch.nn.functional.cosine_similarity(step["update"].double(), step32["update"].double(), dim=0))
+    cos = float(
+        torch.nn.functional.cosine_similarity(
+            step["update"].double(), step32["update"].double(), dim=0
+        )
+    )
     return rel_loss, cos, float((step["means"] - step32["means"]).abs().max())
 
 
@@ -377,8 +396,14 @@ def _mask2former_cfg(device):
 
 def _gmm_state_problems(step):
     """What is wrong with a _step result's GMM state and loss: not float32, or not finite."""
-    problems = [f"{k} {step[k].dtype}" for k in ("means", "stds", "rows") if step[k].dtype != torch.float32]
-    problems += [f"{k} not finite" for k in ("update", "means", "stds", "rows") if not torch.isfinite(step[k]).all()]
+    problems = [
+        f"{k} {step[k].dtype}" for k in ("means", "stds", "rows") if step[k].dtype != torch.float32
+    ]
+    problems += [
+        f"{k} not finite"
+        for k in ("update", "means", "stds", "rows")
+        if not torch.isfinite(step[k]).all()
+    ]
     if not step["rows"].numel():
         problems.append("no rows set aside")
     return problems + ([] if torch.isfinite(torch.tensor(step["loss"])) else ["loss not finite"])
@@ -433,10 +458,15 @@ def check_deform_attn(device):
     from gmmseg.modeling.mask_former.pixel_decoder import ms_deform_attn_sample
 
     if deform_attn_op.compiled_op() is None:
-        return None, "MultiScaleDeformableAttention not installed: nothing to check (the PyTorch path runs)"
+        return (
+            None,
+            "MultiScaleDeformableAttention not installed: nothing to check (the PyTorch path runs)",
+        )
     shapes = [(8, 12), (4, 6)]
     g = torch.Generator().manual_seed(0)
-    value = torch.randn(2, sum(h * w for h, w in shapes), 4, 8, generator=g).to(device).requires_grad_()
+    value = (
+        torch.randn(2, sum(h * w for h, w in shapes), 4, 8, generator=g).to(device).requires_grad_()
+    )
     loc = torch.rand(2, 50, 4, 2, 4, 2, generator=g).to(device).requires_grad_()
     w = torch.rand(2, 50, 4, 2, 4, generator=g).to(device).requires_grad_()
     if not deform_attn_op.uses_compiled_op(value):
@@ -444,8 +474,13 @@ def check_deform_attn(device):
     out = deform_attn_op.deform_attn(value, shapes, loc, w, ms_deform_attn_sample)
     ref = ms_deform_attn_sample(value, shapes, loc, w)
     grads = [torch.autograd.grad(o.sum(), (value, loc, w)) for o in (out, ref)]
-    diff = max([float((out - ref).abs().max())] + [float((a - b).abs().max()) for a, b in zip(*grads)])
-    return diff < 1e-4, f"compiled op vs PyTorch path: max difference {diff:.1e} (outputs and gradients)"
+    diff = max(
+        [float((out - ref).abs().max())] + [float((a - b).abs().max()) for a, b in zip(*grads)]
+    )
+    return (
+        diff < 1e-4,
+        f"compiled op vs PyTorch path: max difference {diff:.1e} (outputs and gradients)",
+    )
 
 
 # ----------------------------------------------------------------------------- NCCL, one process
@@ -456,7 +491,9 @@ def check_nccl(device):
 
     backend = "nccl" if device == "cuda" else "gloo"
     with tempfile.TemporaryDirectory() as d:
-        dist.init_process_group(backend, init_method=f"file://{os.path.join(d, 'store')}", rank=0, world_size=1)
+        dist.init_process_group(
+            backend, init_method=f"file://{os.path.join(d, 'store')}", rank=0, world_size=1
+        )
         try:
             results = []
             for dtype in (torch.int64, torch.float32):
@@ -469,7 +506,9 @@ def check_nccl(device):
             dist.barrier()
         finally:
             dist.destroy_process_group()
-    return all(results), f"{backend}: all_gather and all_reduce of int64 and float32 exact, barrier passed"
+    return all(
+        results
+    ), f"{backend}: all_gather and all_reduce of int64 and float32 exact, barrier passed"
 
 
 CHECKS = {
@@ -479,13 +518,22 @@ CHECKS = {
     "bf16_ids": check_bf16_ids,
     "amp_fp16": lambda device, repeats: check_amp(device, torch.float16, repeats),
     "amp_bf16": lambda device, repeats: check_amp(device, torch.bfloat16, repeats),
-    "mask2former_amp_fp16": lambda device, repeats: check_mask2former_amp(device, torch.float16, repeats),
-    "mask2former_amp_bf16": lambda device, repeats: check_mask2former_amp(device, torch.bfloat16, repeats),
+    "mask2former_amp_fp16": lambda device, repeats: check_mask2former_amp(
+        device, torch.float16, repeats
+    ),
+    "mask2former_amp_bf16": lambda device, repeats: check_mask2former_amp(
+        device, torch.bfloat16, repeats
+    ),
     "ckpt_to_gpu": check_ckpt_to_gpu,
     "deform_attn": check_deform_attn,
     "nccl": check_nccl,
 }
-TIMED = {"amp_fp16", "amp_bf16", "mask2former_amp_fp16", "mask2former_amp_bf16"}  # these take `repeats`
+TIMED = {
+    "amp_fp16",
+    "amp_bf16",
+    "mask2former_amp_fp16",
+    "mask2former_amp_bf16",
+}  # these take `repeats`
 STAGES = list(CHECKS) + ["speed", "camvid"]
 END_MARGIN_S = 15.0  # of the budget, not given to the CamVid stage: start-up, the table, exit
 
@@ -537,7 +585,12 @@ def check_row(name, device, repeats, results=None):
     """(name, "PASS" / "FAIL" / "SKIP", seconds, detail) of one check; a crash is a FAIL row (its
     traceback to `results`). A check returns (True / False / None = did not run, detail)."""
     t0 = time.perf_counter()
-    if name.endswith("bf16") and device == "cuda" and torch.cuda.is_available() and not torch.cuda.is_bf16_supported():
+    if (
+        name.endswith("bf16")
+        and device == "cuda"
+        and torch.cuda.is_available()
+        and not torch.cuda.is_bf16_supported()
+    ):
         return name, "SKIP", "0.0", "this GPU has no bfloat16"
     try:
         ok, detail = CHECKS[name](device, repeats) if name in TIMED else CHECKS[name](device)
@@ -556,11 +609,18 @@ def stage_rows(name, args, seconds_left, results=None):
 
     if name == "speed":
         return gpu_speed.speed_rows(
-            args.device, tuple(args.size), args.batch, args.warmup, max(1, args.repeats), args.speed_opts
+            args.device,
+            tuple(args.size),
+            args.batch,
+            args.warmup,
+            max(1, args.repeats),
+            args.speed_opts,
         )
     if name == "camvid":
         workers = args.camvid_workers
-        if workers < 0:  # auto: the config's on the CPU, more on a GPU machine (data loading would lead)
+        if (
+            workers < 0
+        ):  # auto: the config's on the CPU, more on a GPU machine (data loading would lead)
             workers = None if args.device == "cpu" else min(8, os.cpu_count() or 1)
         return gpu_camvid.camvid_rows(
             args.device,
@@ -581,7 +641,9 @@ def run_stage_process(name, cmd, results, timeout_s):
     before = len(results.rows())
     log_path = os.path.join(results.folder, f"stage_{name}.log")
     t0 = time.perf_counter()
-    with open(log_path, "w") as log:  # rows go to stdout (printed as they come), the rest to the log
+    with open(
+        log_path, "w"
+    ) as log:  # rows go to stdout (printed as they come), the rest to the log
         try:
             code = subprocess.run(cmd, stderr=log, timeout=max(timeout_s, 1.0)).returncode
             why = None if code == 0 else f"the stage's process exited with code {code}"
@@ -591,7 +653,9 @@ def run_stage_process(name, cmd, results, timeout_s):
         tail = f.read()[-4000:]
     if why is not None and len(results.rows()) == before:
         results.traceback(name, f"{why}; the end of its output ({log_path}):\n{tail}")
-        results.add((name, "FAIL", f"{time.perf_counter() - t0:.1f}", f"{why} (output in {log_path})"))
+        results.add(
+            (name, "FAIL", f"{time.perf_counter() - t0:.1f}", f"{why} (output in {log_path})")
+        )
     return code
 
 
@@ -612,15 +676,26 @@ def argument_parser():
         metavar="DIR",
         help="where the rows (rows.md, rows.jsonl), tracebacks and CamVid runs go (default output/gpu_check)",
     )
-    ap.add_argument("--stage", choices=STAGES, help=argparse.SUPPRESS)  # internal: one stage, in this process
+    ap.add_argument(
+        "--stage", choices=STAGES, help=argparse.SUPPRESS
+    )  # internal: one stage, in this process
     ap.add_argument(
         "--repeats",
         type=int,
         default=5,
         help="AMP checks: steps timed per precision (0: no timing); speed: timed steps (at least 1)",
     )
-    ap.add_argument("--warmup", type=int, default=2, help="speed: untimed steps of each model first")
-    ap.add_argument("--size", type=int, nargs=2, default=(512, 1024), metavar=("H", "W"), help="speed: image size")
+    ap.add_argument(
+        "--warmup", type=int, default=2, help="speed: untimed steps of each model first"
+    )
+    ap.add_argument(
+        "--size",
+        type=int,
+        nargs=2,
+        default=(512, 1024),
+        metavar=("H", "W"),
+        help="speed: image size",
+    )
     ap.add_argument("--batch", type=int, default=2, help="speed: images per batch")
     ap.add_argument(
         "--speed-opts",
@@ -661,7 +736,9 @@ def argument_parser():
         metavar=("WARMUP", "TIMED"),
         help="camvid: iterations of the s/iteration probe",
     )
-    ap.add_argument("--camvid-opts", nargs="*", default=[], metavar="KEY VALUE", help="camvid: config overrides")
+    ap.add_argument(
+        "--camvid-opts", nargs="*", default=[], metavar="KEY VALUE", help="camvid: config overrides"
+    )
     return ap
 
 
@@ -673,7 +750,15 @@ NO_CUDA = (
 
 def _stage_command(argv, name, seconds_left):
     """This script's command line for one stage, in a child process, with the time it has left."""
-    return [sys.executable, os.path.abspath(__file__), *argv, "--stage", name, "--budget-s", f"{seconds_left:.1f}"]
+    return [
+        sys.executable,
+        os.path.abspath(__file__),
+        *argv,
+        "--stage",
+        name,
+        "--budget-s",
+        f"{seconds_left:.1f}",
+    ]
 
 
 def main(argv=None):
@@ -682,10 +767,14 @@ def main(argv=None):
     if args.device == "cuda" and not torch.cuda.is_available():
         print(NO_CUDA, file=sys.stderr)
         return 2
-    t_start = START if argv is None else time.perf_counter()  # run as a script: from the process start
+    t_start = (
+        START if argv is None else time.perf_counter()
+    )  # run as a script: from the process start
     results = Results(args.results)
     if args.stage:  # a child: one stage, rows recorded as they come
-        for row in stage_rows(args.stage, args, args.budget_s - (time.perf_counter() - t_start), results):
+        for row in stage_rows(
+            args.stage, args, args.budget_s - (time.perf_counter() - t_start), results
+        ):
             results.add(row)
         return 0
     results.start(args.device, args.budget_s)

@@ -57,7 +57,10 @@ def pair_cfgs(build, device, opts=()):
 
 def display_name(cfg):
     """ "FPN R-50", "SegFormer MiT-B5", ... from the config."""
-    if cfg.MODEL.SEM_SEG_HEAD.DECODER == "SegFormerMLPDecoder" and cfg.MODEL.BACKBONE.NAME == "build_mit_backbone":
+    if (
+        cfg.MODEL.SEM_SEG_HEAD.DECODER == "SegFormerMLPDecoder"
+        and cfg.MODEL.BACKBONE.NAME == "build_mit_backbone"
+    ):
         return f"SegFormer MiT-{cfg.MODEL.MIT.VARIANT.upper()}"
     return f"{cfg.MODEL.SEM_SEG_HEAD.DECODER.replace('Decoder', '')} R-{cfg.MODEL.RESNETS.DEPTH}"
 
@@ -121,10 +124,15 @@ def speed_rows(
                 continue
             try:
                 m = measure_models(cfgs, batch, warmup, iters, PRECISIONS[precision])
-                status, detail = "PASS", f"{shape}, K={NUM_CLASSES}: " + describe(m["gmm"], m["softmax"])
+                status, detail = (
+                    "PASS",
+                    f"{shape}, K={NUM_CLASSES}: " + describe(m["gmm"], m["softmax"]),
+                )
             except Exception as e:  # one failed measurement does not stop the others
                 status, detail = "FAIL", _error_line(e)
             if device == "cuda":
                 torch.cuda.empty_cache()
-            rows.append((f"speed {name} {precision}", status, f"{time.perf_counter() - t0:.1f}", detail))
+            rows.append(
+                (f"speed {name} {precision}", status, f"{time.perf_counter() - t0:.1f}", detail)
+            )
     return rows

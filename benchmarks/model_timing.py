@@ -86,15 +86,23 @@ def bank_bytes(model):
 
 
 def _autocast(device, precision):
-    return contextlib.nullcontext() if precision is None else torch.autocast(device.type, dtype=precision)
+    return (
+        contextlib.nullcontext()
+        if precision is None
+        else torch.autocast(device.type, dtype=precision)
+    )
 
 
 class Measurement(NamedTuple):
     train_s: float  # median training step
     infer_s: float  # median inference of the batch
     bank_bytes: int  # the GMM memory banks (0: none)
-    model_bytes: Optional[int]  # CUDA: memory_allocated after building the model minus before; None elsewhere
-    step_peak_bytes: Optional[int]  # CUDA: max over the training steps of the peak above the memory at its start
+    model_bytes: Optional[
+        int
+    ]  # CUDA: memory_allocated after building the model minus before; None elsewhere
+    step_peak_bytes: Optional[
+        int
+    ]  # CUDA: max over the training steps of the peak above the memory at its start
 
 
 class _Runner:
@@ -146,7 +154,9 @@ class _Runner:
         start = torch.cuda.memory_allocated(self.device)
         torch.cuda.reset_peak_memory_stats(self.device)
         seconds = self._timed(step)
-        self.step_peak_bytes = max(self.step_peak_bytes, torch.cuda.max_memory_allocated(self.device) - start)
+        self.step_peak_bytes = max(
+            self.step_peak_bytes, torch.cuda.max_memory_allocated(self.device) - start
+        )
         return seconds
 
     def inference(self):
@@ -172,7 +182,11 @@ def measure_models(cfgs, batch, warmup, iters, precision=None):
                     times[name][what].append(t)
     return {
         name: Measurement(
-            statistics.median(tr), statistics.median(inf), bank_bytes(r.model), r.model_bytes, r.step_peak_bytes
+            statistics.median(tr),
+            statistics.median(inf),
+            bank_bytes(r.model),
+            r.model_bytes,
+            r.step_peak_bytes,
         )
         for (name, (tr, inf)), r in zip(times.items(), runners.values())
     }
@@ -181,4 +195,7 @@ def measure_models(cfgs, batch, warmup, iters, precision=None):
 def time_models(cfgs, batch, warmup, iters, precision=None):
     """Median train-step and inference seconds per model, {name: (train s, inference s)}
     (measure_models without the memory figures)."""
-    return {name: (m.train_s, m.infer_s) for name, m in measure_models(cfgs, batch, warmup, iters, precision).items()}
+    return {
+        name: (m.train_s, m.infer_s)
+        for name, m in measure_models(cfgs, batch, warmup, iters, precision).items()
+    }

@@ -26,7 +26,10 @@ from common import table
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-CONFIGS = {p: os.path.join(ROOT, "configs", "camvid", f"segformer_lite0_{p}.yaml") for p in ("softmax", "gmm")}
+CONFIGS = {
+    p: os.path.join(ROOT, "configs", "camvid", f"segformer_lite0_{p}.yaml")
+    for p in ("softmax", "gmm")
+}
 RELEASE = ["MODEL.GMM.MEMORY_SIZE", "32000", "DATALOADER.SAMPLER_TRAIN", "ClassBalancedSampler"]
 PARTS = ("forward", "learn", "flush", "em_update")
 
@@ -66,10 +69,16 @@ def build(predictor, opts, out_dir):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--steps", type=int, default=40, help="timed steps per model (after 5 warm-up steps each)")
-    ap.add_argument("--opts", nargs="*", default=RELEASE, metavar="KEY VALUE", help="overrides of both configs")
+    ap.add_argument(
+        "--steps", type=int, default=40, help="timed steps per model (after 5 warm-up steps each)"
+    )
+    ap.add_argument(
+        "--opts", nargs="*", default=RELEASE, metavar="KEY VALUE", help="overrides of both configs"
+    )
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
@@ -100,7 +109,10 @@ def main(argv=None):
                         parts["flush"].append(d["flush"])  # em_update's own flush counts here
                         parts["em_update"].append(d["em_update"])
     soft, g = statistics.median(times["softmax"]), statistics.median(times["gmm"])
-    rows = [["softmax twin step", f"{soft * 1e3:.1f}", ""], ["GMM step", f"{g * 1e3:.1f}", f"{g / soft:.3f}x"]]
+    rows = [
+        ["softmax twin step", f"{soft * 1e3:.1f}", ""],
+        ["GMM step", f"{g * 1e3:.1f}", f"{g / soft:.3f}x"],
+    ]
     for k in PARTS:
         ms = statistics.mean(parts[k]) * 1e3
         name = f"  GMM {k}{' (incl. its flush)' if k == 'em_update' else ''} (mean per step)"

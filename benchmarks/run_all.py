@@ -75,7 +75,11 @@ def core(p):
     for k in c["classes"]:
         r = bench_gmm_core.measure(k, c["n"], M, D, c["repeats"], c["capacity"])
         rows += bench_gmm_core.rows_for(k, r, M)
-        checked(f"log-likelihood C={k} vs 2 bare GEMMs", r["loglik"] / r["bare"], bench_gmm_core.LOGLIK_TARGET)
+        checked(
+            f"log-likelihood C={k} vs 2 bare GEMMs",
+            r["loglik"] / r["bare"],
+            bench_gmm_core.LOGLIK_TARGET,
+        )
     return (
         f"N = {c['n']} embeddings, M = {M}, D = {D}, bank capacity {c['capacity']} per (class, component). "
         "Median ms. The two-GEMM log-likelihood is compared with two bare `(N, D) @ (D, C*M)` matmuls "
@@ -96,7 +100,9 @@ def heads(p):
             bench_heads.time_decoder(dec, batch, CLASSES, DEPTH, h["warmup"], h["iters"], h["opts"])
         )
     results[f"Mask2Former demo (R-18, {m2f['batch']} x {m2f['size'][0]}x{m2f['size'][1]}, K=6)"] = (
-        bench_mask_former.run(batch=m2f["batch"], size=m2f["size"], warmup=m2f["warmup"], iters=m2f["iters"])
+        bench_mask_former.run(
+            batch=m2f["batch"], size=m2f["size"], warmup=m2f["warmup"], iters=m2f["iters"]
+        )
     )
     rows = []
     for name, res in results.items():
@@ -138,7 +144,9 @@ def heads(p):
 
 def communication(p):
     c = p["comm"]
-    res = bench_em_communication.run(images=c["images"], height=c["height"], width=c["width"], iters=c["iters"])
+    res = bench_em_communication.run(
+        images=c["images"], height=c["height"], width=c["width"], iters=c["iters"]
+    )
     n = c["images"] * (c["height"] // 4) * (c["width"] // 4)
     rows = [
         [
@@ -239,7 +247,9 @@ def flops(p):
 
 def exported(p):
     e = p["export"]
-    res = bench_export.run(e["size"], e["warmup"], e["iters"], clock=p["clock"], head_iters=e["head_iters"])
+    res = bench_export.run(
+        e["size"], e["warmup"], e["iters"], clock=p["clock"], head_iters=e["head_iters"]
+    )
     clock = (
         "CPU time of the process (`--clock cpu`: on a busy machine the wall time mostly measures the wait for a core)"
         if p["clock"] == "cpu"
@@ -247,7 +257,8 @@ def exported(p):
     )
     ratios = bench_export.gmm_ratios(res)
     verdicts = [
-        f"{name} {ratios[r]:.3f}x: " + checked(f"exported GMM / softmax, {name}", ratios[r], bench_export.TARGET)
+        f"{name} {ratios[r]:.3f}x: "
+        + checked(f"exported GMM / softmax, {name}", ratios[r], bench_export.TARGET)
         for r, name in (("torchscript", "TorchScript"), ("onnxruntime", "ONNX Runtime"))
     ]
     return (
@@ -288,9 +299,7 @@ def train_step(p):
 
     root = datasets_root()
     if not os.path.isdir(os.path.join(root, "camvid", "train")):
-        return (
-            f"Skipped: no CamVid in {os.path.join(root, 'camvid')} (set DETECTRON2_DATASETS; tools/prepare_camvid.py)."
-        )
+        return f"Skipped: no CamVid in {os.path.join(root, 'camvid')} (set DETECTRON2_DATASETS; tools/prepare_camvid.py)."
     s = p["step"]
     common = ["--rounds", s["rounds"], "--per-round", s["per_round"], "--warmup", s["warmup"]]
     alone = bench_train_step.run_json("--threads", 2, *common)
@@ -321,8 +330,14 @@ SECTIONS = [
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="small sizes, few repeats (< 2 min): a check, not results")
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="small sizes, few repeats (< 2 min): a check, not results",
+    )
     ap.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
     ap.add_argument(
         "--clock",
@@ -332,7 +347,8 @@ def main():
         "on a machine busy with other jobs)",
     )
     ap.add_argument(
-        "--output", help="Markdown file (default docs/BENCHMARKS.md; with --quick /tmp/gmmseg_BENCHMARKS_quick.md)"
+        "--output",
+        help="Markdown file (default docs/BENCHMARKS.md; with --quick /tmp/gmmseg_BENCHMARKS_quick.md)",
     )
     ap.add_argument(
         "--sections",
@@ -342,14 +358,21 @@ def main():
     )
     args = ap.parse_args()
     output = args.output or (
-        "/tmp/gmmseg_BENCHMARKS_quick.md" if args.quick else os.path.join(ROOT, "docs/BENCHMARKS.md")
+        "/tmp/gmmseg_BENCHMARKS_quick.md"
+        if args.quick
+        else os.path.join(ROOT, "docs/BENCHMARKS.md")
     )
     torch.set_num_threads(args.threads)
     p = dict(QUICK if args.quick else FULL, clock=args.clock)
     command = " ".join(shlex.quote(a) for a in ["python"] + sys.argv)
-    env = f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']} " if "OMP_NUM_THREADS" in os.environ else ""
+    env = (
+        f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']} "
+        if "OMP_NUM_THREADS" in os.environ
+        else ""
+    )
     header = [
-        "# Performance benchmarks" + (" (QUICK RUN: small sizes, not results)" if args.quick else ""),
+        "# Performance benchmarks"
+        + (" (QUICK RUN: small sizes, not results)" if args.quick else ""),
         "",
         f"- Machine: {cpu_model()}, {os.cpu_count()} cores; load average at start {os.getloadavg()[0]:.2f}",
         f"- torch {torch.__version__}, {torch.get_num_threads()} threads (torch.set_num_threads), "
@@ -405,10 +428,16 @@ def update_sections(output, numbers, p, command):
         section = f"## {title}\n\n{body}\n"
         start = text.find(f"## {title}")
         if start < 0:  # a new section: before the first one of a higher number, else at the end
-            later = [text.find(f"## {t}") for t, _ in SECTIONS if int(t.split(".")[0]) > int(title.split(".")[0])]
+            later = [
+                text.find(f"## {t}")
+                for t, _ in SECTIONS
+                if int(t.split(".")[0]) > int(title.split(".")[0])
+            ]
             later = [i for i in later if i >= 0]
             text = (
-                text[: min(later)] + section + "\n" + text[min(later) :] if later else text.rstrip() + "\n\n" + section
+                text[: min(later)] + section + "\n" + text[min(later) :]
+                if later
+                else text.rstrip() + "\n\n" + section
             )
         else:
             end = text.find("\n## ", start + 3)

@@ -37,15 +37,23 @@ from gmmseg.studies.curves import Run, train_and_evaluate
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--output", required=True, help="runs folder (keep it where it survives: hours of training)")
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--output", required=True, help="runs folder (keep it where it survives: hours of training)"
+    )
     ap.add_argument("--results", required=True, help="path prefix of the JSON and PNG plots")
     ap.add_argument("--eval", nargs="+", required=True, metavar="DATASET")
     ap.add_argument("--seeds", nargs="+", type=int, default=[1, 2])
     ap.add_argument("--jobs", type=int, default=2, help="runs trained at once (one thread each)")
     ap.add_argument("--max-iter", type=int, default=10000)
-    ap.add_argument("--period", type=int, default=1000, help="checkpoint (and evaluation) every N iterations")
-    ap.add_argument("--variant", nargs=3, action="append", required=True, metavar=("NAME", "CONFIG", "OPTS"))
+    ap.add_argument(
+        "--period", type=int, default=1000, help="checkpoint (and evaluation) every N iterations"
+    )
+    ap.add_argument(
+        "--variant", nargs=3, action="append", required=True, metavar=("NAME", "CONFIG", "OPTS")
+    )
     ap.add_argument(
         "--eval-at",
         nargs="+",
@@ -66,12 +74,20 @@ def main():
     if args.eval_at:
         wrong = [i for i in args.eval_at if i % args.period or not 0 < i <= args.max_iter]
         if wrong:
-            ap.error(f"--eval-at {wrong}: not a checkpoint (a multiple of --period {args.period} up to --max-iter)")
+            ap.error(
+                f"--eval-at {wrong}: not a checkpoint (a multiple of --period {args.period} up to --max-iter)"
+            )
     eval_at = set(args.eval_at) if args.eval_at else None
     # seed-major: a study stopped early holds every variant of the first seeds
-    runs = [Run(args.output, name, config, opts, seed) for seed in args.seeds for name, config, opts in args.variant]
+    runs = [
+        Run(args.output, name, config, opts, seed)
+        for seed in args.seeds
+        for name, config, opts in args.variant
+    ]
     if not args.report_only:
-        train_and_evaluate(runs, args.max_iter, args.period, args.eval, args.jobs, eval_at, args.fit_scores)
+        train_and_evaluate(
+            runs, args.max_iter, args.period, args.eval, args.jobs, eval_at, args.fit_scores
+        )
     report(runs, args.eval, args.results)
 
 

@@ -22,7 +22,9 @@ from gmmseg.studies.demo_spread import markdown, read_table, run_demo, spread, w
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--output", default="output/demo_spread")
@@ -40,7 +42,9 @@ def main():
             tables.append(read_table(os.path.join(out, "summary.txt")))
     result = spread(tables)
     with open(os.path.join(output, "spread.json"), "w") as f:
-        json.dump({"runs": runs, "rows": result, "widest_auroc_range": widest_range(result)}, f, indent=1)
+        json.dump(
+            {"runs": runs, "rows": result, "widest_auroc_range": widest_range(result)}, f, indent=1
+        )
     text = markdown(result, runs)
     with open(os.path.join(output, "spread.md"), "w") as f:
         f.write(text)

@@ -22,7 +22,9 @@ from gmmseg.inference import inference_setup
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--config-file", "--config", dest="config", required=True, metavar="FILE")
     ap.add_argument(
         "--run",
@@ -32,11 +34,15 @@ def main():
     )
     ap.add_argument("--known", required=True, help="held-out dataset with sem_seg labels")
     ap.add_argument("--anomaly", default=None, help="dataset with anomaly masks (optional)")
-    ap.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides the run was trained with")
+    ap.add_argument(
+        "opts", nargs=argparse.REMAINDER, help="config overrides the run was trained with"
+    )
     args = ap.parse_args()
     cfg = inference_setup(args.config, args.opts)
     if cfg.MODEL.PREDICTOR.NAME != "gmm":
-        raise SystemExit(f"{args.config}: MODEL.PREDICTOR.NAME is {cfg.MODEL.PREDICTOR.NAME!r}; this measures a GMM")
+        raise SystemExit(
+            f"{args.config}: MODEL.PREDICTOR.NAME is {cfg.MODEL.PREDICTOR.NAME!r}; this measures a GMM"
+        )
     results = fit_curve(cfg, args.run, args.known, args.anomaly)
     json.dump(results, open(os.path.join(args.run, "fit_curve.json"), "w"), indent=1)
     print(fit_curve_table(results))

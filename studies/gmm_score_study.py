@@ -17,7 +17,9 @@ import torch
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--config-file", "--config", dest="config", required=True, metavar="FILE")
     ap.add_argument("--run", action="append", required=True)
     ap.add_argument("--dataset", required=True)
@@ -45,12 +47,25 @@ def main():
         if args.variance_floor is not None:
             p = gmm_head(model, "gmm_score_study --variance-floor").predictor
             with torch.no_grad():
-                p.stds.copy_((p.stds.double() ** 2 - p.variance_floor + args.variance_floor).clamp_min(0).sqrt())
+                p.stds.copy_(
+                    (p.stds.double() ** 2 - p.variance_floor + args.variance_floor)
+                    .clamp_min(0)
+                    .sqrt()
+                )
         names = MetadataCatalog.get(args.dataset).stuff_classes
         reports[run] = score_study(model, build_sem_seg_test_loader(cfg, args.dataset), names)
-        print(run, json.dumps({k: v for k, v in reports[run].items() if k.startswith(("anomalies", "best"))}))
+        print(
+            run,
+            json.dumps(
+                {k: v for k, v in reports[run].items() if k.startswith(("anomalies", "best"))}
+            ),
+        )
     print(score_table(reports))
-    name = "score_study.json" if args.variance_floor is None else f"score_study_floor{args.variance_floor:g}.json"
+    name = (
+        "score_study.json"
+        if args.variance_floor is None
+        else f"score_study_floor{args.variance_floor:g}.json"
+    )
     out = os.path.join(os.path.dirname(os.path.abspath(args.run[0])), name)
     with open(out, "w") as f:
         json.dump(reports, f, indent=1)

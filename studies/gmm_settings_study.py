@@ -24,12 +24,18 @@ from gmmseg.studies.tables import settings_table
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--config-file", "--config", dest="config", required=True, metavar="FILE")
-    ap.add_argument("--eval", nargs="+", required=True, help="datasets: first closed-set, then an anomaly one")
+    ap.add_argument(
+        "--eval", nargs="+", required=True, help="datasets: first closed-set, then an anomaly one"
+    )
     ap.add_argument("--output", required=True)
     ap.add_argument("--variant", nargs=2, action="append", metavar=("NAME", "OPTS"), required=True)
-    ap.add_argument("--reuse", action="store_true", help="keep finished (or resume interrupted) variants")
+    ap.add_argument(
+        "--reuse", action="store_true", help="keep finished (or resume interrupted) variants"
+    )
     args = ap.parse_args()
     results = {}
     path = os.path.join(args.output, "study.json")

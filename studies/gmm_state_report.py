@@ -36,7 +36,9 @@ from gmmseg.analysis.em_state import checkpoint_rows, markdown
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("checkpoints", nargs="+", metavar="FILE")
     ap.add_argument("--no-timing", action="store_true", help="skip the M-step timing")
     args = ap.parse_args(argv)

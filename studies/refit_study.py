@@ -19,7 +19,9 @@ from gmmseg.studies.tables import table
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--config-file", "--config", dest="config", required=True, metavar="FILE")
     ap.add_argument("--run", action="append", required=True)
     ap.add_argument("--eval", required=True, help="dataset to evaluate on")

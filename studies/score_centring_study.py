@@ -41,13 +41,17 @@ def centred(m: np.ndarray, how: str) -> np.ndarray:
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--config-file", required=True)
     ap.add_argument("--weights", required=True)
     ap.add_argument("--fit", default="", help="a tools/fit_scores.py file: the fitted scores too")
     ap.add_argument("--datasets", nargs="+", required=True)
     ap.add_argument("--pixels", type=int, default=4000, help="random non-void pixels per image")
-    ap.add_argument("--output", default="", help="a JSON file for {dataset: {score/centring: AUROC}}")
+    ap.add_argument(
+        "--output", default="", help="a JSON file for {dataset: {score/centring: AUROC}}"
+    )
     args = ap.parse_args(argv)
     opts = ["MODEL.DEVICE", "cpu"] + (["MODEL.ANOMALY_FIT", args.fit] if args.fit else [])
     cfg = inference_setup(args.config_file, opts)
@@ -58,7 +62,9 @@ def main(argv=None):
         pooled, labels = {}, []
         for record in DatasetCatalog.get(dataset):
             if "anomaly_mask_file_name" not in record:
-                raise SystemExit(f"{dataset}: {record['file_name']} has no anomaly mask (not an anomaly set)")
+                raise SystemExit(
+                    f"{dataset}: {record['file_name']} has no anomaly mask (not an anomaly set)"
+                )
             image = read_image(record["file_name"], format=cfg.INPUT.FORMAT)
             inputs = {"image": torch.as_tensor(image.transpose(2, 0, 1).copy())}
             inputs.update(height=record["height"], width=record["width"])
@@ -78,7 +84,11 @@ def main(argv=None):
         print("| score | " + " | ".join(CENTRINGS) + " |")
         print("|---" * (len(CENTRINGS) + 1) + "|")
         for name in dict.fromkeys(k.split("/")[0] for k in out[dataset]):
-            print(f"| {name} | " + " | ".join(f"{out[dataset][f'{name}/{h}']:.1f}" for h in CENTRINGS) + " |")
+            print(
+                f"| {name} | "
+                + " | ".join(f"{out[dataset][f'{name}/{h}']:.1f}" for h in CENTRINGS)
+                + " |"
+            )
     if args.output:
         with open(args.output, "w") as f:
             json.dump(out, f, indent=1)

@@ -22,7 +22,9 @@ from gmmseg.studies.score_family import METRICS, collect, family_table, verdict_
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--output", required=True, help="path prefix of the .md and .json written")
     ap.add_argument("--datasets", nargs="+", required=True)
     ap.add_argument("--twin", nargs=2, action="append", required=True, metavar=("NAME", "GLOB"))
@@ -35,7 +37,9 @@ def main(argv=None):
         if not study[name]:
             ap.error(f"{name}: no results.json matches {pattern!r} for any of {args.datasets}")
     md = [args.title] if args.title else []
-    md.append("## Every score, mean +- std over seeds\n\n" + family_table(study, args.datasets, METRICS))
+    md.append(
+        "## Every score, mean +- std over seeds\n\n" + family_table(study, args.datasets, METRICS)
+    )
     for twin, _ in args.twin:
         for gmm, _ in args.gmm:
             md.append(

@@ -28,12 +28,16 @@ from gmmseg.studies.tables import class_table, metrics_of, table
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--output", required=True)
     ap.add_argument("--eval", nargs="+", required=True, help="datasets; the table uses the first")
     ap.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
     ap.add_argument("--jobs", type=int, default=2, help="runs in parallel (one thread each)")
-    ap.add_argument("--variant", nargs=3, action="append", required=True, metavar=("NAME", "CONFIG", "OPTS"))
+    ap.add_argument(
+        "--variant", nargs=3, action="append", required=True, metavar=("NAME", "CONFIG", "OPTS")
+    )
     ap.add_argument(
         "--fit-scores",
         action="store_true",
@@ -46,8 +50,12 @@ def main():
             for name, config, opts in args.variant:
                 out = os.path.join(os.path.abspath(args.output), name, f"seed{seed}")
                 o = opts.split() + ["SEED", str(seed), "MODEL.GMM.SEED", str(seed)]
-                config_path = os.path.join(repository_root(), config)  # as written: relative to the repository
-                jobs[(name, seed)] = pool.submit(run_one, config_path, out, o, args.eval, args.fit_scores)
+                config_path = os.path.join(
+                    repository_root(), config
+                )  # as written: relative to the repository
+                jobs[(name, seed)] = pool.submit(
+                    run_one, config_path, out, o, args.eval, args.fit_scores
+                )
     study = {name: {} for name, _, _ in args.variant}
     for (name, seed), job in jobs.items():
         try:

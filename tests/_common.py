@@ -34,7 +34,10 @@ def run_ranks(fn, world, args=(), backend="gloo"):
     import torch.multiprocessing as mp
 
     mp.start_processes(
-        _join_and_run, args=(fn, world, free_port(), backend, tuple(args)), nprocs=world, start_method="spawn"
+        _join_and_run,
+        args=(fn, world, free_port(), backend, tuple(args)),
+        nprocs=world,
+        start_method="spawn",
     )
 
 
@@ -43,7 +46,9 @@ def _join_and_run(rank, fn, world, port, backend, args):
 
     if backend == "nccl":
         torch.cuda.set_device(rank)
-    dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    dist.init_process_group(
+        backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
+    )
     try:
         fn(rank, *args)
     finally:

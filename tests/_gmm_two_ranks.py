@@ -57,7 +57,9 @@ def train_two_ranks(rank, out):
         for p in (sharded, replicated):
             p(x.to(device), labels.to(device))
             p.em_update() if step % 2 == 1 else p.flush()
-        digests.append([em_state_digest([p]) for p in (sharded, replicated)])  # collective for the shards
+        digests.append(
+            [em_state_digest([p]) for p in (sharded, replicated)]
+        )  # collective for the shards
     sharded.memory.gather_for_checkpoint()  # collective; rank 0 keeps the full state
     result = {
         "sharded": _cpu_state(sharded),
@@ -78,10 +80,14 @@ def check_two_ranks(out):
     ranks after every step (and a new one at every step); the checkpoint gathered from the
     shards, bitwise the replicated memory; the same means and stds in both layouts and on both
     ranks, now and after one more M-step. Returns rank 0's M-step of the replicated layout."""
-    ranks = [torch.load(os.path.join(out, f"two_ranks_{r}.pt"), weights_only=True) for r in range(2)]
+    ranks = [
+        torch.load(os.path.join(out, f"two_ranks_{r}.pt"), weights_only=True) for r in range(2)
+    ]
     assert ranks[0]["digests"] == ranks[1]["digests"]
     for layout in range(2):
-        assert len({d[layout] for d in ranks[0]["digests"]}) == STEPS  # the state moved at every step
+        assert (
+            len({d[layout] for d in ranks[0]["digests"]}) == STEPS
+        )  # the state moved at every step
     sh, rep = ranks[0]["sharded"], ranks[0]["replicated"]
     prefix = "memory."
     for name in MEMORY_STATE_NAMES:  # the gathered shards are the replicated memory, bitwise

@@ -104,7 +104,10 @@ def blocky_inputs(n: int = 2, size=(64, 64), seed: int = 0):
     for _ in range(n):
         label = torch.zeros(h, w, dtype=torch.long)
         for c in range(1, NUM_CLASSES):
-            y0, x0 = int(torch.randint(0, h // 2, (1,), generator=g)), int(torch.randint(0, w // 2, (1,), generator=g))
+            y0, x0 = (
+                int(torch.randint(0, h // 2, (1,), generator=g)),
+                int(torch.randint(0, w // 2, (1,), generator=g)),
+            )
             label[y0 : y0 + h // 3, x0 : x0 + w // 3] = c
         label[:3] = 255
         image = (label.clamp_max(NUM_CLASSES - 1).float() * 60.0 + 20)[None].repeat(3, 1, 1)

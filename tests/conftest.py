@@ -15,14 +15,20 @@ GPU_TESTS_ON_CPU = os.environ.get("GMMSEG_GPU_TESTS_ON_CPU") == "1"
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "gpu: needs a CUDA device; skipped without one (tests/test_gpu.py)")
-    config.addinivalue_line("markers", "slow: takes over a minute (`-m 'not slow'` leaves these out)")
+    config.addinivalue_line(
+        "markers", "gpu: needs a CUDA device; skipped without one (tests/test_gpu.py)"
+    )
+    config.addinivalue_line(
+        "markers", "slow: takes over a minute (`-m 'not slow'` leaves these out)"
+    )
 
 
 def pytest_collection_modifyitems(config, items):
     if GPU_TESTS_ON_CPU or torch.cuda.is_available():
         return
-    skip = pytest.mark.skip(reason="needs a CUDA device (none available); GMMSEG_GPU_TESTS_ON_CPU=1 runs it on the CPU")
+    skip = pytest.mark.skip(
+        reason="needs a CUDA device (none available); GMMSEG_GPU_TESTS_ON_CPU=1 runs it on the CPU"
+    )
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)

@@ -76,7 +76,9 @@ SWITCHES = [
 ]
 
 
-@pytest.mark.parametrize("switch", SWITCHES, ids=lambda s: ",".join(f"{k}={v}" for k, v in s.items()))
+@pytest.mark.parametrize(
+    "switch", SWITCHES, ids=lambda s: ",".join(f"{k}={v}" for k, v in s.items())
+)
 def test_each_switch_builds_from_config_and_trains_a_step(switch):
     p = _build(**switch)
     x, labels = _data()
@@ -121,7 +123,9 @@ def _skewed(p, n_per_class=60):
         centers[c, c] = 3.0
     x = centers[labels] + 0.3 * torch.randn(len(labels), IN, generator=g)
     with torch.no_grad():
-        target = F.normalize(torch.stack([p.embed(x[labels == c]).mean(0) for c in range(K)]), dim=-1)
+        target = F.normalize(
+            torch.stack([p.embed(x[labels == c]).mean(0) for c in range(K)]), dim=-1
+        )
         p.means[:, 0] = target
         p.means[:, 1] = F.normalize(target + 0.8 * torch.randn(K, D, generator=g), dim=-1)
     return x, labels
@@ -158,7 +162,9 @@ def _mixture(n=400, seed=3):
 
 
 def _fit(loops, algo):
-    p = _build(EM_LOOPS=loops, EM_ALGORITHM=algo, MEMORY_SIZE=0, PUSHES_PER_STEP=1000, MEAN_MOMENTUM=0.0)
+    p = _build(
+        EM_LOOPS=loops, EM_ALGORITHM=algo, MEMORY_SIZE=0, PUSHES_PER_STEP=1000, MEAN_MOMENTUM=0.0
+    )
     _identity_projection(p)
     x, labels = _mixture()
     with torch.no_grad():
@@ -251,7 +257,9 @@ def test_discriminative_means_and_stds_learn_by_gradient_only():
     assert p._pending == [] and p.flush() == 0
     p(x, labels)
     p.em_update()
-    assert torch.equal(p.means.detach(), stepped_means) and torch.equal(p.std_param.detach(), stepped_std)
+    assert torch.equal(p.means.detach(), stepped_means) and torch.equal(
+        p.std_param.detach(), stepped_std
+    )
     assert int(p.num_em_updates) == 0
     # stds stay above the floor whatever the parameter does
     with torch.no_grad():

@@ -36,9 +36,19 @@ def _cfg(*opts):
 
     cfg = get_cfg()
     add_gmmseg_config(cfg)
-    cfg.merge_from_file(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), CONFIG))
+    cfg.merge_from_file(
+        os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), CONFIG)
+    )
     cfg.merge_from_list(
-        ["MODEL.GMM.MEMORY_SIZE", "50", "MODEL.GMM.PROJECTION_NORM", "BN", "MODEL.RESNETS.NORM", "FrozenBN", *opts]
+        [
+            "MODEL.GMM.MEMORY_SIZE",
+            "50",
+            "MODEL.GMM.PROJECTION_NORM",
+            "BN",
+            "MODEL.RESNETS.NORM",
+            "FrozenBN",
+            *opts,
+        ]
     )
     return cfg
 
@@ -49,7 +59,9 @@ def _batch():
     for _ in range(2):
         labels = torch.zeros(64, 96, dtype=torch.long)
         labels[:, 32:] = 1 + torch.arange(64)[:, None] % 3  # classes 0..3, big regions
-        image = (labels.float()[None].expand(3, -1, -1) * 50 + 20 * torch.rand(3, 64, 96, generator=g)).to(torch.uint8)
+        image = (
+            labels.float()[None].expand(3, -1, -1) * 50 + 20 * torch.rand(3, 64, 96, generator=g)
+        ).to(torch.uint8)
         out.append({"image": image, "sem_seg": labels, "height": 64, "width": 96})
     return out
 
@@ -74,7 +86,9 @@ def _step(model, trainer_cls, **kw):
 def steps():
     torch.manual_seed(0)
     model = Trainer.build_model(_cfg())
-    return _step(model, SimpleTrainer), _step(model, MixedPrecisionTrainer, precision=torch.bfloat16)
+    return _step(model, SimpleTrainer), _step(
+        model, MixedPrecisionTrainer, precision=torch.bfloat16
+    )
 
 
 def test_bf16_step_is_close_to_fp32(steps):
@@ -100,8 +114,14 @@ def test_gmm_state_stays_float32_under_bf16(steps):
 def test_precision_key_picks_the_trainer():
     model = torch.nn.Linear(2, 1)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    t = build_step_trainer(_cfg("SOLVER.AMP.ENABLED", "True", "SOLVER.AMP.PRECISION", "bf16"), model, [], opt)
-    assert isinstance(t, MixedPrecisionTrainer) and t.precision == torch.bfloat16 and not t.grad_scaler.is_enabled()
+    t = build_step_trainer(
+        _cfg("SOLVER.AMP.ENABLED", "True", "SOLVER.AMP.PRECISION", "bf16"), model, [], opt
+    )
+    assert (
+        isinstance(t, MixedPrecisionTrainer)
+        and t.precision == torch.bfloat16
+        and not t.grad_scaler.is_enabled()
+    )
     t = build_step_trainer(_cfg("SOLVER.AMP.ENABLED", "True"), model, [], opt)
     assert t.precision == torch.float16 and t.grad_scaler.is_enabled()  # detectron2's default: fp16
     assert type(build_step_trainer(_cfg(), model, [], opt)) is SimpleTrainer

@@ -38,5 +38,7 @@ def test_eval_only_on_an_anomaly_benchmark(tmp_path, monkeypatch):
     metrics = results["anomaly"]  # one dataset: detectron2 returns its results unwrapped
     for score in ("likelihood", "msp", "entropy", "max_logit"):
         assert 0 <= metrics[f"{score}_AUROC"] <= 100
-    saved = json.loads((out / "inference" / "road_anomaly" / "anomaly_road_anomaly.json").read_text())
+    saved = json.loads(
+        (out / "inference" / "road_anomaly" / "anomaly_road_anomaly.json").read_text()
+    )
     assert saved  # the metrics, pixel counts and error bounds, next to the curves and plots

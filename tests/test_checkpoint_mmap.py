@@ -68,14 +68,18 @@ def test_training_model_loads_a_checkpoint_without_reading_it_into_host_memory(t
     torch.save({"model": state, "iteration": 9}, path)
     del model, state
     out = tmp_path / "measured.pt"
-    child = multiprocessing.get_context("spawn").Process(target=_measure, args=(str(path), str(out)))
+    child = multiprocessing.get_context("spawn").Process(
+        target=_measure, args=(str(path), str(out))
+    )
     child.start()
     child.join()
     assert child.exitcode == 0
     r = torch.load(out, weights_only=True)
     assert r["bank_loaded"]
     bank_bytes = BANK[0] * BANK[1] * BANK[2] * 4
-    assert r["grown"] < bank_bytes / 4, f"{r['grown'] / 1e6:.0f} MB of host memory held by the loaded checkpoint"
+    assert r["grown"] < bank_bytes / 4, (
+        f"{r['grown'] / 1e6:.0f} MB of host memory held by the loaded checkpoint"
+    )
 
 
 def test_a_legacy_format_checkpoint_still_loads(tmp_path):

@@ -44,7 +44,9 @@ def test_only_the_newest_periodic_checkpoints_stay(tmp_path, demo_datasets_root,
 
     out = tmp_path / "out"
     args = train_net.argument_parser().parse_args(
-        ["--config-file", CONFIG] + TINY + ["SOLVER.CHECKPOINT_MAX_TO_KEEP", "2", "OUTPUT_DIR", str(out)]
+        ["--config-file", CONFIG]
+        + TINY
+        + ["SOLVER.CHECKPOINT_MAX_TO_KEEP", "2", "OUTPUT_DIR", str(out)]
     )
     train_net.main(args)
     assert sorted(f for f in os.listdir(out) if f.endswith(".pth")) == [

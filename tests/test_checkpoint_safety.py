@@ -85,7 +85,9 @@ def test_trainer_checkpoints_are_weights_only_and_plain(trained):
         ("MODEL.SEM_SEG_HEAD.NUM_CLASSES", 4, 6),
     ],
 )  # (MODEL.GMM.MEMORY_SIZE does not matter to --eval-only: its model has no bank; resume checks it below)
-def test_eval_only_with_a_checkpoint_of_another_shape_names_key_and_values(trained, key, value, ckpt_value):
+def test_eval_only_with_a_checkpoint_of_another_shape_names_key_and_values(
+    trained, key, value, ckpt_value
+):
     with pytest.raises(ValueError) as info:
         _run(
             [
@@ -123,10 +125,16 @@ def test_resume_with_another_memory_size_stops(trained, tmp_path):
     shutil.copytree(trained, out)
     assert (out / "last_checkpoint").read_text().strip() == "model_final.pth"
     with pytest.raises(ValueError) as info:
-        _run(["--resume"] + TINY + ["MODEL.GMM.MEMORY_SIZE", "50", "SOLVER.MAX_ITER", "3", "OUTPUT_DIR", str(out)])
+        _run(
+            ["--resume"]
+            + TINY
+            + ["MODEL.GMM.MEMORY_SIZE", "50", "SOLVER.MAX_ITER", "3", "OUTPUT_DIR", str(out)]
+        )
     msg = str(info.value)
     assert "MODEL.GMM.MEMORY_SIZE: checkpoint 30, config 50" in msg
-    assert "sem_seg_head.predictor.memory.bank: checkpoint (30, 30, 64) vs model (30, 50, 64)" in msg
+    assert (
+        "sem_seg_head.predictor.memory.bank: checkpoint (30, 30, 64) vs model (30, 50, 64)" in msg
+    )
 
 
 # ------------------------------------------------------------------------- nothing is executed
@@ -173,7 +181,9 @@ def test_checkpoints_with_code_are_refused_without_running_it(tmp_path):
     with open(zoo, "wb") as f:
         pickle.dump(
             {
-                "model": {"backbone.bottom_up.stem.conv1.weight": np.full(tuple(w.shape), 0.5, np.float32)},
+                "model": {
+                    "backbone.bottom_up.stem.conv1.weight": np.full(tuple(w.shape), 0.5, np.float32)
+                },
                 "__author__": "test",
             },
             f,

@@ -12,12 +12,17 @@ from detectron2.config import get_cfg
 
 from gmmseg import add_gmmseg_config
 
-PACKAGE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "projects", "GMMSeg", "gmmseg")
+PACKAGE = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "projects", "GMMSeg", "gmmseg"
+)
 
 
 def _modules():
     for path in sorted(glob.glob(os.path.join(PACKAGE, "**", "*.py"), recursive=True)):
-        yield os.path.relpath(path, PACKAGE).replace(os.sep, "/"), ast.parse(open(path).read(), path)
+        yield (
+            os.path.relpath(path, PACKAGE).replace(os.sep, "/"),
+            ast.parse(open(path).read(), path),
+        )
 
 
 def test_config_nodes_and_adders_are_made_in_config_py_only():
@@ -26,7 +31,11 @@ def test_config_nodes_and_adders_are_made_in_config_py_only():
         if rel == "config.py":
             continue
         for node in ast.walk(tree):
-            if isinstance(node, ast.FunctionDef) and node.name.startswith("add_") and node.name.endswith("_config"):
+            if (
+                isinstance(node, ast.FunctionDef)
+                and node.name.startswith("add_")
+                and node.name.endswith("_config")
+            ):
                 found.setdefault(rel, []).append(node.name)
             if isinstance(node, ast.ImportFrom) and node.module == "detectron2.config":
                 if "CfgNode" in {a.name for a in node.names}:

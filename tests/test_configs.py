@@ -52,11 +52,15 @@ def _load_cfg(rel_path):
             )
         raise
     cfg.MODEL.DEVICE = "cpu"
-    if cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES == 0:  # configs/user_data: the count comes from the dataset
+    if (
+        cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES == 0
+    ):  # configs/user_data: the count comes from the dataset
         cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES = 5
     cfg.MODEL.TIMM.PRETRAINED = False
     cfg.MODEL.TIMM.PRETRAINED_FILE = ""
-    cfg.MODEL.TIMM.EFFICIENTNET_LITE_WEIGHTS = ""  # loading it is tested in test_efficientnet_lite_weights.py
+    cfg.MODEL.TIMM.EFFICIENTNET_LITE_WEIGHTS = (
+        ""  # loading it is tested in test_efficientnet_lite_weights.py
+    )
     cfg.MODEL.MIT.PRETRAINED_FILE = ""
     cfg.MODEL.GMM.MEMORY_SIZE = min(cfg.MODEL.GMM.MEMORY_SIZE, 64)
     cfg.INPUT.CROP.SIZE = (SIZE, SIZE)
@@ -64,7 +68,9 @@ def _load_cfg(rel_path):
         cfg.TEST.SLIDING_WINDOW.SIZE = (SIZE, SIZE)
         cfg.TEST.SLIDING_WINDOW.STRIDE = (SIZE // 2, SIZE // 2)
     if hasattr(cfg.MODEL, "MASK_FORMER"):  # points sampled per mask by the loss: a loss setting
-        cfg.MODEL.MASK_FORMER.TRAIN_NUM_POINTS = min(cfg.MODEL.MASK_FORMER.TRAIN_NUM_POINTS, SIZE * SIZE // 4)
+        cfg.MODEL.MASK_FORMER.TRAIN_NUM_POINTS = min(
+            cfg.MODEL.MASK_FORMER.TRAIN_NUM_POINTS, SIZE * SIZE // 4
+        )
     cfg.freeze()
     return cfg
 
@@ -120,7 +126,9 @@ PAPER_GMM_CONFIGS = sorted(
 def test_paper_gmm_configs_use_the_release_bookkeeping(path):
     cfg = get_cfg()
     add_gmmseg_config(cfg)
-    cfg.merge_from_file(os.path.join(CONFIG_ROOT, path))  # as written (_load_cfg shrinks the memory)
+    cfg.merge_from_file(
+        os.path.join(CONFIG_ROOT, path)
+    )  # as written (_load_cfg shrinks the memory)
     g = cfg.MODEL.GMM
     assert g.NUM_COMPONENTS == (8 if "ade20k" in path else 5)
     assert (g.UPDATE_COMPONENTS, g.UPDATE_INTERVAL, g.PUSHES_PER_STEP) == ("present_classes", 5, 20)
@@ -130,7 +138,9 @@ def test_paper_gmm_configs_use_the_release_bookkeeping(path):
     assert g.PUSH_ROWS == ("all" if "mask2former" in path else "correct")
     assert (g.MEAN_MOMENTUM, g.STD_MOMENTUM, g.VARIANCE_FLOOR) == (0.999, 0.0, 0.01)
     assert cfg.DATALOADER.SAMPLER_TRAIN == "ClassBalancedSampler"
-    if "mask2former" not in path:  # the query GMM's memory, projection, first M-step: this project's design
+    if (
+        "mask2former" not in path
+    ):  # the query GMM's memory, projection, first M-step: this project's design
         assert g.UPDATE_START == 0
         assert (g.MEMORY_SIZE, g.MEMORY_INIT) == (32000, "random")
         assert (g.PROJECTION, g.PROJECTION_NORM) == ("conv_bn_relu", "SyncBN")

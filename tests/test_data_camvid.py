@@ -33,8 +33,12 @@ def camvid_root(tmp_path_factory):
         for i in range(n):
             stem = f"0001TP_{i:06d}"
             rgb = np.random.default_rng(i).integers(0, 256, (H, W, 3), dtype=np.uint8)
-            Image.fromarray(rgb).save(root / "camvid" / split / "images" / f"{stem}.jpg", quality=95)
-            Image.fromarray(_label(100 * i + len(split))).save(root / "camvid" / split / "labels" / f"{stem}.png")
+            Image.fromarray(rgb).save(
+                root / "camvid" / split / "images" / f"{stem}.jpg", quality=95
+            )
+            Image.fromarray(_label(100 * i + len(split))).save(
+                root / "camvid" / split / "labels" / f"{stem}.png"
+            )
     return str(root)
 
 
@@ -46,7 +50,9 @@ def registered(camvid_root):
 
 
 def _mapper(num_classes, is_train=False):
-    return SemSegDatasetMapper(is_train, augmentations=[], image_format="RGB", num_classes=num_classes)
+    return SemSegDatasetMapper(
+        is_train, augmentations=[], image_format="RGB", num_classes=num_classes
+    )
 
 
 def test_registered_names_dicts_and_metadata(registered):
@@ -63,7 +69,9 @@ def test_registered_names_dicts_and_metadata(registered):
             assert len(meta.stuff_classes) == len(meta.stuff_colors) == k
             assert meta.ignore_label == 255 and meta.evaluator_type == "sem_seg"
     assert MetadataCatalog.get("camvid_train").stuff_classes[9:] == ["pedestrian", "bicyclist"]
-    assert MetadataCatalog.get("camvid_openset_train").stuff_classes == list(camvid.CAMVID_CLASSES[:9])
+    assert MetadataCatalog.get("camvid_openset_train").stuff_classes == list(
+        camvid.CAMVID_CLASSES[:9]
+    )
     assert MetadataCatalog.get("camvid_openset_val").label_remap == {9: 255, 10: 255}
     assert "label_remap" not in DatasetCatalog.get("camvid_train")[0]
     assert "anomaly_mask_file_name" not in DatasetCatalog.get("camvid_openset_train")[0]
@@ -88,7 +96,9 @@ def test_empty_split_and_missing_label(tmp_path):
     (tmp_path / "camvid" / "val" / "labels").mkdir(parents=True)
     with pytest.raises(FileNotFoundError, match="no image"):
         camvid.load_camvid_split("val", str(tmp_path))
-    Image.fromarray(np.zeros((H, W, 3), np.uint8)).save(tmp_path / "camvid" / "val" / "images" / "a.jpg")
+    Image.fromarray(np.zeros((H, W, 3), np.uint8)).save(
+        tmp_path / "camvid" / "val" / "images" / "a.jpg"
+    )
     with pytest.raises(FileNotFoundError, match="a.png"):
         camvid.load_camvid_split("val", str(tmp_path))
 
@@ -103,7 +113,9 @@ def test_openset_train_withholds_pedestrian_and_bicyclist(registered):
     keep = raw < 9
     assert np.array_equal(sem[keep], raw[keep])  # known ids keep their CamVid numbers
     assert np.array_equal(_mapper(11, is_train=True)(closed)["sem_seg"].numpy(), raw)
-    with pytest.raises(ValueError, match=r"\[9, 10\]"):  # the closed-set labels do not fit 9 classes
+    with pytest.raises(
+        ValueError, match=r"\[9, 10\]"
+    ):  # the closed-set labels do not fit 9 classes
         _mapper(9, is_train=True)(closed)
 
 

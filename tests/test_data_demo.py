@@ -48,17 +48,23 @@ def _read(path, flags=cv2.IMREAD_UNCHANGED):
 
 def test_same_seed_same_bytes_and_split_prefix_stable(demo_root, tmp_path):
     a = _files(os.path.join(demo_root, "gmmseg_demo"))
-    assert len(a) == 2 * sum(SIZES.values()) + SIZES["anomaly"] + SIZES["near"] + 1  # + anomaly masks + marker
+    assert (
+        len(a) == 2 * sum(SIZES.values()) + SIZES["anomaly"] + SIZES["near"] + 1
+    )  # + anomaly masks + marker
     demo.generate_demo_dataset(str(tmp_path / "b"), seed=0, sizes=SIZES)
     assert _files(str(tmp_path / "b" / "gmmseg_demo")) == a
     # image i depends on (seed, split, i) only: a smaller split is a prefix of a larger one
-    demo.generate_demo_dataset(str(tmp_path / "c"), seed=0, sizes={"train": 2, "val": 1, "anomaly": 1, "near": 1})
+    demo.generate_demo_dataset(
+        str(tmp_path / "c"), seed=0, sizes={"train": 2, "val": 1, "anomaly": 1, "near": 1}
+    )
     c = _files(str(tmp_path / "c" / "gmmseg_demo"))
     for name, data in c.items():
         if name != "generation.json":
             assert a[name] == data, name
     # another seed gives other images
-    demo.generate_demo_dataset(str(tmp_path / "d"), seed=1, sizes={"train": 2, "val": 1, "anomaly": 1, "near": 1})
+    demo.generate_demo_dataset(
+        str(tmp_path / "d"), seed=1, sizes={"train": 2, "val": 1, "anomaly": 1, "near": 1}
+    )
     d = _files(str(tmp_path / "d" / "gmmseg_demo"))
     assert d["train/images/0000.png"] != a["train/images/0000.png"]
 
@@ -71,7 +77,9 @@ def test_layout_sizes_and_label_values(demo_root):
         for name in images:
             img = _read(os.path.join(base, split, "images", name), cv2.IMREAD_COLOR)
             label = _read(os.path.join(base, split, "labels", name))
-            assert img.shape == (96, 128, 3) and label.shape == (96, 128) and label.dtype == np.uint8
+            assert (
+                img.shape == (96, 128, 3) and label.shape == (96, 128) and label.dtype == np.uint8
+            )
             assert set(np.unique(label)) <= set(range(6)) | {255}
             assert len(set(np.unique(label)) - {255}) >= 2  # a scene, not a blank image
 
@@ -96,18 +104,26 @@ def test_anomaly_masks_consistent_with_labels(demo_root):
 @functools.lru_cache(maxsize=None)
 def _scenes(split, n, anomalies=False, near=False):
     return [
-        scene.render_scene(scene.scene_rng(0, split, i), with_anomalies=anomalies, near_anomalies=near)
+        scene.render_scene(
+            scene.scene_rng(0, split, i), with_anomalies=anomalies, near_anomalies=near
+        )
         for i in range(n)
     ]
 
 
 def test_building_has_two_clearly_different_appearances():
     scenes = _scenes("train", 24)
-    brick = np.concatenate([s["image"][s["appearance"] == scene.A_BRICK] for s in scenes]).astype(float)
-    glass = np.concatenate([s["image"][s["appearance"] == scene.A_GLASS] for s in scenes]).astype(float)
+    brick = np.concatenate([s["image"][s["appearance"] == scene.A_BRICK] for s in scenes]).astype(
+        float
+    )
+    glass = np.concatenate([s["image"][s["appearance"] == scene.A_GLASS] for s in scenes]).astype(
+        float
+    )
     assert len(brick) > 2000 and len(glass) > 2000
     for s in scenes:  # both are labelled "building"
-        assert np.all(s["label"][np.isin(s["appearance"], [scene.A_BRICK, scene.A_GLASS])] == scene.BUILDING)
+        assert np.all(
+            s["label"][np.isin(s["appearance"], [scene.A_BRICK, scene.A_GLASS])] == scene.BUILDING
+        )
     mb, mg = brick.mean(0), glass.mean(0)
     assert np.linalg.norm(mb - mg) > 60, (mb, mg)
     assert mb[0] > mb[2] + 30 and mg[2] > mg[0] + 30  # red-dominant brick, blue-dominant glass
@@ -129,7 +145,9 @@ def test_anomaly_appearance_is_never_seen_in_training():
     train = _scenes("train", 24)
     seen = np.mean([_novel_colour(s["image"]).mean() for s in train])
     anomaly = _scenes("anomaly", 8, anomalies=True)
-    novel = np.concatenate([_novel_colour(s["image"])[s["appearance"] == scene.A_ANOMALY] for s in anomaly])
+    novel = np.concatenate(
+        [_novel_colour(s["image"])[s["appearance"] == scene.A_ANOMALY] for s in anomaly]
+    )
     assert seen < 0.003, seen
     assert novel.mean() > 0.6, novel.mean()
 
@@ -146,7 +164,9 @@ def test_near_anomalies_are_an_unseen_category_in_the_street_s_colours():
         assert (s["label"][animal] == scene.IGNORE).all()
     train = _scenes("train", 24)
     assert not any((s["appearance"] == scene.A_ANIMAL).any() for s in train)
-    known = np.concatenate([s["image"][s["label"] != scene.IGNORE] for s in train])[::97].astype(float)
+    known = np.concatenate([s["image"][s["label"] != scene.IGNORE] for s in train])[::97].astype(
+        float
+    )
     far = _scenes("anomaly", 8, anomalies=True)
 
     def median_distance_to_known(pixels):
@@ -163,12 +183,19 @@ def test_scenes_vary(demo_root):
     means = np.array([s["image"].reshape(-1, 3).mean(0) for s in scenes])
     assert means.std(0).min() > 5  # lighting / content differ between images
     counts = np.stack([np.bincount(s["label"].ravel(), minlength=256)[:6] for s in scenes])
-    assert (counts > 0).all(0).sum() >= 2 and (counts > 0).any(0).all()  # every class appears somewhere
+    assert (counts > 0).all(0).sum() >= 2 and (counts > 0).any(
+        0
+    ).all()  # every class appears somewhere
 
 
 def test_registration_dicts_and_metadata(demo_root, restore_registration):
     names = demo.register_demo_datasets(root=demo_root, seed=0, sizes=SIZES)
-    assert names == ["gmmseg_demo_train", "gmmseg_demo_val", "gmmseg_demo_anomaly", "gmmseg_demo_near"]
+    assert names == [
+        "gmmseg_demo_train",
+        "gmmseg_demo_val",
+        "gmmseg_demo_anomaly",
+        "gmmseg_demo_near",
+    ]
     for name, split in zip(names, demo.DEMO_SPLITS):
         dicts = DatasetCatalog.get(name)
         assert len(dicts) == SIZES[split]
@@ -184,8 +211,12 @@ def test_registration_dicts_and_metadata(demo_root, restore_registration):
         assert meta.ignore_label == 255 and meta.evaluator_type == "sem_seg"
 
 
-def test_loader_generates_lazily_under_detectron2_datasets(tmp_path, monkeypatch, restore_registration):
-    demo.register_demo_datasets(sizes={"train": 2, "val": 1, "anomaly": 1, "near": 1})  # root from the env, later
+def test_loader_generates_lazily_under_detectron2_datasets(
+    tmp_path, monkeypatch, restore_registration
+):
+    demo.register_demo_datasets(
+        sizes={"train": 2, "val": 1, "anomaly": 1, "near": 1}
+    )  # root from the env, later
     monkeypatch.setenv("DETECTRON2_DATASETS", str(tmp_path))
     assert not (tmp_path / "gmmseg_demo").exists()
     dicts = DatasetCatalog.get("gmmseg_demo_val")
@@ -203,7 +234,9 @@ def test_interrupted_generation_leaves_nothing_that_looks_complete(tmp_path, mon
 
     monkeypatch.setattr(files, "_write_split", dies_in_val)
     with pytest.raises(KeyboardInterrupt):
-        demo.generate_demo_dataset(str(tmp_path), sizes={"train": 2, "val": 1, "anomaly": 1, "near": 1})
+        demo.generate_demo_dataset(
+            str(tmp_path), sizes={"train": 2, "val": 1, "anomaly": 1, "near": 1}
+        )
     assert os.listdir(tmp_path) == []  # no final folder, temporary folder removed
     # a temporary folder of a process that died (no cleanup) is removed by the next generation
     stale = tmp_path / ".gmmseg_demo.tmp-999999999-abc"

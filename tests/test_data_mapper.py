@@ -40,13 +40,19 @@ def sample(tmp_path):
 
 
 def _mapper(is_train=False, num_classes=6, augs=(), **kw):
-    return SemSegDatasetMapper(is_train, augmentations=list(augs), image_format="RGB", num_classes=num_classes, **kw)
+    return SemSegDatasetMapper(
+        is_train, augmentations=list(augs), image_format="RGB", num_classes=num_classes, **kw
+    )
 
 
 def test_valid_sample(sample):
     out = _mapper(is_train=True)(sample)
     assert out["image"].shape == (3, H, W) and out["image"].dtype == torch.uint8
-    assert out["sem_seg"].dtype == torch.long and set(out["sem_seg"].unique().tolist()) == {0, 3, 255}
+    assert out["sem_seg"].dtype == torch.long and set(out["sem_seg"].unique().tolist()) == {
+        0,
+        3,
+        255,
+    }
     assert "anomaly_mask" not in out  # only in inference mode by default
     assert "sem_seg_file_name" not in out
 
@@ -69,7 +75,9 @@ def test_label_remap_from_dict_or_mapper(sample):
     del sample["label_remap"]
     out = _mapper(label_remap={3: 255})(sample)
     assert set(out["sem_seg"].unique().tolist()) == {0, 255}
-    with pytest.raises(ValueError, match=r"\[3\].*remapping.*\[9\]"):  # the remapped value is checked
+    with pytest.raises(
+        ValueError, match=r"\[3\].*remapping.*\[9\]"
+    ):  # the remapped value is checked
         _mapper(label_remap={3: 9})(sample)
 
 
@@ -134,7 +142,9 @@ def test_anomaly_mask_follows_the_resize(sample):
 
 
 def test_bad_anomaly_mask_value(sample, tmp_path):
-    sample["anomaly_mask_file_name"] = _write(tmp_path, "bad_mask.png", np.full((H, W), 2, np.uint8))
+    sample["anomaly_mask_file_name"] = _write(
+        tmp_path, "bad_mask.png", np.full((H, W), 2, np.uint8)
+    )
     with pytest.raises(ValueError, match=r"bad_mask.png.*\[2\]"):
         _mapper()(sample)
 

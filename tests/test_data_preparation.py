@@ -7,7 +7,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gmmseg.data.preparation import dataset_folder, read_label_map, remap_label_file, run_preparation
+from gmmseg.data.preparation import (
+    dataset_folder,
+    read_label_map,
+    remap_label_file,
+    run_preparation,
+)
 
 
 def _save(path, array):
@@ -30,14 +35,23 @@ def test_remap_label_file_writes_the_lookup_and_skips_existing_outputs(tmp_path)
     lut[[1, 3]] = [10, 255]
     assert remap_label_file((str(src), str(dst), lut, False, "test map")) == "written"
     assert np.asarray(Image.open(dst)).tolist() == [[0, 10, 2], [255, 255, 10]]
-    assert remap_label_file((str(src), str(dst), np.zeros(256, np.uint8), False, "test map")) == "skipped"
+    assert (
+        remap_label_file((str(src), str(dst), np.zeros(256, np.uint8), False, "test map"))
+        == "skipped"
+    )
     assert np.asarray(Image.open(dst))[0, 1] == 10  # kept
-    assert remap_label_file((str(src), str(dst), np.zeros(256, np.uint8), True, "test map")) == "written"
+    assert (
+        remap_label_file((str(src), str(dst), np.zeros(256, np.uint8), True, "test map"))
+        == "written"
+    )
     assert np.asarray(Image.open(dst)).max() == 0
 
     rgb = tmp_path / "rgb.png"
     _save(rgb, np.zeros((2, 2, 3)))
-    with pytest.raises(ValueError, match=r"rgb\.png: expected a single-channel uint8 test map, got uint8 \(2, 2, 3\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"rgb\.png: expected a single-channel uint8 test map, got uint8 \(2, 2, 3\)",
+    ):
         read_label_map(str(rgb), "test map")
 
 

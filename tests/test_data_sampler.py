@@ -30,7 +30,9 @@ def dicts(tmp_path):
         label[7, 7] = 255
         path = labels / f"{i:03d}.png"
         Image.fromarray(label).save(path)
-        out.append({"file_name": str(path).replace("labels", "images"), "sem_seg_file_name": str(path)})
+        out.append(
+            {"file_name": str(path).replace("labels", "images"), "sem_seg_file_name": str(path)}
+        )
     return out
 
 
@@ -60,7 +62,9 @@ def test_rare_class_images_sampled_far_more_often_than_uniform(dicts):
     uniform = np.array(_take(TrainingSampler(N, seed=0), 3000))
     rare = np.isin(draws, RARE).mean()
     assert np.isin(uniform, RARE).mean() < 0.1  # 2 of 30 images
-    assert 0.3 < rare < 0.4  # 3 classes with images, one of them only in the rare images: ~1/3 + 2/90
+    assert (
+        0.3 < rare < 0.4
+    )  # 3 classes with images, one of them only in the rare images: ~1/3 + 2/90
     assert set(draws.tolist()) == set(range(N))  # every image still appears
     assert draws.min() >= 0 and draws.max() < N
 

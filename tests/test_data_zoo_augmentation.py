@@ -77,7 +77,11 @@ def test_paper_pipeline_shapes_and_label_values():
 
 def test_small_image_is_padded_with_ignore():
     cfg = _cfg(
-        **{"INPUT.AUG.RATIO_RANGE": (0.5, 0.5), "INPUT.AUG.PHOTOMETRIC.ENABLED": False, "INPUT.RANDOM_FLIP": "none"}
+        **{
+            "INPUT.AUG.RATIO_RANGE": (0.5, 0.5),
+            "INPUT.AUG.PHOTOMETRIC.ENABLED": False,
+            "INPUT.RANDOM_FLIP": "none",
+        }
     )
     image, label = _sample(h=30, w=40)  # scale min(48/40, 16/30) -> 16 x 21
     out_image, out_label, _ = _run(build_sem_seg_augmentation(cfg, True), image, label)
@@ -95,7 +99,10 @@ def test_ratio_range_resize_keeps_aspect_and_is_orientation_free():
     assert (portrait.new_h, portrait.new_w) == (1024, 512)
     np.random.seed(1)
     scales = [
-        RatioRangeResize((2048, 512), (0.5, 2.0)).get_transform(np.zeros((512, 1024, 3), np.uint8)).new_h / 512
+        RatioRangeResize((2048, 512), (0.5, 2.0))
+        .get_transform(np.zeros((512, 1024, 3), np.uint8))
+        .new_h
+        / 512
         for _ in range(50)
     ]
     assert 0.5 <= min(scales) and max(scales) <= 2.0 and max(scales) - min(scales) > 0.5
@@ -118,7 +125,9 @@ def test_photometric_transform_values():
     # OpenCV hue is degrees / 2: +60 is +120 degrees, red -> green
     shifted = PhotometricTransform(None, None, None, 60, True, "RGB").apply_image(red)
     assert shifted[0, 0, 1] > 150 and shifted[0, 0, 0] < 50 and shifted[0, 0, 2] < 50
-    shifted_bgr = PhotometricTransform(None, None, None, 60, True, "BGR").apply_image(red[..., ::-1].copy())
+    shifted_bgr = PhotometricTransform(None, None, None, 60, True, "BGR").apply_image(
+        red[..., ::-1].copy()
+    )
     assert (shifted_bgr[..., ::-1] == shifted).all()  # the image format is honoured
     desaturated = PhotometricTransform(None, None, 0.0, None, True, "RGB").apply_image(red)
     assert np.ptp(desaturated[0, 0].astype(int)) <= 1

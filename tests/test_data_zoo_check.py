@@ -18,7 +18,9 @@ TOOLS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _tool(name):
-    spec = importlib.util.spec_from_file_location(f"_zoo_tool_{name}", os.path.join(TOOLS, f"{name}.py"))
+    spec = importlib.util.spec_from_file_location(
+        f"_zoo_tool_{name}", os.path.join(TOOLS, f"{name}.py")
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -32,7 +34,9 @@ def _save(path, array):
 def _register_fake(name, image_root, label_root, classes=("a", "b", "c")):
     DatasetCatalog.pop(name, None)
     MetadataCatalog.pop(name, None)
-    DatasetCatalog.register(name, lambda: load_sem_seg(str(label_root), str(image_root), "png", "jpg"))
+    DatasetCatalog.register(
+        name, lambda: load_sem_seg(str(label_root), str(image_root), "png", "jpg")
+    )
     MetadataCatalog.get(name).set(
         stuff_classes=list(classes),
         ignore_label=255,
@@ -76,7 +80,9 @@ def test_check_finds_planted_problems(planted):
     assert report.problem_files("missing_label") == [str(images / "d.jpg")]
     assert report.problem_files("orphan_label") == [str(labels / "e.png")]
     assert report.problem_files("mispaired") == [str(images / "d.jpg")]
-    assert "label ids [7]" in str(report.problems[[p.kind for p in report.problems].index("bad_label")])
+    assert "label ids [7]" in str(
+        report.problems[[p.kind for p in report.problems].index("bad_label")]
+    )
     # frequencies over a, b, c, e (b's id 7 is not a class)
     assert report.pixel_counts.tolist() == [32 + 31 + 48 + 32, 31 * 3, 0]  # a, b, c, e
     assert report.image_counts.tolist() == [4, 3, 0]
@@ -181,15 +187,23 @@ def test_prepare_coco_stuff_10k(tmp_path):
 
     tool = _tool("prepare_coco_stuff")
     src = tmp_path / "coco" / "coco_stuff_10k"
-    for split, names in (("train", ["COCO_train2014_000000000077"]), ("test", ["COCO_train2014_000000000078"])):
+    for split, names in (
+        ("train", ["COCO_train2014_000000000077"]),
+        ("test", ["COCO_train2014_000000000078"]),
+    ):
         (src / "imageLists").mkdir(parents=True, exist_ok=True)
         (src / "imageLists" / f"{split}.txt").write_text("\n".join(names) + "\n")
         for n in names:
             _save(src / "images" / f"{n}.jpg", np.zeros((4, 5, 3)))
             os.makedirs(src / "annotations", exist_ok=True)
-            savemat(str(src / "annotations" / f"{n}.mat"), {"S": np.array([[0, 1, 12, 92, 182]] * 4, np.uint16)})
+            savemat(
+                str(src / "annotations" / f"{n}.mat"),
+                {"S": np.array([[0, 1, 12, 92, 182]] * 4, np.uint16)},
+            )
     assert tool.main(["10k", "--coco", str(tmp_path / "coco")]) == 0
-    label = np.asarray(Image.open(src / "annotations_detectron2" / "train" / "COCO_train2014_000000000077.png"))
+    label = np.asarray(
+        Image.open(src / "annotations_detectron2" / "train" / "COCO_train2014_000000000077.png")
+    )
     assert label[0].tolist() == [255, 0, 255, 80, 170]
     assert os.path.islink(src / "images_detectron2" / "test" / "COCO_train2014_000000000078.jpg")
     assert tool.prepare_10k(str(src)) == ["skipped", "skipped"]
@@ -209,7 +223,9 @@ def test_prepare_ade20k(tmp_path):
     for split in ("training", "validation"):
         _save(ade / "annotations" / split / f"ADE_{split}_1.png", [[0, 1, 150]])
     assert tool.main(["--ade", str(ade)]) == 0
-    out = np.asarray(Image.open(ade / "annotations_detectron2" / "validation" / "ADE_validation_1.png"))
+    out = np.asarray(
+        Image.open(ade / "annotations_detectron2" / "validation" / "ADE_validation_1.png")
+    )
     assert out.tolist() == [[255, 0, 149]]
     assert tool.prepare_ade20k(str(ade)) == ["skipped", "skipped"]
 
@@ -244,7 +260,15 @@ def test_prepare_cityscapes_train_ids(tmp_path):
     assert set(np.unique(from_polygons).tolist()) <= {0, 13, 255}
     assert (
         tool.main(
-            ["--cityscapes", str(tmp_path / "cityscapes"), "--splits", "train", "--source", "label-ids", "--overwrite"]
+            [
+                "--cityscapes",
+                str(tmp_path / "cityscapes"),
+                "--splits",
+                "train",
+                "--source",
+                "label-ids",
+                "--overwrite",
+            ]
         )
         == 0
     )

@@ -84,7 +84,10 @@ def test_coco_stuff_164k_and_10k_registration(fake_root):
     for split in ("train", "test"):
         base = fake_root / "coco" / "coco_stuff_10k"
         _write_image(str(base / "images_detectron2" / split / f"COCO_{split}_1.jpg"), 10, 8)
-        _write_label(str(base / "annotations_detectron2" / split / f"COCO_{split}_1.png"), np.zeros((10, 8), np.uint8))
+        _write_label(
+            str(base / "annotations_detectron2" / split / f"COCO_{split}_1.png"),
+            np.zeros((10, 8), np.uint8),
+        )
 
     names = register_coco_stuff(str(fake_root))
     assert set(names) == {
@@ -96,7 +99,9 @@ def test_coco_stuff_164k_and_10k_registration(fake_root):
     train = DatasetCatalog.get("coco_stuff_164k_sem_seg_train")
     assert len(train) == 2
     assert train[0]["file_name"] == str(fake_root / "coco/train2017/train2017_000000000000.jpg")
-    assert train[0]["sem_seg_file_name"].endswith("stuffthingmaps_detectron2/train2017/train2017_000000000000.png")
+    assert train[0]["sem_seg_file_name"].endswith(
+        "stuffthingmaps_detectron2/train2017/train2017_000000000000.png"
+    )
     assert len(DatasetCatalog.get("coco_stuff_10k_sem_seg_test")) == 1
     for name in names:
         meta = MetadataCatalog.get(name)
@@ -119,12 +124,20 @@ def test_ade20k_builtin_registration_with_mapper_flow(fake_root):
             label = np.full((20, 24), 255, np.uint8)
             label[:10] = 149
             label[10:, :12] = 0
-            _write_label(str(ade / "annotations_detectron2" / split / f"ADE_{split}_{i:08d}.png"), label)
+            _write_label(
+                str(ade / "annotations_detectron2" / split / f"ADE_{split}_{i:08d}.png"), label
+            )
     assert builtin.register_ade20k(str(fake_root)) == ["ade20k_sem_seg_train", "ade20k_sem_seg_val"]
     records = DatasetCatalog.get("ade20k_sem_seg_val")
-    assert len(records) == 2 and records[0]["file_name"].startswith(str(ade / "images" / "validation"))
+    assert len(records) == 2 and records[0]["file_name"].startswith(
+        str(ade / "images" / "validation")
+    )
     meta = MetadataCatalog.get("ade20k_sem_seg_val")
-    assert len(meta.stuff_classes) == 150 and meta.evaluator_type == "sem_seg" and meta.ignore_label == 255
+    assert (
+        len(meta.stuff_classes) == 150
+        and meta.evaluator_type == "sem_seg"
+        and meta.ignore_label == 255
+    )
 
     # what a dataset mapper does with a record: read, augment, labels stay in {0..149, 255}
     from detectron2.config import get_cfg
@@ -151,14 +164,20 @@ def test_cityscapes_builtin_registration(fake_root):
     city = fake_root / "cityscapes"
     for split in ("train", "val", "test"):
         stem = "aachen_000000_000019"
-        _write_image(str(city / "leftImg8bit" / split / "aachen" / f"{stem}_leftImg8bit.png"), 8, 16)
+        _write_image(
+            str(city / "leftImg8bit" / split / "aachen" / f"{stem}_leftImg8bit.png"), 8, 16
+        )
         gt = city / "gtFine" / split / "aachen"
         for kind in ("instanceIds", "labelIds", "labelTrainIds"):
             _write_label(str(gt / f"{stem}_gtFine_{kind}.png"), np.zeros((8, 16), np.uint8))
         with open(gt / f"{stem}_gtFine_polygons.json", "w") as f:
             json.dump({"imgHeight": 8, "imgWidth": 16, "objects": []}, f)
     names = builtin.register_cityscapes(str(fake_root))
-    assert names == ["cityscapes_fine_sem_seg_train", "cityscapes_fine_sem_seg_val", "cityscapes_fine_sem_seg_test"]
+    assert names == [
+        "cityscapes_fine_sem_seg_train",
+        "cityscapes_fine_sem_seg_val",
+        "cityscapes_fine_sem_seg_test",
+    ]
     records = DatasetCatalog.get("cityscapes_fine_sem_seg_train")
     assert len(records) == 1
     assert records[0]["sem_seg_file_name"].endswith("aachen_000000_000019_gtFine_labelTrainIds.png")
@@ -173,4 +192,6 @@ def test_cityscapes_builtin_registration(fake_root):
         "cityscapes_fine_sem_seg_val",
         "cityscapes_fine_sem_seg_test",
     ]
-    assert DatasetCatalog.get("cityscapes_fine_sem_seg_train") == records  # registered again, same records
+    assert (
+        DatasetCatalog.get("cityscapes_fine_sem_seg_train") == records
+    )  # registered again, same records

@@ -23,7 +23,11 @@ def test_positions_cover_the_image_and_end_at_the_border():
     assert xs == [(0, 4), (3, 7), (6, 10), (9, 13)]
     assert len(boxes) == 12
     # last window shifted back to end at the border (not beyond): 11 wide, window 4, stride 4
-    assert sorted({(x0, x1) for _, _, x0, x1 in sliding_window_positions(4, 11, 4, 4)}) == [(0, 4), (4, 8), (7, 11)]
+    assert sorted({(x0, x1) for _, _, x0, x1 in sliding_window_positions(4, 11, 4, 4)}) == [
+        (0, 4),
+        (4, 8),
+        (7, 11),
+    ]
     assert sliding_window_positions(3, 5, window=(8, 8), stride=(6, 6)) == [(0, 3, 0, 5)]
     with pytest.raises(ValueError, match="uncovered"):
         sliding_window_positions(10, 10, window=4, stride=5)
@@ -32,7 +36,11 @@ def test_positions_cover_the_image_and_end_at_the_border():
 def test_counts_of_overlaps():
     image = torch.zeros(3, 10, 13)
     out = sliding_window_inference(
-        lambda x: torch.zeros(x.shape[0], K, *x.shape[-2:]), image, window=4, stride=3, num_classes=K
+        lambda x: torch.zeros(x.shape[0], K, *x.shape[-2:]),
+        image,
+        window=4,
+        stride=3,
+        num_classes=K,
     )
     expected = torch.zeros(10, 13)
     for y0, y1, x0, x1 in sliding_window_positions(10, 13, 4, 3):
@@ -56,7 +64,12 @@ def test_equivariant_model_matches_whole_image(windows_per_batch):
     with torch.no_grad():
         whole = model(image)
     out = sliding_window_inference(
-        model_fn, image, window=(8, 10), stride=(5, 6), num_classes=K, windows_per_batch=windows_per_batch
+        model_fn,
+        image,
+        window=(8, 10),
+        stride=(5, 6),
+        num_classes=K,
+        windows_per_batch=windows_per_batch,
     )
     assert out["logits"].shape == (2, K, 17, 23)
     assert torch.allclose(out["logits"], whole, atol=1e-6)
@@ -81,7 +94,9 @@ def test_position_dependent_model_is_averaged():
             ),
         }
 
-    out = sliding_window_inference(model_fn, torch.zeros(3, 6, 6), window=4, stride=2, num_classes=K)
+    out = sliding_window_inference(
+        model_fn, torch.zeros(3, 6, 6), window=4, stride=2, num_classes=K
+    )
     # windows (row-major): (0,4,0,4)=1, (0,4,2,6)=2, (2,6,0,4)=3, (2,6,2,6)=4
     assert out["logits"].shape == (1, K, 6, 6)
     assert out["logits"][0, 0, 0, 0] == 1 and out["logits"][0, 0, 0, 5] == 2
@@ -89,7 +104,9 @@ def test_position_dependent_model_is_averaged():
     assert out["logits"][0, 0, 1, 3] == pytest.approx(1.5)  # windows 1 and 2
     # S = 2 score maps, each averaged like the logits
     assert out["anomaly"].shape == (1, 2, 6, 6)
-    assert out["anomaly"][0, 0, 3, 3] == pytest.approx(-2.5) and out["anomaly"][0, 1, 1, 3] == pytest.approx(3.0)
+    assert out["anomaly"][0, 0, 3, 3] == pytest.approx(-2.5) and out["anomaly"][
+        0, 1, 1, 3
+    ] == pytest.approx(3.0)
     assert all(s[-2:] == (4, 4) for s in calls)
 
 

@@ -39,22 +39,50 @@ def _summary(tmp_path, name, a="68.3", b="67.5", c="84.0", d="91.0"):
     return str(path)
 
 
-def test_read_table_takes_every_table_names_the_anomaly_rows_by_their_table_and_dashes_as_missing(tmp_path):
+def test_read_table_takes_every_table_names_the_anomaly_rows_by_their_table_and_dashes_as_missing(
+    tmp_path,
+):
     t = demo_spread.read_table(_summary(tmp_path, "s.txt"))
     assert t == {
         "mIoU (val)": {"softmax": 68.3, "gmm": 67.5},
         "IoU road": {"softmax": 90.0, "gmm": None},
         "ECE % (val, 15 bins)": {"softmax": 0.46, "gmm": 5.42},
-        "AUROC % msp": {"far: softmax": 85.0, "far: gmm": 81.0, "near: softmax": 84.0, "near: gmm": 80.0},
-        "AUROC % likelihood": {"far: softmax": None, "far: gmm": 91.0, "near: softmax": None, "near: gmm": 83.0},
-        "FPR95 % msp": {"far: softmax": 40.0, "far: gmm": 50.0, "near: softmax": 45.0, "near: gmm": 55.0},
-        "FPR95 % likelihood": {"far: softmax": None, "far: gmm": 30.0, "near: softmax": None, "near: gmm": 60.0},
+        "AUROC % msp": {
+            "far: softmax": 85.0,
+            "far: gmm": 81.0,
+            "near: softmax": 84.0,
+            "near: gmm": 80.0,
+        },
+        "AUROC % likelihood": {
+            "far: softmax": None,
+            "far: gmm": 91.0,
+            "near: softmax": None,
+            "near: gmm": 83.0,
+        },
+        "FPR95 % msp": {
+            "far: softmax": 40.0,
+            "far: gmm": 50.0,
+            "near: softmax": 45.0,
+            "near: gmm": 55.0,
+        },
+        "FPR95 % likelihood": {
+            "far: softmax": None,
+            "far: gmm": 30.0,
+            "near: softmax": None,
+            "near: gmm": 60.0,
+        },
     }
 
 
 def test_spread_mean_sample_std_and_range_per_row_and_column(tmp_path):
-    runs = [("68.0", "60.0", "84.0", "91.0"), ("69.0", "70.0", "86.5", "89.0"), ("70.0", "65.0", "85.0", "90.0")]
-    tables = [demo_spread.read_table(_summary(tmp_path, f"s{i}.txt", *r)) for i, r in enumerate(runs)]
+    runs = [
+        ("68.0", "60.0", "84.0", "91.0"),
+        ("69.0", "70.0", "86.5", "89.0"),
+        ("70.0", "65.0", "85.0", "90.0"),
+    ]
+    tables = [
+        demo_spread.read_table(_summary(tmp_path, f"s{i}.txt", *r)) for i, r in enumerate(runs)
+    ]
     s = demo_spread.spread(tables)
     assert s["mIoU (val)"]["softmax"]["mean"] == pytest.approx(69.0)
     assert s["mIoU (val)"]["softmax"]["std"] == pytest.approx(1.0)  # sample std of 68, 69, 70
@@ -72,9 +100,13 @@ def test_spread_mean_sample_std_and_range_per_row_and_column(tmp_path):
     # the anomaly rows in tables of their own columns, "-" where a model has no such score
     header = "| metric | far: softmax: mean +- std [min, max] | far: gmm: mean +- std [min, max] | "
     assert md.count(header) == 1
-    assert "| AUROC % likelihood | - | 90.00 +- 1.00 [89.00, 91.00] | - | 83.00 +- 0.00 [83.00, 83.00] |" in md
+    assert (
+        "| AUROC % likelihood | - | 90.00 +- 1.00 [89.00, 91.00] | - | 83.00 +- 0.00 [83.00, 83.00] |"
+        in md
+    )
     lines = md.splitlines()
     at = {
-        name: next(i for i, x in enumerate(lines) if x.startswith(name)) for name in ("| ECE", header, "| AUROC % msp")
+        name: next(i for i, x in enumerate(lines) if x.startswith(name))
+        for name in ("| ECE", header, "| AUROC % msp")
     }
     assert at["| ECE"] < at[header] < at["| AUROC % msp"]

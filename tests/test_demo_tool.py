@@ -12,7 +12,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _load_demo():
-    spec = importlib.util.spec_from_file_location("gmmseg_tools_demo", os.path.join(ROOT, "tools", "demo.py"))
+    spec = importlib.util.spec_from_file_location(
+        "gmmseg_tools_demo", os.path.join(ROOT, "tools", "demo.py")
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -59,9 +61,13 @@ def test_softmax_model_panel_and_generic_class_names(tmp_path):
     logits = torch.randn(3, 40, 60)
     maps = demo.maps_from_predictions({"sem_seg": logits})
     assert maps["is_gmm"] is False
-    assert maps["anomaly_label"] == "max logit: -max_c logit"  # the score table's label of the map shown
+    assert (
+        maps["anomaly_label"] == "max logit: -max_c logit"
+    )  # the score table's label of the map shown
     np.testing.assert_allclose(maps["anomaly"], -logits.amax(0).numpy())
-    np.testing.assert_allclose(maps["confidence"], torch.softmax(logits, 0).amax(0).numpy(), rtol=1e-6)
+    np.testing.assert_allclose(
+        maps["confidence"], torch.softmax(logits, 0).amax(0).numpy(), rtol=1e-6
+    )
     cfg = get_cfg()
     cfg.DATASETS.TEST = ()
     meta = demo.class_metadata(cfg, 3)
@@ -94,7 +100,9 @@ def test_expand_inputs(tmp_path):
     for name in ("a.png", "b.jpg", "c.txt"):
         (tmp_path / name).write_bytes(b"x")
     assert demo.expand_inputs([str(tmp_path)]) == [str(tmp_path / "a.png"), str(tmp_path / "b.jpg")]
-    assert demo.expand_inputs([str(tmp_path / "*.jpg"), str(tmp_path / "b.jpg")]) == [str(tmp_path / "b.jpg")]
+    assert demo.expand_inputs([str(tmp_path / "*.jpg"), str(tmp_path / "b.jpg")]) == [
+        str(tmp_path / "b.jpg")
+    ]
     with pytest.raises(FileNotFoundError):
         demo.expand_inputs([str(tmp_path / "missing.png")])
     with pytest.raises(FileNotFoundError, match="matched no image"):

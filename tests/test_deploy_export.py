@@ -19,7 +19,13 @@ import torch
 from _deploy_helpers import demo_cfg, image_of, trained_like
 from detectron2.modeling import build_model
 
-from gmmseg.deploy import ExportedSegmenter, GMMClassifier, export_metadata, export_model, prepare_for_export
+from gmmseg.deploy import (
+    ExportedSegmenter,
+    GMMClassifier,
+    export_metadata,
+    export_model,
+    prepare_for_export,
+)
 from gmmseg.deploy.adaptive_pool import MatrixAdaptiveAvgPool2d
 from gmmseg.deploy.prepare import state_bytes
 from gmmseg.gmm import GMMPredictor
@@ -53,7 +59,9 @@ def exported(request, tmp_path_factory):
     out = tmp_path_factory.mktemp(f"export_{variant}")
     meta = export_metadata(cfg, 6)
     files = {
-        fmt: export_model(model, torch.from_numpy(image_of(SIZE)), fmt, str(out / f"model.{ext}"), meta)
+        fmt: export_model(
+            model, torch.from_numpy(image_of(SIZE)), fmt, str(out / f"model.{ext}"), meta
+        )
         for fmt, ext in (("torchscript", "ts"), ("onnx", "onnx"))
     }
     return {"variant": variant, "ref": ref, "files": files, "sizes": sizes, "bank": bank}
@@ -69,15 +77,21 @@ def test_exported_model_matches_eager(exported, fmt, size):
     assert out["sem_seg"].shape == (6, *size)
     diffs = {k: float(np.abs(out[k] - ref[k]).max()) for k in ref}
     agreement = float((out["sem_seg"].argmax(0) == ref["sem_seg"].argmax(0)).mean())
-    print(f"{exported['variant']} {fmt} {size}: max |diff| {diffs}, argmax agreement {agreement:.5f}")
+    print(
+        f"{exported['variant']} {fmt} {size}: max |diff| {diffs}, argmax agreement {agreement:.5f}"
+    )
     assert agreement >= MIN_ARGMAX_AGREEMENT
     assert all(d <= MAX_ABS_DIFF for d in diffs.values()), diffs
-    if fmt == "torchscript":  # eager's kernels; the GMM's export form rounds differently (folded BN, one product)
+    if (
+        fmt == "torchscript"
+    ):  # eager's kernels; the GMM's export form rounds differently (folded BN, one product)
         limit = 1e-5 if exported["variant"] == "softmax" else TORCHSCRIPT_GMM_MAX_ABS_DIFF
         assert all(d <= limit for d in diffs.values()), diffs
     if "anomaly_score" in ref:
         assert out["anomaly_score"].shape == size
-        assert np.corrcoef(out["anomaly_score"].ravel(), ref["anomaly_score"].ravel())[0, 1] > 0.99999
+        assert (
+            np.corrcoef(out["anomaly_score"].ravel(), ref["anomaly_score"].ravel())[0, 1] > 0.99999
+        )
 
 
 def test_exported_files_hold_no_memory_bank(exported):
@@ -88,7 +102,9 @@ def test_exported_files_hold_no_memory_bank(exported):
         assert before == after
     ts = torch.jit.load(exported["files"]["torchscript"])
     assert not [k for k in ts.state_dict() if "memory" in k or "bank" in k or "stat_" in k]
-    assert state_bytes(ts) <= after + 1024  # + pixel mean and std, non-persistent in the eager model
+    assert (
+        state_bytes(ts) <= after + 1024
+    )  # + pixel mean and std, non-persistent in the eager model
     proto = onnx.load(exported["files"]["onnx"])
     init_bytes = sum(np.prod(t.dims) * 4 for t in proto.graph.initializer)
     assert init_bytes <= after
@@ -151,22 +167,33 @@ def test_matrix_adaptive_pool_is_torchs(out_size):
     for hw in ((8, 10), (7, 11), (3, 5)):
         x = torch.randn(2, 4, *hw)
         torch.testing.assert_close(
-            MatrixAdaptiveAvgPool2d(out_size)(x), torch.nn.AdaptiveAvgPool2d(out_size)(x), rtol=0, atol=1e-5
+            MatrixAdaptiveAvgPool2d(out_size)(x),
+            torch.nn.AdaptiveAvgPool2d(out_size)(x),
+            rtol=0,
+            atol=1e-5,
         )
 
 
 def test_upernet_pyramid_pooling_exports_with_a_dynamic_size(tmp_path):
     """torch's ONNX exporter rejects adaptive_avg_pool2d of an unknown input size; prepare_for_export
     swaps UPerNet's pools for MatrixAdaptiveAvgPool2d."""
-    cfg = demo_cfg("gmm", "MODEL.SEM_SEG_HEAD.DECODER", "UPerNetDecoder", "MODEL.SEM_SEG_HEAD.NORM", "BN")
+    cfg = demo_cfg(
+        "gmm", "MODEL.SEM_SEG_HEAD.DECODER", "UPerNetDecoder", "MODEL.SEM_SEG_HEAD.NORM", "BN"
+    )
     torch.manual_seed(0)
     model = trained_like(build_model(cfg))
     sizes = [(160, 224), (130, 250)]
     ref = {s: eager(model, image_of(s)) for s in sizes}
     prepare_for_export(model)
-    assert [m.output_size for m in model.modules() if isinstance(m, torch.nn.AdaptiveAvgPool2d)] == [1]
+    assert [
+        m.output_size for m in model.modules() if isinstance(m, torch.nn.AdaptiveAvgPool2d)
+    ] == [1]
     path = export_model(
-        model, torch.from_numpy(image_of(sizes[0])), "onnx", str(tmp_path / "m.onnx"), export_metadata(cfg, 6)
+        model,
+        torch.from_numpy(image_of(sizes[0])),
+        "onnx",
+        str(tmp_path / "m.onnx"),
+        export_metadata(cfg, 6),
     )
     seg = ExportedSegmenter(path)
     for s in sizes:

@@ -63,7 +63,9 @@ def test_fold_names_what_it_cannot_fold():
     linear, _ = _hand_case(False)
     with pytest.raises(TypeError, match="GroupNorm"):
         fold_batch_norm(linear, nn.GroupNorm(1, 2))
-    with pytest.raises(TypeError, match="BatchNorm2d"):  # no running statistics: batch statistics at inference
+    with pytest.raises(
+        TypeError, match="BatchNorm2d"
+    ):  # no running statistics: batch statistics at inference
         fold_batch_norm(linear, nn.BatchNorm2d(2, track_running_stats=False))
     with pytest.raises(ValueError, match="3 features.*2 outputs"):
         fold_batch_norm(linear, nn.BatchNorm2d(3))
@@ -74,7 +76,12 @@ def _predictor(norm, seed=0, k=4, m=3, d=32, c=16):
     (eps 0.5: folding with sqrt(var) instead of sqrt(var + eps) shows) and trained-like stds."""
     torch.manual_seed(seed)
     pred = GMMPredictor(
-        c, k, embed_dim=d, num_components=m, memory_size=50, projection=build_gmm_projection("conv_bn_relu", norm, c, d)
+        c,
+        k,
+        embed_dim=d,
+        num_components=m,
+        memory_size=50,
+        projection=build_gmm_projection("conv_bn_relu", norm, c, d),
     ).eval()
     with torch.no_grad():
         pred.stds.copy_(0.05 + 0.4 * torch.rand(pred.stds.shape))

@@ -35,7 +35,11 @@ def exported(tmp_path_factory):
     out = tmp_path_factory.mktemp("export_m2f")
     files = {
         fmt: export_model(
-            model, torch.from_numpy(image_of(SIZE)), fmt, str(out / f"model.{ext}"), export_metadata(cfg, 6)
+            model,
+            torch.from_numpy(image_of(SIZE)),
+            fmt,
+            str(out / f"model.{ext}"),
+            export_metadata(cfg, 6),
         )
         for fmt, ext in (("torchscript", "ts"), ("onnx", "onnx"))
     }

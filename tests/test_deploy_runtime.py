@@ -21,7 +21,9 @@ from gmmseg.deploy.runtime import preprocess, resize_outputs, resized_shape
 
 
 def _load_tool(*parts):
-    spec = importlib.util.spec_from_file_location("gmmseg_tool_" + parts[-1][:-3], os.path.join(ROOT, *parts))
+    spec = importlib.util.spec_from_file_location(
+        "gmmseg_tool_" + parts[-1][:-3], os.path.join(ROOT, *parts)
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -30,7 +32,9 @@ def _load_tool(*parts):
 def _scene(height, width, seed=0):
     """A demo scene (BGR uint8) at height x width."""
     rgb = render_scene(np.random.default_rng(seed), with_anomalies=True)["image"]
-    return np.asarray(Image.fromarray(rgb).resize((width, height), Image.BILINEAR))[:, :, ::-1].copy()
+    return np.asarray(Image.fromarray(rgb).resize((width, height), Image.BILINEAR))[
+        :, :, ::-1
+    ].copy()
 
 
 @pytest.mark.parametrize(
@@ -48,7 +52,9 @@ def test_preprocess_is_default_predictors(hw, short, max_size):
     image = np.random.default_rng(0).integers(0, 256, (*hw, 3), dtype=np.uint8)
     aug = T.ResizeShortestEdge([short, short], max_size)
     if short:
-        assert resized_shape(*hw, short, max_size) == T.ResizeShortestEdge.get_output_shape(*hw, short, max_size)
+        assert resized_shape(*hw, short, max_size) == T.ResizeShortestEdge.get_output_shape(
+            *hw, short, max_size
+        )
     for fmt in ("RGB", "BGR"):
         src = image[:, :, ::-1] if fmt == "RGB" else image
         expected = aug.get_transform(src).apply_image(src).astype("float32").transpose(2, 0, 1)
@@ -99,21 +105,27 @@ def test_export_cli_then_demo_from_the_exported_file_alone(tmp_path):
     assert out["sem_seg"].shape == (6, 300, 400) and out["anomaly_score"].shape == (300, 400)
     agreement = (out["sem_seg"].argmax(0) == ref["sem_seg"].argmax(0).numpy()).mean()
     assert agreement >= 0.999
-    np.testing.assert_allclose(out["anomaly_score"], ref["anomaly_score"].numpy(), rtol=0, atol=1e-3)
+    np.testing.assert_allclose(
+        out["anomaly_score"], ref["anomaly_score"].numpy(), rtol=0, atol=1e-3
+    )
 
     demo = _load_tool("tools", "demo.py")
     inputs = tmp_path / "in"
     inputs.mkdir()
     Image.fromarray(image[:, :, ::-1]).save(inputs / "scene.png")
     written = demo.main(
-        demo.get_parser().parse_args(["--exported", path, "--input", str(inputs), "--output", str(tmp_path / "vis")])
+        demo.get_parser().parse_args(
+            ["--exported", path, "--input", str(inputs), "--output", str(tmp_path / "vis")]
+        )
     )
     assert [os.path.basename(p) for p in written] == ["scene.png"]
     with Image.open(written[0]) as im:
         assert (im.size[1], im.size[0]) == demo.figure_size_px(300, 400)
         assert np.asarray(im.convert("L")).std() > 10
     with pytest.raises(SystemExit, match="either --config-file"):
-        demo.main(demo.get_parser().parse_args(["--input", str(inputs), "--output", str(tmp_path / "x")]))
+        demo.main(
+            demo.get_parser().parse_args(["--input", str(inputs), "--output", str(tmp_path / "x")])
+        )
 
 
 def test_runtime_errors_name_the_file(tmp_path):

@@ -45,7 +45,9 @@ def _register(name, dicts):
         DatasetCatalog.remove(name)
         MetadataCatalog.remove(name)
     DatasetCatalog.register(name, lambda: dicts)
-    MetadataCatalog.get(name).set(stuff_classes=list(DEMO_CLASSES), ignore_label=255, evaluator_type="sem_seg")
+    MetadataCatalog.get(name).set(
+        stuff_classes=list(DEMO_CLASSES), ignore_label=255, evaluator_type="sem_seg"
+    )
 
 
 # ------------------------------------------------------------------------- corrupt image
@@ -92,7 +94,9 @@ def _rank_main(demo_datasets_root, rank1_labels, out_dir):
     dicts = [dict(d) for d in load_demo_split("train", demo_datasets_root)[:8]]
     if rank == 1:
         for d in dicts:
-            d["sem_seg_file_name"] = os.path.join(rank1_labels, os.path.basename(d["sem_seg_file_name"]))
+            d["sem_seg_file_name"] = os.path.join(
+                rank1_labels, os.path.basename(d["sem_seg_file_name"])
+            )
     _register(TRAIN_NAME, dicts)  # same name, different data on each rank
     cfg = _cfg(
         [

@@ -22,14 +22,21 @@ TOLERANCES = {torch.bfloat16: (1e-3, 2e-3), torch.float16: (1e-4, 3e-4)}
 
 
 @pytest.mark.parametrize(
-    "dtype,expected", [(torch.float32, 6_144_000_000), (torch.bfloat16, 3_072_000_000), (torch.float16, 3_072_000_000)]
+    "dtype,expected",
+    [
+        (torch.float32, 6_144_000_000),
+        (torch.bfloat16, 3_072_000_000),
+        (torch.float16, 3_072_000_000),
+    ],
 )
 def test_bank_bytes_per_rank_for_ade20k_defaults(dtype, expected):
     with torch.device("meta"):  # shapes and sizes only, nothing allocated
         mem = FeatureMemory(150 * 5, 32000, 64, init="empty", dtype=dtype)
     assert mem.bank.nbytes == expected
     others = sum(b.nbytes for name, b in mem.named_buffers() if name != "bank")
-    assert others == 750 * (2 * 8 + 8 + 2 * 64 * 8)  # ptr, filled (int64); count, sum, sum of squares (float64)
+    assert others == 750 * (
+        2 * 8 + 8 + 2 * 64 * 8
+    )  # ptr, filled (int64); count, sum, sum of squares (float64)
 
 
 def _predictor(dtype, init):
@@ -59,19 +66,25 @@ def test_m_step_parity_of_reduced_precision_bank(dtype, init):
     centers = F.normalize(torch.randn(groups_n, 64, generator=g), dim=-1)
     for _ in range(60):  # 60 x 20 rows per (class, component) through a 1000-slot ring
         groups = torch.arange(groups_n).repeat_interleave(20)
-        rows = F.normalize(centers[groups] + 0.3 * torch.randn(len(groups), 64, generator=g), dim=-1)
+        rows = F.normalize(
+            centers[groups] + 0.3 * torch.randn(len(groups), 64, generator=g), dim=-1
+        )
         for p in (ref, low):
             p._pending = [torch.cat([groups[:, None].float(), rows], 1)]
             p.flush()  # the trainer's path: gather (single process: as is) and push
     ref.em_update()
     low.em_update()
     assert low.memory.bank.dtype == dtype and int(low.num_em_updates) == 1
-    assert torch.equal(low.memory.ptr, ref.memory.ptr) and torch.equal(low.memory.filled, ref.memory.filled)
+    assert torch.equal(low.memory.ptr, ref.memory.ptr) and torch.equal(
+        low.memory.filled, ref.memory.filled
+    )
     tol_mean, tol_std = TOLERANCES[dtype]
     assert (low.means - ref.means).abs().max() <= tol_mean
     assert ((low.stds - ref.stds).abs() / ref.stds).max() <= tol_std
     assert not torch.equal(low.means, ref.means)  # the rounding is there, within the tolerance
-    e = F.normalize(centers.repeat(40, 1) + 0.3 * torch.randn(groups_n * 40, 64, generator=g), dim=-1)
+    e = F.normalize(
+        centers.repeat(40, 1) + 0.3 * torch.randn(groups_n * 40, 64, generator=g), dim=-1
+    )
     a = ref.component_log_likelihood(e).flatten(1).argmax(1)
     b = low.component_log_likelihood(e).flatten(1).argmax(1)
     assert (a == b).float().mean() >= 0.995

@@ -69,7 +69,13 @@ def test_train_net_with_two_processes_keeps_identical_gmm_state(tmp_path, demo_d
         + ["OUTPUT_DIR", str(out)]
     )
     proc = subprocess.run(
-        cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=400
+        cmd,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=400,
     )
     assert proc.returncode == 0, proc.stdout[-5000:]
     log = (out / "log.txt").read_text()

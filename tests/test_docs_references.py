@@ -35,8 +35,12 @@ DOCS = ["README.md", "datasets/README.md", "benchmarks/README.md", "studies/READ
 _PATH_CHARS = r"[\w*<>{},.-]"
 FILE_PATTERNS = {
     "config": re.compile(rf"(?<![\w/.-])(configs/(?:{_PATH_CHARS}+/)*{_PATH_CHARS}+\.yaml)"),
-    "script": re.compile(rf"(?<![\w/.-])((?:tools|benchmarks|studies)/(?:{_PATH_CHARS}+/)*{_PATH_CHARS}+\.py)"),
-    "source": re.compile(rf"(?<![\w.-])((?:projects/GMMSeg/)?gmmseg/(?:{_PATH_CHARS}+/)*{_PATH_CHARS}+\.py)"),
+    "script": re.compile(
+        rf"(?<![\w/.-])((?:tools|benchmarks|studies)/(?:{_PATH_CHARS}+/)*{_PATH_CHARS}+\.py)"
+    ),
+    "source": re.compile(
+        rf"(?<![\w.-])((?:projects/GMMSeg/)?gmmseg/(?:{_PATH_CHARS}+/)*{_PATH_CHARS}+\.py)"
+    ),
     "test": re.compile(rf"(?<![\w/.-])(tests/{_PATH_CHARS}+\.py)"),
     "document": re.compile(r"(?<![\w/.-])((?:[\w.-]+/)*[\w-]+\.md)(?![\w])"),
 }
@@ -58,14 +62,19 @@ def expand_braces(text):
     if not m:
         return [text]
     return [
-        x for alt in m.group(1).split(",") for x in expand_braces(text[: m.start()] + alt.strip() + text[m.end() :])
+        x
+        for alt in m.group(1).split(",")
+        for x in expand_braces(text[: m.start()] + alt.strip() + text[m.end() :])
     ]
 
 
 def _file_exists(rel_path, kind, doc="README.md"):
     path = os.path.join(ROOT, rel_path)
     if kind == "document":
-        return any(os.path.isfile(os.path.join(ROOT, folder, rel_path)) for folder in ("", os.path.dirname(doc)))
+        return any(
+            os.path.isfile(os.path.join(ROOT, folder, rel_path))
+            for folder in ("", os.path.dirname(doc))
+        )
     if kind == "source" and not rel_path.startswith("projects/"):
         path = os.path.join(ROOT, "projects", "GMMSeg", rel_path)
     if re.search(r"[*<]", path):
@@ -149,7 +158,8 @@ def test_doc_names_only_existing_files_and_keys(doc, full_config):
     stale = allowed - {what for _, what in found}
     if stale:
         warnings.warn(
-            f"{doc}: TEMPORARILY_ALLOWED entries that no longer occur (remove them): {sorted(stale)}", stacklevel=2
+            f"{doc}: TEMPORARILY_ALLOWED entries that no longer occur (remove them): {sorted(stale)}",
+            stacklevel=2,
         )
 
 
@@ -160,13 +170,26 @@ def test_the_checker_catches_what_it_should(full_config):
         "configs/b/x_c.yaml",
         "configs/b/x_d.yaml",
     ]
-    assert _key_exists(full_config, "MODEL.GMM.MEMORY_DTYPE") and _key_exists(full_config, "MODEL.GMM")
+    assert _key_exists(full_config, "MODEL.GMM.MEMORY_DTYPE") and _key_exists(
+        full_config, "MODEL.GMM"
+    )
     assert not _key_exists(full_config, "MODEL.GMM.NO_SUCH_KEY")
-    assert _file_exists("tools/prepare_<dataset>.py", "script") and not _file_exists("tools/nope.py", "script")
-    assert FILE_PATTERNS["script"].findall("`python studies/seed_study.py --seeds 1`") == ["studies/seed_study.py"]
+    assert _file_exists("tools/prepare_<dataset>.py", "script") and not _file_exists(
+        "tools/nope.py", "script"
+    )
+    assert FILE_PATTERNS["script"].findall("`python studies/seed_study.py --seeds 1`") == [
+        "studies/seed_study.py"
+    ]
     assert not _file_exists("benchmarks/seed_study.py", "script")  # moved to studies/
-    assert _file_exists("DISTRIBUTED.md", "document", "docs/MODEL_ZOO.md") and not _file_exists("METHOD.md", "document")
-    assert bare_override_keys("MEAN_MOMENTUM 0.99 PUSH_CORRECT_ONLY False") == ["MEAN_MOMENTUM", "PUSH_CORRECT_ONLY"]
-    assert bare_override_keys("MODEL.GMM.MEAN_MOMENTUM 0.99") == [] and bare_override_keys("SEED 3") == ["SEED"]
+    assert _file_exists("DISTRIBUTED.md", "document", "docs/MODEL_ZOO.md") and not _file_exists(
+        "METHOD.md", "document"
+    )
+    assert bare_override_keys("MEAN_MOMENTUM 0.99 PUSH_CORRECT_ONLY False") == [
+        "MEAN_MOMENTUM",
+        "PUSH_CORRECT_ONLY",
+    ]
+    assert bare_override_keys("MODEL.GMM.MEAN_MOMENTUM 0.99") == [] and bare_override_keys(
+        "SEED 3"
+    ) == ["SEED"]
     assert "SEED" in full_config and "MEAN_MOMENTUM" not in full_config
     assert full_names(full_config, "MEAN_MOMENTUM") == ["MODEL.GMM.MEAN_MOMENTUM"]

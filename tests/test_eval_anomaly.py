@@ -69,7 +69,9 @@ def test_against_sklearn():
 
 # ---------------------------------------------------------------- streaming histogram
 def test_ordered_key_preserves_order_and_roundtrips():
-    x = np.array([-np.inf, -3e38, -1.5, -1e-30, -0.0, 0.0, 1e-45, 1e-30, 2.0, 3e38, np.inf], np.float32)
+    x = np.array(
+        [-np.inf, -3e38, -1.5, -1e-30, -0.0, 0.0, 1e-45, 1e-30, 2.0, 3e38, np.inf], np.float32
+    )
     keys = float_to_ordered_key(x)
     assert np.all(np.diff(keys.astype(np.int64)) >= 0)
     assert keys[4] == keys[5]  # -0.0 == +0.0
@@ -165,7 +167,9 @@ def _register_fake(tmp_path, name, masks):
     for i, mask in enumerate(masks):
         path = str(tmp_path / f"{name}_{i}_mask.png")
         Image.fromarray(mask.astype(np.uint8)).save(path)
-        dicts.append({"file_name": f"img_{i}.png", "height": H, "width": W, "anomaly_mask_file_name": path})
+        dicts.append(
+            {"file_name": f"img_{i}.png", "height": H, "width": W, "anomaly_mask_file_name": path}
+        )
     if name in DatasetCatalog.list():
         DatasetCatalog.remove(name)
         MetadataCatalog.remove(name)
@@ -199,7 +203,9 @@ def test_evaluator_end_to_end(tmp_path):
     masks = _masks(0)
     dicts = _register_fake(tmp_path, "test_eval_anomaly_fake", masks)
     out_dir = tmp_path / "out"
-    ev = AnomalyEvaluator("test_eval_anomaly_fake", str(out_dir), model_name="GMMSeg (test)")  # world size 1
+    ev = AnomalyEvaluator(
+        "test_eval_anomaly_fake", str(out_dir), model_name="GMMSeg (test)"
+    )  # world size 1
     ev.reset()
     outputs = _outputs(masks)
     for d, o in zip(dicts, outputs):
@@ -210,7 +216,9 @@ def test_evaluator_end_to_end(tmp_path):
         for s in ("likelihood", "msp", "entropy", "max_logit", "energy")
         for m in ("AUROC", "AP", "FPR95", "sIoU", "PPV", "meanF1")
     }
-    assert res["likelihood_AUROC"] == pytest.approx(100.0) and res["likelihood_AP"] == pytest.approx(100.0)
+    assert res["likelihood_AUROC"] == pytest.approx(100.0) and res[
+        "likelihood_AP"
+    ] == pytest.approx(100.0)
     assert res["likelihood_FPR95"] == pytest.approx(0.0)
     # baselines from random logits: the exact values over the non-void pixels
     valid = [m != 255 for m in masks]
@@ -227,7 +235,10 @@ def test_evaluator_end_to_end(tmp_path):
     assert report["scores"]["likelihood"]["AUROC"] == pytest.approx(100.0)
     curves = load_anomaly_curves(str(prefix) + "_curves.npz")
     assert set(curves) == {"likelihood", "msp", "entropy", "max_logit", "energy"}
-    assert curves["likelihood"]["tpr"][-1] == pytest.approx(1.0) and curves["likelihood"]["fpr"][0] == 0.0
+    assert (
+        curves["likelihood"]["tpr"][-1] == pytest.approx(1.0)
+        and curves["likelihood"]["fpr"][0] == 0.0
+    )
     for suffix in ("_roc.png", "_pr.png"):
         with Image.open(str(prefix) + suffix) as im:
             assert im.size[0] > 300 and im.size[1] > 300
@@ -298,7 +309,9 @@ def test_evaluator_component_metrics_by_hand(tmp_path):
     gmm = torch.zeros(8, 10)
     gmm[1:3, 1:3], gmm[5:7, 1:3], gmm[5:7, 6:9] = 3.0, 2.0, 1.0
     dicts = _register_fake(tmp_path, "test_eval_anomaly_components", [mask])
-    ev = AnomalyEvaluator("test_eval_anomaly_components", str(tmp_path / "out"), distributed=False, plots=False)
+    ev = AnomalyEvaluator(
+        "test_eval_anomaly_components", str(tmp_path / "out"), distributed=False, plots=False
+    )
     ev.process(
         [{"file_name": dicts[0]["file_name"]}],
         [{"sem_seg": torch.zeros(2, 8, 10), "anomaly_scores": {"likelihood": gmm}}],
@@ -307,7 +320,9 @@ def test_evaluator_component_metrics_by_hand(tmp_path):
     assert res["likelihood_sIoU"] == pytest.approx(100.0)
     assert res["likelihood_PPV"] == pytest.approx(200 / 3)
     assert res["likelihood_meanF1"] == pytest.approx(80.0)
-    report = json.loads((tmp_path / "out" / "anomaly_test_eval_anomaly_components.json").read_text())
+    report = json.loads(
+        (tmp_path / "out" / "anomaly_test_eval_anomaly_components.json").read_text()
+    )
     comp = report["scores"]["likelihood"]["components"]
     assert comp["threshold"] == 1.0 and comp["pixel_F1_at_threshold"] == pytest.approx(2000 / 24)
     assert (comp["num_gt_components"], comp["num_pred_components"], comp["stride"]) == (2, 3, 1)
@@ -315,7 +330,9 @@ def test_evaluator_component_metrics_by_hand(tmp_path):
     # over the whole image, PPV 10 / 80, each object's sIoU = its size / (80 - the other's size)
     assert res["msp_PPV"] == pytest.approx(12.5)
     assert res["msp_sIoU"] == pytest.approx(100 * (4 / 74 + 6 / 76) / 2)
-    off = AnomalyEvaluator("test_eval_anomaly_components", None, distributed=False, component_max_bytes=0)
+    off = AnomalyEvaluator(
+        "test_eval_anomaly_components", None, distributed=False, component_max_bytes=0
+    )
     off.process(
         [{"file_name": dicts[0]["file_name"]}],
         [{"sem_seg": torch.zeros(2, 8, 10), "anomaly_scores": {"likelihood": gmm}}],
@@ -332,8 +349,12 @@ def test_component_memory_comes_from_the_config(tmp_path):
     _register_fake(tmp_path, "test_eval_anomaly_component_cfg", _masks(4, n=1))
     cfg = add_gmmseg_config(get_cfg())
     assert cfg.TEST.OPEN_WORLD.COMPONENT_MAX_MB == 512
-    (ev,) = build_open_world_evaluators(cfg, "test_eval_anomaly_component_cfg", None, distributed=False)
+    (ev,) = build_open_world_evaluators(
+        cfg, "test_eval_anomaly_component_cfg", None, distributed=False
+    )
     assert ev._components.max_bytes == 512 * 2**20
     cfg.TEST.OPEN_WORLD.COMPONENT_MAX_MB = 0
-    (ev,) = build_open_world_evaluators(cfg, "test_eval_anomaly_component_cfg", None, distributed=False)
+    (ev,) = build_open_world_evaluators(
+        cfg, "test_eval_anomaly_component_cfg", None, distributed=False
+    )
     assert ev._components is None

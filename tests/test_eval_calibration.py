@@ -26,7 +26,9 @@ def test_ece_hand_case():
 
 
 def test_bin_edges():
-    count, _, _ = calibration_bin_sums(np.array([0.0, 1 / 15 + 1e-9, 0.5, 1.0]), np.ones(4, bool), 15)
+    count, _, _ = calibration_bin_sums(
+        np.array([0.0, 1 / 15 + 1e-9, 0.5, 1.0]), np.ones(4, bool), 15
+    )
     # 0 -> bin 0, just above 1/15 -> bin 1, 0.5 -> bin 7 ((7/15, 8/15]), 1.0 -> last bin
     assert count[0] == 1 and count[1] == 1 and count[7] == 1 and count[14] == 1
     with pytest.raises(ValueError):
@@ -79,7 +81,9 @@ def test_evaluator_end_to_end(tmp_path):
     res = ev.evaluate()["calibration"]
     assert res["ECE"] == pytest.approx(15.0, abs=1e-4)
     assert res["MCE"] == pytest.approx(30.0, abs=1e-4)
-    assert res["accuracy"] == pytest.approx(60.0) and res["confidence"] == pytest.approx(75.0, abs=1e-4)
+    assert res["accuracy"] == pytest.approx(60.0) and res["confidence"] == pytest.approx(
+        75.0, abs=1e-4
+    )
     saved = json.loads((out / "calibration_test_eval_calib_fake.json").read_text())
     assert saved["num_pixels"] == 20 and saved["num_bins"] == 15
     assert sum(saved["bins"]["bin_count"]) == 20
@@ -91,7 +95,9 @@ def test_evaluator_end_to_end(tmp_path):
     # the saved bins rebuild a comparison figure (e.g. GMMSeg vs its softmax twin)
     bins = load_calibration_bins(str(out / "calibration_test_eval_calib_fake.json"))
     assert bins["ECE"] == pytest.approx(15.0, abs=1e-4)
-    path = plot_reliability_diagrams({"GMMSeg": bins, "Softmax": bins}, str(tmp_path / "cmp.png"), "cmp")
+    path = plot_reliability_diagrams(
+        {"GMMSeg": bins, "Softmax": bins}, str(tmp_path / "cmp.png"), "cmp"
+    )
     with Image.open(path) as im:
         assert im.size[0] > im.size[1]
 
@@ -140,12 +146,12 @@ _BINS_CORRECT = np.r_[np.ones(10, bool), np.zeros(10, bool)]
 
 
 def test_the_hand_case_separates_10_from_15_bins():
-    assert expected_calibration_error(*calibration_bin_sums(_BINS_CONF, _BINS_CORRECT, 15))["ECE"] == pytest.approx(
-        0.53, abs=1e-12
-    )
-    assert expected_calibration_error(*calibration_bin_sums(_BINS_CONF, _BINS_CORRECT, 10))["ECE"] == pytest.approx(
-        0.15, abs=1e-12
-    )
+    assert expected_calibration_error(*calibration_bin_sums(_BINS_CONF, _BINS_CORRECT, 15))[
+        "ECE"
+    ] == pytest.approx(0.53, abs=1e-12)
+    assert expected_calibration_error(*calibration_bin_sums(_BINS_CONF, _BINS_CORRECT, 10))[
+        "ECE"
+    ] == pytest.approx(0.15, abs=1e-12)
 
 
 def _register_bins_case(tmp_path, name):
@@ -176,9 +182,9 @@ def test_every_default_bin_count_is_the_papers_15(tmp_path):
 
     assert CALIBRATION_BINS == 15
     # the metric's default
-    assert expected_calibration_error(*calibration_bin_sums(_BINS_CONF, _BINS_CORRECT))["ECE"] == pytest.approx(
-        0.53, abs=1e-12
-    )
+    assert expected_calibration_error(*calibration_bin_sums(_BINS_CONF, _BINS_CORRECT))[
+        "ECE"
+    ] == pytest.approx(0.53, abs=1e-12)
     logits = _register_bins_case(tmp_path, "test_eval_calib_default_bins")
     # the evaluator's default
     ev = CalibrationEvaluator("test_eval_calib_default_bins", None, distributed=False)
@@ -187,6 +193,8 @@ def test_every_default_bin_count_is_the_papers_15(tmp_path):
     # the config's default, through the builder the trainer uses
     cfg = add_gmmseg_config(get_cfg())
     assert cfg.TEST.OPEN_WORLD.CALIBRATION_BINS == 15
-    (ev,) = build_open_world_evaluators(cfg, "test_eval_calib_default_bins", None, distributed=False)
+    (ev,) = build_open_world_evaluators(
+        cfg, "test_eval_calib_default_bins", None, distributed=False
+    )
     ev.process([{"file_name": "a.png"}], [{"sem_seg": logits}])
     assert ev.evaluate()["calibration"]["ECE"] == pytest.approx(53.0, abs=1e-4)

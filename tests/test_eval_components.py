@@ -39,7 +39,9 @@ def test_component_scores_by_hand():
     # sIoU(A) = |A n P1| / |(A u P1) minus B| = 4 / (10 - 4); the same for B. Without removing
     # the other object's pixels it would be 4 / 10.
     # sIoU(C) = |C n P2| / |C u P2| = 4 / (6 + 5 - 4): P2 is one component with (7, 4) (8-connected)
-    np.testing.assert_allclose(siou, [4 / 6, 4 / 6, 4 / 7], rtol=0, atol=1e-12)  # A, B, C: raster order
+    np.testing.assert_allclose(
+        siou, [4 / 6, 4 / 6, 4 / 7], rtol=0, atol=1e-12
+    )  # A, B, C: raster order
     # PPV: P1 = 8 / 10 (the void row is not P1's), P3 = 0 / 4, P2 = 4 / 5 (raster order: P1, P3, P2)
     np.testing.assert_allclose(ppv, [0.8, 0.0, 0.8], rtol=0, atol=1e-12)
 

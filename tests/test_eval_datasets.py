@@ -45,7 +45,10 @@ def make_fs_lost_and_found(root):
     for i, (laf_id, split) in enumerate(zip(ids, ["train", "test"])):
         scene = "_".join(laf_id.split("_")[:-2])
         _png(f"{root}/lost_and_found/leftImg8bit/{split}/{scene}/{laf_id}_leftImg8bit.png", _rgb(i))
-        _png(f"{root}/fishyscapes/fishyscapes_lostandfound/{i:04d}_{laf_id}_labels.png", _mask([0, 1, 255]))
+        _png(
+            f"{root}/fishyscapes/fishyscapes_lostandfound/{i:04d}_{laf_id}_labels.png",
+            _mask([0, 1, 255]),
+        )
     return ids
 
 
@@ -120,7 +123,9 @@ def test_all_layouts_register_and_convert(fake_root):
     static = DatasetCatalog.get("fishyscapes_static_val")
     for d, cs_id, overlay in zip(static, cs_ids, overlays):
         base = np.asarray(
-            Image.open(f"{fake_root}/cityscapes/leftImg8bit/val/{cs_id.split('_')[0]}/{cs_id}_leftImg8bit.png"),
+            Image.open(
+                f"{fake_root}/cityscapes/leftImg8bit/val/{cs_id.split('_')[0]}/{cs_id}_leftImg8bit.png"
+            ),
             np.int64,
         )
         np.testing.assert_array_equal(
@@ -145,14 +150,19 @@ def test_fishyscapes_static_loading_reads_only_and_names_the_preparation(fake_ro
     assert tool.main(["--root", fake_root]) == 0
     image = os.path.join(composed, f"0001_{cs_ids[1]}.png")
     base = np.asarray(
-        Image.open(f"{fake_root}/cityscapes/leftImg8bit/val/munster/{cs_ids[1]}_leftImg8bit.png"), np.int64
+        Image.open(f"{fake_root}/cityscapes/leftImg8bit/val/munster/{cs_ids[1]}_leftImg8bit.png"),
+        np.int64,
     )
-    np.testing.assert_array_equal(np.asarray(Image.open(image)), np.clip(base + overlays[1], 0, 255).astype(np.uint8))
+    np.testing.assert_array_equal(
+        np.asarray(Image.open(image)), np.clip(base + overlays[1], 0, 255).astype(np.uint8)
+    )
     mtime = os.path.getmtime(image)
     assert tool.prepare_fishyscapes_static(fake_root) == ["skipped", "skipped"]  # idempotent
     assert os.path.getmtime(image) == mtime
     records = DatasetCatalog.get("fishyscapes_static_val")
-    assert [r["file_name"] for r in records] == sorted(os.path.join(composed, f) for f in os.listdir(composed))
+    assert [r["file_name"] for r in records] == sorted(
+        os.path.join(composed, f) for f in os.listdir(composed)
+    )
     assert [r["image_id"] for r in records] == ["0000", "0001"]
 
 
@@ -163,7 +173,9 @@ def test_fishyscapes_static_preparation_names_a_missing_input(fake_root):
     tool = _prepare_fs_static_tool()
     with pytest.raises(FileNotFoundError, match=f"missing '{missing}'"):
         tool.prepare_fishyscapes_static(fake_root)
-    assert not os.path.exists(os.path.join(fake_root, "fishyscapes", "fs_val_v3_images"))  # nothing half-written
+    assert not os.path.exists(
+        os.path.join(fake_root, "fishyscapes", "fs_val_v3_images")
+    )  # nothing half-written
     assert tool.main([]) == 1
 
 
@@ -228,7 +240,11 @@ def _register(name, dicts, **meta):
 
 
 def test_build_open_world_evaluators(tmp_path):
-    from gmmseg.evaluation import AnomalyEvaluator, CalibrationEvaluator, build_open_world_evaluators
+    from gmmseg.evaluation import (
+        AnomalyEvaluator,
+        CalibrationEvaluator,
+        build_open_world_evaluators,
+    )
 
     sem = str(tmp_path / "sem.png")
     mask = str(tmp_path / "mask.png")

@@ -25,14 +25,18 @@ def test_the_evaluator_warns_and_reports_the_class(tmp_path, caplog):
     if name in DatasetCatalog.list():
         DatasetCatalog.remove(name)
         MetadataCatalog.remove(name)
-    DatasetCatalog.register(name, lambda: [{"file_name": "img.png", "sem_seg_file_name": str(tmp_path / "gt.png")}])
+    DatasetCatalog.register(
+        name, lambda: [{"file_name": "img.png", "sem_seg_file_name": str(tmp_path / "gt.png")}]
+    )
     MetadataCatalog.get(name).set(stuff_classes=["road", "bicyclist", "sky"], ignore_label=255)
     try:
         ev = CheckedSemSegEvaluator(name, distributed=False)
         ev.reset()
         scores = torch.zeros(3, 2, 4)
         scores[0, :, :2] = 1  # road on the left half (where road and sky are)
-        scores[2, :, 2:] = 1  # sky on the right half (the bicyclist's pixels): bicyclist never predicted
+        scores[2, :, 2:] = (
+            1  # sky on the right half (the bicyclist's pixels): bicyclist never predicted
+        )
         ev.process([{"file_name": "img.png"}], [{"sem_seg": scores}])
         with caplog.at_level("WARNING", logger="gmmseg.evaluation.sem_seg"):
             res = ev.evaluate()
@@ -49,7 +53,9 @@ def _register(name, tmp_path, gt, **meta):
     if name in DatasetCatalog.list():
         DatasetCatalog.remove(name)
         MetadataCatalog.remove(name)
-    DatasetCatalog.register(name, lambda: [{"file_name": "img.png", "sem_seg_file_name": str(tmp_path / "gt.png")}])
+    DatasetCatalog.register(
+        name, lambda: [{"file_name": "img.png", "sem_seg_file_name": str(tmp_path / "gt.png")}]
+    )
     MetadataCatalog.get(name).set(**meta)
 
 
@@ -70,7 +76,9 @@ def test_the_evaluator_reads_labels_with_the_datasets_remap_and_names_a_bad_file
     finally:
         DatasetCatalog.remove(name)
         MetadataCatalog.remove(name)
-    _register(name, tmp_path, np.array([[0, 9]], np.uint8), stuff_classes=["a", "b"], ignore_label=255)
+    _register(
+        name, tmp_path, np.array([[0, 9]], np.uint8), stuff_classes=["a", "b"], ignore_label=255
+    )
     try:
         ev = CheckedSemSegEvaluator(name, distributed=False)
         ev.reset()

@@ -85,7 +85,9 @@ def _env(demo_datasets_root):
 
 def _run(cmd, env, log_path, timeout=900):
     with open(log_path, "w") as log:
-        proc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=timeout)
+        proc = subprocess.run(
+            cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=timeout
+        )
     with open(log_path) as f:
         assert proc.returncode == 0, f.read()[-5000:]
 
@@ -98,13 +100,23 @@ def train_then_eval_only(request, tmp_path_factory, demo_datasets_root):
     train_dir, eval_dir = tmp / "train", tmp / "eval_only"
     env = _env(demo_datasets_root)
     _run(
-        [sys.executable, TRAIN_NET, "--config-file", config] + opts + ["OUTPUT_DIR", str(train_dir)],
+        [sys.executable, TRAIN_NET, "--config-file", config]
+        + opts
+        + ["OUTPUT_DIR", str(train_dir)],
         env,
         str(train_dir) + ".stdout",
     )
     dump = tmp / "eval_only_results.json"
     _run(
-        [sys.executable, os.path.abspath(__file__), "--dump-results", str(dump), "--config-file", config, "--eval-only"]
+        [
+            sys.executable,
+            os.path.abspath(__file__),
+            "--dump-results",
+            str(dump),
+            "--config-file",
+            config,
+            "--eval-only",
+        ]
         + opts
         + ["MODEL.WEIGHTS", str(train_dir / "model_final.pth"), "OUTPUT_DIR", str(eval_dir)],
         env,
@@ -169,7 +181,9 @@ def test_the_checkpoint_holds_a_trained_gmm(train_then_eval_only):
     model = ckpt["model"]
     assert int(model[f"{gmm}.num_em_updates"]) >= 2
     stds = model[f"{gmm}.stds"]
-    assert not torch.allclose(stds, torch.ones_like(stds))  # M-steps changed the stds from their start
+    assert not torch.allclose(
+        stds, torch.ones_like(stds)
+    )  # M-steps changed the stds from their start
     assert max(r.get("iteration", -1) for r in records if "total_loss" in r) == 6
 
 

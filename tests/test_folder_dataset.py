@@ -20,7 +20,9 @@ def _folder(root, classes=("a", "b"), labels=(0, 1, 7)):
         os.makedirs(root / split / "images", exist_ok=True)
         os.makedirs(root / split / "labels", exist_ok=True)
         label = np.array([list(labels) * 2] * 4, np.uint8)
-        Image.fromarray(np.zeros(label.shape + (3,), np.uint8)).save(root / split / "images" / "x.jpg")
+        Image.fromarray(np.zeros(label.shape + (3,), np.uint8)).save(
+            root / split / "images" / "x.jpg"
+        )
         Image.fromarray(label).save(root / split / "labels" / "x.png")
     if classes is not None:
         (root / "classes.txt").write_text("\n".join(classes) + "\n\n")
@@ -49,9 +51,16 @@ def test_registers_splits_with_evaluation_metadata_and_void_mapped_to_255(tmp_pa
     assert setup_folder_dataset(cfg) == ["unit_folder_train", "unit_folder_val"]
     assert cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES == 2  # from classes.txt (the blank line is skipped)
     meta = MetadataCatalog.get("unit_folder_val")
-    assert meta.stuff_classes == ["a", "b"] and meta.ignore_label == 255 and meta.evaluator_type == "sem_seg"
+    assert (
+        meta.stuff_classes == ["a", "b"]
+        and meta.ignore_label == 255
+        and meta.evaluator_type == "sem_seg"
+    )
     (d,) = DatasetCatalog.get("unit_folder_train")
-    assert d["sem_seg_file_name"].endswith(os.path.join("train", "labels", "x.png")) and (d["height"], d["width"]) == (
+    assert d["sem_seg_file_name"].endswith(os.path.join("train", "labels", "x.png")) and (
+        d["height"],
+        d["width"],
+    ) == (
         4,
         6,
     )
@@ -75,8 +84,16 @@ def test_class_names_from_the_config_and_explicit_count(tmp_path):
     "opts, error, words",
     [
         (["DATASETS.FOLDER.ROOT", ""], ValueError, ["DATASETS.FOLDER.ROOT is empty"]),
-        (["DATASETS.FOLDER.ROOT", "/nonexistent/mine"], FileNotFoundError, ["/nonexistent/mine", "not a folder"]),
-        (["MODEL.SEM_SEG_HEAD.NUM_CLASSES", "5"], ValueError, ["NUM_CLASSES is 5", "2 classes", "set it to 2"]),
+        (
+            ["DATASETS.FOLDER.ROOT", "/nonexistent/mine"],
+            FileNotFoundError,
+            ["/nonexistent/mine", "not a folder"],
+        ),
+        (
+            ["MODEL.SEM_SEG_HEAD.NUM_CLASSES", "5"],
+            ValueError,
+            ["NUM_CLASSES is 5", "2 classes", "set it to 2"],
+        ),
         (["DATASETS.FOLDER.IGNORE_LABEL", "1"], ValueError, ["IGNORE_LABEL 1", "'b'"]),
         (["DATASETS.FOLDER.CLASSES", "('a', 'a')"], ValueError, ["not unique"]),
     ],
@@ -124,12 +141,22 @@ def test_check_dataset_reads_a_config_and_applies_the_void_mapping(tmp_path, cap
     import importlib.util
 
     tools = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools")
-    spec = importlib.util.spec_from_file_location("_check_dataset_tool", os.path.join(tools, "check_dataset.py"))
+    spec = importlib.util.spec_from_file_location(
+        "_check_dataset_tool", os.path.join(tools, "check_dataset.py")
+    )
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
     config = os.path.join(os.path.dirname(tools), "configs", "user_data", "fpn_r50_gmm.yaml")
     root = _folder(tmp_path)
-    argv = ["--config-file", config, "--expected-count", "0", "--no-progress", "DATASETS.FOLDER.ROOT", str(root)]
+    argv = [
+        "--config-file",
+        config,
+        "--expected-count",
+        "0",
+        "--no-progress",
+        "DATASETS.FOLDER.ROOT",
+        str(root),
+    ]
     assert tool.main(argv + ["DATASETS.FOLDER.IGNORE_LABEL", "7"]) == 0
     out = capsys.readouterr().out
     assert "user_data_train" in out and "user_data_val" in out

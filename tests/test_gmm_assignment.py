@@ -79,7 +79,9 @@ def _sinkhorn_reference(scores, iters, eps=0.05):
 
 def test_sinkhorn_plan_is_three_rounds_of_the_release_recipe():
     scores = np.array([[-1.0, -1.3], [-1.1, -1.2], [-0.9, -1.6], [-1.0, -1.05]])
-    got = sinkhorn_assign(torch.tensor(scores), torch.zeros(4, dtype=torch.long), 1, num_iters=3).exp()
+    got = sinkhorn_assign(
+        torch.tensor(scores), torch.zeros(4, dtype=torch.long), 1, num_iters=3
+    ).exp()
     want = _sinkhorn_reference(scores, 3)
     assert np.allclose(got.numpy(), want, atol=1e-5)
     # the example tells the rounds apart: two rounds give another plan

@@ -17,7 +17,14 @@ K, M = 150, 5
 
 def _predictor():
     return GMMPredictor(
-        32, K, embed_dim=16, num_components=M, memory_size=8, pushes_per_step=2, push_rows="all", memory_init="empty"
+        32,
+        K,
+        embed_dim=16,
+        num_components=M,
+        memory_size=8,
+        pushes_per_step=2,
+        push_rows="all",
+        memory_init="empty",
     ).train()
 
 
@@ -60,7 +67,9 @@ def test_ids_are_exact_with_bf16_embeddings():
     logits = torch.zeros(y.numel(), K)
     p._set_aside(e, y, assignment, logits)
     rows = torch.cat(p._pending)
-    assert torch.equal(rows[:, 0], (y * M + assignment).float()) and torch.equal(rows[:, 1:], e.float())
+    assert torch.equal(rows[:, 0], (y * M + assignment).float()) and torch.equal(
+        rows[:, 1:], e.float()
+    )
 
 
 def test_too_many_groups_for_float32_ids_is_refused():

@@ -21,7 +21,14 @@ def _em_state_digest(p):
 def _worker(rank, result_dir):
     torch.manual_seed(0)  # same initial weights on both ranks
     p = GMMPredictor(
-        12, 4, embed_dim=8, num_components=3, memory_size=40, pushes_per_step=5, push_rows="all", memory_init="random"
+        12,
+        4,
+        embed_dim=8,
+        num_components=3,
+        memory_size=40,
+        pushes_per_step=5,
+        push_rows="all",
+        memory_init="random",
     )
     p.train()
     gen = torch.Generator().manual_seed(100 + rank)  # different data per rank
@@ -63,7 +70,9 @@ def test_memory_holds_the_release_selection_of_both_ranks_rows(tmp_path):
     groups = rows[:, 0].long()
     mem = torch.load(tmp_path / "memory0.pt")
     assert torch.equal(mem["bank"], torch.load(tmp_path / "memory1.pt")["bank"])
-    from_rank = torch.cat([torch.full((len(torch.load(tmp_path / f"candidates{r}.pt")),), r) for r in range(2)])
+    from_rank = torch.cat(
+        [torch.full((len(torch.load(tmp_path / f"candidates{r}.pt")),), r) for r in range(2)]
+    )
     both = set()
     for g in range(12):
         mine = (groups == g).nonzero().squeeze(1)

@@ -57,7 +57,9 @@ def test_log_normal_helper_against_a_number_worked_out_by_hand():
     # x = mu, s = 0.5 in 3 dims: -3/2 log(2 pi) - 3 log(0.5) = -2.756815... + 2.079441... = -0.677374...
     assert log_normal(E1, E1, (0.5, 0.5, 0.5)) == pytest.approx(-0.6773740, abs=1e-6)
     # E2 against (E1, s = 1): |E1 - E2|^2 = 2 - 2 E1.E2 = 2 (orthogonal): -3/2 log(2 pi) - 1
-    assert log_normal(E2, E1, (1.0, 1.0, 1.0)) == pytest.approx(-1.5 * math.log(2 * math.pi) - 1.0, abs=1e-12)
+    assert log_normal(E2, E1, (1.0, 1.0, 1.0)) == pytest.approx(
+        -1.5 * math.log(2 * math.pi) - 1.0, abs=1e-12
+    )
 
 
 # ----------------------------------------------------------------------------- the tiny model
@@ -83,7 +85,9 @@ class _TinySegmentor(nn.Module):
 
 
 def _tiny_model():
-    predictor = GMMPredictor(3, 2, embed_dim=3, num_components=2, memory_size=4, projection=nn.Identity())
+    predictor = GMMPredictor(
+        3, 2, embed_dim=3, num_components=2, memory_size=4, projection=nn.Identity()
+    )
     with torch.no_grad():
         predictor.means.copy_(torch.tensor(MEANS, dtype=torch.float32))
         predictor.stds.copy_(torch.tensor(STDS, dtype=torch.float32))
@@ -172,7 +176,9 @@ def test_known_pixels_mean_log_likelihoods_match_the_formula():
 def test_anomaly_split_uses_the_batch_mask_on_the_grid():
     # the mask as the test loader puts it in the batch, at the 4 x 4 input size: each grid cell
     # (stride 2) is a 2 x 2 block of it
-    mask = torch.from_numpy(np.kron(np.array(ANOMALY_MASK, dtype=np.int64), np.ones((2, 2), dtype=np.int64)))
+    mask = torch.from_numpy(
+        np.kron(np.array(ANOMALY_MASK, dtype=np.int64), np.ones((2, 2), dtype=np.int64))
+    )
     anomaly_loader = [
         [
             {
@@ -217,7 +223,12 @@ def test_fit_curve_table_shows_the_numbers():
             "anomaly_best_class_ll": 28.94,
             "mean_std": 0.14964,
         },
-        {"iteration": 200, "known_own_class_ll": 35.75, "known_best_class_ll": 36.26, "mean_std": 0.1094},
+        {
+            "iteration": 200,
+            "known_own_class_ll": 35.75,
+            "known_best_class_ll": 36.26,
+            "mean_std": 0.1094,
+        },
     ]
     lines = fit_curve_table(rows).splitlines()
     assert lines[0] == (
@@ -319,7 +330,11 @@ def test_fit_curve_evaluates_every_checkpoint_from_its_own_weights(tmp_path, mon
                     x, y = grid[i][j], labels[i][j]
                     lls = [
                         [
-                            log_normal(x, MEANS[c][m], [v * s for v, s in zip(STDS[c][m], scale_of_stds(c, m))])
+                            log_normal(
+                                x,
+                                MEANS[c][m],
+                                [v * s for v, s in zip(STDS[c][m], scale_of_stds(c, m))],
+                            )
                             for m in range(2)
                         ]
                         for c in range(2)
@@ -339,6 +354,14 @@ def test_fit_curve_evaluates_every_checkpoint_from_its_own_weights(tmp_path, mon
 
 
 def test_anomaly_batch_without_mask_is_named():
-    loader = [[{"file_name": "frame7.png", "image": torch.zeros(3, 4, 4), "emb_map": _emb_map(ANOMALY_GRID)}]]
+    loader = [
+        [
+            {
+                "file_name": "frame7.png",
+                "image": torch.zeros(3, 4, 4),
+                "emb_map": _emb_map(ANOMALY_GRID),
+            }
+        ]
+    ]
     with pytest.raises(KeyError, match="frame7.png.*anomaly_mask"):
         heldout_log_likelihoods(_tiny_model(), _known_loader(), IGN, loader)

@@ -14,7 +14,9 @@ from gmmseg.analysis.gmm_fit import anomaly_pixel_sums, known_pixel_sums
 
 IGN = 255
 # (h, w, K) = (2, 2, 3) class log-likelihoods
-LL = torch.tensor([[[-1.0, -2.0, -3.0], [-4.0, -0.5, -6.0]], [[-7.0, -8.0, -0.25], [-1.5, -9.0, -2.5]]])
+LL = torch.tensor(
+    [[[-1.0, -2.0, -3.0], [-4.0, -0.5, -6.0]], [[-7.0, -8.0, -0.25], [-1.5, -9.0, -2.5]]]
+)
 
 
 def test_known_pixel_sums_by_hand():

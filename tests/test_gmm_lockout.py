@@ -108,7 +108,8 @@ def test_the_hook_warns_about_the_locked_out_class(caplog):
     with caplog.at_level("WARNING", logger="gmmseg.engine.em_hook"):
         now = warn_locked_out([head], 29, class_names=["road", "bicyclist"])
     assert (
-        "class 1 (bicyclist): (nearly) no real rows: 0 of its 20 memory rows are real (median class: 10)" in caplog.text
+        "class 1 (bicyclist): (nearly) no real rows: 0 of its 20 memory rows are real (median class: 10)"
+        in caplog.text
     )
     assert "class 1 (bicyclist): (nearly) never predicted: recall 0.00 % of 300" in caplog.text
     assert "class 0" not in caplog.text and "PUSH_ROWS 'correct_first'" in caplog.text
@@ -142,7 +143,10 @@ def test_class_coverage_by_hand():
     assert [c for c, _ in coverage_warnings(cov, min_share=0.7)] == [1]
     assert [c for c, _ in coverage_warnings(cov, min_recall=0.03)] == [1]
     later = class_coverage(
-        torch.tensor([30, 4, 6, 0, 0, 0]), torch.tensor([[200, 150, 0], [190, 1, 0], [195, 2, 103]]), 2, 10
+        torch.tensor([30, 4, 6, 0, 0, 0]),
+        torch.tensor([[200, 150, 0], [190, 1, 0], [195, 2, 103]]),
+        2,
+        10,
     )
     window = later.since(cov)
     assert window.labelled.tolist() == [100, 100, 0] and window.correct.tolist() == [100, 0, 0]

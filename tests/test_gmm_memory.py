@@ -76,7 +76,10 @@ def test_release_selection_split_over_ranks_equals_whole_batch():
     counts = torch.stack([torch.bincount(p, minlength=6) for p in parts])
     offsets = torch.cumsum(counts, 0) - counts
     for k in (1, 7, 20, 60):
-        picked = [release_selection(p, 6, k, offsets[r], counts.sum(0)) + cuts[r] for r, p in enumerate(parts)]
+        picked = [
+            release_selection(p, 6, k, offsets[r], counts.sum(0)) + cuts[r]
+            for r, p in enumerate(parts)
+        ]
         assert torch.cat(picked).tolist() == release_selection(whole, 6, k).tolist()
         assert selection_sizes(counts, k).tolist() == [len(p) for p in picked]
 
@@ -96,8 +99,14 @@ def test_release_selection_with_a_quota_per_group():
     parts = [whole[a:b] for a, b in zip(cuts[:-1], cuts[1:])]
     counts = torch.stack([torch.bincount(p, minlength=4) for p in parts])
     offsets = torch.cumsum(counts, 0) - counts
-    picked = [release_selection(p, 4, quota, offsets[r], counts.sum(0)) + cuts[r] for r, p in enumerate(parts)]
+    picked = [
+        release_selection(p, 4, quota, offsets[r], counts.sum(0)) + cuts[r]
+        for r, p in enumerate(parts)
+    ]
     assert torch.cat(picked).tolist() == idx.tolist()
     assert selection_sizes(counts, quota).tolist() == [len(p) for p in picked]
     # an int quota and the same quota for every group select the same rows
-    assert release_selection(whole, 4, torch.full((4,), 7)).tolist() == release_selection(whole, 4, 7).tolist()
+    assert (
+        release_selection(whole, 4, torch.full((4,), 7)).tolist()
+        == release_selection(whole, 4, 7).tolist()
+    )

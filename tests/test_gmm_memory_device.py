@@ -24,7 +24,15 @@ def test_bank_on_the_device_has_the_values_of_the_cpu_bank():
 
 
 def test_predictor_and_sharded_memory_take_the_device():
-    p = GMMPredictor(4, 3, embed_dim=8, num_components=2, memory_size=10, memory_init="random", memory_device="meta")
+    p = GMMPredictor(
+        4,
+        3,
+        embed_dim=8,
+        num_components=2,
+        memory_size=10,
+        memory_init="random",
+        memory_device="meta",
+    )
     assert p.memory.bank.device.type == "meta" and p.means.device.type == "cpu"
     s = ShardedFeatureMemory(6, 10, 8, init="random", shard_rank=1, num_shards=2, device="meta")
     assert {b.device.type for b in s.buffers()} == {"meta"}

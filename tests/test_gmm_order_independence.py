@@ -23,7 +23,9 @@ def test_segment_logsumexp_is_bitwise_independent_of_row_order():
     assert torch.equal(a, b)
     # and still the log-sum-exp
     for s in range(7):
-        assert torch.allclose(a[s], torch.logsumexp(v[seg == s].double(), 0).float(), rtol=0, atol=1e-5)
+        assert torch.allclose(
+            a[s], torch.logsumexp(v[seg == s].double(), 0).float(), rtol=0, atol=1e-5
+        )
 
 
 def test_sinkhorn_plan_is_bitwise_independent_of_row_order():

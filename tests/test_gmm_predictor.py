@@ -295,7 +295,9 @@ def test_received_rows_forgets_what_it_received_after_an_m_step():
     rows at F0 and its mean moves from E0 to (E0 + F0) / |E0 + F0|. Second step: only class 1
     receives rows; class 0's mean must stay (its bank still holds the F0 rows: updating it again
     would move it to normalise(0.5 * (E0 + F0) / sqrt(2) + 0.5 F0))."""
-    p = _hand_predictor(num_classes=2, num_components=1, mean_momentum=0.5, update_components="received_rows").train()
+    p = _hand_predictor(
+        num_classes=2, num_components=1, mean_momentum=0.5, update_components="received_rows"
+    ).train()
     with torch.no_grad():
         p.means[:, 0] = E0
     p((2 * F0).repeat(3, 1), torch.zeros(3, dtype=torch.long))

@@ -23,7 +23,10 @@ def hand_m_step(rows, floor):
     s = [sum(r[d] for r in rows) for d in range(len(rows[0]))]
     norm = math.sqrt(sum(v * v for v in s))
     mean = [v / norm for v in s]
-    std = [math.sqrt(sum((r[d] - mean[d]) ** 2 for r in rows) / len(rows) + floor) for d in range(len(s))]
+    std = [
+        math.sqrt(sum((r[d] - mean[d]) ** 2 for r in rows) / len(rows) + floor)
+        for d in range(len(s))
+    ]
     return mean, std
 
 
@@ -64,7 +67,13 @@ def test_one_round_is_the_release_m_step_of_the_assigned_rows():
     # history: mean own-class log-likelihood of the rows before and after, by the formula
     params = [hand_m_step(NEAR_0, 0.01), hand_m_step(NEAR_1, 0.01)]
     after = sum(max(log_normal(x, *params[m]) for m in range(2)) for x in e.tolist()) / 4
-    before = sum(max(log_normal(x, mu, (1.0, 1.0)) for mu in ((1.0, 0.0), (0.0, 1.0))) for x in e.tolist()) / 4
+    before = (
+        sum(
+            max(log_normal(x, mu, (1.0, 1.0)) for mu in ((1.0, 0.0), (0.0, 1.0)))
+            for x in e.tolist()
+        )
+        / 4
+    )
     assert history == pytest.approx([before, after], abs=1e-4)
     # converged: the same assignment again, the same parameters
     means = p.means.clone()
@@ -97,7 +106,9 @@ def test_collect_takes_the_labelled_pixels_at_the_feature_grid():
     e, y = collect_class_embeddings(model, _known_loader(), IGN)
     # image A: E1 (class 0), E2 (1), E3 (1); image B: E4 (1); ignore and off-grid pixels left out
     got = sorted((int(c), tuple(round(v, 5) for v in row)) for c, row in zip(y, e.tolist()))
-    want = sorted((c, tuple(round(v, 5) for v in x)) for c, x in ((0, E1), (1, E2), (1, E3), (1, E4)))
+    want = sorted(
+        (c, tuple(round(v, 5) for v in x)) for c, x in ((0, E1), (1, E2), (1, E3), (1, E4))
+    )
     assert got == want
     e, y = collect_class_embeddings(model, _known_loader(), IGN, rows_per_class=1)
     assert sorted(y.tolist()) == [0, 1]
@@ -133,7 +144,9 @@ def test_refit_tool_writes_a_checkpoint_that_loads(tmp_path, demo_datasets_root,
     trained = tmp_path / "run" / "model_final.pth"
     trained.parent.mkdir()
     DetectionCheckpointer(model, save_dir=str(trained.parent)).save("model_final")
-    spec = importlib.util.spec_from_file_location("refit_tool", os.path.join(ROOT, "tools", "refit_gmm.py"))
+    spec = importlib.util.spec_from_file_location(
+        "refit_tool", os.path.join(ROOT, "tools", "refit_gmm.py")
+    )
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
     out = tmp_path / "run" / "model_refit.pth"
@@ -157,18 +170,42 @@ def test_refit_tool_writes_a_checkpoint_that_loads(tmp_path, demo_datasets_root,
     # the folder's last_checkpoint still names the trained model (a --resume is unaffected)
     assert (tmp_path / "run" / "last_checkpoint").read_text() == "model_final.pth"
     saved = torch.load(out, weights_only=True)["model"]
-    assert not any(k.startswith("sem_seg_head.predictor.memory.bank") for k in saved)  # inference file: no bank
+    assert not any(
+        k.startswith("sem_seg_head.predictor.memory.bank") for k in saved
+    )  # inference file: no bank
     again = build_model(cfg)
     DetectionCheckpointer(again).load(str(out))
     before = torch.load(trained, weights_only=True)["model"]
     after = again.state_dict()
     key = "sem_seg_head.predictor.means"
     assert not torch.equal(before[key], after[key])  # refitted
-    fed = [k for k in before if not k.startswith("sem_seg_head.predictor.") and not k.endswith("num_batches_tracked")]
+    fed = [
+        k
+        for k in before
+        if not k.startswith("sem_seg_head.predictor.") and not k.endswith("num_batches_tracked")
+    ]
     assert fed and all(torch.equal(before[k], after[k]) for k in fed)  # the network is untouched
     with pytest.raises(SystemExit, match="would overwrite the trained model"):
-        tool.main(["--config-file", config, "--output", str(trained), *opts, "MODEL.WEIGHTS", str(trained)])
+        tool.main(
+            [
+                "--config-file",
+                config,
+                "--output",
+                str(trained),
+                *opts,
+                "MODEL.WEIGHTS",
+                str(trained),
+            ]
+        )
     with pytest.raises(SystemExit, match="MODEL.WEIGHTS '.*missing.pth' is not a file"):
         tool.main(
-            ["--config-file", config, "--output", str(out), *opts, "MODEL.WEIGHTS", str(tmp_path / "missing.pth")]
+            [
+                "--config-file",
+                config,
+                "--output",
+                str(out),
+                *opts,
+                "MODEL.WEIGHTS",
+                str(tmp_path / "missing.pth"),
+            ]
         )

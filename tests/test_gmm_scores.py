@@ -29,10 +29,12 @@ def test_every_candidate_matches_its_formula(x):
         "max_class_ll": -max(per_class),
         "marginal": -(top + math.log(sum(math.exp(v - top) for v in ll.values()))),
         "mahalanobis": min(
-            0.5 * sum(((a - b) / s) ** 2 for a, b, s in zip(x, MEANS[c][m], STDS[c][m])) for c, m in comps
+            0.5 * sum(((a - b) / s) ** 2 for a, b, s in zip(x, MEANS[c][m], STDS[c][m]))
+            for c, m in comps
         ),
         "cosine": -max(
-            sum(a * b for a, b in zip(x, MEANS[c][m])) / math.sqrt(sum(b * b for b in MEANS[c][m])) for c, m in comps
+            sum(a * b for a, b in zip(x, MEANS[c][m])) / math.sqrt(sum(b * b for b in MEANS[c][m]))
+            for c, m in comps
         ),
         "max_logit_ln": -max(_layer_norm(per_class)),
     }

@@ -35,7 +35,8 @@ def _pushes(steps=12, seed=0):
 def test_shards_hold_the_replicated_rows_and_statistics(init, dtype, w):
     ref = FeatureMemory(G, L, D, init=init, dtype=dtype, seed=3)
     shards = [
-        ShardedFeatureMemory(G, L, D, init=init, dtype=dtype, seed=3, shard_rank=r, num_shards=w) for r in range(w)
+        ShardedFeatureMemory(G, L, D, init=init, dtype=dtype, seed=3, shard_rank=r, num_shards=w)
+        for r in range(w)
     ]
     assert all(s.bank.shape == (G, -(-L // w), D) for s in shards)  # bank / W per rank
     for groups, x in _pushes():
@@ -49,7 +50,9 @@ def test_shards_hold_the_replicated_rows_and_statistics(init, dtype, w):
             assert torch.equal(s.bank[:, : held.numel()], ref.bank[:, held])
             for running, exact in zip(s.local_statistics(), s.statistics_from_bank()):
                 assert torch.equal(running, exact)
-        for total, whole in zip(zip(*[s.local_statistics() for s in shards]), ref.local_statistics()):
+        for total, whole in zip(
+            zip(*[s.local_statistics() for s in shards]), ref.local_statistics()
+        ):
             assert torch.equal(sum(total), whole)  # int64: exact, in any order
 
 
@@ -60,11 +63,16 @@ def test_full_state_loads_into_any_number_of_shards():
     state = ref.state_dict()
     assert set(state) == set(MEMORY_STATE_NAMES) and state["bank"].shape == (G, L, D)
     for w in (1, 2, 4):
-        shards = [ShardedFeatureMemory(G, L, D, init="empty", shard_rank=r, num_shards=w) for r in range(w)]
+        shards = [
+            ShardedFeatureMemory(G, L, D, init="empty", shard_rank=r, num_shards=w)
+            for r in range(w)
+        ]
         for s in shards:
             s.load_state_dict(state)
             assert torch.equal(s.bank[:, : s.held_slots().numel()], ref.bank[:, s.held_slots()])
-        for total, whole in zip(zip(*[s.local_statistics() for s in shards]), ref.local_statistics()):
+        for total, whole in zip(
+            zip(*[s.local_statistics() for s in shards]), ref.local_statistics()
+        ):
             assert torch.equal(sum(total), whole)
     # and back: a replicated memory loads the state (statistics recomputed: the same, exactly)
     again = FeatureMemory(G, L, D, init="empty")

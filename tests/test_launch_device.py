@@ -35,7 +35,9 @@ def test_backend_follows_the_device():
 
 
 def test_cpu_config_on_a_gpu_host_joins_a_gloo_group_without_touching_cuda(gpu_host, monkeypatch):
-    monkeypatch.setattr(comm, "_LOCAL_PROCESS_GROUP", None)  # detectron2's per-machine group: reset afterwards
+    monkeypatch.setattr(
+        comm, "_LOCAL_PROCESS_GROUP", None
+    )  # detectron2's per-machine group: reset afterwards
     launch_mod.check_device("cpu", 2)  # more processes than GPUs is fine on the CPU
     seen = []
     # what each spawned process of `--num-gpus N` runs, here as the only rank of a group of 1
@@ -62,5 +64,7 @@ def test_cuda_config_needs_as_many_gpus_as_processes(gpu_host):
 
 def test_cuda_config_without_a_gpu_stops_before_spawning(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    with pytest.raises(RuntimeError, match=r"MODEL.DEVICE is 'cuda' but no GPU is visible.*MODEL.DEVICE cpu"):
+    with pytest.raises(
+        RuntimeError, match=r"MODEL.DEVICE is 'cuda' but no GPU is visible.*MODEL.DEVICE cpu"
+    ):
         launch_mod.launch(lambda: None, device="cuda", processes_per_machine=2)

@@ -25,7 +25,10 @@ from gmmseg.checkpoint import GMMSegCheckpointer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HEAD = "sem_seg_head"
-CONFIGS = {"softmax": "configs/demo/mask2former_r18_softmax.yaml", "gmm": "configs/demo/mask2former_r18_gmm.yaml"}
+CONFIGS = {
+    "softmax": "configs/demo/mask2former_r18_softmax.yaml",
+    "gmm": "configs/demo/mask2former_r18_gmm.yaml",
+}
 
 
 def official_head_version(local_metadata):
@@ -62,7 +65,9 @@ def _as_official_head(model):
     original = head._load_from_state_dict
     log = {}
 
-    def _load_from_state_dict(state_dict, prefix, local_metadata, strict, missing, unexpected, errors):
+    def _load_from_state_dict(
+        state_dict, prefix, local_metadata, strict, missing, unexpected, errors
+    ):
         log["version"] = official_head_version(local_metadata)
         log["renamed"] = official_head_rule(state_dict, local_metadata, prefix)
         return original(state_dict, prefix, local_metadata, strict, missing, unexpected, errors)
@@ -166,7 +171,8 @@ def test_the_rule_corrupts_a_version_1_export(exported, metadata):
     renamed = official_head_rule(copy.copy(state), getattr(state, "_metadata", {}).get(HEAD))
     assert set(renamed) == set(decoder_keys) and decoder_keys
     assert all(
-        v == HEAD + ".pixel_decoder.pixel_decoder." + k[len(HEAD + ".pixel_decoder.") :] for k, v in renamed.items()
+        v == HEAD + ".pixel_decoder.pixel_decoder." + k[len(HEAD + ".pixel_decoder.") :]
+        for k, v in renamed.items()
     )
 
     fresh = _model(variant, seed=1)
@@ -177,8 +183,15 @@ def test_the_rule_corrupts_a_version_1_export(exported, metadata):
     fresh = _model(variant, seed=1)
     _as_official_head(fresh)
     fresh.load_state_dict(state, strict=False)
-    loaded = [k for k in decoder_keys if state[k].is_floating_point() and torch.equal(fresh.state_dict()[k], state[k])]
-    assert not loaded, f"pixel-decoder tensors that a version-1 file should have left at their initial values: {loaded}"
+    loaded = [
+        k
+        for k in decoder_keys
+        if state[k].is_floating_point() and torch.equal(fresh.state_dict()[k], state[k])
+    ]
+    assert not loaded, (
+        f"pixel-decoder tensors that a version-1 file should have left at their initial values: {loaded}"
+    )
     assert torch.equal(
-        fresh.state_dict()[HEAD + ".predictor.query_feat.weight"], state[HEAD + ".predictor.query_feat.weight"]
+        fresh.state_dict()[HEAD + ".predictor.query_feat.weight"],
+        state[HEAD + ".predictor.query_feat.weight"],
     )  # the predictor still loads

@@ -29,8 +29,14 @@ def _brute_force(cost):
     """Minimum total cost over all injective assignments of the smaller side."""
     q, t = cost.shape
     if t <= q:
-        return min(sum(float(cost[rows[j], j]) for j in range(t)) for rows in itertools.permutations(range(q), t))
-    return min(sum(float(cost[i, cols[i]]) for i in range(q)) for cols in itertools.permutations(range(t), q))
+        return min(
+            sum(float(cost[rows[j], j]) for j in range(t))
+            for rows in itertools.permutations(range(q), t)
+        )
+    return min(
+        sum(float(cost[i, cols[i]]) for i in range(q))
+        for cols in itertools.permutations(range(t), q)
+    )
 
 
 def _case(seed, q, t, k=4, size=(6, 5)):
@@ -42,7 +48,9 @@ def _case(seed, q, t, k=4, size=(6, 5)):
     return {"pred_logits": logits, "pred_masks": masks}, [{"labels": labels, "masks": tgt}]
 
 
-@pytest.mark.parametrize("seed,q,t", [(0, 4, 3), (1, 5, 5), (2, 6, 2), (3, 5, 1), (4, 3, 5), (5, 6, 4), (6, 4, 0)])
+@pytest.mark.parametrize(
+    "seed,q,t", [(0, 4, 3), (1, 5, 5), (2, 6, 2), (3, 5, 1), (4, 3, 5), (5, 6, 4), (6, 4, 0)]
+)
 def test_matcher_equals_brute_force(seed, q, t):
     outputs, targets = _case(seed, q, t)
     matcher = HungarianMatcher(W_CLASS, W_MASK, W_DICE, num_points=0)  # every pixel: exact costs
@@ -52,10 +60,16 @@ def test_matcher_equals_brute_force(seed, q, t):
     if t == 0:
         return
     cost = _reference_cost(
-        outputs["pred_logits"][0], outputs["pred_masks"][0], targets[0]["labels"], targets[0]["masks"]
+        outputs["pred_logits"][0],
+        outputs["pred_masks"][0],
+        targets[0]["labels"],
+        targets[0]["masks"],
     )
     dense = matcher.cost_matrix(
-        outputs["pred_logits"][0], outputs["pred_masks"][0], targets[0]["labels"], targets[0]["masks"]
+        outputs["pred_logits"][0],
+        outputs["pred_masks"][0],
+        targets[0]["labels"],
+        targets[0]["masks"],
     )
     assert torch.allclose(dense.double(), cost, atol=1e-4)
     total = float(cost[rows, cols].sum())
@@ -68,8 +82,15 @@ def test_point_sampled_costs_at_pixel_centres_equal_dense_costs():
     h, w = 4, 6
     ys, xs = torch.meshgrid((torch.arange(h) + 0.5) / h, (torch.arange(w) + 0.5) / w, indexing="ij")
     centres = torch.stack([xs.flatten(), ys.flatten()], -1)[None]  # (1, h w, 2) as (x, y)
-    args = (outputs["pred_logits"][0], outputs["pred_masks"][0], targets[0]["labels"], targets[0]["masks"])
-    assert torch.allclose(matcher.cost_matrix(*args, point_coords=centres), matcher.cost_matrix(*args), atol=1e-5)
+    args = (
+        outputs["pred_logits"][0],
+        outputs["pred_masks"][0],
+        targets[0]["labels"],
+        targets[0]["masks"],
+    )
+    assert torch.allclose(
+        matcher.cost_matrix(*args, point_coords=centres), matcher.cost_matrix(*args), atol=1e-5
+    )
 
 
 def test_point_sampled_matching_finds_the_obvious_assignment():
@@ -84,7 +105,9 @@ def test_point_sampled_matching_finds_the_obvious_assignment():
         masks[0, q][tgt[j]] = 8.0
         logits[0, q, labels[j]] = 6.0
     matcher = HungarianMatcher(W_CLASS, W_MASK, W_DICE, num_points=64)
-    ((rows, cols),) = matcher({"pred_logits": logits, "pred_masks": masks}, [{"labels": labels, "masks": tgt}])
+    ((rows, cols),) = matcher(
+        {"pred_logits": logits, "pred_masks": masks}, [{"labels": labels, "masks": tgt}]
+    )
     assert dict(zip(cols.tolist(), rows.tolist())) == {0: 4, 1: 0, 2: 2}
 
 
@@ -110,14 +133,21 @@ def test_criterion_losses_finite_with_deep_supervision_and_empty_images():
     outputs["aux_outputs"] = [pred(), pred()]
     targets = [
         {"labels": torch.tensor([1, 3]), "masks": torch.rand(2, 32, 32, generator=g) > 0.5},
-        {"labels": torch.zeros(0, dtype=torch.long), "masks": torch.zeros(0, 32, 32, dtype=torch.bool)},
+        {
+            "labels": torch.zeros(0, dtype=torch.long),
+            "masks": torch.zeros(0, 32, 32, dtype=torch.bool),
+        },
     ]
     crit = _criterion(k)
     losses, indices = crit(outputs, targets)
     assert set(losses) == {f"loss_{n}{s}" for n in ("ce", "mask", "dice") for s in ("", "_0", "_1")}
     assert all(torch.isfinite(v) for v in losses.values())
     assert [len(i[0]) for i in indices] == [2, 0]
-    assert set(_criterion(k, deep=False)(outputs, targets)[0]) == {"loss_ce", "loss_mask", "loss_dice"}
+    assert set(_criterion(k, deep=False)(outputs, targets)[0]) == {
+        "loss_ce",
+        "loss_mask",
+        "loss_dice",
+    }
     sum(losses.values()).backward()
     assert torch.isfinite(outputs["pred_masks"].grad).all()
     # query labels: matched -> class, others -> no object (k)

@@ -37,7 +37,9 @@ def test_forward_backward_losses_finite(predictor):
         ].self_attn.sampling_offsets.weight.grad,
         "pixel decoder fpn": head.pixel_decoder.adapter_1.weight.grad,
         "queries": head.predictor.query_feat.weight.grad,
-        "cross attention": head.predictor.transformer_cross_attention_layers[1].multihead_attn.in_proj_weight.grad,
+        "cross attention": head.predictor.transformer_cross_attention_layers[
+            1
+        ].multihead_attn.in_proj_weight.grad,
         "mask embed": head.predictor.mask_embed.layers[0].weight.grad,
     }
     cls = head.predictor.class_embed
@@ -50,7 +52,9 @@ def test_class_head_is_the_registry_predictor_over_k_plus_one():
     softmax, gmm = _model("softmax"), _model("gmm")
     assert isinstance(softmax.class_head, SoftmaxPredictor)
     assert softmax.class_head.linear.out_features == NUM_CLASSES + 1
-    assert isinstance(gmm.class_head, GMMPredictor) and gmm.class_head.num_classes == NUM_CLASSES + 1
+    assert (
+        isinstance(gmm.class_head, GMMPredictor) and gmm.class_head.num_classes == NUM_CLASSES + 1
+    )
     # one GMM shared by every decoder layer: the only EM module of the model
     assert em_modules(gmm) == [gmm.class_head]
     assert em_modules(softmax) == []
@@ -118,13 +122,18 @@ def test_semantic_inference_at_input_size(predictor):
     assert list(out[0]["anomaly_scores"]) == family
     assert all(v.shape == (100, 140) for v in out[1]["anomaly_scores"].values())
     if predictor == "gmm":
-        assert out[0]["anomaly_score"].shape == (50, 70) and out[1]["anomaly_score"].shape == (100, 140)
+        assert out[0]["anomaly_score"].shape == (50, 70) and out[1]["anomaly_score"].shape == (
+            100,
+            140,
+        )
         assert torch.isfinite(out[0]["anomaly_score"]).all()
         assert out[0]["anomaly_score"] is out[0]["anomaly_scores"]["query_likelihood"]
     else:
         assert "anomaly_score" not in out[0]
     # RbA from the semantic scores the model predicts with: -sum_k tanh(exp(sem_seg))
-    torch.testing.assert_close(out[0]["anomaly_scores"]["rba"], -torch.tanh(out[0]["sem_seg"].exp()).sum(0))
+    torch.testing.assert_close(
+        out[0]["anomaly_scores"]["rba"], -torch.tanh(out[0]["sem_seg"].exp()).sum(0)
+    )
 
 
 def test_rba_and_eam_by_hand():
@@ -140,17 +149,23 @@ def test_rba_and_eam_by_hand():
     masks[1, :, 2:] = 30.0
     ing = _ingredients(_contract(mask_cls, masks.sigmoid(), query_mass=True), 2, False, True)
     s = compute_scores(ing, ["rba", "eam"])
-    want_rba = [-(math.tanh(p[0, 0]) + math.tanh(p[0, 1]))] * 2 + [-(math.tanh(p[1, 0]) + math.tanh(p[1, 1]))] * 2
+    want_rba = [-(math.tanh(p[0, 0]) + math.tanh(p[0, 1]))] * 2 + [
+        -(math.tanh(p[1, 0]) + math.tanh(p[1, 1]))
+    ] * 2
     torch.testing.assert_close(s["rba"][0], torch.tensor(want_rba), atol=1e-5, rtol=0)
     want_eam = [1 - float(p[0, :2].max())] * 2 + [1 - float(p[1, :2].max())] * 2
     torch.testing.assert_close(s["eam"][0], torch.tensor(want_eam), atol=1e-5, rtol=0)
-    assert float(s["eam"][0, 3]) > 0.99 and float(s["eam"][0, 0]) < 0.04  # the unclaimed half is anomalous
+    assert (
+        float(s["eam"][0, 3]) > 0.99 and float(s["eam"][0, 0]) < 0.04
+    )  # the unclaimed half is anomalous
 
 
 def test_query_anomaly_score_is_the_claimed_queries_density():
     # two queries: q0 claims the left half (likely under class 0), q1 the right half (unlikely)
     mask_cls = torch.tensor([[5.0, 0.0, -5.0], [0.0, 5.0, -5.0]])  # K = 2 + "no object"
-    log_lik = torch.tensor([[10.0, -3.0, 50.0], [-40.0, -20.0, 50.0]])  # the no-object density is ignored
+    log_lik = torch.tensor(
+        [[10.0, -3.0, 50.0], [-40.0, -20.0, 50.0]]
+    )  # the no-object density is ignored
     masks = torch.full((2, 1, 4), -20.0)
     masks[0, :, :2] = 20.0
     masks[1, :, 2:] = 20.0
@@ -167,7 +182,9 @@ def test_likelihood_weighted_rba_by_hand():
     from gmmseg.scores import compute_scores, query_likelihood_weights
 
     mask_cls = torch.tensor([[4.0, 0.0, 0.0], [0.0, 4.0, 0.0]])
-    log_lik = torch.tensor([[-28.0, -35.0, 9.0], [-50.0, -40.0, 9.0]])  # "no object" is not evidence
+    log_lik = torch.tensor(
+        [[-28.0, -35.0, 9.0], [-50.0, -40.0, 9.0]]
+    )  # "no object" is not evidence
     stats = {"query_likelihood": {"mean_all": 30.0, "std_all": 2.0}}
     lam = query_likelihood_weights(log_lik[:, :-1].amax(-1), stats)
     want_lam = [0.5 * (1 + math.erf(1.0 / math.sqrt(2))), 0.5 * (1 + math.erf(-5.0 / math.sqrt(2)))]
@@ -175,7 +192,13 @@ def test_likelihood_weighted_rba_by_hand():
     masks = torch.full((2, 1, 4), -30.0)
     masks[0, :, :2] = 30.0
     masks[1, :, 2:] = 30.0
-    ing = _ingredients(_contract(mask_cls, masks.sigmoid(), query_mass=True, query_weights=lam), 2, False, True, True)
+    ing = _ingredients(
+        _contract(mask_cls, masks.sigmoid(), query_mass=True, query_weights=lam),
+        2,
+        False,
+        True,
+        True,
+    )
     s = compute_scores(ing, ["rba", "rba_likelihood"])
     p = mask_cls.softmax(-1)
     want_left = -(math.tanh(p[0, 0] * lam[0]) + math.tanh(p[0, 1] * lam[0]))
@@ -184,7 +207,9 @@ def test_likelihood_weighted_rba_by_hand():
         s["rba_likelihood"][0], torch.tensor([want_left] * 2 + [want_right] * 2), atol=1e-5, rtol=0
     )
     assert float(s["rba"][0, 0]) == pytest.approx(float(s["rba"][0, 3]), abs=1e-6)  # RbA: a tie
-    assert float(s["rba_likelihood"][0, 3]) > -1e-5 > float(s["rba_likelihood"][0, 0])  # weighted: right anomalous
+    assert (
+        float(s["rba_likelihood"][0, 3]) > -1e-5 > float(s["rba_likelihood"][0, 0])
+    )  # weighted: right anomalous
 
 
 def test_model_gives_the_weighted_rba_with_a_fit_only():
@@ -194,7 +219,9 @@ def test_model_gives_the_weighted_rba_with_a_fit_only():
         plain = model([{"image": image}])[0]
     assert "rba_likelihood" not in plain["anomaly_scores"]  # no MODEL.ANOMALY_FIT: no weights
     ql = plain["anomaly_scores"]["query_likelihood"]
-    model.anomaly_fit = {"query_likelihood": {"mean_all": float(ql.mean()), "std_all": float(ql.std()) + 1e-3}}
+    model.anomaly_fit = {
+        "query_likelihood": {"mean_all": float(ql.mean()), "std_all": float(ql.std()) + 1e-3}
+    }
     with torch.no_grad():
         out = model([{"image": image}])[0]
     assert list(out["anomaly_scores"]) == ["rba", "eam", "query_likelihood", "rba_likelihood"]
@@ -211,7 +238,9 @@ def test_official_checkpoint_names_load_into_softmax_variant():
     mine = model.state_dict()
     # the official layout: the linear class head directly under class_embed
     official = {
-        k.replace("class_embed.linear.", "class_embed."): v.clone() + 1.0 if v.is_floating_point() else v
+        k.replace("class_embed.linear.", "class_embed."): v.clone() + 1.0
+        if v.is_floating_point()
+        else v
         for k, v in mine.items()
     }
     for key in [
@@ -237,7 +266,9 @@ def test_official_checkpoint_names_load_into_softmax_variant():
         assert key in official, key
     # DEC_LAYERS 3 = the learnable-query prediction + 2 decoder layers (as the release counts)
     assert "sem_seg_head.predictor.transformer_ffn_layers.2.linear1.weight" not in official
-    assert not any(k.startswith("pixel_mean") or k.startswith("pixel_std") for k in official)  # not persistent
+    assert not any(
+        k.startswith("pixel_mean") or k.startswith("pixel_std") for k in official
+    )  # not persistent
     result = model.load_state_dict(official, strict=True)
     assert not result.missing_keys and not result.unexpected_keys
     w = model.sem_seg_head.predictor.class_embed.linear.weight

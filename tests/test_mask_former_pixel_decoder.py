@@ -5,7 +5,11 @@ import math
 import torch
 from detectron2.layers import ShapeSpec
 
-from gmmseg.modeling.mask_former import MSDeformAttn, MSDeformAttnPixelDecoder, ms_deform_attn_sample
+from gmmseg.modeling.mask_former import (
+    MSDeformAttn,
+    MSDeformAttnPixelDecoder,
+    ms_deform_attn_sample,
+)
 from gmmseg.modeling.mask_former.position_encoding import PositionEmbeddingSine
 
 
@@ -28,7 +32,9 @@ def test_ms_deform_attn_sample_equals_naive_loop():
     shapes = [(3, 4), (2, 2)]
     s = sum(h * w for h, w in shapes)
     value = torch.randn(b, s, nh, dh, generator=g)
-    loc = torch.rand(b, lq, nh, len(shapes), npts, 2, generator=g) * 1.4 - 0.2  # some points outside
+    loc = (
+        torch.rand(b, lq, nh, len(shapes), npts, 2, generator=g) * 1.4 - 0.2
+    )  # some points outside
     attn = torch.rand(b, lq, nh, len(shapes), npts, generator=g)
     out = ms_deform_attn_sample(value, shapes, loc, attn)
     assert out.shape == (b, lq, nh * dh)
@@ -66,8 +72,12 @@ def test_position_embedding():
     pe = PositionEmbeddingSine(8)(torch.zeros(2, 5, 3, 4))
     assert pe.shape == (2, 16, 3, 4)
     # first channel: sin of the normalised row index (1..H) / H * 2 pi
-    assert torch.allclose(pe[0, 0, :, 0], torch.sin(torch.arange(1, 4) / 3 * 2 * math.pi), atol=1e-4)
-    assert torch.allclose(pe[0, 8, 0, :], torch.sin(torch.arange(1, 5) / 4 * 2 * math.pi), atol=1e-4)
+    assert torch.allclose(
+        pe[0, 0, :, 0], torch.sin(torch.arange(1, 4) / 3 * 2 * math.pi), atol=1e-4
+    )
+    assert torch.allclose(
+        pe[0, 8, 0, :], torch.sin(torch.arange(1, 5) / 4 * 2 * math.pi), atol=1e-4
+    )
 
 
 def test_pixel_decoder_shapes():
@@ -89,10 +99,17 @@ def test_pixel_decoder_shapes():
         transformer_in_features=["res3", "res4", "res5"],
         common_stride=4,
     )
-    feats = {k: torch.randn(2, v.channels, 64 // v.stride, 96 // v.stride) for k, v in shapes.items()}
+    feats = {
+        k: torch.randn(2, v.channels, 64 // v.stride, 96 // v.stride) for k, v in shapes.items()
+    }
     mask_features, encoder_out, multi_scale = dec.forward_features(feats)
     assert mask_features.shape == (2, 16, 16, 24)
     assert encoder_out.shape == (2, 32, 2, 3)
     assert [tuple(t.shape[-2:]) for t in multi_scale] == [(2, 3), (4, 6), (8, 12)]
     names = set(dict(dec.named_parameters()))
-    assert {"adapter_1.weight", "layer_1.weight", "input_proj.0.0.weight", "transformer.level_embed"} <= names
+    assert {
+        "adapter_1.weight",
+        "layer_1.weight",
+        "input_proj.0.0.weight",
+        "transformer.level_embed",
+    } <= names

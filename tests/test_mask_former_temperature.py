@@ -21,7 +21,11 @@ from torch.nn import functional as F
 
 from gmmseg import add_gmmseg_config
 from gmmseg.analysis.temperature import fit_class_temperature, pixel_class_log_probs
-from gmmseg.evaluation.metrics import CALIBRATION_BINS, calibration_bin_sums, expected_calibration_error
+from gmmseg.evaluation.metrics import (
+    CALIBRATION_BINS,
+    calibration_bin_sums,
+    expected_calibration_error,
+)
 from gmmseg.modeling.mask_former import query_anomaly_score, semantic_inference
 from gmmseg.modeling.mask_former.meta_arch import _contract, _split
 
@@ -57,13 +61,19 @@ HAND_ANOMALY = [1.0, 97 / 43, 313 / 97]  # whatever the temperature
 @pytest.mark.parametrize("temperature", [0.5, 1.0])
 def test_tempered_scores_and_untempered_anomaly_by_hand(temperature):
     sem = semantic_inference(HAND_LOGITS, HAND_MASK_LOGITS, temperature=temperature)
-    torch.testing.assert_close(sem[:, 0], torch.tensor(HAND_SEMANTIC[temperature]), rtol=0, atol=1e-6)
+    torch.testing.assert_close(
+        sem[:, 0], torch.tensor(HAND_SEMANTIC[temperature]), rtol=0, atol=1e-6
+    )
     anomaly = query_anomaly_score(HAND_LOGITS, HAND_LOG_LIK, HAND_MASK_LOGITS)
     torch.testing.assert_close(anomaly[0], torch.tensor(HAND_ANOMALY), rtol=0, atol=1e-5)
     # inside inference: the semantic channels tempered, the anomaly's two columns not
     scores = _contract(HAND_LOGITS, HAND_MASK_LOGITS.sigmoid(), HAND_LOG_LIK, temperature)
-    torch.testing.assert_close(scores[:2, 0], torch.tensor(HAND_SEMANTIC[temperature]), rtol=0, atol=1e-6)
-    torch.testing.assert_close(_split(scores, True)[1][0], torch.tensor(HAND_ANOMALY), rtol=0, atol=1e-5)
+    torch.testing.assert_close(
+        scores[:2, 0], torch.tensor(HAND_SEMANTIC[temperature]), rtol=0, atol=1e-6
+    )
+    torch.testing.assert_close(
+        _split(scores, True)[1][0], torch.tensor(HAND_ANOMALY), rtol=0, atol=1e-5
+    )
 
 
 def test_default_temperature_is_the_untempered_computation():
@@ -89,7 +99,9 @@ def _tiny_model(temperature=None, **opts):
 
 
 def _inputs():
-    image = torch.rand(3, 50, 70, generator=torch.Generator().manual_seed(3)) * 255  # padded to 64 x 96
+    image = (
+        torch.rand(3, 50, 70, generator=torch.Generator().manual_seed(3)) * 255
+    )  # padded to 64 x 96
     return [{"image": image}, {"image": image, "height": 100, "width": 140}]
 
 
@@ -102,17 +114,26 @@ def _untempered_reference(model, inputs):
         model(inputs)
     handle.remove()
     images = model.preprocess_images(inputs)
-    masks = F.interpolate(captured["pred_masks"], size=images.tensor.shape[-2:], mode="bilinear", align_corners=False)
+    masks = F.interpolate(
+        captured["pred_masks"], size=images.tensor.shape[-2:], mode="bilinear", align_corners=False
+    )
     refs = []
     for i, (x, size) in enumerate(zip(inputs, images.image_sizes)):
         prob = captured["pred_logits"][i].float().softmax(-1)
         objectness = 1.0 - prob[:, -1]
         best = captured["pred_log_likelihood"][i].float()[:, :-1].amax(-1)
-        weights = torch.cat([prob[:, :-1], (best * objectness)[:, None], objectness[:, None]], dim=1)
+        weights = torch.cat(
+            [prob[:, :-1], (best * objectness)[:, None], objectness[:, None]], dim=1
+        )
         scores = torch.einsum("qc,qhw->chw", weights, masks[i].float().sigmoid())
-        scores = sem_seg_postprocess(scores, size, x.get("height", size[0]), x.get("width", size[1]))
+        scores = sem_seg_postprocess(
+            scores, size, x.get("height", size[0]), x.get("width", size[1])
+        )
         refs.append(
-            {"sem_seg": scores[:-2].clamp_min(1e-8).log(), "anomaly_score": -scores[-2] / scores[-1].clamp_min(1e-12)}
+            {
+                "sem_seg": scores[:-2].clamp_min(1e-8).log(),
+                "anomaly_score": -scores[-2] / scores[-1].clamp_min(1e-12),
+            }
         )
     return refs
 
@@ -123,7 +144,9 @@ def test_temperature_one_is_todays_inference_and_half_sharpens():
     with torch.no_grad():
         plain = model(inputs)
     for out, ref in zip(plain, _untempered_reference(model, inputs)):
-        assert torch.equal(out["sem_seg"], ref["sem_seg"]) and torch.equal(out["anomaly_score"], ref["anomaly_score"])
+        assert torch.equal(out["sem_seg"], ref["sem_seg"]) and torch.equal(
+            out["anomaly_score"], ref["anomaly_score"]
+        )
 
     sharp = _tiny_model(0.5)
     assert sharp.class_temperature == 0.5  # from the config key
@@ -131,9 +154,16 @@ def test_temperature_one_is_todays_inference_and_half_sharpens():
     with torch.no_grad():
         tempered = sharp(inputs)
     for out, t in zip(plain, tempered):
-        assert t["sem_seg"].shape == out["sem_seg"].shape and t["anomaly_score"].shape == out["anomaly_score"].shape
-        assert torch.equal(t["anomaly_score"], out["anomaly_score"])  # the anomaly map is not tempered
-        confidence = {name: o["sem_seg"].softmax(0).amax(0).mean() for name, o in (("T=1", out), ("T=0.5", t))}
+        assert (
+            t["sem_seg"].shape == out["sem_seg"].shape
+            and t["anomaly_score"].shape == out["anomaly_score"].shape
+        )
+        assert torch.equal(
+            t["anomaly_score"], out["anomaly_score"]
+        )  # the anomaly map is not tempered
+        confidence = {
+            name: o["sem_seg"].softmax(0).amax(0).mean() for name, o in (("T=1", out), ("T=0.5", t))
+        }
         assert confidence["T=0.5"] > confidence["T=1"] + 0.01, confidence
 
 
@@ -150,7 +180,9 @@ def test_query_predictions_give_inference_scores_at_any_temperature(before_infer
                 q, h, w = part["mask_probs"].shape
                 assert (h, w) == out["sem_seg"].shape[1:]
                 log_probs = pixel_class_log_probs(
-                    part["query_logits"][None].double(), part["mask_probs"].reshape(1, q, -1).double(), temperature
+                    part["query_logits"][None].double(),
+                    part["mask_probs"].reshape(1, q, -1).double(),
+                    temperature,
                 )
                 expected = out["sem_seg"].double().log_softmax(0).reshape(NUM_CLASSES, -1).T
                 torch.testing.assert_close(log_probs[0], expected, rtol=0, atol=1e-4)
@@ -165,7 +197,9 @@ def test_traced_model_carries_the_temperature():
     from gmmseg.deploy import prepare_for_export
     from gmmseg.deploy.export import trace_adapter
 
-    image = torch.from_numpy(np.random.default_rng(1).uniform(0, 255, (3, 64, 64)).astype(np.float32))
+    image = torch.from_numpy(
+        np.random.default_rng(1).uniform(0, 255, (3, 64, 64)).astype(np.float32)
+    )
     model = _tiny_model(0.5)
     with torch.no_grad():
         eager = model([{"image": image}])[0]
@@ -188,7 +222,9 @@ def test_traced_model_carries_the_temperature():
 def test_invalid_temperature_is_refused_naming_the_key(bad):
     cfg = tiny_mask_former_cfg("gmm")
     cfg.MODEL.MASK_FORMER.TEST.CLASS_TEMPERATURE = bad
-    with pytest.raises(ValueError, match=rf"{KEY.replace('.', '[.]')} must be a finite number > 0.*got {bad}"):
+    with pytest.raises(
+        ValueError, match=rf"{KEY.replace('.', '[.]')} must be a finite number > 0.*got {bad}"
+    ):
         build_model(cfg)
 
 
@@ -201,8 +237,14 @@ def _drawn_at(temperature, images=16, queries=5, classes=3, pixels=400, seed=0):
     for _ in range(images):
         logits = 2.0 * torch.randn(queries, classes + 1, generator=g)
         owner = torch.randint(0, queries, (pixels,), generator=g)
-        masks = 0.05 + 0.9 * F.one_hot(owner, queries).T.float() + 0.05 * torch.rand(queries, pixels, generator=g)
-        probs = pixel_class_log_probs(logits[None].double(), masks[None].double(), temperature)[0].exp()
+        masks = (
+            0.05
+            + 0.9 * F.one_hot(owner, queries).T.float()
+            + 0.05 * torch.rand(queries, pixels, generator=g)
+        )
+        probs = pixel_class_log_probs(logits[None].double(), masks[None].double(), temperature)[
+            0
+        ].exp()
         samples.append((logits, masks, torch.multinomial(probs, 1, generator=g).squeeze(1)))
     return samples
 
@@ -218,18 +260,25 @@ def test_fit_recovers_the_temperature_the_labels_were_drawn_at(true_temperature)
     masks = torch.stack([s[1] for s in _drawn_at(true_temperature)]).double()
     labels = torch.stack([s[2] for s in _drawn_at(true_temperature)])
     log_probs = pixel_class_log_probs(logits, masks, fit["temperature"])
-    assert fit["nll_after"] == pytest.approx(float(-log_probs.gather(-1, labels[..., None]).mean()), rel=1e-9)
+    assert fit["nll_after"] == pytest.approx(
+        float(-log_probs.gather(-1, labels[..., None]).mean()), rel=1e-9
+    )
 
 
 def test_fit_pads_images_of_different_sizes_without_changing_the_nll():
     samples = _drawn_at(2.5, images=4)
-    shorter = [(lg[:3], mk[:3, :250], lb[:250]) if i % 2 else (lg, mk, lb) for i, (lg, mk, lb) in enumerate(samples)]
+    shorter = [
+        (lg[:3], mk[:3, :250], lb[:250]) if i % 2 else (lg, mk, lb)
+        for i, (lg, mk, lb) in enumerate(samples)
+    ]
     fit = fit_class_temperature(shorter)
     assert fit["pixels"] == 2 * 400 + 2 * 250
     # the same pixels, one image at a time and unpadded: the mean NLL over all pixels
     total = 0.0
     for logits, masks, labels in shorter:
-        log_probs = pixel_class_log_probs(logits[None].double(), masks[None].double(), fit["temperature"])[0]
+        log_probs = pixel_class_log_probs(
+            logits[None].double(), masks[None].double(), fit["temperature"]
+        )[0]
         total -= float(log_probs.gather(-1, labels[:, None]).sum())
     assert fit["nll_after"] == pytest.approx(total / fit["pixels"], rel=1e-9)
 
@@ -253,8 +302,12 @@ def test_ece_uses_the_evaluators_bins_by_default():
     assert fit["ece_before"] == pytest.approx(100 * expected["ECE"], abs=1e-6)
     assert fit["accuracy_before"] == pytest.approx(50.0)
     # by hand, at the bin counts named
-    assert fit_class_temperature([ECE_SAMPLE], num_bins=15)["ece_before"] == pytest.approx(54.0, abs=1e-6)
-    assert fit_class_temperature([ECE_SAMPLE], num_bins=10)["ece_before"] == pytest.approx(15.0, abs=1e-6)
+    assert fit_class_temperature([ECE_SAMPLE], num_bins=15)["ece_before"] == pytest.approx(
+        54.0, abs=1e-6
+    )
+    assert fit_class_temperature([ECE_SAMPLE], num_bins=10)["ece_before"] == pytest.approx(
+        15.0, abs=1e-6
+    )
 
 
 def test_fit_refuses_bad_samples_with_what_is_wrong():
@@ -288,7 +341,10 @@ def tool_setup(tmp_path_factory):
     MetadataCatalog.get(DATASET).set(stuff_classes=list(DEMO_CLASSES), ignore_label=255)
     DatasetCatalog.register(
         UNLABELLED,
-        lambda: [{k: v for k, v in d.items() if k != "sem_seg_file_name"} for d in DatasetCatalog.get(DATASET)],
+        lambda: [
+            {k: v for k, v in d.items() if k != "sem_seg_file_name"}
+            for d in DatasetCatalog.get(DATASET)
+        ],
     )
     cfg = get_cfg()
     add_gmmseg_config(cfg)
@@ -340,7 +396,17 @@ def test_tool_fits_on_the_demo_model_and_writes_json(tool_setup, tmp_path, capsy
 def test_tool_reports_ece_over_the_configs_calibration_bins(tool_setup):
     """TEST.OPEN_WORLD.CALIBRATION_BINS, the key the evaluators read, sets the tool's ECE bins too."""
     tool, weights = tool_setup
-    argv = ["--config-file", M2F_CONFIG, "--dataset", DATASET, "--images", "2", "--pixels", "100", *OPTS]
+    argv = [
+        "--config-file",
+        M2F_CONFIG,
+        "--dataset",
+        DATASET,
+        "--images",
+        "2",
+        "--pixels",
+        "100",
+        *OPTS,
+    ]
     # 1000 bins: about one pixel per bin, a figure no other bin count gives on these pixels
     fit = tool.main(argv + ["TEST.OPEN_WORLD.CALIBRATION_BINS", "1000", "MODEL.WEIGHTS", weights])
     assert fit["calibration_bins"] == 1000
@@ -353,10 +419,15 @@ def test_tool_reports_ece_over_the_configs_calibration_bins(tool_setup):
     model = build_inference_model(cfg)
     label_files = {d["file_name"]: d["sem_seg_file_name"] for d in DatasetCatalog.get(DATASET)}
     samples = tool.collect_samples(model, cfg, DATASET, label_files, 2, 100, 0)
-    by_config, by_default = fit_class_temperature(samples, num_bins=1000), fit_class_temperature(samples)
+    by_config, by_default = (
+        fit_class_temperature(samples, num_bins=1000),
+        fit_class_temperature(samples),
+    )
     assert fit["ece_before"] == pytest.approx(by_config["ece_before"], rel=1e-9)
     assert fit["ece_after"] == pytest.approx(by_config["ece_after"], rel=1e-9)
-    assert by_default["ece_before"] != pytest.approx(by_config["ece_before"], rel=1e-3)  # the check can fail
+    assert by_default["ece_before"] != pytest.approx(
+        by_config["ece_before"], rel=1e-3
+    )  # the check can fail
 
 
 def test_tool_refuses_what_it_cannot_fit(tool_setup):
@@ -365,6 +436,18 @@ def test_tool_refuses_what_it_cannot_fit(tool_setup):
     with pytest.raises(SystemExit, match="META_ARCHITECTURE is 'PerPixelSegmentor'"):
         tool.main(["--config-file", per_pixel, *OPTS, "MODEL.WEIGHTS", weights])
     with pytest.raises(SystemExit, match=f"dataset '{UNLABELLED}' has no semantic ground truth"):
-        tool.main(["--config-file", M2F_CONFIG, "--dataset", UNLABELLED, *OPTS, "MODEL.WEIGHTS", weights])
+        tool.main(
+            ["--config-file", M2F_CONFIG, "--dataset", UNLABELLED, *OPTS, "MODEL.WEIGHTS", weights]
+        )
     with pytest.raises(SystemExit, match="'gmmseg_demo_val' is in DATASETS.TEST"):
-        tool.main(["--config-file", M2F_CONFIG, "--dataset", "gmmseg_demo_val", *OPTS, "MODEL.WEIGHTS", weights])
+        tool.main(
+            [
+                "--config-file",
+                M2F_CONFIG,
+                "--dataset",
+                "gmmseg_demo_val",
+                *OPTS,
+                "MODEL.WEIGHTS",
+                weights,
+            ]
+        )

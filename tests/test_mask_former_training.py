@@ -13,7 +13,9 @@ from gmmseg.data.demo import DEMO_CLASSES, load_demo_split
 from gmmseg.engine import Trainer
 from gmmseg.solver import build_optimizer
 
-CONFIG = os.path.join(os.path.dirname(__file__), "..", "configs", "demo", "mask2former_r18_gmm.yaml")
+CONFIG = os.path.join(
+    os.path.dirname(__file__), "..", "configs", "demo", "mask2former_r18_gmm.yaml"
+)
 SIZES = {"train": 32, "val": 6, "anomaly": 4, "near": 1}
 NAMES = {split: f"test_m2f_demo_{split}" for split in SIZES}
 
@@ -77,13 +79,17 @@ def test_short_demo_training_of_gmm_variant_evaluates(demo_datasets, tmp_path):
     gmm = trainer.model.class_head
     means = gmm.means.clone()
     trainer.train()
-    assert int(gmm.num_em_updates) == 20 // 5  # the EM hook's M-steps: 4, 9, 14, 19 (Base-Mask2Former's UPDATE_START)
+    assert (
+        int(gmm.num_em_updates) == 20 // 5
+    )  # the EM hook's M-steps: 4, 9, 14, 19 (Base-Mask2Former's UPDATE_START)
     assert not torch.allclose(gmm.means, means)
     results = trainer._last_eval_results  # DefaultTrainer's evaluation after the last iteration
     miou = results[NAMES["val"]]["sem_seg"]["mIoU"]
     assert 0.0 <= miou <= 100.0
     assert miou > 20.0, f"mIoU {miou:.1f} after 20 iterations"  # ~35 observed; chance is < 10
     anomaly = results[NAMES["anomaly"]]["anomaly"]
-    assert 0.0 <= anomaly["query_likelihood_AUROC"] <= 100.0  # the query-mixture anomaly map is scored too
+    assert (
+        0.0 <= anomaly["query_likelihood_AUROC"] <= 100.0
+    )  # the query-mixture anomaly map is scored too
     assert 0.0 <= anomaly["rba_AUROC"] <= 100.0 and 0.0 <= anomaly["eam_AUROC"] <= 100.0
     assert "msp_AUROC" in anomaly

@@ -86,7 +86,10 @@ def test_the_anomaly_map_is_chosen_by_name():
         logits = out["sem_seg"]
         # computed at the feature grid then upsampled: close to, not equal to, the full-size value
         want = -torch.logsumexp(logits, 0) if name == "energy" else -logits.amax(0)
-        assert float((out["anomaly_score"] - want).abs().mean()) < 0.2 * float(want.abs().mean()) + 1e-3
+        assert (
+            float((out["anomaly_score"] - want).abs().mean())
+            < 0.2 * float(want.abs().mean()) + 1e-3
+        )
     with pytest.raises(ValueError, match="MODEL.ANOMALY_SCORE is 'gmm'; the anomaly scores are"):
         build_model(_cfg("gmm", **{"MODEL.ANOMALY_SCORE": "gmm"}))
     model = build_model(_cfg("softmax", **{"MODEL.ANOMALY_SCORE": "likelihood"})).eval()
@@ -166,14 +169,23 @@ def _hand_head(loss_normalization="all_pixels"):
     from gmmseg.modeling.sem_seg import PerPixelHead
 
     predictor = GMMPredictor(
-        4, 2, embed_dim=4, num_components=1, memory_size=10, memory_init="empty", projection=torch.nn.Identity()
+        4,
+        2,
+        embed_dim=4,
+        num_components=1,
+        memory_size=10,
+        memory_init="empty",
+        projection=torch.nn.Identity(),
     )
     with torch.no_grad():
         predictor.means[0, 0] = torch.tensor([0.5, -0.5, 0.5, -0.5])
         predictor.means[1, 0] = torch.tensor([0.5, 0.5, -0.5, -0.5])
         predictor.stds.fill_(1.0)
     return PerPixelHead(
-        decoder=_Passthrough(), predictor=predictor, num_classes=2, loss_normalization=loss_normalization
+        decoder=_Passthrough(),
+        predictor=predictor,
+        num_classes=2,
+        loss_normalization=loss_normalization,
     )
 
 
@@ -207,7 +219,9 @@ def test_release_projection_is_conv_bn_relu_before_the_layernorm():
     p.train()
     z = x @ conv.weight.T
     z = (z - z.mean(0)) / torch.sqrt(z.var(0, unbiased=False) + bn.eps) * bn.weight + bn.bias
-    want = F.normalize(F.layer_norm(z.clamp_min(0), (z.shape[1],), p.embed_norm.weight, p.embed_norm.bias), dim=-1)
+    want = F.normalize(
+        F.layer_norm(z.clamp_min(0), (z.shape[1],), p.embed_norm.weight, p.embed_norm.bias), dim=-1
+    )
     assert torch.allclose(p.embed(x), want, atol=1e-5)
 
 
@@ -250,7 +264,9 @@ def test_channels_last_same_losses_gradients_and_outputs():
     ref.eval(), fast.eval()
     with torch.no_grad():
         x = _batch(1, 50, 70)
-        torch.testing.assert_close(fast(x)[0]["sem_seg"], ref(x)[0]["sem_seg"], rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(
+            fast(x)[0]["sem_seg"], ref(x)[0]["sem_seg"], rtol=1e-4, atol=1e-4
+        )
     back = build_model(_cfg("softmax"))
     back.load_state_dict(fast.state_dict())
     torch.testing.assert_close(first_conv(back).weight, first_conv(fast).weight, rtol=0, atol=0)

@@ -13,7 +13,9 @@ from PIL import Image
 from gmmseg.data import camvid
 from gmmseg.data.mapper import SemSegDatasetMapper
 
-TOOL = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools", "prepare_camvid.py")
+TOOL = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools", "prepare_camvid.py"
+)
 H, W = 6, 8
 
 
@@ -39,10 +41,14 @@ def _segnet(root, counts=None):
 def test_converts_segnet_layout_for_the_camvid_registration(tmp_path):
     segnet, out = _segnet(tmp_path / "CamVid"), tmp_path / "datasets" / "camvid"
     tool = _tool()
-    assert tool.main(["--segnet", str(segnet), "--output", str(out), "--splits", "train", "val"]) == 0
+    assert (
+        tool.main(["--segnet", str(segnet), "--output", str(out), "--splits", "train", "val"]) == 0
+    )
     label = np.asarray(Image.open(out / "train" / "labels" / "0001TP_000001.png"))
     expected = np.arange(H * W).reshape(H, W) % 12
-    assert (label[expected == 11] == 255).all() and (label[expected < 11] == expected[expected < 11]).all()
+    assert (label[expected == 11] == 255).all() and (
+        label[expected < 11] == expected[expected < 11]
+    ).all()
     image = out / "val" / "images" / "0001TP_000000.png"
     assert os.path.islink(image) and os.path.samefile(image, segnet / "val" / "0001TP_000000.png")
     assert tool.prepare_camvid(str(segnet), str(out), ("train", "val")) == ["skipped"] * 3

@@ -39,7 +39,12 @@ def test_hard_paste_replaces_exactly_the_mask_and_keeps_void():
     known = np.zeros((40, 60), np.uint8)
     known[:5, :5] = 255
     out, anomaly, where = paste_object(
-        image, known, _red_square_on_blue(), np.random.default_rng(0), position=(20, 30, 10, 10), feather_sigma=0
+        image,
+        known,
+        _red_square_on_blue(),
+        np.random.default_rng(0),
+        position=(20, 30, 10, 10),
+        feather_sigma=0,
     )
     inside = np.zeros((40, 60), bool)
     inside[22:28, 32:38] = True
@@ -54,7 +59,12 @@ def test_feathered_paste_blends_object_colours_only_and_voids_the_soft_edge():
     image = np.full((40, 60, 3), GRAY, np.uint8)
     known = np.zeros((40, 60), np.uint8)
     out, anomaly, _ = paste_object(
-        image, known, _red_square_on_blue(), np.random.default_rng(0), position=(20, 30, 10, 10), feather_sigma=1.5
+        image,
+        known,
+        _red_square_on_blue(),
+        np.random.default_rng(0),
+        position=(20, 30, 10, 10),
+        feather_sigma=1.5,
     )
     # the blur of a square at sigma 1.5: its 0.5 level is the square's edge, the alpha of its
     # corners is 0.25 (a quarter of the kernel), so the corners fall in the soft edge
@@ -129,7 +139,11 @@ def _coco_source(tmp_path):
             {"id": 2, "file_name": "b.png", "height": 30, "width": 40, "license": 4},
         ],
         "annotations": anns,
-        "categories": [{"id": 1, "name": "person"}, {"id": 17, "name": "cat"}, {"id": 38, "name": "kite"}]
+        "categories": [
+            {"id": 1, "name": "person"},
+            {"id": 17, "name": "cat"},
+            {"id": 38, "name": "kite"},
+        ]
         + [
             {"id": 100 + i, "name": n}
             for i, n in enumerate(
@@ -157,7 +171,9 @@ def _coco_source(tmp_path):
 
 def test_coco_objects_filter_and_crop(tmp_path):
     src = _coco_source(tmp_path)
-    objs = coco_objects(str(src / "annotations" / "instances.json"), str(src / "images"), min_area=100)
+    objs = coco_objects(
+        str(src / "annotations" / "instances.json"), str(src / "images"), min_area=100
+    )
     assert [(o.category, o.source["annotation_id"]) for o in objs] == [("kite", 1)]
     kite = objs[0]
     assert kite.mask.all() and kite.mask.shape == kite.rgb.shape[:2]
@@ -186,7 +202,9 @@ def test_tool_writes_masks_manifest_deterministically_and_registers(tmp_path, mo
     outputs = []
     for run in range(2):
         out = tmp_path / f"out{run}" / "camvid_static"
-        tool.main(["--source", str(src), "--camvid", str(val), "--output", str(out), "--min-area", "100"])
+        tool.main(
+            ["--source", str(src), "--camvid", str(val), "--output", str(out), "--min-area", "100"]
+        )
         outputs.append(out)
     manifest = json.loads((outputs[0] / "manifest.json").read_text())
     assert manifest["objects"] == 1 and set(manifest["images"]) == {"f0", "f1", "f2"}
@@ -226,9 +244,16 @@ def test_tool_writes_masks_manifest_deterministically_and_registers(tmp_path, mo
         a = np.asarray(Image.open(outputs[0] / "val" / "images" / f"{stem}.png"))
         b = np.asarray(Image.open(shifted / "val" / "images" / f"{stem}.png"))
         assert a.shape == b.shape and not (a == b).all()
-        la, lb = (np.asarray(Image.open(d / "val" / "labels" / f"{stem}.png")) for d in (outputs[0], shifted))
+        la, lb = (
+            np.asarray(Image.open(d / "val" / "labels" / f"{stem}.png"))
+            for d in (outputs[0], shifted)
+        )
         assert (la == lb).all()
-    assert [d["image_id"] for d in DatasetCatalog.get("camvid_static_shift_val")] == ["f0", "f1", "f2"]
+    assert [d["image_id"] for d in DatasetCatalog.get("camvid_static_shift_val")] == [
+        "f0",
+        "f1",
+        "f2",
+    ]
 
 
 def test_camera_shift_of_a_flat_image_by_hand():
@@ -250,7 +275,18 @@ def test_bad_camvid_label_is_named(tmp_path):
     val = _camvid_val(tmp_path, n=1)
     Image.fromarray(np.full((60, 80), 20, np.uint8)).save(val / "labels" / "f0.png")
     with pytest.raises(ValueError, match=r"f0\.png.*\[20\]"):
-        _tool().main(["--source", str(src), "--camvid", str(val), "--output", str(tmp_path / "o"), "--min-area", "100"])
+        _tool().main(
+            [
+                "--source",
+                str(src),
+                "--camvid",
+                str(val),
+                "--output",
+                str(tmp_path / "o"),
+                "--min-area",
+                "100",
+            ]
+        )
 
 
 def test_missing_dataset_names_the_layout(tmp_path, monkeypatch):

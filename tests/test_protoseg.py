@@ -53,7 +53,9 @@ def test_forward_backward_shapes_and_losses():
     assert out["logits"].shape == (40, 3) and out["log_likelihood"].shape == (40, 3)
     assert set(out["losses"]) == {"loss_ppc", "loss_ppd"}
     assert all(torch.isfinite(v) for v in out["losses"].values())
-    (F.cross_entropy(out["logits"], labels, ignore_index=255) + sum(out["losses"].values())).backward()
+    (
+        F.cross_entropy(out["logits"], labels, ignore_index=255) + sum(out["losses"].values())
+    ).backward()
     assert p.projection.weight.grad is not None and x.grad is not None
     assert {n for n, _ in p.named_parameters()} == {
         "projection.weight",
@@ -227,7 +229,12 @@ def test_built_from_config_and_driven_by_the_em_hook():
         hook.after_step()
         history.append(p.prototypes.clone())
     moved = [not torch.equal(a, b) for a, b in zip(history, history[1:])]
-    assert moved == [True, False, True, False]  # updates at iterations 0 and 2 (counter % 2 == 0) only
+    assert moved == [
+        True,
+        False,
+        True,
+        False,
+    ]  # updates at iterations 0 and 2 (counter % 2 == 0) only
     assert int(p.num_em_updates) == 2
 
 
@@ -237,7 +244,12 @@ class _ThreadCollective:
     "rank" gets the same bits); a rank that skips the collective makes the barrier time out."""
 
     def __init__(self, n):
-        self.n, self.barrier, self.slots, self.local = n, threading.Barrier(n, timeout=20), {}, threading.local()
+        self.n, self.barrier, self.slots, self.local = (
+            n,
+            threading.Barrier(n, timeout=20),
+            {},
+            threading.local(),
+        )
         self.calls = [0] * n
 
     def all_reduce(self, t, *args, **kwargs):
@@ -259,7 +271,11 @@ def test_two_ranks_keep_identical_prototypes(monkeypatch):
     monkeypatch.setattr(distributed_module, "world_size", lambda: 2)
     monkeypatch.setattr(distributed_module.dist, "all_reduce", coll.all_reduce)
     torch.manual_seed(0)
-    ranks = [ProtoSegPredictor(12, 4, embed_dim=8, num_prototypes=3, momentum=0.5, update_correct_only=False).train()]
+    ranks = [
+        ProtoSegPredictor(
+            12, 4, embed_dim=8, num_prototypes=3, momentum=0.5, update_correct_only=False
+        ).train()
+    ]
     ranks.append(copy.deepcopy(ranks[0]))
     digests, errors = [[], []], []
 
@@ -276,7 +292,10 @@ def test_two_ranks_keep_identical_prototypes(monkeypatch):
                 p.em_update() if step % 2 == 1 else p.flush()
                 h = hashlib.sha256()
                 for name, buf in sorted(p.named_buffers()):
-                    h.update(name.encode() + buf.contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+                    h.update(
+                        name.encode()
+                        + buf.contiguous().view(-1).view(torch.uint8).numpy().tobytes()
+                    )
                 digests[rank].append(h.hexdigest())
         except Exception as e:  # surfaced below
             errors.append(e)

@@ -19,7 +19,11 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN_NET = os.path.join(ROOT, "tools", "train_net.py")
 CONFIG = os.path.join(ROOT, "configs", "demo", "fpn_r18_gmm.yaml")
-MAX_ITER, CHECKPOINT_PERIOD, KILL_AFTER = 10, 4, 5  # checkpoint after iteration 3 and 7; killed after 5
+MAX_ITER, CHECKPOINT_PERIOD, KILL_AFTER = (
+    10,
+    4,
+    5,
+)  # checkpoint after iteration 3 and 7; killed after 5
 TINY = [
     "SOLVER.IMS_PER_BATCH",
     "2",
@@ -65,7 +69,9 @@ def _start(args, out_dir, demo_datasets_root, kill_after=None):
         cmd += ["--kill-after-iter", str(kill_after)]
     cmd += ["--config-file", CONFIG] + args + TINY + ["OUTPUT_DIR", str(out_dir)]
     log = open(str(out_dir) + ".stdout", "w")
-    return subprocess.Popen(cmd, cwd=ROOT, env=_env(demo_datasets_root), stdout=log, stderr=subprocess.STDOUT), log
+    return subprocess.Popen(
+        cmd, cwd=ROOT, env=_env(demo_datasets_root), stdout=log, stderr=subprocess.STDOUT
+    ), log
 
 
 def _wait(proc_log, timeout=300):
@@ -128,7 +134,9 @@ def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path, demo_datasets_ro
     assert ref["iteration"] == res["iteration"] == MAX_ITER - 1
     model_ref, model_res = ref.pop("model"), res.pop("model")
     assert model_ref.keys() == model_res.keys()
-    gmm_keys = [k for k in model_ref if ".predictor." in k and k.split(".")[-1] not in ("weight", "bias")]
+    gmm_keys = [
+        k for k in model_ref if ".predictor." in k and k.split(".")[-1] not in ("weight", "bias")
+    ]
     assert {
         "sem_seg_head.predictor.means",
         "sem_seg_head.predictor.stds",
@@ -145,7 +153,9 @@ def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path, demo_datasets_ro
     assert_same_trainer_state(ref["trainer"], res["trainer"])
 
 
-def test_resume_state_restores_random_seeds_and_hook_order(demo_datasets_root, monkeypatch, tmp_path):
+def test_resume_state_restores_random_seeds_and_hook_order(
+    demo_datasets_root, monkeypatch, tmp_path
+):
     """With SEED -1 the run seed and the sampler seed are random: the checkpoint carries them, so
     a resumed run continues the same streams. The EM hook runs before the checkpointer."""
     from detectron2.config import get_cfg
@@ -167,9 +177,16 @@ def test_resume_state_restores_random_seeds_and_hook_order(demo_datasets_root, m
         torch.set_num_threads(n)
     kinds = [type(h) for h in first._hooks]
     assert kinds[0] is IterationSeedHook
-    assert kinds.index(EMHook) < kinds.index(hooks.PeriodicCheckpointer) < kinds.index(hooks.PeriodicWriter)
+    assert (
+        kinds.index(EMHook)
+        < kinds.index(hooks.PeriodicCheckpointer)
+        < kinds.index(hooks.PeriodicWriter)
+    )
     state = first.state_dict()["gmmseg"]
-    assert state["run_seed"] != second._run_seed and state["sampler_seed"] != second._resumable_sampler.seed
+    assert (
+        state["run_seed"] != second._run_seed
+        and state["sampler_seed"] != second._resumable_sampler.seed
+    )
     second.load_state_dict(first.state_dict())
     assert second._run_seed == state["run_seed"] and second._hooks[0].run_seed == state["run_seed"]
     assert second._resumable_sampler.seed == state["sampler_seed"]

@@ -17,7 +17,15 @@ import sys
 
 import torch
 from _common import free_port
-from test_resume import CONFIG, KILL_AFTER, MAX_ITER, ROOT, TINY, TRAIN_NET, assert_same_trainer_state
+from test_resume import (
+    CONFIG,
+    KILL_AFTER,
+    MAX_ITER,
+    ROOT,
+    TINY,
+    TRAIN_NET,
+    assert_same_trainer_state,
+)
 
 KILLABLE = os.path.join(ROOT, "tests", "test_resume.py")
 
@@ -45,7 +53,9 @@ def _start_ranks(args, out_dir, demo_datasets_root, kill_after=None):
         )
         cmd += ["--config-file", CONFIG] + args + TINY + ["OUTPUT_DIR", str(out_dir)]
         log = open(f"{out_dir}.rank{rank}.stdout", "w")
-        procs.append((subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT), log))
+        procs.append(
+            (subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT), log)
+        )
     return procs
 
 
@@ -87,7 +97,10 @@ def test_two_process_sigkill_then_resume_equals_uninterrupted_run(tmp_path, demo
 
     rc_c = _wait(_start_ranks(["--resume"], killed, demo_datasets_root))
     assert rc_c == [0, 0], _tail(killed)
-    assert "Resuming at iteration 4: the sampler skips the first 4 images" in (killed / "log.txt").read_text()
+    assert (
+        "Resuming at iteration 4: the sampler skips the first 4 images"
+        in (killed / "log.txt").read_text()
+    )
     assert _end_digest(killed) == _end_digest(full)  # means, stds, statistics and every shard
 
     ref = torch.load(full / "model_final.pth", weights_only=True)
@@ -96,7 +109,11 @@ def test_two_process_sigkill_then_resume_equals_uninterrupted_run(tmp_path, demo
     model_ref, model_res = ref.pop("model"), res.pop("model")
     assert model_ref.keys() == model_res.keys()
     bank = model_ref["sem_seg_head.predictor.memory.bank"]
-    assert bank.shape == (6 * 5, 40, 64)  # the checkpoint holds the whole bank, gathered from both ranks
+    assert bank.shape == (
+        6 * 5,
+        40,
+        64,
+    )  # the checkpoint holds the whole bank, gathered from both ranks
     different = [k for k in model_ref if not torch.equal(model_ref[k], model_res[k])]
     assert not different, f"tensors that differ after resume: {different}"
     assert_same_trainer_state(ref["trainer"], res["trainer"])

@@ -40,7 +40,11 @@ def test_steps_alternate_in_rounds_after_a_warm_up():
         return step
 
     times = tool.alternating_step_times(
-        {"softmax": stepper("softmax"), "gmm": stepper("gmm")}, rounds=2, steps_per_round=2, warmup=2, clock=clock
+        {"softmax": stepper("softmax"), "gmm": stepper("gmm")},
+        rounds=2,
+        steps_per_round=2,
+        warmup=2,
+        clock=clock,
     )
     # 2 untimed warm-up steps each, then rounds of 2 steps of each model in turn
     assert calls == ["softmax"] * 2 + ["gmm"] * 2 + ["softmax", "softmax", "gmm", "gmm"] * 2

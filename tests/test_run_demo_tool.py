@@ -48,11 +48,16 @@ OPTS = [
 ]
 METRICS = ("AUROC", "AP", "FPR95")
 TABLE_METRICS = ("AUROC", "FPR95")
-INFERNO_LOW, INFERNO_HIGH = (0, 0, 4), (252, 255, 164)  # the first and last colours of the figures' colour map
+INFERNO_LOW, INFERNO_HIGH = (
+    (0, 0, 4),
+    (252, 255, 164),
+)  # the first and last colours of the figures' colour map
 
 
 def _load_tool():
-    spec = importlib.util.spec_from_file_location("gmmseg_tools_run_demo", os.path.join(ROOT, "tools", "run_demo.py"))
+    spec = importlib.util.spec_from_file_location(
+        "gmmseg_tools_run_demo", os.path.join(ROOT, "tools", "run_demo.py")
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -71,7 +76,9 @@ def demo_run(tmp_path_factory, demo_datasets_root):
         with contextlib.redirect_stdout(printed):
             tool.main()
     (out / "printed.txt").write_text(printed.getvalue())
-    tables, _, fit = (out / "summary.txt").read_text().partition("\n\nDoes the GMM fit the features?")
+    tables, _, fit = (
+        (out / "summary.txt").read_text().partition("\n\nDoes the GMM fit the features?")
+    )
     with open(out / "summary.json") as f:
         summary = json.load(f)
     return tool, out, tables, fit, summary
@@ -103,7 +110,9 @@ def _files(out, variant):
     tool trains with DATASETS.TEST ()): sem_seg, calibration, {split: anomaly file}."""
     inf = out / variant / "inference"
     # detectron2's SemSegEvaluator file holds NumPy scalars: not weights_only; written by this test's run
-    sem_seg = torch.load(inf / VAL / "sem_seg_evaluation.pth", weights_only=False)  # {"mIoU": ..., "IoU-sky": ...}
+    sem_seg = torch.load(
+        inf / VAL / "sem_seg_evaluation.pth", weights_only=False
+    )  # {"mIoU": ..., "IoU-sky": ...}
     sem_seg = {k: float(v) for k, v in sem_seg.items()}
     with open(inf / VAL / f"calibration_{VAL}.json") as f:
         calibration = json.load(f)
@@ -118,8 +127,12 @@ def _scores(out):
     """The anomaly scores the evaluator computed (the GMM model's file: all of them, the model's own
     scores first: "likelihood", "marginal"; the fitted ones with them)."""
     scores = list(_files(out, "gmm")[2]["far"]["scores"])
-    assert scores[:2] == ["likelihood", "marginal"] and {"msp", "entropy", "max_logit"} <= set(scores)
-    assert {"likelihood_std", "max_logit_std", "likelihood_energy"} <= set(scores)  # fitted on the training split
+    assert scores[:2] == ["likelihood", "marginal"] and {"msp", "entropy", "max_logit"} <= set(
+        scores
+    )
+    assert {"likelihood_std", "max_logit_std", "likelihood_energy"} <= set(
+        scores
+    )  # fitted on the training split
     return scores
 
 
@@ -132,11 +145,16 @@ def test_summary_tables_show_the_evaluators_numbers(demo_run):
     rows = _parse_table(blocks[0])
     scores = _scores(out)
     expected = {}  # row name -> {variant: cell}, built from the files, independently of the tool
-    anomaly_expected = {m: {} for m in TABLE_METRICS}  # metric -> score -> {"<split>: <variant>": cell}
+    anomaly_expected = {
+        m: {} for m in TABLE_METRICS
+    }  # metric -> score -> {"<split>: <variant>": cell}
     for variant in ("softmax", "gmm"):
         sem_seg, calibration, anomaly = _files(out, variant)
         assert calibration["dataset"] == VAL
-        cells = {"mIoU (val)": f"{sem_seg['mIoU']:.1f}", "ECE % (val, 15 bins)": f"{calibration['ECE']:.2f}"}
+        cells = {
+            "mIoU (val)": f"{sem_seg['mIoU']:.1f}",
+            "ECE % (val, 15 bins)": f"{calibration['ECE']:.2f}",
+        }
         for c in DEMO_CLASSES:
             cells[f"  IoU {c}"] = f"{sem_seg[f'IoU-{c}']:.1f}"
         for name, cell in cells.items():
@@ -147,10 +165,14 @@ def test_summary_tables_show_the_evaluators_numbers(demo_run):
             for s in scores:  # every score the evaluator computed has its row
                 for m in TABLE_METRICS:
                     v = anomaly[split]["scores"].get(s, {}).get(m)
-                    anomaly_expected[m].setdefault(s, {})[f"{split}: {variant}"] = "-" if v is None else f"{v:.1f}"
+                    anomaly_expected[m].setdefault(s, {})[f"{split}: {variant}"] = (
+                        "-" if v is None else f"{v:.1f}"
+                    )
     for name, cells in expected.items():
         assert rows[name] == cells, f"row {name!r}: table {rows[name]}, evaluator files {cells}"
-    assert list(rows)[: 1 + len(DEMO_CLASSES)] == ["mIoU (val)"] + [f"  IoU {c}" for c in DEMO_CLASSES]
+    assert list(rows)[: 1 + len(DEMO_CLASSES)] == ["mIoU (val)"] + [
+        f"  IoU {c}" for c in DEMO_CLASSES
+    ]
     assert set(rows) == set(expected) | {"train step / softmax's", "inference ms/image"}
     for m, block in zip(TABLE_METRICS, blocks[1:]):
         table = _parse_table(block, corner=f"{m} %")
@@ -187,16 +209,22 @@ def test_score_fits_read_the_training_split(demo_run):
     for variant in ("softmax", "gmm"):
         with open(out / variant / "score_fit.json") as f:
             fit = json.load(f)
-        assert fit["dataset"] == "gmmseg_demo_train" and fit["weights"].endswith(f"{variant}/model_final.pth")
+        assert fit["dataset"] == "gmmseg_demo_train" and fit["weights"].endswith(
+            f"{variant}/model_final.pth"
+        )
         assert "max_logit_std" in fit["fitted_scores"]
 
 
 def test_figures_of_both_anomaly_splits(demo_run):
     tool, out, _, _, _ = demo_run
     names = sorted(p.name for p in (out / "figures").iterdir())
-    assert names == [f"{s}_{n}.png" for s in ("far", "near") for n in range(1, tool.FIGURES_PER_SPLIT + 1)]
+    assert names == [
+        f"{s}_{n}.png" for s in ("far", "near") for n in range(1, tool.FIGURES_PER_SPLIT + 1)
+    ]
     printed = (out / "printed.txt").read_text()
-    assert "[demo] anomaly maps: figures/far_1.png, figures/far_2.png, figures/near_1.png" in printed
+    assert (
+        "[demo] anomaly maps: figures/far_1.png, figures/far_2.png, figures/near_1.png" in printed
+    )
 
 
 def test_figures_pair_each_image_with_its_own_maps(demo_run, tmp_path):
@@ -220,7 +248,12 @@ def test_figures_pair_each_image_with_its_own_maps(demo_run, tmp_path):
         for v, name in (("gmm", "likelihood"), ("softmax", "energy")):
             res[v][ds] = {"anomaly": {f"{name}_AUROC": 50.0}}
     paths = tool.write_figures(str(tmp_path), figure_maps, res)
-    assert [os.path.basename(p) for p in paths] == ["far_1.png", "far_2.png", "near_1.png", "near_2.png"]
+    assert [os.path.basename(p) for p in paths] == [
+        "far_1.png",
+        "far_2.png",
+        "near_1.png",
+        "near_2.png",
+    ]
     per = tool.IMAGES_PER_FIGURE
     for path in paths:
         split, n = os.path.basename(path)[:-4].split("_")
@@ -229,7 +262,9 @@ def test_figures_pair_each_image_with_its_own_maps(demo_run, tmp_path):
         for row in range(per):
             mask = masks[split][(int(n) - 1) * per + row]
             layout = af.figure_layout(*mask.shape, rows=per, columns=4)
-            ys, xs = np.nonzero(ndimage.binary_erosion(mask == 1, iterations=2))  # away from the edges
+            ys, xs = np.nonzero(
+                ndimage.binary_erosion(mask == 1, iterations=2)
+            )  # away from the edges
             y, x = ys[len(ys) // 2] * af.SCALE + 1, xs[len(xs) // 2] * af.SCALE + 1
             for column, colour in ((2, INFERNO_HIGH), (3, INFERNO_LOW)):
                 oy, ox = layout["origin"][row][column]
@@ -277,19 +312,24 @@ def test_fit_curve_rows_follow_the_checkpoints_of_the_gmm_run(demo_run):
     _, out, _, fit, summary = demo_run
     curve = summary["gmm_fit_curve"]
     # model_final.pth repeats model_0000020.pth (both after iteration 20): one row for it
-    assert [(r["iteration"], r["checkpoint"]) for r in curve] == [(0, "(initialisation)"), (21, "model_0000020.pth")]
+    assert [(r["iteration"], r["checkpoint"]) for r in curve] == [
+        (0, "(initialisation)"),
+        (21, "model_0000020.pth"),
+    ]
     assert fit.rstrip("\n").endswith(fit_curve_table(curve))
     lines = fit_curve_table(curve).splitlines()
     assert lines[2].startswith("| 0 | ") and lines[3].startswith("| 21 | ")
     # values from the models themselves: unit stds at initialisation, the checkpoint's stds after
-    stds = torch.load(out / "gmm" / "model_0000020.pth", map_location="cpu", weights_only=True)["model"][
-        "sem_seg_head.predictor.stds"
-    ]
+    stds = torch.load(out / "gmm" / "model_0000020.pth", map_location="cpu", weights_only=True)[
+        "model"
+    ]["sem_seg_head.predictor.stds"]
     assert curve[0]["mean_std"] == pytest.approx(1.0, abs=1e-7)
     assert curve[1]["mean_std"] == pytest.approx(float(stds.mean()), rel=1e-6)
     assert curve[1]["mean_std"] < 0.9
     for r in curve:
-        assert r["known_best_class_ll"] >= r["known_own_class_ll"]  # a max over classes includes the own one
+        assert (
+            r["known_best_class_ll"] >= r["known_own_class_ll"]
+        )  # a max over classes includes the own one
     # EM raised the likelihood of the known pixels from its value at initialisation
     assert curve[1]["known_own_class_ll"] > curve[0]["known_own_class_ll"]
 
@@ -326,7 +366,10 @@ def test_summary_tables_of_a_hand_made_result(demo_run):
     assert rows["mIoU (val)"] == {"softmax": "100.1", "gmm": "200.1"}
     assert rows["  IoU a"] == {"softmax": "101.2", "gmm": "201.2"}
     assert rows["  IoU b"] == {"softmax": "102.3", "gmm": "202.3"}
-    assert rows["ECE % (val, 15 bins)"] == {"softmax": "100.56", "gmm": "200.56"}  # 100.5551 -> 2 digits
+    assert rows["ECE % (val, 15 bins)"] == {
+        "softmax": "100.56",
+        "gmm": "200.56",
+    }  # 100.5551 -> 2 digits
     assert rows["train step / softmax's"] == {"softmax": "0.22", "gmm": "0.32"}
     assert rows["inference ms/image"] == {"softmax": "100.7", "gmm": "200.7"}
     for j, m in enumerate(METRICS):
@@ -345,14 +388,20 @@ def test_summary_tables_of_a_hand_made_result(demo_run):
     # the last score has the highest value of each model on each split; gmm leads by 100
     last = scores[-1]
     top = {
-        k: {v: base + 1000 * k + 10 * (len(scores) - 1) + 0.44 for v, base in (("softmax", 100), ("gmm", 200))}
+        k: {
+            v: base + 1000 * k + 10 * (len(scores) - 1) + 0.44
+            for v, base in (("softmax", 100), ("gmm", 200))
+        }
         for k in range(2)
     }
     assert tool.best_lines(res).splitlines()[1:] == [
         f"  {split} ({ds}): softmax {last} {top[k]['softmax']:.1f}, gmm {last} {top[k]['gmm']:.1f}  -> gmm leads by 100.0"
         for k, (split, ds) in enumerate(SPLITS.items())
     ]
-    assert tool.best_score({"a_AUROC": 70.0, "b_AUROC": 90.0, "b_FPR95": 5.0, "c_AUROC": 80.0}) == ("b", 90.0)
+    assert tool.best_score({"a_AUROC": 70.0, "b_AUROC": 90.0, "b_FPR95": 5.0, "c_AUROC": 80.0}) == (
+        "b",
+        90.0,
+    )
 
 
 def test_progress_while_training_and_total_time(demo_run):
@@ -372,11 +421,16 @@ def test_metric_records_are_read_line_by_line_as_they_are_appended(tmp_path):
     path = tmp_path / "metrics.json"
     assert tool.new_metric_records(str(path), 0) == ([], 0)
     first = {"iteration": 19, "total_loss": 1.25, "eta_seconds": 83.4}
-    path.write_text(json.dumps(first) + "\n" + '{"iteration": 39, "total_lo')  # the second line half written
+    path.write_text(
+        json.dumps(first) + "\n" + '{"iteration": 39, "total_lo'
+    )  # the second line half written
     records, offset = tool.new_metric_records(str(path), 0)
     assert records == [first] and offset == len(json.dumps(first)) + 1
     with open(path, "a") as f:
         f.write('ss": 0.5}\n')
     records, offset = tool.new_metric_records(str(path), offset)
     assert records == [{"iteration": 39, "total_loss": 0.5}] and offset == path.stat().st_size
-    assert tool.progress_line("gmm", first, 400, 12.3) == "[demo] gmm: iter 20/400  loss 1.250  eta 0:01:23  (12 s)"
+    assert (
+        tool.progress_line("gmm", first, 400, 12.3)
+        == "[demo] gmm: iter 20/400  loss 1.250  eta 0:01:23  (12 s)"
+    )

@@ -4,7 +4,14 @@ import json
 
 import pytest
 
-from gmmseg.studies.score_family import best_scores, collect, duel, family_table, summary, verdict_table
+from gmmseg.studies.score_family import (
+    best_scores,
+    collect,
+    duel,
+    family_table,
+    summary,
+    verdict_table,
+)
 
 
 def _write(tmp_path, model, seed, dataset, anomaly):
@@ -18,13 +25,22 @@ def study(tmp_path):
     # GMM: likelihood 90 / 92 on far (mean 91, std 1.414), 80 / 82 on near; twin: energy 85 / 86 on far,
     # 83 / 83 on near
     for seed, (far, near) in enumerate([(90.0, 80.0), (92.0, 82.0)], 1):
-        _write(tmp_path, "gmm", seed, "far", {"likelihood_AUROC": far, "likelihood_FPR95": 100 - far})
-        _write(tmp_path, "gmm", seed, "near", {"likelihood_AUROC": near, "likelihood_FPR95": 100 - near})
+        _write(
+            tmp_path, "gmm", seed, "far", {"likelihood_AUROC": far, "likelihood_FPR95": 100 - far}
+        )
+        _write(
+            tmp_path,
+            "gmm",
+            seed,
+            "near",
+            {"likelihood_AUROC": near, "likelihood_FPR95": 100 - near},
+        )
     for seed, far in enumerate([85.0, 86.0], 1):
         _write(tmp_path, "twin", seed, "far", {"energy_AUROC": far, "msp_AUROC": 70.0})
         _write(tmp_path, "twin", seed, "near", {"energy_AUROC": 83.0, "msp_AUROC": 84.0 + seed})
     return {
-        m: collect(str(tmp_path / m / "*" / "{dataset}" / "results.json"), ["far", "near"]) for m in ("gmm", "twin")
+        m: collect(str(tmp_path / m / "*" / "{dataset}" / "results.json"), ["far", "near"])
+        for m in ("gmm", "twin")
     }
 
 

@@ -34,7 +34,9 @@ def test_fitted_scores_by_hand():
     maps = {"likelihood": torch.tensor([14.0, 10.0])}
     s = fitted_scores(maps, logits, _stats())
     assert list(s) == ["likelihood_std", "max_logit_std", "likelihood_energy"]
-    torch.testing.assert_close(s["likelihood_std"], torch.tensor([(14 - 10) / 2.0, (10 - 20) / 5.0]))
+    torch.testing.assert_close(
+        s["likelihood_std"], torch.tensor([(14 - 10) / 2.0, (10 - 20) / 5.0])
+    )
     # max logit score -max_c logit = -2, -3; per predicted class: (-2 + 2) / 1, (-3 + 1) / 0.5
     torch.testing.assert_close(s["max_logit_std"], torch.tensor([0.0, -4.0]))
     energy = -torch.logsumexp(logits, 0)
@@ -47,23 +49,31 @@ def test_fitted_scores_by_hand():
 def test_known_pixel_statistics_recover_known_constants():
     # class 0: N(5, 2^2), class 1: N(-1, 0.5^2), 20,000 pixels each; class 2 never predicted
     g = torch.Generator().manual_seed(0)
-    values = torch.cat([5 + 2 * torch.randn(20000, generator=g), -1 + 0.5 * torch.randn(20000, generator=g)])
+    values = torch.cat(
+        [5 + 2 * torch.randn(20000, generator=g), -1 + 0.5 * torch.randn(20000, generator=g)]
+    )
     predicted = torch.cat([torch.zeros(20000), torch.ones(20000)]).long()
     st = KnownPixelStatistics(3)
     for a in range(0, 40000, 7000):  # streamed in pieces
         st.add({"likelihood": values[a : a + 7000]}, predicted[a : a + 7000])
     r = st.result()["likelihood"]
     assert r["mean"][0] == pytest.approx(5, abs=0.05) and r["std"][0] == pytest.approx(2, rel=0.02)
-    assert r["mean"][1] == pytest.approx(-1, abs=0.02) and r["std"][1] == pytest.approx(0.5, rel=0.02)
+    assert r["mean"][1] == pytest.approx(-1, abs=0.02) and r["std"][1] == pytest.approx(
+        0.5, rel=0.02
+    )
     assert r["count"] == [20000, 20000, 0]
     assert r["mean_all"] == pytest.approx(float(values.double().mean()), abs=1e-9)
     assert r["std_all"] == pytest.approx(float(values.double().std(unbiased=False)), rel=1e-9)
     # the class never predicted falls back on all pixels' statistics
-    assert r["mean"][2] == pytest.approx(r["mean_all"]) and r["std"][2] == pytest.approx(r["std_all"])
+    assert r["mean"][2] == pytest.approx(r["mean_all"]) and r["std"][2] == pytest.approx(
+        r["std_all"]
+    )
 
 
 def test_load_fit_names_file_and_problem(tmp_path):
-    with pytest.raises(FileNotFoundError, match="MODEL.ANOMALY_FIT '.*missing.json' cannot be read"):
+    with pytest.raises(
+        FileNotFoundError, match="MODEL.ANOMALY_FIT '.*missing.json' cannot be read"
+    ):
         load_fit(str(tmp_path / "missing.json"), 2)
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
@@ -101,8 +111,12 @@ def fitted(tmp_path_factory):
         MetadataCatalog.get(name).set(stuff_classes=list(DEMO_CLASSES), ignore_label=255)
     run = tmp_path_factory.mktemp("fit_scores_run")
     torch.manual_seed(0)
-    DetectionCheckpointer(trained_like(build_model(demo_cfg("gmm", *OPTS))), save_dir=str(run)).save("model_final")
-    spec = importlib.util.spec_from_file_location("fit_scores_tool", os.path.join(ROOT, "tools", "fit_scores.py"))
+    DetectionCheckpointer(
+        trained_like(build_model(demo_cfg("gmm", *OPTS))), save_dir=str(run)
+    ).save("model_final")
+    spec = importlib.util.spec_from_file_location(
+        "fit_scores_tool", os.path.join(ROOT, "tools", "fit_scores.py")
+    )
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
     weights, out = str(run / "model_final.pth"), str(run / "fit.json")
@@ -151,10 +165,32 @@ def test_the_tool_fits_every_score_of_the_model(fitted):
 def test_the_tool_refuses_anomaly_and_evaluation_sets(fitted):
     tool, weights, out, _ = fitted
     with pytest.raises(SystemExit, match=f"'{ANOMALY}' has anomaly masks"):
-        tool.main(["--config-file", CONFIG, "--dataset", ANOMALY, "--output", out, *OPTS, "MODEL.WEIGHTS", weights])
+        tool.main(
+            [
+                "--config-file",
+                CONFIG,
+                "--dataset",
+                ANOMALY,
+                "--output",
+                out,
+                *OPTS,
+                "MODEL.WEIGHTS",
+                weights,
+            ]
+        )
     with pytest.raises(SystemExit, match="'gmmseg_demo_val' is in DATASETS.TEST"):
         tool.main(
-            ["--config-file", CONFIG, "--dataset", "gmmseg_demo_val", "--output", out, *OPTS, "MODEL.WEIGHTS", weights]
+            [
+                "--config-file",
+                CONFIG,
+                "--dataset",
+                "gmmseg_demo_val",
+                "--output",
+                out,
+                *OPTS,
+                "MODEL.WEIGHTS",
+                weights,
+            ]
         )
 
 
@@ -163,7 +199,14 @@ def test_the_model_returns_the_fitted_scores_and_the_export_its_map(fitted, tmp_
 
     _, weights, out, fit = fitted
     cfg = demo_cfg(
-        "gmm", *OPTS, "MODEL.WEIGHTS", weights, "MODEL.ANOMALY_FIT", out, "MODEL.ANOMALY_SCORE", "likelihood_energy"
+        "gmm",
+        *OPTS,
+        "MODEL.WEIGHTS",
+        weights,
+        "MODEL.ANOMALY_FIT",
+        out,
+        "MODEL.ANOMALY_SCORE",
+        "likelihood_energy",
     )
     model = build_inference_model(cfg)
     image = torch.from_numpy(image_of((96, 128)))
@@ -184,7 +227,13 @@ def test_the_model_returns_the_fitted_scores_and_the_export_its_map(fitted, tmp_
     with torch.no_grad():
         eager = model([{"image": image}])[0]
     assert sorted(eager) == ["anomaly_score", "sem_seg"]
-    path = export_model(model, image, "torchscript", str(tmp_path / "m.ts"), {"outputs": ["anomaly_score", "sem_seg"]})
+    path = export_model(
+        model,
+        image,
+        "torchscript",
+        str(tmp_path / "m.ts"),
+        {"outputs": ["anomaly_score", "sem_seg"]},
+    )
     traced = torch.jit.load(path)
     with torch.no_grad():
         got = traced(image)
@@ -199,7 +248,9 @@ def test_background_density_is_sklearns_mixture():
     rng = np.random.default_rng(0)
     x = np.concatenate([rng.normal(0, 0.3, (300, 4)), rng.normal(1, 0.1, (200, 4))])
     gm = GaussianMixture(3, covariance_type="diag", random_state=0).fit(x)
-    bg = BackgroundDensity(torch.tensor(gm.weights_), torch.tensor(gm.means_), torch.tensor(np.sqrt(gm.covariances_)))
+    bg = BackgroundDensity(
+        torch.tensor(gm.weights_), torch.tensor(gm.means_), torch.tensor(np.sqrt(gm.covariances_))
+    )
     got = bg(torch.tensor(x, dtype=torch.float32))
     np.testing.assert_allclose(got.numpy(), gm.score_samples(x), rtol=1e-4, atol=1e-4)
     assert BackgroundDensity.from_dict(bg.to_dict())(torch.zeros(1, 4)).item() == pytest.approx(
@@ -215,7 +266,8 @@ def test_likelihood_ratio_by_hand():
 
     ll = torch.tensor([[30.0, 10.0], [25.0, 12.0]])
     s = compute_scores(
-        {"log_likelihood": ll, "log_background": torch.tensor([28.0, 20.0])}, ["likelihood_ratio", "background"]
+        {"log_likelihood": ll, "log_background": torch.tensor([28.0, 20.0])},
+        ["likelihood_ratio", "background"],
     )
     torch.testing.assert_close(s["likelihood_ratio"], torch.tensor([28.0 - 30.0, 20.0 - 12.0]))
     torch.testing.assert_close(s["background"], torch.tensor([-28.0, -20.0]))
@@ -227,13 +279,22 @@ def test_exported_likelihood_ratio_equals_eager(fitted, tmp_path):
     _, weights, out, _ = fitted
     model = build_inference_model(
         demo_cfg(
-            "gmm", *OPTS, "MODEL.WEIGHTS", weights, "MODEL.ANOMALY_FIT", out, "MODEL.ANOMALY_SCORE", "likelihood_ratio"
+            "gmm",
+            *OPTS,
+            "MODEL.WEIGHTS",
+            weights,
+            "MODEL.ANOMALY_FIT",
+            out,
+            "MODEL.ANOMALY_SCORE",
+            "likelihood_ratio",
         )
     )
     prepare_for_export(model)
     image = torch.from_numpy(image_of((96, 128)))
     with torch.no_grad():
         eager = model([{"image": image}])[0]["anomaly_score"]
-        traced = torch.jit.load(export_model(model, image, "torchscript", str(tmp_path / "r.ts"), {}))
+        traced = torch.jit.load(
+            export_model(model, image, "torchscript", str(tmp_path / "r.ts"), {})
+        )
         got = traced(image)[0]
     np.testing.assert_allclose(got.numpy(), eager.numpy(), atol=1e-3, rtol=1e-4)

@@ -33,7 +33,9 @@ def test_density_scores_by_hand():
     # marginal of K = 1, M = 2 components with log N = 0 and log 2: log((1 + 2) / 2)
     comp = torch.tensor([[[0.0, math.log(2.0)]]])
     torch.testing.assert_close(log_marginal(comp), torch.tensor([math.log(1.5)]))
-    torch.testing.assert_close(compute_scores({"log_marginal": torch.tensor([1.5])})["marginal"], torch.tensor([-1.5]))
+    torch.testing.assert_close(
+        compute_scores({"log_marginal": torch.tensor([1.5])})["marginal"], torch.tensor([-1.5])
+    )
 
 
 def test_mask_classification_scores_by_hand():
@@ -52,11 +54,19 @@ def test_mask_classification_scores_by_hand():
     # the likelihood-weighted RbA reads its own ingredient: sum_q p_q(k) m_q lambda_q
     weighted = torch.tensor([[0.0, 0.3], [0.0, 0.1]])
     s = compute_scores({"weighted_mask_scores": weighted}, ["rba_likelihood"])
-    torch.testing.assert_close(s["rba_likelihood"], torch.tensor([0.0, -(math.tanh(0.3) + math.tanh(0.1))]))
+    torch.testing.assert_close(
+        s["rba_likelihood"], torch.tensor([0.0, -(math.tanh(0.3) + math.tanh(0.1))])
+    )
 
 
 def test_availability_and_errors_name_the_score_and_ingredient():
-    assert available_scores(["logits", "log_likelihood"]) == ["msp", "entropy", "max_logit", "energy", "likelihood"]
+    assert available_scores(["logits", "log_likelihood"]) == [
+        "msp",
+        "entropy",
+        "max_logit",
+        "energy",
+        "likelihood",
+    ]
     assert "likelihood_ratio" in available_scores(["log_likelihood", "log_background"])
     with pytest.raises(ValueError, match="unknown anomaly score 'gmm'"):
         compute_scores({"logits": LOGITS}, ["gmm"])

@@ -13,11 +13,15 @@ from gmmseg.studies import curve_report, curves, runs
 def _run(tmp_path, variant, seed, iterations=(), evaluated=()):
     """A curve run with the periodic checkpoints model_<i - 1>.pth and results.json files
     {dataset: {"sem_seg": {"mIoU": value}}} at (iteration, dataset, value) of `evaluated`."""
-    run = curves.Run(str(tmp_path), variant, "configs/demo/fpn_r18_gmm.yaml", "MODEL.GMM.MEMORY_SIZE 10", seed)
+    run = curves.Run(
+        str(tmp_path), variant, "configs/demo/fpn_r18_gmm.yaml", "MODEL.GMM.MEMORY_SIZE 10", seed
+    )
     os.makedirs(run.dir, exist_ok=True)
     for i in iterations:
         open(os.path.join(run.dir, f"model_{i - 1:07d}.pth"), "w").close()
-    open(os.path.join(run.dir, "model_0000004.pth"), "w").close()  # not a multiple of the period: ignored
+    open(
+        os.path.join(run.dir, "model_0000004.pth"), "w"
+    ).close()  # not a multiple of the period: ignored
     for i, dataset, miou in evaluated:
         path = run.result_path(i, dataset)
         os.makedirs(os.path.dirname(path))
@@ -30,14 +34,20 @@ def test_run_folder_overrides_and_checkpoints(tmp_path):
     run = _run(tmp_path, "gmm", 3, iterations=(10, 20))
     assert run.dir == os.path.join(str(tmp_path), "gmm", "seed3") and str(run) == "gmm/seed3"
     assert run.opts == ["MODEL.GMM.MEMORY_SIZE", "10", "SEED", "3", "MODEL.GMM.SEED", "3"]
-    assert os.path.isabs(run.config) and run.config.endswith(os.path.join("configs", "demo", "fpn_r18_gmm.yaml"))
-    assert run.checkpoints(10) == {i: os.path.join(run.dir, f"model_{i - 1:07d}.pth") for i in (10, 20)}
+    assert os.path.isabs(run.config) and run.config.endswith(
+        os.path.join("configs", "demo", "fpn_r18_gmm.yaml")
+    )
+    assert run.checkpoints(10) == {
+        i: os.path.join(run.dir, f"model_{i - 1:07d}.pth") for i in (10, 20)
+    }
 
 
 def test_pending_evaluations_earliest_first_without_the_done_ones(tmp_path):
     a = _run(tmp_path, "a", 1, iterations=(10, 20), evaluated=[(10, "val", 50.0)])
     b = _run(tmp_path, "b", 1, iterations=(10,))
-    todo = [(i, str(run), d) for i, run, _, d in curves.pending_evaluations([a, b], 10, ["val", "far"])]
+    todo = [
+        (i, str(run), d) for i, run, _, d in curves.pending_evaluations([a, b], 10, ["val", "far"])
+    ]
     assert todo == [
         (10, "a/seed1", "far"),
         (10, "b/seed1", "val"),
@@ -57,7 +67,9 @@ def test_summary_and_tables_by_hand(tmp_path):
         _run(tmp_path, "gmm", 2, (10,), [(10, "val", 54.0)]),
     ]
     data = curve_report.collect(runs_, ["val"])
-    assert data == {"val": {"gmm": {1: {10: {"mIoU": 50.0}, 20: {"mIoU": 60.0}}, 2: {10: {"mIoU": 54.0}}}}}
+    assert data == {
+        "val": {"gmm": {1: {10: {"mIoU": 50.0}, 20: {"mIoU": 60.0}}, 2: {10: {"mIoU": 54.0}}}}
+    }
     summary = curve_report.summarise(data["val"]["gmm"])
     assert summary[10]["mIoU"] == pytest.approx([52.0, 8**0.5, 2])
     assert summary[20]["mIoU"] == [60.0, 0.0, 1]

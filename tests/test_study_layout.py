@@ -25,12 +25,18 @@ SYS_PATH_EDIT = re.compile(r"sys\.path\s*(\.\s*(insert|append|extend|remove|pop)
 # Known path edits to tolerate temporarily, {path: reason}; an entry that no longer occurs fails
 # (remove it). data/registration_modules.py puts the working directory on the path so that
 # `--register my_module` finds a module there (issue 32, item 2 replaces it).
-TEMPORARILY_ALLOWED = {"projects/GMMSeg/gmmseg/data/registration_modules.py": "--register of a cwd module"}
+TEMPORARILY_ALLOWED = {
+    "projects/GMMSeg/gmmseg/data/registration_modules.py": "--register of a cwd module"
+}
 
 
 def _python_files():
     for folder, dirs, files in os.walk(ROOT):
-        dirs[:] = [d for d in dirs if not d.startswith(".") and d not in ("output", "datasets", "__pycache__")]
+        dirs[:] = [
+            d
+            for d in dirs
+            if not d.startswith(".") and d not in ("output", "datasets", "__pycache__")
+        ]
         for name in files:
             if name.endswith(".py"):
                 yield os.path.relpath(os.path.join(folder, name), ROOT)
@@ -60,8 +66,12 @@ def test_no_python_file_edits_sys_path():
         if lines:
             found[path] = lines
     unexpected = {p: lines for p, lines in found.items() if p not in TEMPORARILY_ALLOWED}
-    assert not unexpected, f"sys.path edited in {unexpected} (file:lines); import the package instead"
-    assert not set(TEMPORARILY_ALLOWED) - set(found), "TEMPORARILY_ALLOWED entries that no longer occur: remove them"
+    assert not unexpected, (
+        f"sys.path edited in {unexpected} (file:lines); import the package instead"
+    )
+    assert not set(TEMPORARILY_ALLOWED) - set(found), (
+        "TEMPORARILY_ALLOWED entries that no longer occur: remove them"
+    )
 
 
 def _imported_modules(path, package_root=PACKAGE):

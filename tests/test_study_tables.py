@@ -40,8 +40,16 @@ def test_score_table_mean_and_sample_std_over_runs():
     # two runs: likelihood AUROC 80 and 84 -> 82.0 +- 2.8 (sample std sqrt(8)); entries without
     # AUROC (counts, the best score's name) are not candidates
     reports = {
-        "run1": {"likelihood": {"AUROC": 80.0, "AP": 10.0, "FPR95": 50.0}, "anomalies": 7, "best": "likelihood"},
-        "run2": {"likelihood": {"AUROC": 84.0, "AP": 12.0, "FPR95": 40.0}, "anomalies": 7, "best": "likelihood"},
+        "run1": {
+            "likelihood": {"AUROC": 80.0, "AP": 10.0, "FPR95": 50.0},
+            "anomalies": 7,
+            "best": "likelihood",
+        },
+        "run2": {
+            "likelihood": {"AUROC": 84.0, "AP": 12.0, "FPR95": 40.0},
+            "anomalies": 7,
+            "best": "likelihood",
+        },
     }
     assert tables.score_table(reports).splitlines() == [
         "| score | AUROC | AP | FPR95 |",

@@ -78,8 +78,12 @@ def _write_split(folder, n, seed):
         label[H // 2 :] = 1
         label[5:15, 10:20] = 2
         label[:3] = VOID
-        image = np.stack([label * 70 + 20] * 3, -1).astype(np.int16) + rng.integers(-10, 10, (H, W, 3))
-        Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(folder / "images" / f"img{i}.png")
+        image = np.stack([label * 70 + 20] * 3, -1).astype(np.int16) + rng.integers(
+            -10, 10, (H, W, 3)
+        )
+        Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(
+            folder / "images" / f"img{i}.png"
+        )
         Image.fromarray(label).save(folder / "labels" / f"img{i}.png")
 
 
@@ -116,7 +120,14 @@ def _final_metrics(out):
 
 def test_folder_dataset_trains_and_evaluates_with_two_processes(user_root, tmp_path):
     out = tmp_path / "out"
-    argv = ["--config-file", CONFIG, "--num-gpus", "2", "--dist-url", f"tcp://127.0.0.1:{free_port()}"]
+    argv = [
+        "--config-file",
+        CONFIG,
+        "--num-gpus",
+        "2",
+        "--dist-url",
+        f"tcp://127.0.0.1:{free_port()}",
+    ]
     argv += TINY_CPU + [
         "DATASETS.FOLDER.ROOT",
         str(user_root),

@@ -41,7 +41,9 @@ def test_feature_level_names():
 def test_timm_resnet_default_drops_stride_2():
     bb = TimmBackbone("resnet18")
     _check_pyramid(
-        bb, torch.randn(1, 3, 64, 64), {"res2": (64, 4), "res3": (128, 8), "res4": (256, 16), "res5": (512, 32)}
+        bb,
+        torch.randn(1, 3, 64, 64),
+        {"res2": (64, 4), "res3": (128, 8), "res4": (256, 16), "res5": (512, 32)},
     )
     assert bb.size_divisibility == 32
 
@@ -49,7 +51,9 @@ def test_timm_resnet_default_drops_stride_2():
 def test_timm_dilated_resnet_keeps_level_names():
     bb = TimmBackbone("resnet18", out_indices=[1, 2, 3, 4], output_stride=8)
     _check_pyramid(
-        bb, torch.randn(1, 3, 64, 64), {"res2": (64, 4), "res3": (128, 8), "res4": (256, 8), "res5": (512, 8)}
+        bb,
+        torch.randn(1, 3, 64, 64),
+        {"res2": (64, 4), "res3": (128, 8), "res4": (256, 8), "res5": (512, 8)},
     )
 
 
@@ -64,7 +68,9 @@ def test_timm_swin_nhwc_any_size_and_output_norm():
     )
     assert bb.channels_last
     x = torch.randn(2, 3, 64, 96)
-    out = _check_pyramid(bb, x, {"res2": (96, 4), "res3": (192, 8), "res4": (384, 16), "res5": (768, 32)})
+    out = _check_pyramid(
+        bb, x, {"res2": (96, 4), "res3": (192, 8), "res4": (384, 16), "res5": (768, 32)}
+    )
     # a LayerNorm over channels per output (identity affine at init): zero mean over channels
     assert out["res3"].mean(1).abs().max() < 1e-4
     sum(v.sum() for v in out.values()).backward()
@@ -74,14 +80,22 @@ def test_timm_swin_nhwc_any_size_and_output_norm():
 def test_timm_hrnet_raw_branches():
     bb = TimmBackbone("hrnet_w18_small", out_indices=[1, 2, 3, 4], feature_location="")
     _check_pyramid(
-        bb, torch.randn(1, 3, 64, 64), {"res2": (16, 4), "res3": (32, 8), "res4": (64, 16), "res5": (128, 32)}
+        bb,
+        torch.randn(1, 3, 64, 64),
+        {"res2": (16, 4), "res3": (32, 8), "res4": (64, 16), "res5": (128, 32)},
     )
 
 
-@pytest.mark.parametrize("name,channels", [("convnext_atto", (40, 80, 160, 320)), ("pvt_v2_b0", (32, 64, 160, 256))])
+@pytest.mark.parametrize(
+    "name,channels", [("convnext_atto", (40, 80, 160, 320)), ("pvt_v2_b0", (32, 64, 160, 256))]
+)
 def test_timm_other_families(name, channels):
     bb = TimmBackbone(name)
-    _check_pyramid(bb, torch.randn(1, 3, 64, 64), {f"res{i + 2}": (c, 2 ** (i + 2)) for i, c in enumerate(channels)})
+    _check_pyramid(
+        bb,
+        torch.randn(1, 3, 64, 64),
+        {f"res{i + 2}": (c, 2 ** (i + 2)) for i, c in enumerate(channels)},
+    )
 
 
 def test_timm_sync_bn_and_freeze():
@@ -130,7 +144,9 @@ def test_mit_table():
 def test_mit_b0_shapes_and_params():
     m = MixVisionTransformer(**MIT_SETTINGS["b0"])
     _check_pyramid(
-        m, torch.randn(2, 3, 64, 96), {"res2": (32, 4), "res3": (64, 8), "res4": (160, 16), "res5": (256, 32)}
+        m,
+        torch.randn(2, 3, 64, 96),
+        {"res2": (32, 4), "res3": (64, 8), "res4": (160, 16), "res5": (256, 32)},
     )
     # 3.3M parameters (encoder of SegFormer-B0, without the ImageNet classifier)
     assert abs(sum(p.numel() for p in m.parameters()) / 1e6 - 3.32) < 0.05

@@ -46,7 +46,9 @@ def test_registered():
 @pytest.mark.parametrize("concat_input,num_convs", [(True, 2), (False, 1), (False, 0)])
 def test_fcn_shapes(concat_input, num_convs):
     shape = {"res5": ShapeSpec(channels=16 if num_convs else 12, stride=8)}
-    dec = FCNDecoder(shape, conv_dims=12, num_convs=num_convs, concat_input=concat_input, norm="BN", dropout=0.1)
+    dec = FCNDecoder(
+        shape, conv_dims=12, num_convs=num_convs, concat_input=concat_input, norm="BN", dropout=0.1
+    )
     out = dec(_features(shape))
     assert out.shape == (2, 12, 8, 8)
     assert (dec.out_channels, dec.common_stride) == (12, 8)
@@ -58,7 +60,9 @@ def test_fcn_rejects_several_inputs():
 
 
 def test_ocr_shapes_and_aux_logits():
-    dec = OCRDecoder(PYRAMID, num_classes=5, conv_dims=16, key_channels=8, norm="BN", aux_loss_weight=0.4)
+    dec = OCRDecoder(
+        PYRAMID, num_classes=5, conv_dims=16, key_channels=8, norm="BN", aux_loss_weight=0.4
+    )
     feats = _features(PYRAMID)
     out, aux = dec(feats)
     assert out.shape == (2, 16, 16, 16)
@@ -130,7 +134,10 @@ def test_segformer_mlp_equals_concat_then_fuse(norm):
 
 def _head(decoder, aux_head=None, k=5):
     return PerPixelHead(
-        decoder=decoder, predictor=SoftmaxPredictor(decoder.out_channels, k), num_classes=k, aux_head=aux_head
+        decoder=decoder,
+        predictor=SoftmaxPredictor(decoder.out_channels, k),
+        num_classes=k,
+        aux_head=aux_head,
     )
 
 
@@ -141,7 +148,9 @@ def _targets(k=5, size=64):
 
 
 def test_head_adds_ocr_aux_loss_in_training_only():
-    head = _head(OCRDecoder(PYRAMID, num_classes=5, conv_dims=8, key_channels=4, aux_loss_weight=0.4))
+    head = _head(
+        OCRDecoder(PYRAMID, num_classes=5, conv_dims=8, key_channels=4, aux_loss_weight=0.4)
+    )
     feats = _features(PYRAMID)
     _, losses = head(feats, _targets())
     assert set(losses) == {"loss_sem_seg", "loss_ocr_aux"}

@@ -24,7 +24,12 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--dataset", action="append", default=[], help="registered dataset name (repeat for several)")
+    parser.add_argument(
+        "--dataset",
+        action="append",
+        default=[],
+        help="registered dataset name (repeat for several)",
+    )
     parser.add_argument(
         "--config-file",
         default=None,
@@ -32,7 +37,9 @@ def parse_args(argv=None):
         help="a training config: registers its DATASETS.FOLDER dataset and checks its "
         "DATASETS.TRAIN + TEST (unless --dataset is given)",
     )
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides of --config-file")
+    parser.add_argument(
+        "opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides of --config-file"
+    )
     parser.add_argument(
         "--root",
         default=None,
@@ -46,7 +53,9 @@ def parse_args(argv=None):
         help="number of images the split must have (default: the official count "
         "for known splits; 0 disables the count check, e.g. for a subset)",
     )
-    parser.add_argument("--max-images", type=int, default=None, help="check only the first N records")
+    parser.add_argument(
+        "--max-images", type=int, default=None, help="check only the first N records"
+    )
     parser.add_argument("--workers", type=int, default=0, help="processes reading the files")
     parser.add_argument("--max-listed", type=int, default=50, help="problems printed per dataset")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")

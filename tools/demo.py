@@ -50,8 +50,12 @@ logger = logging.getLogger("gmmseg.demo")
 
 
 def get_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="GMMSeg demo: segmentation, anomaly and confidence maps")
-    parser.add_argument("--config-file", metavar="FILE", help="path to a config file (or --exported)")
+    parser = argparse.ArgumentParser(
+        description="GMMSeg demo: segmentation, anomaly and confidence maps"
+    )
+    parser.add_argument(
+        "--config-file", metavar="FILE", help="path to a config file (or --exported)"
+    )
     parser.add_argument(
         "--register",
         action="append",
@@ -66,7 +70,10 @@ def get_parser() -> argparse.ArgumentParser:
         help="an exported model (.onnx: ONNX Runtime, .ts: TorchScript) instead of --config-file",
     )
     parser.add_argument(
-        "--input", nargs="+", required=True, help="image files, glob patterns (quote them) or folders of images"
+        "--input",
+        nargs="+",
+        required=True,
+        help="image files, glob patterns (quote them) or folders of images",
     )
     parser.add_argument("--output", required=True, help="folder for the output PNGs (created)")
     parser.add_argument(
@@ -87,16 +94,26 @@ def expand_inputs(inputs: Sequence[str]) -> List[str]:
     paths = []
     for item in inputs:
         if os.path.isdir(item):
-            paths += [os.path.join(item, f) for f in sorted(os.listdir(item)) if f.lower().endswith(IMAGE_EXTS)]
+            paths += [
+                os.path.join(item, f)
+                for f in sorted(os.listdir(item))
+                if f.lower().endswith(IMAGE_EXTS)
+            ]
         elif any(ch in item for ch in "*?["):
-            paths += [p for p in sorted(glob.glob(os.path.expanduser(item))) if p.lower().endswith(IMAGE_EXTS)]
+            paths += [
+                p
+                for p in sorted(glob.glob(os.path.expanduser(item)))
+                if p.lower().endswith(IMAGE_EXTS)
+            ]
         elif os.path.isfile(item):
             paths.append(item)
         else:
             raise FileNotFoundError(f"--input {item!r}: no such file or folder")
     paths = list(dict.fromkeys(paths))
     if not paths:
-        raise FileNotFoundError(f"--input {list(inputs)} matched no image ({', '.join(IMAGE_EXTS)})")
+        raise FileNotFoundError(
+            f"--input {list(inputs)} matched no image ({', '.join(IMAGE_EXTS)})"
+        )
     return paths
 
 
@@ -136,7 +153,9 @@ def anomaly_map_name(pred: dict) -> Optional[str]:
     named = pred.get("anomaly_scores") or {}
     amap = pred["anomaly_score"]
     found = next((n for n, s in named.items() if s is amap), None)
-    return found or next((n for n, s in named.items() if s.shape == amap.shape and torch.equal(s, amap)), None)
+    return found or next(
+        (n for n, s in named.items() if s.shape == amap.shape and torch.equal(s, amap)), None
+    )
 
 
 def maps_from_predictions(pred: dict) -> dict:
@@ -161,7 +180,9 @@ def maps_from_predictions(pred: dict) -> dict:
     }
 
 
-def render(image_rgb: np.ndarray, maps: dict, metadata: Metadata, path: str, title: str = "") -> str:
+def render(
+    image_rgb: np.ndarray, maps: dict, metadata: Metadata, path: str, title: str = ""
+) -> str:
     """Write the three-panel PNG for one image; returns the path."""
     h, w = image_rgb.shape[:2]
     fig_h, fig_w = figure_size_px(h, w)
@@ -192,7 +213,9 @@ def render(image_rgb: np.ndarray, maps: dict, metadata: Metadata, path: str, tit
     if maps["is_gmm"]:
         axes[1].set_title(f"Anomaly score (higher = more anomalous)\n{maps['anomaly_label']}")
     else:
-        axes[1].set_title(f"Anomaly proxy (higher = more anomalous)\n{maps['anomaly_label']}: softmax model")
+        axes[1].set_title(
+            f"Anomaly proxy (higher = more anomalous)\n{maps['anomaly_label']}: softmax model"
+        )
     fig.colorbar(im, cax=cbars[1])
     im = axes[2].imshow(maps["confidence"], cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
     axes[2].set_title("Confidence\nmax_c softmax p(c|x)")
@@ -216,7 +239,9 @@ def exported_predictor(path: str):
     meta = Metadata(name="gmmseg_demo_tool", stuff_classes=list(segmenter.metadata["class_names"]))
     if segmenter.metadata.get("class_colors"):
         meta.stuff_colors = [list(c) for c in segmenter.metadata["class_colors"]]
-    return (lambda image_bgr: {k: torch.from_numpy(v) for k, v in segmenter(image_bgr).items()}), meta
+    return (
+        lambda image_bgr: {k: torch.from_numpy(v) for k, v in segmenter(image_bgr).items()}
+    ), meta
 
 
 def config_predictor(args):
@@ -230,7 +255,9 @@ def main(args) -> List[str]:
     """Run the demo; returns the written PNG paths."""
     setup_logger(name="gmmseg.demo")
     if bool(args.config_file) == bool(args.exported):
-        raise SystemExit("tools/demo.py: give either --config-file (with --opts MODEL.WEIGHTS ...) or --exported FILE")
+        raise SystemExit(
+            "tools/demo.py: give either --config-file (with --opts MODEL.WEIGHTS ...) or --exported FILE"
+        )
     paths = expand_inputs(args.input)
     if args.exported:
         predictor, metadata = exported_predictor(args.exported)
@@ -245,7 +272,9 @@ def main(args) -> List[str]:
         if metadata is None:
             metadata = class_metadata(cfg, int(pred["sem_seg"].shape[0]))
         out = os.path.join(args.output, os.path.splitext(os.path.basename(path))[0] + ".png")
-        written.append(render(image_bgr[:, :, ::-1], maps, metadata, out, title=os.path.basename(path)))
+        written.append(
+            render(image_bgr[:, :, ::-1], maps, metadata, out, title=os.path.basename(path))
+        )
     logger.info(f"wrote {len(written)} image(s) to {os.path.abspath(args.output)}")
     return written
 

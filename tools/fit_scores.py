@@ -70,7 +70,14 @@ def get_parser():
 
 
 def collect(
-    model, cfg, dataset: str, label_files: Dict[str, str], num_images: int, pixels: int, seed: int, embeddings: int = 0
+    model,
+    cfg,
+    dataset: str,
+    label_files: Dict[str, str],
+    num_images: int,
+    pixels: int,
+    seed: int,
+    embeddings: int = 0,
 ):
     """KnownPixelStatistics over `pixels` random labelled pixels of `num_images` random images, and
     (per-pixel GMM models, `embeddings` > 0) the embeddings (E, D) of `embeddings` random labelled
@@ -83,7 +90,9 @@ def collect(
     images = 0
     head = getattr(model, "sem_seg_head", None)
     hooks = (
-        PredictorInputs(head) if embeddings > 0 and hasattr(getattr(head, "predictor", None), "background") else None
+        PredictorInputs(head)
+        if embeddings > 0 and hasattr(getattr(head, "predictor", None), "background")
+        else None
     )
     kept = []
     with torch.no_grad():
@@ -104,7 +113,9 @@ def collect(
                 stats.add({n: s.flatten()[pick] for n, s in scores.items()}, predicted)
                 images += 1
                 if hooks is not None:  # batch of one (the test loader): the grid of this image
-                    grid = labels_to_grid(x["sem_seg"], hooks.shape, head.common_stride, ignore).flatten()
+                    grid = labels_to_grid(
+                        x["sem_seg"], hooks.shape, head.common_stride, ignore
+                    ).flatten()
                     cells = (grid != ignore).nonzero().squeeze(1)
                     cells = cells[torch.randperm(cells.numel(), generator=gen)[:embeddings]]
                     kept.append(head.predictor.embed(hooks.x[cells.to(hooks.x.device)]).cpu())
@@ -122,7 +133,9 @@ def fit_background(e: torch.Tensor, components: int, seed: int) -> Dict:
             f"fit_scores: {e.shape[0]} embeddings for {components} background components; "
             "use more --images or --embeddings, or fewer --background-components"
         )
-    gm = GaussianMixture(components, covariance_type="diag", reg_covar=1e-4, max_iter=300, random_state=seed)
+    gm = GaussianMixture(
+        components, covariance_type="diag", reg_covar=1e-4, max_iter=300, random_state=seed
+    )
     gm.fit(e.double().numpy())
     return {
         "weights": gm.weights_.tolist(),
@@ -139,7 +152,9 @@ def main(argv=None) -> Dict:
     check_sample_counts("fit_scores", args.images, args.pixels)
     cfg = inference_setup(args.config_file, list(args.opts) + [FIT_KEY, ""], args.register)
     if not cfg.MODEL.WEIGHTS:
-        raise SystemExit("fit_scores: give the trained model as MODEL.WEIGHTS path/to/model_final.pth")
+        raise SystemExit(
+            "fit_scores: give the trained model as MODEL.WEIGHTS path/to/model_final.pth"
+        )
     dataset, label_files = fit_split(cfg, args.dataset, "fit_scores", refuse_anomaly_masks=True)
     model = build_inference_model(cfg)
     stats, images, embeddings = collect(

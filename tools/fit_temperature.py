@@ -63,7 +63,9 @@ def main(argv=None) -> Dict:
     _check_config(cfg)
     dataset, label_files = fit_split(cfg, args.dataset, "fit_temperature")
     model = build_inference_model(cfg)
-    if not isinstance(model, MaskFormer):  # passed the name check: something registered under that name
+    if not isinstance(
+        model, MaskFormer
+    ):  # passed the name check: something registered under that name
         raise SystemExit(
             f"fit_temperature: MODEL.META_ARCHITECTURE {cfg.MODEL.META_ARCHITECTURE!r} built a "
             f"{type(model).__name__}, not this project's MaskFormer"
@@ -98,13 +100,21 @@ def _check_config(cfg) -> None:
         )
     weights = cfg.MODEL.WEIGHTS
     if not weights:
-        raise SystemExit("fit_temperature: give the trained model as MODEL.WEIGHTS path/to/model_final.pth")
+        raise SystemExit(
+            "fit_temperature: give the trained model as MODEL.WEIGHTS path/to/model_final.pth"
+        )
     if not os.path.isfile(weights) and "://" not in weights:
         raise SystemExit(f"fit_temperature: MODEL.WEIGHTS {weights!r} is not a file")
 
 
 def collect_samples(
-    model: MaskFormer, cfg, dataset: str, label_files: Dict[str, str], num_images: int, pixels_per_image: int, seed: int
+    model: MaskFormer,
+    cfg,
+    dataset: str,
+    label_files: Dict[str, str],
+    num_images: int,
+    pixels_per_image: int,
+    seed: int,
 ) -> List:
     """Per image (query logits (Q, K+1), mask probabilities (Q, P), labels (P,)) at P random labelled
     pixels of the prediction, on the CPU. Images without a labelled pixel are skipped."""
@@ -145,7 +155,9 @@ def format_report(fit: Dict) -> str:
         f"{'':8}{'T':>8}{'NLL':>9}{'ECE %':>8}{'pixel acc %':>13}",
     ]
     for name, t, key in (("before", 1.0, "before"), ("after", fit["temperature"], "after")):
-        rows.append(f"{name:8}{t:8.3f}{fit['nll_' + key]:9.4f}{fit['ece_' + key]:8.2f}{fit['accuracy_' + key]:13.2f}")
+        rows.append(
+            f"{name:8}{t:8.3f}{fit['nll_' + key]:9.4f}{fit['ece_' + key]:8.2f}{fit['accuracy_' + key]:13.2f}"
+        )
     rows.append(f"evaluate with: {TEMPERATURE_KEY} {fit['temperature']:.4g}")
     return "\n".join(rows)
 

@@ -78,7 +78,9 @@ def bundle_requirements(text: str) -> list:
         if name in USERS_OWN or name in NOT_FOR_RUNNING:
             continue
         if name in UNCAPPED:
-            req.specifier = type(req.specifier)(",".join(str(s) for s in req.specifier if str(s) != UNCAPPED[name]))
+            req.specifier = type(req.specifier)(
+                ",".join(str(s) for s in req.specifier if str(s) != UNCAPPED[name])
+            )
         out.append(str(req))
     return out
 
@@ -87,7 +89,9 @@ def parse_target(target: str) -> tuple:
     """'cp312-manylinux_2_28_x86_64' -> ('3.12', [every platform tag such a machine accepts])."""
     m = _TARGET.match(target)
     if not m:
-        raise ValueError(f"--target {target!r}: expected cp3XY-PLATFORM, e.g. cp312-manylinux_2_28_x86_64")
+        raise ValueError(
+            f"--target {target!r}: expected cp3XY-PLATFORM, e.g. cp312-manylinux_2_28_x86_64"
+        )
     python, platform = f"3.{m.group(1)}", m.group(2)
     legacy = re.match(r"^(manylinux2014|manylinux2010|manylinux1)_(\w+)$", platform)
     many = _MANYLINUX.match(platform)
@@ -112,10 +116,14 @@ def parse_have(text: str, source: str) -> dict:
         if not line:
             continue
         if line.startswith("-"):
-            raise ValueError(f"{source}:{n}: {line!r}: use `pip list --format=freeze`, which names every package")
+            raise ValueError(
+                f"{source}:{n}: {line!r}: use `pip list --format=freeze`, which names every package"
+            )
         m = re.match(r"^([A-Za-z0-9][A-Za-z0-9._-]*)\s*(?:(==|@)\s*(\S+))?$", line)
         if not m:
-            raise ValueError(f"{source}:{n}: {line!r} is not `name`, `name==version` or `name @ url`")
+            raise ValueError(
+                f"{source}:{n}: {line!r} is not `name`, `name==version` or `name @ url`"
+            )
         version = m.group(3) if m.group(2) == "==" else None
         if version is not None:
             try:
@@ -148,7 +156,9 @@ def select(report: dict, roots: list, stop: set, environment: dict) -> dict:
         if name in stop:
             continue
         if name not in items:
-            raise ValueError(f"pip's resolution has no {req.name} (needed as {req}); cannot bundle it")
+            raise ValueError(
+                f"pip's resolution has no {req.name} (needed as {req}); cannot bundle it"
+            )
         extras = set(req.extras)
         if name in chosen and extras <= extras_done[name]:
             continue
@@ -157,7 +167,8 @@ def select(report: dict, roots: list, stop: set, environment: dict) -> dict:
         for dep in items[name]["metadata"].get("requires_dist") or []:
             dreq = Requirement(dep)
             applies = dreq.marker is None or any(
-                dreq.marker.evaluate({**environment, "extra": e}) for e in ({""} | extras_done[name])
+                dreq.marker.evaluate({**environment, "extra": e})
+                for e in ({""} | extras_done[name])
             )
             if applies:
                 todo.append(dreq)
@@ -169,7 +180,9 @@ def target_environment(python: str, platforms: list) -> dict:
     from packaging.markers import default_environment
 
     env = dict(default_environment())
-    env.update(python_version=python, python_full_version=f"{python}.0", implementation_name="cpython")
+    env.update(
+        python_version=python, python_full_version=f"{python}.0", implementation_name="cpython"
+    )
     env["platform_python_implementation"] = "CPython"
     plat = platforms[0]
     if "linux" in plat:
@@ -196,14 +209,19 @@ def write_placeholder_wheel(folder: str, name: str, version: str) -> None:
     with zipfile.ZipFile(os.path.join(folder, f"{stem}-py3-none-any.whl"), "w") as z:
         for path, text in files.items():
             z.writestr(path, text)
-        z.writestr(f"{dist_info}/RECORD", "".join(f"{p},,\n" for p in list(files) + [f"{dist_info}/RECORD"]))
+        z.writestr(
+            f"{dist_info}/RECORD",
+            "".join(f"{p},,\n" for p in list(files) + [f"{dist_info}/RECORD"]),
+        )
 
 
 def run(cmd: list) -> None:
     """Run `cmd`, quietly; its output's end in the error when it fails."""
     result = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if result.returncode != 0:
-        raise RuntimeError(f"`{' '.join(cmd)}` failed (exit {result.returncode}):\n{result.stdout[-6000:]}")
+        raise RuntimeError(
+            f"`{' '.join(cmd)}` failed (exit {result.returncode}):\n{result.stdout[-6000:]}"
+        )
 
 
 def pip(*args) -> None:
@@ -224,7 +242,9 @@ def build_local_wheels(folder: str, have: dict) -> list:
     if source_only:
         pip("wheel", "--no-deps", "--quiet", "--wheel-dir", folder, *source_only)
     impure = [
-        os.path.basename(p) for p in glob.glob(os.path.join(folder, "*.whl")) if not p.endswith(("-none-any.whl"))
+        os.path.basename(p)
+        for p in glob.glob(os.path.join(folder, "*.whl"))
+        if not p.endswith(("-none-any.whl"))
     ]
     if impure:
         raise RuntimeError(f"built wheels that are not pure Python: {impure}")
@@ -248,8 +268,14 @@ def make_bundle(out: str, target: str = None, have: dict = None, max_mb: float =
     have = dict(this_pythons_packages() if have is None else have)
     for name in USERS_OWN:
         have.setdefault(name, None)
-    if os.path.exists(out) and os.listdir(out) and not os.path.exists(os.path.join(out, "README.txt")):
-        raise ValueError(f"--out {out}: exists and is not a bundle (no README.txt); give an empty folder")
+    if (
+        os.path.exists(out)
+        and os.listdir(out)
+        and not os.path.exists(os.path.join(out, "README.txt"))
+    ):
+        raise ValueError(
+            f"--out {out}: exists and is not a bundle (no README.txt); give an empty folder"
+        )
     final, out = out, os.path.normpath(out) + ".partial"  # written here, renamed when complete
     shutil.rmtree(out, ignore_errors=True)
     os.makedirs(out)
@@ -286,19 +312,35 @@ def make_bundle(out: str, target: str = None, have: dict = None, max_mb: float =
             else:
                 remote.append(f"{item['metadata']['name']}=={item['metadata']['version']}")
         if remote:
-            pip("download", "--no-deps", "--quiet", "--only-binary=:all:", *target_flags, "--dest", out, *remote)
+            pip(
+                "download",
+                "--no-deps",
+                "--quiet",
+                "--only-binary=:all:",
+                *target_flags,
+                "--dest",
+                out,
+                *remote,
+            )
 
     wheels = sorted(glob.glob(os.path.join(out, "*.whl")))
     if len(wheels) != len(chosen):
-        raise RuntimeError(f"{out}: {len(wheels)} wheels for {len(chosen)} packages chosen: {sorted(chosen)}")
+        raise RuntimeError(
+            f"{out}: {len(wheels)} wheels for {len(chosen)} packages chosen: {sorted(chosen)}"
+        )
     sizes = {os.path.basename(w): os.path.getsize(w) for w in wheels}
     total_mb = sum(sizes.values()) / 2**20
     with open(os.path.join(out, "requirements.txt"), "w") as f:
         f.write("".join(r + "\n" for r in roots))
     with open(os.path.join(out, "README.txt"), "w") as f:
-        f.write(f"GMMSeg bundle for {target}: {len(wheels)} wheels, {total_mb:.1f} MB (tools/make_bundle.py).\n")
+        f.write(
+            f"GMMSeg bundle for {target}: {len(wheels)} wheels, {total_mb:.1f} MB (tools/make_bundle.py).\n"
+        )
         f.write("Left out: torch, torchvision and what the target already has:\n  ")
-        f.write(", ".join(sorted(have)) + "\n\nInstall, from the folder above this one (no network needed):\n")
+        f.write(
+            ", ".join(sorted(have))
+            + "\n\nInstall, from the folder above this one (no network needed):\n"
+        )
         f.write(f"  python -m pip install --no-index --find-links {os.path.basename(final)} ")
         f.write(f"-r {os.path.basename(final)}/requirements.txt\n\nWheels (MB):\n")
         f.write("".join(f"  {size / 2**20:7.2f}  {name}\n" for name, size in sorted(sizes.items())))
@@ -316,20 +358,30 @@ def make_bundle(out: str, target: str = None, have: dict = None, max_mb: float =
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", required=True, help="the bundle's folder (an earlier bundle there is replaced)")
-    parser.add_argument("--target", help="cpXY-PLATFORM, e.g. cp312-manylinux_2_28_x86_64 (default: this Python)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--out", required=True, help="the bundle's folder (an earlier bundle there is replaced)"
+    )
+    parser.add_argument(
+        "--target", help="cpXY-PLATFORM, e.g. cp312-manylinux_2_28_x86_64 (default: this Python)"
+    )
     parser.add_argument(
         "--have",
         help="the target's `pip list --format=freeze` (a file; `-`: only torch); default: this Python's "
         "packages without --target, only torch with it",
     )
-    parser.add_argument("--max-mb", type=float, help="fail when the wheels take more than this many MB")
+    parser.add_argument(
+        "--max-mb", type=float, help="fail when the wheels take more than this many MB"
+    )
     args = parser.parse_args(argv)
     try:
         import packaging  # noqa: F401
     except ImportError:
-        parser.error(f"needs the `packaging` module in {sys.executable}: python -m pip install packaging")
+        parser.error(
+            f"needs the `packaging` module in {sys.executable}: python -m pip install packaging"
+        )
     if args.have == "-":
         have = {}
     elif args.have:
@@ -344,7 +396,9 @@ def main(argv=None) -> int:
     except (RuntimeError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    print(f"{args.out}: {summary['wheels']} wheels, {summary['total_mb']:.1f} MB for {summary['target']}")
+    print(
+        f"{args.out}: {summary['wheels']} wheels, {summary['total_mb']:.1f} MB for {summary['target']}"
+    )
     return 0
 
 

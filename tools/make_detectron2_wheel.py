@@ -40,11 +40,22 @@ _NUMPY_CAP = re.compile(r"^Requires-Dist: numpy\s*\(?<\s*2\)?\s*$", re.MULTILINE
 
 def download_source_wheel(dest: str) -> str:
     """pip-download sal-detectron2 0.7.2 (the cp310 wheel, any platform) into `dest`; its path."""
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--python-version", "3.10"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--python-version",
+        "3.10",
+    ]
     subprocess.run(cmd + ["--dest", dest, SOURCE_REQUIREMENT], check=True)
     found = glob.glob(os.path.join(dest, "sal_detectron2-*.whl"))
     if len(found) != 1:
-        raise RuntimeError(f"pip download {SOURCE_REQUIREMENT} into {dest} left {found}, expected one wheel")
+        raise RuntimeError(
+            f"pip download {SOURCE_REQUIREMENT} into {dest} left {found}, expected one wheel"
+        )
     return found[0]
 
 
@@ -56,14 +67,20 @@ def _record_line(path: str, data: bytes) -> str:
 def _rewrite_metadata(text: str, version: str, source: str) -> str:
     if not re.search(r"^Name: sal-detectron2$", text, re.MULTILINE):
         raise ValueError(f"{source}: METADATA does not name sal-detectron2")
-    text, n_version = re.subn(r"^Version: .*$", f"Version: {version}", text, count=1, flags=re.MULTILINE)
+    text, n_version = re.subn(
+        r"^Version: .*$", f"Version: {version}", text, count=1, flags=re.MULTILINE
+    )
     if n_version != 1:
         raise ValueError(f"{source}: METADATA has no Version line")
     return _NUMPY_CAP.sub("Requires-Dist: numpy", text)
 
 
 def _rewrite_wheel_file(text: str) -> str:
-    lines = [ln for ln in text.splitlines() if ln.strip() and not ln.startswith(("Tag:", "Root-Is-Purelib:"))]
+    lines = [
+        ln
+        for ln in text.splitlines()
+        if ln.strip() and not ln.startswith(("Tag:", "Root-Is-Purelib:"))
+    ]
     return "\n".join(lines + ["Root-Is-Purelib: true", "Tag: py3-none-any"]) + "\n"
 
 
@@ -72,7 +89,11 @@ def make_pure_wheel(source: str, out_dir: str) -> str:
     with zipfile.ZipFile(source) as zin:
         infos = zin.infolist()
         dist_infos = sorted(
-            {i.filename.split("/")[0] for i in infos if i.filename.split("/")[0].endswith(".dist-info")}
+            {
+                i.filename.split("/")[0]
+                for i in infos
+                if i.filename.split("/")[0].endswith(".dist-info")
+            }
         )
         if len(dist_infos) != 1:
             raise ValueError(f"{source}: expected one .dist-info folder, found {dist_infos}")
@@ -87,7 +108,9 @@ def make_pure_wheel(source: str, out_dir: str) -> str:
                 f"{source}: compiled files besides detectron2's _C: {unexpected}; the wheel would not be pure"
             )
         if not compiled:
-            raise ValueError(f"{source}: no detectron2/_C extension found; is this the sal-detectron2 wheel?")
+            raise ValueError(
+                f"{source}: no detectron2/_C extension found; is this the sal-detectron2 wheel?"
+            )
 
         entries = []  # (ZipInfo, bytes) in the source's order, the dist-info's RECORD last
         for info in infos:
@@ -107,7 +130,9 @@ def make_pure_wheel(source: str, out_dir: str) -> str:
             new_info.compress_type = zipfile.ZIP_DEFLATED
             entries.append((new_info, data))
     record_name = f"{new_dist_info}/RECORD"
-    record = "\n".join([_record_line(i.filename, d) for i, d in entries] + [f"{record_name},,"]) + "\n"
+    record = (
+        "\n".join([_record_line(i.filename, d) for i, d in entries] + [f"{record_name},,"]) + "\n"
+    )
     record_info = zipfile.ZipInfo(record_name, date_time=entries[-1][0].date_time)
     record_info.external_attr = 0o644 << 16
     record_info.compress_type = zipfile.ZIP_DEFLATED
@@ -124,9 +149,15 @@ def make_pure_wheel(source: str, out_dir: str) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", required=True, help="folder to write the wheel into (created if missing)")
-    parser.add_argument("--source", help=f"a {SOURCE_REQUIREMENT} wheel already on disk (default: pip-download it)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--out", required=True, help="folder to write the wheel into (created if missing)"
+    )
+    parser.add_argument(
+        "--source", help=f"a {SOURCE_REQUIREMENT} wheel already on disk (default: pip-download it)"
+    )
     args = parser.parse_args(argv)
     if args.source:
         if not os.path.isfile(args.source):

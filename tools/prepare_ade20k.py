@@ -44,7 +44,13 @@ def prepare_ade20k(ade_dir: str, workers: int = 0, overwrite: bool = False):
         dst_dir = os.path.join(ade_dir, "annotations_detectron2", split)
         os.makedirs(dst_dir, exist_ok=True)
         jobs = [
-            (os.path.join(src_dir, f), os.path.join(dst_dir, f), _LUT, overwrite, "ADE20K annotation")
+            (
+                os.path.join(src_dir, f),
+                os.path.join(dst_dir, f),
+                _LUT,
+                overwrite,
+                "ADE20K annotation",
+            )
             for f in sorted(os.listdir(src_dir))
             if f.endswith(".png")
         ]
@@ -62,7 +68,9 @@ def main(argv=None) -> int:
     add_preparation_arguments(parser)
     args = parser.parse_args(argv)
     ade_dir = dataset_folder("ADEChallengeData2016", args.ade)
-    return run_preparation(lambda: prepare_ade20k(ade_dir, args.workers, args.overwrite), "label maps", ade_dir)
+    return run_preparation(
+        lambda: prepare_ade20k(ade_dir, args.workers, args.overwrite), "label maps", ade_dir
+    )
 
 
 if __name__ == "__main__":

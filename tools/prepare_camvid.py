@@ -68,7 +68,10 @@ def convert_one(job) -> str:
 
 def split_jobs(segnet_dir: str, output_dir: str, split: str, copy: bool, overwrite: bool):
     """The jobs of one split; a missing folder or annotation stops with its path."""
-    image_dir, annot_dir = os.path.join(segnet_dir, split), os.path.join(segnet_dir, f"{split}annot")
+    image_dir, annot_dir = (
+        os.path.join(segnet_dir, split),
+        os.path.join(segnet_dir, f"{split}annot"),
+    )
     for folder in (image_dir, annot_dir):
         if not os.path.isdir(folder):
             raise FileNotFoundError(
@@ -100,11 +103,20 @@ def split_jobs(segnet_dir: str, output_dir: str, split: str, copy: bool, overwri
 
 
 def prepare_camvid(
-    segnet_dir: str, output_dir: str, splits=SPLITS, workers: int = 0, copy: bool = False, overwrite: bool = False
+    segnet_dir: str,
+    output_dir: str,
+    splits=SPLITS,
+    workers: int = 0,
+    copy: bool = False,
+    overwrite: bool = False,
 ):
     if os.path.realpath(segnet_dir) == os.path.realpath(output_dir):
-        raise ValueError(f"--output {output_dir} is the SegNet folder itself; write the converted copy elsewhere")
-    jobs = {split: split_jobs(segnet_dir, output_dir, split, copy, overwrite) for split in splits}  # check all first
+        raise ValueError(
+            f"--output {output_dir} is the SegNet folder itself; write the converted copy elsewhere"
+        )
+    jobs = {
+        split: split_jobs(segnet_dir, output_dir, split, copy, overwrite) for split in splits
+    }  # check all first
     results = []
     for split, split_job_list in jobs.items():
         results += run_jobs(convert_one, split_job_list, workers, f"camvid {split}")
@@ -114,16 +126,26 @@ def prepare_camvid(
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--segnet", required=True, help="the SegNet tutorial's CamVid folder (train/, trainannot/, ...)"
+        "--segnet",
+        required=True,
+        help="the SegNet tutorial's CamVid folder (train/, trainannot/, ...)",
     )
-    parser.add_argument("--output", default=None, help="default: $DETECTRON2_DATASETS/camvid (else ./datasets/camvid)")
+    parser.add_argument(
+        "--output",
+        default=None,
+        help="default: $DETECTRON2_DATASETS/camvid (else ./datasets/camvid)",
+    )
     parser.add_argument("--splits", nargs="+", default=list(SPLITS), choices=list(SPLITS))
-    parser.add_argument("--copy", action="store_true", help="copy the images instead of symlinking them")
+    parser.add_argument(
+        "--copy", action="store_true", help="copy the images instead of symlinking them"
+    )
     add_preparation_arguments(parser)
     args = parser.parse_args(argv)
     output_dir = dataset_folder("camvid", args.output)
     return run_preparation(
-        lambda: prepare_camvid(args.segnet, output_dir, args.splits, args.workers, args.copy, args.overwrite),
+        lambda: prepare_camvid(
+            args.segnet, output_dir, args.splits, args.workers, args.copy, args.overwrite
+        ),
         "image/label pairs",
         output_dir,
     )

@@ -58,7 +58,9 @@ def known_or_void(label: np.ndarray, path: str) -> np.ndarray:
     withheld classes."""
     bad = np.setdiff1d(np.unique(label), list(range(11)) + [IGNORE])
     if bad.size:
-        raise ValueError(f"{path}: label values {bad.tolist()} are not CamVid ids (0..10, 255 void)")
+        raise ValueError(
+            f"{path}: label values {bad.tolist()} are not CamVid ids (0..10, 255 void)"
+        )
     out = np.zeros(label.shape, np.uint8)
     out[np.isin(label, list(CAMVID_UNKNOWN_IDS) + [IGNORE])] = 255
     return out
@@ -68,9 +70,13 @@ def build(camvid_val: str, objects, output: str, seed: int):
     """Paste one of `objects` into every image of `camvid_val` (images/ + labels/); returns the manifest."""
     images = sorted(glob.glob(os.path.join(camvid_val, "images", "*")))
     if not images:
-        raise FileNotFoundError(f"no images in {camvid_val}/images (expected CamVid val: tools/prepare_camvid.py)")
+        raise FileNotFoundError(
+            f"no images in {camvid_val}/images (expected CamVid val: tools/prepare_camvid.py)"
+        )
     if not objects:
-        raise ValueError("no object to paste: every instance was a road-scene category, a crowd or under --min-area")
+        raise ValueError(
+            "no object to paste: every instance was a road-scene category, a crowd or under --min-area"
+        )
     rng = np.random.default_rng(seed)
     order = iter_assignments(len(images), len(objects), rng)
     for sub in ("images", "labels"):
@@ -123,13 +129,19 @@ def build_camera_shift(static_root: str, output: str, seed: int):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--source", help="folder with annotations/<one>.json and images/")
-    ap.add_argument("--annotations", help="COCO instances json (default: the one in --source/annotations)")
+    ap.add_argument(
+        "--annotations", help="COCO instances json (default: the one in --source/annotations)"
+    )
     ap.add_argument("--images", help="folder of the json's images (default: --source/images)")
     ap.add_argument("--camvid", help="CamVid val folder (default: $DETECTRON2_DATASETS/camvid/val)")
     ap.add_argument("--output", help="default: $DETECTRON2_DATASETS/camvid_static")
-    ap.add_argument("--min-area", type=int, default=1000, help="smallest object mask used, in source pixels")
+    ap.add_argument(
+        "--min-area", type=int, default=1000, help="smallest object mask used, in source pixels"
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument(
         "--camera-shift",
@@ -142,7 +154,11 @@ def main(argv=None):
         output = static.rstrip("/") + "_shift"
         manifest = build_camera_shift(static, output, args.seed)
         with open(os.path.join(output, "manifest.json"), "w") as f:
-            json.dump({"source": os.path.abspath(static), "seed": args.seed, "images": manifest}, f, indent=1)
+            json.dump(
+                {"source": os.path.abspath(static), "seed": args.seed, "images": manifest},
+                f,
+                indent=1,
+            )
         print(f"wrote {len(manifest)} images through other cameras to {output}")
         return
     if not (args.source or (args.annotations and args.images)):
@@ -151,15 +167,24 @@ def main(argv=None):
     images = args.images or os.path.join(args.source, "images")
     objects = coco_objects(annotations, images, min_area=args.min_area)
     output = dataset_folder("camvid_static", args.output)
-    manifest = build(args.camvid or os.path.join(dataset_folder("camvid"), "val"), objects, output, args.seed)
+    manifest = build(
+        args.camvid or os.path.join(dataset_folder("camvid"), "val"), objects, output, args.seed
+    )
     with open(os.path.join(output, "manifest.json"), "w") as f:
         json.dump(
-            {"source": os.path.abspath(annotations), "seed": args.seed, "objects": len(objects), "images": manifest},
+            {
+                "source": os.path.abspath(annotations),
+                "seed": args.seed,
+                "objects": len(objects),
+                "images": manifest,
+            },
             f,
             indent=1,
         )
     cats = sorted({m["category"] for m in manifest.values()})
-    print(f"wrote {len(manifest)} images with {len(objects)} distinct objects ({', '.join(cats)}) to {output}")
+    print(
+        f"wrote {len(manifest)} images with {len(objects)} distinct objects ({', '.join(cats)}) to {output}"
+    )
 
 
 if __name__ == "__main__":

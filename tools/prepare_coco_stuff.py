@@ -107,7 +107,9 @@ def rasterize_one(job) -> str:
     info, stuff_anns, thing_anns, dst, overwrite = job
     if os.path.exists(dst) and not overwrite:
         return "skipped"
-    save_png_atomic(rasterize_annotations(int(info["height"]), int(info["width"]), stuff_anns, thing_anns), dst)
+    save_png_atomic(
+        rasterize_annotations(int(info["height"]), int(info["width"]), stuff_anns, thing_anns), dst
+    )
     return "written"
 
 
@@ -120,7 +122,9 @@ def _annotations_by_image(json_file: str):
     return data["images"], by_image
 
 
-def prepare_164k_json(stuff_json: str, output_dir: str, things_json=None, workers: int = 0, overwrite: bool = False):
+def prepare_164k_json(
+    stuff_json: str, output_dir: str, things_json=None, workers: int = 0, overwrite: bool = False
+):
     """Rasterise stuff_<split>.json (+ instances_<split>.json) into output_dir/<stem>.png."""
     images, stuff = _annotations_by_image(stuff_json)
     things = _annotations_by_image(things_json)[1] if things_json else {}
@@ -165,7 +169,9 @@ def convert_10k_one(job) -> str:
     return "written"
 
 
-def prepare_10k(source_dir: str, output_dir=None, workers: int = 0, copy: bool = False, overwrite: bool = False):
+def prepare_10k(
+    source_dir: str, output_dir=None, workers: int = 0, copy: bool = False, overwrite: bool = False
+):
     """cocostuff-10k-v1.1 (images/, annotations/*.mat, imageLists/{train,test}.txt) ->
     output_dir/{images_detectron2,annotations_detectron2}/{train,test}/ (default: in place)."""
     output_dir = output_dir or source_dir
@@ -180,7 +186,9 @@ def prepare_10k(source_dir: str, output_dir=None, workers: int = 0, copy: bool =
             names = [line.strip() for line in f if line.strip()]
         for sub in ("images_detectron2", "annotations_detectron2"):
             os.makedirs(os.path.join(output_dir, sub, split), exist_ok=True)
-        jobs = [(os.path.splitext(n)[0], source_dir, output_dir, split, copy, overwrite) for n in names]
+        jobs = [
+            (os.path.splitext(n)[0], source_dir, output_dir, split, copy, overwrite) for n in names
+        ]
         results += run_jobs(convert_10k_one, jobs, workers, f"coco-stuff-10k {split}")
     return results
 
@@ -198,7 +206,9 @@ def main(argv=None) -> int:
     p = sub.add_parser("164k-json", parents=[common], help="stuff/instances JSON -> 171-class maps")
     p.add_argument("--coco", default=None, help="coco folder (default $DETECTRON2_DATASETS/coco)")
     p.add_argument("--split", default="val2017", choices=list(SPLITS_164K))
-    p.add_argument("--stuff-json", default=None, help="default <coco>/annotations/stuff_<split>.json")
+    p.add_argument(
+        "--stuff-json", default=None, help="default <coco>/annotations/stuff_<split>.json"
+    )
     p.add_argument(
         "--things-json",
         default=None,
@@ -206,7 +216,9 @@ def main(argv=None) -> int:
     )
 
     p = sub.add_parser("10k", parents=[common], help="cocostuff-10k .mat files -> 171-class maps")
-    p.add_argument("--source", default=None, help="unzipped cocostuff-10k-v1.1 (default <coco>/coco_stuff_10k)")
+    p.add_argument(
+        "--source", default=None, help="unzipped cocostuff-10k-v1.1 (default <coco>/coco_stuff_10k)"
+    )
     p.add_argument("--coco", default=None, help="coco folder (default $DETECTRON2_DATASETS/coco)")
     p.add_argument("--copy", action="store_true", help="copy images instead of symlinking them")
     args = parser.parse_args(argv)
@@ -215,10 +227,14 @@ def main(argv=None) -> int:
     if args.mode == "164k":
         where = os.path.join(coco_dir, "stuffthingmaps_detectron2")
         return run_preparation(
-            lambda: prepare_164k_png(coco_dir, args.splits, args.workers, args.overwrite), "label maps", where
+            lambda: prepare_164k_png(coco_dir, args.splits, args.workers, args.overwrite),
+            "label maps",
+            where,
         )
     if args.mode == "164k-json":
-        stuff_json = args.stuff_json or os.path.join(coco_dir, "annotations", f"stuff_{args.split}.json")
+        stuff_json = args.stuff_json or os.path.join(
+            coco_dir, "annotations", f"stuff_{args.split}.json"
+        )
         things_json = args.things_json
         if things_json is None:
             candidate = os.path.join(coco_dir, "annotations", f"instances_{args.split}.json")
@@ -226,15 +242,22 @@ def main(argv=None) -> int:
         elif things_json.lower() == "none":
             things_json = None
         if things_json is None:
-            print("warning: no instances JSON, thing classes are left unlabeled (255)", file=sys.stderr)
+            print(
+                "warning: no instances JSON, thing classes are left unlabeled (255)",
+                file=sys.stderr,
+            )
         where = os.path.join(coco_dir, "stuffthingmaps_detectron2", args.split)
         return run_preparation(
-            lambda: prepare_164k_json(stuff_json, where, things_json, args.workers, args.overwrite), "label maps", where
+            lambda: prepare_164k_json(stuff_json, where, things_json, args.workers, args.overwrite),
+            "label maps",
+            where,
         )
     source = args.source or os.path.join(coco_dir, "coco_stuff_10k")
     where = os.path.join(coco_dir, "coco_stuff_10k")
     return run_preparation(
-        lambda: prepare_10k(source, where, args.workers, args.copy, args.overwrite), "label maps", where
+        lambda: prepare_10k(source, where, args.workers, args.copy, args.overwrite),
+        "label maps",
+        where,
     )
 
 

@@ -25,7 +25,12 @@ from PIL import Image
 
 from gmmseg.data.anomaly_datasets import fishyscapes_static_files
 from gmmseg.data.common import datasets_root
-from gmmseg.data.preparation import add_preparation_arguments, run_jobs, run_preparation, save_png_atomic
+from gmmseg.data.preparation import (
+    add_preparation_arguments,
+    run_jobs,
+    run_preparation,
+    save_png_atomic,
+)
 
 
 def compose_one(job) -> str:
@@ -38,7 +43,9 @@ def compose_one(job) -> str:
     with np.load(overlay_path) as npz:
         overlay = npz["rgb"].astype(np.int32)
     if overlay.shape != base.shape:
-        raise ValueError(f"overlay {overlay_path!r} has shape {overlay.shape}, image {base_path!r} has {base.shape}")
+        raise ValueError(
+            f"overlay {overlay_path!r} has shape {overlay.shape}, image {base_path!r} has {base.shape}"
+        )
     save_png_atomic(np.clip(base + overlay, 0, 255).astype(np.uint8), image_path)
     return "written"
 
@@ -61,13 +68,17 @@ def prepare_fishyscapes_static(root=None, workers: int = 0, overwrite: bool = Fa
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--root", default=None, help="the datasets folder (default: $DETECTRON2_DATASETS, else ./datasets)"
+        "--root",
+        default=None,
+        help="the datasets folder (default: $DETECTRON2_DATASETS, else ./datasets)",
     )
     add_preparation_arguments(parser)
     args = parser.parse_args(argv)
     where = os.path.join(datasets_root(args.root), "fishyscapes", "fs_val_v3_images")
     return run_preparation(
-        lambda: prepare_fishyscapes_static(args.root, args.workers, args.overwrite), "composed images", where
+        lambda: prepare_fishyscapes_static(args.root, args.workers, args.overwrite),
+        "composed images",
+        where,
     )
 
 

@@ -29,16 +29,22 @@ logger = logging.getLogger("gmmseg.refit")
 
 
 def get_parser():
-    ap = argparse.ArgumentParser(description="Refit a trained GMM model's Gaussians (no retraining)")
+    ap = argparse.ArgumentParser(
+        description="Refit a trained GMM model's Gaussians (no retraining)"
+    )
     ap.add_argument("--config-file", required=True, metavar="FILE")
-    ap.add_argument("--output", required=True, metavar="FILE", help="the refitted checkpoint (.pth) to write")
+    ap.add_argument(
+        "--output", required=True, metavar="FILE", help="the refitted checkpoint (.pth) to write"
+    )
     ap.add_argument("--dataset", help="registered dataset with labels (default: DATASETS.TRAIN[0])")
     ap.add_argument("--rounds", type=int, default=10, help="EM rounds (default 10)")
     ap.add_argument("--variance-floor", type=float, help="default: MODEL.GMM.VARIANCE_FLOOR")
     ap.add_argument("--pixels-per-image", type=int, default=2000)
     ap.add_argument("--rows-per-class", type=int, default=50000)
     ap.add_argument("--register", action="append", default=[], metavar="MODULE")
-    ap.add_argument("opts", nargs=argparse.REMAINDER, help="config KEY VALUE pairs (MODEL.WEIGHTS: the model)")
+    ap.add_argument(
+        "opts", nargs=argparse.REMAINDER, help="config KEY VALUE pairs (MODEL.WEIGHTS: the model)"
+    )
     return ap
 
 
@@ -47,13 +53,17 @@ def main(argv=None):
     setup_logger(name="gmmseg")
     cfg = inference_setup(args.config_file, args.opts, args.register)
     if not cfg.MODEL.WEIGHTS:
-        raise SystemExit("refit_gmm: give the trained model as MODEL.WEIGHTS path/to/model_final.pth")
+        raise SystemExit(
+            "refit_gmm: give the trained model as MODEL.WEIGHTS path/to/model_final.pth"
+        )
     if not os.path.isfile(cfg.MODEL.WEIGHTS):
         raise SystemExit(f"refit_gmm: MODEL.WEIGHTS {cfg.MODEL.WEIGHTS!r} is not a file")
     if not args.output.endswith(".pth"):
         raise SystemExit(f"refit_gmm: --output must be a .pth file, got {args.output!r}")
     if os.path.abspath(args.output) == os.path.abspath(cfg.MODEL.WEIGHTS):
-        raise SystemExit(f"refit_gmm: --output {args.output!r} would overwrite the trained model; choose another file")
+        raise SystemExit(
+            f"refit_gmm: --output {args.output!r} would overwrite the trained model; choose another file"
+        )
     dataset = args.dataset or cfg.DATASETS.TRAIN[0]
     model = build_inference_model(cfg)  # no memory bank: the refit needs none
     info = refit_model(
@@ -69,13 +79,17 @@ def main(argv=None):
     ll = info["own_class_ll"]
     logger.info("refit on %s: rows per class %s", dataset, info["rows_per_class"])
     logger.info(
-        "mean log p(x|y) of the rows: trained %.2f, then per round %s", ll[0], " ".join(f"{v:.2f}" for v in ll[1:])
+        "mean log p(x|y) of the rows: trained %.2f, then per round %s",
+        ll[0],
+        " ".join(f"{v:.2f}" for v in ll[1:]),
     )
     info.update(
         dataset=dataset,
         rounds=args.rounds,
         source=cfg.MODEL.WEIGHTS,
-        variance_floor=args.variance_floor if args.variance_floor is not None else cfg.MODEL.GMM.VARIANCE_FLOOR,
+        variance_floor=args.variance_floor
+        if args.variance_floor is not None
+        else cfg.MODEL.GMM.VARIANCE_FLOOR,
     )
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     # a plain file in detectron2's layout; not Checkpointer.save, which would re-point the folder's

@@ -39,13 +39,24 @@ import time
 import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-VARIANTS = {"softmax": "configs/demo/segformer_lite0_softmax.yaml", "gmm": "configs/demo/segformer_lite0_gmm.yaml"}
+VARIANTS = {
+    "softmax": "configs/demo/segformer_lite0_softmax.yaml",
+    "gmm": "configs/demo/segformer_lite0_gmm.yaml",
+}
 TRAIN, VAL = "gmmseg_demo_train", "gmmseg_demo_val"
 ANOMALY_SPLITS = {"far": "gmmseg_demo_anomaly", "near": "gmmseg_demo_near"}  # reported apart
 TABLE_METRICS = ("AUROC", "FPR95")  # one anomaly table each (AP: in summary.json)
-FIT_IMAGES, FIT_PIXELS = 100, 1000  # the fitted scores' statistics: training images, pixels per image
-FIGURES_PER_SPLIT, IMAGES_PER_FIGURE = 2, 4  # the pictures: the first 8 images of each anomaly split
-RANGE_IMAGES = 50  # a score's colour range: percentiles of its known pixels on the split's first 50 images
+FIT_IMAGES, FIT_PIXELS = (
+    100,
+    1000,
+)  # the fitted scores' statistics: training images, pixels per image
+FIGURES_PER_SPLIT, IMAGES_PER_FIGURE = (
+    2,
+    4,
+)  # the pictures: the first 8 images of each anomaly split
+RANGE_IMAGES = (
+    50  # a score's colour range: percentiles of its known pixels on the split's first 50 images
+)
 
 
 PROGRESS_EVERY_S = 5.0  # at most one progress line per model this often
@@ -109,7 +120,11 @@ def train(variant, config, out_dir, extra_opts):
         while proc.poll() is None:
             time.sleep(0.5)
             records, offset = new_metric_records(metrics, offset)
-            latest = next((r for r in reversed(records) if "total_loss" in r), latest) if records else latest
+            latest = (
+                next((r for r in reversed(records) if "total_loss" in r), latest)
+                if records
+                else latest
+            )
             if latest is not None and time.time() - last_print >= PROGRESS_EVERY_S:
                 print(progress_line(variant, latest, max_iter, time.time() - t0), flush=True)
                 last_print, latest = time.time(), None
@@ -119,8 +134,12 @@ def train(variant, config, out_dir, extra_opts):
         print(progress_line(variant, latest, max_iter, time.time() - t0), flush=True)
     if proc.returncode != 0:
         tail = open(os.path.join(out_dir, "stdout.txt")).read()[-3000:]
-        raise SystemExit(f"[demo] training {variant} failed (exit {proc.returncode}); end of its log:\n{tail}")
-    print(f"[demo] {variant} trained in {time.time() - t0:.0f} s (log: {out_dir}/log.txt)", flush=True)
+        raise SystemExit(
+            f"[demo] training {variant} failed (exit {proc.returncode}); end of its log:\n{tail}"
+        )
+    print(
+        f"[demo] {variant} trained in {time.time() - t0:.0f} s (log: {out_dir}/log.txt)", flush=True
+    )
 
 
 def alternating_step_times(steppers, rounds, steps_per_round, warmup, clock=time.perf_counter):
@@ -213,13 +232,16 @@ def fit_scores(variant, config, out_dir, extra_opts):
         os.path.join(out_dir, "model_final.pth"),
     ]
     print(
-        f"[demo] fitting the known-pixel statistics of {variant}'s scores on {FIT_IMAGES} images of {TRAIN}", flush=True
+        f"[demo] fitting the known-pixel statistics of {variant}'s scores on {FIT_IMAGES} images of {TRAIN}",
+        flush=True,
     )
     with open(os.path.join(out_dir, "fit_scores.txt"), "w") as log:
         proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
     if proc.returncode != 0:
         tail = open(os.path.join(out_dir, "fit_scores.txt")).read()[-3000:]
-        raise SystemExit(f"[demo] fitting {variant}'s scores failed (exit {proc.returncode}); end of its log:\n{tail}")
+        raise SystemExit(
+            f"[demo] fitting {variant}'s scores failed (exit {proc.returncode}); end of its log:\n{tail}"
+        )
     return path
 
 
@@ -227,8 +249,12 @@ def inference_model(config, out_dir, extra_opts, fit):
     """(cfg, model) of the final checkpoint in out_dir, with the fitted scores of `fit`."""
     from gmmseg.inference import build_inference_model, inference_setup
 
-    cfg = inference_setup(os.path.join(ROOT, config), ["OUTPUT_DIR", out_dir, *extra_opts, "MODEL.ANOMALY_FIT", fit])
-    return cfg, build_inference_model(cfg, os.path.join(out_dir, "model_final.pth"))  # no bank, eval mode
+    cfg = inference_setup(
+        os.path.join(ROOT, config), ["OUTPUT_DIR", out_dir, *extra_opts, "MODEL.ANOMALY_FIT", fit]
+    )
+    return cfg, build_inference_model(
+        cfg, os.path.join(out_dir, "model_final.pth")
+    )  # no bank, eval mode
 
 
 def evaluate(cfg, model, datasets):
@@ -275,7 +301,9 @@ def score_maps(cfg, model, dataset, name, count=RANGE_IMAGES):
     from gmmseg.evaluation.anomaly import anomaly_scores
 
     dicts = DatasetCatalog.get(dataset)[:count]
-    loader = build_detection_test_loader(dataset=dicts, mapper=SemSegDatasetMapper(cfg, is_train=False), num_workers=0)
+    loader = build_detection_test_loader(
+        dataset=dicts, mapper=SemSegDatasetMapper(cfg, is_train=False), num_workers=0
+    )
     maps = []
     with torch.no_grad():
         for batch in loader:
@@ -292,14 +320,20 @@ def write_figures(out_root, figure_maps, res):
     from detectron2.data import DatasetCatalog
 
     from gmmseg.data.mapper import anomaly_mask_of, read_image_checked
-    from gmmseg.evaluation.anomaly_figures import ScorePanel, known_pixel_range, write_anomaly_figure
+    from gmmseg.evaluation.anomaly_figures import (
+        ScorePanel,
+        known_pixel_range,
+        write_anomaly_figure,
+    )
     from gmmseg.scores import score_labels
 
     labels = score_labels()
     paths = []
     for split, dataset in ANOMALY_SPLITS.items():
         dicts = DatasetCatalog.get(dataset)
-        shown = min(len(figure_maps[v][split][1]) for v in ("gmm", "softmax"))  # images with maps of both
+        shown = min(
+            len(figure_maps[v][split][1]) for v in ("gmm", "softmax")
+        )  # images with maps of both
         masks = [anomaly_mask_of(d) for d in dicts[:shown]]
         panels = []
         for variant in ("gmm", "softmax"):
@@ -390,7 +424,13 @@ def anomaly_table(res, metric):
     """`metric` (in %) of every score, one row per score, one column per (split, model)."""
     columns = [(split, v) for split in ANOMALY_SPLITS for v in VARIANTS]
     rows = [
-        (s, *[fmt(_get(res.get(v), ANOMALY_SPLITS[split], "anomaly", f"{s}_{metric}")) for split, v in columns])
+        (
+            s,
+            *[
+                fmt(_get(res.get(v), ANOMALY_SPLITS[split], "anomaly", f"{s}_{metric}"))
+                for split, v in columns
+            ],
+        )
         for s in table_scores(res)
     ]
     return format_table((f"{metric} %", *[f"{split}: {v}" for split, v in columns]), rows)
@@ -411,10 +451,18 @@ def best_lines(res):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--output", default="output/demo", help="where both runs, the figures and the summary go")
-    ap.add_argument("--reuse", action="store_true", help="skip training when model_final.pth exists")
-    ap.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides for both models")
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--output", default="output/demo", help="where both runs, the figures and the summary go"
+    )
+    ap.add_argument(
+        "--reuse", action="store_true", help="skip training when model_final.pth exists"
+    )
+    ap.add_argument(
+        "opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides for both models"
+    )
     args = ap.parse_args()
     out_root = os.path.abspath(args.output)
 
@@ -425,7 +473,10 @@ def main():
     from gmmseg.data.common import datasets_root
 
     t0 = time.time()
-    print(f"[demo] preparing the demo data under {datasets_root()} (generated on first use)", flush=True)
+    print(
+        f"[demo] preparing the demo data under {datasets_root()} (generated on first use)",
+        flush=True,
+    )
     for split in (TRAIN, VAL, *ANOMALY_SPLITS.values()):
         DatasetCatalog.get(split)  # generates the data on first use
     print(f"[demo] demo data ready under {datasets_root()} ({time.time() - t0:.0f} s)")
@@ -437,7 +488,10 @@ def main():
             train(variant, config, out_dir, args.opts)
         fit = fit_scores(variant, config, out_dir, args.opts)
         t_eval = time.time()
-        print(f"[demo] evaluating {variant} on {', '.join(evaluated)}, then timing inference", flush=True)
+        print(
+            f"[demo] evaluating {variant} on {', '.join(evaluated)}, then timing inference",
+            flush=True,
+        )
         cfg, model = inference_model(config, out_dir, args.opts, fit)
         res[variant] = evaluate(cfg, model, evaluated)
         figure_maps[variant] = {}
@@ -445,12 +499,21 @@ def main():
             name = figure_score(model, res[variant][dataset]["anomaly"])
             figure_maps[variant][split] = (name, score_maps(cfg, model, dataset, name))
         print(f"[demo] {variant} evaluated in {time.time() - t_eval:.0f} s", flush=True)
-    print("[demo] timing training steps of both models in this process (alternating rounds)", flush=True)
+    print(
+        "[demo] timing training steps of both models in this process (alternating rounds)",
+        flush=True,
+    )
     res["train_speed"] = train_step_speed(out_root, args.opts)
     res["softmax"]["train_step_ratio"] = 1.0
     res["gmm"]["train_step_ratio"] = res["train_speed"]["gmm_over_softmax"]
     names = MetadataCatalog.get(VAL).stuff_classes
-    text = "\n\n".join([summary_table(res, names), *[anomaly_table(res, m) for m in TABLE_METRICS], best_lines(res)])
+    text = "\n\n".join(
+        [
+            summary_table(res, names),
+            *[anomaly_table(res, m) for m in TABLE_METRICS],
+            best_lines(res),
+        ]
+    )
     print("[demo] drawing the anomaly maps", flush=True)
     figures = write_figures(out_root, figure_maps, res)
     print("[demo] measuring the GMM's held-out likelihood at each checkpoint", flush=True)
@@ -464,9 +527,15 @@ def main():
         f.write(text + "\n")
     with open(os.path.join(out_root, "summary.json"), "w") as f:
         json.dump(res, f, indent=1, default=float)
-    print(f"[demo] summary: {out_root}/summary.txt; plots and metrics: {out_root}/<variant>/inference/<dataset>/")
-    print(f"[demo] anomaly maps: {', '.join(os.path.relpath(p, out_root) for p in figures)} under {out_root}")
-    print(f"[demo] total {time.time() - t0:.0f} s ({datetime.timedelta(seconds=int(time.time() - t0))})")
+    print(
+        f"[demo] summary: {out_root}/summary.txt; plots and metrics: {out_root}/<variant>/inference/<dataset>/"
+    )
+    print(
+        f"[demo] anomaly maps: {', '.join(os.path.relpath(p, out_root) for p in figures)} under {out_root}"
+    )
+    print(
+        f"[demo] total {time.time() - t0:.0f} s ({datetime.timedelta(seconds=int(time.time() - t0))})"
+    )
 
 
 if __name__ == "__main__":

@@ -18,7 +18,9 @@ from gmmseg.checkpoint import strip_for_inference
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("input", help="a checkpoint written by tools/train_net.py (.pth)")
     ap.add_argument("output", nargs="?", help="default: INPUT with _inference before .pth")
     args = ap.parse_args(argv)

@@ -63,7 +63,9 @@ def setup(args):
     cfg.freeze()
     default_setup(cfg, args)
     # the project's own loggers (EM hook, predictors, data checks) into the console and log.txt
-    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="gmmseg", abbrev_name="gmmseg")
+    setup_logger(
+        cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="gmmseg", abbrev_name="gmmseg"
+    )
     return cfg
 
 
@@ -74,13 +76,17 @@ def main(args):
         # the checkpoint is memory-mapped, so its bank is never read; weights-only loading; a checkpoint that
         # does not fit the config stops with the key and both values
         if cfg.TEST.AUG.ENABLED:
-            raise NotImplementedError("TEST.AUG (test-time augmentation) is not supported by this project")
+            raise NotImplementedError(
+                "TEST.AUG (test-time augmentation) is not supported by this project"
+            )
         model = build_inference_model(cfg, resume=args.resume)
         res = evaluate_model(cfg, model)  # {dataset: results}
         if comm.is_main_process():
             path = write_results(res, os.path.join(cfg.OUTPUT_DIR, "inference", "results.json"))
             logging.getLogger("gmmseg").info("Results written to %s", path)
-        res = res[cfg.DATASETS.TEST[0]] if len(res) == 1 else res  # detectron2's form: one dataset unwrapped
+        res = (
+            res[cfg.DATASETS.TEST[0]] if len(res) == 1 else res
+        )  # detectron2's form: one dataset unwrapped
         verify_results(cfg, res)
         return res
     trainer = Trainer(cfg)
@@ -93,7 +99,9 @@ def cli(argv=None):
     args = argument_parser().parse_args(argv)
     # detectron2's default --dist-url is a fixed port per user: two runs on one machine would
     # collide. On a single machine without an explicit --dist-url, take a free port instead.
-    if args.num_machines == 1 and not any(a == "--dist-url" or a.startswith("--dist-url=") for a in argv):
+    if args.num_machines == 1 and not any(
+        a == "--dist-url" or a.startswith("--dist-url=") for a in argv
+    ):
         args.dist_url = "auto"
     print("Command Line Args:", args)
     device = build_config(args).MODEL.DEVICE  # the backend follows it (GLOO for cpu, NCCL for cuda)

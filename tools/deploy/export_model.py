@@ -30,7 +30,13 @@ import torch
 from detectron2.data.detection_utils import read_image
 from detectron2.utils.logger import setup_logger
 
-from gmmseg.deploy import FORMATS, ExportedSegmenter, export_metadata, export_model, prepare_for_export
+from gmmseg.deploy import (
+    FORMATS,
+    ExportedSegmenter,
+    export_metadata,
+    export_model,
+    prepare_for_export,
+)
 from gmmseg.deploy.runtime import preprocess, resized_shape
 from gmmseg.inference import build_inference_model, inference_setup
 
@@ -39,7 +45,9 @@ logger = logging.getLogger("gmmseg.export")
 
 def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Export a GMMSeg / softmax model by tracing")
-    parser.add_argument("--config-file", required=True, metavar="FILE", help="path to the model's config file")
+    parser.add_argument(
+        "--config-file", required=True, metavar="FILE", help="path to the model's config file"
+    )
     parser.add_argument(
         "--register",
         action="append",
@@ -55,7 +63,9 @@ def get_parser() -> argparse.ArgumentParser:
         default="tracing",
         help="tracing (detectron2's TracingAdapter); the only method for these models",
     )
-    parser.add_argument("--output", required=True, help="folder for model.onnx / model.ts (created)")
+    parser.add_argument(
+        "--output", required=True, help="folder for model.onnx / model.ts (created)"
+    )
     parser.add_argument(
         "--sample-image",
         default=None,
@@ -89,7 +99,9 @@ def sample_image(args, cfg) -> np.ndarray:
     if args.sample_image:
         bgr = read_image(args.sample_image, format="BGR")
         return preprocess(bgr, cfg.INPUT.FORMAT, cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST)
-    h, w = args.sample_size or resized_shape(360, 480, cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST)
+    h, w = args.sample_size or resized_shape(
+        360, 480, cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST
+    )
     return np.random.default_rng(0).uniform(0, 255, (3, h, w)).astype(np.float32)
 
 
@@ -104,7 +116,9 @@ def eager_outputs(model, image: np.ndarray) -> dict:
 def compare(eager: dict, exported: dict) -> dict:
     """max |difference| per output and the fraction of pixels with the same argmax class."""
     report = {f"max_abs_diff_{k}": float(np.abs(eager[k] - exported[k]).max()) for k in eager}
-    report["argmax_agreement"] = float((eager["sem_seg"].argmax(0) == exported["sem_seg"].argmax(0)).mean())
+    report["argmax_agreement"] = float(
+        (eager["sem_seg"].argmax(0) == exported["sem_seg"].argmax(0)).mean()
+    )
     return report
 
 
@@ -120,7 +134,10 @@ def main(args) -> str:
     eager = eager_outputs(model, image)  # the trained model as it is, before prepare_for_export
     sizes = prepare_for_export(model)
     metadata = export_metadata(
-        cfg, cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES, config_file=args.config_file, weights=cfg.MODEL.WEIGHTS
+        cfg,
+        cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,
+        config_file=args.config_file,
+        weights=cfg.MODEL.WEIGHTS,
     )
     path = os.path.join(args.output, "model" + FORMATS[args.format])
     export_model(model, torch.from_numpy(image), args.format, path, metadata)

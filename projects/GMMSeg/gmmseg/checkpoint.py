@@ -113,10 +113,14 @@ def _explain(
     config key fixes (`keys`, one per dimension; None: no key)."""
     if len(ckpt_shape) != len(model_shape):
         return []
-    return [(key, str(a), str(b)) for key, a, b in zip(keys, ckpt_shape, model_shape) if key and a != b]
+    return [
+        (key, str(a), str(b)) for key, a, b in zip(keys, ckpt_shape, model_shape) if key and a != b
+    ]
 
 
-def check_state_dict_matches_model(state: Dict[str, torch.Tensor], model: torch.nn.Module, source: str = "checkpoint"):
+def check_state_dict_matches_model(
+    state: Dict[str, torch.Tensor], model: torch.nn.Module, source: str = "checkpoint"
+):
     """Raise ValueError if a tensor of `state` has another shape than the model's tensor of the
     same name. The message names the config keys that explain it (checkpoint vs config value)
     first, then every tensor concerned."""
@@ -125,7 +129,9 @@ def check_state_dict_matches_model(state: Dict[str, torch.Tensor], model: torch.
     model_state = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     # a sharded GMM memory is in a checkpoint with its full layout, which its state_dict() omits
     for name, module in named_em_modules(model):
-        model_state.update({f"{name}.{k}" if name else k: shape for k, shape in module.checkpoint_shapes().items()})
+        model_state.update(
+            {f"{name}.{k}" if name else k: shape for k, shape in module.checkpoint_shapes().items()}
+        )
     setting_keys = tensor_setting_keys(model)
     problems, reasons = [], {}
     for key, value in state.items():
@@ -139,7 +145,11 @@ def check_state_dict_matches_model(state: Dict[str, torch.Tensor], model: torch.
             reasons.setdefault(name, (va, vb))
         problems.append(
             f"  {key}: checkpoint {a} vs model {b}"
-            + (" (" + "; ".join(f"{n}: checkpoint {va}, config {vb}" for n, va, vb in why) + ")" if why else "")
+            + (
+                " (" + "; ".join(f"{n}: checkpoint {va}, config {vb}" for n, va, vb in why) + ")"
+                if why
+                else ""
+            )
         )
     if problems:
         head = "; ".join(f"{n}: checkpoint {va}, config {vb}" for n, (va, vb) in reasons.items())
@@ -176,8 +186,14 @@ class GMMSegCheckpointer(DetectionCheckpointer):
             with PathManager.open(filename, "rb") as f:
                 data = _torch_load_weights_only(io.BytesIO(f.read()), filename)
             if "model_state" not in data:
-                raise ValueError(f"Cannot load .pyth file {filename}; pycls checkpoints must contain 'model_state'.")
-            state = {k: v for k, v in data["model_state"].items() if not k.endswith("num_batches_tracked")}
+                raise ValueError(
+                    f"Cannot load .pyth file {filename}; pycls checkpoints must contain 'model_state'."
+                )
+            state = {
+                k: v
+                for k, v in data["model_state"].items()
+                if not k.endswith("num_batches_tracked")
+            }
             return {"model": state, "__author__": "pycls", "matching_heuristics": True}
         return super()._load_file(filename)  # -> self._torch_load for everything else
 

@@ -95,9 +95,13 @@ def _add_classifier_keys(cfg):
     # configs name SyncBN (CUDA) as the release does
     cfg.MODEL.GMM.PROJECTION_NORM = "naiveSyncBN"
     cfg.MODEL.GMM.NUM_COMPONENTS = 5  # M Gaussians per class (paper Table 5b)
-    cfg.MODEL.GMM.MEMORY_SIZE = 32000  # FIFO entries per (class, component); 0 = batch statistics only
+    cfg.MODEL.GMM.MEMORY_SIZE = (
+        32000  # FIFO entries per (class, component); 0 = batch statistics only
+    )
     cfg.MODEL.GMM.MEMORY_DTYPE = "float32"  # "float32", "bfloat16" or "float16" bank storage
-    cfg.MODEL.GMM.MEMORY_INIT = "random"  # "random" (release: unit vectors counted as data) | "empty"
+    cfg.MODEL.GMM.MEMORY_INIT = (
+        "random"  # "random" (release: unit vectors counted as data) | "empty"
+    )
     # where the bank lives (docs/DISTRIBUTED.md#memory-per-rank): "sharded" (each of W ranks holds
     # every W-th slot of every ring: bank / W per rank, same rows and bitwise the same M-step as
     # "replicated"), "replicated" (every rank holds the whole bank), "auto" (sharded when W > 1), or
@@ -117,16 +121,22 @@ def _add_classifier_keys(cfg):
     # in this iteration's ground truth, all ranks, from whatever its memory holds) | "received_rows"
     # (only components that received rows since the last M-step)
     cfg.MODEL.GMM.UPDATE_COMPONENTS = "present_classes"
-    cfg.MODEL.GMM.UPDATE_INTERVAL = 5  # M-step at iterations 0, 5, 10, ... (release: counter % 5 == 0)
+    cfg.MODEL.GMM.UPDATE_INTERVAL = (
+        5  # M-step at iterations 0, 5, 10, ... (release: counter % 5 == 0)
+    )
     cfg.MODEL.GMM.UPDATE_START = 0  # iteration of the first M-step (release 0; Base-Mask2Former: 4)
     cfg.MODEL.GMM.MEAN_MOMENTUM = 0.999  # mu <- normalise(m * mu + (1 - m) * new mean)
     cfg.MODEL.GMM.STD_MOMENTUM = 0.0  # release: the std is replaced at every M-step
-    cfg.MODEL.GMM.MOMENTUM_WARMUP = False  # True: the t-th update of a component uses min(m, t/(t+1))
+    cfg.MODEL.GMM.MOMENTUM_WARMUP = (
+        False  # True: the t-th update of a component uses min(m, t/(t+1))
+    )
     cfg.MODEL.GMM.VARIANCE_FLOOR = 0.01  # added to the variance before the square root
     cfg.MODEL.GMM.EM_ALGORITHM = "sinkhorn"  # E-step: "sinkhorn" (equipartition) | "vanilla"
     cfg.MODEL.GMM.SINKHORN_ITERS = 3
     cfg.MODEL.GMM.SINKHORN_EPSILON = 0.05
-    cfg.MODEL.GMM.AUX_LOSS_WEIGHT = 0.01  # component-level cross-entropy (target: E-step assignment)
+    cfg.MODEL.GMM.AUX_LOSS_WEIGHT = (
+        0.01  # component-level cross-entropy (target: E-step assignment)
+    )
     # not in the paper: weight of -log p(x|y) (own class score) on labelled pixels, a training signal on
     # the absolute density (docs/OPEN_WORLD.md measures it); 0 = the paper's recipe
     cfg.MODEL.GMM.NLL_LOSS_WEIGHT = 0.0
@@ -146,13 +156,19 @@ def _add_classifier_keys(cfg):
     cfg.MODEL.PROTOSEG = CN()
     cfg.MODEL.PROTOSEG.EMBED_DIM = 64  # D (release: the decoder width, e.g. 720 for HRNet-W48)
     cfg.MODEL.PROTOSEG.NUM_PROTOTYPES = 10  # per class (ProtoSeg Table 5b)
-    cfg.MODEL.PROTOSEG.MOMENTUM = 0.999  # p <- normalise(m p + (1 - m) normalised mean of assigned pixels)
+    cfg.MODEL.PROTOSEG.MOMENTUM = (
+        0.999  # p <- normalise(m p + (1 - m) normalised mean of assigned pixels)
+    )
     cfg.MODEL.PROTOSEG.TEMPERATURE = 0.1  # of the pixel-prototype contrastive loss
-    cfg.MODEL.PROTOSEG.PPC_WEIGHT = 0.01  # pixel-prototype contrastive loss (CE over all prototypes)
+    cfg.MODEL.PROTOSEG.PPC_WEIGHT = (
+        0.01  # pixel-prototype contrastive loss (CE over all prototypes)
+    )
     cfg.MODEL.PROTOSEG.PPD_WEIGHT = 0.001  # pixel-prototype distance loss (1 - cos)^2
     cfg.MODEL.PROTOSEG.SINKHORN_ITERS = 3  # within-class equipartition clustering
     cfg.MODEL.PROTOSEG.SINKHORN_EPSILON = 0.05
-    cfg.MODEL.PROTOSEG.UPDATE_CORRECT_ONLY = True  # only correctly classified pixels update (release)
+    cfg.MODEL.PROTOSEG.UPDATE_CORRECT_ONLY = (
+        True  # only correctly classified pixels update (release)
+    )
     cfg.MODEL.PROTOSEG.SEED = 0  # initial prototypes
 
 
@@ -283,7 +299,9 @@ def _add_model_zoo_keys(cfg):
     # config of this project sets "ADAMW" and 0.1 explicitly.
     cfg.SOLVER.OPTIMIZER = "SGD"
     cfg.SOLVER.BACKBONE_MULTIPLIER = 1.0  # lr of backbone.* parameters = BASE_LR * this
-    cfg.SOLVER.WEIGHT_DECAY_EMBED = 0.0  # weight decay of nn.Embedding weights, position embeddings, bias tables
+    cfg.SOLVER.WEIGHT_DECAY_EMBED = (
+        0.0  # weight decay of nn.Embedding weights, position embeddings, bias tables
+    )
     cfg.SOLVER.BETAS = [0.9, 0.999]  # AdamW betas
 
 
@@ -353,11 +371,17 @@ def _add_mask_former_keys(cfg):
     h = cfg.MODEL.SEM_SEG_HEAD
     _set_default(h, "MASK_DIM", 256)
     _set_default(h, "TRANSFORMER_ENC_LAYERS", 0)
-    _set_default(h, "PIXEL_DECODER_NAME", "BasePixelDecoder")  # Mask2Former: "MSDeformAttnPixelDecoder"
+    _set_default(
+        h, "PIXEL_DECODER_NAME", "BasePixelDecoder"
+    )  # Mask2Former: "MSDeformAttnPixelDecoder"
     _set_default(h, "DEFORMABLE_TRANSFORMER_ENCODER_IN_FEATURES", ["res3", "res4", "res5"])
     _set_default(h, "DEFORMABLE_TRANSFORMER_ENCODER_N_POINTS", 4)
-    _set_default(h, "DEFORMABLE_TRANSFORMER_ENCODER_N_HEADS", 8)  # official key; unused there and here
-    _set_default(h, "DEFORMABLE_TRANSFORMER_ENCODER_DIM_FEEDFORWARD", 1024)  # new key (see docstring)
+    _set_default(
+        h, "DEFORMABLE_TRANSFORMER_ENCODER_N_HEADS", 8
+    )  # official key; unused there and here
+    _set_default(
+        h, "DEFORMABLE_TRANSFORMER_ENCODER_DIM_FEEDFORWARD", 1024
+    )  # new key (see docstring)
 
 
 # ----------------------------------------------------------------------------- 6. training
@@ -415,7 +439,9 @@ def _add_test_keys(cfg):
     # dataset whose metadata or dicts carry anomaly masks. Plots go next to the metrics JSON.
     cfg.TEST.OPEN_WORLD = CN()
     cfg.TEST.OPEN_WORLD.ENABLED = True
-    cfg.TEST.OPEN_WORLD.CALIBRATION_BINS = CALIBRATION_BINS  # equal-width bins of the ECE (paper: 15)
+    cfg.TEST.OPEN_WORLD.CALIBRATION_BINS = (
+        CALIBRATION_BINS  # equal-width bins of the ECE (paper: 15)
+    )
     # Streaming AUROC/AP/FPR95: most histogram bins per score (~20 bytes each). Exact (float32)
     # until the scores occupy more bins, then coarsened; errors < 0.001 percentage points at the
     # default, and the JSON reports a rigorous bound (gmmseg/evaluation/metrics.py).

@@ -37,7 +37,10 @@ logger = logging.getLogger(__name__)
 
 
 def inference_setup(
-    config_file: str, opts: Sequence[str] = (), register: Sequence[str] = (), device: Optional[str] = None
+    config_file: str,
+    opts: Sequence[str] = (),
+    register: Sequence[str] = (),
+    device: Optional[str] = None,
 ):
     """The frozen config of an inference tool: the --register modules imported (your dataset
     registrations), `config_file` and the KEY VALUE `opts` merged, a DATASETS.FOLDER dataset
@@ -92,7 +95,9 @@ class ImageSegmenter:
 
     def __init__(self, cfg, weights: Optional[str] = None):
         if cfg.INPUT.FORMAT not in ("RGB", "BGR"):
-            raise ValueError(f"INPUT.FORMAT {cfg.INPUT.FORMAT!r}: ImageSegmenter reads RGB or BGR models")
+            raise ValueError(
+                f"INPUT.FORMAT {cfg.INPUT.FORMAT!r}: ImageSegmenter reads RGB or BGR models"
+            )
         self.model = build_inference_model(cfg, weights)
         self.input_format = cfg.INPUT.FORMAT
         self.resize = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST] * 2, cfg.INPUT.MAX_SIZE_TEST)
@@ -102,5 +107,7 @@ class ImageSegmenter:
         image = image_bgr[:, :, ::-1] if self.input_format == "RGB" else image_bgr
         height, width = image.shape[:2]
         image = self.resize.get_transform(image).apply_image(image)
-        tensor = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)), dtype=torch.float32)
+        tensor = torch.as_tensor(
+            np.ascontiguousarray(image.transpose(2, 0, 1)), dtype=torch.float32
+        )
         return self.model([{"image": tensor, "height": height, "width": width}])[0]

@@ -83,7 +83,9 @@ def build_optimizer(cfg, model: torch.nn.Module) -> torch.optim.Optimizer:
             weight_decay_norm=s.WEIGHT_DECAY_NORM,
             bias_lr_factor=s.BIAS_LR_FACTOR,
             weight_decay_bias=s.WEIGHT_DECAY_BIAS,
-            lr_factor_func=(lambda n: multiplier if n.startswith(("backbone.", "module.backbone.")) else 1.0)
+            lr_factor_func=(
+                lambda n: multiplier if n.startswith(("backbone.", "module.backbone.")) else 1.0
+            )
             if multiplier != 1.0
             else None,
             overrides={k: {"weight_decay": s.WEIGHT_DECAY_EMBED} for k in EMBEDDING_PARAM_NAMES},

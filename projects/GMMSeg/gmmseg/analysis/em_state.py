@@ -81,7 +81,9 @@ def head_report(head: Dict, time_m_step: bool = True, variance_floor: float = 1e
             s1, s2 = head["memory.stat_sum"], head["memory.stat_sumsq"]
 
             def m_step():
-                gaussian_m_step(count.double(), from_fixed_point(s1), from_fixed_point(s2), variance_floor)
+                gaussian_m_step(
+                    count.double(), from_fixed_point(s1), from_fixed_point(s2), variance_floor
+                )
 
             out["m_step_ms"] = _median_ms(m_step, repeats=20, warmup=3)
     return out
@@ -90,15 +92,30 @@ def head_report(head: Dict, time_m_step: bool = True, variance_floor: float = 1e
 def report_row(name, prefix, r):
     """One table row (HEADERS) of head_report `r` of head `prefix` in checkpoint `name`."""
     ups = r["updates"]
-    mem = f"{r['rows']:,} / {r['capacity']:,} ({100 * r['rows'] / r['capacity']:.0f} %)" if "rows" in r else "no bank"
-    fill = f"{100 * r['class_fill'][0]:.0f} / {100 * r['class_fill'][1]:.0f} %" if "class_fill" in r else "-"
+    mem = (
+        f"{r['rows']:,} / {r['capacity']:,} ({100 * r['rows'] / r['capacity']:.0f} %)"
+        if "rows" in r
+        else "no bank"
+    )
+    fill = (
+        f"{100 * r['class_fill'][0]:.0f} / {100 * r['class_fill'][1]:.0f} %"
+        if "class_fill" in r
+        else "-"
+    )
     gain = f"{r['gain'][0]:.2f} [{r['gain'][1]:.2f}, {r['gain'][2]:.2f}]" if "gain" in r else "-"
     never = ", ".join(map(str, r["never_updated_classes"])) or "none"
-    real = f"{100 * r['real_share'][0]:.0f} / {100 * r['real_share'][1]:.0f} %" if "real_share" in r else "-"
+    real = (
+        f"{100 * r['real_share'][0]:.0f} / {100 * r['real_share'][1]:.0f} %"
+        if "real_share" in r
+        else "-"
+    )
     short = {"(nearly) no real rows": "rows", "(nearly) never predicted": "never"}
     lacking = (
         (
-            "; ".join(f"{c} {short.get(why.split(':')[0], why)}{why[why.index(':') :]}" for c, why in r["not_learning"])
+            "; ".join(
+                f"{c} {short.get(why.split(':')[0], why)}{why[why.index(':') :]}"
+                for c, why in r["not_learning"]
+            )
             or "none"
         )
         if "not_learning" in r
@@ -142,10 +159,15 @@ def checkpoint_rows(path: str, time_m_step: bool = True) -> List[List[str]]:
             f"{path} holds no EM head (no '*.updates_per_component' entry): a softmax model, or not a model checkpoint"
         )
     parts = os.path.normpath(path).split(os.sep)
-    name = path if len(parts) <= 3 else os.path.join("...", *parts[-3:])  # run/seed/file: short, unambiguous
+    name = (
+        path if len(parts) <= 3 else os.path.join("...", *parts[-3:])
+    )  # run/seed/file: short, unambiguous
     if "iteration" in ckpt:
         name += f" (iter {int(ckpt['iteration']) + 1})"
-    return [report_row(name, prefix, head_report(head, time_m_step=time_m_step)) for prefix, head in heads.items()]
+    return [
+        report_row(name, prefix, head_report(head, time_m_step=time_m_step))
+        for prefix, head in heads.items()
+    ]
 
 
 def markdown(rows: List[List[str]]) -> str:

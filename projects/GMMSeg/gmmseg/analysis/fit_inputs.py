@@ -16,19 +16,39 @@ from detectron2.data import DatasetCatalog, MetadataCatalog, build_detection_tes
 
 from ..data.mapper import SemSegDatasetMapper
 
-__all__ = ["fit_argument_parser", "check_sample_counts", "fit_split", "sampled_images", "labelled_pixels"]
+__all__ = [
+    "fit_argument_parser",
+    "check_sample_counts",
+    "fit_split",
+    "sampled_images",
+    "labelled_pixels",
+]
 
 
-def fit_argument_parser(description: str, dataset_help: str, output_help: str, output_required: bool):
+def fit_argument_parser(
+    description: str, dataset_help: str, output_help: str, output_required: bool
+):
     """The options every offline fit takes: --config-file, --dataset, --images, --pixels, --seed,
     --output, --register and the config overrides (MODEL.WEIGHTS: the trained model). A tool adds
     its own options to the parser it gets."""
     ap = argparse.ArgumentParser(description=description)
     ap.add_argument("--config-file", required=True, metavar="FILE")
     ap.add_argument("--dataset", help=dataset_help)
-    ap.add_argument("--images", type=int, default=100, help="images drawn at random from the dataset (default 100)")
-    ap.add_argument("--pixels", type=int, default=2000, help="labelled pixels drawn at random per image (default 2000)")
-    ap.add_argument("--seed", type=int, default=0, help="seed of the image and pixel draws (default 0)")
+    ap.add_argument(
+        "--images",
+        type=int,
+        default=100,
+        help="images drawn at random from the dataset (default 100)",
+    )
+    ap.add_argument(
+        "--pixels",
+        type=int,
+        default=2000,
+        help="labelled pixels drawn at random per image (default 2000)",
+    )
+    ap.add_argument(
+        "--seed", type=int, default=0, help="seed of the image and pixel draws (default 0)"
+    )
     ap.add_argument("--output", required=output_required, metavar="FILE", help=output_help)
     ap.add_argument(
         "--register",
@@ -37,7 +57,9 @@ def fit_argument_parser(description: str, dataset_help: str, output_help: str, o
         metavar="MODULE",
         help="import MODULE (dotted name or .py file) first: your DatasetCatalog registrations",
     )
-    ap.add_argument("opts", nargs=argparse.REMAINDER, help="config KEY VALUE pairs (MODEL.WEIGHTS: the model)")
+    ap.add_argument(
+        "opts", nargs=argparse.REMAINDER, help="config KEY VALUE pairs (MODEL.WEIGHTS: the model)"
+    )
     return ap
 
 
@@ -47,12 +69,16 @@ def check_sample_counts(tool: str, images: int, pixels: int) -> None:
         raise SystemExit(f"{tool}: --images and --pixels must be >= 1, got {images} and {pixels}")
 
 
-def fit_split(cfg, dataset, tool: str, refuse_anomaly_masks: bool = False) -> Tuple[str, Dict[str, str]]:
+def fit_split(
+    cfg, dataset, tool: str, refuse_anomaly_masks: bool = False
+) -> Tuple[str, Dict[str, str]]:
     """(the dataset to fit on, {image file: its semantic label file}): `dataset`, or the config's
     first training set when it is None. SystemExit naming the dataset when it is evaluated on
     (DATASETS.TEST), has no semantic ground truth, or (`refuse_anomaly_masks`) has anomaly masks."""
     if not dataset and not cfg.DATASETS.TRAIN:
-        raise SystemExit(f"{tool}: DATASETS.TRAIN is empty; name a labelled training split with --dataset")
+        raise SystemExit(
+            f"{tool}: DATASETS.TRAIN is empty; name a labelled training split with --dataset"
+        )
     dataset = dataset or cfg.DATASETS.TRAIN[0]
     if dataset in cfg.DATASETS.TEST:
         raise SystemExit(
@@ -80,18 +106,24 @@ def fit_split(cfg, dataset, tool: str, refuse_anomaly_masks: bool = False) -> Tu
     return dataset, files
 
 
-def sampled_images(cfg, dataset: str, label_files: Dict[str, str], num_images: int, seed: int) -> Tuple[object, List]:
+def sampled_images(
+    cfg, dataset: str, label_files: Dict[str, str], num_images: int, seed: int
+) -> Tuple[object, List]:
     """(test loader, its dataset dicts): `num_images` labelled images of `dataset` drawn at random
     with `seed` (spread over the split), at test-time size, one per batch."""
     dicts = [d for d in DatasetCatalog.get(dataset) if d["file_name"] in label_files]
     dicts = random.Random(seed).sample(dicts, min(num_images, len(dicts)))
     loader = build_detection_test_loader(
-        dataset=dicts, mapper=SemSegDatasetMapper(cfg, is_train=False), num_workers=cfg.DATALOADER.NUM_WORKERS
+        dataset=dicts,
+        mapper=SemSegDatasetMapper(cfg, is_train=False),
+        num_workers=cfg.DATALOADER.NUM_WORKERS,
     )
     return loader, dicts
 
 
-def labelled_pixels(labels: torch.Tensor, ignore: int, count: int, generator: torch.Generator) -> torch.Tensor:
+def labelled_pixels(
+    labels: torch.Tensor, ignore: int, count: int, generator: torch.Generator
+) -> torch.Tensor:
     """Indices of at most `count` pixels of the flat `labels` (P,) that are not `ignore`, drawn at
     random without repetition; empty when none is labelled."""
     labelled = (labels != ignore).nonzero().squeeze(1)

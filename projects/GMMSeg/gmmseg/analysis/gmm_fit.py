@@ -43,7 +43,11 @@ def known_pixel_sums(ll, labels, ignore_value=255):
     best = ll.amax(-1).double()
     zero = own.new_zeros(())
     return torch.stack(
-        [torch.where(valid, own, zero).sum(), torch.where(valid, best, zero).sum(), valid.sum().double()]
+        [
+            torch.where(valid, own, zero).sum(),
+            torch.where(valid, best, zero).sum(),
+            valid.sum().double(),
+        ]
     )
 
 
@@ -144,7 +148,13 @@ def fit_curve(cfg, run, known, anomaly=None, build_test_loader=build_sem_seg_tes
 
 def fit_curve_table(results) -> str:
     """A Markdown table of fit_curve's results."""
-    head = ["iteration", "known: log p(x|y)", "known: max_c log p(x|c)", "anomaly: max_c log p(x|c)", "mean std"]
+    head = [
+        "iteration",
+        "known: log p(x|y)",
+        "known: max_c log p(x|c)",
+        "anomaly: max_c log p(x|c)",
+        "mean std",
+    ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in results:
         cells = [
@@ -153,5 +163,9 @@ def fit_curve_table(results) -> str:
             r["known_best_class_ll"],
             r.get("anomaly_best_class_ll", float("nan")),
         ]
-        lines.append("| " + " | ".join([str(cells[0])] + [f"{v:.1f}" for v in cells[1:]]) + f" | {r['mean_std']:.3f} |")
+        lines.append(
+            "| "
+            + " | ".join([str(cells[0])] + [f"{v:.1f}" for v in cells[1:]])
+            + f" | {r['mean_std']:.3f} |"
+        )
     return "\n".join(lines)

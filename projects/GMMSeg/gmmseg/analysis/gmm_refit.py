@@ -17,7 +17,12 @@ __all__ = ["collect_class_embeddings", "refit_model"]
 
 @torch.no_grad()
 def collect_class_embeddings(
-    model, loader, ignore_value: int = 255, pixels_per_image: int = 2000, rows_per_class: int = 50000, seed: int = 0
+    model,
+    loader,
+    ignore_value: int = 255,
+    pixels_per_image: int = 2000,
+    rows_per_class: int = 50000,
+    seed: int = 0,
 ):
     """model: per-pixel GMM model in eval mode; loader: detectron2 test loader (batch 1) of a
     dataset with "sem_seg" labels. Returns (e (N, D) float32 embeddings, y (N,) classes)."""
@@ -63,8 +68,19 @@ def refit_model(
 ):
     """Collect embeddings (collect_class_embeddings) and refit the model's GMM in place.
     Returns {"rows_per_class": {class: rows}, "own_class_ll": [mean log p(x|y) per round]}."""
-    e, y = collect_class_embeddings(model, loader, ignore_value, pixels_per_image, rows_per_class, seed)
+    e, y = collect_class_embeddings(
+        model, loader, ignore_value, pixels_per_image, rows_per_class, seed
+    )
     predictor = gmm_head(model, "refitting").predictor
-    history = refit_gmm(predictor, e.to(predictor.means.device), y.to(predictor.means.device), rounds, variance_floor)
+    history = refit_gmm(
+        predictor,
+        e.to(predictor.means.device),
+        y.to(predictor.means.device),
+        rounds,
+        variance_floor,
+    )
     counts = torch.bincount(y, minlength=predictor.num_classes)
-    return {"rows_per_class": {int(c): int(n) for c, n in enumerate(counts)}, "own_class_ll": history}
+    return {
+        "rows_per_class": {int(c): int(n) for c, n in enumerate(counts)},
+        "own_class_ll": history,
+    }

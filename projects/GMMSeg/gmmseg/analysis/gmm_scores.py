@@ -68,14 +68,19 @@ def score_study(model, loader, class_names=None) -> dict:
     finally:
         hooks.remove()
     y = torch.cat(labels).numpy()
-    pred, best_ll = torch.cat(scores.pop("_pred")).numpy(), torch.cat(scores.pop("_best_ll")).numpy()
+    pred, best_ll = (
+        torch.cat(scores.pop("_pred")).numpy(),
+        torch.cat(scores.pop("_best_ll")).numpy(),
+    )
     report = {"num_anomalous": int(y.sum()), "num_known": int((~y).sum())}
     for name, v in scores.items():
         met = exact_ranking_metrics(torch.cat(v).double().numpy(), y)
         report[name] = {k: 100 * float(met[k]) for k in ("AUROC", "AP", "FPR95")}
     names = class_names or [str(c) for c in range(int(pred.max()) + 1)]
     landing = Counter(pred[y].tolist())
-    report["anomalies_predicted_as"] = {names[c]: round(100 * n / max(y.sum(), 1), 1) for c, n in landing.most_common()}
+    report["anomalies_predicted_as"] = {
+        names[c]: round(100 * n / max(y.sum(), 1), 1) for c, n in landing.most_common()
+    }
     report["best_class_ll"] = {
         names[c]: {
             "anomaly": float(best_ll[y & (pred == c)].mean()),

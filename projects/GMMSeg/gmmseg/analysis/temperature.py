@@ -60,7 +60,9 @@ def fit_class_temperature(
     def nll(log_t: float) -> float:
         return _mean_nll(pixel_class_log_probs(logits, masks, math.exp(log_t)), labels, valid)
 
-    search = minimize_scalar(nll, bounds=(math.log(low), math.log(high)), method="bounded", options={"xatol": 1e-4})
+    search = minimize_scalar(
+        nll, bounds=(math.log(low), math.log(high)), method="bounded", options={"xatol": 1e-4}
+    )
     temperature, nll_after = math.exp(float(search.x)), float(search.fun)
     nll_before = nll(0.0)
     if low <= 1.0 <= high and nll_before <= nll_after:
@@ -80,7 +82,9 @@ def fit_class_temperature(
     }
 
 
-def pixel_class_log_probs(logits: torch.Tensor, masks: torch.Tensor, temperature: float) -> torch.Tensor:
+def pixel_class_log_probs(
+    logits: torch.Tensor, masks: torch.Tensor, temperature: float
+) -> torch.Tensor:
     """(N, Q, K+1) query logits, (N, Q, P) mask probabilities -> (N, P, K) log of the per-pixel
     normalised scores, i.e. log_softmax of inference's sem_seg at `temperature` (the same floor
     before the log), for the sampled pixels only."""
@@ -94,7 +98,9 @@ def _mean_nll(log_probs: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor
     return float(-(picked * valid).sum() / valid.sum())
 
 
-def _calibration(log_probs: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor, num_bins: int) -> Dict:
+def _calibration(
+    log_probs: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor, num_bins: int
+) -> Dict:
     """ECE and accuracy (percent) of the max-probability confidence, by the evaluator's own helpers."""
     confidence, predicted = log_probs.exp().max(-1)
     correct = (predicted == labels)[valid].numpy()
@@ -107,7 +113,9 @@ def _calibration(log_probs: torch.Tensor, labels: torch.Tensor, valid: torch.Ten
 def _check_bounds(bounds) -> Tuple[float, float]:
     low, high = (float(b) for b in bounds)
     if not (0 < low < high and math.isfinite(high)):
-        raise ValueError(f"temperature bounds must satisfy 0 < low < high < inf, got {tuple(bounds)}")
+        raise ValueError(
+            f"temperature bounds must satisfy 0 < low < high < inf, got {tuple(bounds)}"
+        )
     return low, high
 
 
@@ -152,7 +160,9 @@ def _check_sample(i, logits, masks, labels, num_classes):
         )
     k = logits.shape[1] - 1
     if num_classes is not None and k != num_classes:
-        raise ValueError(f"sample {i}: {k} classes (+ no object), the first sample has {num_classes}")
+        raise ValueError(
+            f"sample {i}: {k} classes (+ no object), the first sample has {num_classes}"
+        )
     if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= k):
         raise ValueError(
             f"sample {i}: labels must be class ids in 0..{k - 1} (ignored pixels left out), got "

@@ -200,7 +200,10 @@ def load_fishyscapes_lost_and_found(root: Optional[str] = None) -> List[dict]:
             )
         laf_id = m.group(2)
         scene = "_".join(laf_id.split("_")[:-2])
-        candidates = [os.path.join(image_dir, split, scene, f"{laf_id}_leftImg8bit.png") for split in ("train", "test")]
+        candidates = [
+            os.path.join(image_dir, split, scene, f"{laf_id}_leftImg8bit.png")
+            for split in ("train", "test")
+        ]
         image = next((c for c in candidates if os.path.isfile(c)), None)
         if image is None:
             missing.append(candidates[0])
@@ -278,10 +281,14 @@ def load_road_anomaly(root: Optional[str] = None) -> List[dict]:
     records = []
     for frame in frames:
         image = os.path.join(base, "frames", frame)
-        mask = os.path.join(base, "frames", os.path.splitext(frame)[0] + ".labels", "labels_semantic.png")
+        mask = os.path.join(
+            base, "frames", os.path.splitext(frame)[0] + ".labels", "labels_semantic.png"
+        )
         for path in (image, mask):
             if not os.path.isfile(path):
-                raise _not_found(name, f"missing {path!r} (listed in frame_list.json)", LAYOUT_ROAD_ANOMALY, root)
+                raise _not_found(
+                    name, f"missing {path!r} (listed in frame_list.json)", LAYOUT_ROAD_ANOMALY, root
+                )
         records.append(_record(image, mask, "road_anomaly", os.path.splitext(frame)[0]))
     if not records:
         raise _not_found(name, f"{list_file!r} lists no frame", LAYOUT_ROAD_ANOMALY, root)
@@ -311,7 +318,12 @@ def load_smiyc(name: str, root: Optional[str] = None) -> List[dict]:
         candidates = [os.path.join(base, "images", frame + e) for e in _IMAGE_EXTS]
         image = next((c for c in candidates if os.path.isfile(c)), None)
         if image is None:
-            raise _not_found(name, f"no image for label {label!r} in {os.path.join(base, 'images')!r}", layout, root)
+            raise _not_found(
+                name,
+                f"no image for label {label!r} in {os.path.join(base, 'images')!r}",
+                layout,
+                root,
+            )
         records.append(_record(image, os.path.join(label_dir, label), "smiyc", frame))
     return records
 
@@ -358,7 +370,9 @@ _BENCHMARKS: Dict[str, Tuple[Callable[[Optional[str]], List[dict]], str]] = {
     ),
 }
 #: dataset name -> loader(root=None) -> list of dataset dicts
-ANOMALY_DATASETS: Dict[str, Callable[[Optional[str]], List[dict]]] = {n: load for n, (load, _) in _BENCHMARKS.items()}
+ANOMALY_DATASETS: Dict[str, Callable[[Optional[str]], List[dict]]] = {
+    n: load for n, (load, _) in _BENCHMARKS.items()
+}
 
 
 def register_anomaly_datasets(root: Optional[str] = None) -> List[str]:

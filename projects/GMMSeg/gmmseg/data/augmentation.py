@@ -66,7 +66,10 @@ class RatioRangeResize(T.Augmentation):
     """
 
     def __init__(
-        self, base_scale: Sequence[int] = (2048, 512), ratio_range: Sequence[float] = (0.5, 2.0), interp=Image.BILINEAR
+        self,
+        base_scale: Sequence[int] = (2048, 512),
+        ratio_range: Sequence[float] = (0.5, 2.0),
+        interp=Image.BILINEAR,
     ):
         super().__init__()
         base_scale = tuple(int(v) for v in _pair(base_scale, "base_scale"))
@@ -104,7 +107,9 @@ class PhotometricTransform(Transform):
     ):
         super().__init__()
         if image_format not in ("RGB", "BGR"):
-            raise ValueError(f"PhotometricTransform needs an RGB or BGR image, got format {image_format!r}")
+            raise ValueError(
+                f"PhotometricTransform needs an RGB or BGR image, got format {image_format!r}"
+            )
         self._set_attributes(locals())
 
     def apply_image(self, img: np.ndarray) -> np.ndarray:
@@ -164,7 +169,9 @@ class PhotometricDistortion(T.Augmentation):
     ):
         super().__init__()
         if image_format not in ("RGB", "BGR"):
-            raise ValueError(f"photometric distortion needs INPUT.FORMAT 'RGB' or 'BGR', got {image_format!r}")
+            raise ValueError(
+                f"photometric distortion needs INPUT.FORMAT 'RGB' or 'BGR', got {image_format!r}"
+            )
         self._init(
             dict(
                 brightness_delta=float(brightness_delta),
@@ -179,14 +186,18 @@ class PhotometricDistortion(T.Augmentation):
         def maybe(sample):
             return sample() if np.random.rand() < 0.5 else None
 
-        brightness = maybe(lambda: float(np.random.uniform(-self.brightness_delta, self.brightness_delta)))
+        brightness = maybe(
+            lambda: float(np.random.uniform(-self.brightness_delta, self.brightness_delta))
+        )
         contrast_first = bool(np.random.randint(2))
         contrast = maybe(lambda: float(np.random.uniform(*self.contrast_range)))
         saturation = maybe(lambda: float(np.random.uniform(*self.saturation_range)))
         hue = maybe(lambda: int(np.random.randint(-self.hue_delta, self.hue_delta + 1)))
         if brightness is None and contrast is None and saturation is None and hue is None:
             return NoOpTransform()
-        return PhotometricTransform(brightness, contrast, saturation, hue, contrast_first, self.image_format)
+        return PhotometricTransform(
+            brightness, contrast, saturation, hue, contrast_first, self.image_format
+        )
 
 
 class PadToSize(T.Augmentation):
@@ -207,7 +218,14 @@ class PadToSize(T.Augmentation):
         if pad_h == 0 and pad_w == 0:
             return NoOpTransform()
         return PadTransform(
-            0, 0, pad_w, pad_h, orig_w=w, orig_h=h, pad_value=self.pad_value, seg_pad_value=self.seg_pad_value
+            0,
+            0,
+            pad_w,
+            pad_h,
+            orig_w=w,
+            orig_h=h,
+            pad_value=self.pad_value,
+            seg_pad_value=self.seg_pad_value,
         )
 
 
@@ -225,7 +243,9 @@ def build_sem_seg_augmentation(cfg, is_train: bool) -> List[T.Augmentation]:
     """
     if not is_train:
         if cfg.INPUT.MIN_SIZE_TEST > 0:
-            return [T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST, "choice")]
+            return [
+                T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST, "choice")
+            ]
         return []
 
     aug_cfg = cfg.INPUT.AUG
@@ -236,10 +256,16 @@ def build_sem_seg_augmentation(cfg, is_train: bool) -> List[T.Augmentation]:
         augs.append(RatioRangeResize(aug_cfg.BASE_SCALE, aug_cfg.RATIO_RANGE))
     elif aug_cfg.RESIZE == "shortest_edge":
         augs.append(
-            T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MAX_SIZE_TRAIN, cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING)
+            T.ResizeShortestEdge(
+                cfg.INPUT.MIN_SIZE_TRAIN,
+                cfg.INPUT.MAX_SIZE_TRAIN,
+                cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING,
+            )
         )
     elif aug_cfg.RESIZE != "none":
-        raise ValueError(f"INPUT.AUG.RESIZE must be 'ratio_range', 'shortest_edge' or 'none', got {aug_cfg.RESIZE!r}")
+        raise ValueError(
+            f"INPUT.AUG.RESIZE must be 'ratio_range', 'shortest_edge' or 'none', got {aug_cfg.RESIZE!r}"
+        )
 
     crop = cfg.INPUT.CROP
     if crop.ENABLED:
@@ -248,7 +274,10 @@ def build_sem_seg_augmentation(cfg, is_train: bool) -> List[T.Augmentation]:
 
     if cfg.INPUT.RANDOM_FLIP != "none":
         augs.append(
-            T.RandomFlip(horizontal=cfg.INPUT.RANDOM_FLIP == "horizontal", vertical=cfg.INPUT.RANDOM_FLIP == "vertical")
+            T.RandomFlip(
+                horizontal=cfg.INPUT.RANDOM_FLIP == "horizontal",
+                vertical=cfg.INPUT.RANDOM_FLIP == "vertical",
+            )
         )
 
     photo = aug_cfg.PHOTOMETRIC

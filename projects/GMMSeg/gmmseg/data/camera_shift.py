@@ -25,11 +25,15 @@ CAMERA_RANGES = {
 }
 
 
-def camera_shift(image: np.ndarray, rng: np.random.Generator) -> Tuple[np.ndarray, Dict[str, float]]:
+def camera_shift(
+    image: np.ndarray, rng: np.random.Generator
+) -> Tuple[np.ndarray, Dict[str, float]]:
     """(H, W, 3) uint8 RGB -> the same image through a random other camera (H, W, 3) uint8, and the
     camera's parameters."""
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise ValueError(f"camera_shift needs an (H, W, 3) uint8 image, got {image.shape} {image.dtype}")
+        raise ValueError(
+            f"camera_shift needs an (H, W, 3) uint8 image, got {image.shape} {image.dtype}"
+        )
     r = CAMERA_RANGES
     params = {
         "scale": float(rng.uniform(*r["scale"])),
@@ -42,5 +46,9 @@ def camera_shift(image: np.ndarray, rng: np.random.Generator) -> Tuple[np.ndarra
     small = (max(1, round(w * params["scale"])), max(1, round(h * params["scale"])))
     im = im.resize(small, Image.BILINEAR).resize((w, h), Image.BILINEAR)
     im = im.filter(ImageFilter.GaussianBlur(params["blur"]))
-    out = np.asarray(im).astype(np.float32) * params["gain"] * np.asarray(params["channel_gains"], np.float32)
+    out = (
+        np.asarray(im).astype(np.float32)
+        * params["gain"]
+        * np.asarray(params["channel_gains"], np.float32)
+    )
     return np.clip(np.rint(out), 0, 255).astype(np.uint8), params

@@ -156,5 +156,7 @@ def register_camvid(root: Optional[str] = None) -> List[str]:
                 )
             name = f"camvid_{'openset_' if openset else ''}{split}"
             load = partial(load_camvid_split, split, root, openset)
-            names.append(register_dataset(name, load, meta, official_size=CAMVID_SPLIT_SIZES[split]))
+            names.append(
+                register_dataset(name, load, meta, official_size=CAMVID_SPLIT_SIZES[split])
+            )
     return names

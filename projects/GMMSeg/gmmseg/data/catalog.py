@@ -40,7 +40,9 @@ def declare_official_sizes(sizes: Mapping[str, int]) -> None:
     """Record the official number of images of splits registered elsewhere (name -> count)."""
     for name, count in sizes.items():
         if int(count) < 1:
-            raise ValueError(f"official size of dataset {name!r} must be a positive count, got {count!r}")
+            raise ValueError(
+                f"official size of dataset {name!r} must be a positive count, got {count!r}"
+            )
         _OFFICIAL_SIZES[name] = int(count)
 
 
@@ -62,7 +64,9 @@ def register_dataset(
     from detectron2.data import DatasetCatalog, MetadataCatalog
 
     if not callable(load):
-        raise TypeError(f"dataset {name!r}: `load` must be a function returning the dataset dicts, got {load!r}")
+        raise TypeError(
+            f"dataset {name!r}: `load` must be a function returning the dataset dicts, got {load!r}"
+        )
     unregister_datasets([name])
     _OFFICIAL_SIZES.pop(name, None)
     DatasetCatalog.register(name, load)

@@ -80,7 +80,9 @@ class DatasetCheckReport:
         )
         total = int(self.pixel_counts.sum()) + self.ignore_pixels
         if total > 0 and self.num_classes:
-            lines.append("Per-class pixel frequency (of all label pixels) and images containing it:")
+            lines.append(
+                "Per-class pixel frequency (of all label pixels) and images containing it:"
+            )
             names = [n if len(n) <= 32 else n[:31] + "~" for n in self.class_names]
             width = max(len(n) for n in names)
             lines.append(f"  {'id':>4}  {'class':<{width}}  {'pixels':>9}  {'images':>8}")
@@ -89,10 +91,19 @@ class DatasetCheckReport:
                     f"  {k:4d}  {name:<{width}}  {100.0 * self.pixel_counts[k] / total:8.4f}%"
                     f"  {int(self.image_counts[k]):8d}"
                 )
-            lines.append(f"  ignore ({self.ignore_label}): {100.0 * self.ignore_pixels / total:.4f}%")
-            unseen = [f"{k} {self.class_names[k]}" for k in range(self.num_classes) if self.pixel_counts[k] == 0]
+            lines.append(
+                f"  ignore ({self.ignore_label}): {100.0 * self.ignore_pixels / total:.4f}%"
+            )
+            unseen = [
+                f"{k} {self.class_names[k]}"
+                for k in range(self.num_classes)
+                if self.pixel_counts[k] == 0
+            ]
             if unseen:
-                lines.append(f"Classes never seen ({len(unseen)}; normal for a small subset): " + "; ".join(unseen))
+                lines.append(
+                    f"Classes never seen ({len(unseen)}; normal for a small subset): "
+                    + "; ".join(unseen)
+                )
         if self.ok:
             lines.append("OK: no problem found.")
         else:
@@ -104,7 +115,9 @@ class DatasetCheckReport:
             for p in self.problems[:max_listed]:
                 lines.append(f"  {p}")
             if len(self.problems) > max_listed:
-                lines.append(f"  ... and {len(self.problems) - max_listed} more (raise --max-listed to see them)")
+                lines.append(
+                    f"  ... and {len(self.problems) - max_listed} more (raise --max-listed to see them)"
+                )
         return "\n".join(lines)
 
 
@@ -134,10 +147,14 @@ def check_record(record: dict, num_classes: int, ignore_label: int = 255) -> dic
     if not image_file or not os.path.isfile(image_file):
         problems.append(Problem("missing_image", str(image_file), "image file does not exist"))
     if not label_file:
-        problems.append(Problem("missing_label", str(image_file), "record has no sem_seg_file_name"))
+        problems.append(
+            Problem("missing_label", str(image_file), "record has no sem_seg_file_name")
+        )
         return empty
     if not os.path.isfile(label_file):
-        problems.append(Problem("missing_label", label_file, f"label map of {image_file} does not exist"))
+        problems.append(
+            Problem("missing_label", label_file, f"label map of {image_file} does not exist")
+        )
         return empty
 
     image_size = None
@@ -193,8 +210,12 @@ def check_record(record: dict, num_classes: int, ignore_label: int = 255) -> dic
         values, counts = np.unique(flat, return_counts=True)
     values = values.astype(np.int64)
     remap = record.get("label_remap")
-    if remap:  # as the mapper reads the label (a folder dataset's void value -> 255, CamVid open set)
-        values, inverse = np.unique([int(remap.get(int(v), int(v))) for v in values], return_inverse=True)
+    if (
+        remap
+    ):  # as the mapper reads the label (a folder dataset's void value -> 255, CamVid open set)
+        values, inverse = np.unique(
+            [int(remap.get(int(v), int(v))) for v in values], return_inverse=True
+        )
         counts = np.bincount(inverse, weights=counts).astype(np.int64)
     bad = (values != ignore_label) & ((values < 0) | (values >= num_classes))
     if bad.any():
@@ -218,7 +239,9 @@ def _check_record_star(args):
 def _list_stems(folder: str, exts: Sequence[str]) -> Dict[str, str]:
     exts = tuple(e.lower() for e in exts)
     return {
-        os.path.splitext(f)[0]: os.path.join(folder, f) for f in sorted(os.listdir(folder)) if f.lower().endswith(exts)
+        os.path.splitext(f)[0]: os.path.join(folder, f)
+        for f in sorted(os.listdir(folder))
+        if f.lower().endswith(exts)
     }
 
 
@@ -234,11 +257,19 @@ def _unmatched_files(image_root: str, label_root: str, label_ext: str = ".png") 
     labels = _list_stems(label_root, (label_ext,))
     for stem in sorted(set(images) - set(labels)):
         problems.append(
-            Problem("missing_label", images[stem], f"image has no label map {stem}{label_ext} in {label_root}")
+            Problem(
+                "missing_label",
+                images[stem],
+                f"image has no label map {stem}{label_ext} in {label_root}",
+            )
         )
     for stem in sorted(set(labels) - set(images)):
         problems.append(
-            Problem("orphan_label", labels[stem], f"label map has no image with the same name in {image_root}")
+            Problem(
+                "orphan_label",
+                labels[stem],
+                f"label map has no image with the same name in {image_root}",
+            )
         )
     return problems
 
@@ -253,7 +284,11 @@ def _mispaired(records, image_root: str, label_root: str) -> List[Problem]:
     for r in records:
         image, label = r.get("file_name"), r.get("sem_seg_file_name")
         if image and label and stem(image, image_root) != stem(label, label_root):
-            problems.append(Problem("mispaired", image, f"paired with the label map {label}, which has another name"))
+            problems.append(
+                Problem(
+                    "mispaired", image, f"paired with the label map {label}, which has another name"
+                )
+            )
     return problems
 
 
@@ -303,7 +338,9 @@ def check_sem_seg_dataset(
     classes = meta.get("stuff_classes", None)
     if not classes:
         report.problems.append(
-            Problem("load", name, "metadata has no stuff_classes, so the number of classes K is unknown")
+            Problem(
+                "load", name, "metadata has no stuff_classes, so the number of classes K is unknown"
+            )
         )
         return report
     report.class_names = list(classes)
@@ -348,10 +385,17 @@ def check_sem_seg_dataset(
 
         with mp.get_context().Pool(num_workers) as pool:
             results = list(
-                _progress(pool.imap(_check_record_star, jobs, chunksize=8), len(jobs), progress, f"checking {name}")
+                _progress(
+                    pool.imap(_check_record_star, jobs, chunksize=8),
+                    len(jobs),
+                    progress,
+                    f"checking {name}",
+                )
             )
     else:
-        results = [check_record(*j) for j in _progress(jobs, len(jobs), progress, f"checking {name}")]
+        results = [
+            check_record(*j) for j in _progress(jobs, len(jobs), progress, f"checking {name}")
+        ]
 
     already = {(p.kind, p.file) for p in report.problems}
     for result in results:

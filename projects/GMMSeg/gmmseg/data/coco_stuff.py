@@ -274,7 +274,9 @@ def coco_id_lut(source: str) -> np.ndarray:
     elif source == "coco_id":
         table = COCO_ID_TO_TRAIN_ID
     else:
-        raise ValueError(f"coco_id_lut: source must be 'stuffthingmaps' or 'coco_id', got {source!r}")
+        raise ValueError(
+            f"coco_id_lut: source must be 'stuffthingmaps' or 'coco_id', got {source!r}"
+        )
     lut = np.full(256, IGNORE_LABEL, dtype=np.uint8)
     for raw, train_id in table.items():
         lut[raw] = train_id
@@ -312,7 +314,9 @@ The label maps (171 train ids, 255 = ignore) are written by tools/prepare_coco_s
 see datasets/README.md."""
 
 
-def load_coco_stuff_split(name: str, image_dir: str, label_dir: str, read_sizes: bool = False) -> List[dict]:
+def load_coco_stuff_split(
+    name: str, image_dir: str, label_dir: str, read_sizes: bool = False
+) -> List[dict]:
     """Dataset dicts (file_name, sem_seg_file_name, image_id[, height, width]) of a split.
 
     Images and label maps are matched by file stem; a missing folder or an image without its
@@ -321,11 +325,20 @@ def load_coco_stuff_split(name: str, image_dir: str, label_dir: str, read_sizes:
     mapper reads the image anyway).
     """
     pairs = list_image_label_pairs(
-        image_dir, label_dir, image_exts=(".jpg", ".jpeg", ".png"), label_ext=".png", dataset_name=name, layout=_LAYOUT
+        image_dir,
+        label_dir,
+        image_exts=(".jpg", ".jpeg", ".png"),
+        label_ext=".png",
+        dataset_name=name,
+        layout=_LAYOUT,
     )
     dicts = []
     for image, label in pairs:
-        d = {"file_name": image, "sem_seg_file_name": label, "image_id": os.path.splitext(os.path.basename(image))[0]}
+        d = {
+            "file_name": image,
+            "sem_seg_file_name": label,
+            "image_id": os.path.splitext(os.path.basename(image))[0],
+        }
         if read_sizes:
             d["height"], d["width"] = read_image_size(image)
         dicts.append(d)

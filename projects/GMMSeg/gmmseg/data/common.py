@@ -70,7 +70,9 @@ def list_image_label_pairs(
         raise _missing_split_error("no image folder", image_dir, dataset_name, layout, note)
     images = sorted(f for f in os.listdir(image_dir) if f.lower().endswith(exts))
     if not images:
-        raise _missing_split_error(f"no image ({'/'.join(exts)}) in", image_dir, dataset_name, layout, note)
+        raise _missing_split_error(
+            f"no image ({'/'.join(exts)}) in", image_dir, dataset_name, layout, note
+        )
     if not os.path.isdir(label_dir):
         raise _missing_split_error("no label folder", label_dir, dataset_name, layout, note)
     pairs, missing = [], []

@@ -48,7 +48,9 @@ def read_class_names(root: str) -> List[str]:
     return names
 
 
-def _load_split(name: str, split_dir: str, image_extensions: Sequence[str], label_remap) -> List[dict]:
+def _load_split(
+    name: str, split_dir: str, image_extensions: Sequence[str], label_remap
+) -> List[dict]:
     pairs = list_image_label_pairs(
         os.path.join(split_dir, "images"),
         os.path.join(split_dir, "labels"),
@@ -99,7 +101,12 @@ def register_folder_dataset(
     for split in splits:
         split_name = f"{name}_{split}"
         split_dir = os.path.join(root, split)
-        meta = dict(stuff_classes=list(classes), ignore_label=IGNORE, evaluator_type="sem_seg", dataset_root=root)
+        meta = dict(
+            stuff_classes=list(classes),
+            ignore_label=IGNORE,
+            evaluator_type="sem_seg",
+            dataset_root=root,
+        )
         if label_remap:
             meta["label_remap"] = dict(label_remap)  # read by the evaluator's label loading
         load = partial(_load_split, split_name, split_dir, tuple(image_extensions), label_remap)

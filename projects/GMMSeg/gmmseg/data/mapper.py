@@ -57,7 +57,9 @@ def read_image_checked(file_name: str, format: Optional[str] = None) -> np.ndarr
     except FileNotFoundError as e:
         raise FileNotFoundError(f"image file not found: {file_name!r}") from e
     except Exception as e:  # PIL: UnidentifiedImageError, truncated data, decoder errors
-        raise OSError(f"cannot read/decode image file {file_name!r}: {type(e).__name__}: {e}") from e
+        raise OSError(
+            f"cannot read/decode image file {file_name!r}: {type(e).__name__}: {e}"
+        ) from e
 
 
 def read_label_map(file_name: str) -> np.ndarray:
@@ -73,7 +75,9 @@ def read_label_map(file_name: str) -> np.ndarray:
     except FileNotFoundError as e:
         raise FileNotFoundError(f"label file not found: {file_name!r}") from e
     except Exception as e:  # PIL: UnidentifiedImageError, truncated data, decoder errors
-        raise OSError(f"cannot read/decode label file {file_name!r}: {type(e).__name__}: {e}") from e
+        raise OSError(
+            f"cannot read/decode label file {file_name!r}: {type(e).__name__}: {e}"
+        ) from e
     if arr is None:
         raise ValueError(
             f"label map {file_name!r} has PIL mode {mode!r}; expected a single-channel image of "
@@ -109,7 +113,9 @@ def remap_and_check_labels(
         mapped = np.array([int(remap.get(int(v), int(v))) for v in present], np.int64)
     bad = ((mapped < 0) | (mapped >= num_classes)) & (mapped != ignore_label)
     if bad.any():
-        after = f" (after the label remapping {dict(remap)}: {mapped[bad].tolist()})" if remap else ""
+        after = (
+            f" (after the label remapping {dict(remap)}: {mapped[bad].tolist()})" if remap else ""
+        )
         raise ValueError(
             f"label file {file_name!r} contains value(s) {present[bad].tolist()}{after} that are "
             f"neither a class id in [0, {num_classes}) nor the ignore value {ignore_label}. Check that "
@@ -129,13 +135,18 @@ def remap_and_check_labels(
 
 
 def load_sem_seg_label(
-    dataset_dict: dict, num_classes: int, ignore_label: int = 255, label_remap: Optional[Mapping[int, int]] = None
+    dataset_dict: dict,
+    num_classes: int,
+    ignore_label: int = 255,
+    label_remap: Optional[Mapping[int, int]] = None,
 ) -> np.ndarray:
     """Read dataset_dict["sem_seg_file_name"], remap (the dict's own "label_remap" wins over
     `label_remap`) and validate. Returns (H, W) uint8 (or int64 for very large ids)."""
     file_name = dataset_dict["sem_seg_file_name"]
     remap = dataset_dict.get("label_remap", label_remap)
-    return remap_and_check_labels(read_label_map(file_name), num_classes, ignore_label, remap, file_name)
+    return remap_and_check_labels(
+        read_label_map(file_name), num_classes, ignore_label, remap, file_name
+    )
 
 
 def anomaly_mask_of(dataset_dict: dict) -> Optional[np.ndarray]:
@@ -154,7 +165,9 @@ def anomaly_mask_of(dataset_dict: dict) -> Optional[np.ndarray]:
     except (ValueError, KeyError):
         raise
     except Exception as e:
-        raise OSError(f"cannot read/decode anomaly mask {file_name!r}: {type(e).__name__}: {e}") from e
+        raise OSError(
+            f"cannot read/decode anomaly mask {file_name!r}: {type(e).__name__}: {e}"
+        ) from e
 
 
 def make_sem_seg_loading_fn(dataset_name: str) -> Callable[..., np.ndarray]:
@@ -168,7 +181,9 @@ def make_sem_seg_loading_fn(dataset_name: str) -> Callable[..., np.ndarray]:
     remap = meta.get("label_remap", None)
 
     def load(file_name, dtype=int):
-        label = remap_and_check_labels(read_label_map(file_name), num_classes, ignore_label, remap, file_name)
+        label = remap_and_check_labels(
+            read_label_map(file_name), num_classes, ignore_label, remap, file_name
+        )
         return np.asarray(label, dtype=dtype)
 
     return load
@@ -207,7 +222,9 @@ class SemSegDatasetMapper(DatasetMapper):
         self.num_classes = int(num_classes)
         self.ignore_label = int(ignore_label)
         self.label_remap = dict(label_remap) if label_remap else None
-        self.load_anomaly_mask = (not is_train) if load_anomaly_mask is None else bool(load_anomaly_mask)
+        self.load_anomaly_mask = (
+            (not is_train) if load_anomaly_mask is None else bool(load_anomaly_mask)
+        )
 
     @classmethod
     def from_config(cls, cfg, is_train: bool = True):
@@ -229,7 +246,9 @@ class SemSegDatasetMapper(DatasetMapper):
             "ignore_label": cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE,
         }
 
-    def _check_same_size(self, image: np.ndarray, other: np.ndarray, what: str, file_name: str, image_name: str):
+    def _check_same_size(
+        self, image: np.ndarray, other: np.ndarray, what: str, file_name: str, image_name: str
+    ):
         if other.shape[:2] != image.shape[:2]:
             raise ValueError(
                 f"{what} {file_name!r} has size {other.shape[1]}x{other.shape[0]} (WxH) but its image "
@@ -248,10 +267,14 @@ class SemSegDatasetMapper(DatasetMapper):
             raw_label = read_label_map(label_name)
             self._check_same_size(image, raw_label, "label map", label_name, image_name)
             remap = dataset_dict.get("label_remap", self.label_remap)
-            sem_seg = remap_and_check_labels(raw_label, self.num_classes, self.ignore_label, remap, label_name)
+            sem_seg = remap_and_check_labels(
+                raw_label, self.num_classes, self.ignore_label, remap, label_name
+            )
         anomaly = anomaly_mask_of(dataset_dict) if self.load_anomaly_mask else None
         if anomaly is not None:
-            self._check_same_size(image, anomaly, "anomaly mask", dataset_dict["anomaly_mask_file_name"], image_name)
+            self._check_same_size(
+                image, anomaly, "anomaly mask", dataset_dict["anomaly_mask_file_name"], image_name
+            )
         dataset_dict.pop("sem_seg_file_name", None)
 
         aug_input = T.AugInput(image, sem_seg=sem_seg)
@@ -271,4 +294,6 @@ def build_sem_seg_test_loader(cfg, dataset_name):
     """detectron2's test loader (batch 1) with SemSegDatasetMapper: the Trainer's test loader."""
     from detectron2.data import build_detection_test_loader
 
-    return build_detection_test_loader(cfg, dataset_name, mapper=SemSegDatasetMapper(cfg, is_train=False))
+    return build_detection_test_loader(
+        cfg, dataset_name, mapper=SemSegDatasetMapper(cfg, is_train=False)
+    )

@@ -18,7 +18,13 @@ from typing import Dict, List, Optional, Sequence
 import cv2
 import numpy as np
 
-__all__ = ["PastedObject", "ROAD_SCENE_CATEGORIES", "coco_objects", "paste_object", "iter_assignments"]
+__all__ = [
+    "PastedObject",
+    "ROAD_SCENE_CATEGORIES",
+    "coco_objects",
+    "paste_object",
+    "iter_assignments",
+]
 
 # COCO categories that are (or look like) classes of road scenes such as CamVid's (pedestrians,
 # cyclists, vehicles, street furniture, plants): never pasted, they would not be anomalies.
@@ -52,7 +58,11 @@ class PastedObject:
 
 
 def coco_objects(
-    annotation_json: str, images_dir: str, *, min_area: int = 1000, exclude: Sequence[str] = ROAD_SCENE_CATEGORIES
+    annotation_json: str,
+    images_dir: str,
+    *,
+    min_area: int = 1000,
+    exclude: Sequence[str] = ROAD_SCENE_CATEGORIES,
 ) -> List[PastedObject]:
     """The instances of a COCO-format annotation file that can be pasted: not crowd, mask area
     >= `min_area` pixels, category not in `exclude`; each cut to its mask's bounding box."""
@@ -64,7 +74,9 @@ def coco_objects(
     names = {c["id"]: c["name"] for c in coco.loadCats(coco.getCatIds())}
     unknown = sorted(set(exclude) - set(names.values()))
     if unknown and names:
-        raise ValueError(f"{annotation_json}: excluded categories {unknown} are not categories of this file")
+        raise ValueError(
+            f"{annotation_json}: excluded categories {unknown} are not categories of this file"
+        )
     objects = []
     for ann in sorted(coco.loadAnns(coco.getAnnIds(iscrowd=False)), key=lambda a: a["id"]):
         if names[ann["category_id"]] in exclude:
@@ -90,7 +102,9 @@ def coco_objects(
             "license": info.get("license"),
             "url": info.get("flickr_url") or info.get("coco_url"),
         }
-        objects.append(PastedObject(rgb[box].copy(), mask[box].copy(), names[ann["category_id"]], source))
+        objects.append(
+            PastedObject(rgb[box].copy(), mask[box].copy(), names[ann["category_id"]], source)
+        )
     return objects
 
 
@@ -123,8 +137,13 @@ def paste_object(
         left = int(rng.integers(0, max(w_img - width, 0) + 1))
     else:
         top, left, height, width = position
-    rgb = cv2.resize(obj.rgb, (width, height), interpolation=cv2.INTER_AREA if height < oh else cv2.INTER_LINEAR)
-    hard = cv2.resize(obj.mask.astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR) >= 0.5
+    rgb = cv2.resize(
+        obj.rgb, (width, height), interpolation=cv2.INTER_AREA if height < oh else cv2.INTER_LINEAR
+    )
+    hard = (
+        cv2.resize(obj.mask.astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
+        >= 0.5
+    )
     # the feathered edge: the mask blurred, on a canvas with room for the blur outside the box
     pad = int(np.ceil(3 * feather_sigma)) if feather_sigma > 0 else 0
     canvas = np.zeros((h_img + 2 * pad, w_img + 2 * pad), np.float32)

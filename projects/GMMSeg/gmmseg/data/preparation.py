@@ -78,7 +78,9 @@ def read_label_map(path: str, what: str = "annotation") -> np.ndarray:
     with Image.open(path) as im:
         raw = np.asarray(im)
     if raw.ndim != 2 or raw.dtype != np.uint8:
-        raise ValueError(f"{path}: expected a single-channel uint8 {what}, got {raw.dtype} {raw.shape}")
+        raise ValueError(
+            f"{path}: expected a single-channel uint8 {what}, got {raw.dtype} {raw.shape}"
+        )
     return raw
 
 

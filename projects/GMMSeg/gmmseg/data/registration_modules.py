@@ -44,7 +44,9 @@ def import_registration_modules(specs: Iterable[str]) -> List[object]:
             modules.append(_import_file(os.path.abspath(spec)))
             continue
         if "" not in sys.path and os.getcwd() not in sys.path:
-            sys.path.insert(0, os.getcwd())  # `python tools/train_net.py` puts tools/, not the cwd, on the path
+            sys.path.insert(
+                0, os.getcwd()
+            )  # `python tools/train_net.py` puts tools/, not the cwd, on the path
         try:
             modules.append(importlib.import_module(spec))
         except ModuleNotFoundError as e:

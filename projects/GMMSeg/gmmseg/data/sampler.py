@@ -46,13 +46,17 @@ def compute_class_image_index(
     index: List[List[int]] = [[] for _ in range(num_classes)]
     for i, d in enumerate(dataset_dicts):
         label = load_sem_seg_label(d, num_classes, ignore_label)
-        counts = np.bincount(label.ravel(), minlength=max(num_classes, int(label.max()) + 1))[:num_classes]
+        counts = np.bincount(label.ravel(), minlength=max(num_classes, int(label.max()) + 1))[
+            :num_classes
+        ]
         for c in np.flatnonzero(counts >= min_pixels):
             index[int(c)].append(i)
     return index
 
 
-def _cache_key(dataset_dicts: Sequence[dict], num_classes: int, ignore_label: int, min_pixels: int) -> str:
+def _cache_key(
+    dataset_dicts: Sequence[dict], num_classes: int, ignore_label: int, min_pixels: int
+) -> str:
     h = hashlib.sha1()
     h.update(json.dumps([_CACHE_VERSION, num_classes, ignore_label, min_pixels]).encode())
     for d in dataset_dicts:
@@ -115,7 +119,11 @@ def class_image_index(
         os.replace(tmp, path)
         logger.info("Class-balanced index of '%s' written to %s", dataset_name, path)
     except OSError as e:
-        logger.warning("Could not cache the class-balanced index at %s (%s); it will be recomputed next time", path, e)
+        logger.warning(
+            "Could not cache the class-balanced index at %s (%s); it will be recomputed next time",
+            path,
+            e,
+        )
     return index
 
 
@@ -125,7 +133,13 @@ class ClassBalancedSampler(Sampler):
     stream from the shared seed and rank r keeps elements r, r + world_size, ... (so each rank
     sees a different stream and together they follow the global one)."""
 
-    def __init__(self, class_to_images: Sequence[Sequence[int]], *, seed: Optional[int] = None, chunk_size: int = 1024):
+    def __init__(
+        self,
+        class_to_images: Sequence[Sequence[int]],
+        *,
+        seed: Optional[int] = None,
+        chunk_size: int = 1024,
+    ):
         """
         Args:
             class_to_images: for every class, the indices of the images that contain it; classes
@@ -152,7 +166,9 @@ class ClassBalancedSampler(Sampler):
         g.manual_seed(self._seed)
         while True:
             cls = torch.randint(len(self._counts), (self._chunk,), generator=g)
-            pos = (torch.rand(self._chunk, generator=g, dtype=torch.float64) * self._counts[cls]).long()
+            pos = (
+                torch.rand(self._chunk, generator=g, dtype=torch.float64) * self._counts[cls]
+            ).long()
             pos = torch.minimum(pos, self._counts[cls] - 1)
             yield from self._flat[self._offsets[cls] + pos].tolist()
 
@@ -179,5 +195,8 @@ def build_class_balanced_sampler(cfg, dataset_dicts: Sequence[dict]) -> ClassBal
     empty = [c for c, v in enumerate(index) if not v]
     logger.info("Class-balanced sampling: images per class %s", [len(v) for v in index])
     if empty:
-        logger.warning("Class-balanced sampling: classes %s appear in no training image and are never picked", empty)
+        logger.warning(
+            "Class-balanced sampling: classes %s appear in no training image and are never picked",
+            empty,
+        )
     return ClassBalancedSampler(index)

@@ -27,7 +27,9 @@ class MatrixAdaptiveAvgPool2d(nn.Module):
         super().__init__()
         size = output_size if isinstance(output_size, (tuple, list)) else (output_size, output_size)
         if any(s is None for s in size):
-            raise ValueError(f"MatrixAdaptiveAvgPool2d needs an explicit output size, got {output_size}")
+            raise ValueError(
+                f"MatrixAdaptiveAvgPool2d needs an explicit output size, got {output_size}"
+            )
         self.output_size = tuple(int(s) for s in size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

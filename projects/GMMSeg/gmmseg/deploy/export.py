@@ -27,7 +27,14 @@ from torch import nn
 from .metadata import METADATA_KEY, TORCHSCRIPT_EXTRA_FILE, dumps
 from .prepare import has_dynamic_input_size
 
-__all__ = ["FORMATS", "ONNX_OPSET", "trace_adapter", "export_torchscript", "export_onnx", "export_model"]
+__all__ = [
+    "FORMATS",
+    "ONNX_OPSET",
+    "trace_adapter",
+    "export_torchscript",
+    "export_onnx",
+    "export_model",
+]
 
 FORMATS = {"torchscript": ".ts", "onnx": ".onnx"}
 ONNX_OPSET = 17  # LayerNormalization is an ONNX operator from opset 17 on
@@ -43,12 +50,20 @@ def trace_adapter(model: nn.Module, image: torch.Tensor) -> Tuple[TracingAdapter
     with torch.no_grad():
         adapter(*adapter.flattened_inputs)  # records the output schema
     schema = adapter.outputs_schema
-    if not (isinstance(schema, ListSchema) and len(schema.schemas) == 1 and isinstance(schema.schemas[0], DictSchema)):
-        raise TypeError(f"expected the model to return one dict per image, got the output schema {schema}")
+    if not (
+        isinstance(schema, ListSchema)
+        and len(schema.schemas) == 1
+        and isinstance(schema.schemas[0], DictSchema)
+    ):
+        raise TypeError(
+            f"expected the model to return one dict per image, got the output schema {schema}"
+        )
     names = list(schema.schemas[0].keys)
     unknown = sorted(set(names) - set(_SPATIAL_AXES))
     if unknown:
-        raise ValueError(f"the model returns {names}; export knows the outputs {sorted(_SPATIAL_AXES)}, not {unknown}")
+        raise ValueError(
+            f"the model returns {names}; export knows the outputs {sorted(_SPATIAL_AXES)}, not {unknown}"
+        )
     return adapter, names
 
 
@@ -60,7 +75,9 @@ def export_torchscript(adapter: TracingAdapter, path: str, metadata: dict) -> st
     return path
 
 
-def export_onnx(adapter: TracingAdapter, path: str, metadata: dict, names: List[str], opset: int = ONNX_OPSET) -> str:
+def export_onnx(
+    adapter: TracingAdapter, path: str, metadata: dict, names: List[str], opset: int = ONNX_OPSET
+) -> str:
     """metadata["input_size"] None: the height and width are dynamic axes; [H, W]: fixed."""
     import onnx
 
@@ -70,7 +87,9 @@ def export_onnx(adapter: TracingAdapter, path: str, metadata: dict, names: List[
         dynamic_axes.update({n: dict(zip(_SPATIAL_AXES[n], ("height", "width"))) for n in names})
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        warnings.simplefilter("ignore", DeprecationWarning)  # dynamo=False is torch's TorchScript exporter
+        warnings.simplefilter(
+            "ignore", DeprecationWarning
+        )  # dynamo=False is torch's TorchScript exporter
         torch.onnx.export(
             adapter,
             adapter.flattened_inputs,
@@ -94,7 +113,9 @@ def export_model(model: nn.Module, image: torch.Tensor, fmt: str, path: str, met
     if fmt not in FORMATS:
         raise ValueError(f"--format {fmt!r}: choose one of {sorted(FORMATS)}")
     adapter, names = trace_adapter(model, image)
-    fixed_size = None if has_dynamic_input_size(model) else [int(image.shape[1]), int(image.shape[2])]
+    fixed_size = (
+        None if has_dynamic_input_size(model) else [int(image.shape[1]), int(image.shape[2])]
+    )
     metadata = {**metadata, "outputs": names, "input_size": fixed_size}
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     if fmt == "torchscript":

@@ -53,9 +53,13 @@ def fold_batch_norm(linear: nn.Linear, norm: nn.Module) -> nn.Linear:
     weight * s and (bias - running_mean) * s + beta, s = gamma / sqrt(running_var + eps);
     computed in float64. `linear` may have no bias; `norm` no affine parameters."""
     if not _foldable(norm):
-        raise TypeError(f"fold_batch_norm needs a batch norm with running statistics, got {type(norm).__name__}")
+        raise TypeError(
+            f"fold_batch_norm needs a batch norm with running statistics, got {type(norm).__name__}"
+        )
     if norm.num_features != linear.out_features:
-        raise ValueError(f"the norm has {norm.num_features} features, the linear layer {linear.out_features} outputs")
+        raise ValueError(
+            f"the norm has {norm.num_features} features, the linear layer {linear.out_features} outputs"
+        )
     with torch.no_grad():
         var, mean = norm.running_var.double(), norm.running_mean.double()
         gamma = norm.weight.double() if norm.weight is not None else torch.ones_like(var)
@@ -110,7 +114,9 @@ class GMMClassifier(nn.Module):
                 f"weights must be (2D+1, K*M) = (2D+1, {num_classes * num_components}), got {tuple(weights.shape)}"
             )
         self.projection, self.embed_norm, self.class_norm = projection, embed_norm, class_norm
-        component_major = weights.float().reshape(2 * d + 1, num_classes, num_components).transpose(1, 2)
+        component_major = (
+            weights.float().reshape(2 * d + 1, num_classes, num_components).transpose(1, 2)
+        )
         component_major = component_major.reshape(2 * d + 1, num_components * num_classes)
         self.register_buffer("weights", component_major[: 2 * d].contiguous())
         self.register_buffer("bias", component_major[2 * d].contiguous())
@@ -123,8 +129,17 @@ class GMMClassifier(nn.Module):
         too, unless its batch norm is folded into a new linear layer: fold_projection)."""
         k, m, d = predictor.means.shape
         with torch.no_grad():
-            weights = likelihood_weights(predictor.means.reshape(k * m, d), predictor.current_stds().reshape(k * m, d))
-        out = cls(fold_projection(predictor.projection), predictor.embed_norm, predictor.class_norm, weights, k, m)
+            weights = likelihood_weights(
+                predictor.means.reshape(k * m, d), predictor.current_stds().reshape(k * m, d)
+            )
+        out = cls(
+            fold_projection(predictor.projection),
+            predictor.embed_norm,
+            predictor.class_norm,
+            weights,
+            k,
+            m,
+        )
         out.background = predictor.background  # the fitted background density, if any (shared)
         return out
 

@@ -21,7 +21,14 @@ __all__ = [
 METADATA_KEY = "gmmseg"
 TORCHSCRIPT_EXTRA_FILE = "gmmseg.json"
 FORMAT_VERSION = 1
-_REQUIRED = ("format_version", "input_format", "min_size_test", "max_size_test", "outputs", "class_names")
+_REQUIRED = (
+    "format_version",
+    "input_format",
+    "min_size_test",
+    "max_size_test",
+    "outputs",
+    "class_names",
+)
 
 
 def class_names_and_colors(cfg, num_classes: int):
@@ -34,7 +41,9 @@ def class_names_and_colors(cfg, num_classes: int):
         names = getattr(meta, "stuff_classes", None)
         if names is not None and len(names) == num_classes:
             colors = getattr(meta, "stuff_colors", None)
-            return list(names), ([list(map(int, c)) for c in colors] if colors is not None else None)
+            return list(names), (
+                [list(map(int, c)) for c in colors] if colors is not None else None
+            )
     return [f"class {i}" for i in range(num_classes)], None
 
 
@@ -64,7 +73,9 @@ def dumps(metadata: dict) -> str:
 def loads(text: Optional[str], path: str) -> dict:
     """Parse and check the metadata of the exported file `path` (named in the errors)."""
     if not text:
-        raise ValueError(f"{path}: no GMMSeg metadata ({METADATA_KEY!r}); export it with tools/deploy/export_model.py")
+        raise ValueError(
+            f"{path}: no GMMSeg metadata ({METADATA_KEY!r}); export it with tools/deploy/export_model.py"
+        )
     metadata = json.loads(text)
     missing: List[str] = [k for k in _REQUIRED if k not in metadata]
     if missing:

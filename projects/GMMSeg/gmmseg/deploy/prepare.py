@@ -83,6 +83,8 @@ def prepare_for_export(model: nn.Module) -> Dict[str, int]:
         model.sem_seg_head.aux_head = None
     else:
         model.criterion = None
-    model.score_family = False  # the file returns the anomaly map (MODEL.ANOMALY_SCORE), not every score
+    model.score_family = (
+        False  # the file returns the anomaly map (MODEL.ANOMALY_SCORE), not every score
+    )
     model.eval()
     return {"before": before, "after": state_bytes(model)}

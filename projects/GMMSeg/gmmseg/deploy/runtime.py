@@ -37,19 +37,27 @@ def resized_shape(height: int, width: int, short_edge: int, max_size: int) -> Tu
     return int(h + 0.5), int(w + 0.5)
 
 
-def preprocess(image_bgr: np.ndarray, input_format: str, min_size: int, max_size: int) -> np.ndarray:
+def preprocess(
+    image_bgr: np.ndarray, input_format: str, min_size: int, max_size: int
+) -> np.ndarray:
     """(H, W, 3) uint8 BGR -> the model's input (3, h, w) float32."""
     if image_bgr.dtype != np.uint8 or image_bgr.ndim != 3 or image_bgr.shape[2] != 3:
-        raise ValueError(f"expected an (H, W, 3) uint8 BGR image, got {image_bgr.dtype} {image_bgr.shape}")
+        raise ValueError(
+            f"expected an (H, W, 3) uint8 BGR image, got {image_bgr.dtype} {image_bgr.shape}"
+        )
     if input_format == "RGB":
         image = image_bgr[:, :, ::-1]
     elif input_format == "BGR":
         image = image_bgr
     else:
-        raise ValueError(f"input_format {input_format!r} (cfg.INPUT.FORMAT): the runtime reads RGB or BGR models")
+        raise ValueError(
+            f"input_format {input_format!r} (cfg.INPUT.FORMAT): the runtime reads RGB or BGR models"
+        )
     h, w = resized_shape(*image.shape[:2], min_size, max_size)
     if (h, w) != image.shape[:2]:
-        image = np.asarray(Image.fromarray(np.ascontiguousarray(image)).resize((w, h), Image.BILINEAR))
+        image = np.asarray(
+            Image.fromarray(np.ascontiguousarray(image)).resize((w, h), Image.BILINEAR)
+        )
     return np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32)
 
 
@@ -69,7 +77,9 @@ def _resize_chw(x: np.ndarray, height: int, width: int) -> np.ndarray:
     return rows[:, :, c0] * (1 - wc) + rows[:, :, c1] * wc
 
 
-def resize_outputs(outputs: Dict[str, np.ndarray], height: int, width: int) -> Dict[str, np.ndarray]:
+def resize_outputs(
+    outputs: Dict[str, np.ndarray], height: int, width: int
+) -> Dict[str, np.ndarray]:
     """Outputs (K, h, w) / (h, w) -> (K, height, width) / (height, width), bilinear."""
     resized = {}
     for name, x in outputs.items():
@@ -106,7 +116,9 @@ class ExportedSegmenter:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
         self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-        self.metadata = loads(self.session.get_modelmeta().custom_metadata_map.get(METADATA_KEY), path)
+        self.metadata = loads(
+            self.session.get_modelmeta().custom_metadata_map.get(METADATA_KEY), path
+        )
         self.backend = "onnxruntime"
 
     def _load_torchscript(self, path, threads):

@@ -31,14 +31,23 @@ def amp_dtype(cfg) -> torch.dtype:
     """The autocast dtype of SOLVER.AMP.PRECISION; ValueError naming the key for another value."""
     name = cfg.SOLVER.AMP.PRECISION
     if name not in AMP_PRECISIONS:
-        raise ValueError(f"SOLVER.AMP.PRECISION must be one of {sorted(AMP_PRECISIONS)}, got {name!r}")
+        raise ValueError(
+            f"SOLVER.AMP.PRECISION must be one of {sorted(AMP_PRECISIONS)}, got {name!r}"
+        )
     return AMP_PRECISIONS[name]
 
 
 class MixedPrecisionTrainer(SimpleTrainer):
     """SimpleTrainer whose forward runs under torch.autocast(device_type, precision)."""
 
-    def __init__(self, model, data_loader, optimizer, precision: torch.dtype = torch.bfloat16, device_type: str = None):
+    def __init__(
+        self,
+        model,
+        data_loader,
+        optimizer,
+        precision: torch.dtype = torch.bfloat16,
+        device_type: str = None,
+    ):
         super().__init__(model, data_loader, optimizer)
         if precision not in AMP_PRECISIONS.values():
             raise ValueError(
@@ -46,7 +55,9 @@ class MixedPrecisionTrainer(SimpleTrainer):
             )
         self.precision = precision
         self.device_type = device_type or next(model.parameters()).device.type
-        self.grad_scaler = torch.amp.GradScaler(self.device_type, enabled=precision == torch.float16)
+        self.grad_scaler = torch.amp.GradScaler(
+            self.device_type, enabled=precision == torch.float16
+        )
 
     def run_step(self):
         assert self.model.training, "[MixedPrecisionTrainer] model was changed to eval mode!"

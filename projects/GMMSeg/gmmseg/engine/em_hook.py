@@ -112,7 +112,9 @@ def warn_locked_out(modules, it: int, previous=None, class_names=None) -> list:
         problems = coverage_warnings(cov, cov.since(before))
         if problems:
             name = (
-                (lambda c: f"{c} ({class_names[c]})") if class_names and len(class_names) >= len(cov.labelled) else str
+                (lambda c: f"{c} ({class_names[c]})")
+                if class_names and len(class_names) >= len(cov.labelled)
+                else str
             )
             if getattr(m, "push_rows", None) == "correct":
                 hint = (
@@ -181,7 +183,11 @@ class EMHook(HookBase):
     def before_train(self):
         self._modules = em_modules(self.trainer.model)
         if self._modules:
-            logger.info("EMHook: %d EM module(s), M-step every %d iterations", len(self._modules), self.period)
+            logger.info(
+                "EMHook: %d EM module(s), M-step every %d iterations",
+                len(self._modules),
+                self.period,
+            )
 
     def after_step(self):
         it = self.trainer.iter
@@ -194,7 +200,9 @@ class EMHook(HookBase):
         if not self._modules:
             return
         if self.verify_period > 0 and (it + 1) % self.verify_period == 0:
-            verify_em_state_across_ranks(self._modules, include_bank=False, when=f"after iteration {it}")
+            verify_em_state_across_ranks(
+                self._modules, include_bank=False, when=f"after iteration {it}"
+            )
             self._check_coverage(it)
         elif it + 1 == self.early_check:
             self._check_coverage(it)
@@ -212,5 +220,7 @@ class EMHook(HookBase):
             self._check_coverage(self.trainer.iter - 1)
         if self._modules and self.verify_at_end and finished:
             verify_em_state_across_ranks(
-                self._modules, include_bank=True, when=f"at the end of training (iteration {self.trainer.iter - 1})"
+                self._modules,
+                include_bank=True,
+                when=f"at the end of training (iteration {self.trainer.iter - 1})",
             )

@@ -86,11 +86,19 @@ def _join_group(
     """init_process_group + detectron2's per-machine group (+ this process's GPU for NCCL)."""
     try:
         dist.init_process_group(
-            backend=backend, init_method=init_method, world_size=world_size, rank=rank, timeout=timeout
+            backend=backend,
+            init_method=init_method,
+            world_size=world_size,
+            rank=rank,
+            timeout=timeout,
         )
     except Exception:
         logger.error(
-            "could not join the process group at %s (backend %s, rank %d of %d)", init_method, backend, rank, world_size
+            "could not join the process group at %s (backend %s, rank %d of %d)",
+            init_method,
+            backend,
+            rank,
+            world_size,
         )
         raise
     comm.create_local_process_group(processes_per_machine)
@@ -100,7 +108,15 @@ def _join_group(
 
 
 def _spawned_worker(
-    local_rank, main_func, args, backend, dist_url, world_size, processes_per_machine, machine_rank, timeout
+    local_rank,
+    main_func,
+    args,
+    backend,
+    dist_url,
+    world_size,
+    processes_per_machine,
+    machine_rank,
+    timeout,
 ):
     rank = machine_rank * processes_per_machine + local_rank
     _join_group(backend, dist_url, world_size, rank, processes_per_machine, local_rank, timeout)
@@ -133,13 +149,24 @@ def launch(
         return main_func(*args)
     if dist_url == "auto":
         if num_machines != 1:
-            raise ValueError("--dist-url auto only works on one machine; give machine 0's tcp://HOST:PORT")
+            raise ValueError(
+                "--dist-url auto only works on one machine; give machine 0's tcp://HOST:PORT"
+            )
         dist_url = _free_local_url()
     mp.start_processes(
         _spawned_worker,
         nprocs=processes_per_machine,
         daemon=False,
-        args=(main_func, args, backend, dist_url, world_size, processes_per_machine, machine_rank, timeout),
+        args=(
+            main_func,
+            args,
+            backend,
+            dist_url,
+            world_size,
+            processes_per_machine,
+            machine_rank,
+            timeout,
+        ),
     )
 
 

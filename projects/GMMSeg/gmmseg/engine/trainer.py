@@ -22,7 +22,12 @@ import logging
 import os
 import weakref
 
-from detectron2.data import DatasetCatalog, MetadataCatalog, build_detection_train_loader, get_detection_dataset_dicts
+from detectron2.data import (
+    DatasetCatalog,
+    MetadataCatalog,
+    build_detection_train_loader,
+    get_detection_dataset_dicts,
+)
 from detectron2.data.build import _train_loader_from_config
 from detectron2.engine import DefaultTrainer, TrainerBase
 from detectron2.engine import hooks as d2_hooks
@@ -65,7 +70,9 @@ def create_ddp_model(model, **kwargs):
     device = next(model.parameters()).device
     if device.type == "cuda":
         kwargs.setdefault("device_ids", [comm.get_local_rank()])
-    DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(model, memory_buffer_names(model))
+    DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
+        model, memory_buffer_names(model)
+    )
     return DistributedDataParallel(model, **kwargs)
 
 
@@ -78,7 +85,9 @@ class Trainer(DefaultTrainer):
             setup_logger()
         cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
         model = self.build_model(cfg)
-        for em_module in em_modules(model):  # refuses e.g. a GMM built for inference (no memory bank)
+        for em_module in em_modules(
+            model
+        ):  # refuses e.g. a GMM built for inference (no memory bank)
             em_module.check_trainable()
         optimizer = self.build_optimizer(cfg, model)
         data_loader = self.build_train_loader(cfg)
@@ -164,11 +173,21 @@ class Trainer(DefaultTrainer):
             # detectron2 gives the checkpointer hook to rank 0 only; saving a sharded GMM memory is a
             # collective (every rank sends its shard), so the other ranks take part too: they
             # write and delete nothing (save_to_disk is False on them, no retention)
-            at = next((i for i, h in enumerate(hooks) if isinstance(h, d2_hooks.EvalHook)), len(hooks))
-            hooks.insert(at, d2_hooks.PeriodicCheckpointer(self.checkpointer, self.cfg.SOLVER.CHECKPOINT_PERIOD))
+            at = next(
+                (i for i, h in enumerate(hooks) if isinstance(h, d2_hooks.EvalHook)), len(hooks)
+            )
+            hooks.insert(
+                at,
+                d2_hooks.PeriodicCheckpointer(self.checkpointer, self.cfg.SOLVER.CHECKPOINT_PERIOD),
+            )
         # The EM hook right after the optimizer step (IterationTimer, LRScheduler), before
         # PreciseBN / checkpointer / evaluation / writers: a checkpoint holds this iteration's pushes.
-        later = (d2_hooks.PreciseBN, d2_hooks.PeriodicCheckpointer, d2_hooks.EvalHook, d2_hooks.PeriodicWriter)
+        later = (
+            d2_hooks.PreciseBN,
+            d2_hooks.PeriodicCheckpointer,
+            d2_hooks.EvalHook,
+            d2_hooks.PeriodicWriter,
+        )
         at = next((i for i, h in enumerate(hooks) if isinstance(h, later)), len(hooks))
         names = self.cfg.DATASETS.TRAIN
         classes = MetadataCatalog.get(names[0]).get("stuff_classes") if names else None
@@ -240,7 +259,10 @@ class Trainer(DefaultTrainer):
         # 19-class mIoU as CityscapesSemSegEvaluator, without cityscapesscripts); the anomaly
         # benchmarks have none. The loading fn applies a dataset's label remapping (CamVid open set).
         has_labels = bool(first) and "sem_seg_file_name" in first[0]
-        if has_labels and meta.get("evaluator_type", "sem_seg") in ("sem_seg", "cityscapes_sem_seg"):
+        if has_labels and meta.get("evaluator_type", "sem_seg") in (
+            "sem_seg",
+            "cityscapes_sem_seg",
+        ):
             evaluators.append(
                 CheckedSemSegEvaluator(
                     dataset_name,

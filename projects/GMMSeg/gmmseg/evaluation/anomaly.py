@@ -130,15 +130,22 @@ class AnomalyEvaluator(DatasetEvaluator):
         self._gt = {}
         for d in DatasetCatalog.get(dataset_name):
             if "anomaly_mask_file_name" in d:
-                self._gt[d["file_name"]] = (d["anomaly_mask_file_name"], d.get("anomaly_mask_convention", "ours"))
+                self._gt[d["file_name"]] = (
+                    d["anomaly_mask_file_name"],
+                    d.get("anomaly_mask_convention", "ours"),
+                )
         if not self._gt:
-            raise ValueError(f"AnomalyEvaluator: no dict of dataset '{dataset_name}' has 'anomaly_mask_file_name'")
+            raise ValueError(
+                f"AnomalyEvaluator: no dict of dataset '{dataset_name}' has 'anomaly_mask_file_name'"
+            )
         self.reset()
 
     def reset(self):
         self._hists: Dict[str, ScoreHistogram] = OrderedDict()
         self._num_images = 0
-        self._components = ComponentStore(self._component_max_bytes) if self._component_max_bytes else None
+        self._components = (
+            ComponentStore(self._component_max_bytes) if self._component_max_bytes else None
+        )
 
     def process(self, inputs, outputs):
         for inp, out in zip(inputs, outputs):
@@ -169,10 +176,14 @@ class AnomalyEvaluator(DatasetEvaluator):
                 hist = self._hists.setdefault(name, ScoreHistogram(self._max_bins))
                 values = score[valid_t].numpy()
                 if np.isnan(values).any():
-                    raise ValueError(f"AnomalyEvaluator: NaN in the {name!r} score of {inp['file_name']!r}")
+                    raise ValueError(
+                        f"AnomalyEvaluator: NaN in the {name!r} score of {inp['file_name']!r}"
+                    )
                 hist.add(values, is_anomaly)
             if self._components is not None:
-                self._components.add(mask, {name: score.numpy().copy() for name, score in scores.items()})
+                self._components.add(
+                    mask, {name: score.numpy().copy() for name, score in scores.items()}
+                )
             self._num_images += 1
 
     def evaluate(self):
@@ -282,17 +293,25 @@ class AnomalyEvaluator(DatasetEvaluator):
         os.makedirs(self._output_dir, exist_ok=True)
         prefix = os.path.join(self._output_dir, f"anomaly_{self._dataset_name}")
         files = {"json": prefix + ".json", "curves": prefix + "_curves.npz"}
-        np.savez_compressed(files["curves"], **{f"{name}/{k}": v for name, c in curves.items() for k, v in c.items()})
+        np.savez_compressed(
+            files["curves"],
+            **{f"{name}/{k}": v for name, c in curves.items() for k, v in c.items()},
+        )
         if self._plots:
             title = f"{self._model_name} on {self._dataset_name}"
             roc = {
-                SCORE_LABELS.get(n, n): dict(curves[n], AUROC=report[n]["AUROC"], FPR95=report[n]["FPR95"])
+                SCORE_LABELS.get(n, n): dict(
+                    curves[n], AUROC=report[n]["AUROC"], FPR95=report[n]["FPR95"]
+                )
                 for n in curves
             }
             pr = {SCORE_LABELS.get(n, n): dict(curves[n], AP=report[n]["AP"]) for n in curves}
             files["roc_png"] = plot_roc_curves(roc, prefix + "_roc.png", f"ROC: {title}")
             files["pr_png"] = plot_pr_curves(
-                pr, prefix + "_pr.png", f"Precision-recall: {title}", positive_rate=num_pos / max(num_pos + num_neg, 1)
+                pr,
+                prefix + "_pr.png",
+                f"Precision-recall: {title}",
+                positive_rate=num_pos / max(num_pos + num_neg, 1),
             )
         payload = {
             "dataset": self._dataset_name,

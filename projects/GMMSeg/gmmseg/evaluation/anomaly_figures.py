@@ -54,7 +54,9 @@ class ScorePanel:
 
 
 def known_pixel_range(
-    maps: Sequence[np.ndarray], masks: Sequence[np.ndarray], percentiles: Sequence[float] = KNOWN_PERCENTILES
+    maps: Sequence[np.ndarray],
+    masks: Sequence[np.ndarray],
+    percentiles: Sequence[float] = KNOWN_PERCENTILES,
 ) -> Tuple[float, float]:
     """(lo, hi): the two `percentiles` (NumPy's linear interpolation) of the score over the known
     pixels (mask == 0) of all images. ValueError when no pixel is known or a map and its mask
@@ -66,7 +68,9 @@ def known_pixel_range(
         known.append(np.asarray(m, np.float64)[np.asarray(k) == 0])
     values = np.concatenate(known) if known else np.empty(0)
     if values.size == 0:
-        raise ValueError("no known pixel (anomaly mask 0) in these images: the colour range needs some")
+        raise ValueError(
+            "no known pixel (anomaly mask 0) in these images: the colour range needs some"
+        )
     lo, hi = (float(v) for v in np.percentile(values, list(percentiles)))
     if hi <= lo:
         hi = lo + max(abs(lo), 1.0) * 1e-6
@@ -101,8 +105,14 @@ def figure_layout(height: int, width: int, rows: int, columns: int) -> dict:
     """Pixel geometry of a figure of `rows` images x `columns` panels of (height, width) images:
     {"size": (H, W) of the PNG, "panel": (h, w), "origin": [[(y, x) of panel (r, c)'s top left]]}."""
     ph, pw = height * SCALE, width * SCALE
-    size = (_TOP + rows * ph + (rows - 1) * _GAP + _BOTTOM, _LEFT + columns * pw + (columns - 1) * _GAP + _RIGHT)
-    origin = [[(_TOP + r * (ph + _GAP), _LEFT + c * (pw + _GAP)) for c in range(columns)] for r in range(rows)]
+    size = (
+        _TOP + rows * ph + (rows - 1) * _GAP + _BOTTOM,
+        _LEFT + columns * pw + (columns - 1) * _GAP + _RIGHT,
+    )
+    origin = [
+        [(_TOP + r * (ph + _GAP), _LEFT + c * (pw + _GAP)) for c in range(columns)]
+        for r in range(rows)
+    ]
     return {"size": size, "panel": (ph, pw), "origin": origin}
 
 
@@ -123,7 +133,9 @@ def write_anomaly_figure(
     h, w = images[0].shape[:2]
     for i, (im, m) in enumerate(zip(images, masks)):
         if im.shape[:2] != (h, w) or np.shape(m) != (h, w):
-            raise ValueError(f"image {i} is {im.shape[:2]} with a mask of {np.shape(m)}; the figure's are {(h, w)}")
+            raise ValueError(
+                f"image {i} is {im.shape[:2]} with a mask of {np.shape(m)}; the figure's are {(h, w)}"
+            )
     for p in panels:
         if len(p.maps) != len(images):
             raise ValueError(f"panel {p.title!r} has {len(p.maps)} maps for {len(images)} images")
@@ -152,12 +164,25 @@ def write_anomaly_figure(
                 ax.set_title(titles[c], fontsize=8, pad=3)
         if r < len(row_names):
             y, x = layout["origin"][r][0]
-            fig.text(4 / fig_w, 1 - (y + ph / 2) / fig_h, row_names[r], rotation=90, va="center", fontsize=7)
+            fig.text(
+                4 / fig_w,
+                1 - (y + ph / 2) / fig_h,
+                row_names[r],
+                rotation=90,
+                va="center",
+                fontsize=7,
+            )
     bottom = layout["origin"][-1][0][0] + ph
     for c, p in enumerate(panels, start=2):
         _, x = layout["origin"][0][c]
-        cax = fig.add_axes([(x + 8) / fig_w, 1 - (bottom + 18) / fig_h, (pw - 16) / fig_w, 8 / fig_h])
-        bar = fig.colorbar(plt.cm.ScalarMappable(Normalize(*p.value_range), CMAP), cax=cax, orientation="horizontal")
+        cax = fig.add_axes(
+            [(x + 8) / fig_w, 1 - (bottom + 18) / fig_h, (pw - 16) / fig_w, 8 / fig_h]
+        )
+        bar = fig.colorbar(
+            plt.cm.ScalarMappable(Normalize(*p.value_range), CMAP),
+            cax=cax,
+            orientation="horizontal",
+        )
         bar.set_ticks(list(p.value_range), labels=[f"{v:.3g}" for v in p.value_range])
         for label, align in zip(bar.ax.get_xticklabels(), ("left", "right")):
             label.set_horizontalalignment(align)

@@ -74,5 +74,7 @@ def build_open_world_evaluators(
                 plots=ow.PLOTS,
             )
         )
-    logger.info(f"open-world evaluators for {dataset_name}: {[type(e).__name__ for e in evaluators]}")
+    logger.info(
+        f"open-world evaluators for {dataset_name}: {[type(e).__name__ for e in evaluators]}"
+    )
     return evaluators

@@ -54,10 +54,14 @@ class CalibrationEvaluator(DatasetEvaluator):
         self._model_name = model_name or "model"
         self._plots = plots
         self._gt = {
-            d["file_name"]: d["sem_seg_file_name"] for d in DatasetCatalog.get(dataset_name) if "sem_seg_file_name" in d
+            d["file_name"]: d["sem_seg_file_name"]
+            for d in DatasetCatalog.get(dataset_name)
+            if "sem_seg_file_name" in d
         }
         if not self._gt:
-            raise ValueError(f"CalibrationEvaluator: no dict of dataset '{dataset_name}' has 'sem_seg_file_name'")
+            raise ValueError(
+                f"CalibrationEvaluator: no dict of dataset '{dataset_name}' has 'sem_seg_file_name'"
+            )
         self._ignore_label = getattr(MetadataCatalog.get(dataset_name), "ignore_label", 255)
         # the dataset's own label reading, with its remapping (e.g. camvid_openset_*) and checks
         self._load_label = make_sem_seg_loading_fn(dataset_name)
@@ -97,14 +101,21 @@ class CalibrationEvaluator(DatasetEvaluator):
             conf, pred = prob.max(0)
             valid_t = torch.from_numpy(valid)
             correct = pred[valid_t].numpy() == gt[valid]
-            count, conf_sum, corr = calibration_bin_sums(conf[valid_t].numpy(), correct, self._num_bins)
+            count, conf_sum, corr = calibration_bin_sums(
+                conf[valid_t].numpy(), correct, self._num_bins
+            )
             self._count += count
             self._conf_sum += conf_sum
             self._correct += corr
             self._num_images += 1
 
     def evaluate(self):
-        count, conf_sum, correct, num_images = self._count, self._conf_sum, self._correct, self._num_images
+        count, conf_sum, correct, num_images = (
+            self._count,
+            self._conf_sum,
+            self._correct,
+            self._num_images,
+        )
         if self._distributed:
             comm.synchronize()
             parts = comm.gather((count, conf_sum, correct, num_images), dst=0)
@@ -115,7 +126,9 @@ class CalibrationEvaluator(DatasetEvaluator):
             correct = sum(p[2] for p in parts)
             num_images = sum(p[3] for p in parts)
         if num_images == 0 or count.sum() == 0:
-            self._logger.warning(f"CalibrationEvaluator({self._dataset_name}) received no labelled pixel")
+            self._logger.warning(
+                f"CalibrationEvaluator({self._dataset_name}) received no labelled pixel"
+            )
             return {}
         e = expected_calibration_error(count, conf_sum, correct)
         results = OrderedDict((k, 100.0 * e[k]) for k in ("ECE", "MCE", "accuracy", "confidence"))

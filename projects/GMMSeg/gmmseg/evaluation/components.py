@@ -84,7 +84,9 @@ def component_scores(
     anomaly_mask = np.asarray(anomaly_mask)
     predicted = np.asarray(predicted, dtype=bool)
     if anomaly_mask.shape != predicted.shape:
-        raise ValueError(f"mask {anomaly_mask.shape} and prediction {predicted.shape} differ in size")
+        raise ValueError(
+            f"mask {anomaly_mask.shape} and prediction {predicted.shape} differ in size"
+        )
     valid = anomaly_mask != VOID
     gt, n_gt = _label(anomaly_mask == 1)
     if min_gt_size > 1 and n_gt:  # small ground-truth components become void
@@ -98,7 +100,9 @@ def component_scores(
     pred_size = np.bincount(pred_v, minlength=n_pred + 1)[1:]
     # the overlaps: (ground-truth component, predicted component, pixel count), sparse
     both = (gt_v > 0) & (pred_v > 0)
-    codes, counts = np.unique(gt_v[both].astype(np.int64) * (n_pred + 1) + pred_v[both], return_counts=True)
+    codes, counts = np.unique(
+        gt_v[both].astype(np.int64) * (n_pred + 1) + pred_v[both], return_counts=True
+    )
     g, p = codes // (n_pred + 1) - 1, codes % (n_pred + 1) - 1  # 0-based ids
     anomalous_in_pred = np.bincount(p, weights=counts, minlength=n_pred)  # |k^ n K(k^)|
     # per ground-truth component k, over the predicted components k^ that touch it:
@@ -111,7 +115,9 @@ def component_scores(
 
 
 def component_metrics(
-    siou: Sequence[np.ndarray], ppv: Sequence[np.ndarray], thresholds: Sequence[float] = F1_THRESHOLDS
+    siou: Sequence[np.ndarray],
+    ppv: Sequence[np.ndarray],
+    thresholds: Sequence[float] = F1_THRESHOLDS,
 ) -> Dict[str, object]:
     """Dataset-level metrics (fractions) from the per-image outputs of `component_scores`.
 
@@ -188,7 +194,10 @@ class ComponentStore:
         )
 
     def add(self, mask: np.ndarray, scores: Dict[str, np.ndarray]) -> None:
-        entry = (np.asarray(mask, np.uint8), {k: np.asarray(v, np.float32) for k, v in scores.items()})
+        entry = (
+            np.asarray(mask, np.uint8),
+            {k: np.asarray(v, np.float32) for k, v in scores.items()},
+        )
         self._append(self._subsample(entry, self.stride) if self.stride > 1 else entry, self.stride)
 
     def merge(self, other: "ComponentStore") -> "ComponentStore":
@@ -211,7 +220,9 @@ class ComponentStore:
         self.nbytes = sum(self._bytes(e) for e in self.images)
         self.stride *= factor
 
-    def metrics(self, name: str, threshold: float, min_pred_size: int = 0, min_gt_size: int = 0) -> Dict[str, object]:
+    def metrics(
+        self, name: str, threshold: float, min_pred_size: int = 0, min_gt_size: int = 0
+    ) -> Dict[str, object]:
         """component_metrics of score `name` binarised at score >= threshold, over all images.
 
         Minimum sizes are in full-resolution pixels (divided by stride^2 on subsampled maps).

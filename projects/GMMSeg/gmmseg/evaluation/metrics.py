@@ -136,7 +136,9 @@ class ScoreHistogram:
             return
         keys = float_to_ordered_key(scores) >> np.uint32(self.shift)
         uniq, inverse, total = np.unique(keys, return_inverse=True, return_counts=True)
-        pos = np.bincount(inverse, weights=is_anomaly.astype(np.float64), minlength=uniq.size).astype(np.int64)
+        pos = np.bincount(
+            inverse, weights=is_anomaly.astype(np.float64), minlength=uniq.size
+        ).astype(np.int64)
         self._push(self.shift, uniq.astype(np.uint32), pos, total.astype(np.int64) - pos)
 
     def merge(self, other: "ScoreHistogram") -> "ScoreHistogram":
@@ -219,7 +221,9 @@ def binary_ranking_metrics(
     out = {"num_positive": P, "num_negative": N}
     if P == 0 or N == 0:
         nan = float("nan")
-        out.update(AUROC=nan, AP=nan, FPR95=nan, AUROC_max_error=nan, AP_max_error=nan, FPR95_max_error=nan)
+        out.update(
+            AUROC=nan, AP=nan, FPR95=nan, AUROC_max_error=nan, AP_max_error=nan, FPR95_max_error=nan
+        )
         return out
     tp = np.cumsum(p)  # anomalous pixels with a score in this bin or above
     fp = np.cumsum(n)
@@ -245,7 +249,14 @@ def binary_ranking_metrics(
     crossing = int(np.argmax(reached))  # tp[-1] = P, so some bin reaches any level <= 1
     fpr95 = float(fp[crossing] / N)
     fpr_err = float(n[crossing] / N)
-    out.update(AUROC=auroc, AP=ap, FPR95=fpr95, AUROC_max_error=auroc_err, AP_max_error=ap_err, FPR95_max_error=fpr_err)
+    out.update(
+        AUROC=auroc,
+        AP=ap,
+        FPR95=fpr95,
+        AUROC_max_error=auroc_err,
+        AP_max_error=ap_err,
+        FPR95_max_error=fpr_err,
+    )
     return out
 
 
@@ -259,7 +270,9 @@ def exact_ranking_metrics(scores: np.ndarray, is_anomaly: np.ndarray) -> Dict[st
     if np.isnan(scores).any():
         raise ValueError("NaN score(s)")
     uniq, inverse = np.unique(scores, return_inverse=True)
-    pos = np.bincount(inverse, weights=labels.astype(np.float64), minlength=uniq.size).astype(np.int64)
+    pos = np.bincount(inverse, weights=labels.astype(np.float64), minlength=uniq.size).astype(
+        np.int64
+    )
     total = np.bincount(inverse, minlength=uniq.size).astype(np.int64)
     return binary_ranking_metrics(pos, total - pos, ascending=True)
 
@@ -323,7 +336,9 @@ def calibration_bin_sums(
     return count, conf_sum, correct_sum
 
 
-def expected_calibration_error(count: np.ndarray, conf_sum: np.ndarray, correct_sum: np.ndarray) -> Dict[str, object]:
+def expected_calibration_error(
+    count: np.ndarray, conf_sum: np.ndarray, correct_sum: np.ndarray
+) -> Dict[str, object]:
     """ECE and MCE (fractions) plus per-bin accuracy / mean confidence (NaN for empty bins)."""
     count = np.asarray(count, dtype=np.int64)
     total = int(count.sum())

@@ -77,7 +77,10 @@ def plot_roc_curves(curves: Mapping[str, Mapping[str, np.ndarray]], path: str, t
 
 
 def plot_pr_curves(
-    curves: Mapping[str, Mapping[str, np.ndarray]], path: str, title: str, positive_rate: Optional[float] = None
+    curves: Mapping[str, Mapping[str, np.ndarray]],
+    path: str,
+    title: str,
+    positive_rate: Optional[float] = None,
 ) -> str:
     """curves: legend label -> {"recall": (n,), "precision": (n,), optional "AP": percent}.
     positive_rate: share of anomalous pixels, drawn as the chance level."""
@@ -114,7 +117,13 @@ def _draw_reliability(ax_top, ax_bottom, bins: Mapping, label: Optional[str]) ->
     centers, width = (edges[:-1] + edges[1:]) / 2, 1.0 / n
     filled = count > 0
     ax_top.bar(
-        centers[filled], acc[filled], width=width, color="#1f77b4", edgecolor="k", linewidth=0.6, label="accuracy"
+        centers[filled],
+        acc[filled],
+        width=width,
+        color="#1f77b4",
+        edgecolor="k",
+        linewidth=0.6,
+        label="accuracy",
     )
     gap_low = np.minimum(acc, conf)[filled]
     ax_top.bar(
@@ -130,7 +139,9 @@ def _draw_reliability(ax_top, ax_bottom, bins: Mapping, label: Optional[str]) ->
         label="gap to confidence",
     )
     ax_top.plot(conf[filled], conf[filled], "o", color="k", markersize=3, label="mean confidence")
-    ax_top.plot([0, 1], [0, 1], color="0.4", linestyle="--", linewidth=1, label="perfect calibration")
+    ax_top.plot(
+        [0, 1], [0, 1], color="0.4", linestyle="--", linewidth=1, label="perfect calibration"
+    )
     ece = bins.get("ECE")
     head = f"{label}\n" if label else ""
     ax_top.set_title(f"{head}ECE = {ece:.2f}%" if ece is not None else head.strip())
@@ -138,7 +149,14 @@ def _draw_reliability(ax_top, ax_bottom, bins: Mapping, label: Optional[str]) ->
     ax_top.grid(alpha=0.3)
     ax_top.legend(loc="upper left", fontsize=7)
     share = count / max(count.sum(), 1)
-    ax_bottom.bar(centers, np.where(share > 0, share, np.nan), width=width, color="0.5", edgecolor="k", linewidth=0.5)
+    ax_bottom.bar(
+        centers,
+        np.where(share > 0, share, np.nan),
+        width=width,
+        color="0.5",
+        edgecolor="k",
+        linewidth=0.5,
+    )
     ax_bottom.set_yscale("log")
     ax_bottom.set(
         xlim=(0, 1),

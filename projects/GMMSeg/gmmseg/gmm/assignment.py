@@ -14,10 +14,18 @@ import torch
 
 from .fixed_point import from_fixed_point, to_fixed_point
 
-__all__ = ["sinkhorn_assign", "vanilla_assign", "segment_logsumexp", "equipartition_error", "ASSIGNERS"]
+__all__ = [
+    "sinkhorn_assign",
+    "vanilla_assign",
+    "segment_logsumexp",
+    "equipartition_error",
+    "ASSIGNERS",
+]
 
 
-def segment_logsumexp(values: torch.Tensor, segments: torch.Tensor, num_segments: int) -> torch.Tensor:
+def segment_logsumexp(
+    values: torch.Tensor, segments: torch.Tensor, num_segments: int
+) -> torch.Tensor:
     """log sum exp of the rows of `values` (N, M) within each segment: returns (num_segments, M).
 
     Empty segments give -inf. Bitwise independent of the order of the rows: the maximum is
@@ -30,7 +38,9 @@ def segment_logsumexp(values: torch.Tensor, segments: torch.Tensor, num_segments
     seg_max = seg_max.scatter_reduce(0, idx, values, reduce="amax", include_self=True)
     safe_max = torch.where(torch.isfinite(seg_max), seg_max, torch.zeros_like(seg_max))
     terms = to_fixed_point((values - safe_max[segments]).exp().double())
-    sums = torch.zeros((num_segments, m), dtype=torch.long, device=values.device).index_add_(0, segments, terms)
+    sums = torch.zeros((num_segments, m), dtype=torch.long, device=values.device).index_add_(
+        0, segments, terms
+    )
     return from_fixed_point(sums).to(values.dtype).log() + safe_max
 
 
@@ -87,7 +97,11 @@ def equipartition_error(log_plan: torch.Tensor, classes: torch.Tensor, num_class
     counts = torch.bincount(classes, minlength=num_classes).to(mass)
     present = counts > 0
     target = (counts / m)[:, None]
-    return float(((mass - target).abs() / target.clamp_min(1e-12))[present].max()) if present.any() else 0.0
+    return (
+        float(((mass - target).abs() / target.clamp_min(1e-12))[present].max())
+        if present.any()
+        else 0.0
+    )
 
 
 ASSIGNERS = {"sinkhorn": sinkhorn_assign, "vanilla": vanilla_assign}

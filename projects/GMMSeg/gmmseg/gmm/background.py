@@ -21,7 +21,9 @@ __all__ = ["BackgroundDensity"]
 class BackgroundDensity(nn.Module):
     def __init__(self, weights: torch.Tensor, means: torch.Tensor, stds: torch.Tensor):
         super().__init__()
-        weights, means, stds = (torch.as_tensor(t, dtype=torch.float32) for t in (weights, means, stds))
+        weights, means, stds = (
+            torch.as_tensor(t, dtype=torch.float32) for t in (weights, means, stds)
+        )
         b = weights.numel()
         if means.shape != stds.shape or means.dim() != 2 or means.shape[0] != b:
             raise ValueError(
@@ -39,7 +41,11 @@ class BackgroundDensity(nn.Module):
         return cls(torch.tensor(d["weights"]), torch.tensor(d["means"]), torch.tensor(d["stds"]))
 
     def to_dict(self) -> Dict:
-        return {"weights": self.log_weights.exp().tolist(), "means": self.means.tolist(), "stds": self.stds.tolist()}
+        return {
+            "weights": self.log_weights.exp().tolist(),
+            "means": self.means.tolist(),
+            "stds": self.stds.tolist(),
+        }
 
     def forward(self, e: torch.Tensor) -> torch.Tensor:
         """e: (N, D) -> (N,) log p_background(e)."""

@@ -14,7 +14,13 @@ from typing import List, Optional, Tuple
 
 import torch
 
-__all__ = ["ClassCoverage", "class_coverage", "coverage_warnings", "MIN_REAL_ROW_SHARE", "MIN_RECALL"]
+__all__ = [
+    "ClassCoverage",
+    "class_coverage",
+    "coverage_warnings",
+    "MIN_REAL_ROW_SHARE",
+    "MIN_RECALL",
+]
 
 # a class holds "(nearly) no real rows" below this share of the median class's real rows
 MIN_REAL_ROW_SHARE = 0.1

@@ -45,12 +45,19 @@ class EMModule(nn.Module):
     class_score_ingredient = "log_likelihood"
 
     def __init__(
-        self, in_channels: int, num_classes: int, embed_dim: int, ignore_value: int, projection: nn.Module = None
+        self,
+        in_channels: int,
+        num_classes: int,
+        embed_dim: int,
+        ignore_value: int,
+        projection: nn.Module = None,
     ):
         super().__init__()
         self.num_classes, self.embed_dim, self.ignore_value = num_classes, embed_dim, ignore_value
         # (N, C_in) -> (N, D); the release's 1x1 conv + SyncBN + ReLU is built by the detectron2 glue
-        self.projection = projection if projection is not None else nn.Linear(in_channels, embed_dim)
+        self.projection = (
+            projection if projection is not None else nn.Linear(in_channels, embed_dim)
+        )
         self.embed_norm = nn.LayerNorm(embed_dim)
         self.class_norm = nn.LayerNorm(num_classes)
 
@@ -87,7 +94,9 @@ class EMModule(nn.Module):
             out.update(self.inference_ingredients(e, scores))
         return out
 
-    def inference_ingredients(self, e: torch.Tensor, scores: torch.Tensor) -> Dict[str, torch.Tensor]:
+    def inference_ingredients(
+        self, e: torch.Tensor, scores: torch.Tensor
+    ) -> Dict[str, torch.Tensor]:
         """More per-pixel ingredients of the anomaly score table from the embeddings (N, D) and the
         component scores (N, K, M) at inference: {name: (N,)} (none by default)."""
         return {}
@@ -148,7 +157,11 @@ class EMModule(nn.Module):
         """{name: shape} of the checkpoint entries that the module's state_dict() does not show as
         they are saved (a sharded memory's full layout)."""
         memory = self.feature_memory()
-        return {} if memory is None else {f"memory.{k}": s for k, s in memory.checkpoint_shapes().items()}
+        return (
+            {}
+            if memory is None
+            else {f"memory.{k}": s for k, s in memory.checkpoint_shapes().items()}
+        )
 
     def gather_for_checkpoint(self):
         """Collective: a sharded memory assembles its full layout for the saving rank."""
@@ -172,7 +185,9 @@ class EMModule(nn.Module):
             "embed_norm.bias": ("embed_dim",),
         }
         # the projection's output features: the first dimension of its tensors of that size
-        for name, t in list(self.projection.named_parameters()) + list(self.projection.named_buffers()):
+        for name, t in list(self.projection.named_parameters()) + list(
+            self.projection.named_buffers()
+        ):
             if t.dim() >= 1 and t.shape[0] == self.embed_dim:
                 dims["projection." + name] = ("embed_dim",) + (None,) * (t.dim() - 1)
         memory = self.feature_memory()

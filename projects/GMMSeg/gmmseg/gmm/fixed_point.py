@@ -49,4 +49,8 @@ def group_sums(groups: torch.Tensor, x: torch.Tensor, num_groups: int):
     count = torch.bincount(groups, minlength=num_groups)
     s1 = torch.zeros(num_groups, x.shape[1], dtype=torch.long, device=x.device)
     s2 = torch.zeros_like(s1)
-    return count, s1.index_add_(0, groups, to_fixed_point(xd)), s2.index_add_(0, groups, to_fixed_point(xd * xd))
+    return (
+        count,
+        s1.index_add_(0, groups, to_fixed_point(xd)),
+        s2.index_add_(0, groups, to_fixed_point(xd * xd)),
+    )

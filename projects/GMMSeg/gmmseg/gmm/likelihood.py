@@ -24,11 +24,17 @@ def likelihood_weights(means: torch.Tensor, stds: torch.Tensor) -> torch.Tensor:
     means = means.float()
     inv_var = stds.float().pow(-2)
     d = means.shape[-1]
-    const = -0.5 * d * math.log(2 * math.pi) - stds.float().log().sum(-1) - 0.5 * (means.pow(2) * inv_var).sum(-1)
+    const = (
+        -0.5 * d * math.log(2 * math.pi)
+        - stds.float().log().sum(-1)
+        - 0.5 * (means.pow(2) * inv_var).sum(-1)
+    )
     return torch.cat([-0.5 * inv_var, means * inv_var, const[:, None]], dim=1).t().contiguous()
 
 
-def gaussian_log_likelihood(x: torch.Tensor, means: torch.Tensor, stds: torch.Tensor) -> torch.Tensor:
+def gaussian_log_likelihood(
+    x: torch.Tensor, means: torch.Tensor, stds: torch.Tensor
+) -> torch.Tensor:
     """log N(x_n; mu_g, diag(s_g^2)) for every embedding and every Gaussian.
 
     x: (N, D); means, stds: (G, D). Returns float32 (N, G). Differentiable w.r.t. all inputs.
@@ -40,10 +46,14 @@ def gaussian_log_likelihood(x: torch.Tensor, means: torch.Tensor, stds: torch.Te
         # const + x @ (mu s^-2) + x^2 @ (-1/2 s^-2): two GEMMs accumulating into one output
         # (about 2x faster than one GEMM on the concatenation [x^2, x], which must be written out)
         out = torch.addmm(weights[2 * d], x, weights[d : 2 * d])
-        return out.addmm_(x * x, weights[:d]) if not out.requires_grad else out + (x * x) @ weights[:d]
+        return (
+            out.addmm_(x * x, weights[:d]) if not out.requires_grad else out + (x * x) @ weights[:d]
+        )
 
 
-def naive_gaussian_log_likelihood(x: torch.Tensor, means: torch.Tensor, stds: torch.Tensor) -> torch.Tensor:
+def naive_gaussian_log_likelihood(
+    x: torch.Tensor, means: torch.Tensor, stds: torch.Tensor
+) -> torch.Tensor:
     """Reference by broadcasting (N, G, D): the release's form. For tests and benchmarks only."""
     x, means, stds = x.double(), means.double(), stds.double()
     z = (x[:, None, :] - means[None]) / stds[None]

@@ -73,13 +73,21 @@ class FeatureMemory(nn.Module):
         columns = -(-capacity // self.num_shards)  # ceil: the same shape on every rank
         persistent = self.num_shards == 1  # a shard's local tensors are not checkpoint entries
         zeros = functools.partial(torch.zeros, device=device)
-        self.register_buffer("bank", zeros(num_groups, columns, dim, dtype=dtype), persistent=persistent)
+        self.register_buffer(
+            "bank", zeros(num_groups, columns, dim, dtype=dtype), persistent=persistent
+        )
         self.register_buffer("ptr", zeros(num_groups, dtype=torch.long))
         self.register_buffer("filled", zeros(num_groups, dtype=torch.long))
         # int64 fixed point (count: plain integers); this rank's rows only when sharded
-        self.register_buffer("stat_count", zeros(num_groups, dtype=torch.long), persistent=persistent)
-        self.register_buffer("stat_sum", zeros(num_groups, dim, dtype=torch.long), persistent=persistent)
-        self.register_buffer("stat_sumsq", zeros(num_groups, dim, dtype=torch.long), persistent=persistent)
+        self.register_buffer(
+            "stat_count", zeros(num_groups, dtype=torch.long), persistent=persistent
+        )
+        self.register_buffer(
+            "stat_sum", zeros(num_groups, dim, dtype=torch.long), persistent=persistent
+        )
+        self.register_buffer(
+            "stat_sumsq", zeros(num_groups, dim, dtype=torch.long), persistent=persistent
+        )
         if init == "random" and capacity > 0:
             self._fill_random(seed)
             self.filled.fill_(capacity)
@@ -294,7 +302,11 @@ class FeatureMemory(nn.Module):
                     fixed = (
                         saved
                         if not saved.is_floating_point()
-                        else (saved.round().long() if n == "stat_count" else to_fixed_point(saved.double()))
+                        else (
+                            saved.round().long()
+                            if n == "stat_count"
+                            else to_fixed_point(saved.double())
+                        )
                     )
                     getattr(self, n).copy_(fixed)
                 return

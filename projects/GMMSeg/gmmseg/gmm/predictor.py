@@ -115,7 +115,9 @@ class GMMPredictor(EMModule):
         if push_rows not in PUSH_RULES:
             raise ValueError(f"push_rows must be one of {PUSH_RULES}, got {push_rows!r}")
         if em_algorithm not in ASSIGNERS:
-            raise ValueError(f"em_algorithm must be one of {sorted(ASSIGNERS)}, got {em_algorithm!r}")
+            raise ValueError(
+                f"em_algorithm must be one of {sorted(ASSIGNERS)}, got {em_algorithm!r}"
+            )
         if update_components not in ("present_classes", "received_rows"):
             raise ValueError(
                 f"update_components must be 'present_classes' or 'received_rows', got {update_components!r}"
@@ -134,13 +136,23 @@ class GMMPredictor(EMModule):
         self.num_components = num_components
         self.pushes_per_step, self.push_rows = pushes_per_step, push_rows
         self.update_components = update_components
-        self.mean_momentum, self.std_momentum, self.momentum_warmup = mean_momentum, std_momentum, momentum_warmup
+        self.mean_momentum, self.std_momentum, self.momentum_warmup = (
+            mean_momentum,
+            std_momentum,
+            momentum_warmup,
+        )
         self.variance_floor = variance_floor
-        self.em_algorithm, self.sinkhorn_iters, self.sinkhorn_epsilon = em_algorithm, sinkhorn_iters, sinkhorn_epsilon
+        self.em_algorithm, self.sinkhorn_iters, self.sinkhorn_epsilon = (
+            em_algorithm,
+            sinkhorn_iters,
+            sinkhorn_epsilon,
+        )
         self.aux_loss_weight, self.nll_loss_weight = aux_loss_weight, nll_loss_weight
 
         g = torch.Generator().manual_seed(seed)
-        means = F.normalize(torch.randn(num_classes, num_components, embed_dim, generator=g), dim=-1)
+        means = F.normalize(
+            torch.randn(num_classes, num_components, embed_dim, generator=g), dim=-1
+        )
         if learn_by_gradient:
             # std = sqrt(softplus(p) + variance_floor) > 0, initialised to 1 as in the EM path
             self.means = nn.Parameter(means)
@@ -150,10 +162,16 @@ class GMMPredictor(EMModule):
         else:
             self.register_buffer("means", means)
             self.register_buffer("stds", torch.ones(num_classes, num_components, embed_dim))
-        self.register_buffer("updates_per_component", torch.zeros(num_classes * num_components, dtype=torch.long))
-        self.register_buffer("received_data", torch.zeros(num_classes * num_components, dtype=torch.bool))
+        self.register_buffer(
+            "updates_per_component", torch.zeros(num_classes * num_components, dtype=torch.long)
+        )
+        self.register_buffer(
+            "received_data", torch.zeros(num_classes * num_components, dtype=torch.bool)
+        )
         self.register_buffer("num_em_updates", torch.zeros((), dtype=torch.long))
-        self.register_buffer("rows_pushed", torch.zeros(num_classes * num_components, dtype=torch.long))
+        self.register_buffer(
+            "rows_pushed", torch.zeros(num_classes * num_components, dtype=torch.long)
+        )
         self.register_buffer("training_pixels", torch.zeros(3, num_classes, dtype=torch.long))
         self.memory = build_memory(
             memory_layout,
@@ -168,20 +186,28 @@ class GMMPredictor(EMModule):
         self._pending = []  # candidate rows [group, e_1..e_D] set aside by forward, selected by flush()
         # classes in this rank's labels since the last flush(); the last entry: a labelled forward ran
         self._present = torch.zeros(num_classes + 1, dtype=torch.bool)
-        self._pixels = torch.zeros(3, num_classes, dtype=torch.long)  # this rank's, since the last flush()
+        self._pixels = torch.zeros(
+            3, num_classes, dtype=torch.long
+        )  # this rank's, since the last flush()
         # classes in the labels of all ranks at the last flush() that followed a labelled forward
         self._present_gathered = torch.zeros(num_classes, dtype=torch.bool)
         self._window = []  # em_loops > 1: gathered rows since the last M-step, pushed by em_update()
-        self.background = None  # a BackgroundDensity attached for inference (MODEL.ANOMALY_FIT), or None
+        self.background = (
+            None  # a BackgroundDensity attached for inference (MODEL.ANOMALY_FIT), or None
+        )
 
     # ------------------------------------------------------------------ forward (EMModule.forward)
     def component_log_likelihood(self, e: torch.Tensor) -> torch.Tensor:
         """e: (N, D) -> (N, K, M) float32."""
         k, m, d = self.means.shape
-        ll = gaussian_log_likelihood(e, self.means.reshape(k * m, d), self.current_stds().reshape(k * m, d))
+        ll = gaussian_log_likelihood(
+            e, self.means.reshape(k * m, d), self.current_stds().reshape(k * m, d)
+        )
         return ll.view(-1, k, m)
 
-    component_scores = component_log_likelihood  # class scores: max over components ("log_likelihood")
+    component_scores = (
+        component_log_likelihood  # class scores: max over components ("log_likelihood")
+    )
 
     def current_stds(self) -> torch.Tensor:
         """(K, M, D) stds: the EM buffer, or (learn_by_gradient) sqrt(softplus(p) + floor)."""
@@ -225,7 +251,10 @@ class GMMPredictor(EMModule):
     def _set_aside(self, e, y, assignment, logits):
         keep = torch.isfinite(e).all(1)
         if not bool(keep.all()):
-            logger.warning("GMMPredictor: %d non-finite embeddings dropped from the EM memory", int((~keep).sum()))
+            logger.warning(
+                "GMMPredictor: %d non-finite embeddings dropped from the EM memory",
+                int((~keep).sum()),
+            )
         groups = y * self.num_components + assignment
         k = self.num_classes
         predicted = logits.argmax(1)
@@ -262,7 +291,11 @@ class GMMPredictor(EMModule):
         g = self.num_classes * self.num_components
         # "correct_first": groups G..2G-1 hold the misclassified rows of groups 0..G-1
         ids = 2 * g if self.push_rows == "correct_first" else g
-        local = torch.cat(self._pending) if self._pending else self.means.new_zeros((0, self.embed_dim + 1))
+        local = (
+            torch.cat(self._pending)
+            if self._pending
+            else self.means.new_zeros((0, self.embed_dim + 1))
+        )
         local = local.float()
         self._pending = []
         groups = local[:, 0].long()
@@ -272,16 +305,24 @@ class GMMPredictor(EMModule):
         self._present = torch.zeros_like(self._present)
         self._pixels = torch.zeros_like(self._pixels)
         stacked = all_gather_stacked(torch.cat([counts, pixels, present]))  # (W, ids + 3K + K + 1)
-        counts_per_rank, present = stacked[:, :ids], stacked[:, ids + pixels.numel() :].bool().any(0)
+        counts_per_rank, present = (
+            stacked[:, :ids],
+            stacked[:, ids + pixels.numel() :].bool().any(0),
+        )
         self.training_pixels += (
-            stacked[:, ids : ids + pixels.numel()].sum(0).view_as(self.training_pixels).to(self.training_pixels.device)
+            stacked[:, ids : ids + pixels.numel()]
+            .sum(0)
+            .view_as(self.training_pixels)
+            .to(self.training_pixels.device)
         )
         if present[-1]:  # a flush with no forward since the previous one keeps what that one saw
             self._present_gathered = present[:-1]
         r = rank()
         offsets, totals = counts_per_rank[:r].sum(0), counts_per_rank.sum(0)
         quota = self.pushes_per_step
-        if ids > g:  # the misclassified rows of a group fill what its correct rows left of the quota
+        if (
+            ids > g
+        ):  # the misclassified rows of a group fill what its correct rows left of the quota
             quota = torch.cat([totals.new_full((g,), quota), (quota - totals[:g]).clamp_min(0)])
         idx = release_selection(groups, ids, quota, offsets, totals)
         rows = all_gather_rows(local[idx], sizes=selection_sizes(counts_per_rank, quota))
@@ -297,7 +338,9 @@ class GMMPredictor(EMModule):
     def _push(self, groups, e):
         self.memory.push(groups, e)
         self.received_data[groups] = True
-        self.rows_pushed += torch.bincount(groups, minlength=self.rows_pushed.numel()).to(self.rows_pushed.device)
+        self.rows_pushed += torch.bincount(groups, minlength=self.rows_pushed.numel()).to(
+            self.rows_pushed.device
+        )
 
     @torch.no_grad()
     def em_update(self):
@@ -314,7 +357,9 @@ class GMMPredictor(EMModule):
         if self.em_loops > 1:
             self._extra_em_loops()
         if self.update_components == "present_classes":
-            chosen = self._present_gathered.to(self.received_data.device).repeat_interleave(self.num_components)
+            chosen = self._present_gathered.to(self.received_data.device).repeat_interleave(
+                self.num_components
+            )
         else:
             chosen = self.received_data
         # identical on every rank: a sharded memory sums its shards' statistics of these groups
@@ -335,7 +380,8 @@ class GMMPredictor(EMModule):
         finite = torch.isfinite(new_mean).all(1) & torch.isfinite(new_std).all(1)
         if not bool(finite.all()):
             logger.warning(
-                "GMMPredictor: M-step skipped for %d components with non-finite statistics", int((~finite).sum())
+                "GMMPredictor: M-step skipped for %d components with non-finite statistics",
+                int((~finite).sum()),
             )
         idx = upd.nonzero().squeeze(1)[finite]
         new_mean, new_std = new_mean[finite].float(), new_std[finite].float()
@@ -377,8 +423,14 @@ class GMMPredictor(EMModule):
             upd = torch.zeros_like(self.received_data)
             upd[groups] = True
             self._m_step(c, t1, t2, upd & (c > 0))
-            own = self.component_log_likelihood(e).gather(1, y.view(-1, 1, 1).expand(-1, 1, m)).squeeze(1)
-            plan = ASSIGNERS[self.em_algorithm](own, y, k, num_iters=self.sinkhorn_iters, epsilon=self.sinkhorn_epsilon)
+            own = (
+                self.component_log_likelihood(e)
+                .gather(1, y.view(-1, 1, 1).expand(-1, 1, m))
+                .squeeze(1)
+            )
+            plan = ASSIGNERS[self.em_algorithm](
+                own, y, k, num_iters=self.sinkhorn_iters, epsilon=self.sinkhorn_epsilon
+            )
             groups = y * m + plan.argmax(1)
         self._push(groups, e)
 
@@ -394,7 +446,10 @@ class GMMPredictor(EMModule):
             return None
         memory = self.feature_memory()
         return class_coverage(
-            self.rows_pushed, self.training_pixels, self.num_components, getattr(memory, "capacity", 0)
+            self.rows_pushed,
+            self.training_pixels,
+            self.num_components,
+            getattr(memory, "capacity", 0),
         )
 
     def never_updated_classes(self):

@@ -81,7 +81,9 @@ class ProtoSegPredictor(EMModule):
         self.update_correct_only = update_correct_only
 
         g = torch.Generator().manual_seed(seed)
-        protos = F.normalize(torch.randn(num_classes, num_prototypes, embed_dim, generator=g), dim=-1)
+        protos = F.normalize(
+            torch.randn(num_classes, num_prototypes, embed_dim, generator=g), dim=-1
+        )
         self.register_buffer("prototypes", protos)
         groups = num_classes * num_prototypes
         # totals since the last update, identical on every rank after flush()
@@ -105,7 +107,9 @@ class ProtoSegPredictor(EMModule):
         """Within-class equipartition clustering: sims (N, K, P), classes y (N,) -> prototype (N,)."""
         p = self.num_prototypes
         own = sims.detach().gather(1, y.view(-1, 1, 1).expand(-1, 1, p)).squeeze(1)  # (N, P)
-        plan = sinkhorn_assign(own, y, self.num_classes, num_iters=self.sinkhorn_iters, epsilon=self.sinkhorn_epsilon)
+        plan = sinkhorn_assign(
+            own, y, self.num_classes, num_iters=self.sinkhorn_iters, epsilon=self.sinkhorn_epsilon
+        )
         return plan.argmax(1)
 
     def learn(self, e, sims, logits, labels):
@@ -120,14 +124,20 @@ class ProtoSegPredictor(EMModule):
         losses = {}
         if y.numel():
             if self.ppc_weight > 0:
-                losses["loss_ppc"] = self.ppc_weight * F.cross_entropy(sims_v / self.temperature, target)
+                losses["loss_ppc"] = self.ppc_weight * F.cross_entropy(
+                    sims_v / self.temperature, target
+                )
             if self.ppd_weight > 0:
                 own = sims_v.gather(1, target[:, None]).squeeze(1)
                 losses["loss_ppd"] = self.ppd_weight * (1 - own).pow(2).mean()
         else:  # keep the graph connected so DDP sees every parameter used
             zero = sims.sum() * 0.0
             losses.update(
-                {name: zero for name, w in (("loss_ppc", self.ppc_weight), ("loss_ppd", self.ppd_weight)) if w > 0}
+                {
+                    name: zero
+                    for name, w in (("loss_ppc", self.ppc_weight), ("loss_ppd", self.ppd_weight))
+                    if w > 0
+                }
             )
         self._accumulate(e[valid].detach(), y, target, logits[valid].detach())
         return losses
@@ -137,13 +147,16 @@ class ProtoSegPredictor(EMModule):
         keep = torch.isfinite(e).all(1)
         if not bool(keep.all()):
             logger.warning(
-                "ProtoSegPredictor: %d non-finite embeddings left out of the prototype update", int((~keep).sum())
+                "ProtoSegPredictor: %d non-finite embeddings left out of the prototype update",
+                int((~keep).sum()),
             )
         if self.update_correct_only:
             keep &= logits.argmax(1) == y
         rows = torch.cat([torch.ones_like(e[keep, :1]), e[keep]], dim=1).double()
         if self._local_sum is None:
-            self._local_sum = rows.new_zeros((self.num_classes * self.num_prototypes, self.embed_dim + 1))
+            self._local_sum = rows.new_zeros(
+                (self.num_classes * self.num_prototypes, self.embed_dim + 1)
+            )
         self._local_sum.index_add_(0, groups[keep], rows)
 
     # ------------------------------------------------------------------ the hook's interface
@@ -157,7 +170,9 @@ class ProtoSegPredictor(EMModule):
         local = self._local_sum
         self._local_sum = None
         if local is None:
-            local = self.sum_embeddings.new_zeros((self.num_classes * self.num_prototypes, self.embed_dim + 1))
+            local = self.sum_embeddings.new_zeros(
+                (self.num_classes * self.num_prototypes, self.embed_dim + 1)
+            )
         local = local.to(self.sum_embeddings.device)
         local = all_reduce_sum(local)  # the same reduced tensor on every rank
         self.count_embeddings += local[:, 0]
@@ -173,7 +188,9 @@ class ProtoSegPredictor(EMModule):
             k, p, d = self.prototypes.shape
             new = F.normalize(self.sum_embeddings[upd], dim=-1).float()  # = normalised mean
             protos = self.prototypes.view(k * p, d)
-            protos[upd] = F.normalize(self.momentum * protos[upd] + (1 - self.momentum) * new, dim=-1)
+            protos[upd] = F.normalize(
+                self.momentum * protos[upd] + (1 - self.momentum) * new, dim=-1
+            )
             self.num_em_updates += 1
         self.sum_embeddings.zero_()
         self.count_embeddings.zero_()

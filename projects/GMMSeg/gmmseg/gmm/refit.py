@@ -29,7 +29,12 @@ def _own_class_scores(predictor, e, y, chunk):
 
 @torch.no_grad()
 def refit_gmm(
-    predictor, e: torch.Tensor, y: torch.Tensor, rounds: int = 10, variance_floor: float = None, chunk: int = 65536
+    predictor,
+    e: torch.Tensor,
+    y: torch.Tensor,
+    rounds: int = 10,
+    variance_floor: float = None,
+    chunk: int = 65536,
 ):
     """Set `predictor.means` / `predictor.stds` by `rounds` hard-assignment EM rounds on rows e
     (N, D) (embeddings, i.e. `predictor.embed` outputs) of classes y (N,), from the current means.
@@ -41,7 +46,9 @@ def refit_gmm(
     if rounds < 1:
         raise ValueError(f"refit_gmm: rounds must be >= 1, got {rounds}")
     if predictor.learn_by_gradient:
-        raise ValueError("refit_gmm: this predictor learns its Gaussians by gradient (no EM to run)")
+        raise ValueError(
+            "refit_gmm: this predictor learns its Gaussians by gradient (no EM to run)"
+        )
     if e.ndim != 2 or e.shape[1] != predictor.embed_dim or y.shape != e.shape[:1]:
         raise ValueError(
             f"refit_gmm: expected rows (N, {predictor.embed_dim}) and classes (N,), "
@@ -49,7 +56,9 @@ def refit_gmm(
         )
     k, m, d = predictor.means.shape
     if y.numel() and (int(y.min()) < 0 or int(y.max()) >= k):
-        raise ValueError(f"refit_gmm: class ids must be in 0..{k - 1}, got {int(y.min())}..{int(y.max())}")
+        raise ValueError(
+            f"refit_gmm: class ids must be in 0..{k - 1}, got {int(y.min())}..{int(y.max())}"
+        )
     floor = predictor.variance_floor if variance_floor is None else float(variance_floor)
     e = e.to(predictor.means)
     ed = e.double()
@@ -64,7 +73,9 @@ def refit_gmm(
             0, groups, torch.ones_like(groups, dtype=torch.float64)
         )
         s1 = torch.zeros(k * m, d, dtype=torch.float64, device=e.device).index_add_(0, groups, ed)
-        s2 = torch.zeros(k * m, d, dtype=torch.float64, device=e.device).index_add_(0, groups, ed * ed)
+        s2 = torch.zeros(k * m, d, dtype=torch.float64, device=e.device).index_add_(
+            0, groups, ed * ed
+        )
         fed = count > 0
         mean, std = gaussian_m_step(count[fed], s1[fed], s2[fed], floor)
         predictor.means.view(k * m, d)[fed] = mean.to(predictor.means)

@@ -62,7 +62,9 @@ def release_selection(
     order = torch.argsort(groups, stable=True)
     starts = torch.cumsum(counts, 0) - counts
     rank_in_group = torch.empty_like(groups)
-    rank_in_group[order] = torch.arange(groups.numel(), device=groups.device) - starts[groups[order]]
+    rank_in_group[order] = (
+        torch.arange(groups.numel(), device=groups.device) - starts[groups[order]]
+    )
     p, n = offsets[groups] + rank_in_group, totals[groups]
     k = _quota(per_group, counts).expand(num_groups)[groups]
     k1 = (k - 1).clamp_min(1)

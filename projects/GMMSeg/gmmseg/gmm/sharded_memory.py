@@ -55,13 +55,17 @@ class ShardedFeatureMemory(FeatureMemory):
         self.num_shards = world_size() if num_shards is None else int(num_shards)
         self.shard_rank = rank() if shard_rank is None else int(shard_rank)
         if not 0 <= self.shard_rank < self.num_shards:
-            raise ValueError(f"ShardedFeatureMemory: shard_rank {self.shard_rank} not in 0..{self.num_shards - 1}")
+            raise ValueError(
+                f"ShardedFeatureMemory: shard_rank {self.shard_rank} not in 0..{self.num_shards - 1}"
+            )
         if capacity <= 0:
             raise ValueError(
                 "ShardedFeatureMemory needs a bank (MODEL.GMM.MEMORY_SIZE > 0); a memory of "
                 "capacity 0 holds no rows to spread, use the replicated FeatureMemory"
             )
-        super().__init__(num_groups, capacity, dim, init=init, dtype=dtype, seed=seed, device=device)
+        super().__init__(
+            num_groups, capacity, dim, init=init, dtype=dtype, seed=seed, device=device
+        )
         self._checkpoint_state = None
 
     # ------------------------------------------------------------------ statistics
@@ -80,7 +84,11 @@ class ShardedFeatureMemory(FeatureMemory):
             packed = all_reduce_sum(packed)
         d = self.dim
         total = (torch.zeros_like(count), torch.zeros_like(s1), torch.zeros_like(s2))
-        total[0][idx], total[1][idx], total[2][idx] = packed[:, 0], packed[:, 1 : 1 + d], packed[:, 1 + d :]
+        total[0][idx], total[1][idx], total[2][idx] = (
+            packed[:, 0],
+            packed[:, 1 : 1 + d],
+            packed[:, 1 + d :],
+        )
         return total
 
     def replicated_state(self, include_bank: bool = True):
@@ -105,7 +113,9 @@ class ShardedFeatureMemory(FeatureMemory):
                     )
             h = hashlib.sha256()
             for a, b in self._group_slices():  # never the whole shard on the host at once
-                h.update(self.bank[a:b].detach().contiguous().reshape(-1).view(torch.uint8).cpu().numpy())
+                h.update(
+                    self.bank[a:b].detach().contiguous().reshape(-1).view(torch.uint8).cpu().numpy()
+                )
             mine = torch.tensor(list(h.digest()), dtype=torch.uint8, device=self.bank.device)
             out.append(("shard_digests", all_gather_stacked(mine)))
         return out
@@ -117,13 +127,19 @@ class ShardedFeatureMemory(FeatureMemory):
         it for `state_dict()` until `release_checkpoint()`. Other ranks keep nothing."""
         count, s1, s2 = self._reduced(None)
         me = self.shard_rank
-        full = torch.empty(self.num_groups, self.capacity, self.dim, dtype=self.bank.dtype) if me == dst else None
+        full = (
+            torch.empty(self.num_groups, self.capacity, self.dim, dtype=self.bank.dtype)
+            if me == dst
+            else None
+        )
         for a, b in self._group_slices():
             part = self.bank[a:b].contiguous()
             if self.num_shards == 1:
                 parts = [part]
             else:
-                parts = [torch.empty_like(part) for _ in range(self.num_shards)] if me == dst else None
+                parts = (
+                    [torch.empty_like(part) for _ in range(self.num_shards)] if me == dst else None
+                )
                 dist.gather(part, parts, dst=dst)
             if me == dst:
                 for r, piece in enumerate(parts):
@@ -141,7 +157,9 @@ class ShardedFeatureMemory(FeatureMemory):
         self._checkpoint_state = None
 
     def _save_to_state_dict(self, destination, prefix, keep_vars):
-        super()._save_to_state_dict(destination, prefix, keep_vars)  # ptr, filled (the persistent buffers)
+        super()._save_to_state_dict(
+            destination, prefix, keep_vars
+        )  # ptr, filled (the persistent buffers)
         state = self._checkpoint_state
         if state is None and self.num_shards == 1:  # one shard is the whole memory
             state = {

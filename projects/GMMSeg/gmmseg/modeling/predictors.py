@@ -97,7 +97,9 @@ def gmm(cfg, in_channels, num_classes):
     """GMMSeg's generative classifier, configured by cfg.MODEL.GMM."""
     g = cfg.MODEL.GMM
     if g.MEMORY_DTYPE not in _DTYPES:
-        raise ValueError(f"MODEL.GMM.MEMORY_DTYPE must be one of {sorted(_DTYPES)}, got {g.MEMORY_DTYPE!r}")
+        raise ValueError(
+            f"MODEL.GMM.MEMORY_DTYPE must be one of {sorted(_DTYPES)}, got {g.MEMORY_DTYPE!r}"
+        )
     return GMMPredictor(
         in_channels,
         num_classes,
@@ -192,7 +194,9 @@ def tensor_setting_keys(model: nn.Module) -> Dict[str, Tuple[Optional[str], ...]
         if keys is None:
             continue
         for tensor, dims in module.tensor_dims().items():
-            out[f"{name}.{tensor}" if name else tensor] = tuple(keys.get(d) if d else None for d in dims)
+            out[f"{name}.{tensor}" if name else tensor] = tuple(
+                keys.get(d) if d else None for d in dims
+            )
     return out
 
 

@@ -15,7 +15,9 @@ import torch
 
 __all__ = ["sliding_window_positions", "sliding_window_inference"]
 
-ModelOutput = Union[torch.Tensor, Tuple[torch.Tensor, Optional[torch.Tensor]], Dict[str, torch.Tensor]]
+ModelOutput = Union[
+    torch.Tensor, Tuple[torch.Tensor, Optional[torch.Tensor]], Dict[str, torch.Tensor]
+]
 
 
 def _pair(value, what: str) -> Tuple[int, int]:
@@ -119,7 +121,11 @@ def sliding_window_inference(
                 f"{tuple(crops.shape)}; expected ({crops.shape[0]}, {num_classes}, {h}, {w})"
             )
         if anomaly is not None:
-            if anomaly.shape[0] != crops.shape[0] or anomaly.shape[-2:] != (h, w) or anomaly.dim() not in (3, 4):
+            if (
+                anomaly.shape[0] != crops.shape[0]
+                or anomaly.shape[-2:] != (h, w)
+                or anomaly.dim() not in (3, 4)
+            ):
                 raise ValueError(
                     f"model_fn returned an anomaly map of shape {tuple(anomaly.shape)}; "
                     f"expected ({crops.shape[0]}, {h}, {w}) or ({crops.shape[0]}, S, {h}, {w})"
@@ -127,7 +133,9 @@ def sliding_window_inference(
             if anomaly_sum is None:
                 if start > 0:
                     raise ValueError("model_fn returned an anomaly map for some windows only")
-                anomaly_sum = torch.zeros(n, *anomaly.shape[1:-2], height, width, dtype=torch.float32, device=device)
+                anomaly_sum = torch.zeros(
+                    n, *anomaly.shape[1:-2], height, width, dtype=torch.float32, device=device
+                )
         elif anomaly_sum is not None:
             raise ValueError("model_fn returned an anomaly map for some windows only")
         for i, (y0, y1, x0, x1) in enumerate(group):

@@ -22,7 +22,9 @@ _MIN_STD = 1e-6
 class KnownPixelStatistics:
     def __init__(self, num_classes: int):
         self.num_classes = num_classes
-        self._sums: Dict[str, torch.Tensor] = {}  # score -> (3, K) float64: count, sum, sum of squares
+        self._sums: Dict[
+            str, torch.Tensor
+        ] = {}  # score -> (3, K) float64: count, sum, sum of squares
 
     def add(self, scores: Dict[str, torch.Tensor], predicted: torch.Tensor) -> None:
         """scores: {name: (P,) values at P known pixels}; predicted: (P,) the predicted class there."""
@@ -30,7 +32,9 @@ class KnownPixelStatistics:
         for name, values in scores.items():
             v = values.detach().flatten().double().cpu()
             if v.numel() != predicted.numel():
-                raise ValueError(f"score {name!r} has {v.numel()} values for {predicted.numel()} pixels")
+                raise ValueError(
+                    f"score {name!r} has {v.numel()} values for {predicted.numel()} pixels"
+                )
             acc = self._sums.setdefault(name, torch.zeros(3, self.num_classes, dtype=torch.float64))
             for row, x in enumerate((torch.ones_like(v), v, v * v)):
                 acc[row].index_add_(0, predicted, x)
@@ -44,8 +48,14 @@ class KnownPixelStatistics:
             mean_all = float(s1.sum()) / n
             std_all = max(math.sqrt(max(float(s2.sum()) / n - mean_all**2, 0.0)), _MIN_STD)
             seen = count > 0
-            mean = torch.where(seen, s1 / count.clamp_min(1), torch.tensor(mean_all, dtype=torch.float64))
-            var = torch.where(seen, s2 / count.clamp_min(1) - mean**2, torch.tensor(std_all**2, dtype=torch.float64))
+            mean = torch.where(
+                seen, s1 / count.clamp_min(1), torch.tensor(mean_all, dtype=torch.float64)
+            )
+            var = torch.where(
+                seen,
+                s2 / count.clamp_min(1) - mean**2,
+                torch.tensor(std_all**2, dtype=torch.float64),
+            )
             std = var.clamp_min(0).sqrt().clamp_min(_MIN_STD)
             out[name] = {
                 "mean": mean.tolist(),
@@ -71,7 +81,9 @@ def load_fit(path: str, num_classes: int) -> Dict[str, Dict]:
         raise ValueError(f"{FIT_KEY} {path!r} is not JSON: {e}") from None
     stats = data.get("scores") if isinstance(data, dict) else None
     if not isinstance(stats, dict):
-        raise ValueError(f"{FIT_KEY} {path!r} has no 'scores' entry: not a file of tools/fit_scores.py")
+        raise ValueError(
+            f"{FIT_KEY} {path!r} has no 'scores' entry: not a file of tools/fit_scores.py"
+        )
     for name, s in stats.items():
         if len(s.get("mean", [])) != num_classes:
             raise ValueError(

@@ -82,7 +82,9 @@ def register_score(name: str, label: str, *needs: str):
     """Decorator: add `fn(<needs>...)` to the table under `name` (its arguments name its ingredients)."""
     unknown = [n for n in needs if n not in INGREDIENTS]
     if unknown:
-        raise ValueError(f"score {name!r} needs unknown ingredients {unknown}; known: {INGREDIENTS}")
+        raise ValueError(
+            f"score {name!r} needs unknown ingredients {unknown}; known: {INGREDIENTS}"
+        )
 
     def add(fn):
         if name in SCORES:
@@ -122,7 +124,9 @@ def compute_scores(
 
 def score_labels() -> "OrderedDict[str, str]":
     """{name: legend label} of every score, the fitted ones last, in table order."""
-    return OrderedDict([(s.name, s.label) for s in SCORES.values()] + [(f.name, f.label) for f in FITTED.values()])
+    return OrderedDict(
+        [(s.name, s.label) for s in SCORES.values()] + [(f.name, f.label) for f in FITTED.values()]
+    )
 
 
 # ---------------------------------------------------------------------------- softmax family
@@ -159,14 +163,23 @@ def _marginal(log_marginal):
     return -log_marginal
 
 
-@register_score("likelihood_ratio", "GMM: -max_c log p(x|c) + log p_background(x)", "log_likelihood", "log_background")
+@register_score(
+    "likelihood_ratio",
+    "GMM: -max_c log p(x|c) + log p_background(x)",
+    "log_likelihood",
+    "log_background",
+)
 def _likelihood_ratio(log_likelihood, log_background):
     # how much less likely under its best class than under the known data as a whole: a shift that
     # lowers every density (a new camera) lowers both terms
     return log_background - log_likelihood.amax(0)
 
 
-@register_score("background", "-log p_background(x): the class-agnostic mixture of known embeddings", "log_background")
+@register_score(
+    "background",
+    "-log p_background(x): the class-agnostic mixture of known embeddings",
+    "log_background",
+)
 def _background(log_background):
     return -log_background
 
@@ -189,7 +202,9 @@ def _eam(query_mass):
     return 1.0 - query_mass
 
 
-@register_score("query_likelihood", "query GMM: -sum_q w_q max_k log p(e_q|k) / sum_q w_q", "query_likelihood")
+@register_score(
+    "query_likelihood", "query GMM: -sum_q w_q max_k log p(e_q|k) / sum_q w_q", "query_likelihood"
+)
 def _query_likelihood(query_likelihood):
     return -query_likelihood
 
@@ -222,7 +237,9 @@ def default_map(ingredients: Iterable[str], configured: str = "") -> Optional[st
     if configured in FITTED:  # computed after the others, from their maps (fitted_scores)
         return configured
     if configured:
-        missing = [n for n in SCORES[check_score_name(configured)].needs if n not in set(ingredients)]
+        missing = [
+            n for n in SCORES[check_score_name(configured)].needs if n not in set(ingredients)
+        ]
         if missing:
             raise ValueError(
                 f"{SCORE_KEY} is {configured!r}, which needs {missing}; this model provides "
@@ -270,11 +287,22 @@ def register_fitted_score(name: str, label: str, *bases: str, per_class: bool = 
     FITTED[name] = FittedScore(name, label, tuple(bases), per_class)
 
 
-register_fitted_score("likelihood_std", "GMM likelihood standardised per predicted class", "likelihood", per_class=True)
-register_fitted_score("max_logit_std", "SML: max logit standardised per predicted class", "max_logit", per_class=True)
+register_fitted_score(
+    "likelihood_std",
+    "GMM likelihood standardised per predicted class",
+    "likelihood",
+    per_class=True,
+)
+register_fitted_score(
+    "max_logit_std", "SML: max logit standardised per predicted class", "max_logit", per_class=True
+)
 register_fitted_score("likelihood_energy", "z(GMM likelihood) + z(energy)", "likelihood", "energy")
-register_fitted_score("likelihood_entropy", "z(GMM likelihood) + z(entropy)", "likelihood", "entropy")
-register_fitted_score("query_likelihood_energy", "z(query GMM) + z(energy)", "query_likelihood", "energy")
+register_fitted_score(
+    "likelihood_entropy", "z(GMM likelihood) + z(entropy)", "likelihood", "entropy"
+)
+register_fitted_score(
+    "query_likelihood_energy", "z(query GMM) + z(energy)", "query_likelihood", "energy"
+)
 
 
 def query_likelihood_weights(best_log_likelihood: torch.Tensor, stats: Dict) -> torch.Tensor:
@@ -289,7 +317,10 @@ def query_likelihood_weights(best_log_likelihood: torch.Tensor, stats: Dict) -> 
 
 
 def fitted_scores(
-    maps: Dict[str, torch.Tensor], logits: Optional[torch.Tensor], stats: Dict, names: Optional[Iterable[str]] = None
+    maps: Dict[str, torch.Tensor],
+    logits: Optional[torch.Tensor],
+    stats: Dict,
+    names: Optional[Iterable[str]] = None,
 ) -> "OrderedDict[str, torch.Tensor]":
     """{name: map} of the fitted scores `names` (default: every one whose bases `stats` holds).
 
@@ -301,7 +332,9 @@ def fitted_scores(
     out = OrderedDict()
     for name in names:
         if name not in FITTED:
-            raise ValueError(f"unknown fitted anomaly score {name!r}; the fitted scores are {list(FITTED)}")
+            raise ValueError(
+                f"unknown fitted anomaly score {name!r}; the fitted scores are {list(FITTED)}"
+            )
         spec = FITTED[name]
         missing = [b for b in spec.bases if b not in stats]
         if missing:
@@ -315,7 +348,9 @@ def fitted_scores(
             s = stats[base]
             if spec.per_class:
                 predicted = logits.argmax(0)
-                mean = torch.as_tensor(s["mean"], dtype=torch.float32, device=value.device)[predicted]
+                mean = torch.as_tensor(s["mean"], dtype=torch.float32, device=value.device)[
+                    predicted
+                ]
                 std = torch.as_tensor(s["std"], dtype=torch.float32, device=value.device)[predicted]
             else:
                 mean, std = float(s["mean_all"]), float(s["std_all"])

@@ -41,7 +41,11 @@ def summarise(per_seed: Dict) -> Dict:
         summary[i] = {}
         for key in sorted(set().union(*rows)):
             v = np.array([r[key] for r in rows if key in r], dtype=float)
-            summary[i][key] = [float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0, int(len(v))]
+            summary[i][key] = [
+                float(v.mean()),
+                float(v.std(ddof=1)) if len(v) > 1 else 0.0,
+                int(len(v)),
+            ]
     return summary
 
 
@@ -64,7 +68,9 @@ def tables(dataset: str, curves: Dict) -> str:
             continue
         iterations = sorted({i for summary in curves.values() for i in summary})
         rows = [
-            "| iteration | " + " | ".join(f"{v} {k.rsplit('_', 1)[0] if '_' in k else k}" for v, k in cols) + " |",
+            "| iteration | "
+            + " | ".join(f"{v} {k.rsplit('_', 1)[0] if '_' in k else k}" for v, k in cols)
+            + " |",
             "|---" * (len(cols) + 1) + "|",
         ]
         for i in iterations:
@@ -102,7 +108,9 @@ def plot(dataset: str, curves: Dict, path: str) -> None:
                 score = key.rsplit("_", 1)[0] if key not in ("mIoU", "ECE") else None
                 color = colors.get(score, f"C{v}")
                 label = f"{variant}" + (f" {score}" if score else "")
-                ax.plot(it, mean, styles[v % len(styles)], color=color, marker="o", ms=3, label=label)
+                ax.plot(
+                    it, mean, styles[v % len(styles)], color=color, marker="o", ms=3, label=label
+                )
                 ax.fill_between(it, mean - std, mean + std, color=color, alpha=0.12)
         ax.set_title(labels[family])
         ax.set_xlabel("iteration")
@@ -110,7 +118,9 @@ def plot(dataset: str, curves: Dict, path: str) -> None:
     handles, names = max((ax.get_legend_handles_labels() for ax in axes), key=lambda hl: len(hl[1]))
     fig.legend(handles, names, loc="center right", fontsize=7, frameon=False)
     fig.subplots_adjust(right=0.86)
-    fig.suptitle(f"{dataset}: mean +- std over seeds (solid: first variant, dashed: second, ...; colour: score)")
+    fig.suptitle(
+        f"{dataset}: mean +- std over seeds (solid: first variant, dashed: second, ...; colour: score)"
+    )
     fig.tight_layout(rect=(0, 0, 0.86, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)

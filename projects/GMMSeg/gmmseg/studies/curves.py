@@ -24,7 +24,14 @@ from typing import Collection, Dict, List, Optional, Sequence
 from .processes import ONE_THREAD, repository_root
 from .runs import evaluate_checkpoint, train_command
 
-__all__ = ["Run", "train", "pending_evaluations", "evaluation_loop", "train_and_evaluate", "RETRY_AFTER_S"]
+__all__ = [
+    "Run",
+    "train",
+    "pending_evaluations",
+    "evaluation_loop",
+    "train_and_evaluate",
+    "RETRY_AFTER_S",
+]
 
 #: an evaluation that failed is tried again this many seconds later while training goes on
 RETRY_AFTER_S = 600
@@ -53,7 +60,9 @@ class Run:
         return out
 
     def result_path(self, iteration, dataset: str) -> str:
-        return os.path.join(self.dir, "eval", f"iter{iteration}", dataset, "inference", "results.json")
+        return os.path.join(
+            self.dir, "eval", f"iter{iteration}", dataset, "inference", "results.json"
+        )
 
 
 def training_process(run: Run) -> Optional[int]:
@@ -78,12 +87,18 @@ def train(run: Run, max_iter: int, period: int) -> None:
         return
     os.makedirs(run.dir, exist_ok=True)
     settings = ["SOLVER.MAX_ITER", str(max_iter), "SOLVER.CHECKPOINT_PERIOD", str(period)]
-    cmd = train_command(run.config, run.dir, run.opts, settings + ["SOLVER.CHECKPOINT_MAX_TO_KEEP", "0"])
+    cmd = train_command(
+        run.config, run.dir, run.opts, settings + ["SOLVER.CHECKPOINT_MAX_TO_KEEP", "0"]
+    )
     print(f"[curves] training {run}{' (resumed)' if '--resume' in cmd else ''}", flush=True)
     pid_file = os.path.join(run.dir, "training.pid")
     with open(os.path.join(run.dir, "stdout.txt"), "a") as log:
         proc = subprocess.Popen(
-            cmd, stdout=log, stderr=subprocess.STDOUT, cwd=repository_root(), env=dict(os.environ, **ONE_THREAD)
+            cmd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=repository_root(),
+            env=dict(os.environ, **ONE_THREAD),
         )
         with open(pid_file, "w") as f:
             f.write(str(proc.pid))
@@ -102,7 +117,10 @@ def evaluate(run: Run, iteration: int, checkpoint: str, dataset: str, fit: bool 
 
 
 def pending_evaluations(
-    runs: Sequence[Run], period: int, datasets: Sequence[str], eval_at: Optional[Collection[int]] = None
+    runs: Sequence[Run],
+    period: int,
+    datasets: Sequence[str],
+    eval_at: Optional[Collection[int]] = None,
 ) -> List:
     """(iteration, run, checkpoint, dataset) not yet evaluated, earliest iteration first (then the
     runs' order, then the datasets'); `eval_at`: only these iterations (None: every checkpoint)."""
@@ -161,7 +179,9 @@ def train_and_evaluate(
     """Train the runs `jobs` at a time (in the runs' order) while one thread evaluates their
     checkpoints; a run whose training fails is reported and the others go on."""
     done = threading.Event()
-    evaluator = threading.Thread(target=evaluation_loop, args=(runs, period, datasets, done, eval_at, fit))
+    evaluator = threading.Thread(
+        target=evaluation_loop, args=(runs, period, datasets, done, eval_at, fit)
+    )
     evaluator.start()
     try:
         with ThreadPoolExecutor(jobs) as pool:

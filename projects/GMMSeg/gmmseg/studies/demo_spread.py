@@ -51,7 +51,9 @@ def read_table(path: str) -> Dict[str, Dict[str, Optional[float]]]:
         for line in block[2:]:
             cells = [c.strip() for c in line.split(" | ")]
             row = cells[0] if header[0] == "metric" else f"{header[0]} {cells[0]}"
-            table[row] = {c: (None if v == "-" else float(v)) for c, v in zip(header[1:], cells[1:])}
+            table[row] = {
+                c: (None if v == "-" else float(v)) for c, v in zip(header[1:], cells[1:])
+            }
     return table
 
 
@@ -104,7 +106,10 @@ def markdown(result: Dict, runs: Sequence[str]) -> str:
     if widest is not None:
         lines.append(f"Widest AUROC range: {widest[0]:.2f} points ({widest[1]}, {widest[2]})")
     for columns, rows in groups:
-        lines += ["", "| metric | " + " | ".join(f"{c}: mean +- std [min, max]" for c in columns) + " |"]
+        lines += [
+            "",
+            "| metric | " + " | ".join(f"{c}: mean +- std [min, max]" for c in columns) + " |",
+        ]
         lines.append("|---" * (len(columns) + 1) + "|")
         for row in rows:
             cells = [

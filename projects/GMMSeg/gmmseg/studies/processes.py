@@ -36,7 +36,9 @@ def tool_command(tool: str, *args: str, nice: int = 0) -> List[str]:
     ]
 
 
-def run_logged(cmd: List[str], log_path: str, what: str, env: Optional[Dict[str, str]] = None) -> None:
+def run_logged(
+    cmd: List[str], log_path: str, what: str, env: Optional[Dict[str, str]] = None
+) -> None:
     """Run `cmd` from the repository root, stdout and stderr to `log_path` (overwritten), with
     `env` added to this process's environment (default ONE_THREAD). RuntimeError "<what> failed:
     <log_path>" on a non-zero exit status."""

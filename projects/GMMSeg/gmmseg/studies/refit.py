@@ -28,7 +28,10 @@ def refit_and_evaluate(
     figures are read from there). The refit (refit_gmm.py's output in <run>/<tag>/refit_stdout.txt)
     and its evaluation (<run>/<tag>/results.json, its files in <run>/<tag>/eval/) are reused when
     on disk. `opts`: the overrides the run was trained with."""
-    run, config = os.path.abspath(run), os.path.abspath(config)  # the tools run from the repository root
+    run, config = (
+        os.path.abspath(run),
+        os.path.abspath(config),
+    )  # the tools run from the repository root
     out_dir = os.path.join(run, tag)
     weights = os.path.join(out_dir, "model_refit.pth")
     result_path = os.path.join(out_dir, "results.json")
@@ -50,7 +53,9 @@ def refit_and_evaluate(
                 os.path.join(run, "model_final.pth"),
             )
             run_logged(cmd, os.path.join(out_dir, "refit_stdout.txt"), f"refitting {run}", env={})
-        result = evaluate_checkpoint(config, opts, weights, [dataset], os.path.join(out_dir, "eval"))
+        result = evaluate_checkpoint(
+            config, opts, weights, [dataset], os.path.join(out_dir, "eval")
+        )
         with open(result_path, "w") as f:
             json.dump(result, f, default=float)
     with open(result_path) as f:

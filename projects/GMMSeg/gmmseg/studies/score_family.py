@@ -35,7 +35,9 @@ def collect(pattern: str, datasets: Sequence[str]) -> Dict[str, Dict[str, Dict[s
     out: Dict[str, Dict[str, Dict[str, float]]] = {}
     for d in datasets:
         concrete = pattern.replace("{dataset}", d)
-        regex = re.compile("^" + "(.*?)".join(re.escape(part) for part in concrete.split("*")) + "$")
+        regex = re.compile(
+            "^" + "(.*?)".join(re.escape(part) for part in concrete.split("*")) + "$"
+        )
         for path in sorted(glob.glob(concrete)):
             m = regex.match(path)
             seed = m.group(1) if m and m.groups() else path
@@ -43,13 +45,17 @@ def collect(pattern: str, datasets: Sequence[str]) -> Dict[str, Dict[str, Dict[s
                 result = json.load(f)
             if "anomaly" not in result.get(d, {}):
                 if "{dataset}" in pattern:
-                    raise ValueError(f"{path}: no anomaly results for {d!r} (it has {sorted(result)})")
+                    raise ValueError(
+                        f"{path}: no anomaly results for {d!r} (it has {sorted(result)})"
+                    )
                 continue
             out.setdefault(seed, {})[d] = result[d]["anomaly"]
     return out
 
 
-def summary(per_seed: Mapping[object, Mapping[str, Mapping[str, float]]], dataset: str) -> Dict[str, Stat]:
+def summary(
+    per_seed: Mapping[object, Mapping[str, Mapping[str, float]]], dataset: str
+) -> Dict[str, Stat]:
     """{"<score>_<metric>": (mean, std, n)} over the seeds that have `dataset`."""
     rows = [s[dataset] for s in per_seed.values() if dataset in s]
     out = {}
@@ -61,14 +67,20 @@ def summary(per_seed: Mapping[object, Mapping[str, Mapping[str, float]]], datase
 
 def _scores_of(stats: Mapping[str, Stat]) -> List[str]:
     known = [s for s in SCORES if f"{s}_AUROC" in stats]
-    return known + [k[: -len("_AUROC")] for k in stats if k.endswith("_AUROC") and k[: -len("_AUROC")] not in known]
+    return known + [
+        k[: -len("_AUROC")]
+        for k in stats
+        if k.endswith("_AUROC") and k[: -len("_AUROC")] not in known
+    ]
 
 
 def _fmt(stat: Optional[Stat]) -> str:
     return "-" if stat is None else f"{stat[0]:.1f} +- {stat[1]:.1f}"
 
 
-def family_table(study: Mapping[str, Mapping], datasets: Sequence[str], metrics: Sequence[str] = METRICS) -> str:
+def family_table(
+    study: Mapping[str, Mapping], datasets: Sequence[str], metrics: Sequence[str] = METRICS
+) -> str:
     """One row per (model, score), one column per (dataset, metric): mean +- std over seeds."""
     rows = []
     for model, per_seed in study.items():
@@ -107,7 +119,11 @@ def duel(a: Stat, b: Stat, metric: str = "AUROC") -> str:
 
 
 def verdict_table(
-    gmm: Mapping, twin: Mapping, datasets: Sequence[str], candidates: Optional[Iterable[str]] = None, metric="AUROC"
+    gmm: Mapping,
+    twin: Mapping,
+    datasets: Sequence[str],
+    candidates: Optional[Iterable[str]] = None,
+    metric="AUROC",
 ) -> str:
     """For each GMM score (`candidates`, default every score the GMM model has on all datasets):
     per dataset its mean +- std and the duel with the twin's best score there (named), and whether
@@ -116,7 +132,9 @@ def verdict_table(
     t = {d: summary(twin, d) for d in datasets}
     best_twin = {d: best_scores(t[d], metric)[0] for d in datasets}
     if candidates is None:
-        candidates = [s for s in _scores_of(g[datasets[0]]) if all(f"{s}_{metric}" in g[d] for d in datasets)]
+        candidates = [
+            s for s in _scores_of(g[datasets[0]]) if all(f"{s}_{metric}" in g[d] for d in datasets)
+        ]
     rows = []
     for score in candidates:
         cells, outcomes = [], []

@@ -50,7 +50,10 @@ def mean_std(values: Iterable[float]) -> str:
 
 def _cells(study, cols):
     return {
-        name: [mean_std([r[c] for r in runs.values()]) if all(c in r for r in runs.values()) else "-" for c in cols]
+        name: [
+            mean_std([r[c] for r in runs.values()]) if all(c in r for r in runs.values()) else "-"
+            for c in cols
+        ]
         for name, runs in study.items()
     }
 
@@ -70,11 +73,20 @@ def class_table(study: Mapping[str, Mapping[object, Mapping[str, float]]]) -> st
     """Per-class IoU, mean +- std over the seeds, one row per variant (a locked-out class shows as
     0); "" when no run has per-class IoU."""
     cols = list(
-        dict.fromkeys(c for runs in study.values() for run in runs.values() for c in run if c.startswith("IoU-"))
+        dict.fromkeys(
+            c
+            for runs in study.values()
+            for run in runs.values()
+            for c in run
+            if c.startswith("IoU-")
+        )
     )
     if not cols:
         return ""
-    lines = ["| variant | " + " | ".join(c[4:] for c in cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    lines = [
+        "| variant | " + " | ".join(c[4:] for c in cols) + " |",
+        "|---" * (len(cols) + 1) + "|",
+    ]
     for name, cells in _cells(study, cols).items():
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -92,7 +104,9 @@ def score_table(reports: Mapping[str, Mapping[str, object]]) -> str:
     run) -> one row per candidate of the first run, mean +- std over the runs of each metric."""
     first = next(iter(reports.values()))
     candidates = [k for k, v in first.items() if isinstance(v, dict) and "AUROC" in v]
-    rows = [[c, *(mean_std(r[c][m] for r in reports.values()) for m in RANKING)] for c in candidates]
+    rows = [
+        [c, *(mean_std(r[c][m] for r in reports.values()) for m in RANKING)] for c in candidates
+    ]
     return markdown_table(rows, ["score", *RANKING])
 
 
@@ -124,4 +138,6 @@ def settings_table(results: Mapping[str, Mapping], closed: str, anomaly: str) ->
                 *[f"{a.get(k, math.nan):.1f}" for k, _ in SETTINGS_COLUMNS],
             ]
         )
-    return markdown_table(rows, ["variant", "overrides", "mIoU", "ECE", *[h for _, h in SETTINGS_COLUMNS]])
+    return markdown_table(
+        rows, ["variant", "overrides", "mIoU", "ECE", *[h for _, h in SETTINGS_COLUMNS]]
+    )

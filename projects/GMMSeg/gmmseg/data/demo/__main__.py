@@ -9,7 +9,9 @@ from .scene import DEMO_SPLITS
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description="Generate the GMMSeg demo dataset.")
-    parser.add_argument("--root", default=None, help="datasets folder (default $DETECTRON2_DATASETS or ./datasets)")
+    parser.add_argument(
+        "--root", default=None, help="datasets folder (default $DETECTRON2_DATASETS or ./datasets)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     for split in DEMO_SPLITS:
         parser.add_argument(f"--num-{split}", type=int, default=DEMO_DEFAULT_SIZES[split])

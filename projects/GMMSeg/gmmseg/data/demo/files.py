@@ -21,7 +21,16 @@ from typing import Dict, Mapping, Optional
 import cv2
 
 from ..common import datasets_root
-from .scene import ANOMALY_SPLITS, DEMO_CLASSES, DEMO_SPLITS, GENERATOR_VERSION, HEIGHT, WIDTH, render_scene, scene_rng
+from .scene import (
+    ANOMALY_SPLITS,
+    DEMO_CLASSES,
+    DEMO_SPLITS,
+    GENERATOR_VERSION,
+    HEIGHT,
+    WIDTH,
+    render_scene,
+    scene_rng,
+)
 
 __all__ = ["DEMO_DEFAULT_SIZES", "DEMO_DIRNAME", "generate_demo_dataset"]
 
@@ -69,13 +78,17 @@ def _write_split(folder: str, split: str, seed: int, count: int) -> None:
         os.makedirs(os.path.join(folder, split, s))
     for i in range(count):
         scene = render_scene(
-            scene_rng(seed, split, i), with_anomalies=split == "anomaly", near_anomalies=split == "near"
+            scene_rng(seed, split, i),
+            with_anomalies=split == "anomaly",
+            near_anomalies=split == "near",
         )
         name = f"{i:04d}.png"
         ok = cv2.imwrite(os.path.join(folder, split, "images", name), scene["image"][:, :, ::-1])
         ok &= cv2.imwrite(os.path.join(folder, split, "labels", name), scene["label"])
         if split in ANOMALY_SPLITS:
-            ok &= cv2.imwrite(os.path.join(folder, split, "anomaly_masks", name), scene["anomaly_mask"])
+            ok &= cv2.imwrite(
+                os.path.join(folder, split, "anomaly_masks", name), scene["anomaly_mask"]
+            )
         if not ok:
             raise OSError(f"could not write demo image {name} under {folder!r}")
 
@@ -100,7 +113,9 @@ def _remove_stale_tmp(parent: str, min_age_s: float = 600.0) -> None:
             pass
 
 
-def generate_demo_dataset(root: Optional[str] = None, seed: int = 0, sizes: Optional[Mapping[str, int]] = None) -> str:
+def generate_demo_dataset(
+    root: Optional[str] = None, seed: int = 0, sizes: Optional[Mapping[str, int]] = None
+) -> str:
     """Write the demo dataset under `<root>/gmmseg_demo` unless an identical one is there.
 
     `sizes` overrides the number of images per split (default DEMO_DEFAULT_SIZES). A folder made
@@ -122,7 +137,9 @@ def generate_demo_dataset(root: Optional[str] = None, seed: int = 0, sizes: Opti
                 f"{final!r} exists but has no {_MARKER}: it was not written (completely) by the demo "
                 f"generator. Delete it to let the generator write the demo dataset there."
             )
-        logger.warning("Demo dataset at %s was made with %s; regenerating with %s", final, marker, spec)
+        logger.warning(
+            "Demo dataset at %s was made with %s; regenerating with %s", final, marker, spec
+        )
     os.makedirs(parent, exist_ok=True)
     _remove_stale_tmp(parent)
     start = time.perf_counter()
@@ -144,5 +161,7 @@ def generate_demo_dataset(root: Optional[str] = None, seed: int = 0, sizes: Opti
     finally:
         if os.path.isdir(tmp):
             shutil.rmtree(tmp, ignore_errors=True)
-    logger.info("Generated the demo dataset (%s) in %s in %.1f s", sizes, final, time.perf_counter() - start)
+    logger.info(
+        "Generated the demo dataset (%s) in %s in %.1f s", sizes, final, time.perf_counter() - start
+    )
     return final

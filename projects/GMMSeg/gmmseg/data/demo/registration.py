@@ -73,5 +73,9 @@ def register_demo_datasets(
             evaluator_type="sem_seg",
             has_anomaly_masks=split in ANOMALY_SPLITS,
         )
-        names.append(register_dataset(f"gmmseg_demo_{split}", partial(load_demo_split, split, root, seed, sizes), meta))
+        names.append(
+            register_dataset(
+                f"gmmseg_demo_{split}", partial(load_demo_split, split, root, seed, sizes), meta
+            )
+        )
     return names

@@ -35,7 +35,14 @@ __all__ = [
 ]
 
 DEMO_CLASSES = ("sky", "road", "building", "tree", "car", "person")
-DEMO_COLORS = [(70, 130, 180), (128, 64, 128), (70, 70, 70), (107, 142, 35), (0, 0, 142), (220, 20, 60)]
+DEMO_COLORS = [
+    (70, 130, 180),
+    (128, 64, 128),
+    (70, 70, 70),
+    (107, 142, 35),
+    (0, 0, 142),
+    (220, 20, 60),
+]
 SKY, ROAD, BUILDING, TREE, CAR, PERSON = range(6)
 IGNORE = 255
 HEIGHT, WIDTH = 96, 128
@@ -46,9 +53,22 @@ _SPLIT_CODE = {"train": 1, "val": 2, "anomaly": 3, "near": 4}
 GENERATOR_VERSION = 3
 
 # Finer than classes: which appearance drew each pixel (used by tests and analysis).
-APPEARANCES = ("sky", "road", "building_brick", "building_glass", "tree", "car", "person", "anomaly", "void", "animal")
+APPEARANCES = (
+    "sky",
+    "road",
+    "building_brick",
+    "building_glass",
+    "tree",
+    "car",
+    "person",
+    "anomaly",
+    "void",
+    "animal",
+)
 A_SKY, A_ROAD, A_BRICK, A_GLASS, A_TREE, A_CAR, A_PERSON, A_ANOMALY, A_VOID, A_ANIMAL = range(10)
-APPEARANCE_TO_CLASS = np.array([SKY, ROAD, BUILDING, BUILDING, TREE, CAR, PERSON, IGNORE, IGNORE, IGNORE], np.uint8)
+APPEARANCE_TO_CLASS = np.array(
+    [SKY, ROAD, BUILDING, BUILDING, TREE, CAR, PERSON, IGNORE, IGNORE, IGNORE], np.uint8
+)
 
 _YY, _XX = np.mgrid[0:HEIGHT, 0:WIDTH].astype(np.float32)
 
@@ -81,7 +101,9 @@ _SHIRT_COLORS = np.array(
 )
 _SKIN_COLORS = np.array([(232, 192, 162), (196, 142, 102), (120, 80, 58)], np.float32)
 # fur of the near split's animals: natural colours, none of them the anomaly palette's
-_FUR_COLORS = np.array([(120, 78, 40), (176, 132, 84), (150, 146, 140), (34, 30, 28), (200, 170, 120)], np.float32)
+_FUR_COLORS = np.array(
+    [(120, 78, 40), (176, 132, 84), (150, 146, 140), (34, 30, 28), (200, 170, 120)], np.float32
+)
 _ANOMALY_COLORS = np.array([(255, 0, 255), (0, 255, 0), (0, 255, 255), (255, 0, 160)], np.float32)
 
 
@@ -130,7 +152,11 @@ def _road(rng, img, label, app, horizon: int) -> None:
     half = 0.4 + 1.6 * depth
     dashes = np.sin(8.0 / (depth + 0.15) + rng.uniform(0, 6.28)) > 0
     marking = (np.abs(_XX - line_x) < half) & dashes & (depth > 0.05)
-    paint = np.array([235, 230, 205], np.float32) if rng.random() < 0.7 else np.array([230, 200, 60], np.float32)
+    paint = (
+        np.array([235, 230, 205], np.float32)
+        if rng.random() < 0.7
+        else np.array([230, 200, 60], np.float32)
+    )
     road = np.where(marking[..., None], paint * shade, road)
     _paint(img, label, app, _YY >= horizon, road, ROAD, A_ROAD)
 
@@ -148,8 +174,19 @@ def _brick(rng, h: int, w: int) -> np.ndarray:
     mortar = ((yy % bh) == 0) | ((shifted % bw) == 0)
     tex[mortar] = (190, 182, 170)
     if rng.random() < 0.8:  # rows of dark windows
-        ww, wh, sx, sy = rng.integers(3, 6), rng.integers(4, 7), rng.integers(8, 13), rng.integers(10, 15)
-        win = ((xx % sx) >= sx - ww) & ((yy % sy) >= 3) & ((yy % sy) < 3 + wh) & (xx > 2) & (xx < w - 2)
+        ww, wh, sx, sy = (
+            rng.integers(3, 6),
+            rng.integers(4, 7),
+            rng.integers(8, 13),
+            rng.integers(10, 15),
+        )
+        win = (
+            ((xx % sx) >= sx - ww)
+            & ((yy % sy) >= 3)
+            & ((yy % sy) < 3 + wh)
+            & (xx > 2)
+            & (xx < w - 2)
+        )
         tex[win] = (38, 38, 48)
     return tex
 
@@ -190,7 +227,9 @@ def _trees(rng, img, label, app, horizon: int) -> None:
         cx = rng.uniform(0, WIDTH)
         base_y = horizon + rng.uniform(0, 6)
         r = rng.uniform(6, 15)
-        trunk = _rect_mask(base_y - r * 1.6, base_y, cx - rng.uniform(1, 2), cx + rng.uniform(1, 2.5))
+        trunk = _rect_mask(
+            base_y - r * 1.6, base_y, cx - rng.uniform(1, 2), cx + rng.uniform(1, 2.5)
+        )
         crown = np.zeros((HEIGHT, WIDTH), bool)
         for _ in range(int(rng.integers(2, 4))):
             crown |= _ellipse_mask(
@@ -199,10 +238,20 @@ def _trees(rng, img, label, app, horizon: int) -> None:
                 r * rng.uniform(0.6, 1.0),
                 r * rng.uniform(0.6, 1.0),
             )
-        leaf = np.array([rng.uniform(35, 75), rng.uniform(95, 145), rng.uniform(25, 60)], np.float32)
+        leaf = np.array(
+            [rng.uniform(35, 75), rng.uniform(95, 145), rng.uniform(25, 60)], np.float32
+        )
         speckle = rng.random((HEIGHT, WIDTH), dtype=np.float32)
         crown_tex = leaf * (0.55 + 0.7 * speckle)[..., None]
-        _paint(img, label, app, trunk, np.array([92, 62, 36], np.float32) * rng.uniform(0.8, 1.2), TREE, A_TREE)
+        _paint(
+            img,
+            label,
+            app,
+            trunk,
+            np.array([92, 62, 36], np.float32) * rng.uniform(0.8, 1.2),
+            TREE,
+            A_TREE,
+        )
         _paint(img, label, app, crown, crown_tex, TREE, A_TREE)
 
 
@@ -220,12 +269,22 @@ def _car(rng, img, label, app, horizon: int, yb: float) -> None:
     shade = (1.15 - 0.35 * np.clip((_YY - (yb - h)) / h, 0, 1))[..., None]
     body = _rect_mask(body_top, yb - h * 0.12, x0, x0 + w)
     cabin = _rect_mask(yb - h, body_top + 1, x0 + w * 0.2, x0 + w * 0.8)
-    window = _rect_mask(yb - h * 0.9, body_top, x0 + w * 0.26, x0 + w * 0.74) & (np.abs(_XX - (x0 + w * 0.5)) > 0.7)
+    window = _rect_mask(yb - h * 0.9, body_top, x0 + w * 0.26, x0 + w * 0.74) & (
+        np.abs(_XX - (x0 + w * 0.5)) > 0.7
+    )
     wheels = _ellipse_mask(yb - h * 0.12, x0 + w * 0.22, h * 0.17, w * 0.09) | _ellipse_mask(
         yb - h * 0.12, x0 + w * 0.78, h * 0.17, w * 0.09
     )
     _paint(img, label, app, body | cabin, color * shade, CAR, A_CAR)
-    _paint(img, label, app, window, np.array([48, 58, 72], np.float32) * rng.uniform(0.8, 1.2), CAR, A_CAR)
+    _paint(
+        img,
+        label,
+        app,
+        window,
+        np.array([48, 58, 72], np.float32) * rng.uniform(0.8, 1.2),
+        CAR,
+        A_CAR,
+    )
     _paint(img, label, app, wheels, np.array([22, 22, 24], np.float32), CAR, A_CAR)
 
 
@@ -235,7 +294,9 @@ def _person(rng, img, label, app, horizon: int, yb: float) -> None:
     cx = rng.uniform(2, WIDTH - 2)
     bw = h * 0.3
     head_r = h * 0.1
-    legs = _rect_mask(yb - h * 0.45, yb, cx - bw * 0.45, cx + bw * 0.45) & (np.abs(_XX - cx) > h * 0.02)
+    legs = _rect_mask(yb - h * 0.45, yb, cx - bw * 0.45, cx + bw * 0.45) & (
+        np.abs(_XX - cx) > h * 0.02
+    )
     torso = _rect_mask(yb - h * 0.8, yb - h * 0.44, cx - bw * 0.5, cx + bw * 0.5)
     head = _ellipse_mask(yb - h * 0.8 - head_r, cx, head_r * 1.1, head_r)
     shirt = _SHIRT_COLORS[rng.integers(len(_SHIRT_COLORS))] * rng.uniform(0.85, 1.1)
@@ -294,7 +355,10 @@ def _animal(rng, img, label, app, horizon: int, yb: float) -> None:
     ear = _ellipse_mask(body_cy - h * 0.45, hx - facing * h * 0.06, h * 0.08, h * 0.05)
     tx = x0 + w / 2 - facing * w * 0.5
     tail = _rect_mask(
-        body_cy - h * 0.32, body_cy - h * 0.05, min(tx, tx - facing * h * 0.12), max(tx, tx - facing * h * 0.12)
+        body_cy - h * 0.32,
+        body_cy - h * 0.05,
+        min(tx, tx - facing * h * 0.12),
+        max(tx, tx - facing * h * 0.12),
     )
     fur = _FUR_COLORS[rng.integers(len(_FUR_COLORS))] * rng.uniform(0.85, 1.1)
     texture = (0.8 + 0.4 * _smooth_noise(rng, 24, 32))[..., None]
@@ -345,7 +409,8 @@ def render_scene(
     objects += [(_person, rng.uniform(horizon + 4, HEIGHT + 2)) for _ in range(rng.integers(1, 5))]
     if near_anomalies:  # in the lower part of the image, where they are large enough to see
         objects += [
-            (_animal, rng.uniform(horizon + (HEIGHT - horizon) * 0.4, HEIGHT)) for _ in range(rng.integers(1, 3))
+            (_animal, rng.uniform(horizon + (HEIGHT - horizon) * 0.4, HEIGHT))
+            for _ in range(rng.integers(1, 3))
         ]
     for draw, y_bottom in sorted(objects, key=lambda o: o[1]):
         draw(rng, img, label, app, horizon, y_bottom)
@@ -364,4 +429,6 @@ def render_scene(
 
 def scene_rng(seed: int, split: str, index: int) -> np.random.Generator:
     """The generator of image `index` of `split`: independent of the split sizes."""
-    return np.random.default_rng(np.random.SeedSequence([int(seed), _SPLIT_CODE[split], int(index)]))
+    return np.random.default_rng(
+        np.random.SeedSequence([int(seed), _SPLIT_CODE[split], int(index)])
+    )

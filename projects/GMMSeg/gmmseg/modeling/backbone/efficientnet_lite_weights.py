@@ -47,7 +47,9 @@ def convert_efficientnet_lite_state_dict(
         ValueError naming `source` if the number of entries differs, or at the first position
         whose shapes differ (file key and shape, timm key and shape).
     """
-    if not isinstance(state_dict, Mapping) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
+    if not isinstance(state_dict, Mapping) or not all(
+        isinstance(v, torch.Tensor) for v in state_dict.values()
+    ):
         raise ValueError(
             f"EfficientNet-Lite weights {source}: expected a state dict {{name: tensor}}, "
             f"got {type(state_dict).__name__}"
@@ -59,7 +61,9 @@ def convert_efficientnet_lite_state_dict(
             f"EfficientNet-Lite weights {source}: {len(state_dict)} tensors, but timm's {model_name} "
             f"has {len(target)} (a truncated file, or another Lite variant than the model?)"
         )
-    for index, ((file_key, file_value), (timm_key, timm_value)) in enumerate(zip(state_dict.items(), target.items())):
+    for index, ((file_key, file_value), (timm_key, timm_value)) in enumerate(
+        zip(state_dict.items(), target.items())
+    ):
         if file_value.shape != timm_value.shape:
             raise ValueError(
                 f"EfficientNet-Lite weights {source}: entry #{index} {file_key!r} has shape "
@@ -69,7 +73,9 @@ def convert_efficientnet_lite_state_dict(
     return remap_state_dict(state_dict, model, allow_reshape=False)
 
 
-def load_efficientnet_lite_weights(body: nn.Module, model_name: str, path: str, in_chans: int = 3) -> None:
+def load_efficientnet_lite_weights(
+    body: nn.Module, model_name: str, path: str, in_chans: int = 3
+) -> None:
     """Load an efficientnet-lite-pytorch weights file into `body`, a timm tf_efficientnet_lite<N>
     (classification or features_only model; a features_only model takes all but the head).
 
@@ -86,7 +92,9 @@ def load_efficientnet_lite_weights(body: nn.Module, model_name: str, path: str, 
     try:
         state_dict = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # not a torch file, truncated bytes, pickled objects
-        raise ValueError(f"EfficientNet-Lite weights {path}: cannot be read by torch.load: {e}") from e
+        raise ValueError(
+            f"EfficientNet-Lite weights {path}: cannot be read by torch.load: {e}"
+        ) from e
     reference = timm.create_model(model_name, pretrained=False, in_chans=in_chans)
     converted = convert_efficientnet_lite_state_dict(state_dict, reference, path)
     own = body.state_dict()

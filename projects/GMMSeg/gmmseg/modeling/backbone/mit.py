@@ -75,7 +75,9 @@ class EfficientSelfAttention(nn.Module):
             raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
         self.num_heads = num_heads
         self.q = nn.Linear(dim, dim, bias=qkv_bias)
-        self.kv = nn.Linear(dim, 2 * dim, bias=qkv_bias)  # keys: rows [0, dim), values: [dim, 2 dim)
+        self.kv = nn.Linear(
+            dim, 2 * dim, bias=qkv_bias
+        )  # keys: rows [0, dim), values: [dim, 2 dim)
         self.proj = nn.Linear(dim, dim)
         self.sr_ratio = sr_ratio
         if sr_ratio > 1:
@@ -90,7 +92,9 @@ class EfficientSelfAttention(nn.Module):
         if self.sr_ratio > 1:
             y = self.sr(x.transpose(1, 2).reshape(b, c, *hw))
             x = self.norm(y.flatten(2).transpose(1, 2))  # (B, N / R^2, C)
-        k, v = self.kv(x).view(b, -1, 2, heads, c // heads).permute(2, 0, 3, 1, 4)  # 2 x (B, h, N', d)
+        k, v = (
+            self.kv(x).view(b, -1, 2, heads, c // heads).permute(2, 0, 3, 1, 4)
+        )  # 2 x (B, h, N', d)
         out = F.scaled_dot_product_attention(q, k, v)
         return self.proj(out.transpose(1, 2).reshape(b, n, c))
 
@@ -161,7 +165,9 @@ class MixVisionTransformer(Backbone):
         start, c_in = 0, in_chans
         for i in range(num_stages):
             patch, stride = (7, 4) if i == 0 else (3, 2)
-            setattr(self, f"patch_embed{i + 1}", OverlapPatchEmbed(c_in, embed_dims[i], patch, stride))
+            setattr(
+                self, f"patch_embed{i + 1}", OverlapPatchEmbed(c_in, embed_dims[i], patch, stride)
+            )
             setattr(
                 self,
                 f"block{i + 1}",
@@ -210,7 +216,9 @@ class MixVisionTransformer(Backbone):
 
     def output_shape(self) -> Dict[str, ShapeSpec]:
         return {
-            n: ShapeSpec(channels=self._out_feature_channels[n], stride=self._out_feature_strides[n])
+            n: ShapeSpec(
+                channels=self._out_feature_channels[n], stride=self._out_feature_strides[n]
+            )
             for n in self._out_features
         }
 
@@ -266,7 +274,9 @@ def convert_mit_state_dict(state_dict: Dict[str, torch.Tensor]) -> Dict[str, tor
         for prefix in ("module.", "backbone.", "segformer.encoder.", "encoder."):
             if key.startswith(prefix):
                 key = key[len(prefix) :]
-        if key.startswith(("head.", "decode_head.", "auxiliary_head.", "classifier.", "segformer.")):
+        if key.startswith(
+            ("head.", "decode_head.", "auxiliary_head.", "classifier.", "segformer.")
+        ):
             continue
         key = _release_name(key)
         m = re.fullmatch(r"(.+)\.attn\.([kv])\.(\w+)", key)
@@ -297,7 +307,9 @@ def load_mit_checkpoint(model: MixVisionTransformer, path: str) -> None:
     state_dict = convert_mit_state_dict(state_dict)
     own = model.state_dict()
     wrong = {
-        k: (tuple(v.shape), tuple(own[k].shape)) for k, v in state_dict.items() if k in own and v.shape != own[k].shape
+        k: (tuple(v.shape), tuple(own[k].shape))
+        for k, v in state_dict.items()
+        if k in own and v.shape != own[k].shape
     }
     missing = sorted(set(own) - set(state_dict))
     if wrong or missing:
@@ -307,7 +319,9 @@ def load_mit_checkpoint(model: MixVisionTransformer, path: str) -> None:
         )
     unexpected = sorted(set(state_dict) - set(own))
     if unexpected:
-        logger.warning("MiT checkpoint %s: %d unused entries, e.g. %s", path, len(unexpected), unexpected[:5])
+        logger.warning(
+            "MiT checkpoint %s: %d unused entries, e.g. %s", path, len(unexpected), unexpected[:5]
+        )
     model.load_state_dict({k: v for k, v in state_dict.items() if k in own})
     logger.info("Loaded MiT weights from %s", path)
 
@@ -328,5 +342,7 @@ def build_mit_backbone(cfg, input_shape: ShapeSpec) -> MixVisionTransformer:
     if m.PRETRAINED_FILE:
         load_mit_checkpoint(model, m.PRETRAINED_FILE)
     else:
-        logger.info("MiT-%s is randomly initialised (MODEL.MIT.PRETRAINED_FILE is empty)", variant.upper())
+        logger.info(
+            "MiT-%s is randomly initialised (MODEL.MIT.PRETRAINED_FILE is empty)", variant.upper()
+        )
     return model

@@ -22,7 +22,9 @@ def _looks_like_path(spec: str) -> bool:
 def _path_from_package(module_name: str, key: str, spec: str) -> str:
     """The file of an importable package: the value of the one `get_model_file_path()` it exposes."""
     module = importlib.import_module(module_name)
-    providers = [obj for obj in vars(module).values() if callable(getattr(obj, "get_model_file_path", None))]
+    providers = [
+        obj for obj in vars(module).values() if callable(getattr(obj, "get_model_file_path", None))
+    ]
     if len(providers) != 1:
         raise ValueError(
             f"{key}={spec!r}: package {module_name!r} ({module.__file__}) should expose exactly one "

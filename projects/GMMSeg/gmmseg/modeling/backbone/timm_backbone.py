@@ -91,7 +91,9 @@ class TimmBackbone(Backbone):
             kwargs["out_indices"] = tuple(out_indices)
         if pretrained_file:
             if not os.path.isfile(pretrained_file):
-                raise FileNotFoundError(f"MODEL.TIMM.PRETRAINED_FILE={pretrained_file!r} does not exist")
+                raise FileNotFoundError(
+                    f"MODEL.TIMM.PRETRAINED_FILE={pretrained_file!r} does not exist"
+                )
             kwargs["pretrained_cfg_overlay"] = {"file": pretrained_file}
             pretrained = True
         if efficientnet_lite_weights and pretrained:
@@ -103,7 +105,9 @@ class TimmBackbone(Backbone):
             model_name, features_only=True, pretrained=pretrained, in_chans=in_chans, **kwargs
         )
         if efficientnet_lite_weights:
-            path = resolve_weights_file(efficientnet_lite_weights, "MODEL.TIMM.EFFICIENTNET_LITE_WEIGHTS")
+            path = resolve_weights_file(
+                efficientnet_lite_weights, "MODEL.TIMM.EFFICIENTNET_LITE_WEIGHTS"
+            )
             load_efficientnet_lite_weights(self.body, model_name, path, in_chans=in_chans)
         info = self.body.feature_info
         all_reductions = [f["reduction"] for f in info.info]
@@ -111,18 +115,31 @@ class TimmBackbone(Backbone):
         selected = [i % len(info.info) for i in info.out_indices]
         keep = [pos for pos, i in enumerate(selected) if out_indices or all_reductions[i] >= 4]
         if not keep:
-            raise ValueError(f"timm model {model_name!r} has no feature of stride >= 4 among {all_reductions}")
+            raise ValueError(
+                f"timm model {model_name!r} has no feature of stride >= 4 among {all_reductions}"
+            )
         self._keep = keep
         self._out_features = [level_names[selected[p]] for p in keep]
         if len(set(self._out_features)) != len(self._out_features):
-            raise ValueError(f"timm model {model_name!r}: feature names {self._out_features} repeat")
-        self._out_feature_channels = {level_names[selected[p]]: info.info[selected[p]]["num_chs"] for p in keep}
-        self._out_feature_strides = {level_names[selected[p]]: all_reductions[selected[p]] for p in keep}
+            raise ValueError(
+                f"timm model {model_name!r}: feature names {self._out_features} repeat"
+            )
+        self._out_feature_channels = {
+            level_names[selected[p]]: info.info[selected[p]]["num_chs"] for p in keep
+        }
+        self._out_feature_strides = {
+            level_names[selected[p]]: all_reductions[selected[p]] for p in keep
+        }
         self._max_level_stride = 2 ** max(int(n[3:]) for n in self._out_features)
         fmt = getattr(self.body, "output_fmt", "NCHW")
         self.channels_last = str(getattr(fmt, "value", fmt)) == "NHWC"
         self.output_norms = (
-            nn.ModuleDict({name: nn.LayerNorm(self._out_feature_channels[name]) for name in self._out_features})
+            nn.ModuleDict(
+                {
+                    name: nn.LayerNorm(self._out_feature_channels[name])
+                    for name in self._out_features
+                }
+            )
             if output_norm
             else None
         )
@@ -135,7 +152,10 @@ class TimmBackbone(Backbone):
         logger.info(
             "timm backbone %s: %s",
             model_name,
-            {n: (self._out_feature_channels[n], self._out_feature_strides[n]) for n in self._out_features},
+            {
+                n: (self._out_feature_channels[n], self._out_feature_strides[n])
+                for n in self._out_features
+            },
         )
 
     @property
@@ -156,7 +176,9 @@ class TimmBackbone(Backbone):
 
     def output_shape(self) -> Dict[str, ShapeSpec]:
         return {
-            n: ShapeSpec(channels=self._out_feature_channels[n], stride=self._out_feature_strides[n])
+            n: ShapeSpec(
+                channels=self._out_feature_channels[n], stride=self._out_feature_strides[n]
+            )
             for n in self._out_features
         }
 

@@ -13,7 +13,10 @@ Earlier predictions' losses carry the suffix _i (i = 0 for the learnable queries
 from typing import Dict, List, Tuple
 
 import torch
-from detectron2.projects.point_rend.point_features import get_uncertain_point_coords_with_randomness, point_sample
+from detectron2.projects.point_rend.point_features import (
+    get_uncertain_point_coords_with_randomness,
+    point_sample,
+)
 from detectron2.utils import comm
 from torch import nn
 from torch.nn import functional as F
@@ -23,7 +26,10 @@ __all__ = ["SetCriterion", "sigmoid_ce_loss", "dice_loss"]
 
 def sigmoid_ce_loss(logits: torch.Tensor, targets: torch.Tensor, num_masks: float) -> torch.Tensor:
     """logits, targets (N, P) -> sum over masks of the mean BCE over points, / num_masks."""
-    return F.binary_cross_entropy_with_logits(logits, targets, reduction="none").mean(1).sum() / num_masks
+    return (
+        F.binary_cross_entropy_with_logits(logits, targets, reduction="none").mean(1).sum()
+        / num_masks
+    )
 
 
 def dice_loss(logits: torch.Tensor, targets: torch.Tensor, num_masks: float) -> torch.Tensor:
@@ -52,8 +58,15 @@ class SetCriterion(nn.Module):
         super().__init__()
         unknown = set(losses) - {"labels", "masks"}
         if unknown:
-            raise ValueError(f"SetCriterion: unknown losses {sorted(unknown)}; known: 'labels', 'masks'")
-        self.num_classes, self.matcher, self.weight_dict, self.eos_coef = num_classes, matcher, weight_dict, eos_coef
+            raise ValueError(
+                f"SetCriterion: unknown losses {sorted(unknown)}; known: 'labels', 'masks'"
+            )
+        self.num_classes, self.matcher, self.weight_dict, self.eos_coef = (
+            num_classes,
+            matcher,
+            weight_dict,
+            eos_coef,
+        )
         self.losses = tuple(losses)
         self.num_points, self.oversample_ratio, self.importance_sample_ratio = (
             num_points,
@@ -68,29 +81,43 @@ class SetCriterion(nn.Module):
     @staticmethod
     def query_targets(indices, targets, num_queries: int, no_object: int, device) -> torch.Tensor:
         """(B, Q) long: the matched segment's class for matched queries, `no_object` elsewhere."""
-        labels = torch.full((len(targets), num_queries), no_object, dtype=torch.int64, device=device)
+        labels = torch.full(
+            (len(targets), num_queries), no_object, dtype=torch.int64, device=device
+        )
         for b, ((src, tgt), target) in enumerate(zip(indices, targets)):
             labels[b, src.to(device)] = target["labels"][tgt.to(target["labels"].device)].to(device)
         return labels
 
     def loss_labels(self, outputs, targets, indices, num_masks):
         logits = outputs["pred_logits"].float()
-        target_classes = self.query_targets(indices, targets, logits.shape[1], self.num_classes, logits.device)
-        return {"loss_ce": F.cross_entropy(logits.transpose(1, 2), target_classes, self.empty_weight)}
+        target_classes = self.query_targets(
+            indices, targets, logits.shape[1], self.num_classes, logits.device
+        )
+        return {
+            "loss_ce": F.cross_entropy(logits.transpose(1, 2), target_classes, self.empty_weight)
+        }
 
     def loss_masks(self, outputs, targets, indices, num_masks):
         pred = outputs["pred_masks"]
-        batch_idx = torch.cat([torch.full_like(src, b) for b, (src, _) in enumerate(indices)]).to(pred.device)
+        batch_idx = torch.cat([torch.full_like(src, b) for b, (src, _) in enumerate(indices)]).to(
+            pred.device
+        )
         src_idx = torch.cat([src for src, _ in indices]).to(pred.device)
         if src_idx.numel() == 0:  # no segment in the batch: keep the graph connected, no signal
             zero = pred.sum() * 0.0
             return {"loss_mask": zero, "loss_dice": zero}
         src_masks = pred[batch_idx, src_idx][:, None].float()  # (N, 1, h, w)
-        tgt_masks = torch.cat([t["masks"][tgt.to(t["masks"].device)] for t, (_, tgt) in zip(targets, indices)])
+        tgt_masks = torch.cat(
+            [t["masks"][tgt.to(t["masks"].device)] for t, (_, tgt) in zip(targets, indices)]
+        )
         tgt_masks = tgt_masks[:, None].to(src_masks)  # (N, 1, H, W)
         with torch.no_grad():
             coords = get_uncertain_point_coords_with_randomness(
-                src_masks, _uncertainty, self.num_points, self.oversample_ratio, self.importance_sample_ratio
+                src_masks,
+                _uncertainty,
+                self.num_points,
+                self.oversample_ratio,
+                self.importance_sample_ratio,
             )
             point_labels = point_sample(tgt_masks, coords, align_corners=False)[:, 0]
         point_logits = point_sample(src_masks, coords, align_corners=False)[:, 0]
@@ -103,7 +130,9 @@ class SetCriterion(nn.Module):
         out = {}
         for name in self.losses:
             out.update(
-                (self.loss_labels if name == "labels" else self.loss_masks)(outputs, targets, indices, num_masks)
+                (self.loss_labels if name == "labels" else self.loss_masks)(
+                    outputs, targets, indices, num_masks
+                )
             )
         return out
 
@@ -123,10 +152,19 @@ class SetCriterion(nn.Module):
         num_masks = self.num_masks(targets, outputs["pred_logits"].device)
         losses = self._losses(final, targets, indices, num_masks)
         # deep supervision: only if the weights ask for it (DEEP_SUPERVISION adds the "_i" keys)
-        aux_outputs = outputs.get("aux_outputs", []) if any(k.endswith("_0") for k in self.weight_dict) else []
+        aux_outputs = (
+            outputs.get("aux_outputs", [])
+            if any(k.endswith("_0") for k in self.weight_dict)
+            else []
+        )
         for i, aux in enumerate(aux_outputs):
             aux_indices = self.matcher(aux, targets)
-            losses.update({f"{k}_{i}": v for k, v in self._losses(aux, targets, aux_indices, num_masks).items()})
+            losses.update(
+                {
+                    f"{k}_{i}": v
+                    for k, v in self._losses(aux, targets, aux_indices, num_masks).items()
+                }
+            )
         return losses, indices
 
     def extra_repr(self):

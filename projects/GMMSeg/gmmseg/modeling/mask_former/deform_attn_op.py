@@ -61,7 +61,9 @@ class _CompiledDeformAttn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, value, shapes, level_start, locations, weights):
         ctx.save_for_backward(value, shapes, level_start, locations, weights)
-        return compiled_op().ms_deform_attn_forward(value, shapes, level_start, locations, weights, _IM2COL_STEP)
+        return compiled_op().ms_deform_attn_forward(
+            value, shapes, level_start, locations, weights, _IM2COL_STEP
+        )
 
     @staticmethod
     @once_differentiable
@@ -84,11 +86,18 @@ def deform_attn(value, spatial_shapes, sampling_locations, attention_weights, py
             if torch.jit.is_tracing()
             else f"values on {value.device.type}, {value.dtype}"
         )
-        _log_once("pytorch", f"Multi-scale deformable attention: PyTorch grid_sample path ({_MODULE} {why})")
+        _log_once(
+            "pytorch",
+            f"Multi-scale deformable attention: PyTorch grid_sample path ({_MODULE} {why})",
+        )
         return pytorch_path(value, spatial_shapes, sampling_locations, attention_weights)
     _log_once("compiled", f"Multi-scale deformable attention: the compiled {_MODULE} op")
     shapes = torch.as_tensor(spatial_shapes, dtype=torch.long, device=value.device)
     level_start = torch.cat([shapes.new_zeros(1), (shapes[:, 0] * shapes[:, 1]).cumsum(0)[:-1]])
     return _CompiledDeformAttn.apply(
-        value.contiguous(), shapes, level_start, sampling_locations.contiguous(), attention_weights.contiguous()
+        value.contiguous(),
+        shapes,
+        level_start,
+        sampling_locations.contiguous(),
+        attention_weights.contiguous(),
     )

@@ -31,7 +31,11 @@ class MaskFormerHead(nn.Module):
         loss_weight: float = 1.0,
     ):
         super().__init__()
-        self.num_classes, self.ignore_value, self.loss_weight = num_classes, ignore_value, loss_weight
+        self.num_classes, self.ignore_value, self.loss_weight = (
+            num_classes,
+            ignore_value,
+            loss_weight,
+        )
         self.common_stride = 4
         self.pixel_decoder = pixel_decoder
         self.predictor = transformer_predictor

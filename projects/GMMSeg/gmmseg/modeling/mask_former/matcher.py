@@ -34,14 +34,27 @@ def pairwise_dice(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 
 class HungarianMatcher(nn.Module):
-    def __init__(self, cost_class: float = 1.0, cost_mask: float = 1.0, cost_dice: float = 1.0, num_points: int = 0):
+    def __init__(
+        self,
+        cost_class: float = 1.0,
+        cost_mask: float = 1.0,
+        cost_dice: float = 1.0,
+        num_points: int = 0,
+    ):
         super().__init__()
         if cost_class == 0 and cost_mask == 0 and cost_dice == 0:
             raise ValueError("HungarianMatcher: all costs are 0")
-        self.cost_class, self.cost_mask, self.cost_dice, self.num_points = cost_class, cost_mask, cost_dice, num_points
+        self.cost_class, self.cost_mask, self.cost_dice, self.num_points = (
+            cost_class,
+            cost_mask,
+            cost_dice,
+            num_points,
+        )
 
     @torch.no_grad()
-    def cost_matrix(self, logits, pred_masks, tgt_labels, tgt_masks, point_coords=None) -> torch.Tensor:
+    def cost_matrix(
+        self, logits, pred_masks, tgt_labels, tgt_masks, point_coords=None
+    ) -> torch.Tensor:
         """logits (Q, K+1), pred_masks (Q, h, w), tgt_labels (T,), tgt_masks (T, H, W) ->
         costs (Q, T) in float32. point_coords (1, P, 2) in [0, 1]; None = every pixel of (h, w)."""
         logits, pred_masks, tgt_masks = logits.float(), pred_masks.float(), tgt_masks.float()
@@ -50,16 +63,23 @@ class HungarianMatcher(nn.Module):
         if point_coords is None:
             out = pred_masks.flatten(1)
             tgt = (
-                F.interpolate(tgt_masks[:, None], size=pred_masks.shape[-2:], mode="bilinear", align_corners=False)[
-                    :, 0
-                ].flatten(1)
+                F.interpolate(
+                    tgt_masks[:, None],
+                    size=pred_masks.shape[-2:],
+                    mode="bilinear",
+                    align_corners=False,
+                )[:, 0].flatten(1)
                 if t
                 else tgt_masks.new_zeros((0, out.shape[1]))
             )
         else:
-            out = point_sample(pred_masks[:, None], point_coords.expand(q, -1, -1), align_corners=False)[:, 0]
+            out = point_sample(
+                pred_masks[:, None], point_coords.expand(q, -1, -1), align_corners=False
+            )[:, 0]
             tgt = (
-                point_sample(tgt_masks[:, None], point_coords.expand(t, -1, -1), align_corners=False)[:, 0]
+                point_sample(
+                    tgt_masks[:, None], point_coords.expand(t, -1, -1), align_corners=False
+                )[:, 0]
                 if t
                 else tgt_masks.new_zeros((0, out.shape[1]))
             )
@@ -70,7 +90,9 @@ class HungarianMatcher(nn.Module):
         )
 
     @torch.no_grad()
-    def forward(self, outputs: Dict, targets: List[Dict]) -> List[Tuple[torch.Tensor, torch.Tensor]]:
+    def forward(
+        self, outputs: Dict, targets: List[Dict]
+    ) -> List[Tuple[torch.Tensor, torch.Tensor]]:
         """outputs: "pred_logits" (B, Q, K+1), "pred_masks" (B, Q, h, w); targets: per image
         {"labels": (T,) long, "masks": (T, H, W)}. Returns per image (query indices, target
         indices), int64 tensors of length min(Q, T), query indices increasing."""
@@ -82,9 +104,16 @@ class HungarianMatcher(nn.Module):
                 coords = None
                 if self.num_points > 0:
                     coords = torch.rand(1, self.num_points, 2, device=masks.device)
-                cost = self.cost_matrix(outputs["pred_logits"][b], masks, target["labels"], target["masks"], coords)
+                cost = self.cost_matrix(
+                    outputs["pred_logits"][b], masks, target["labels"], target["masks"], coords
+                )
                 rows, cols = linear_sum_assignment(cost.cpu().numpy())
-                indices.append((torch.as_tensor(rows, dtype=torch.int64), torch.as_tensor(cols, dtype=torch.int64)))
+                indices.append(
+                    (
+                        torch.as_tensor(rows, dtype=torch.int64),
+                        torch.as_tensor(cols, dtype=torch.int64),
+                    )
+                )
         return indices
 
     def extra_repr(self):

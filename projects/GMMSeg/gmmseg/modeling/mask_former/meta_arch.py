@@ -71,17 +71,23 @@ def check_class_temperature(temperature) -> float:
     except (TypeError, ValueError):
         value = float("nan")
     if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{TEMPERATURE_KEY} must be a finite number > 0 (1.0 = off), got {temperature!r}")
+        raise ValueError(
+            f"{TEMPERATURE_KEY} must be a finite number > 0 (1.0 = off), got {temperature!r}"
+        )
     return value
 
 
-def semantic_inference(mask_cls: torch.Tensor, mask_pred: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+def semantic_inference(
+    mask_cls: torch.Tensor, mask_pred: torch.Tensor, temperature: float = 1.0
+) -> torch.Tensor:
     """mask_cls (Q, K+1) logits, mask_pred (Q, H, W) logits -> (K, H, W) scores sum_q p_q(c) m_q,
     p_q = softmax(mask_cls[q] / temperature)."""
     return _contract(mask_cls, mask_pred.float().sigmoid(), temperature=temperature)
 
 
-def query_anomaly_score(mask_cls: torch.Tensor, log_likelihood: torch.Tensor, mask_pred: torch.Tensor) -> torch.Tensor:
+def query_anomaly_score(
+    mask_cls: torch.Tensor, log_likelihood: torch.Tensor, mask_pred: torch.Tensor
+) -> torch.Tensor:
     """(Q, K+1) logits, (Q, K+1) class log-likelihoods, (Q, H, W) mask logits -> (H, W).
 
     score(x) = - sum_q w_q(x) max_{c < K} log p(e_q | c) / sum_q w_q(x),
@@ -116,7 +122,9 @@ def _contract(
     weights = prob[:, :-1] if temperature == 1.0 else (logits / temperature).softmax(-1)[:, :-1]
     if log_likelihood is not None:
         objectness = 1.0 - prob[:, -1]  # (Q,)
-        best = log_likelihood.float()[:, :-1].amax(-1)  # (Q,) the "no object" density is not evidence
+        best = log_likelihood.float()[:, :-1].amax(
+            -1
+        )  # (Q,) the "no object" density is not evidence
         weights = torch.cat([weights, (best * objectness)[:, None], objectness[:, None]], dim=1)
     if query_mass:
         weights = torch.cat([weights, prob[:, :-1].amax(-1)[:, None]], dim=1)
@@ -125,7 +133,9 @@ def _contract(
     return torch.einsum("qc,qhw->chw", weights, mask_prob)
 
 
-def _ingredients(scores, num_classes: int, with_likelihood: bool, with_mass: bool, with_weights: bool = False):
+def _ingredients(
+    scores, num_classes: int, with_likelihood: bool, with_mass: bool, with_weights: bool = False
+):
     """The output of _contract (possibly resized) -> {ingredient: map} of the score table."""
     out = {"mask_scores": scores[:num_classes]}
     rest = scores[num_classes:]
@@ -170,7 +180,9 @@ class MaskFormer(nn.Module):
         super().__init__()
         self.backbone, self.sem_seg_head, self.criterion = backbone, sem_seg_head, criterion
         self.num_queries, self.ignore_value = num_queries, ignore_value
-        self.size_divisibility = backbone.size_divisibility if size_divisibility < 0 else size_divisibility
+        self.size_divisibility = (
+            backbone.size_divisibility if size_divisibility < 0 else size_divisibility
+        )
         self.sem_seg_postprocess_before_inference = sem_seg_postprocess_before_inference
         # a plain float, not a buffer: checkpoints stay as they were, and export bakes it in as a constant
         self.class_temperature = check_class_temperature(class_temperature)
@@ -178,15 +190,23 @@ class MaskFormer(nn.Module):
         self.score_family = True  # False (export): only the anomaly map, not every score
         # known-pixel statistics of the fitted scores (MODEL.ANOMALY_FIT; no background density here)
         self.anomaly_fit = (anomaly_fit or {}).get("scores", {})
-        self.register_buffer("pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(-1, 1, 1), False)
-        self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(-1, 1, 1), False)
-        if channels_last:  # MODEL.CHANNELS_LAST: the same computation, a faster layout for the convolutions
+        self.register_buffer(
+            "pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(-1, 1, 1), False
+        )
+        self.register_buffer(
+            "pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(-1, 1, 1), False
+        )
+        if (
+            channels_last
+        ):  # MODEL.CHANNELS_LAST: the same computation, a faster layout for the convolutions
             use_channels_last(self)
 
     @classmethod
     def from_config(cls, cfg):
         mf = cfg.MODEL.MASK_FORMER
-        class_temperature = check_class_temperature(mf.TEST.CLASS_TEMPERATURE)  # before anything is built
+        class_temperature = check_class_temperature(
+            mf.TEST.CLASS_TEMPERATURE
+        )  # before anything is built
         for key in ("INSTANCE_ON", "PANOPTIC_ON"):
             if mf.TEST[key]:
                 raise ValueError(
@@ -199,7 +219,9 @@ class MaskFormer(nn.Module):
                 "release); sliding-window inference is implemented for the per-pixel heads only"
             )
         if not mf.TEST.SEMANTIC_ON:
-            raise ValueError("MODEL.MASK_FORMER.TEST.SEMANTIC_ON must be True (the only inference implemented)")
+            raise ValueError(
+                "MODEL.MASK_FORMER.TEST.SEMANTIC_ON must be True (the only inference implemented)"
+            )
         backbone = build_backbone(cfg)
         sem_seg_head = build_sem_seg_head(cfg, backbone.output_shape())
         matcher = HungarianMatcher(
@@ -208,7 +230,11 @@ class MaskFormer(nn.Module):
             cost_dice=mf.DICE_WEIGHT,
             num_points=mf.TRAIN_NUM_POINTS,
         )
-        weight_dict = {"loss_ce": mf.CLASS_WEIGHT, "loss_mask": mf.MASK_WEIGHT, "loss_dice": mf.DICE_WEIGHT}
+        weight_dict = {
+            "loss_ce": mf.CLASS_WEIGHT,
+            "loss_mask": mf.MASK_WEIGHT,
+            "loss_dice": mf.DICE_WEIGHT,
+        }
         if mf.DEEP_SUPERVISION:
             base = dict(weight_dict)
             for i in range(mf.DEC_LAYERS - 1):
@@ -260,9 +286,13 @@ class MaskFormer(nn.Module):
 
     def preprocess_images(self, batched_inputs: List[Dict]) -> ImageList:
         """The images normalised and padded to the size divisibility, as one batch."""
-        images = [(x["image"].to(self.device) - self.pixel_mean) / self.pixel_std for x in batched_inputs]
+        images = [
+            (x["image"].to(self.device) - self.pixel_mean) / self.pixel_std for x in batched_inputs
+        ]
         return ImageList.from_tensors(
-            images, self.size_divisibility, padding_constraints=getattr(self.backbone, "padding_constraints", None)
+            images,
+            self.size_divisibility,
+            padding_constraints=getattr(self.backbone, "padding_constraints", None),
         )
 
     def losses(self, outputs: Dict, targets: List[Dict]) -> Dict[str, torch.Tensor]:
@@ -272,7 +302,9 @@ class MaskFormer(nn.Module):
         losses.update(self.learn_query_classes(outputs, targets, indices))
         return losses
 
-    def learn_query_classes(self, outputs: Dict, targets: List[Dict], indices) -> Dict[str, torch.Tensor]:
+    def learn_query_classes(
+        self, outputs: Dict, targets: List[Dict], indices
+    ) -> Dict[str, torch.Tensor]:
         """Give a generative class head the final queries with their Hungarian labels (matched:
         the segment's class; unmatched: "no object" = K). Returns its own (already weighted) losses."""
         head = self.class_head
@@ -280,7 +312,9 @@ class MaskFormer(nn.Module):
             return {}
         embeds = outputs["pred_embeds"]
         b, q, c = embeds.shape
-        labels = SetCriterion.query_targets(indices, targets, q, self.sem_seg_head.num_classes, embeds.device)
+        labels = SetCriterion.query_targets(
+            indices, targets, q, self.sem_seg_head.num_classes, embeds.device
+        )
         return head(embeds.reshape(b * q, c), labels.reshape(-1)).get("losses", {})
 
     # ------------------------------------------------------------------ targets
@@ -313,7 +347,9 @@ class MaskFormer(nn.Module):
                     f"(MODEL.SEM_SEG_HEAD.NUM_CLASSES={k}) and not the ignore value {self.ignore_value}"
                     + (f" in {x['file_name']!r}" if "file_name" in x else "")
                 )
-            padded = torch.zeros((labels.numel(), h_pad, w_pad), dtype=torch.bool, device=self.device)
+            padded = torch.zeros(
+                (labels.numel(), h_pad, w_pad), dtype=torch.bool, device=self.device
+            )
             padded[:, : masks.shape[1], : masks.shape[2]] = masks
             targets.append({"labels": labels, "masks": padded})
         return targets
@@ -362,7 +398,12 @@ class MaskFormer(nn.Module):
     @staticmethod
     def _masks_at_input_size(outputs: Dict, images: ImageList) -> torch.Tensor:
         """The mask logits upsampled to the padded input (B, Q, H_pad, W_pad), as the release."""
-        return F.interpolate(outputs["pred_masks"], size=images.tensor.shape[-2:], mode="bilinear", align_corners=False)
+        return F.interpolate(
+            outputs["pred_masks"],
+            size=images.tensor.shape[-2:],
+            mode="bilinear",
+            align_corners=False,
+        )
 
     def inference(self, outputs: Dict, batched_inputs: List[Dict], images: ImageList) -> List[Dict]:
         mask_pred = self._masks_at_input_size(outputs, images)
@@ -374,7 +415,9 @@ class MaskFormer(nn.Module):
             if self.sem_seg_postprocess_before_inference:
                 masks = sem_seg_postprocess(masks, image_size, height, width)
             has_lik = log_lik is not None
-            kinds = ["logits", "mask_scores", "query_mass"] + (["query_likelihood"] if has_lik else [])
+            kinds = ["logits", "mask_scores", "query_mass"] + (
+                ["query_likelihood"] if has_lik else []
+            )
             kinds += ["weighted_mask_scores"] if self._can_weigh_queries(has_lik) else []
             anomaly_map = default_map(kinds, self.configured_map)
             names = self._score_names(has_lik, anomaly_map)
@@ -382,7 +425,9 @@ class MaskFormer(nn.Module):
             with_weights = "rba_likelihood" in names
             weights = None
             if with_weights:  # lambda_q from each query's best known-class log-likelihood
-                weights = query_likelihood_weights(log_lik[i].float()[:, :-1].amax(-1), self.anomaly_fit)
+                weights = query_likelihood_weights(
+                    log_lik[i].float()[:, :-1].amax(-1), self.anomaly_fit
+                )
             scores = _contract(
                 cls,
                 masks.float().sigmoid(),

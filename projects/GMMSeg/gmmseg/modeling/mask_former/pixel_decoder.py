@@ -24,7 +24,12 @@ from torch.nn import functional as F
 from .deform_attn_op import deform_attn
 from .position_encoding import PositionEmbeddingSine
 
-__all__ = ["MSDeformAttn", "ms_deform_attn_sample", "MSDeformAttnPixelDecoder", "build_pixel_decoder"]
+__all__ = [
+    "MSDeformAttn",
+    "ms_deform_attn_sample",
+    "MSDeformAttnPixelDecoder",
+    "build_pixel_decoder",
+]
 
 
 def ms_deform_attn_sample(
@@ -49,7 +54,9 @@ def ms_deform_attn_sample(
     for lvl, (h, w) in enumerate(spatial_shapes):
         v = values[lvl].permute(0, 2, 3, 1).reshape(b * nh, dh, h, w)
         g = grids[:, :, :, lvl].transpose(1, 2).reshape(b * nh, lq, npts, 2)
-        sampled = F.grid_sample(v, g, mode="bilinear", padding_mode="zeros", align_corners=False)  # (B nH, Dh, Lq, P)
+        sampled = F.grid_sample(
+            v, g, mode="bilinear", padding_mode="zeros", align_corners=False
+        )  # (B nH, Dh, Lq, P)
         a = attention_weights[:, :, :, lvl].transpose(1, 2).reshape(b * nh, 1, lq, npts)
         part = (sampled * a).sum(-1)
         out = part if out is None else out + part
@@ -64,8 +71,15 @@ class MSDeformAttn(nn.Module):
     def __init__(self, d_model: int = 256, n_levels: int = 4, n_heads: int = 8, n_points: int = 4):
         super().__init__()
         if d_model % n_heads:
-            raise ValueError(f"MSDeformAttn: d_model ({d_model}) must be divisible by n_heads ({n_heads})")
-        self.d_model, self.n_levels, self.n_heads, self.n_points = d_model, n_levels, n_heads, n_points
+            raise ValueError(
+                f"MSDeformAttn: d_model ({d_model}) must be divisible by n_heads ({n_heads})"
+            )
+        self.d_model, self.n_levels, self.n_heads, self.n_points = (
+            d_model,
+            n_levels,
+            n_heads,
+            n_points,
+        )
         self.sampling_offsets = nn.Linear(d_model, n_heads * n_levels * n_points * 2)
         self.attention_weights = nn.Linear(d_model, n_heads * n_levels * n_points)
         self.value_proj = nn.Linear(d_model, d_model)
@@ -107,12 +121,24 @@ class MSDeformAttn(nn.Module):
         value = value.view(b, s, self.n_heads, self.d_model // self.n_heads)
         nh, nl, npts = self.n_heads, self.n_levels, self.n_points
         offsets = self.sampling_offsets(query).view(b, lq, nh, nl, npts, 2)
-        weights = self.attention_weights(query).view(b, lq, nh, nl * npts).softmax(-1).view(b, lq, nh, nl, npts)
+        weights = (
+            self.attention_weights(query)
+            .view(b, lq, nh, nl * npts)
+            .softmax(-1)
+            .view(b, lq, nh, nl, npts)
+        )
         # offsets are in cells of each level: divide by (W_l, H_l) to get normalised coordinates
-        normalizer = torch.tensor([[w, h] for h, w in spatial_shapes], dtype=query.dtype, device=query.device)
-        locations = reference_points[:, :, None, :, None, :] + offsets / normalizer[None, None, None, :, None, :]
+        normalizer = torch.tensor(
+            [[w, h] for h, w in spatial_shapes], dtype=query.dtype, device=query.device
+        )
+        locations = (
+            reference_points[:, :, None, :, None, :]
+            + offsets / normalizer[None, None, None, :, None, :]
+        )
         # the compiled op of the official release when installed and on a GPU (deform_attn_op.py)
-        return self.output_proj(deform_attn(value, spatial_shapes, locations, weights, ms_deform_attn_sample))
+        return self.output_proj(
+            deform_attn(value, spatial_shapes, locations, weights, ms_deform_attn_sample)
+        )
 
 
 class MSDeformAttnTransformerEncoderLayer(nn.Module):
@@ -197,7 +223,11 @@ class MSDeformAttnTransformerEncoderOnly(nn.Module):
         shapes = [(int(s.shape[2]), int(s.shape[3])) for s in srcs]
         src = torch.cat([s.flatten(2).transpose(1, 2) for s in srcs], 1)
         pos = torch.cat(
-            [p.flatten(2).transpose(1, 2) + self.level_embed[lvl].view(1, 1, -1) for lvl, p in enumerate(pos_embeds)], 1
+            [
+                p.flatten(2).transpose(1, 2) + self.level_embed[lvl].view(1, 1, -1)
+                for lvl, p in enumerate(pos_embeds)
+            ],
+            1,
         )
         return self.encoder(src, pos, shapes), shapes
 
@@ -238,7 +268,9 @@ class MSDeformAttnPixelDecoder(nn.Module):
         self.transformer_num_feature_levels = len(enc)
         # one projection per encoder level, from low to high resolution (res5 first)
         self.input_proj = nn.ModuleList(
-            nn.Sequential(nn.Conv2d(v.channels, conv_dim, kernel_size=1), nn.GroupNorm(32, conv_dim))
+            nn.Sequential(
+                nn.Conv2d(v.channels, conv_dim, kernel_size=1), nn.GroupNorm(32, conv_dim)
+            )
             for _, v in reversed(enc)
         )
         for proj in self.input_proj:
@@ -260,8 +292,13 @@ class MSDeformAttnPixelDecoder(nn.Module):
         self.maskformer_num_feature_levels = 3  # the transformer decoder always uses 3 scales
         self.common_stride = common_stride
         # FPN levels between the finest encoder level and the mask-feature stride
-        self.num_fpn_levels = max(0, int(round(math.log2(min(self.transformer_feature_strides) / common_stride))))
-        if self.transformer_num_feature_levels + self.num_fpn_levels < self.maskformer_num_feature_levels:
+        self.num_fpn_levels = max(
+            0, int(round(math.log2(min(self.transformer_feature_strides) / common_stride)))
+        )
+        if (
+            self.transformer_num_feature_levels + self.num_fpn_levels
+            < self.maskformer_num_feature_levels
+        ):
             raise ValueError(
                 "MSDeformAttnPixelDecoder: the encoder and FPN levels give fewer than the 3 scales "
                 "the transformer decoder attends to; add encoder in-features"
@@ -270,7 +307,11 @@ class MSDeformAttnPixelDecoder(nn.Module):
         lateral, output = [], []
         for idx, name in enumerate(self.in_features[: self.num_fpn_levels]):
             lateral_conv = Conv2d(
-                input_shape[name].channels, conv_dim, kernel_size=1, bias=use_bias, norm=get_norm(norm, conv_dim)
+                input_shape[name].channels,
+                conv_dim,
+                kernel_size=1,
+                bias=use_bias,
+                norm=get_norm(norm, conv_dim),
             )
             output_conv = Conv2d(
                 conv_dim,
@@ -315,7 +356,9 @@ class MSDeformAttnPixelDecoder(nn.Module):
 
     def _forward_features(self, features):
         srcs, pos = [], []
-        for idx, name in enumerate(reversed(self.transformer_in_features)):  # low to high resolution
+        for idx, name in enumerate(
+            reversed(self.transformer_in_features)
+        ):  # low to high resolution
             x = features[name]
             srcs.append(self.input_proj[idx](x))
             pos.append(self.pe_layer(x))
@@ -327,13 +370,17 @@ class MSDeformAttnPixelDecoder(nn.Module):
         ]
         for idx, name in enumerate(reversed(self.in_features[: self.num_fpn_levels])):
             lateral = self.lateral_convs[idx](features[name])
-            top_down = F.interpolate(outs[-1], size=lateral.shape[-2:], mode="bilinear", align_corners=False)
+            top_down = F.interpolate(
+                outs[-1], size=lateral.shape[-2:], mode="bilinear", align_corners=False
+            )
             outs.append(self.output_convs[idx](lateral + top_down))
         multi_scale_features = outs[: self.maskformer_num_feature_levels]
         return self.mask_features(outs[-1]), outs[0], multi_scale_features
 
     def forward(self, features):
-        raise NotImplementedError("MSDeformAttnPixelDecoder is used through forward_features() by MaskFormerHead")
+        raise NotImplementedError(
+            "MSDeformAttnPixelDecoder is used through forward_features() by MaskFormerHead"
+        )
 
 
 def build_pixel_decoder(cfg, input_shape: Dict[str, ShapeSpec]) -> nn.Module:

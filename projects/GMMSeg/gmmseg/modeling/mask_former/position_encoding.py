@@ -16,7 +16,9 @@ class PositionEmbeddingSine(nn.Module):
     No parameters; only the shape (and device) of the input matters.
     """
 
-    def __init__(self, num_pos_feats: int = 64, temperature: float = 10000.0, scale: float = 2 * math.pi):
+    def __init__(
+        self, num_pos_feats: int = 64, temperature: float = 10000.0, scale: float = 2 * math.pi
+    ):
         super().__init__()
         self.num_pos_feats, self.temperature, self.scale = num_pos_feats, temperature, scale
 

@@ -27,7 +27,11 @@ from torch.nn import functional as F
 from ..predictors import SoftmaxPredictor, build_predictor
 from .position_encoding import PositionEmbeddingSine
 
-__all__ = ["TRANSFORMER_DECODER_REGISTRY", "MultiScaleMaskedTransformerDecoder", "build_transformer_decoder"]
+__all__ = [
+    "TRANSFORMER_DECODER_REGISTRY",
+    "MultiScaleMaskedTransformerDecoder",
+    "build_transformer_decoder",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +51,9 @@ def _xavier_(module: nn.Module):
 class SelfAttentionLayer(nn.Module):
     """Self-attention among the queries (batch first), residual, LayerNorm (post or pre)."""
 
-    def __init__(self, d_model: int, nhead: int, dropout: float = 0.0, normalize_before: bool = False):
+    def __init__(
+        self, d_model: int, nhead: int, dropout: float = 0.0, normalize_before: bool = False
+    ):
         super().__init__()
         self.self_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout, batch_first=True)
         self.norm = nn.LayerNorm(d_model)
@@ -65,9 +71,13 @@ class SelfAttentionLayer(nn.Module):
 class CrossAttentionLayer(nn.Module):
     """Queries attend to one flattened feature map; attn_mask (B * nH, Q, S), True = blocked."""
 
-    def __init__(self, d_model: int, nhead: int, dropout: float = 0.0, normalize_before: bool = False):
+    def __init__(
+        self, d_model: int, nhead: int, dropout: float = 0.0, normalize_before: bool = False
+    ):
         super().__init__()
-        self.multihead_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout, batch_first=True)
+        self.multihead_attn = nn.MultiheadAttention(
+            d_model, nhead, dropout=dropout, batch_first=True
+        )
         self.norm = nn.LayerNorm(d_model)
         self.dropout = nn.Dropout(dropout)
         self.normalize_before = normalize_before
@@ -76,14 +86,24 @@ class CrossAttentionLayer(nn.Module):
     def forward(self, tgt, memory, attn_mask, pos, query_pos):
         x = self.norm(tgt) if self.normalize_before else tgt
         out = self.multihead_attn(
-            query=x + query_pos, key=memory + pos, value=memory, attn_mask=attn_mask, need_weights=False
+            query=x + query_pos,
+            key=memory + pos,
+            value=memory,
+            attn_mask=attn_mask,
+            need_weights=False,
         )[0]
         tgt = tgt + self.dropout(out)
         return tgt if self.normalize_before else self.norm(tgt)
 
 
 class FFNLayer(nn.Module):
-    def __init__(self, d_model: int, dim_feedforward: int = 2048, dropout: float = 0.0, normalize_before: bool = False):
+    def __init__(
+        self,
+        d_model: int,
+        dim_feedforward: int = 2048,
+        dropout: float = 0.0,
+        normalize_before: bool = False,
+    ):
         super().__init__()
         self.linear1 = nn.Linear(d_model, dim_feedforward)
         self.dropout = nn.Dropout(dropout)
@@ -172,7 +192,11 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
                 self.input_proj.append(conv)
             else:
                 self.input_proj.append(nn.Sequential())
-        self.class_embed = class_embed if class_embed is not None else SoftmaxPredictor(hidden_dim, num_classes + 1)
+        self.class_embed = (
+            class_embed
+            if class_embed is not None
+            else SoftmaxPredictor(hidden_dim, num_classes + 1)
+        )
         self.mask_embed = MLP(hidden_dim, hidden_dim, mask_dim, 3)
         self._register_load_state_dict_pre_hook(self._remap_linear_class_embed)
 
@@ -242,7 +266,9 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
             "pred_logits": final["logits"],
             "pred_masks": final["masks"],
             "pred_embeds": final["embeds"],
-            "aux_outputs": [{"pred_logits": p["logits"], "pred_masks": p["masks"]} for p in predictions[:-1]],
+            "aux_outputs": [
+                {"pred_logits": p["logits"], "pred_masks": p["masks"]} for p in predictions[:-1]
+            ],
         }
         if "log_likelihood" in final:
             out["pred_log_likelihood"] = final["log_likelihood"]
@@ -262,10 +288,14 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
         pred["attn_mask"] = None
         if attn_mask_target_size is not None:
             with torch.no_grad():
-                small = F.interpolate(masks, size=attn_mask_target_size, mode="bilinear", align_corners=False)
+                small = F.interpolate(
+                    masks, size=attn_mask_target_size, mode="bilinear", align_corners=False
+                )
                 blocked = small.sigmoid().flatten(2) < 0.5  # (B, Q, h w)
                 # a query whose mask is empty at this scale attends everywhere instead of nowhere
-                blocked = blocked & ~blocked.all(-1, keepdim=True)  # not in place: ONNX has no in-place and
+                blocked = blocked & ~blocked.all(
+                    -1, keepdim=True
+                )  # not in place: ONNX has no in-place and
                 pred["attn_mask"] = blocked.repeat_interleave(self.num_heads, dim=0)
         return pred
 

@@ -16,7 +16,13 @@ from detectron2.projects.deeplab import DeepLabV3PlusHead
 from detectron2.utils.registry import Registry
 from torch import nn
 
-__all__ = ["DECODER_REGISTRY", "build_decoder", "select_features", "FPNDecoder", "DeepLabV3PlusDecoder"]
+__all__ = [
+    "DECODER_REGISTRY",
+    "build_decoder",
+    "select_features",
+    "FPNDecoder",
+    "DeepLabV3PlusDecoder",
+]
 
 DECODER_REGISTRY = Registry("SEM_SEG_DECODER")
 DECODER_REGISTRY.__doc__ = """
@@ -41,7 +47,14 @@ class FPNDecoder(nn.Module):
     """detectron2's SemSegFPNHead (Panoptic FPN's semantic branch) without its 1x1 predictor."""
 
     @configurable
-    def __init__(self, input_shape: Dict[str, ShapeSpec], *, conv_dims: int, common_stride: int, norm: str = ""):
+    def __init__(
+        self,
+        input_shape: Dict[str, ShapeSpec],
+        *,
+        conv_dims: int,
+        common_stride: int,
+        norm: str = "",
+    ):
         super().__init__()
         self.body = SemSegFPNHead(
             input_shape, num_classes=1, conv_dims=conv_dims, common_stride=common_stride, norm=norm
@@ -89,7 +102,11 @@ class DeepLabV3PlusDecoder(nn.Module):
             "norm": h.NORM,
             # ASPP image pooling: a fixed (crop / stride) kernel as detectron2's DeepLab, or global
             # average pooling (MODEL.SEM_SEG_HEAD.ASPP_GLOBAL_POOLING, any test size)
-            "train_size": (cfg.INPUT.CROP.SIZE if cfg.INPUT.CROP.ENABLED and not h.ASPP_GLOBAL_POOLING else None),
+            "train_size": (
+                cfg.INPUT.CROP.SIZE
+                if cfg.INPUT.CROP.ENABLED and not h.ASPP_GLOBAL_POOLING
+                else None
+            ),
             "use_depthwise_separable_conv": h.USE_DEPTHWISE_SEPARABLE_CONV,
         }
 

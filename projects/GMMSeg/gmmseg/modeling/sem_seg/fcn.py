@@ -50,14 +50,18 @@ class FCNDecoder(nn.Module):
             )
         ((self.in_feature, shape),) = input_shape.items()
         if num_convs == 0 and (concat_input or shape.channels != conv_dims):
-            raise ValueError("FCNDecoder with num_convs=0 needs concat_input=False and in_channels == conv_dims")
+            raise ValueError(
+                "FCNDecoder with num_convs=0 needs concat_input=False and in_channels == conv_dims"
+            )
         convs, c = [], shape.channels
         for _ in range(num_convs):
             convs.append(conv_norm_relu(c, conv_dims, kernel_size, norm=norm, dilation=dilation))
             c = conv_dims
         self.convs = nn.Sequential(*convs)
         self.fuse = (
-            conv_norm_relu(shape.channels + conv_dims, conv_dims, kernel_size, norm=norm) if concat_input else None
+            conv_norm_relu(shape.channels + conv_dims, conv_dims, kernel_size, norm=norm)
+            if concat_input
+            else None
         )
         self.dropout = output_dropout(dropout)
         self.out_channels, self.common_stride = conv_dims, shape.stride

@@ -59,7 +59,11 @@ class PerPixelHead(nn.Module):
             )
         self.loss_normalization = loss_normalization
         self.decoder, self.predictor, self.aux_head = decoder, predictor, aux_head
-        self.num_classes, self.ignore_value, self.loss_weight = num_classes, ignore_value, loss_weight
+        self.num_classes, self.ignore_value, self.loss_weight = (
+            num_classes,
+            ignore_value,
+            loss_weight,
+        )
         self.common_stride = decoder.common_stride
 
     @classmethod
@@ -87,7 +91,9 @@ class PerPixelHead(nn.Module):
         if self.training:
             if targets is None:
                 raise ValueError("PerPixelHead needs targets in training mode")
-            labels = F.interpolate(targets[:, None].float(), size=(h, w), mode="nearest")[:, 0].long()
+            labels = F.interpolate(targets[:, None].float(), size=(h, w), mode="nearest")[
+                :, 0
+            ].long()
             labels = labels.reshape(-1)
         out = self.predictor(x.permute(0, 2, 3, 1).reshape(-1, c), labels)
         logits = out["logits"].view(b, h, w, -1).permute(0, 3, 1, 2)
@@ -99,7 +105,9 @@ class PerPixelHead(nn.Module):
         results = {"sem_seg": self._upsample(logits)}
         scores = self._anomaly_scores(out)
         if scores:
-            grid = torch.stack(list(scores.values())).view(-1, b, h, w).transpose(0, 1)  # (B, S, h, w)
+            grid = (
+                torch.stack(list(scores.values())).view(-1, b, h, w).transpose(0, 1)
+            )  # (B, S, h, w)
             results["anomaly_scores"] = self._upsample(grid)
         return results, {}
 
@@ -124,7 +132,8 @@ class PerPixelHead(nn.Module):
             aux_logits = {**aux_logits, "aux": self.aux_head(features)}
             weights["aux"] = self.aux_head.loss_weight
         return {
-            f"loss_{name}": weights[name] * self._cross_entropy(logits, targets) for name, logits in aux_logits.items()
+            f"loss_{name}": weights[name] * self._cross_entropy(logits, targets)
+            for name, logits in aux_logits.items()
         }
 
     def _cross_entropy(self, logits, targets):
@@ -139,4 +148,6 @@ class PerPixelHead(nn.Module):
         return total / (targets != self.ignore_value).sum().clamp_min(1)
 
     def _upsample(self, x):
-        return F.interpolate(x, scale_factor=self.common_stride, mode="bilinear", align_corners=False)
+        return F.interpolate(
+            x, scale_factor=self.common_stride, mode="bilinear", align_corners=False
+        )

@@ -32,7 +32,9 @@ def conv_norm_relu(
 def resize_concat(features: List[torch.Tensor]) -> torch.Tensor:
     """Bilinearly resize every map (B, C_i, h_i, w_i) to the first one's size; concat channels."""
     size = features[0].shape[-2:]
-    resized = [features[0]] + [F.interpolate(f, size=size, mode="bilinear", align_corners=False) for f in features[1:]]
+    resized = [features[0]] + [
+        F.interpolate(f, size=size, mode="bilinear", align_corners=False) for f in features[1:]
+    ]
     return torch.cat(resized, dim=1)
 
 

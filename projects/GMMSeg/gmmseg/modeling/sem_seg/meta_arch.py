@@ -36,9 +36,13 @@ class PerPixelSegmentor(SemanticSegmentor):
         super().__init__(**kwargs)
         self.sliding_window = sliding_window  # None or (window (h, w), stride (h, w))
         fit = anomaly_fit or {}
-        self.anomaly_fit = fit.get("scores", {})  # known-pixel statistics of the fitted scores (MODEL.ANOMALY_FIT)
+        self.anomaly_fit = fit.get(
+            "scores", {}
+        )  # known-pixel statistics of the fitted scores (MODEL.ANOMALY_FIT)
         predictor = getattr(self.sem_seg_head, "predictor", None)
-        if fit.get("background") and hasattr(predictor, "background"):  # a GMM head: likelihood_ratio
+        if fit.get("background") and hasattr(
+            predictor, "background"
+        ):  # a GMM head: likelihood_ratio
             predictor.background = BackgroundDensity.from_dict(fit["background"])
         if channels_last:
             use_channels_last(self)
@@ -72,17 +76,26 @@ class PerPixelSegmentor(SemanticSegmentor):
     def forward(self, batched_inputs):
         if self.training:
             return super().forward(batched_inputs)
-        images = [(x["image"].to(self.device) - self.pixel_mean) / self.pixel_std for x in batched_inputs]
+        images = [
+            (x["image"].to(self.device) - self.pixel_mean) / self.pixel_std for x in batched_inputs
+        ]
         outputs = []
         if self.sliding_window is not None:
             for x, inp in zip(images, batched_inputs):
                 res = sliding_window_inference(
-                    self._infer_window, x[None], *self.sliding_window, num_classes=self.sem_seg_head.num_classes
+                    self._infer_window,
+                    x[None],
+                    *self.sliding_window,
+                    num_classes=self.sem_seg_head.num_classes,
                 )
-                outputs.append(self._postprocess(res["logits"][0], res.get("anomaly"), x.shape[-2:], inp))
+                outputs.append(
+                    self._postprocess(res["logits"][0], res.get("anomaly"), x.shape[-2:], inp)
+                )
             return outputs
         images = ImageList.from_tensors(
-            images, self.backbone.size_divisibility, padding_constraints=self.backbone.padding_constraints
+            images,
+            self.backbone.size_divisibility,
+            padding_constraints=self.backbone.padding_constraints,
         )
         results = self._infer(images.tensor)
         for i, (inp, size) in enumerate(zip(batched_inputs, images.image_sizes)):
@@ -104,11 +117,15 @@ class PerPixelSegmentor(SemanticSegmentor):
         else:
             height, width = inp.get("height", image_size[0]), inp.get("width", image_size[1])
             logits = sem_seg_postprocess(logits, image_size, height, width)
-            scores = None if scores is None else sem_seg_postprocess(scores, image_size, height, width)
+            scores = (
+                None if scores is None else sem_seg_postprocess(scores, image_size, height, width)
+            )
         out = {"sem_seg": logits}
         if scores is None and not self.anomaly_fit:
             return out
-        named = OrderedDict(zip(self.sem_seg_head.anomaly_score_names, () if scores is None else scores))
+        named = OrderedDict(
+            zip(self.sem_seg_head.anomaly_score_names, () if scores is None else scores)
+        )
         if self.anomaly_fit:  # the fitted scores, from the maps above and the logits at this size
             wanted = None if self.score_family else [self.sem_seg_head.anomaly_map]
             if wanted is None or wanted[0] not in named:

@@ -39,10 +39,12 @@ class ObjectContextBlock(nn.Module):
         super().__init__()
         self.scale = scale
         self.query = nn.Sequential(
-            conv_norm_relu(channels, key_channels, norm=norm), conv_norm_relu(key_channels, key_channels, norm=norm)
+            conv_norm_relu(channels, key_channels, norm=norm),
+            conv_norm_relu(key_channels, key_channels, norm=norm),
         )
         self.key = nn.Sequential(
-            conv_norm_relu(channels, key_channels, norm=norm), conv_norm_relu(key_channels, key_channels, norm=norm)
+            conv_norm_relu(channels, key_channels, norm=norm),
+            conv_norm_relu(key_channels, key_channels, norm=norm),
         )
         self.value = conv_norm_relu(channels, key_channels, norm=norm)
         self.up = conv_norm_relu(key_channels, channels, norm=norm)
@@ -94,7 +96,8 @@ class OCRDecoder(nn.Module):
         in_channels = sum(s.channels for s in input_shape.values())
         aux_conv_dims = aux_conv_dims or in_channels
         self.coarse = nn.Sequential(
-            conv_norm_relu(in_channels, aux_conv_dims, norm=norm), Conv2d(aux_conv_dims, num_classes, 1)
+            conv_norm_relu(in_channels, aux_conv_dims, norm=norm),
+            Conv2d(aux_conv_dims, num_classes, 1),
         )
         nn.init.normal_(self.coarse[1].weight, std=0.01)
         nn.init.zeros_(self.coarse[1].bias)

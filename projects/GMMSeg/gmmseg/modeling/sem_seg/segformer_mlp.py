@@ -28,7 +28,14 @@ class SegFormerMLPDecoder(nn.Module):
     """Per-stage linear embeddings, upsampled to the finest stride, concatenated and fused."""
 
     @configurable
-    def __init__(self, input_shape: Dict[str, ShapeSpec], *, conv_dims: int, norm: str = "", dropout: float = 0.0):
+    def __init__(
+        self,
+        input_shape: Dict[str, ShapeSpec],
+        *,
+        conv_dims: int,
+        norm: str = "",
+        dropout: float = 0.0,
+    ):
         super().__init__()
         shapes = sorted(input_shape.items(), key=lambda kv: kv[1].stride)
         self.in_features = [name for name, _ in shapes]
@@ -80,5 +87,7 @@ class SegFormerMLPDecoder(nn.Module):
         xs = [features[f] for f in self.in_features]
         size = xs[0].shape[-2:]
         embeds = [layer(x) for layer, x in zip(self.linear, xs)]
-        embeds = [embeds[0]] + [F.interpolate(e, size=size, mode="bilinear", align_corners=False) for e in embeds[1:]]
+        embeds = [embeds[0]] + [
+            F.interpolate(e, size=size, mode="bilinear", align_corners=False) for e in embeds[1:]
+        ]
         return self.dropout(self.fuse(torch.cat(embeds[::-1], dim=1)))

@@ -32,13 +32,17 @@ def _resize(x, size):
 class PyramidPooling(nn.Module):
     """PSPNet's pyramid pooling module followed by a 3x3 bottleneck: (B, C_in, h, w) -> (B, C, h, w)."""
 
-    def __init__(self, in_channels: int, channels: int, pool_scales: Sequence[int], *, norm: str = ""):
+    def __init__(
+        self, in_channels: int, channels: int, pool_scales: Sequence[int], *, norm: str = ""
+    ):
         super().__init__()
         self.branches = nn.ModuleList(
             nn.Sequential(nn.AdaptiveAvgPool2d(s), conv_norm_relu(in_channels, channels, norm=norm))
             for s in pool_scales
         )
-        self.bottleneck = conv_norm_relu(in_channels + len(pool_scales) * channels, channels, 3, norm=norm)
+        self.bottleneck = conv_norm_relu(
+            in_channels + len(pool_scales) * channels, channels, 3, norm=norm
+        )
 
     def forward(self, x):
         size = x.shape[-2:]
@@ -62,12 +66,16 @@ class UPerNetDecoder(nn.Module):
         super().__init__()
         shapes = sorted(input_shape.items(), key=lambda kv: kv[1].stride)
         if len(shapes) < 2:
-            raise ValueError(f"UPerNetDecoder needs at least two input features, got {sorted(input_shape)}")
+            raise ValueError(
+                f"UPerNetDecoder needs at least two input features, got {sorted(input_shape)}"
+            )
         self.in_features = [name for name, _ in shapes]
         channels = [s.channels for _, s in shapes]
         self.ppm = PyramidPooling(channels[-1], conv_dims, pool_scales, norm=norm)
         self.lateral = nn.ModuleList(conv_norm_relu(c, conv_dims, norm=norm) for c in channels[:-1])
-        self.smooth = nn.ModuleList(conv_norm_relu(conv_dims, conv_dims, 3, norm=norm) for _ in channels[:-1])
+        self.smooth = nn.ModuleList(
+            conv_norm_relu(conv_dims, conv_dims, 3, norm=norm) for _ in channels[:-1]
+        )
         self.fuse = conv_norm_relu(len(channels) * conv_dims, conv_dims, 3, norm=norm)
         self.dropout = output_dropout(dropout)
         self.out_channels, self.common_stride = conv_dims, shapes[0][1].stride

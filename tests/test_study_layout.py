@@ -35,7 +35,8 @@ def _python_files():
         dirs[:] = [
             d
             for d in dirs
-            if not d.startswith(".") and d not in ("output", "datasets", "__pycache__")
+            if not d.startswith(".")
+            and d not in ("output", "datasets", "__pycache__", "build", "dist", "bundle")
         ]
         for name in files:
             if name.endswith(".py"):

@@ -232,7 +232,15 @@ def build_local_wheels(folder: str, have: dict) -> list:
     """Build the wheels PyPI does not have for any Python (the project, pure detectron2, the
     source-only packages) into `folder`; the requirements that pin them."""
     pinned = []
-    pip("wheel", "--no-deps", "--quiet", "--wheel-dir", folder, ROOT)
+    # setuptools builds the project in <checkout>/build: removed again unless it was there before
+    # (it would hold a second copy of the package beside the source)
+    build_dir = os.path.join(ROOT, "build")
+    had_build_dir = os.path.exists(build_dir)
+    try:
+        pip("wheel", "--no-deps", "--quiet", "--wheel-dir", folder, ROOT)
+    finally:
+        if not had_build_dir:
+            shutil.rmtree(build_dir, ignore_errors=True)
     (project,) = glob.glob(os.path.join(folder, "gmmseg-*.whl"))
     pinned.append(f"gmmseg=={os.path.basename(project).split('-')[1]}")
     if not {"detectron2", "sal-detectron2"} & set(have):

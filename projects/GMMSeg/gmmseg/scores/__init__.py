@@ -17,6 +17,7 @@ from .table import (
     query_likelihood_weights,
     register_fitted_score,
     register_score,
+    score_ingredients,
     score_labels,
 )
 
@@ -28,6 +29,7 @@ __all__ = [
     "compute_scores",
     "register_score",
     "score_labels",
+    "score_ingredients",
     "DEFAULT_MAPS",
     "default_map",
     "check_score_name",

@@ -41,6 +41,7 @@ __all__ = [
     "available_scores",
     "compute_scores",
     "score_labels",
+    "score_ingredients",
     "DEFAULT_MAPS",
     "default_map",
     "check_score_name",
@@ -127,6 +128,21 @@ def score_labels() -> "OrderedDict[str, str]":
     return OrderedDict(
         [(s.name, s.label) for s in SCORES.values()] + [(f.name, f.label) for f in FITTED.values()]
     )
+
+
+def score_ingredients(name: str) -> Tuple[str, ...]:
+    """The ingredients score `name` reads, in INGREDIENTS order; for a fitted score, those of the
+    scores it standardises. ("logits",) only: a score of the softmax family, which any segmentation
+    network has; anything else reads a generative head (a GMM, prototypes) or mask queries."""
+    if name in FITTED:
+        needs = {n for base in FITTED[name].bases for n in SCORES[base].needs}
+    elif name in SCORES:
+        needs = set(SCORES[name].needs)
+    else:
+        raise ValueError(
+            f"unknown anomaly score {name!r}; the table has {list(SCORES) + list(FITTED)}"
+        )
+    return tuple(n for n in INGREDIENTS if n in needs)
 
 
 # ---------------------------------------------------------------------------- softmax family

@@ -77,13 +77,14 @@ def spread(tables: List[Dict]) -> Dict:
     return out
 
 
-def widest_range(result: Dict, contains: str = "AUROC") -> Optional[tuple]:
+def widest_range(result: Dict, prefix: str = "AUROC % ") -> Optional[tuple]:
     """(max - min, row, column) of the (row, column) whose values spread widest, among the rows
-    whose name contains `contains`; None when there is none."""
+    whose name starts with `prefix` (by default those of the demo's comparison table of AUROCs,
+    not its table of the GMM network's softmax scores); None when there is none."""
     ranges = [
         (s["max"] - s["min"], row, column)
         for row, by_column in result.items()
-        if contains in row
+        if row.startswith(prefix)
         for column, s in by_column.items()
     ]
     return max(ranges) if ranges else None

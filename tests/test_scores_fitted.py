@@ -12,6 +12,7 @@ import torch
 from _deploy_helpers import demo_cfg, image_of, trained_like
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.modeling import build_model
+from PIL import Image
 
 from gmmseg.deploy import export_model, prepare_for_export
 from gmmseg.scores import fitted_scores
@@ -154,9 +155,13 @@ def test_the_tool_fits_every_score_of_the_model(fitted):
         "max_logit_std",
         "likelihood_energy",
         "likelihood_entropy",
+        "background_energy",
+        "background_entropy",
         "likelihood_ratio",
         "background",
     ]
+    # the background score's own statistics, from a second draw of pixels with the density attached
+    assert sum(fit["scores"]["background"]["count"]) == 3 * 200
     bg = fit["background"]
     assert len(bg["weights"]) == 16 and len(bg["means"][0]) == 64 and bg["embeddings"] == 3 * 500
     assert sum(bg["weights"]) == pytest.approx(1.0)
@@ -298,3 +303,49 @@ def test_exported_likelihood_ratio_equals_eager(fitted, tmp_path):
         )
         got = traced(image)[0]
     np.testing.assert_allclose(got.numpy(), eager.numpy(), atol=1e-3, rtol=1e-4)
+
+
+def test_background_statistics_are_those_of_the_models_background_map(fitted):
+    """The fit's "background" statistics describe the map the model returns with the fit attached:
+    on the 3 training images (the second draw takes the same 3, other pixels), the mean and std of
+    its background map over all labelled pixels are close to the fitted ones; background_energy is
+    z(background) + z(energy) with them."""
+    from detectron2.data.detection_utils import read_image
+
+    from gmmseg.inference import build_inference_model
+
+    _, weights, out, fit = fitted
+    cfg = demo_cfg(
+        "gmm",
+        *OPTS,
+        "MODEL.WEIGHTS",
+        weights,
+        "MODEL.ANOMALY_FIT",
+        out,
+        "MODEL.ANOMALY_SCORE",
+        "background_energy",
+    )
+    model = build_inference_model(cfg)
+    values = []
+    for d in DatasetCatalog.get(DATASET):
+        # as the test loader gives it at the demo's size (96 x 128, MIN_SIZE_TEST 96): no resize
+        image = read_image(d["file_name"], format=cfg.INPUT.FORMAT)
+        labels = torch.from_numpy(np.array(Image.open(d["sem_seg_file_name"]))).long()
+        inputs = {"image": torch.from_numpy(image.transpose(2, 0, 1).copy())}
+        with torch.no_grad():
+            res = model([inputs])[0]
+        background = res["anomaly_scores"]["background"]
+        values.append(background[labels != 255])
+        s = fit["scores"]
+        energy = -torch.logsumexp(res["sem_seg"], 0)
+        want = (background - s["background"]["mean_all"]) / s["background"]["std_all"] + (
+            energy - s["energy"]["mean_all"]
+        ) / s["energy"]["std_all"]
+        torch.testing.assert_close(res["anomaly_score"], want, rtol=1e-5, atol=1e-4)
+    v = torch.cat(values).double()
+    st = fit["scores"]["background"]
+    assert abs(v.mean().item() - st["mean_all"]) < 0.1 * v.std().item()
+    # 600 sampled pixels against all 36,864: the std of a skewed score to within 20 %
+    assert st["std_all"] == pytest.approx(v.std().item(), rel=0.2)
+    # and not the statistics of another score of the model
+    assert abs(s["likelihood"]["mean_all"] - st["mean_all"]) > 0.5 * st["std_all"]

@@ -12,7 +12,9 @@ score the model gives (gmmseg/scores: its own and the softmax family of its logi
 scores of the table ("likelihood_std", "max_logit_std", "likelihood_energy", ...) standardise with
 them. For a per-pixel GMM model it also fits the background density of the "likelihood_ratio" score:
 one diagonal Gaussian mixture (--background-components, scikit-learn's GaussianMixture) of the
-embeddings of --embeddings random labelled cells of the feature grid per image. Only known pixels enter: the evaluation sets (DATASETS.TEST) and every dataset with anomaly
+embeddings of --embeddings random labelled cells of the feature grid per image, then, with that
+density attached, the statistics of the "background" score on a second draw of images (seed + 1),
+which its fusions ("background_energy", "background_entropy") standardise with. Only known pixels enter: the evaluation sets (DATASETS.TEST) and every dataset with anomaly
 masks are refused, and nothing is tuned on anomalies. Evaluate, visualise or export with:
 
     python tools/train_net.py --config-file ... --eval-only MODEL.WEIGHTS ... MODEL.ANOMALY_FIT fit.json
@@ -39,6 +41,7 @@ from gmmseg.analysis.fit_inputs import (
 from gmmseg.analysis.head_hooks import PredictorInputs, labels_to_grid
 from gmmseg.data.mapper import make_sem_seg_loading_fn
 from gmmseg.evaluation.anomaly import anomaly_scores
+from gmmseg.gmm.background import BackgroundDensity
 from gmmseg.inference import build_inference_model, inference_setup
 from gmmseg.scores import FITTED
 from gmmseg.scores.fit import FIT_KEY, KnownPixelStatistics
@@ -180,7 +183,16 @@ def main(argv=None) -> Dict:
     }
     if embeddings is not None:
         fit["background"] = fit_background(embeddings, args.background_components, args.seed)
-        fit["fitted_scores"] += ["likelihood_ratio", "background"]
+        # the statistics of the background score itself (its fusions, "background_energy", read
+        # them): a second sample of images (seed + 1), with the fitted density attached
+        model.sem_seg_head.predictor.background = BackgroundDensity.from_dict(fit["background"])
+        again, _, _ = collect(
+            model, cfg, dataset, label_files, args.images, args.pixels, args.seed + 1
+        )
+        result["background"] = again.result()["background"]
+        fit["fitted_scores"] = [
+            f.name for f in FITTED.values() if all(b in result for b in f.bases)
+        ] + ["likelihood_ratio", "background"]
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     with open(args.output, "w") as f:
         json.dump(fit, f, indent=1)

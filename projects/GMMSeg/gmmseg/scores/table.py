@@ -317,6 +317,12 @@ register_fitted_score(
     "likelihood_entropy", "z(GMM likelihood) + z(entropy)", "likelihood", "entropy"
 )
 register_fitted_score(
+    "background_energy", "z(background density) + z(energy)", "background", "energy"
+)
+register_fitted_score(
+    "background_entropy", "z(background density) + z(entropy)", "background", "entropy"
+)
+register_fitted_score(
     "query_likelihood_energy", "z(query GMM) + z(energy)", "query_likelihood", "energy"
 )
 

@@ -144,6 +144,20 @@ def fitted(tmp_path_factory):
         MetadataCatalog.remove(name)
 
 
+def _fitted_cfg(weights, out, score):
+    """The demo GMM's config with the saved weights, the fit file `out` and `score` as its map."""
+    return demo_cfg(
+        "gmm",
+        *OPTS,
+        "MODEL.WEIGHTS",
+        weights,
+        "MODEL.ANOMALY_FIT",
+        out,
+        "MODEL.ANOMALY_SCORE",
+        score,
+    )
+
+
 def test_the_tool_fits_every_score_of_the_model(fitted):
     _, _, out, fit = fitted
     assert json.load(open(out)) == fit
@@ -203,16 +217,7 @@ def test_the_model_returns_the_fitted_scores_and_the_export_its_map(fitted, tmp_
     from gmmseg.inference import build_inference_model
 
     _, weights, out, fit = fitted
-    cfg = demo_cfg(
-        "gmm",
-        *OPTS,
-        "MODEL.WEIGHTS",
-        weights,
-        "MODEL.ANOMALY_FIT",
-        out,
-        "MODEL.ANOMALY_SCORE",
-        "likelihood_energy",
-    )
+    cfg = _fitted_cfg(weights, out, "likelihood_energy")
     model = build_inference_model(cfg)
     image = torch.from_numpy(image_of((96, 128)))
     with torch.no_grad():
@@ -282,18 +287,7 @@ def test_exported_likelihood_ratio_equals_eager(fitted, tmp_path):
     from gmmseg.inference import build_inference_model
 
     _, weights, out, _ = fitted
-    model = build_inference_model(
-        demo_cfg(
-            "gmm",
-            *OPTS,
-            "MODEL.WEIGHTS",
-            weights,
-            "MODEL.ANOMALY_FIT",
-            out,
-            "MODEL.ANOMALY_SCORE",
-            "likelihood_ratio",
-        )
-    )
+    model = build_inference_model(_fitted_cfg(weights, out, "likelihood_ratio"))
     prepare_for_export(model)
     image = torch.from_numpy(image_of((96, 128)))
     with torch.no_grad():
@@ -315,16 +309,7 @@ def test_background_statistics_are_those_of_the_models_background_map(fitted):
     from gmmseg.inference import build_inference_model
 
     _, weights, out, fit = fitted
-    cfg = demo_cfg(
-        "gmm",
-        *OPTS,
-        "MODEL.WEIGHTS",
-        weights,
-        "MODEL.ANOMALY_FIT",
-        out,
-        "MODEL.ANOMALY_SCORE",
-        "background_energy",
-    )
+    cfg = _fitted_cfg(weights, out, "background_energy")
     model = build_inference_model(cfg)
     values = []
     for d in DatasetCatalog.get(DATASET):

@@ -14,8 +14,9 @@ them. For a per-pixel GMM model it also fits the background density of the "like
 one diagonal Gaussian mixture (--background-components, scikit-learn's GaussianMixture) of the
 embeddings of --embeddings random labelled cells of the feature grid per image, then, with that
 density attached, the statistics of the "background" score on a second draw of images (seed + 1),
-which its fusions ("background_energy", "background_entropy") standardise with. Only known pixels enter: the evaluation sets (DATASETS.TEST) and every dataset with anomaly
-masks are refused, and nothing is tuned on anomalies. Evaluate, visualise or export with:
+which its fusions ("background_energy", "background_entropy") standardise with. Only known
+pixels enter: the evaluation sets (DATASETS.TEST) and every dataset with anomaly masks are
+refused, and nothing is tuned on anomalies. Evaluate, visualise or export with:
 
     python tools/train_net.py --config-file ... --eval-only MODEL.WEIGHTS ... MODEL.ANOMALY_FIT fit.json
         [MODEL.ANOMALY_SCORE likelihood_energy]
@@ -179,8 +180,8 @@ def main(argv=None) -> Dict:
         "pixels_per_image": args.pixels,
         "seed": args.seed,
         "scores": result,
-        "fitted_scores": [f.name for f in FITTED.values() if all(b in result for b in f.bases)],
     }
+    needs_fit = []  # the table's scores that read the fit file beyond the statistics
     if embeddings is not None:
         fit["background"] = fit_background(embeddings, args.background_components, args.seed)
         # the statistics of the background score itself (its fusions, "background_energy", read
@@ -190,9 +191,10 @@ def main(argv=None) -> Dict:
             model, cfg, dataset, label_files, args.images, args.pixels, args.seed + 1
         )
         result["background"] = again.result()["background"]
-        fit["fitted_scores"] = [
-            f.name for f in FITTED.values() if all(b in result for b in f.bases)
-        ] + ["likelihood_ratio", "background"]
+        needs_fit = ["likelihood_ratio", "background"]
+    fit["fitted_scores"] = [
+        f.name for f in FITTED.values() if all(b in result for b in f.bases)
+    ] + needs_fit
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     with open(args.output, "w") as f:
         json.dump(fit, f, indent=1)
